@@ -1,0 +1,88 @@
+//! The KMS interface.
+//!
+//! Designed for PKCS#11 first: a backend holds each org's versioned KEKs, and DEKs are
+//! wrapped and unwrapped *inside* the backend, so a KEK never leaves it. Methods are
+//! blocking (a PKCS#11 session is); async callers run them on a blocking thread.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+pub mod local;
+
+use byok_domain::OrgId;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Dek;
+
+/// Why a KMS operation failed. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsError {
+    /// The backend cannot be reached or used right now (retry may help).
+    #[error("KMS unavailable: {0}")]
+    Unavailable(String),
+    /// The org has no KEK in this backend.
+    #[error("no KEK for {0}")]
+    UnknownOrg(OrgId),
+    /// The org already has KEKs (creating them twice would orphan data).
+    #[error("{0} already has a KEK")]
+    OrgExists(OrgId),
+    /// The KEK version needed to unwrap is not in the backend.
+    #[error("KEK version {version} of {org} does not exist")]
+    UnknownVersion {
+        /// The org.
+        org: OrgId,
+        /// The missing version.
+        version: u32,
+    },
+    /// The org's KEKs were destroyed (crypto-shredded).
+    #[error("the KEKs of {0} were destroyed; its data can no longer be opened")]
+    Destroyed(OrgId),
+    /// The wrapped key failed its integrity check (wrong KEK, tampered bytes).
+    #[error("wrapped key failed its integrity check")]
+    Integrity,
+    /// The wrapping algorithm named in the record is not one this backend implements.
+    #[error("unsupported key-wrap algorithm '{0}'")]
+    UnsupportedAlgorithm(String),
+}
+
+/// A DEK wrapped by a KEK: what the store keeps next to a ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedDek {
+    /// The KEK version that wrapped it.
+    pub kek_version: u32,
+    /// The wrapping algorithm, e.g. `A256GCM-KW` (local) or `A256KWP` (RFC 5649).
+    pub alg: String,
+    /// The wrapped bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A KMS backend: holds per-org, versioned KEKs and wraps/unwraps DEKs with them.
+pub trait Kms: Send + Sync + 'static {
+    /// A short name (`local`, `pkcs11`).
+    fn backend_name(&self) -> &'static str;
+
+    /// Create version 1 of a new org's KEK. Fails with [`KmsError::OrgExists`] if the
+    /// org already has one.
+    fn create_org_kek(&self, org: &OrgId) -> Result<u32, KmsError>;
+
+    /// The org's current KEK version.
+    fn current_kek_version(&self, org: &OrgId) -> Result<u32, KmsError>;
+
+    /// Make a new KEK version current; returns it. Older versions still unwrap.
+    fn rotate_kek(&self, org: &OrgId) -> Result<u32, KmsError>;
+
+    /// Wrap `dek` under the org's current KEK.
+    fn wrap_dek(&self, org: &OrgId, dek: &Dek) -> Result<WrappedDek, KmsError>;
+
+    /// Unwrap a DEK wrapped under any live version of the org's KEK.
+    fn unwrap_dek(&self, org: &OrgId, wrapped: &WrappedDek) -> Result<Dek, KmsError>;
+
+    /// Destroy one old KEK version (nothing may still be wrapped under it).
+    fn retire_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError>;
+
+    /// Destroy every KEK version of the org (crypto-shredding). Idempotent.
+    fn destroy_org_keks(&self, org: &OrgId) -> Result<(), KmsError>;
+
+    /// Whether the backend is usable (for `/readyz`).
+    fn check_health(&self) -> Result<(), KmsError>;
+}

@@ -1,0 +1,30 @@
+//! byok's domain: the nouns of the product contract and the rules that relate them.
+//!
+//! This crate does no I/O and never holds a secret. Everything here is plain data
+//! plus pure functions (validation, scope admission, model-family matching), so the
+//! rules can be tested exhaustively and reused by the admin API, the store and the
+//! data plane alike.
+#![forbid(unsafe_code)]
+
+pub mod family;
+pub mod ids;
+pub mod lifecycle;
+pub mod model;
+pub mod name;
+pub mod provider;
+pub mod scope;
+pub mod time;
+
+pub use family::{FamilyPattern, ModelFamilyRegistry};
+pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
+pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};
+pub use model::{
+    AdminToken, AdminTokenScope, Credential, CredentialState, CredentialVersion, Org, OrgState,
+    Team, Tier, WorkloadToken, Workflow,
+};
+pub use name::{Name, NameError};
+pub use provider::{ProviderId, UnknownProvider};
+pub use scope::{
+    CallScope, Capability, Dimension, Mode, Scope, ScopeDenied, ScopeInput, Specificity,
+};
+pub use time::Timestamp;

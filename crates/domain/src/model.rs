@@ -1,0 +1,312 @@
+//! The entities of the product contract as the API shows them. None carries a secret:
+//! sealed key material lives in the store's own records, tokens only as hashes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AdminTokenId, CredentialId, OrgId, TeamId, TokenId, WorkflowId};
+use crate::name::Name;
+use crate::provider::ProviderId;
+use crate::scope::Scope;
+use crate::time::Timestamp;
+
+/// A billing tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum Tier {
+    /// Full platform features at full cost.
+    #[serde(rename = "katman-a")]
+    KatmanA,
+    /// Discounted fees for routing through the org's own provider account.
+    #[serde(rename = "katman-b")]
+    KatmanB,
+    /// Enterprise: negotiated rates, audit retention, SOC2-aligned controls.
+    #[serde(rename = "katman-c")]
+    KatmanC,
+}
+
+impl Tier {
+    /// The tier as text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tier::KatmanA => "katman-a",
+            Tier::KatmanB => "katman-b",
+            Tier::KatmanC => "katman-c",
+        }
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "katman-a" => Ok(Tier::KatmanA),
+            "katman-b" => Ok(Tier::KatmanB),
+            "katman-c" => Ok(Tier::KatmanC),
+            other => Err(format!("unknown tier '{other}'; known tiers: katman-a, katman-b, katman-c")),
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an org is live or has been crypto-shredded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgState {
+    /// Normal operation.
+    Active,
+    /// Its KEKs are destroyed; its credentials can never be opened again.
+    Deleted,
+}
+
+/// An organization (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Org {
+    /// `org_…`
+    pub id: OrgId,
+    /// Unique across the installation.
+    pub name: Name,
+    /// Billing tier.
+    pub tier: Tier,
+    /// Live or shredded.
+    pub state: OrgState,
+    /// The org's current KEK version.
+    pub kek_version: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A team inside an org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Team {
+    /// `team_…`
+    pub id: TeamId,
+    /// The owning org.
+    pub org_id: OrgId,
+    /// Unique within the org.
+    pub name: Name,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A workflow inside an org, optionally owned by a team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Workflow {
+    /// `wf_…`
+    pub id: WorkflowId,
+    /// The owning org.
+    pub org_id: OrgId,
+    /// Unique within the org.
+    pub name: Name,
+    /// The owning team, if any.
+    pub team_id: Option<TeamId>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A credential's stored state. `expired` is derived from `expires_at` when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialState {
+    /// Usable.
+    Active,
+    /// Temporarily unusable; can be enabled again.
+    Disabled,
+    /// Permanently unusable.
+    Revoked,
+    /// Past its `expires_at`.
+    Expired,
+}
+
+impl CredentialState {
+    /// The state as text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CredentialState::Active => "active",
+            CredentialState::Disabled => "disabled",
+            CredentialState::Revoked => "revoked",
+            CredentialState::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for CredentialState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "disabled" => Ok(Self::Disabled),
+            "revoked" => Ok(Self::Revoked),
+            "expired" => Ok(Self::Expired),
+            other => Err(format!("unknown credential state '{other}'")),
+        }
+    }
+}
+
+impl fmt::Display for CredentialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A provider credential as the API shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Credential {
+    /// `cred_…`
+    pub id: CredentialId,
+    /// The owning org.
+    pub org_id: OrgId,
+    /// Unique within the org.
+    pub name: Name,
+    /// The one provider it serves.
+    pub provider: ProviderId,
+    /// Allow-lists.
+    pub scope: Scope,
+    /// Effective state (an active credential past `expires_at` shows `expired`).
+    pub state: CredentialState,
+    /// The version in use (1 at creation, +1 per rotation).
+    pub version: u32,
+    /// Keyed hash of the current version's secret (per-org key): identifies, never reveals.
+    pub fingerprint: String,
+    /// Admin-set upstream base URL (Azure resource, self-hosted gateway).
+    pub base_url: Option<String>,
+    /// After this instant the credential resolves as `expired`.
+    pub expires_at: Option<Timestamp>,
+    /// Tie-breaker among equally specific credentials; higher wins.
+    pub priority: i32,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Credential {
+    /// The state as of `now` (an active credential past its expiry is `expired`).
+    pub fn effective_state(stored: CredentialState, expires_at: Option<Timestamp>, now: Timestamp) -> CredentialState {
+        match (stored, expires_at) {
+            (CredentialState::Active, Some(at)) if at <= now => CredentialState::Expired,
+            (state, _) => state,
+        }
+    }
+}
+
+/// One version of a credential's secret, without the ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CredentialVersion {
+    /// 1, 2, …
+    pub version: u32,
+    /// Keyed hash of this version's secret.
+    pub fingerprint: String,
+    /// The KEK version its DEK is wrapped under.
+    pub kek_version: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A workload token as the API shows it (never its text or hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkloadToken {
+    /// `tok_…`
+    pub id: TokenId,
+    /// The owning org.
+    pub org_id: OrgId,
+    /// The team whose calls it makes.
+    pub team_id: TeamId,
+    /// If non-empty, the only workflows it may name (and it must name one).
+    pub workflows: Vec<WorkflowId>,
+    /// When it stops working.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// When it was issued.
+    pub created_at: Timestamp,
+}
+
+/// What an admin token may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdminTokenScope {
+    /// Every org (the operator token).
+    Operator,
+    /// One org only.
+    Org {
+        /// The org it is confined to.
+        org_id: OrgId,
+    },
+}
+
+/// An admin token as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AdminToken {
+    /// `adm_…`
+    pub id: AdminTokenId,
+    /// Operator or confined to one org.
+    pub scope: AdminTokenScope,
+    /// When it stops working.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// When it was issued.
+    pub created_at: Timestamp,
+}
+
+impl AdminToken {
+    /// Whether this token may act on `org`.
+    pub fn may_access(&self, org: &OrgId) -> bool {
+        match self.scope {
+            AdminTokenScope::Operator => true,
+            AdminTokenScope::Org { org_id } => org_id == *org,
+        }
+    }
+
+    /// Whether this is the operator token.
+    pub fn is_operator(&self) -> bool {
+        matches!(self.scope, AdminTokenScope::Operator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_text_round_trips_and_unknown_is_named() {
+        for tier in [Tier::KatmanA, Tier::KatmanB, Tier::KatmanC] {
+            assert_eq!(tier.as_str().parse::<Tier>().unwrap(), tier);
+            assert_eq!(serde_json::to_value(tier).unwrap(), tier.as_str());
+        }
+        assert!("katman-d".parse::<Tier>().unwrap_err().contains("katman-d"));
+    }
+
+    #[test]
+    fn expiry_turns_active_into_expired_only() {
+        let now = Timestamp::now();
+        let past = Timestamp::from_micros(now.as_micros() - 1).unwrap();
+        let future = Timestamp::from_micros(now.as_micros() + 1_000_000).unwrap();
+        assert_eq!(Credential::effective_state(CredentialState::Active, Some(past), now), CredentialState::Expired);
+        assert_eq!(Credential::effective_state(CredentialState::Active, Some(future), now), CredentialState::Active);
+        assert_eq!(Credential::effective_state(CredentialState::Revoked, Some(past), now), CredentialState::Revoked);
+        assert_eq!(Credential::effective_state(CredentialState::Active, None, now), CredentialState::Active);
+    }
+
+    #[test]
+    fn org_admin_is_confined() {
+        let mine = OrgId::generate();
+        let token = AdminToken {
+            id: AdminTokenId::generate(),
+            scope: AdminTokenScope::Org { org_id: mine },
+            expires_at: None,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+        };
+        assert!(token.may_access(&mine));
+        assert!(!token.may_access(&OrgId::generate()));
+    }
+}
