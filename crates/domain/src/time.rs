@@ -1,12 +1,12 @@
 //! Timestamps: UTC with microsecond precision, the resolution the audit promises.
 
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A point in time, UTC, truncated to microseconds.
 ///
 /// Stored as microseconds since the Unix epoch; shown as RFC 3339.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Timestamp(DateTime<Utc>);
 
@@ -45,6 +45,17 @@ impl Timestamp {
 impl From<DateTime<Utc>> for Timestamp {
     fn from(value: DateTime<Utc>) -> Self {
         Self(value.trunc_subsecs(6))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Timestamp::parse_rfc3339(&text).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not an RFC 3339 time (expected e.g. 2030-01-01T00:00:00Z)"
+            ))
+        })
     }
 }
 

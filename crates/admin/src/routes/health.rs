@@ -1,0 +1,43 @@
+//! Liveness, readiness and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use byok_vault::Vault;
+use serde::Serialize;
+
+/// Liveness/readiness answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HealthStatus {
+    /// `ok` or `unavailable`.
+    status: &'static str,
+    /// What is not ready, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthStatus)))]
+pub(crate) async fn healthz() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok", reason: None })
+}
+
+/// The store and the KMS are both reachable.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, body = HealthStatus), (status = 503, body = HealthStatus)))]
+pub(crate) async fn readyz(State(vault): State<Vault>) -> Response {
+    match vault.check_ready().await {
+        Ok(()) => Json(HealthStatus { status: "ok", reason: None }).into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthStatus { status: "unavailable", reason: Some(err.to_string()) }),
+        )
+            .into_response(),
+    }
+}
+
+/// This document.
+pub(crate) async fn openapi_json() -> Json<serde_json::Value> {
+    Json(crate::openapi::openapi_document())
+}

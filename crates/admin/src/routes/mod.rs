@@ -1,0 +1,34 @@
+//! Routes of the admin API.
+
+pub(crate) mod credentials;
+pub(crate) mod health;
+pub(crate) mod orgs;
+pub(crate) mod tokens;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use byok_vault::Vault;
+
+use crate::error::ApiError;
+
+pub(crate) fn router() -> Router<Vault> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/openapi.json", get(health::openapi_json))
+        .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
+        .route("/v1/orgs/{org}", get(orgs::get_org))
+        .route("/v1/orgs/{org}/admin-tokens", post(orgs::create_admin_token))
+        .route("/v1/orgs/{org}/teams", post(orgs::create_team).get(orgs::list_teams))
+        .route("/v1/orgs/{org}/workflows", post(orgs::create_workflow).get(orgs::list_workflows))
+        .route("/v1/orgs/{org}/credentials", post(credentials::create).get(credentials::list))
+        .route("/v1/orgs/{org}/credentials/{cred}", get(credentials::show).patch(credentials::update))
+        .route("/v1/orgs/{org}/credentials/{cred}/rotate", post(credentials::rotate))
+        .route("/v1/orgs/{org}/credentials/{cred}/disable", post(credentials::disable))
+        .route("/v1/orgs/{org}/credentials/{cred}/enable", post(credentials::enable))
+        .route("/v1/orgs/{org}/credentials/{cred}/revoke", post(credentials::revoke))
+        .route("/v1/orgs/{org}/credentials/{cred}/lifecycle", get(credentials::lifecycle))
+        .route("/v1/orgs/{org}/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/orgs/{org}/tokens/{id}", delete(tokens::revoke))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+}

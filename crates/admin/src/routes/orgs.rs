@@ -1,0 +1,177 @@
+//! Orgs, admin tokens, teams and workflows.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use byok_domain::{AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
+use byok_vault::Vault;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+
+/// `POST /v1/orgs`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrgRequest {
+    /// Unique name (letters, digits, `.`, `_`, `-`).
+    name: String,
+    /// Billing tier.
+    tier: Tier,
+}
+
+/// A list of orgs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OrgList {
+    orgs: Vec<Org>,
+}
+
+/// `POST /v1/orgs/{org}/admin-tokens`
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateAdminTokenRequest {
+    /// When the token stops working.
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+/// A newly issued org-admin token: the only time its text is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct IssuedAdminTokenResponse {
+    id: AdminTokenId,
+    /// The token text (`byokadm_…`). Shown once.
+    token: String,
+    org_id: OrgId,
+    expires_at: Option<Timestamp>,
+}
+
+/// `POST /v1/orgs/{org}/teams`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTeamRequest {
+    /// Unique within the org.
+    name: String,
+}
+
+/// A list of teams.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TeamList {
+    teams: Vec<Team>,
+}
+
+/// `POST /v1/orgs/{org}/workflows`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateWorkflowRequest {
+    /// Unique within the org.
+    name: String,
+    /// Owning team (id or name).
+    #[serde(default)]
+    team: Option<String>,
+}
+
+/// A list of workflows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkflowList {
+    workflows: Vec<Workflow>,
+}
+
+/// Create an org (operator only), with its own KEK.
+#[utoipa::path(post, path = "/v1/orgs", tag = "orgs", request_body = CreateOrgRequest, security(("bearer" = [])),
+    responses((status = 201, body = Org), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_org(
+    State(vault): State<Vault>,
+    admin: Admin,
+    JsonBody(body): JsonBody<CreateOrgRequest>,
+) -> Result<(StatusCode, Json<Org>), ApiError> {
+    admin.require_operator("create orgs")?;
+    let org = vault.create_org(&admin.actor(), &body.name, body.tier).await?;
+    Ok((StatusCode::CREATED, Json(org)))
+}
+
+/// The orgs this token may see.
+#[utoipa::path(get, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])), responses((status = 200, body = OrgList)))]
+pub(crate) async fn list_orgs(State(vault): State<Vault>, admin: Admin) -> Result<Json<OrgList>, ApiError> {
+    let orgs = vault.list_orgs().await?.into_iter().filter(|org| admin.0.may_access(&org.id)).collect();
+    Ok(Json(OrgList { orgs }))
+}
+
+/// One org.
+#[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = Org), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_org(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<Org>, ApiError> {
+    Ok(Json(admin.org(&vault, &org).await?))
+}
+
+/// Issue an org-admin token confined to this org.
+#[utoipa::path(post, path = "/v1/orgs/{org}/admin-tokens", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = CreateAdminTokenRequest,
+    responses((status = 201, body = IssuedAdminTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn create_admin_token(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<CreateAdminTokenRequest>,
+) -> Result<(StatusCode, Json<IssuedAdminTokenResponse>), ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let issued = vault.issue_org_admin_token(&admin.actor(), &org.id.to_string(), body.expires_at).await?;
+    let response = IssuedAdminTokenResponse {
+        id: issued.token.id,
+        token: issued.text.expose().to_owned(),
+        org_id: org.id,
+        expires_at: issued.token.expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// Create a team.
+#[utoipa::path(post, path = "/v1/orgs/{org}/teams", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = CreateTeamRequest,
+    responses((status = 201, body = Team), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_team(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<CreateTeamRequest>,
+) -> Result<(StatusCode, Json<Team>), ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let team = vault.create_team(&admin.actor(), &org.id.to_string(), &body.name).await?;
+    Ok((StatusCode::CREATED, Json(team)))
+}
+
+/// The org's teams.
+#[utoipa::path(get, path = "/v1/orgs/{org}/teams", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = TeamList)))]
+pub(crate) async fn list_teams(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<TeamList>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(TeamList { teams: vault.list_teams(&org.id.to_string()).await? }))
+}
+
+/// Create a workflow.
+#[utoipa::path(post, path = "/v1/orgs/{org}/workflows", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = CreateWorkflowRequest,
+    responses((status = 201, body = Workflow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_workflow(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<CreateWorkflowRequest>,
+) -> Result<(StatusCode, Json<Workflow>), ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let workflow = vault.create_workflow(&admin.actor(), &org.id.to_string(), &body.name, body.team.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(workflow)))
+}
+
+/// The org's workflows.
+#[utoipa::path(get, path = "/v1/orgs/{org}/workflows", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = WorkflowList)))]
+pub(crate) async fn list_workflows(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<WorkflowList>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(WorkflowList { workflows: vault.list_workflows(&org.id.to_string()).await? }))
+}

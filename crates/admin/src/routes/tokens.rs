@@ -1,0 +1,89 @@
+//! Workload tokens.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use byok_domain::{OrgId, TeamId, Timestamp, TokenId, WorkflowId, WorkloadToken};
+use byok_vault::{NewWorkloadToken, Vault};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+
+/// `POST /v1/orgs/{org}/tokens`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTokenRequest {
+    /// The team (id or name) whose calls the token makes.
+    team: String,
+    /// Workflows (ids or names) it is restricted to; the token must then name one per call.
+    #[serde(default)]
+    workflows: Vec<String>,
+    /// When it stops working.
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
+}
+
+/// A newly issued workload token: the only time its text is shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct IssuedTokenResponse {
+    id: TokenId,
+    /// The token text (`byok_…`), for the application's `api_key`. Shown once.
+    token: String,
+    org_id: OrgId,
+    team_id: TeamId,
+    workflows: Vec<WorkflowId>,
+    expires_at: Option<Timestamp>,
+}
+
+/// A list of workload tokens (never their text).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenList {
+    tokens: Vec<WorkloadToken>,
+}
+
+/// Issue a workload token.
+#[utoipa::path(post, path = "/v1/orgs/{org}/tokens", tag = "tokens", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = CreateTokenRequest,
+    responses((status = 201, body = IssuedTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn create(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<IssuedTokenResponse>), ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let request = NewWorkloadToken { team: body.team, workflows: body.workflows, expires_at: body.expires_at };
+    let issued = vault.issue_workload_token(&admin.actor(), &org.id.to_string(), request).await?;
+    let response = IssuedTokenResponse {
+        id: issued.token.id,
+        token: issued.text.expose().to_owned(),
+        org_id: issued.token.org_id,
+        team_id: issued.token.team_id,
+        workflows: issued.token.workflows,
+        expires_at: issued.token.expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The org's workload tokens.
+#[utoipa::path(get, path = "/v1/orgs/{org}/tokens", tag = "tokens", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = TokenList)))]
+pub(crate) async fn list(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<TokenList>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(TokenList { tokens: vault.list_workload_tokens(&org.id.to_string()).await? }))
+}
+
+/// Revoke a workload token (idempotent).
+#[utoipa::path(delete, path = "/v1/orgs/{org}/tokens/{id}", tag = "tokens", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name"), ("id" = String, Path, description = "token id (tok_…)")),
+    responses((status = 200, body = WorkloadToken), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<WorkloadToken>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.revoke_workload_token(&admin.actor(), &org.id.to_string(), &id).await?))
+}

@@ -1,0 +1,398 @@
+//! The admin API end to end (in-process router, real store on SQLite and PostgreSQL,
+//! real local keyring).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use byok_crypto::{LocalKeyring, TokenKind, TokenText};
+use byok_domain::ModelFamilyRegistry;
+use byok_store::testing::{for_each_backend, TestStore};
+use byok_store::Backend;
+use byok_vault::{KmsHandle, Vault, VaultPolicy};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const CANARY: &str = "sk-canary-7f3a9c1e5b2d4f60a8e1";
+const CANARY_2: &str = "sk-canary-rotated-0c4d2e9f71ab";
+
+const TABLES: [&str; 8] = [
+    "orgs",
+    "teams",
+    "workflows",
+    "credentials",
+    "credential_versions",
+    "workload_tokens",
+    "admin_tokens",
+    "lifecycle_events",
+];
+
+struct Harness {
+    t: TestStore,
+    dir: tempfile::TempDir,
+    router: Router,
+    operator: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    json: Value,
+    raw: String,
+}
+
+async fn harness(t: TestStore) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = LocalKeyring::open(dir.path().join("keyring.json")).unwrap();
+    let vault = Vault::new(
+        t.store().clone(),
+        KmsHandle::new(Arc::new(keyring), 4),
+        ModelFamilyRegistry::seeded(),
+        VaultPolicy::default(),
+    );
+    let operator = TokenText::generate(TokenKind::Admin);
+    vault.register_operator_token(&operator).await.unwrap();
+    let router = byok_admin::router(vault);
+    Harness { t, dir, router, operator: operator.expose().to_owned() }
+}
+
+impl Harness {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = format!("{:?}", response.headers());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(!raw.contains(CANARY) && !raw.contains(CANARY_2), "a secret leaked into a response: {raw}");
+        assert!(!headers.contains("canary"), "a secret leaked into response headers");
+        let json = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Answer { status, json, raw }
+    }
+
+    async fn op(&self, method: Method, path: &str, body: Value) -> Answer {
+        let body = body.to_string();
+        self.call(method, path, Some(&self.operator.clone()), Some(&body)).await
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let answer = self.op(method.clone(), path, body).await;
+        assert!(answer.status.is_success(), "{method} {path}: {} {}", answer.status, answer.raw);
+        answer.json
+    }
+
+    async fn counts(&self) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for table in TABLES {
+            counts.push(self.t.count(table).await.unwrap());
+        }
+        counts
+    }
+
+    fn keyring_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("keyring.json")).unwrap()
+    }
+
+    /// No canary in the raw database (file and WAL for SQLite, every row as text for
+    /// PostgreSQL) nor in the keyring.
+    async fn assert_no_plaintext_at_rest(&self, canaries: &[&str]) {
+        for canary in canaries {
+            let keyring = self.keyring_bytes();
+            assert!(!contains(&keyring, canary.as_bytes()), "canary in keyring");
+            match self.t.backend() {
+                Backend::Sqlite => {
+                    let path = self.t.sqlite_path().unwrap();
+                    let mut files = vec![path.to_owned()];
+                    for suffix in ["-wal", "-shm", "-journal"] {
+                        files.push(path.with_file_name(format!("byok.db{suffix}")));
+                    }
+                    let mut searched = 0;
+                    for file in files.iter().filter(|f| f.exists()) {
+                        searched += 1;
+                        let bytes = std::fs::read(file).unwrap();
+                        assert!(!contains(&bytes, canary.as_bytes()), "canary in {}", file.display());
+                    }
+                    assert!(searched >= 1);
+                }
+                Backend::Postgres => {
+                    let hex: String = canary.bytes().map(|b| format!("{b:02x}")).collect();
+                    for table in TABLES {
+                        let sql = format!(
+                            "SELECT COUNT(*) FROM {table} t WHERE strpos(t::text, '{canary}') > 0 OR strpos(t::text, '{hex}') > 0"
+                        );
+                        assert_eq!(self.t.query_i64(&sql).await.unwrap(), 0, "canary in table {table}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn credential_lifecycle_through_the_api_never_shows_the_secret() {
+    for_each_backend("credential_lifecycle_through_the_api_never_shows_the_secret", |t| async move {
+        let h = harness(t).await;
+        let org = h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-b"})).await;
+        assert_eq!(org["tier"], "katman-b");
+        assert_eq!(org["kek_version"], 1);
+        assert!(org["id"].as_str().unwrap().starts_with("org_"));
+        let team = h.ok(Method::POST, "/v1/orgs/acme/teams", json!({"name": "research"})).await;
+        let wf = h.ok(Method::POST, "/v1/orgs/acme/workflows", json!({"name": "summarize", "team": "research"})).await;
+        assert_eq!(wf["team_id"], team["id"]);
+
+        let body = json!({
+            "name": "prod-openai", "provider": "openai", "secret": CANARY,
+            "scope": {"model_families": ["gpt-4o"], "capabilities": ["chat"], "modes": ["sync", "stream"], "teams": ["research"], "workflows": []},
+            "priority": 5
+        });
+        let answer = h.op(Method::POST, "/v1/orgs/acme/credentials", body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.raw);
+        let cred = answer.json;
+        assert!(cred.get("secret").is_none());
+        assert_eq!(cred["version"], 1);
+        assert_eq!(cred["state"], "active");
+        assert_eq!(cred["scope"]["teams"], json!([team["id"]]));
+        let fp1 = cred["fingerprint"].as_str().unwrap().to_owned();
+        assert!(fp1.starts_with("fp_"));
+        let id = cred["id"].as_str().unwrap().to_owned();
+
+        // By id and by name.
+        let shown = h.ok(Method::GET, &format!("/v1/orgs/{}/credentials/{id}", org["id"].as_str().unwrap()), json!({})).await;
+        assert_eq!(shown["name"], "prod-openai");
+        assert_eq!(shown["versions"].as_array().unwrap().len(), 1);
+        let list = h.ok(Method::GET, "/v1/orgs/acme/credentials", json!({})).await;
+        assert_eq!(list["credentials"].as_array().unwrap().len(), 1);
+
+        let updated = h
+            .ok(Method::PATCH, "/v1/orgs/acme/credentials/prod-openai", json!({"scope": {"workflows": ["summarize"]}, "expires_at": "2099-01-01T00:00:00Z"}))
+            .await;
+        assert_eq!(updated["scope"]["workflows"], json!([wf["id"]]));
+        assert_eq!(updated["scope"]["model_families"], json!([]));
+        let cleared = h.ok(Method::PATCH, "/v1/orgs/acme/credentials/prod-openai", json!({"expires_at": null})).await;
+        assert_eq!(cleared["expires_at"], Value::Null);
+
+        let rotated = h.ok(Method::POST, "/v1/orgs/acme/credentials/prod-openai/rotate", json!({"secret": CANARY_2})).await;
+        assert_eq!(rotated["version"], 2);
+        assert_ne!(rotated["fingerprint"], fp1);
+        for (action, state) in [("disable", "disabled"), ("enable", "active"), ("revoke", "revoked")] {
+            let answer = h.ok(Method::POST, &format!("/v1/orgs/acme/credentials/prod-openai/{action}"), json!({})).await;
+            assert_eq!(answer["state"], state);
+        }
+        let again = h.op(Method::POST, "/v1/orgs/acme/credentials/prod-openai/enable", json!({})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        assert!(again.json["error"]["message"].as_str().unwrap().contains("revoked"));
+
+        let life = h.ok(Method::GET, "/v1/orgs/acme/credentials/prod-openai/lifecycle", json!({})).await;
+        let kinds: Vec<&str> = life["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["created", "scope_changed", "scope_changed", "rotated", "disabled", "enabled", "revoked"]);
+        let seqs: Vec<i64> = life["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(life["events"][3]["version"], 2);
+        assert_eq!(life["events"][0]["fingerprint"], fp1.as_str());
+        assert_eq!(life["events"][0]["actor"]["kind"], "admin_token");
+
+        // Workload tokens: shown once, listed without text, revoked idempotently.
+        let issued = h.op(Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "workflows": ["summarize"]})).await;
+        assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.raw);
+        let token_text = issued.json["token"].as_str().unwrap().to_owned();
+        assert!(token_text.starts_with("byok_"));
+        let tokens = h.op(Method::GET, "/v1/orgs/acme/tokens", json!({})).await;
+        assert!(!tokens.raw.contains(&token_text));
+        let tok = issued.json["id"].as_str().unwrap();
+        for _ in 0..2 {
+            let revoked = h.ok(Method::DELETE, &format!("/v1/orgs/acme/tokens/{tok}"), json!({})).await;
+            assert!(revoked["revoked_at"].is_string());
+        }
+        assert_eq!(h.t.query_i64("SELECT COUNT(*) FROM lifecycle_events WHERE kind = 'token_revoked'").await.unwrap(), 1);
+
+        h.assert_no_plaintext_at_rest(&[CANARY, CANARY_2, &token_text]).await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Every bad input gets its 4xx with a message naming the problem, and leaves the
+/// store and the keyring exactly as they were.
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() {
+    for_each_backend("bad_input_is_refused_and_nothing_is_written", |t| async move {
+        let h = harness(t).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"})).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "enterprise", "tier": "katman-c"})).await;
+        h.ok(Method::POST, "/v1/orgs/acme/teams", json!({"name": "research"})).await;
+        let ok_cred = json!({"name": "main", "provider": "openai", "secret": CANARY});
+        h.ok(Method::POST, "/v1/orgs/acme/credentials", ok_cred.clone()).await;
+        h.ok(Method::POST, "/v1/orgs/acme/credentials/main/revoke", json!({})).await;
+        h.ok(Method::POST, "/v1/orgs/acme/credentials", json!({"name": "live", "provider": "openai", "secret": CANARY})).await;
+
+        let cred = |extra: Value| {
+            let mut body = json!({"name": "new", "provider": "openai", "secret": CANARY_2});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            body.to_string()
+        };
+        let cases: Vec<(Method, &str, String, StatusCode, &str)> = vec![
+            (Method::POST, "/v1/orgs", json!({"name": "x", "tier": "katman-d"}).to_string(), StatusCode::BAD_REQUEST, "katman-d"),
+            (Method::POST, "/v1/orgs", json!({"name": "", "tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "name must not be empty"),
+            (Method::POST, "/v1/orgs", json!({"name": "has space", "tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "may contain only"),
+            (Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"}).to_string(), StatusCode::CONFLICT, "already exists"),
+            (Method::POST, "/v1/orgs", json!({"name": "x", "tier": "katman-a", "plan": "gold"}).to_string(), StatusCode::BAD_REQUEST, "unknown field `plan`"),
+            (Method::POST, "/v1/orgs", "{\"name\": \"x\", ".to_owned(), StatusCode::BAD_REQUEST, "EOF"),
+            (Method::POST, "/v1/orgs", "[1,2]".to_owned(), StatusCode::BAD_REQUEST, "invalid"),
+            (Method::POST, "/v1/orgs", json!({"tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "missing field `name`"),
+            (Method::POST, "/v1/orgs/acme/teams", json!({"name": "research"}).to_string(), StatusCode::CONFLICT, "already exists"),
+            (Method::POST, "/v1/orgs/acme/workflows", json!({"name": "w", "team": "nope"}).to_string(), StatusCode::BAD_REQUEST, "no team 'nope'"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"provider": "openia"})), StatusCode::BAD_REQUEST, "openia"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"name": ""})), StatusCode::BAD_REQUEST, "name must not be empty"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"name": "live"})), StatusCode::CONFLICT, "already exists"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": ""})), StatusCode::BAD_REQUEST, "secret must not be empty"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": "sk-abc\ndef"})), StatusCode::BAD_REQUEST, "control character"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": "sk-abc\u{7f}"})), StatusCode::BAD_REQUEST, "control character"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"expires_at": "2001-01-01T00:00:00Z"})), StatusCode::BAD_REQUEST, "in the past"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"expires_at": "tomorrow"})), StatusCode::BAD_REQUEST, "expires_at"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"model_families": ["gpt4o"]}})), StatusCode::BAD_REQUEST, "unknown model family 'gpt4o'"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"capabilities": ["chta"]}})), StatusCode::BAD_REQUEST, "chta"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"teams": ["ghosts"]}})), StatusCode::BAD_REQUEST, "no team 'ghosts'"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"tems": []}})), StatusCode::BAD_REQUEST, "unknown field `tems`"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"provider": "azure-openai"})), StatusCode::BAD_REQUEST, "base_url"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"base_url": "http://10.0.0.1"})), StatusCode::BAD_REQUEST, "plain http"),
+            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": 42})), StatusCode::BAD_REQUEST, "invalid type"),
+            (Method::POST, "/v1/orgs/enterprise/credentials", cred(json!({})), StatusCode::FORBIDDEN, "requires every credential to have expires_at"),
+            (Method::POST, "/v1/orgs/enterprise/credentials", cred(json!({"expires_at": "2099-01-01T00:00:00Z"})), StatusCode::FORBIDDEN, "forbids org-wide"),
+            (Method::POST, "/v1/orgs/nowhere/credentials", cred(json!({})), StatusCode::NOT_FOUND, "no org 'nowhere'"),
+            (Method::PATCH, "/v1/orgs/acme/credentials/live", "{}".to_owned(), StatusCode::BAD_REQUEST, "nothing to change"),
+            (Method::PATCH, "/v1/orgs/acme/credentials/live", json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
+            (Method::PATCH, "/v1/orgs/acme/credentials/live", json!({"secret": "x"}).to_string(), StatusCode::BAD_REQUEST, "unknown field `secret`"),
+            (Method::PATCH, "/v1/orgs/acme/credentials/main", json!({"priority": 3}).to_string(), StatusCode::CONFLICT, "revoked"),
+            (Method::POST, "/v1/orgs/acme/credentials/live/rotate", json!({"secret": " "}).to_string(), StatusCode::BAD_REQUEST, "secret must not be empty"),
+            (Method::POST, "/v1/orgs/acme/credentials/main/rotate", json!({"secret": "sk-new"}).to_string(), StatusCode::CONFLICT, "revoked"),
+            (Method::POST, "/v1/orgs/acme/credentials/ghost/disable", "".to_owned(), StatusCode::NOT_FOUND, "no credential 'ghost'"),
+            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "ghosts"}).to_string(), StatusCode::BAD_REQUEST, "no team 'ghosts'"),
+            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "workflows": ["ghost"]}).to_string(), StatusCode::BAD_REQUEST, "no workflow 'ghost'"),
+            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
+            (Method::POST, "/v1/orgs/acme/admin-tokens", json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
+            (Method::DELETE, "/v1/orgs/acme/tokens/tok_nope", "".to_owned(), StatusCode::NOT_FOUND, "tok_nope"),
+            (Method::GET, "/v1/nothing-here", "".to_owned(), StatusCode::NOT_FOUND, "no such endpoint"),
+        ];
+
+        let counts = h.counts().await;
+        let keyring = h.keyring_bytes();
+        let operator = h.operator.clone();
+        for (method, path, body, status, fragment) in cases {
+            let answer = h.call(method.clone(), path, Some(&operator), Some(&body)).await;
+            assert_eq!(answer.status, status, "{method} {path} {body}: {}", answer.raw);
+            let message = answer.json["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {}", answer.raw));
+            assert!(message.contains(fragment), "{method} {path} {body}: message {message:?} lacks {fragment:?}");
+            assert!(answer.json["error"]["code"].is_string());
+            assert_eq!(h.counts().await, counts, "{method} {path} {body} changed the store");
+            assert_eq!(h.keyring_bytes(), keyring, "{method} {path} {body} changed the keyring");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn org_admin_tokens_are_confined_to_their_org() {
+    for_each_backend("org_admin_tokens_are_confined_to_their_org", |t| async move {
+        let h = harness(t).await;
+        let a = h.ok(Method::POST, "/v1/orgs", json!({"name": "alpha", "tier": "katman-a"})).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "beta", "tier": "katman-b"})).await;
+        h.ok(Method::POST, "/v1/orgs/beta/teams", json!({"name": "t"})).await;
+        h.ok(Method::POST, "/v1/orgs/beta/credentials", json!({"name": "c", "provider": "anthropic", "secret": CANARY})).await;
+        let issued = h.ok(Method::POST, "/v1/orgs/alpha/admin-tokens", json!({})).await;
+        let alpha_admin = issued["token"].as_str().unwrap().to_owned();
+        assert!(alpha_admin.starts_with("byokadm_"));
+
+        // Its own org works.
+        let own = h.call(Method::POST, "/v1/orgs/alpha/teams", Some(&alpha_admin), Some(r#"{"name":"mine"}"#)).await;
+        assert_eq!(own.status, StatusCode::CREATED);
+        let listed = h.call(Method::GET, "/v1/orgs", Some(&alpha_admin), None).await;
+        let names: Vec<&str> = listed.json["orgs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["alpha"]);
+        let by_id = h.call(Method::GET, &format!("/v1/orgs/{}", a["id"].as_str().unwrap()), Some(&alpha_admin), None).await;
+        assert_eq!(by_id.status, StatusCode::OK);
+
+        let counts = h.counts().await;
+        let refused: Vec<(Method, &str, Option<&str>)> = vec![
+            (Method::GET, "/v1/orgs/beta", None),
+            (Method::GET, "/v1/orgs/beta/credentials", None),
+            (Method::GET, "/v1/orgs/beta/credentials/c", None),
+            (Method::GET, "/v1/orgs/beta/credentials/c/lifecycle", None),
+            (Method::GET, "/v1/orgs/beta/teams", None),
+            (Method::GET, "/v1/orgs/beta/tokens", None),
+            (Method::POST, "/v1/orgs/beta/teams", Some(r#"{"name":"x"}"#)),
+            (Method::POST, "/v1/orgs/beta/credentials", Some(r#"{"name":"x","provider":"openai","secret":"sk-x"}"#)),
+            (Method::POST, "/v1/orgs/beta/credentials/c/revoke", None),
+            (Method::POST, "/v1/orgs/beta/credentials/c/rotate", Some(r#"{"secret":"sk-y"}"#)),
+            (Method::PATCH, "/v1/orgs/beta/credentials/c", Some(r#"{"priority":1}"#)),
+            (Method::POST, "/v1/orgs/beta/tokens", Some(r#"{"team":"t"}"#)),
+            (Method::POST, "/v1/orgs/beta/admin-tokens", None),
+            (Method::GET, "/v1/orgs/no-such-org", None),
+            (Method::POST, "/v1/orgs", Some(r#"{"name":"gamma","tier":"katman-a"}"#)),
+        ];
+        for (method, path, body) in refused {
+            let answer = h.call(method.clone(), path, Some(&alpha_admin), body).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {path}: {}", answer.raw);
+            assert_eq!(answer.json["error"]["code"], "forbidden");
+            assert!(!answer.raw.contains("cred_"), "refusal must not reveal beta's data");
+        }
+        assert_eq!(h.counts().await, counts);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_admin_token_are_refused() {
+    for_each_backend("requests_without_a_valid_admin_token_are_refused", |t| async move {
+        let h = harness(t).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"})).await;
+        h.ok(Method::POST, "/v1/orgs/acme/teams", json!({"name": "t"})).await;
+        let workload = h.ok(Method::POST, "/v1/orgs/acme/tokens", json!({"team": "t"})).await["token"].as_str().unwrap().to_owned();
+        let expired = h.ok(Method::POST, "/v1/orgs/acme/admin-tokens", json!({"expires_at": "2099-01-01T00:00:00Z"})).await;
+        assert!(expired["token"].is_string());
+        let forged = TokenText::generate(TokenKind::Admin);
+        for token in [None, Some("nonsense"), Some(workload.as_str()), Some(forged.expose())] {
+            let answer = h.call(Method::GET, "/v1/orgs", token, None).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(answer.json["error"]["code"], "unauthorized");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi() {
+    let h = harness(TestStore::sqlite().await.unwrap()).await;
+    assert_eq!(h.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(h.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
+    let doc = h.call(Method::GET, "/v1/openapi.json", None, None).await.json;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/orgs", "/v1/orgs/{org}/credentials", "/v1/orgs/{org}/credentials/{cred}/rotate", "/v1/orgs/{org}/tokens/{id}"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    let secret = &doc["components"]["schemas"]["CreateCredentialRequest"]["properties"]["secret"];
+    assert_eq!(secret["writeOnly"], true, "{secret}");
+
+    // Readiness fails when the store is gone.
+    h.t.store().close().await;
+    let answer = h.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.json["status"], "unavailable");
+}

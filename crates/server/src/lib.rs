@@ -1,0 +1,131 @@
+//! `byok serve`: configuration, the data directory, the listeners and shutdown.
+//!
+//! [`start`] runs a whole server in-process (tests use it on `127.0.0.1:0`);
+//! [`serve`] is the command: it loads settings, starts, and waits for a signal.
+#![forbid(unsafe_code)]
+
+mod config;
+mod datadir;
+mod hardening;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use byok_crypto::LocalKeyring;
+use byok_store::Store;
+use byok_vault::{KmsHandle, Vault, VaultPolicy};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ServeArgs, Settings};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    admin_addr: SocketAddr,
+    vault: Vault,
+    operator_token_path: PathBuf,
+    stop: watch::Sender<bool>,
+    admin_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The vault behind the API.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Where the operator token was written.
+    pub fn operator_token_path(&self) -> &std::path::Path {
+        &self.operator_token_path
+    }
+
+    /// Stop accepting, finish in-flight requests, close the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.admin_task.await.context("admin listener task failed")??;
+        self.vault.store().close().await;
+        Ok(())
+    }
+}
+
+/// Start byok with `settings`: prepare the data directory, open the store and the KMS,
+/// register the operator token, bind the listeners.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let data_dir = datadir::prepare(&settings.data_dir)?;
+    let store = match &settings.database_url {
+        Some(url) => Store::open(url).await.with_context(|| "cannot open the database given by --database-url")?,
+        None => Store::open_sqlite(&data_dir.database_path())
+            .await
+            .with_context(|| format!("cannot open the SQLite database {}", data_dir.database_path().display()))?,
+    };
+    let keyring = LocalKeyring::open(data_dir.keyring_path())
+        .with_context(|| format!("cannot open the keyring {}", data_dir.keyring_path().display()))?;
+    let kms = KmsHandle::new(Arc::new(keyring), settings.kms_max_concurrency);
+    let vault = Vault::new(
+        store,
+        kms,
+        settings.model_families(),
+        VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url },
+    );
+    let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
+    tracing::info!(path = %operator_token_path.display(), "operator token file (mode 0600)");
+
+    let listener = tokio::net::TcpListener::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin API (--admin-addr)", settings.admin_addr))?;
+    let admin_addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let admin_task = tokio::spawn(byok_admin::serve(listener, vault.clone(), shutdown));
+    tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
+    Ok(Running { admin_addr, vault, operator_token_path, stop, admin_task })
+}
+
+/// Run `byok serve` until SIGINT or SIGTERM. `data_dir` is the global `--data-dir`.
+pub async fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    hardening::refuse_core_dumps();
+    let settings = Settings::load(data_dir, &args)?;
+    let running = start(settings).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BYOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

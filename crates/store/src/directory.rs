@@ -1,0 +1,360 @@
+//! Orgs, teams and workflows.
+
+use byok_crypto::WrappedDek;
+use byok_domain::{Org, OrgId, OrgState, Team, TeamId, Timestamp, Workflow, WorkflowId};
+use sqlx::any::AnyRow;
+use sqlx::Any;
+
+use crate::error::{map_insert, map_sqlx, StoreError};
+use crate::events::{insert_event, NewEvent};
+use crate::rows::Row;
+use crate::store::Store;
+
+const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, created_at";
+const TEAM_COLUMNS: &str = "id, org_id, name, created_at";
+const WORKFLOW_COLUMNS: &str = "id, org_id, name, team_id, created_at";
+
+fn org_state_text(state: OrgState) -> &'static str {
+    match state {
+        OrgState::Active => "active",
+        OrgState::Deleted => "deleted",
+    }
+}
+
+fn parse_org_state(text: &str) -> Result<OrgState, String> {
+    match text {
+        "active" => Ok(OrgState::Active),
+        "deleted" => Ok(OrgState::Deleted),
+        other => Err(format!("unknown org state '{other}'")),
+    }
+}
+
+fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
+    let r = Row::new(row, "orgs");
+    let state_text = r.text("state")?;
+    let state = parse_org_state(&state_text).map_err(|e| StoreError::Corrupt(format!("orgs.state: {e}")))?;
+    Ok(Org {
+        id: r.parse("id")?,
+        name: r.parse_name("name")?,
+        tier: r.parse("tier")?,
+        state,
+        kek_version: r.u32("kek_version")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+fn decode_team(row: &AnyRow) -> Result<Team, StoreError> {
+    let r = Row::new(row, "teams");
+    Ok(Team {
+        id: r.parse("id")?,
+        org_id: r.parse("org_id")?,
+        name: r.parse_name("name")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+fn decode_workflow(row: &AnyRow) -> Result<Workflow, StoreError> {
+    let r = Row::new(row, "workflows");
+    Ok(Workflow {
+        id: r.parse("id")?,
+        org_id: r.parse("org_id")?,
+        name: r.parse_name("name")?,
+        team_id: r.opt_parse("team_id")?,
+        created_at: r.ts("created_at")?,
+    })
+}
+
+impl Store {
+    // ----- orgs -------------------------------------------------------------------------
+
+    /// Create an org with its wrapped fingerprint key, and record `event`.
+    /// [`StoreError::Conflict`] if the name is taken.
+    pub async fn insert_org(&self, org: &Org, fingerprint_key: &WrappedDek, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>(
+            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(org.id.to_string())
+        .bind(org.name.as_str())
+        .bind(org.tier.as_str())
+        .bind(org_state_text(org.state))
+        .bind(i64::from(org.kek_version))
+        .bind(i64::from(fingerprint_key.kek_version))
+        .bind(fingerprint_key.alg.as_str())
+        .bind(fingerprint_key.bytes.as_slice())
+        .bind(org.created_at.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            map_insert(
+                e,
+                |about| {
+                    if about.contains("name") {
+                        format!("an org named '{}' already exists", org.name)
+                    } else {
+                        format!("an org with id {} already exists", org.id)
+                    }
+                },
+                |_| format!("org {} refers to a missing row", org.id),
+            )
+        })?;
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// The org with this id.
+    pub async fn get_org(&self, id: &OrgId) -> Result<Option<Org>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_org)
+            .transpose()
+    }
+
+    /// The org with this (exact) name.
+    pub async fn find_org_by_name(&self, name: &str) -> Result<Option<Org>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_org)
+            .transpose()
+    }
+
+    /// Every org (deleted ones included), ordered by name (byte order).
+    pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let rows = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs"))
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let mut orgs = rows.iter().map(decode_org).collect::<Result<Vec<_>, _>>()?;
+        orgs.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        Ok(orgs)
+    }
+
+    /// The org's fingerprint key, wrapped by its KEK.
+    pub async fn org_fingerprint_key(&self, id: &OrgId) -> Result<Option<WrappedDek>, StoreError> {
+        let row = sqlx::query::<Any>("SELECT fpk_kek_version, fpk_alg, fpk_wrapped FROM orgs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        let r = Row::new(&row, "orgs");
+        Ok(Some(WrappedDek {
+            kek_version: r.u32("fpk_kek_version")?,
+            alg: r.text("fpk_alg")?,
+            bytes: r.blob("fpk_wrapped")?,
+        }))
+    }
+
+    /// Replace the org's wrapped fingerprint key (after rewrapping it under a new KEK
+    /// version). [`StoreError::NotFound`] if the org does not exist.
+    pub async fn set_org_fingerprint_key(&self, id: &OrgId, fingerprint_key: &WrappedDek) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query::<Any>("UPDATE orgs SET fpk_kek_version = $1, fpk_alg = $2, fpk_wrapped = $3 WHERE id = $4")
+            .bind(i64::from(fingerprint_key.kek_version))
+            .bind(fingerprint_key.alg.as_str())
+            .bind(fingerprint_key.bytes.as_slice())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Record the org's current KEK version (after a KEK rotation).
+    /// [`StoreError::NotFound`] if the org does not exist.
+    pub async fn set_org_kek_version(&self, id: &OrgId, kek_version: u32) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query::<Any>("UPDATE orgs SET kek_version = $1 WHERE id = $2")
+            .bind(i64::from(kek_version))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Mark the org deleted (crypto-shredded) at `at` and record `event`; returns the
+    /// org as it is now. Idempotent: an org already deleted is returned unchanged and no
+    /// event is written. [`StoreError::NotFound`] if the org does not exist.
+    pub async fn mark_org_deleted(&self, id: &OrgId, at: Timestamp, event: &NewEvent) -> Result<Org, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query::<Any>("UPDATE orgs SET state = $1, deleted_at = $2 WHERE id = $3 AND state <> $1")
+            .bind(org_state_text(OrgState::Deleted))
+            .bind(at.as_micros())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if done.rows_affected() > 0 {
+            insert_event(&mut tx, self.backend(), event).await?;
+        }
+        let org = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_org)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound { what: format!("org {id} does not exist") })?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(org)
+    }
+
+    // ----- teams ------------------------------------------------------------------------
+
+    /// Create a team and record `event`. [`StoreError::Conflict`] if its org already has
+    /// a team of that name; [`StoreError::NotFound`] if the org does not exist.
+    pub async fn insert_team(&self, team: &Team, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>("INSERT INTO teams (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(team.id.to_string())
+            .bind(team.org_id.to_string())
+            .bind(team.name.as_str())
+            .bind(team.created_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                map_insert(
+                    e,
+                    |about| {
+                        if about.contains("name") {
+                            format!("a team named '{}' already exists in {}", team.name, team.org_id)
+                        } else {
+                            format!("a team with id {} already exists", team.id)
+                        }
+                    },
+                    |_| format!("org {} does not exist", team.org_id),
+                )
+            })?;
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// The team with this id in `org`.
+    pub async fn get_team(&self, org: &OrgId, id: &TeamId) -> Result<Option<Team>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_team)
+            .transpose()
+    }
+
+    /// The team with this (exact) name in `org`.
+    pub async fn find_team_by_name(&self, org: &OrgId, name: &str) -> Result<Option<Team>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_team)
+            .transpose()
+    }
+
+    /// The org's teams, ordered by name (byte order).
+    pub async fn list_teams(&self, org: &OrgId) -> Result<Vec<Team>, StoreError> {
+        let rows = sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1"))
+            .bind(org.to_string())
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let mut teams = rows.iter().map(decode_team).collect::<Result<Vec<_>, _>>()?;
+        teams.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        Ok(teams)
+    }
+
+    // ----- workflows --------------------------------------------------------------------
+
+    /// Create a workflow and record `event`. [`StoreError::Conflict`] if its org already
+    /// has a workflow of that name; [`StoreError::NotFound`] if the org, or the owning
+    /// team within that org, does not exist.
+    pub async fn insert_workflow(&self, workflow: &Workflow, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>("INSERT INTO workflows (id, org_id, name, team_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(workflow.id.to_string())
+            .bind(workflow.org_id.to_string())
+            .bind(workflow.name.as_str())
+            .bind(workflow.team_id.map(|t| t.to_string()))
+            .bind(workflow.created_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                map_insert(
+                    e,
+                    |about| {
+                        if about.contains("name") {
+                            format!("a workflow named '{}' already exists in {}", workflow.name, workflow.org_id)
+                        } else {
+                            format!("a workflow with id {} already exists", workflow.id)
+                        }
+                    },
+                    |_| match workflow.team_id {
+                        Some(team) => format!("org {} or its team {team} does not exist", workflow.org_id),
+                        None => format!("org {} does not exist", workflow.org_id),
+                    },
+                )
+            })?;
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// The workflow with this id in `org`.
+    pub async fn get_workflow(&self, org: &OrgId, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workflow)
+            .transpose()
+    }
+
+    /// The workflow with this (exact) name in `org`.
+    pub async fn find_workflow_by_name(&self, org: &OrgId, name: &str) -> Result<Option<Workflow>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workflow)
+            .transpose()
+    }
+
+    /// The org's workflows, ordered by name (byte order).
+    pub async fn list_workflows(&self, org: &OrgId) -> Result<Vec<Workflow>, StoreError> {
+        let rows =
+            sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1"))
+                .bind(org.to_string())
+                .fetch_all(self.reader())
+                .await
+                .map_err(map_sqlx)?;
+        let mut workflows = rows.iter().map(decode_workflow).collect::<Result<Vec<_>, _>>()?;
+        workflows.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        Ok(workflows)
+    }
+}

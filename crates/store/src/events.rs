@@ -1,0 +1,172 @@
+//! Lifecycle events: written inside the transaction of the change they record, read
+//! back in `seq` order.
+
+use byok_domain::{Actor, CredentialId, EventId, LifecycleEvent, LifecycleKind, OrgId, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection};
+
+use crate::error::{map_insert, map_sqlx, StoreError};
+use crate::rows::{to_json, Row};
+use crate::store::{Backend, Store};
+
+/// A lifecycle event to record; the store assigns its `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// `evt_…`, chosen by the caller.
+    pub id: EventId,
+    /// The org it happened in.
+    pub org_id: OrgId,
+    /// What happened.
+    pub kind: LifecycleKind,
+    /// The id of the thing it happened to (`cred_…`, `tok_…`, `team_…`, `org_…`).
+    pub subject: String,
+    /// The credential, when the subject is one.
+    pub credential_id: Option<CredentialId>,
+    /// The credential version in force after the event.
+    pub version: Option<u32>,
+    /// The fingerprint in force after the event.
+    pub fingerprint: Option<String>,
+    /// Who did it.
+    pub actor: Actor,
+    /// When.
+    pub at: Timestamp,
+    /// Event-specific facts; never a secret.
+    pub details: serde_json::Value,
+}
+
+impl NewEvent {
+    /// A fresh event with a generated id, no credential fields and empty details.
+    pub fn new(org_id: OrgId, kind: LifecycleKind, subject: impl Into<String>, actor: Actor, at: Timestamp) -> Self {
+        Self {
+            id: EventId::generate(),
+            org_id,
+            kind,
+            subject: subject.into(),
+            credential_id: None,
+            version: None,
+            fingerprint: None,
+            actor,
+            at,
+            details: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// Which events [`Store::list_events`] returns (all conditions must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events about this subject (`cred_…`, `tok_…`, …).
+    pub subject: Option<String>,
+    /// Only events whose `credential_id` is this credential.
+    pub credential: Option<CredentialId>,
+    /// Only events after this `seq` (for paging and tailing).
+    pub after_seq: Option<i64>,
+    /// At most this many events.
+    pub limit: Option<u32>,
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details";
+
+/// Record `event` on `conn`, which is inside the transaction of the change it describes.
+///
+/// On PostgreSQL the event table is locked (against other writers only; readers go on)
+/// until the transaction ends, so `seq` order is commit order: a reader paging with
+/// `after_seq` never skips an event that commits late with a smaller `seq`, and a later
+/// hash chain can link events in `seq` order.
+pub(crate) async fn insert_event(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    event: &NewEvent,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query::<Any>("LOCK TABLE lifecycle_events IN EXCLUSIVE MODE")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    let details = to_json(&event.details, "event details")?;
+    sqlx::query::<Any>(
+        "INSERT INTO lifecycle_events \
+         (id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(event.id.to_string())
+    .bind(event.org_id.to_string())
+    .bind(event.kind.as_str())
+    .bind(event.subject.as_str())
+    .bind(event.credential_id.map(|c| c.to_string()))
+    .bind(event.version.map(i64::from))
+    .bind(event.fingerprint.as_deref())
+    .bind(event.actor.to_string())
+    .bind(event.at.as_micros())
+    .bind(details)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        map_insert(
+            e,
+            |_| format!("an event with id {} already exists", event.id),
+            |_| format!("org {} does not exist", event.org_id),
+        )
+    })?;
+    Ok(())
+}
+
+fn decode_event(row: &AnyRow) -> Result<LifecycleEvent, StoreError> {
+    let r = Row::new(row, "lifecycle_events");
+    Ok(LifecycleEvent {
+        id: r.parse("id")?,
+        seq: r.int("seq")?,
+        org_id: r.parse("org_id")?,
+        kind: r.parse("kind")?,
+        subject: r.text("subject")?,
+        credential_id: r.opt_parse("credential_id")?,
+        version: r.opt_u32("version")?,
+        fingerprint: r.opt_text("fingerprint")?,
+        actor: r.parse::<Actor>("actor")?,
+        at: r.ts("at_us")?,
+        details: r.json("details")?,
+    })
+}
+
+impl Store {
+    /// The org's lifecycle events that match `filter`, in `seq` order.
+    pub async fn list_events(&self, org: &OrgId, filter: &EventFilter) -> Result<Vec<LifecycleEvent>, StoreError> {
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if filter.subject.is_some() {
+            sql.push_str(&format!(" AND subject = ${}", next()));
+        }
+        if filter.credential.is_some() {
+            sql.push_str(&format!(" AND credential_id = ${}", next()));
+        }
+        if filter.after_seq.is_some() {
+            sql.push_str(&format!(" AND seq > ${}", next()));
+        }
+        sql.push_str(" ORDER BY seq");
+        if filter.limit.is_some() {
+            sql.push_str(&format!(" LIMIT ${}", next()));
+        }
+
+        let mut query = sqlx::query::<Any>(&sql).bind(org.to_string());
+        if let Some(subject) = &filter.subject {
+            query = query.bind(subject.as_str());
+        }
+        if let Some(credential) = &filter.credential {
+            query = query.bind(credential.to_string());
+        }
+        if let Some(after) = filter.after_seq {
+            query = query.bind(after);
+        }
+        if let Some(limit) = filter.limit {
+            query = query.bind(i64::from(limit));
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter().map(decode_event).collect()
+    }
+}

@@ -1,0 +1,33 @@
+//! byok's persistence: one API over SQLite (the default: a single file in WAL mode) and
+//! PostgreSQL (several sidecars sharing one store).
+//!
+//! * Every query is written once, in portable SQL with `$1, $2, …` placeholders, and runs
+//!   through `sqlx`'s `Any` driver on either backend. Only the DDL differs, so there are
+//!   two migration directories (`migrations/sqlite`, `migrations/postgres`); migrations
+//!   run on [`Store::open`].
+//! * Every mutating method writes its entity *and* its lifecycle event in one
+//!   transaction: nothing is ever half-written.
+//! * Times are stored as microseconds since the epoch, ids as their prefixed text,
+//!   hashes/nonces/ciphertexts/wrapped keys as blobs, scope and details as JSON text.
+//! * No secret is stored in the clear: credential secrets arrive sealed
+//!   ([`SealedSecret`](byok_crypto::SealedSecret)), tokens arrive as hashes.
+//!
+//! With the `testing` feature, [`testing`] offers fresh SQLite files and fresh
+//! PostgreSQL databases for tests in this and other crates.
+#![forbid(unsafe_code)]
+
+mod credentials;
+mod directory;
+mod error;
+mod events;
+mod rows;
+mod store;
+mod tokens;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use credentials::{CredentialRecord, WrappedDekRef};
+pub use error::StoreError;
+pub use events::{EventFilter, NewEvent};
+pub use store::{Backend, Store};

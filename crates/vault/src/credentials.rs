@@ -1,0 +1,351 @@
+//! Credentials: create, read, change scope, rotate, disable/enable/revoke.
+
+use byok_crypto::{fingerprint, ProviderSecret, SecretContext};
+use byok_domain::{
+    Actor, Credential, CredentialId, CredentialState, CredentialVersion, LifecycleEvent, LifecycleKind, Org, ProviderId,
+    Scope, ScopeInput, Tier, Timestamp,
+};
+use byok_store::{CredentialRecord, EventFilter};
+use serde::Serialize;
+
+use crate::error::VaultError;
+use crate::events::credential_event;
+use crate::orgs::as_invalid;
+use crate::{validate, Vault};
+
+/// What to create a credential from.
+#[derive(Debug)]
+pub struct NewCredential {
+    /// Unique within the org.
+    pub name: String,
+    /// The one provider it serves.
+    pub provider: ProviderId,
+    /// The provider key.
+    pub secret: ProviderSecret,
+    /// Allow-lists (teams and workflows by id or name).
+    pub scope: ScopeInput,
+    /// Admin-set upstream base URL.
+    pub base_url: Option<String>,
+    /// When it stops resolving.
+    pub expires_at: Option<Timestamp>,
+    /// Tie-breaker; higher wins.
+    pub priority: Option<i32>,
+}
+
+/// A change to a credential's scope, expiry or priority. `None` leaves a field alone;
+/// `expires_at: Some(None)` removes the expiry.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialPatch {
+    /// New allow-lists (replacing the old ones whole).
+    pub scope: Option<ScopeInput>,
+    /// New expiry, or `Some(None)` to remove it.
+    pub expires_at: Option<Option<Timestamp>>,
+    /// New priority.
+    pub priority: Option<i32>,
+}
+
+/// A state change requested by an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateChange {
+    /// active → disabled.
+    Disable,
+    /// disabled → active.
+    Enable,
+    /// any → revoked, for good.
+    Revoke,
+}
+
+/// A credential with its versions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CredentialDetail {
+    /// The credential.
+    #[serde(flatten)]
+    pub credential: Credential,
+    /// Every version, oldest first.
+    pub versions: Vec<CredentialVersion>,
+}
+
+fn present(mut credential: Credential, now: Timestamp) -> Credential {
+    credential.state = Credential::effective_state(credential.state, credential.expires_at, now);
+    credential
+}
+
+impl Vault {
+    /// Resolve a scope as written by an admin into stored form, checking every reference.
+    async fn resolve_scope(&self, org: &Org, input: &ScopeInput) -> Result<Scope, VaultError> {
+        let mut teams = Vec::with_capacity(input.teams.len());
+        for reference in &input.teams {
+            teams.push(self.team(&org.id, reference).await.map_err(as_invalid("scope.teams"))?.id);
+        }
+        let mut workflows = Vec::with_capacity(input.workflows.len());
+        for reference in &input.workflows {
+            workflows.push(self.workflow(&org.id, reference).await.map_err(as_invalid("scope.workflows"))?.id);
+        }
+        Ok(Scope {
+            model_families: validate::model_families(&self.families, &input.model_families)?,
+            capabilities: validate::dedup_sorted(&input.capabilities),
+            modes: validate::dedup_sorted(&input.modes),
+            teams: validate::dedup_sorted(&teams),
+            workflows: validate::dedup_sorted(&workflows),
+        })
+    }
+
+    /// Tier controls on a credential's shape (katman-c: expiry required, no org-wide scope).
+    fn check_tier_controls(org: &Org, scope: &Scope, expires_at: Option<Timestamp>) -> Result<(), VaultError> {
+        if org.tier != Tier::KatmanC {
+            return Ok(());
+        }
+        if expires_at.is_none() {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on katman-c, which requires every credential to have expires_at",
+                org.id
+            )));
+        }
+        if scope.teams.is_empty() && scope.workflows.is_empty() {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on katman-c, which forbids org-wide credentials; bind it to scope.teams or scope.workflows",
+                org.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn fingerprint_of(&self, org: &Org, secret: &ProviderSecret) -> Result<String, VaultError> {
+        let wrapped = self
+            .store
+            .org_fingerprint_key(&org.id)
+            .await?
+            .ok_or_else(|| VaultError::Internal(format!("org {} has no fingerprint key", org.id)))?;
+        let key = self.kms.unwrap_fingerprint_key(org.id, wrapped).await?;
+        Ok(fingerprint(&key, secret))
+    }
+
+    /// Create a credential: validate everything, seal the secret, write credential,
+    /// version 1 and its `created` event together.
+    pub async fn create_credential(&self, actor: &Actor, org: &str, new: NewCredential) -> Result<Credential, VaultError> {
+        let org = self.live_org(org).await?;
+        let now = Timestamp::now();
+        let name = validate::name("name", &new.name)?;
+        let scope = self.resolve_scope(&org, &new.scope).await?;
+        let base_url = match &new.base_url {
+            Some(url) => Some(validate::base_url(url, self.policy.allow_plain_http_base_url)?),
+            None if new.provider.requires_base_url() => {
+                return Err(VaultError::invalid(format!(
+                    "base_url: provider {} has no public endpoint; give the resource URL (e.g. https://NAME.openai.azure.com)",
+                    new.provider
+                )))
+            }
+            None => None,
+        };
+        validate::expiry("expires_at", new.expires_at, now)?;
+        Self::check_tier_controls(&org, &scope, new.expires_at)?;
+        if self.store.find_credential_by_name(&org.id, name.as_str()).await?.is_some() {
+            return Err(VaultError::Conflict(format!("a credential named '{name}' already exists in {}", org.id)));
+        }
+
+        let id = CredentialId::generate();
+        let fingerprint = self.fingerprint_of(&org, &new.secret).await?;
+        let context = SecretContext { org: org.id, credential: id, version: 1, provider: new.provider };
+        let sealed = self.kms.seal(context, new.secret).await?;
+        let credential = Credential {
+            id,
+            org_id: org.id,
+            name,
+            provider: new.provider,
+            scope,
+            state: CredentialState::Active,
+            version: 1,
+            fingerprint,
+            base_url,
+            expires_at: new.expires_at,
+            priority: new.priority.unwrap_or(0),
+            created_at: now,
+            updated_at: now,
+        };
+        let created = credential_event(
+            org.id,
+            LifecycleKind::Created,
+            id,
+            1,
+            &credential.fingerprint,
+            actor,
+            serde_json::json!({
+                "name": credential.name,
+                "provider": credential.provider,
+                "scope": credential.scope,
+                "base_url": credential.base_url,
+                "expires_at": credential.expires_at,
+                "priority": credential.priority,
+                "kek_version": sealed.wrapped_dek.kek_version,
+            }),
+        );
+        self.store.insert_credential(&credential, &sealed, &created).await?;
+        Ok(credential)
+    }
+
+    async fn credential_record(&self, org: &Org, reference: &str) -> Result<CredentialRecord, VaultError> {
+        let found = match reference.parse::<CredentialId>() {
+            Ok(id) => self.store.get_credential(&org.id, &id).await?,
+            Err(_) => self.store.find_credential_by_name(&org.id, reference).await?,
+        };
+        found.ok_or_else(|| VaultError::NotFound(format!("no credential '{reference}' in {}", org.id)))
+    }
+
+    /// One credential with its versions.
+    pub async fn credential(&self, org: &str, reference: &str) -> Result<CredentialDetail, VaultError> {
+        let org = self.org(org).await?;
+        let record = self.credential_record(&org, reference).await?;
+        let versions = self.store.list_credential_versions(&record.credential.id).await?;
+        Ok(CredentialDetail { credential: present(record.credential, Timestamp::now()), versions })
+    }
+
+    /// The org's credentials.
+    pub async fn list_credentials(&self, org: &str) -> Result<Vec<Credential>, VaultError> {
+        let org = self.org(org).await?;
+        let now = Timestamp::now();
+        Ok(self.store.list_credentials(&org.id).await?.into_iter().map(|r| present(r.credential, now)).collect())
+    }
+
+    /// Change scope, expiry or priority.
+    pub async fn update_credential(
+        &self,
+        actor: &Actor,
+        org: &str,
+        reference: &str,
+        patch: CredentialPatch,
+    ) -> Result<Credential, VaultError> {
+        let org = self.live_org(org).await?;
+        let record = self.credential_record(&org, reference).await?;
+        let before = record.credential.clone();
+        if before.state == CredentialState::Revoked {
+            return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", before.id)));
+        }
+        if patch.scope.is_none() && patch.expires_at.is_none() && patch.priority.is_none() {
+            return Err(VaultError::invalid("nothing to change: give scope, expires_at or priority"));
+        }
+        let now = Timestamp::now();
+        let mut after = before.clone();
+        if let Some(scope) = &patch.scope {
+            after.scope = self.resolve_scope(&org, scope).await?;
+        }
+        if let Some(expires_at) = patch.expires_at {
+            validate::expiry("expires_at", expires_at, now)?;
+            after.expires_at = expires_at;
+        }
+        if let Some(priority) = patch.priority {
+            after.priority = priority;
+        }
+        Self::check_tier_controls(&org, &after.scope, after.expires_at)?;
+        after.updated_at = now;
+        let changed = credential_event(
+            org.id,
+            LifecycleKind::ScopeChanged,
+            after.id,
+            after.version,
+            &after.fingerprint,
+            actor,
+            serde_json::json!({
+                "before": { "scope": before.scope, "expires_at": before.expires_at, "priority": before.priority },
+                "after": { "scope": after.scope, "expires_at": after.expires_at, "priority": after.priority },
+            }),
+        );
+        self.store.update_credential(&after, record.revision, &changed).await?;
+        Ok(present(after, now))
+    }
+
+    /// Make a new secret version current.
+    pub async fn rotate_credential(
+        &self,
+        actor: &Actor,
+        org: &str,
+        reference: &str,
+        secret: ProviderSecret,
+    ) -> Result<Credential, VaultError> {
+        let org = self.live_org(org).await?;
+        let record = self.credential_record(&org, reference).await?;
+        let mut credential = record.credential;
+        if credential.state == CredentialState::Revoked {
+            return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
+        }
+        let previous = (credential.version, credential.fingerprint.clone());
+        let version = credential
+            .version
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Conflict(format!("credential {} has no versions left", credential.id)))?;
+        let fingerprint = self.fingerprint_of(&org, &secret).await?;
+        let context = SecretContext { org: org.id, credential: credential.id, version, provider: credential.provider };
+        let sealed = self.kms.seal(context, secret).await?;
+        let now = Timestamp::now();
+        credential.version = version;
+        credential.fingerprint = fingerprint;
+        credential.updated_at = now;
+        let rotated = credential_event(
+            org.id,
+            LifecycleKind::Rotated,
+            credential.id,
+            version,
+            &credential.fingerprint,
+            actor,
+            serde_json::json!({
+                "previous_version": previous.0,
+                "previous_fingerprint": previous.1,
+                "kek_version": sealed.wrapped_dek.kek_version,
+            }),
+        );
+        self.store.rotate_credential(&credential, record.revision, &sealed, &rotated).await?;
+        Ok(present(credential, now))
+    }
+
+    /// Disable, enable or revoke. Asking for the state a credential already has changes
+    /// nothing and records nothing; revocation is final.
+    pub async fn change_credential_state(
+        &self,
+        actor: &Actor,
+        org: &str,
+        reference: &str,
+        change: StateChange,
+    ) -> Result<Credential, VaultError> {
+        let org = self.live_org(org).await?;
+        let record = self.credential_record(&org, reference).await?;
+        let mut credential = record.credential;
+        let now = Timestamp::now();
+        let (target, kind) = match change {
+            StateChange::Disable => (CredentialState::Disabled, LifecycleKind::Disabled),
+            StateChange::Enable => (CredentialState::Active, LifecycleKind::Enabled),
+            StateChange::Revoke => (CredentialState::Revoked, LifecycleKind::Revoked),
+        };
+        if credential.state == target {
+            return Ok(present(credential, now));
+        }
+        if credential.state == CredentialState::Revoked {
+            return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
+        }
+        let from = credential.state;
+        credential.state = target;
+        credential.updated_at = now;
+        let changed = credential_event(
+            org.id,
+            kind,
+            credential.id,
+            credential.version,
+            &credential.fingerprint,
+            actor,
+            serde_json::json!({ "from": from, "to": target }),
+        );
+        self.store.update_credential(&credential, record.revision, &changed).await?;
+        Ok(present(credential, now))
+    }
+
+    /// A credential and its lifecycle events, in order.
+    pub async fn credential_lifecycle(
+        &self,
+        org: &str,
+        reference: &str,
+    ) -> Result<(Credential, Vec<LifecycleEvent>), VaultError> {
+        let org = self.org(org).await?;
+        let record = self.credential_record(&org, reference).await?;
+        let filter = EventFilter { credential: Some(record.credential.id), ..EventFilter::default() };
+        let events = self.store.list_events(&org.id, &filter).await?;
+        Ok((present(record.credential, Timestamp::now()), events))
+    }
+}

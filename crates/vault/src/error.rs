@@ -1,0 +1,72 @@
+//! The vault's error: whose fault it was, and what to tell them.
+
+use byok_crypto::{CryptoError, KmsError};
+use byok_store::StoreError;
+
+/// Why a vault operation did not happen. Messages never contain a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// The request is malformed or breaks a rule; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// A referenced thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the current state (duplicate name, revoked credential).
+    #[error("{0}")]
+    Conflict(String),
+    /// The org's tier forbids it.
+    #[error("{0}")]
+    TierForbids(String),
+    /// The store cannot be reached.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The KMS cannot be reached or refused.
+    #[error("KMS unavailable: {0}")]
+    KmsUnavailable(String),
+    /// Something that should not happen (corrupt row, failed integrity check).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl VaultError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+impl From<StoreError> for VaultError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(m) => VaultError::StoreUnavailable(m),
+            StoreError::Conflict { what } => VaultError::Conflict(what),
+            StoreError::NotFound { what } => VaultError::NotFound(what),
+            StoreError::Stale { what } => {
+                VaultError::Conflict(format!("{what} was changed concurrently; read it again and retry"))
+            }
+            other => VaultError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KmsError> for VaultError {
+    fn from(err: KmsError) -> Self {
+        match err {
+            KmsError::Unavailable(m) => VaultError::KmsUnavailable(m),
+            KmsError::Destroyed(org) => {
+                VaultError::Conflict(format!("{org} was deleted (its keys are destroyed)"))
+            }
+            other => VaultError::Internal(format!("KMS: {other}")),
+        }
+    }
+}
+
+impl From<CryptoError> for VaultError {
+    fn from(err: CryptoError) -> Self {
+        match err {
+            CryptoError::Kms(kms) => kms.into(),
+            other => VaultError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The vault: byok's control-plane service.
+//!
+//! Every change to orgs, teams, workflows, credentials and tokens goes through here. The
+//! vault validates the whole request first, then does the KMS work (creating a KEK,
+//! sealing a secret), then writes the entity and its lifecycle event in one store
+//! transaction, so a refused or failed change leaves nothing behind.
+//!
+//! Invariants:
+//! * a provider secret is only ever held as [`byok_crypto::ProviderSecret`] and leaves
+//!   this crate sealed;
+//! * every mutation records exactly one lifecycle event naming its actor;
+//! * org confinement of admin tokens is checked by the caller (the admin API) before
+//!   any vault call, using [`byok_domain::AdminToken::may_access`].
+#![forbid(unsafe_code)]
+
+mod credentials;
+mod error;
+mod events;
+mod kms;
+mod orgs;
+mod tokens;
+mod validate;
+
+use std::sync::Arc;
+
+use byok_domain::ModelFamilyRegistry;
+use byok_store::Store;
+
+pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
+pub use error::VaultError;
+pub use kms::KmsHandle;
+pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
+
+/// Operator policy the vault enforces on admin input.
+#[derive(Debug, Clone, Default)]
+pub struct VaultPolicy {
+    /// Accept `http://` credential base URLs (local model servers, tests). Off by default.
+    pub allow_plain_http_base_url: bool,
+}
+
+/// The control-plane service. Cheap to clone.
+#[derive(Clone)]
+pub struct Vault {
+    store: Store,
+    kms: KmsHandle,
+    families: Arc<ModelFamilyRegistry>,
+    policy: Arc<VaultPolicy>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("kms", &self.kms.backend_name()).finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// A vault over `store` and `kms`, validating model families against `families`.
+    pub fn new(store: Store, kms: KmsHandle, families: ModelFamilyRegistry, policy: VaultPolicy) -> Self {
+        Self { store, kms, families: Arc::new(families), policy: Arc::new(policy) }
+    }
+
+    /// The store (for readiness checks and read-only queries).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The KMS handle.
+    pub fn kms(&self) -> &KmsHandle {
+        &self.kms
+    }
+
+    /// The model-family registry in force.
+    pub fn families(&self) -> &ModelFamilyRegistry {
+        &self.families
+    }
+
+    /// Whether the store and the KMS are both usable.
+    pub async fn check_ready(&self) -> Result<(), VaultError> {
+        self.store.ping().await?;
+        self.kms.check_health().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! Orgs, teams, workflows and admin tokens.
+
+use byok_domain::{
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Org, OrgId, OrgState, Team, TeamId, Tier,
+    Timestamp, Workflow, WorkflowId,
+};
+
+use crate::error::VaultError;
+use crate::events::event;
+use crate::tokens::IssuedAdminToken;
+use crate::{validate, Vault};
+
+impl Vault {
+    /// Create an org with its first KEK and its fingerprint key.
+    ///
+    /// The KEK is created before the row is written; if the write fails the KEK is
+    /// destroyed again, so a refused org leaves nothing in the KMS either.
+    pub async fn create_org(&self, actor: &Actor, name: &str, tier: Tier) -> Result<Org, VaultError> {
+        let name = validate::name("name", name)?;
+        if self.store.find_org_by_name(name.as_str()).await?.is_some() {
+            return Err(VaultError::Conflict(format!("an org named '{name}' already exists")));
+        }
+        let id = OrgId::generate();
+        let kek_version = self.kms.create_org_kek(id).await?;
+        let result = async {
+            let (_key, wrapped) = self.kms.new_fingerprint_key(id).await?;
+            let org = Org { id, name, tier, state: OrgState::Active, kek_version, created_at: Timestamp::now() };
+            let mut created = event(id, LifecycleKind::OrgCreated, id, actor);
+            created.details = serde_json::json!({ "name": org.name, "tier": tier, "kek_version": kek_version });
+            self.store.insert_org(&org, &wrapped, &created).await?;
+            Ok::<_, VaultError>(org)
+        }
+        .await;
+        if result.is_err() {
+            if let Err(err) = self.kms.destroy_org_keks(id).await {
+                tracing::warn!(org = %id, error = %err, "could not destroy the KEK of an org that was not created");
+            }
+        }
+        result
+    }
+
+    /// An org by id or name.
+    pub async fn org(&self, reference: &str) -> Result<Org, VaultError> {
+        let found = match reference.parse::<OrgId>() {
+            Ok(id) => self.store.get_org(&id).await?,
+            Err(_) => self.store.find_org_by_name(reference).await?,
+        };
+        found.ok_or_else(|| VaultError::NotFound(format!("no org '{reference}'")))
+    }
+
+    /// An org that may still be changed (not crypto-shredded).
+    pub(crate) async fn live_org(&self, reference: &str) -> Result<Org, VaultError> {
+        let org = self.org(reference).await?;
+        if org.state == OrgState::Deleted {
+            return Err(VaultError::Conflict(format!("org {} was deleted; it can no longer be changed", org.id)));
+        }
+        Ok(org)
+    }
+
+    /// All orgs (the caller filters by what the admin token may see).
+    pub async fn list_orgs(&self) -> Result<Vec<Org>, VaultError> {
+        Ok(self.store.list_orgs().await?)
+    }
+
+    /// Create a team.
+    pub async fn create_team(&self, actor: &Actor, org: &str, name: &str) -> Result<Team, VaultError> {
+        let org = self.live_org(org).await?;
+        let name = validate::name("name", name)?;
+        if self.store.find_team_by_name(&org.id, name.as_str()).await?.is_some() {
+            return Err(VaultError::Conflict(format!("a team named '{name}' already exists in {}", org.id)));
+        }
+        let team = Team { id: TeamId::generate(), org_id: org.id, name, created_at: Timestamp::now() };
+        let mut created = event(org.id, LifecycleKind::TeamCreated, team.id, actor);
+        created.details = serde_json::json!({ "name": team.name });
+        self.store.insert_team(&team, &created).await?;
+        Ok(team)
+    }
+
+    /// A team of `org` by id or name.
+    pub async fn team(&self, org: &OrgId, reference: &str) -> Result<Team, VaultError> {
+        let found = match reference.parse::<TeamId>() {
+            Ok(id) => self.store.get_team(org, &id).await?,
+            Err(_) => self.store.find_team_by_name(org, reference).await?,
+        };
+        found.ok_or_else(|| VaultError::NotFound(format!("no team '{reference}' in {org}")))
+    }
+
+    /// The org's teams.
+    pub async fn list_teams(&self, org: &str) -> Result<Vec<Team>, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.store.list_teams(&org.id).await?)
+    }
+
+    /// Create a workflow, optionally owned by a team.
+    pub async fn create_workflow(
+        &self,
+        actor: &Actor,
+        org: &str,
+        name: &str,
+        team: Option<&str>,
+    ) -> Result<Workflow, VaultError> {
+        let org = self.live_org(org).await?;
+        let name = validate::name("name", name)?;
+        let team_id = match team {
+            Some(reference) => Some(self.team(&org.id, reference).await.map_err(as_invalid("team"))?.id),
+            None => None,
+        };
+        if self.store.find_workflow_by_name(&org.id, name.as_str()).await?.is_some() {
+            return Err(VaultError::Conflict(format!("a workflow named '{name}' already exists in {}", org.id)));
+        }
+        let workflow = Workflow { id: WorkflowId::generate(), org_id: org.id, name, team_id, created_at: Timestamp::now() };
+        let mut created = event(org.id, LifecycleKind::WorkflowCreated, workflow.id, actor);
+        created.details = serde_json::json!({ "name": workflow.name, "team_id": team_id });
+        self.store.insert_workflow(&workflow, &created).await?;
+        Ok(workflow)
+    }
+
+    /// A workflow of `org` by id or name.
+    pub async fn workflow(&self, org: &OrgId, reference: &str) -> Result<Workflow, VaultError> {
+        let found = match reference.parse::<WorkflowId>() {
+            Ok(id) => self.store.get_workflow(org, &id).await?,
+            Err(_) => self.store.find_workflow_by_name(org, reference).await?,
+        };
+        found.ok_or_else(|| VaultError::NotFound(format!("no workflow '{reference}' in {org}")))
+    }
+
+    /// The org's workflows.
+    pub async fn list_workflows(&self, org: &str) -> Result<Vec<Workflow>, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.store.list_workflows(&org.id).await?)
+    }
+
+    /// Issue an org-admin token confined to `org`. The text is returned once.
+    pub async fn issue_org_admin_token(
+        &self,
+        actor: &Actor,
+        org: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<IssuedAdminToken, VaultError> {
+        let org = self.live_org(org).await?;
+        validate::expiry("expires_at", expires_at, Timestamp::now())?;
+        let token = AdminToken {
+            id: AdminTokenId::generate(),
+            scope: AdminTokenScope::Org { org_id: org.id },
+            expires_at,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+        };
+        let mut issued = event(org.id, LifecycleKind::AdminTokenIssued, token.id, actor);
+        issued.details = serde_json::json!({ "expires_at": expires_at });
+        self.insert_admin_token(token, Some(&issued)).await
+    }
+}
+
+/// A reference inside a request body that does not resolve is bad input (400), not a
+/// missing resource in the path (404).
+pub(crate) fn as_invalid(field: &'static str) -> impl Fn(VaultError) -> VaultError {
+    move |err| match err {
+        VaultError::NotFound(message) => VaultError::Invalid(format!("{field}: {message}")),
+        other => other,
+    }
+}

@@ -1,0 +1,140 @@
+//! Admin tokens and workload tokens: issued once, stored as hashes.
+
+use byok_crypto::{TokenHash, TokenKind, TokenText};
+use byok_domain::{
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Timestamp, TokenId, WorkloadToken,
+};
+use byok_store::NewEvent;
+
+use crate::error::VaultError;
+use crate::events::event;
+use crate::orgs::as_invalid;
+use crate::{validate, Vault};
+
+/// A freshly issued admin token: the only time its text exists outside the holder.
+#[derive(Debug)]
+pub struct IssuedAdminToken {
+    /// The stored token.
+    pub token: AdminToken,
+    /// Its text, to show once.
+    pub text: TokenText,
+}
+
+/// A freshly issued workload token.
+#[derive(Debug)]
+pub struct IssuedWorkloadToken {
+    /// The stored token.
+    pub token: WorkloadToken,
+    /// Its text, to show once.
+    pub text: TokenText,
+}
+
+/// What to issue a workload token for.
+#[derive(Debug, Clone, Default)]
+pub struct NewWorkloadToken {
+    /// The team (id or name) whose calls it makes.
+    pub team: String,
+    /// Workflows (ids or names) it is restricted to; empty = unrestricted.
+    pub workflows: Vec<String>,
+    /// When it stops working.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Vault {
+    pub(crate) async fn insert_admin_token(
+        &self,
+        token: AdminToken,
+        issued: Option<&NewEvent>,
+    ) -> Result<IssuedAdminToken, VaultError> {
+        let text = TokenText::generate(TokenKind::Admin);
+        self.store.insert_admin_token(&token, &text.hash(), issued).await?;
+        Ok(IssuedAdminToken { token, text })
+    }
+
+    /// Make sure `text` is a valid operator token (registering it if this store has not
+    /// seen it, as on first start or a fresh database).
+    pub async fn register_operator_token(&self, text: &TokenText) -> Result<AdminToken, VaultError> {
+        if !text.expose().starts_with(TokenKind::Admin.prefix()) {
+            return Err(VaultError::invalid("the operator token file does not hold a byok admin token"));
+        }
+        let hash = text.hash();
+        if let Some(existing) = self.store.find_admin_token_by_hash(&hash).await? {
+            if !existing.is_operator() {
+                return Err(VaultError::invalid("the operator token file holds an org-admin token"));
+            }
+            return Ok(existing);
+        }
+        let token = AdminToken {
+            id: AdminTokenId::generate(),
+            scope: AdminTokenScope::Operator,
+            expires_at: None,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+        };
+        self.store.insert_admin_token(&token, &hash, None).await?;
+        Ok(token)
+    }
+
+    /// The admin token presented as a bearer, if it is valid now.
+    pub async fn authenticate_admin(&self, presented: &str) -> Result<Option<AdminToken>, VaultError> {
+        if !presented.starts_with(TokenKind::Admin.prefix()) {
+            return Ok(None);
+        }
+        let token = self.store.find_admin_token_by_hash(&TokenHash::of(presented)).await?;
+        let now = Timestamp::now();
+        Ok(token.filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now)))
+    }
+
+    /// Issue a workload token bound to a team (and optionally workflows).
+    pub async fn issue_workload_token(
+        &self,
+        actor: &Actor,
+        org: &str,
+        request: NewWorkloadToken,
+    ) -> Result<IssuedWorkloadToken, VaultError> {
+        let org = self.live_org(org).await?;
+        validate::expiry("expires_at", request.expires_at, Timestamp::now())?;
+        let team = self.team(&org.id, &request.team).await.map_err(as_invalid("team"))?;
+        let mut workflows = Vec::with_capacity(request.workflows.len());
+        for reference in &request.workflows {
+            let workflow = self.workflow(&org.id, reference).await.map_err(as_invalid("workflows"))?;
+            if let Some(owner) = workflow.team_id.filter(|owner| *owner != team.id) {
+                return Err(VaultError::invalid(format!(
+                    "workflows: workflow '{}' belongs to team {owner}, not to {}",
+                    workflow.name, team.id
+                )));
+            }
+            workflows.push(workflow.id);
+        }
+        let token = WorkloadToken {
+            id: TokenId::generate(),
+            org_id: org.id,
+            team_id: team.id,
+            workflows: validate::dedup_sorted(&workflows),
+            expires_at: request.expires_at,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+        };
+        let text = TokenText::generate(TokenKind::Workload);
+        let mut issued = event(org.id, LifecycleKind::TokenIssued, token.id, actor);
+        issued.details = serde_json::json!({
+            "team_id": token.team_id, "workflows": token.workflows, "expires_at": token.expires_at,
+        });
+        self.store.insert_workload_token(&token, &text.hash(), &issued).await?;
+        Ok(IssuedWorkloadToken { token, text })
+    }
+
+    /// Revoke a workload token (idempotent).
+    pub async fn revoke_workload_token(&self, actor: &Actor, org: &str, id: &str) -> Result<WorkloadToken, VaultError> {
+        let org = self.org(org).await?;
+        let id: TokenId = id.parse().map_err(|e| VaultError::NotFound(format!("{e}")))?;
+        let revoked = event(org.id, LifecycleKind::TokenRevoked, id, actor);
+        Ok(self.store.revoke_workload_token(&org.id, &id, Timestamp::now(), &revoked).await?)
+    }
+
+    /// The org's workload tokens (never their text).
+    pub async fn list_workload_tokens(&self, org: &str) -> Result<Vec<WorkloadToken>, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.store.list_workload_tokens(&org.id).await?)
+    }
+}
