@@ -6,6 +6,7 @@
 //! data plane alike.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod family;
 pub mod ids;
 pub mod lifecycle;
@@ -15,6 +16,7 @@ pub mod provider;
 pub mod scope;
 pub mod time;
 
+pub use audit::{CallCompletion, Outcome, ResolutionAudit};
 pub use family::{FamilyPattern, ModelFamilyRegistry};
 pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
 pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};

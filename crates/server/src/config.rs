@@ -1,17 +1,21 @@
 //! Settings: TOML file, environment, flags — in rising priority.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
-use byok_domain::{FamilyPattern, ModelFamilyRegistry};
+use byok_domain::{FamilyPattern, ModelFamilyRegistry, ProviderId};
+use byok_proxy::{ProxyConfig, UpstreamBase};
 use serde::Deserialize;
 
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./byok-data";
 /// The default admin listener.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:4748";
+/// The default data-plane listener.
+pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:4747";
 
 /// Flags of `byok serve`; each can also come from the environment (shown) or the
 /// config file. Flags win over the environment, which wins over the file.
@@ -27,6 +31,9 @@ pub struct ServeArgs {
     /// Admin API listener [default: 127.0.0.1:4748].
     #[arg(long, env = "BYOK_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Data-plane (sidecar) listener that applications' SDKs talk to [default: 127.0.0.1:4747].
+    #[arg(long, env = "BYOK_PROXY_ADDR", value_name = "ADDR")]
+    pub proxy_addr: Option<SocketAddr>,
 }
 
 /// The config file's shape. Unknown keys are refused so a typo cannot silently fall
@@ -37,8 +44,14 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     admin_addr: Option<SocketAddr>,
+    proxy_addr: Option<SocketAddr>,
     #[serde(default)]
     kms: KmsSection,
+    #[serde(default)]
+    proxy: ProxySection,
+    /// provider id → upstream override.
+    #[serde(default)]
+    upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
     credentials: CredentialsSection,
     /// family name → model-id patterns; adds families or replaces seed ones.
@@ -50,6 +63,22 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct KmsSection {
     max_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    max_request_body_bytes: Option<usize>,
+    connect_timeout_secs: Option<u64>,
+    response_timeout_secs: Option<u64>,
+    dek_cache_ttl_secs: Option<u64>,
+    dek_cache_max_uses: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamSection {
+    base_url: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +96,10 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Admin API listener.
     pub admin_addr: SocketAddr,
+    /// Data-plane listener.
+    pub proxy_addr: SocketAddr,
+    /// Data-plane tuning and upstream overrides.
+    pub proxy: ProxyConfig,
     /// At most this many KMS calls at once.
     pub kms_max_concurrency: usize,
     /// Accept `http://` credential base URLs.
@@ -82,6 +115,8 @@ impl Settings {
             data_dir: data_dir.to_owned(),
             database_url: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
             allow_plain_http_base_url: true,
             model_families: BTreeMap::new(),
@@ -100,6 +135,8 @@ impl Settings {
             None => ConfigFile::default(),
         };
         let default_admin: SocketAddr = DEFAULT_ADMIN_ADDR.parse().context("built-in admin address")?;
+        let default_proxy: SocketAddr = DEFAULT_PROXY_ADDR.parse().context("built-in proxy address")?;
+        let proxy = proxy_config(&file)?;
         let kms_max_concurrency = file.kms.max_concurrency.unwrap_or(8);
         if kms_max_concurrency == 0 {
             anyhow::bail!("kms.max_concurrency must be at least 1");
@@ -108,6 +145,8 @@ impl Settings {
             data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: args.database_url.clone().or(file.database_url),
             admin_addr: args.admin_addr.or(file.admin_addr).unwrap_or(default_admin),
+            proxy_addr: args.proxy_addr.or(file.proxy_addr).unwrap_or(default_proxy),
+            proxy,
             kms_max_concurrency,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),
             model_families: file.model_families,
@@ -122,6 +161,37 @@ impl Settings {
         }
         registry
     }
+}
+
+/// `[upstreams.<id>] base_url` from the file, overridden by `BYOK_UPSTREAM_<ID>` (id
+/// upper-cased, `-` → `_`); `[proxy]` tuning.
+fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
+    let mut upstreams = HashMap::new();
+    for (id, section) in &file.upstreams {
+        let provider: ProviderId = id.parse().map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
+        let base = UpstreamBase::parse(&section.base_url).map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
+        upstreams.insert(provider, base);
+    }
+    for provider in ProviderId::ALL {
+        let var = format!("BYOK_UPSTREAM_{}", provider.as_str().to_ascii_uppercase().replace('-', "_"));
+        if let Ok(value) = std::env::var(&var) {
+            if !value.trim().is_empty() {
+                let base = UpstreamBase::parse(value.trim()).map_err(|e| anyhow::anyhow!("{var}: {e}"))?;
+                upstreams.insert(provider, base);
+            }
+        }
+    }
+    let defaults = ProxyConfig::default();
+    let section = &file.proxy;
+    Ok(ProxyConfig {
+        upstreams,
+        max_request_body: section.max_request_body_bytes.unwrap_or(defaults.max_request_body),
+        connect_timeout: section.connect_timeout_secs.map_or(defaults.connect_timeout, Duration::from_secs),
+        response_timeout: section.response_timeout_secs.map_or(defaults.response_timeout, Duration::from_secs),
+        dek_cache_ttl: section.dek_cache_ttl_secs.map_or(defaults.dek_cache_ttl, Duration::from_secs),
+        dek_cache_max_uses: section.dek_cache_max_uses.unwrap_or(defaults.dek_cache_max_uses),
+        ..defaults
+    })
 }
 
 #[cfg(test)]
@@ -151,6 +221,22 @@ mod tests {
         let settings = Settings::load(None, &ServeArgs::default()).unwrap();
         assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(settings.admin_addr.to_string(), DEFAULT_ADMIN_ADDR);
+    }
+
+    #[test]
+    fn upstream_overrides_from_file_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        std::fs::write(&path, "[upstreams.azure-openai]\nbase_url = \"http://127.0.0.1:9000\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let settings = Settings::load(None, &args).unwrap();
+        assert_eq!(settings.proxy.upstreams[&ProviderId::AzureOpenai].as_str(), "http://127.0.0.1:9000");
+        std::fs::write(&path, "[upstreams.openia]\nbase_url = \"http://127.0.0.1:9000\"\n").unwrap();
+        let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+        assert!(err.contains("openia"), "{err}");
+        std::fs::write(&path, "[upstreams.openai]\nbase_url = \"http://user:pw@127.0.0.1:9000\"\n").unwrap();
+        let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+        assert!(err.contains("user info"), "{err}");
     }
 
     #[test]

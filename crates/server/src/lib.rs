@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use byok_audit::{AuditConfig, AuditWriter};
 use byok_crypto::LocalKeyring;
+use byok_proxy::Sidecar;
 use byok_store::Store;
 use byok_vault::{KmsHandle, Vault, VaultPolicy};
 use tokio::sync::watch;
@@ -25,16 +27,25 @@ pub use config::{ServeArgs, Settings};
 #[derive(Debug)]
 pub struct Running {
     admin_addr: SocketAddr,
+    proxy_addr: SocketAddr,
     vault: Vault,
     operator_token_path: PathBuf,
     stop: watch::Sender<bool>,
     admin_task: JoinHandle<std::io::Result<()>>,
+    proxy_task: JoinHandle<std::io::Result<()>>,
+    watcher_task: JoinHandle<()>,
+    audit_task: JoinHandle<()>,
 }
 
 impl Running {
     /// Where the admin API listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the data plane listens.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
     }
 
     /// The vault behind the API.
@@ -47,10 +58,15 @@ impl Running {
         &self.operator_token_path
     }
 
-    /// Stop accepting, finish in-flight requests, close the store.
+    /// Stop accepting, drain in-flight calls (streams included), flush the audit
+    /// writer, close the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.admin_task.await.context("admin listener task failed")??;
+        self.proxy_task.await.context("data-plane listener task failed")??;
+        let _ = self.watcher_task.await;
+        // The last AuditWriter handles went with the listeners: the writer drains and ends.
+        let _ = self.audit_task.await;
         self.vault.store().close().await;
         Ok(())
     }
@@ -78,17 +94,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     tracing::info!(path = %operator_token_path.display(), "operator token file (mode 0600)");
 
-    let listener = tokio::net::TcpListener::bind(settings.admin_addr)
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the admin API (--admin-addr)", settings.admin_addr))?;
-    let admin_addr = listener.local_addr()?;
-    let (stop, mut stopped) = watch::channel(false);
-    let shutdown = async move {
+    let proxy_listener = tokio::net::TcpListener::bind(settings.proxy_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the data plane (--proxy-addr)", settings.proxy_addr))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let proxy_addr = proxy_listener.local_addr()?;
+
+    let (audit, audit_task) = AuditWriter::spawn(vault.store().clone(), AuditConfig::default());
+    let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let admin_task = tokio::spawn(byok_admin::serve(listener, vault.clone(), shutdown));
+    let watcher_task = sidecar.spawn_change_watcher(stopped.clone());
+    let admin_task = tokio::spawn(byok_admin::serve(admin_listener, vault.clone(), until_stopped(stopped.clone())));
+    let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
     tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
-    Ok(Running { admin_addr, vault, operator_token_path, stop, admin_task })
+    tracing::info!(%proxy_addr, "data plane listening");
+    Ok(Running { admin_addr, proxy_addr, vault, operator_token_path, stop, admin_task, proxy_task, watcher_task, audit_task })
 }
 
 /// Run `byok serve` until SIGINT or SIGTERM. `data_dir` is the global `--data-dir`.

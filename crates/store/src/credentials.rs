@@ -37,7 +37,8 @@ pub struct WrappedDekRef {
 /// The revision a new credential starts with.
 const FIRST_REVISION: i64 = 1;
 
-const CREDENTIAL_COLUMNS: &str = "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
+const CREDENTIAL_COLUMNS: &str =
+    "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
                                   expires_at, priority, created_at, updated_at, revision";
 
 fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
@@ -63,7 +64,11 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
 }
 
 fn decode_wrapped_dek(r: &Row<'_>) -> Result<WrappedDek, StoreError> {
-    Ok(WrappedDek { kek_version: r.u32("kek_version")?, alg: r.text("dek_alg")?, bytes: r.blob("wrapped_dek")? })
+    Ok(WrappedDek {
+        kek_version: r.u32("kek_version")?,
+        alg: r.text("dek_alg")?,
+        bytes: r.blob("wrapped_dek")?,
+    })
 }
 
 /// Insert one sealed version row for `cred` (its current `version` and `fingerprint`).
@@ -107,12 +112,14 @@ async fn stale_or_missing(
     cred: &Credential,
     expected_revision: i64,
 ) -> Result<StoreError, StoreError> {
-    let current = sqlx::query_scalar::<Any, i64>("SELECT revision FROM credentials WHERE org_id = $1 AND id = $2")
-        .bind(cred.org_id.to_string())
-        .bind(cred.id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
+    let current = sqlx::query_scalar::<Any, i64>(
+        "SELECT revision FROM credentials WHERE org_id = $1 AND id = $2",
+    )
+    .bind(cred.org_id.to_string())
+    .bind(cred.id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
     Ok(match current {
         None => StoreError::NotFound { what: format!("credential {} does not exist in {}", cred.id, cred.org_id) },
         Some(current) => StoreError::Stale {
@@ -179,16 +186,22 @@ impl Store {
     }
 
     /// The credential with this id in `org`.
-    pub async fn get_credential(&self, org: &OrgId, id: &CredentialId) -> Result<Option<CredentialRecord>, StoreError> {
-        sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND id = $2"))
-            .bind(org.to_string())
-            .bind(id.to_string())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(map_sqlx)?
-            .as_ref()
-            .map(decode_credential)
-            .transpose()
+    pub async fn get_credential(
+        &self,
+        org: &OrgId,
+        id: &CredentialId,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        sqlx::query::<Any>(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org.to_string())
+        .bind(id.to_string())
+        .fetch_optional(self.reader())
+        .await
+        .map_err(map_sqlx)?
+        .as_ref()
+        .map(decode_credential)
+        .transpose()
     }
 
     /// The credential with this (exact) name in `org`.
@@ -197,25 +210,32 @@ impl Store {
         org: &OrgId,
         name: &str,
     ) -> Result<Option<CredentialRecord>, StoreError> {
-        sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND name = $2"))
-            .bind(org.to_string())
-            .bind(name)
-            .fetch_optional(self.reader())
-            .await
-            .map_err(map_sqlx)?
-            .as_ref()
-            .map(decode_credential)
-            .transpose()
+        sqlx::query::<Any>(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND name = $2"
+        ))
+        .bind(org.to_string())
+        .bind(name)
+        .fetch_optional(self.reader())
+        .await
+        .map_err(map_sqlx)?
+        .as_ref()
+        .map(decode_credential)
+        .transpose()
     }
 
     /// The org's credentials, ordered by name (byte order).
     pub async fn list_credentials(&self, org: &OrgId) -> Result<Vec<CredentialRecord>, StoreError> {
-        let rows = sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1"))
-            .bind(org.to_string())
-            .fetch_all(self.reader())
-            .await
-            .map_err(map_sqlx)?;
-        let mut records = rows.iter().map(decode_credential).collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query::<Any>(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1"
+        ))
+        .bind(org.to_string())
+        .fetch_all(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        let mut records = rows
+            .iter()
+            .map(decode_credential)
+            .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.credential.name.as_str().cmp(b.credential.name.as_str()));
         Ok(records)
     }
@@ -324,7 +344,10 @@ impl Store {
     }
 
     /// Every version of a credential (without ciphertexts), oldest first.
-    pub async fn list_credential_versions(&self, cred: &CredentialId) -> Result<Vec<CredentialVersion>, StoreError> {
+    pub async fn list_credential_versions(
+        &self,
+        cred: &CredentialId,
+    ) -> Result<Vec<CredentialVersion>, StoreError> {
         let rows = sqlx::query::<Any>(
             "SELECT version, fingerprint, kek_version, created_at FROM credential_versions \
              WHERE credential_id = $1 ORDER BY version",
@@ -395,7 +418,9 @@ impl Store {
         .await
         .map_err(map_sqlx)?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: format!("version {version} of credential {cred} does not exist in {org}") });
+            return Err(StoreError::NotFound {
+                what: format!("version {version} of credential {cred} does not exist in {org}"),
+            });
         }
         if let Some(event) = event {
             insert_event(&mut tx, self.backend(), event).await?;

@@ -16,6 +16,7 @@
 //! PostgreSQL databases for tests in this and other crates.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod credentials;
 mod directory;
 mod error;
@@ -27,6 +28,7 @@ mod tokens;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use audit::AuditFilter;
 pub use credentials::{CredentialRecord, WrappedDekRef};
 pub use error::StoreError;
 pub use events::{EventFilter, NewEvent};

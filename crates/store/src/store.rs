@@ -78,8 +78,8 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Open (and migrate) the database at `url`: `sqlite://path/to/byok.db` (also
-    /// `sqlite:path`; the file is created if missing) or `postgres://…` /
-    /// `postgresql://…`.
+    /// `sqlite:path`; the file is created if missing; percent-escapes in the path are
+    /// decoded and query parameters are ignored) or `postgres://…` / `postgresql://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -90,8 +90,9 @@ impl Store {
                         .to_owned(),
                 ));
             }
-            let decoded = percent_decode(path)
-                .ok_or_else(|| StoreError::Config(format!("the SQLite path in '{url}' is not valid UTF-8")))?;
+            let decoded = percent_decode(path).ok_or_else(|| {
+                StoreError::Config(format!("the SQLite path in '{url}' is not valid UTF-8"))
+            })?;
             Self::open_sqlite(Path::new(&decoded)).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url).await
@@ -109,9 +110,12 @@ impl Store {
         sqlx::any::install_default_drivers();
         let absolute = std::path::absolute(path)
             .map_err(|e| StoreError::Config(format!("cannot resolve '{}': {e}", path.display())))?;
-        let text = absolute
-            .to_str()
-            .ok_or_else(|| StoreError::Config(format!("the path '{}' is not valid UTF-8", absolute.display())))?;
+        let text = absolute.to_str().ok_or_else(|| {
+            StoreError::Config(format!(
+                "the path '{}' is not valid UTF-8",
+                absolute.display()
+            ))
+        })?;
         let url = format!("sqlite://{}?mode=rwc", percent_encode(text));
         let location = format!("sqlite://{text}");
 
@@ -128,13 +132,23 @@ impl Store {
                 "{location}: SQLite refused WAL journal mode (got '{mode}')"
             )));
         }
-        SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        SQLITE_MIGRATIONS
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
         let reader = sqlite_pool_options(SQLITE_READERS, true)
             .connect(&url)
             .await
             .map_err(|e| open_error(&location, e))?;
         tracing::info!(store = %location, "opened SQLite store");
-        Ok(Store { inner: Arc::new(Inner { backend: Backend::Sqlite, reader, writer, location }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend: Backend::Sqlite,
+                reader,
+                writer,
+                location,
+            }),
+        })
     }
 
     async fn open_postgres(url: &str) -> Result<Store, StoreError> {
@@ -146,9 +160,19 @@ impl Store {
             .connect(url)
             .await
             .map_err(|e| open_error(&location, e))?;
-        POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        POSTGRES_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(store = %location, "opened PostgreSQL store");
-        Ok(Store { inner: Arc::new(Inner { backend: Backend::Postgres, reader: pool.clone(), writer: pool, location }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend: Backend::Postgres,
+                reader: pool.clone(),
+                writer: pool,
+                location,
+            }),
+        })
     }
 
     /// Which database this store runs on.
@@ -185,9 +209,20 @@ impl Store {
     /// taken up front and a concurrent writer waits instead of failing later).
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         match self.inner.backend {
-            Backend::Sqlite => self.inner.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx),
+            Backend::Sqlite => self
+                .inner
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(map_sqlx),
             Backend::Postgres => self.inner.writer.begin().await.map_err(map_sqlx),
         }
+    }
+
+    /// The pool for writes (tests edit rows directly through it).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.inner.writer
     }
 
     /// Run one raw statement on the writer (tests edit rows directly with this).
@@ -198,10 +233,13 @@ impl Store {
 }
 
 fn sqlite_pool_options(max: u32, read_only: bool) -> AnyPoolOptions {
-    AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(
-        move |conn, _meta| {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                    .await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 conn.execute("PRAGMA synchronous = FULL").await?;
                 if read_only {
@@ -209,13 +247,14 @@ fn sqlite_pool_options(max: u32, read_only: bool) -> AnyPoolOptions {
                 }
                 Ok(())
             })
-        },
-    )
+        })
 }
 
 fn open_error(location: &str, err: sqlx::Error) -> StoreError {
     match map_sqlx(err) {
-        StoreError::Unavailable(why) => StoreError::Unavailable(format!("cannot open {location}: {why}")),
+        StoreError::Unavailable(why) => {
+            StoreError::Unavailable(format!("cannot open {location}: {why}"))
+        }
         StoreError::Config(why) => StoreError::Config(format!("{location}: {why}")),
         other => other,
     }
@@ -241,7 +280,9 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(value)) => {
                 out.push(value);

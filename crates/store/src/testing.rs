@@ -2,25 +2,32 @@
 //! `BYOK_TEST_POSTGRES_URL` is set — on a freshly created PostgreSQL database that is
 //! dropped again when the [`TestStore`] is dropped, also when the test fails.
 //!
-//! ```ignore
+//! ```no_run
 //! use byok_store::testing::for_each_backend;
 //!
-//! #[tokio::test]
-//! async fn my_test() {
-//!     for_each_backend("my_test", |t| async move {
-//!         let store = t.store();
-//!         // … use `store`; `t.sqlite_path()` / `t.url()` give the raw database …
-//!     })
-//!     .await
-//!     .unwrap();
-//! }
+//! # async fn my_test() {
+//! // inside a #[tokio::test] async fn:
+//! for_each_backend("my_test", |t| async move {
+//!     let store = t.store();
+//!     assert!(store.list_orgs().await.unwrap().is_empty());
+//!     // `t.sqlite_path()` / `t.url()` name the raw database; `t.execute(sql)` and
+//!     // `t.pool()` edit rows behind the store's back.
+//! })
+//! .await
+//! .unwrap();
+//! # }
 //! ```
+//!
+//! `sqlx` is re-exported as [`testing::sqlx`](sqlx) so that tests can bind parameters
+//! (`$1, $2, …` work on both backends) without depending on it themselves.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use byok_domain::OrgId;
 use sqlx::{Any, Connection as _, Executor as _};
+
+pub use sqlx;
 
 use crate::error::{map_sqlx, StoreError};
 use crate::store::{Backend, Store};
@@ -40,37 +47,65 @@ pub struct TestStore {
 
 #[derive(Debug)]
 enum Place {
-    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
-    Postgres { _guard: DropDatabase },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        _guard: DropDatabase,
+    },
 }
 
 impl TestStore {
     /// A store on a new SQLite file in a new temporary directory (removed on drop).
     pub async fn sqlite() -> Result<TestStore, StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(format!("cannot create a temp dir: {e}")))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| StoreError::Unavailable(format!("cannot create a temp dir: {e}")))?;
         let path = dir.path().join("byok.db");
         let store = Store::open_sqlite(&path).await?;
         let url = format!("sqlite://{}", path.display());
-        Ok(TestStore { store, url, place: Place::Sqlite { _dir: dir, path } })
+        Ok(TestStore {
+            store,
+            url,
+            place: Place::Sqlite { _dir: dir, path },
+        })
     }
 
     /// A store on a new PostgreSQL database `byok_test_<ulid>` created through
     /// [`POSTGRES_URL_VAR`]; `Ok(None)` when that variable is unset or empty. The
     /// database is dropped (`WITH (FORCE)`) when the `TestStore` is dropped.
     pub async fn postgres() -> Result<Option<TestStore>, StoreError> {
-        let Some(admin_url) = std::env::var(POSTGRES_URL_VAR).ok().filter(|u| !u.trim().is_empty()) else {
+        let Some(admin_url) = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        else {
             return Ok(None);
         };
         sqlx::any::install_default_drivers();
-        let name = format!("byok_test_{}", OrgId::generate().ulid().to_string().to_ascii_lowercase());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.map_err(map_sqlx)?;
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.map_err(map_sqlx)?;
+        let name = format!(
+            "byok_test_{}",
+            OrgId::generate().ulid().to_string().to_ascii_lowercase()
+        );
+        let mut admin = sqlx::AnyConnection::connect(&admin_url)
+            .await
+            .map_err(map_sqlx)?;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .map_err(map_sqlx)?;
         let _ = admin.close().await;
         // From here on the guard drops the database, whatever happens.
-        let guard = DropDatabase { admin_url: admin_url.clone(), name: name.clone() };
+        let guard = DropDatabase {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+        };
         let url = with_database(&admin_url, &name);
         let store = Store::open(&url).await?;
-        Ok(Some(TestStore { store, url, place: Place::Postgres { _guard: guard } }))
+        Ok(Some(TestStore {
+            store,
+            url,
+            place: Place::Postgres { _guard: guard },
+        }))
     }
 
     /// A fresh store on `backend`; `Ok(None)` for PostgreSQL when it is not configured.
@@ -120,14 +155,24 @@ impl TestStore {
         self.store.execute_raw(sql).await.map(|r| r.rows_affected())
     }
 
+    /// The store's writer pool, for raw parameterized SQL, e.g.
+    /// `sqlx::query("UPDATE credential_versions SET ciphertext = $1").bind(bytes).execute(t.pool())`.
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        self.store.writer()
+    }
+
     /// Run a raw query that returns one integer (e.g. `SELECT COUNT(*) FROM …`).
     pub async fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<Any, i64>(sql).fetch_one(self.store.reader()).await.map_err(map_sqlx)
+        sqlx::query_scalar::<Any, i64>(sql)
+            .fetch_one(self.store.reader())
+            .await
+            .map_err(map_sqlx)
     }
 
     /// The number of rows in `table`.
     pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
-        self.query_i64(&format!("SELECT COUNT(*) FROM {table}")).await
+        self.query_i64(&format!("SELECT COUNT(*) FROM {table}"))
+            .await
     }
 }
 
@@ -157,7 +202,9 @@ fn with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
-    let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
     match query {
         Some(query) => format!("{scheme}://{authority}/{database}?{query}"),
         None => format!("{scheme}://{authority}/{database}"),
@@ -178,10 +225,17 @@ impl Drop for DropDatabase {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         let name = self.name.clone();
         let worker = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let mut conn = sqlx::AnyConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
-                conn.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
+                let mut conn = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.execute(sql.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let _ = conn.close().await;
                 Ok(())
             })
@@ -189,7 +243,9 @@ impl Drop for DropDatabase {
         match worker.join() {
             Ok(Ok(())) => {}
             Ok(Err(why)) => eprintln!("could not drop test database {name}: {why}"),
-            Err(_) => eprintln!("could not drop test database {name}: the dropping thread panicked"),
+            Err(_) => {
+                eprintln!("could not drop test database {name}: the dropping thread panicked")
+            }
         }
     }
 }
@@ -204,7 +260,10 @@ mod tests {
             with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
             "postgres://postgres@127.0.0.1:5432/x"
         );
-        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
     }
 }

@@ -180,6 +180,7 @@ impl Vault {
             }),
         );
         self.store.insert_credential(&credential, &sealed, &created).await?;
+        self.epoch.bump();
         Ok(credential)
     }
 
@@ -250,6 +251,7 @@ impl Vault {
             }),
         );
         self.store.update_credential(&after, record.revision, &changed).await?;
+        self.epoch.bump();
         Ok(present(after, now))
     }
 
@@ -293,6 +295,7 @@ impl Vault {
             }),
         );
         self.store.rotate_credential(&credential, record.revision, &sealed, &rotated).await?;
+        self.epoch.bump();
         Ok(present(credential, now))
     }
 
@@ -333,6 +336,7 @@ impl Vault {
             serde_json::json!({ "from": from, "to": target }),
         );
         self.store.update_credential(&credential, record.revision, &changed).await?;
+        self.epoch.bump();
         Ok(present(credential, now))
     }
 

@@ -21,6 +21,7 @@ mod orgs;
 mod tokens;
 mod validate;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use byok_domain::ModelFamilyRegistry;
@@ -38,6 +39,24 @@ pub struct VaultPolicy {
     pub allow_plain_http_base_url: bool,
 }
 
+/// A counter bumped after every committed change, so caches of the data plane in the
+/// same process can tell, with one atomic load, that what they hold may be stale.
+/// (Changes made by other nodes are noticed by polling the store's event sequence.)
+#[derive(Debug, Default)]
+pub struct ChangeEpoch(AtomicU64);
+
+impl ChangeEpoch {
+    /// The current epoch.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Mark that something changed.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The control-plane service. Cheap to clone.
 #[derive(Clone)]
 pub struct Vault {
@@ -45,6 +64,7 @@ pub struct Vault {
     kms: KmsHandle,
     families: Arc<ModelFamilyRegistry>,
     policy: Arc<VaultPolicy>,
+    epoch: Arc<ChangeEpoch>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -56,7 +76,7 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// A vault over `store` and `kms`, validating model families against `families`.
     pub fn new(store: Store, kms: KmsHandle, families: ModelFamilyRegistry, policy: VaultPolicy) -> Self {
-        Self { store, kms, families: Arc::new(families), policy: Arc::new(policy) }
+        Self { store, kms, families: Arc::new(families), policy: Arc::new(policy), epoch: Arc::default() }
     }
 
     /// The store (for readiness checks and read-only queries).
@@ -72,6 +92,11 @@ impl Vault {
     /// The model-family registry in force.
     pub fn families(&self) -> &ModelFamilyRegistry {
         &self.families
+    }
+
+    /// The change epoch (bumped after every change this vault commits).
+    pub fn epoch(&self) -> &Arc<ChangeEpoch> {
+        &self.epoch
     }
 
     /// Whether the store and the KMS are both usable.

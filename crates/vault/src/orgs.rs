@@ -73,6 +73,7 @@ impl Vault {
         let mut created = event(org.id, LifecycleKind::TeamCreated, team.id, actor);
         created.details = serde_json::json!({ "name": team.name });
         self.store.insert_team(&team, &created).await?;
+        self.epoch.bump();
         Ok(team)
     }
 
@@ -112,6 +113,7 @@ impl Vault {
         let mut created = event(org.id, LifecycleKind::WorkflowCreated, workflow.id, actor);
         created.details = serde_json::json!({ "name": workflow.name, "team_id": team_id });
         self.store.insert_workflow(&workflow, &created).await?;
+        self.epoch.bump();
         Ok(workflow)
     }
 

@@ -121,6 +121,7 @@ impl Vault {
             "team_id": token.team_id, "workflows": token.workflows, "expires_at": token.expires_at,
         });
         self.store.insert_workload_token(&token, &text.hash(), &issued).await?;
+        self.epoch.bump();
         Ok(IssuedWorkloadToken { token, text })
     }
 
@@ -129,7 +130,9 @@ impl Vault {
         let org = self.org(org).await?;
         let id: TokenId = id.parse().map_err(|e| VaultError::NotFound(format!("{e}")))?;
         let revoked = event(org.id, LifecycleKind::TokenRevoked, id, actor);
-        Ok(self.store.revoke_workload_token(&org.id, &id, Timestamp::now(), &revoked).await?)
+        let token = self.store.revoke_workload_token(&org.id, &id, Timestamp::now(), &revoked).await?;
+        self.epoch.bump();
+        Ok(token)
     }
 
     /// The org's workload tokens (never their text).

@@ -1,0 +1,125 @@
+//! The audit writer.
+//!
+//! Every call's `CredentialResolutionAudit` row must be durable before the credential is
+//! used. One transaction per call would cap throughput at the disk's fsync rate, so a
+//! single writer task takes every row queued while the previous commit was in flight
+//! and commits them together (group commit), then acknowledges each caller. A caller
+//! is acknowledged only after its own row's transaction committed; if the commit fails,
+//! every caller in the batch gets the error and must fail closed.
+//!
+//! Call completions (status, latency, usage) ride along in the same batches but nobody
+//! waits for them.
+#![forbid(unsafe_code)]
+
+use byok_domain::{CallCompletion, ResolutionAudit};
+use byok_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Why a row was not made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The commit failed (the message says why) or the writer has stopped.
+    #[error("audit store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Tuning for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Most rows committed in one transaction.
+    pub max_batch: usize,
+    /// Queue length before callers wait (back-pressure).
+    pub queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { max_batch: 1024, queue: 16 * 1024 }
+    }
+}
+
+enum Job {
+    Resolution(ResolutionAudit, oneshot::Sender<Result<(), AuditError>>),
+    Completion(CallCompletion),
+}
+
+/// A handle on the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter").finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    /// Start the writer over `store`. The task ends when every handle is dropped and the
+    /// queue is drained.
+    pub fn spawn(store: Store, config: AuditConfig) -> (AuditWriter, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        let task = tokio::spawn(run(store, queue, config.max_batch.max(1)));
+        (AuditWriter { jobs }, task)
+    }
+
+    /// Append `row` and wait until it is durable.
+    pub async fn append(&self, row: ResolutionAudit) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.jobs
+            .send(Job::Resolution(row, ack))
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?;
+        done.await.map_err(|_| AuditError::Unavailable("the audit writer stopped before committing".into()))?
+    }
+
+    /// Record a call's completion (not waited for).
+    pub fn complete(&self, completion: CallCompletion) {
+        match self.jobs.try_send(Job::Completion(completion)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::spawn(async move {
+                    let _ = jobs.send(job).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("call completion dropped: the audit writer has stopped");
+            }
+        }
+    }
+}
+
+async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut rows = Vec::with_capacity(max_batch);
+    let mut acks = Vec::with_capacity(max_batch);
+    let mut completions = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Resolution(row, ack) => {
+                    rows.push(row);
+                    acks.push(ack);
+                }
+                Job::Completion(completion) => completions.push(completion),
+            }
+            if rows.len() + completions.len() < max_batch {
+                next = queue.try_recv().ok();
+            }
+        }
+        let result = store.append_audit(&rows, &completions).await;
+        if let Err(err) = &result {
+            tracing::error!(error = %err, rows = rows.len(), completions = completions.len(), "audit commit failed");
+        }
+        let outcome = result.map_err(|e| AuditError::Unavailable(e.to_string()));
+        for ack in acks.drain(..) {
+            let _ = ack.send(outcome.clone());
+        }
+        rows.clear();
+        completions.clear();
+    }
+}

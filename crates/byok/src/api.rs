@@ -1,0 +1,224 @@
+//! The admin API as the CLI calls it: one [`ApiRequest`] per call, with typed bodies.
+//!
+//! A secret stays a [`SecretString`] inside its body struct until serde writes the
+//! request body; only [`expose_secret_for_serde`] reads it, and only for that.
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// One call to the admin API.
+#[derive(Debug)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path segments below the admin URL (`["v1", "orgs", "acme", "teams"]`); each is
+    /// percent-encoded on its own, so a name can never change the path's shape.
+    pub path: Vec<String>,
+    /// JSON body, if any.
+    pub body: Option<Body>,
+}
+
+impl ApiRequest {
+    /// A `GET` of `path`.
+    pub fn get(path: &[&str]) -> Self {
+        Self::new(Method::GET, path, None)
+    }
+
+    /// A `POST` of `body` to `path`.
+    pub fn post(path: &[&str], body: Body) -> Self {
+        Self::new(Method::POST, path, Some(body))
+    }
+
+    /// A request with any method.
+    pub fn new(method: Method, path: &[&str], body: Option<Body>) -> Self {
+        Self {
+            method,
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            body,
+        }
+    }
+
+    /// The secret this request carries, if any (so the client can make sure no answer
+    /// or error echoes it).
+    pub fn secret(&self) -> Option<&SecretString> {
+        match &self.body {
+            Some(Body::CreateCredential(b)) => Some(&b.secret),
+            Some(Body::RotateCredential(b)) => Some(&b.secret),
+            _ => None,
+        }
+    }
+}
+
+/// Every request body the CLI sends.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    /// `POST /v1/orgs`
+    CreateOrg(CreateOrg),
+    /// `POST /v1/orgs/{org}/admin-tokens`; its default, `{}`, is also the body of
+    /// `…/credentials/{cred}/{disable,enable,revoke}`.
+    Expiry(ExpiryOnly),
+    /// `POST /v1/orgs/{org}/teams`
+    CreateTeam(CreateTeam),
+    /// `POST /v1/orgs/{org}/workflows`
+    CreateWorkflow(CreateWorkflow),
+    /// `POST /v1/orgs/{org}/credentials`
+    CreateCredential(CreateCredential),
+    /// `PATCH /v1/orgs/{org}/credentials/{cred}`
+    UpdateCredential(UpdateCredential),
+    /// `POST …/credentials/{cred}/rotate`
+    RotateCredential(RotateCredential),
+    /// `POST /v1/orgs/{org}/tokens`
+    CreateToken(CreateToken),
+}
+
+/// `{"name","tier"}`
+#[derive(Debug, Serialize)]
+pub struct CreateOrg {
+    /// Org name.
+    pub name: String,
+    /// Billing tier.
+    pub tier: String,
+}
+
+/// `{"expires_at"?}`; an empty object when there is no expiry.
+#[derive(Debug, Default, Serialize)]
+pub struct ExpiryOnly {
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// `{"name"}`
+#[derive(Debug, Serialize)]
+pub struct CreateTeam {
+    /// Team name.
+    pub name: String,
+}
+
+/// `{"name","team"?}`
+#[derive(Debug, Serialize)]
+pub struct CreateWorkflow {
+    /// Workflow name.
+    pub name: String,
+    /// Owning team, id or name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
+/// A credential's allow-lists as written: teams and workflows by id or name.
+/// Reading one back (`deny_unknown_fields`) refuses a scope with a dimension this CLI
+/// does not know, rather than silently dropping it on update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeLists {
+    /// Model families.
+    #[serde(default)]
+    pub model_families: Vec<String>,
+    /// Capabilities.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Modes.
+    #[serde(default)]
+    pub modes: Vec<String>,
+    /// Teams (id or name).
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Workflows (id or name).
+    #[serde(default)]
+    pub workflows: Vec<String>,
+}
+
+/// `POST /v1/orgs/{org}/credentials`
+#[derive(Debug, Serialize)]
+pub struct CreateCredential {
+    /// Credential name.
+    pub name: String,
+    /// Provider id.
+    pub provider: String,
+    /// The provider key.
+    #[serde(serialize_with = "expose_secret_for_serde")]
+    pub secret: SecretString,
+    /// Scope allow-lists.
+    pub scope: ScopeLists,
+    /// Upstream base URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// `PATCH /v1/orgs/{org}/credentials/{cred}`
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UpdateCredential {
+    /// A full replacement scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeLists>,
+    /// Absent: unchanged; `Some(None)` (JSON `null`): clear; `Some(Some(t))`: set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    /// New priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// `{"secret"}`
+#[derive(Debug, Serialize)]
+pub struct RotateCredential {
+    /// The new provider key.
+    #[serde(serialize_with = "expose_secret_for_serde")]
+    pub secret: SecretString,
+}
+
+/// `{"team","workflows"?,"expires_at"?}`
+#[derive(Debug, Serialize)]
+pub struct CreateToken {
+    /// Team id or name.
+    pub team: String,
+    /// Workflows the token is restricted to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workflows: Vec<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// The one place a secret is read out of its wrapper: while serde writes the body.
+fn expose_secret_for_serde<S: Serializer>(
+    secret: &SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_body_hides_the_secret() {
+        let body = Body::RotateCredential(RotateCredential {
+            secret: SecretString::from("sk-canary-debug".to_owned()),
+        });
+        assert!(!format!("{body:?}").contains("sk-canary-debug"));
+        let request = ApiRequest::post(&["v1"], body);
+        assert!(!format!("{request:?}").contains("sk-canary-debug"));
+    }
+
+    #[test]
+    fn update_body_distinguishes_absent_from_null_expiry() {
+        let unchanged = serde_json::to_value(UpdateCredential::default()).unwrap();
+        assert_eq!(unchanged, serde_json::json!({}));
+        let cleared = serde_json::to_value(UpdateCredential {
+            expires_at: Some(None),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cleared, serde_json::json!({"expires_at": null}));
+    }
+}

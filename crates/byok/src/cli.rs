@@ -1,0 +1,462 @@
+//! The command line: every command, flag and help text, parsed by clap.
+//!
+//! Nothing here talks to the network or reads a secret; `commands` turns a parsed
+//! [`Cli`] into admin-API requests.
+
+use std::path::PathBuf;
+
+use byok_domain::{Capability, Mode, ProviderId, Timestamp};
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default admin API address (the sidecar's default `--admin-addr`).
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:4748";
+
+/// Help heading of the options every command accepts.
+const GLOBAL: &str = "Global options";
+
+/// The billing tiers an org can be created with.
+pub const TIERS: [&str; 3] = ["katman-a", "katman-b", "katman-c"];
+
+const ROOT_AFTER_HELP: &str = "\
+Admin token: taken from BYOK_ADMIN_TOKEN, else --token-file (BYOK_ADMIN_TOKEN_FILE), else
+<data-dir>/operator.token (so on the sidecar's own host it just works). It is never a flag value.
+
+Exit codes: 0 ok, 1 refused by the admin API (or a local failure), 2 usage error,
+3 admin API unreachable.
+
+Examples:
+  byok serve --data-dir /var/lib/byok
+  byok org create acme --tier katman-b
+  byok credential add --org acme --name openai-prod --provider openai < key.txt
+  byok token create --org acme --team agents";
+
+/// byok: a bring-your-own-key vault for AI provider credentials.
+///
+/// `byok serve` runs the sidecar (data plane and admin API); every other command is a
+/// client of the admin API.
+#[derive(Debug, Parser)]
+#[command(name = "byok", version, propagate_version = true, after_help = ROOT_AFTER_HELP)]
+pub struct Cli {
+    /// Options every command understands.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that every command accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Data directory: where `byok serve` keeps its state, and where client commands
+    /// look for operator.token [default: ./byok-data].
+    #[arg(long, global = true, env = "BYOK_DATA_DIR", value_name = "DIR", help_heading = GLOBAL)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Base URL of the admin API.
+    #[arg(
+        long,
+        global = true,
+        env = "BYOK_ADMIN_URL",
+        value_name = "URL",
+        default_value = DEFAULT_ADMIN_URL,
+        help_heading = GLOBAL
+    )]
+    pub admin_url: String,
+
+    /// File holding the admin token (used when BYOK_ADMIN_TOKEN is not set).
+    #[arg(
+        long,
+        global = true,
+        env = "BYOK_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = GLOBAL
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Print the API's JSON answer instead of a table (for scripts).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+}
+
+/// The top-level commands.
+// Parsed once per process; boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: the data-plane proxy and the admin API.
+    #[command(after_help = "\
+On an empty data directory this initializes it (database, local keyring) and writes an
+operator token to <data-dir>/operator.token (mode 0600).
+
+Examples:
+  byok serve
+  byok serve --data-dir /var/lib/byok --admin-addr 127.0.0.1:4748")]
+    Serve(byok_server::ServeArgs),
+
+    /// Every other command: a client of the admin API.
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+/// The commands that call the admin API.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Organizations (tenants).
+    #[command(subcommand)]
+    Org(OrgCommand),
+
+    /// Teams inside an org.
+    #[command(subcommand)]
+    Team(TeamCommand),
+
+    /// Workflows inside an org.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+
+    /// Provider credentials: add, scope, rotate, disable, revoke.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+
+    /// Workload tokens: what applications hold instead of a provider key.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `byok org …`
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org.
+    #[command(after_help = "Example:\n  byok org create acme --tier katman-b")]
+    Create {
+        /// Name of the org (letters, digits, '.', '_', '-').
+        name: String,
+        /// Billing tier.
+        #[arg(long, value_parser = PossibleValuesParser::new(TIERS))]
+        tier: String,
+    },
+    /// List orgs.
+    List,
+    /// Show one org.
+    Show {
+        /// Org id or name.
+        org: String,
+    },
+    /// Issue an org-admin token confined to one org (printed once).
+    #[command(after_help = "\
+The token is printed on standard output once and is not shown again; notes go to
+standard error, so `byok org admin-token acme > acme.token` captures only the token.
+
+Example:
+  byok org admin-token acme --expires-at 2026-01-01T00:00:00Z")]
+    AdminToken {
+        /// Org id or name.
+        org: String,
+        /// When the token stops working (RFC 3339); default: never.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        expires_at: Option<String>,
+    },
+}
+
+/// `byok team …`
+#[derive(Debug, Subcommand)]
+pub enum TeamCommand {
+    /// Create a team.
+    #[command(after_help = "Example:\n  byok team create --org acme agents")]
+    Create {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Name of the team.
+        name: String,
+    },
+    /// List an org's teams.
+    List {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+/// `byok workflow …`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Create a workflow, optionally owned by a team.
+    #[command(
+        after_help = "Example:\n  byok workflow create --org acme --team agents nightly-summary"
+    )]
+    Create {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Name of the workflow.
+        name: String,
+        /// Owning team (id or name).
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// List an org's workflows.
+    List {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+/// `byok credential …`
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Add a provider credential; the secret is read from stdin, a file or an env var.
+    #[command(after_help = CREDENTIAL_ADD_AFTER_HELP)]
+    Add(CredentialAddArgs),
+    /// List an org's credentials.
+    List {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Show one credential with its versions.
+    Show(CredentialRef),
+    /// Change a credential's scope, expiry or priority.
+    #[command(after_help = CREDENTIAL_UPDATE_AFTER_HELP)]
+    Update(CredentialUpdateArgs),
+    /// Store a new secret version for a credential.
+    #[command(after_help = "\
+The new secret is read like for `credential add`: --secret-file FILE (- for stdin),
+--secret-env VAR, else standard input when it is not a terminal, else a hidden prompt.
+
+Example:
+  byok credential rotate --org acme openai-prod --secret-file new-key.txt")]
+    Rotate(CredentialRotateArgs),
+    /// Disable a credential (it stops serving calls; `enable` undoes it).
+    Disable(CredentialRef),
+    /// Enable a disabled credential.
+    Enable(CredentialRef),
+    /// Revoke a credential for good.
+    Revoke(CredentialRef),
+    /// Show a credential's lifecycle: every event in order.
+    Lifecycle(CredentialRef),
+}
+
+const CREDENTIAL_ADD_AFTER_HELP: &str = "\
+The secret (the provider key) is never a flag value, which would land in shell history.
+It is read from --secret-file FILE (- for stdin), or --secret-env VAR, else from standard
+input when it is not a terminal, else from a prompt that does not echo.
+
+Scope lists are allow-lists; an empty list means \"any\". List flags repeat or take
+comma-separated values.
+
+Examples:
+  byok credential add --org acme --name openai-prod --provider openai < key.txt
+  pass show openai | byok credential add --org acme --name openai-agents \\
+      --provider openai --team agents --capability chat,embeddings
+  byok credential add --org acme --name azure --provider azure-openai \\
+      --base-url https://acme.openai.azure.com --secret-env AZURE_OPENAI_KEY";
+
+const CREDENTIAL_UPDATE_AFTER_HELP: &str = "\
+Each scope dimension given replaces that dimension's list; the others keep their current
+values. --clear-scope resets every list to \"any\" (or only the named ones:
+--clear-scope=teams,modes) before the given dimensions are applied.
+
+Examples:
+  byok credential update --org acme openai-prod --team agents --team research
+  byok credential update --org acme openai-prod --clear-scope=teams
+  byok credential update --org acme openai-prod --no-expiry --priority 10";
+
+/// A credential named within an org.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialRef {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Credential id or name.
+    pub cred: String,
+}
+
+/// Scope allow-lists as flags, shared by `credential add` and `credential update`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScopeFlags {
+    /// Allow only these model families (e.g. gpt-4o, claude-sonnet).
+    #[arg(long = "model-family", value_name = "FAMILY", value_delimiter = ',')]
+    pub model_families: Vec<String>,
+    /// Allow only these capabilities.
+    #[arg(
+        long = "capability",
+        value_name = "CAPABILITY",
+        value_delimiter = ',',
+        value_parser = PossibleValuesParser::new(Capability::ALL.map(|c| c.as_str()))
+    )]
+    pub capabilities: Vec<String>,
+    /// Allow only these modes.
+    #[arg(
+        long = "mode",
+        value_name = "MODE",
+        value_delimiter = ',',
+        value_parser = PossibleValuesParser::new(Mode::ALL.map(|m| m.as_str()))
+    )]
+    pub modes: Vec<String>,
+    /// Allow only these teams (id or name).
+    #[arg(long = "team", value_name = "TEAM", value_delimiter = ',')]
+    pub teams: Vec<String>,
+    /// Allow only these workflows (id or name).
+    #[arg(long = "workflow", value_name = "WORKFLOW", value_delimiter = ',')]
+    pub workflows: Vec<String>,
+}
+
+/// Where a secret comes from. Deliberately has no variant for a flag value.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretFlags {
+    /// Read the secret from FILE ('-' for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "secret_env")]
+    pub secret_file: Option<PathBuf>,
+    /// Read the secret from the environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    pub secret_env: Option<String>,
+}
+
+/// `byok credential add`
+#[derive(Debug, Clone, Args)]
+pub struct CredentialAddArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Name of the credential.
+    #[arg(long)]
+    pub name: String,
+    /// Provider this key is for.
+    #[arg(long, value_parser = PossibleValuesParser::new(ProviderId::ALL.map(|p| p.as_str())))]
+    pub provider: String,
+    /// Upstream base URL (required for azure-openai, e.g. https://NAME.openai.azure.com).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// When the credential stops serving calls (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub expires_at: Option<String>,
+    /// Tie-breaker among equally specific credentials; higher wins.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// Scope allow-lists.
+    #[command(flatten, next_help_heading = "Scope (each list empty = any)")]
+    pub scope: ScopeFlags,
+    /// Where to read the secret.
+    #[command(flatten, next_help_heading = "Secret input (never a flag value)")]
+    pub secret: SecretFlags,
+}
+
+/// A scope dimension, as named by `--clear-scope=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeDimension {
+    /// Model families.
+    ModelFamilies,
+    /// Capabilities.
+    Capabilities,
+    /// Modes.
+    Modes,
+    /// Teams.
+    Teams,
+    /// Workflows.
+    Workflows,
+}
+
+/// `byok credential update`
+#[derive(Debug, Clone, Args)]
+pub struct CredentialUpdateArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Credential id or name.
+    pub cred: String,
+    /// New expiry (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339, conflicts_with = "no_expiry")]
+    pub expires_at: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// New priority.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// New lists for the given scope dimensions.
+    #[command(
+        flatten,
+        next_help_heading = "Scope (each given list replaces the current one)"
+    )]
+    pub scope: ScopeFlags,
+    /// Reset scope lists to "any": all of them, or only those named
+    /// (`--clear-scope=teams,workflows`).
+    #[arg(
+        long,
+        value_name = "DIMENSIONS",
+        num_args = 0..,
+        require_equals = true,
+        value_delimiter = ','
+    )]
+    pub clear_scope: Option<Vec<ScopeDimension>>,
+}
+
+/// `byok credential rotate`
+#[derive(Debug, Clone, Args)]
+pub struct CredentialRotateArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Credential id or name.
+    pub cred: String,
+    /// Where to read the new secret.
+    #[command(flatten, next_help_heading = "Secret input (never a flag value)")]
+    pub secret: SecretFlags,
+}
+
+/// `byok token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a workload token for a team (printed once).
+    #[command(after_help = "\
+The token is printed on standard output once and is not shown again (byok keeps only a
+hash); notes go to standard error, so this works:
+  export BYOK_TOKEN=$(byok token create --org acme --team agents)
+
+Examples:
+  byok token create --org acme --team agents
+  byok token create --org acme --team agents --workflow nightly-summary \\
+      --expires-at 2026-01-01T00:00:00Z")]
+    Create {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Team the token belongs to (id or name).
+        #[arg(long)]
+        team: String,
+        /// Restrict the token to these workflows (id or name).
+        #[arg(long = "workflow", value_name = "WORKFLOW", value_delimiter = ',')]
+        workflows: Vec<String>,
+        /// When the token stops working (RFC 3339); default: never.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        expires_at: Option<String>,
+    },
+    /// List an org's workload tokens (never their text).
+    List {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a workload token.
+    #[command(after_help = "Example:\n  byok token revoke --org acme tok_01J…")]
+    Revoke {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Token id (tok_…).
+        id: String,
+    },
+}
+
+/// Accept an RFC 3339 timestamp, keeping the text as typed.
+fn parse_rfc3339(text: &str) -> Result<String, String> {
+    Timestamp::parse_rfc3339(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| {
+            format!("'{text}' is not an RFC 3339 timestamp ({e}); example: 2026-01-01T00:00:00Z")
+        })
+}

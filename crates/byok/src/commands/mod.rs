@@ -1,0 +1,101 @@
+//! The admin-API client commands: each parsed command becomes one [`Planned`] request
+//! and a [`View`] of its answer.
+//!
+//! Planning is pure (given a secret reader), so the mapping from argv to request is
+//! tested as a table without a server.
+
+mod credential;
+mod org;
+mod team;
+mod token;
+mod workflow;
+
+use crate::api::ApiRequest;
+use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs};
+use crate::client::{resolve_admin_token, AdminClient};
+use crate::error::CliError;
+use crate::output::{emit, render, render_json, View};
+use crate::secret_input::SecretReader;
+
+/// A request to send and how to show its answer.
+#[derive(Debug)]
+pub struct Planned {
+    /// The admin-API call.
+    pub request: ApiRequest,
+    /// How to present the answer.
+    pub view: View,
+}
+
+/// Turn a parsed command into its request. `credential update` needs the current
+/// credential first and is planned by [`run`] instead.
+pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
+    match command {
+        AdminCommand::Org(cmd) => Ok(org::plan(cmd)),
+        AdminCommand::Team(cmd) => Ok(team::plan(cmd)),
+        AdminCommand::Workflow(cmd) => Ok(workflow::plan(cmd)),
+        AdminCommand::Credential(cmd) => credential::plan(cmd, secrets),
+        AdminCommand::Token(cmd) => Ok(token::plan(cmd)),
+    }
+}
+
+/// Run one admin-API command: find the admin token, plan, send, print.
+pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliError> {
+    // Refuse an impossible update before asking for a token or a secret.
+    if let AdminCommand::Credential(CredentialCommand::Update(args)) = command {
+        credential::check_update(args)?;
+    }
+    let (token, origin) = resolve_admin_token(
+        admin_token_from_env()?,
+        global.token_file.as_deref(),
+        global.data_dir.as_deref(),
+    )?;
+    let client = AdminClient::new(&global.admin_url, token)?;
+    let planned = match command {
+        AdminCommand::Credential(CredentialCommand::Update(args)) => {
+            credential::plan_update_from_server(&client, args).await?
+        }
+        other => plan(other, &mut SecretReader::from_process())?,
+    };
+    let answer = client
+        .send(&planned.request)
+        .await
+        .map_err(|error| match error {
+            CliError::Api {
+                status: 401,
+                code,
+                message,
+            } => CliError::Api {
+                status: 401,
+                code,
+                message: format!("{message} (the admin token came from {origin})"),
+            },
+            other => other,
+        })?;
+    let rendered = if global.json {
+        render_json(&answer)
+    } else {
+        render(planned.view, &answer)
+    };
+    emit(&rendered)
+}
+
+/// `BYOK_ADMIN_TOKEN`, if set.
+fn admin_token_from_env() -> Result<Option<String>, CliError> {
+    match std::env::var("BYOK_ADMIN_TOKEN") {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::Usage(
+            "BYOK_ADMIN_TOKEN does not hold valid UTF-8; an admin token is plain text".to_owned(),
+        )),
+    }
+}
+
+/// Path `v1/orgs/{org}/{rest…}`.
+fn org_path<'a>(org: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut path = vec!["v1", "orgs", org];
+    path.extend_from_slice(rest);
+    path
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,437 @@
+//! argv → request, as a table.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use super::credential::{current_scope, merge_scope, plan_update};
+use super::plan;
+use crate::api::ScopeLists;
+use crate::cli::{AdminCommand, Cli, Command, CredentialCommand, ScopeDimension, ScopeFlags};
+use crate::error::CliError;
+use crate::secret_input::SecretReader;
+
+const CANARY: &str = "sk-canary-argv-7d3a";
+
+/// What a command line should become.
+enum Expect {
+    /// Method, path and JSON body (`Value::Null` for none).
+    Request(&'static str, &'static str, Value),
+    /// A parse or planning error whose text contains every one of these.
+    Error(&'static [&'static str]),
+}
+
+fn env(name: &str) -> Option<OsString> {
+    (name == "OPENAI_KEY").then(|| OsString::from(CANARY))
+}
+
+fn no_prompt(_: &str) -> std::io::Result<String> {
+    Err(std::io::Error::other("no terminal in tests"))
+}
+
+/// Parse `argv` and plan it with `stdin` piped in.
+fn planned(argv: &str, stdin: &str) -> Result<(String, String, Value), String> {
+    let args = std::iter::once("byok").chain(argv.split_whitespace());
+    let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+    let Command::Admin(command) = cli.command else {
+        return Err("not an admin command".to_owned());
+    };
+    let mut secrets = SecretReader::new(stdin.as_bytes(), false, env, no_prompt);
+    let planned = plan(&command, &mut secrets).map_err(|e| e.to_string())?;
+    let body = match &planned.request.body {
+        Some(body) => serde_json::to_value(body).map_err(|e| e.to_string())?,
+        None => Value::Null,
+    };
+    Ok((
+        planned.request.method.to_string(),
+        planned.request.path.join("/"),
+        body,
+    ))
+}
+
+#[test]
+fn command_lines_become_requests() {
+    use Expect::{Error, Request};
+    let cases: Vec<(&str, &str, Expect)> = vec![
+        (
+            "org create acme --tier katman-b",
+            "",
+            Request("POST", "v1/orgs", json!({"name": "acme", "tier": "katman-b"})),
+        ),
+        (
+            "org create acme --tier katman-z",
+            "",
+            Error(&["katman-z", "katman-a, katman-b, katman-c"]),
+        ),
+        ("org create acme", "", Error(&["--tier"])),
+        ("org list", "", Request("GET", "v1/orgs", Value::Null)),
+        ("org show acme", "", Request("GET", "v1/orgs/acme", Value::Null)),
+        (
+            "org admin-token acme",
+            "",
+            Request("POST", "v1/orgs/acme/admin-tokens", json!({})),
+        ),
+        (
+            "org admin-token acme --expires-at 2026-01-01T00:00:00Z",
+            "",
+            Request(
+                "POST",
+                "v1/orgs/acme/admin-tokens",
+                json!({"expires_at": "2026-01-01T00:00:00Z"}),
+            ),
+        ),
+        (
+            "org admin-token acme --expires-at tomorrow",
+            "",
+            Error(&["tomorrow", "RFC 3339"]),
+        ),
+        (
+            "team create --org acme agents",
+            "",
+            Request("POST", "v1/orgs/acme/teams", json!({"name": "agents"})),
+        ),
+        ("team create agents", "", Error(&["--org"])),
+        ("team list --org acme", "", Request("GET", "v1/orgs/acme/teams", Value::Null)),
+        (
+            "workflow create --org acme nightly",
+            "",
+            Request("POST", "v1/orgs/acme/workflows", json!({"name": "nightly"})),
+        ),
+        (
+            "workflow create --org acme nightly --team agents",
+            "",
+            Request(
+                "POST",
+                "v1/orgs/acme/workflows",
+                json!({"name": "nightly", "team": "agents"}),
+            ),
+        ),
+        (
+            "workflow list --org acme",
+            "",
+            Request("GET", "v1/orgs/acme/workflows", Value::Null),
+        ),
+        (
+            "credential add --org acme --name openai-prod --provider openai",
+            "sk-canary-argv-7d3a\n",
+            Request(
+                "POST",
+                "v1/orgs/acme/credentials",
+                json!({"name": "openai-prod", "provider": "openai", "secret": CANARY,
+                       "scope": {"model_families": [], "capabilities": [], "modes": [], "teams": [], "workflows": []}}),
+            ),
+        ),
+        (
+            "credential add --org acme --name p --provider azure-openai --model-family gpt-4o \
+             --capability chat,embeddings --mode stream --team agents --team research --workflow nightly \
+             --base-url https://acme.openai.azure.com --expires-at 2030-01-01T00:00:00+02:00 --priority -1 \
+             --secret-env OPENAI_KEY",
+            "",
+            Request(
+                "POST",
+                "v1/orgs/acme/credentials",
+                json!({"name": "p", "provider": "azure-openai", "secret": CANARY,
+                       "scope": {"model_families": ["gpt-4o"], "capabilities": ["chat", "embeddings"],
+                                 "modes": ["stream"], "teams": ["agents", "research"], "workflows": ["nightly"]},
+                       "base_url": "https://acme.openai.azure.com", "expires_at": "2030-01-01T00:00:00+02:00",
+                       "priority": -1}),
+            ),
+        ),
+        // A secret is never a flag value.
+        (
+            "credential add --org acme --name p --provider openai --secret sk-canary-argv-7d3a",
+            "",
+            Error(&["unexpected argument '--secret'"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openia",
+            "sk-x",
+            Error(&["openia", "openai", "anthropic"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai --capability chatt",
+            "sk-x",
+            Error(&["chatt", "embeddings"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai --mode streaming",
+            "sk-x",
+            Error(&["streaming", "sync"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai --secret-file k --secret-env K",
+            "",
+            Error(&["--secret-file", "--secret-env", "cannot be used with"]),
+        ),
+        (
+            "credential add --org acme --provider openai",
+            "sk-x",
+            Error(&["--name"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai",
+            "\n",
+            Error(&["secret", "empty", "standard input"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai --secret-env MISSING_KEY",
+            "",
+            Error(&["MISSING_KEY", "not set"]),
+        ),
+        (
+            "credential list --org acme",
+            "",
+            Request("GET", "v1/orgs/acme/credentials", Value::Null),
+        ),
+        (
+            "credential show --org acme openai-prod",
+            "",
+            Request("GET", "v1/orgs/acme/credentials/openai-prod", Value::Null),
+        ),
+        (
+            "credential rotate --org acme openai-prod",
+            "sk-canary-argv-7d3a",
+            Request(
+                "POST",
+                "v1/orgs/acme/credentials/openai-prod/rotate",
+                json!({"secret": CANARY}),
+            ),
+        ),
+        (
+            "credential rotate --org acme openai-prod --secret-file -",
+            "sk-canary-argv-7d3a\r\n",
+            Request(
+                "POST",
+                "v1/orgs/acme/credentials/openai-prod/rotate",
+                json!({"secret": CANARY}),
+            ),
+        ),
+        (
+            "credential disable --org acme cred_01J",
+            "",
+            Request("POST", "v1/orgs/acme/credentials/cred_01J/disable", json!({})),
+        ),
+        (
+            "credential enable --org acme cred_01J",
+            "",
+            Request("POST", "v1/orgs/acme/credentials/cred_01J/enable", json!({})),
+        ),
+        (
+            "credential revoke --org acme cred_01J",
+            "",
+            Request("POST", "v1/orgs/acme/credentials/cred_01J/revoke", json!({})),
+        ),
+        (
+            "credential lifecycle --org acme cred_01J",
+            "",
+            Request(
+                "GET",
+                "v1/orgs/acme/credentials/cred_01J/lifecycle",
+                Value::Null,
+            ),
+        ),
+        (
+            "token create --org acme --team agents",
+            "",
+            Request("POST", "v1/orgs/acme/tokens", json!({"team": "agents"})),
+        ),
+        (
+            "token create --org acme --team agents --workflow a,b --expires-at 2026-01-01T00:00:00Z",
+            "",
+            Request(
+                "POST",
+                "v1/orgs/acme/tokens",
+                json!({"team": "agents", "workflows": ["a", "b"], "expires_at": "2026-01-01T00:00:00Z"}),
+            ),
+        ),
+        ("token create --org acme", "", Error(&["--team"])),
+        ("token list --org acme", "", Request("GET", "v1/orgs/acme/tokens", Value::Null)),
+        (
+            "token revoke --org acme tok_01J",
+            "",
+            Request("DELETE", "v1/orgs/acme/tokens/tok_01J", Value::Null),
+        ),
+        (
+            "org list --json --admin-url http://127.0.0.1:9 --data-dir /tmp/x",
+            "",
+            Request("GET", "v1/orgs", Value::Null),
+        ),
+    ];
+    for (argv, stdin, expected) in cases {
+        let got = planned(argv, stdin);
+        match expected {
+            Expect::Request(method, path, body) => {
+                let (got_method, got_path, got_body) =
+                    got.unwrap_or_else(|e| panic!("{argv}: {e}"));
+                assert_eq!(
+                    (got_method.as_str(), got_path.as_str()),
+                    (method, path),
+                    "{argv}"
+                );
+                assert_eq!(got_body, body, "{argv}");
+            }
+            Expect::Error(needles) => {
+                let error = match got {
+                    Ok(request) => panic!("{argv}: expected an error, got {request:?}"),
+                    Err(error) => error,
+                };
+                for needle in needles {
+                    assert!(error.contains(needle), "{argv}: '{needle}' not in: {error}");
+                }
+                assert!(!error.contains(CANARY), "{argv}: error echoes the secret");
+            }
+        }
+    }
+}
+
+#[test]
+fn global_flags_work_before_and_after_the_subcommand() {
+    for argv in [
+        ["byok", "--json", "--admin-url", "http://h:1", "org", "list"],
+        ["byok", "org", "list", "--json", "--admin-url", "http://h:1"],
+    ] {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert!(cli.global.json, "{argv:?}");
+        assert_eq!(cli.global.admin_url, "http://h:1");
+    }
+}
+
+#[test]
+fn serve_takes_its_own_flags_and_the_global_data_dir() {
+    let cli = Cli::try_parse_from([
+        "byok",
+        "serve",
+        "--data-dir",
+        "/tmp/d",
+        "--admin-addr",
+        "127.0.0.1:1",
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else {
+        panic!("not serve")
+    };
+    assert_eq!(
+        cli.global.data_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/d"))
+    );
+    assert_eq!(args.admin_addr.map(|a| a.port()), Some(1));
+}
+
+fn update_args(argv: &str) -> Result<crate::cli::CredentialUpdateArgs, String> {
+    let args = [
+        "byok",
+        "credential",
+        "update",
+        "--org",
+        "acme",
+        "openai-prod",
+    ]
+    .into_iter()
+    .chain(argv.split_whitespace());
+    match Cli::try_parse_from(args)
+        .map_err(|e| e.to_string())?
+        .command
+    {
+        Command::Admin(AdminCommand::Credential(CredentialCommand::Update(args))) => Ok(args),
+        other => Err(format!("parsed as {other:?}")),
+    }
+}
+
+fn current() -> ScopeLists {
+    ScopeLists {
+        model_families: vec!["gpt-4o".into()],
+        capabilities: vec!["chat".into()],
+        modes: vec!["sync".into()],
+        teams: vec!["team_01JA".into()],
+        workflows: vec!["wf_01JB".into()],
+    }
+}
+
+#[test]
+fn update_merges_only_the_given_dimensions() {
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "--team research",
+            json!({"scope": {"model_families": ["gpt-4o"], "capabilities": ["chat"], "modes": ["sync"],
+                             "teams": ["research"], "workflows": ["wf_01JB"]}}),
+        ),
+        (
+            "--capability chat,embeddings --mode stream --priority 5",
+            json!({"scope": {"model_families": ["gpt-4o"], "capabilities": ["chat", "embeddings"],
+                             "modes": ["stream"], "teams": ["team_01JA"], "workflows": ["wf_01JB"]},
+                   "priority": 5}),
+        ),
+        (
+            "--clear-scope",
+            json!({"scope": {"model_families": [], "capabilities": [], "modes": [], "teams": [], "workflows": []}}),
+        ),
+        (
+            "--clear-scope --workflow nightly",
+            json!({"scope": {"model_families": [], "capabilities": [], "modes": [], "teams": [],
+                             "workflows": ["nightly"]}}),
+        ),
+        (
+            "--clear-scope=teams,modes",
+            json!({"scope": {"model_families": ["gpt-4o"], "capabilities": ["chat"], "modes": [],
+                             "teams": [], "workflows": ["wf_01JB"]}}),
+        ),
+        ("--no-expiry", json!({"expires_at": null})),
+        (
+            "--expires-at 2031-05-01T00:00:00Z --priority -3",
+            json!({"expires_at": "2031-05-01T00:00:00Z", "priority": -3}),
+        ),
+    ];
+    for (argv, expected) in cases {
+        let args = update_args(argv).unwrap_or_else(|e| panic!("{argv}: {e}"));
+        let planned = plan_update(&args, Some(&current())).unwrap();
+        assert_eq!(planned.request.method, reqwest::Method::PATCH, "{argv}");
+        assert_eq!(
+            planned.request.path.join("/"),
+            "v1/orgs/acme/credentials/openai-prod"
+        );
+        let body = serde_json::to_value(planned.request.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body, expected, "{argv}");
+    }
+}
+
+#[test]
+fn update_refuses_nonsense() {
+    let nothing = update_args("").unwrap();
+    let err = plan_update(&nothing, Some(&current())).unwrap_err();
+    assert!(matches!(err, CliError::Usage(_)));
+    assert!(err.to_string().contains("nothing to update"), "{err}");
+
+    let both = update_args("--expires-at 2031-05-01T00:00:00Z --no-expiry").unwrap_err();
+    assert!(both.contains("cannot be used with"), "{both}");
+    let bad_dim = update_args("--clear-scope=colours").unwrap_err();
+    assert!(
+        bad_dim.contains("colours") && bad_dim.contains("model-families"),
+        "{bad_dim}"
+    );
+    // `update` has no secret flags at all: rotation is its own command.
+    let secret = update_args("--secret-file k").unwrap_err();
+    assert!(secret.contains("--secret-file"), "{secret}");
+}
+
+#[test]
+fn merge_is_identity_without_flags() {
+    let merged = merge_scope(&current(), &ScopeFlags::default(), None);
+    assert_eq!(merged, current());
+    let cleared = merge_scope(
+        &current(),
+        &ScopeFlags::default(),
+        Some(&[ScopeDimension::Teams]),
+    );
+    assert!(cleared.teams.is_empty() && !cleared.workflows.is_empty());
+}
+
+#[test]
+fn current_scope_is_read_from_the_credential_and_unknown_dimensions_refused() {
+    let credential = json!({"id": "cred_1", "scope": {"model_families": ["gpt-4o"], "capabilities": ["chat"],
+        "modes": ["sync"], "teams": ["team_01JA"], "workflows": ["wf_01JB"]}});
+    assert_eq!(current_scope(&credential).unwrap(), current());
+    let newer = json!({"scope": {"regions": ["eu"]}});
+    let err = current_scope(&newer).unwrap_err();
+    assert!(err.to_string().contains("regions"), "{err}");
+}

@@ -1,0 +1,739 @@
+//! What a command prints: tables for people, the API's JSON for scripts.
+//!
+//! Tables show only named fields of an answer, so a field the CLI does not know about
+//! (a secret, should a server ever send one) is never shown. Rendering is pure — it
+//! returns text — and [`emit`] is the one place that writes to stdout.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use comfy_table::{presets, ContentArrangement, Table};
+use serde_json::Value;
+
+use crate::error::CliError;
+
+/// How to present an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// One org.
+    Org,
+    /// `{"orgs":[…]}`.
+    OrgList,
+    /// A freshly issued org-admin token (shown once).
+    AdminTokenCreated,
+    /// One team.
+    Team,
+    /// `{"teams":[…]}`.
+    TeamList,
+    /// One workflow.
+    Workflow,
+    /// `{"workflows":[…]}`.
+    WorkflowList,
+    /// One credential, after the action named.
+    Credential(CredentialAction),
+    /// `{"credentials":[…]}`.
+    CredentialList,
+    /// `{"credential", "events":[…]}`.
+    Lifecycle,
+    /// A freshly issued workload token (shown once).
+    TokenCreated,
+    /// `{"tokens":[…]}`.
+    TokenList,
+    /// A revoked workload token.
+    TokenRevoked,
+}
+
+/// What just happened to a credential (chooses the headline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialAction {
+    /// `credential show`.
+    Shown,
+    /// `credential add`.
+    Added,
+    /// `credential update`.
+    Updated,
+    /// `credential rotate`.
+    Rotated,
+    /// `credential disable|enable|revoke`.
+    StateChanged,
+}
+
+/// Text for stdout, with notes for stderr around it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// A note printed on stderr before the result.
+    pub note_before: String,
+    /// The result: a table, or a token alone on its line.
+    pub stdout: String,
+    /// A note printed on stderr after the result.
+    pub note_after: String,
+}
+
+#[cfg(test)]
+impl Rendered {
+    /// Both notes, as stderr shows them.
+    pub fn stderr(&self) -> String {
+        format!("{}{}", self.note_before, self.note_after)
+    }
+}
+
+/// Render `answer` for a person.
+pub fn render(view: View, answer: &Value) -> Rendered {
+    let mut out = Rendered::default();
+    match view {
+        View::Org => out.stdout = org_table(answer),
+        View::OrgList => out.stdout = list_table(answer, "orgs", "no orgs yet", ORG_COLUMNS),
+        View::Team => out.stdout = kv_table(answer, TEAM_COLUMNS),
+        View::TeamList => {
+            out.stdout = list_table(answer, "teams", "no teams in this org", TEAM_COLUMNS)
+        }
+        View::Workflow => out.stdout = kv_table(answer, WORKFLOW_COLUMNS),
+        View::WorkflowList => {
+            out.stdout = list_table(
+                answer,
+                "workflows",
+                "no workflows in this org",
+                WORKFLOW_COLUMNS,
+            )
+        }
+        View::Credential(action) => out.stdout = credential(answer, action),
+        View::CredentialList => out.stdout = credential_list(answer),
+        View::Lifecycle => out.stdout = lifecycle(answer),
+        View::AdminTokenCreated => {
+            out.stdout = format!("{}\n", cell(answer, "token"));
+            out.note_before = format!(
+                "Created org-admin token {} for org {} (expires: {}):\n",
+                cell(answer, "id"),
+                cell(answer, "org_id"),
+                or_never(answer, "expires_at"),
+            );
+            out.note_after = "Store it now: it is shown only this once.\n".to_owned();
+        }
+        View::TokenCreated => {
+            out.stdout = format!("{}\n", cell(answer, "token"));
+            out.note_before = format!(
+                "Created workload token {} for team {} (workflows: {}; expires: {}):\n",
+                cell(answer, "id"),
+                cell(answer, "team_id"),
+                list_or_any(answer.get("workflows")),
+                or_never(answer, "expires_at"),
+            );
+            out.note_after =
+                "Store it now: byok keeps only a hash and will not show this token again.\n"
+                    .to_owned();
+        }
+        View::TokenList => out.stdout = token_list(answer),
+        View::TokenRevoked => {
+            out.stdout = format!(
+                "Revoked workload token {} (team {}).\n",
+                cell(answer, "id"),
+                cell(answer, "team_id")
+            )
+        }
+    }
+    out
+}
+
+/// The API's JSON, pretty-printed, for `--json`.
+pub fn render_json(answer: &Value) -> Rendered {
+    Rendered {
+        stdout: format!(
+            "{}\n",
+            serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string())
+        ),
+        ..Rendered::default()
+    }
+}
+
+/// Write `rendered` to stdout and stderr. A closed stdout (`byok org list | head`) is
+/// not an error worth reporting; any other failure to write is.
+pub fn emit(rendered: &Rendered) -> Result<(), CliError> {
+    eprint!("{}", rendered.note_before);
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(rendered.stdout.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => {
+            return Err(CliError::Local(format!(
+                "cannot write to standard output: {e}"
+            )))
+        }
+    }
+    drop(stdout);
+    eprint!("{}", rendered.note_after);
+    Ok(())
+}
+
+/// Columns of a table: header and field name.
+type Columns = &'static [(&'static str, &'static str)];
+
+const ORG_COLUMNS: Columns = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("TIER", "tier"),
+    ("STATE", "state"),
+    ("KEK VERSION", "kek_version"),
+    ("CREATED", "created_at"),
+];
+const TEAM_COLUMNS: Columns = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("ORG", "org_id"),
+    ("CREATED", "created_at"),
+];
+const WORKFLOW_COLUMNS: Columns = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("TEAM", "team_id"),
+    ("ORG", "org_id"),
+    ("CREATED", "created_at"),
+];
+const CREDENTIAL_LIST_COLUMNS: Columns = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("PROVIDER", "provider"),
+    ("STATE", "state"),
+    ("VERSION", "version"),
+    ("PRIORITY", "priority"),
+    ("EXPIRES", "expires_at"),
+];
+const VERSION_COLUMNS: Columns = &[
+    ("VERSION", "version"),
+    ("FINGERPRINT", "fingerprint"),
+    ("KEK VERSION", "kek_version"),
+    ("CREATED", "created_at"),
+];
+const SCOPE_DIMENSIONS: Columns = &[
+    ("model families", "model_families"),
+    ("capabilities", "capabilities"),
+    ("modes", "modes"),
+    ("teams", "teams"),
+    ("workflows", "workflows"),
+];
+
+fn new_table() -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table
+}
+
+/// A value as table text: `-` for missing or null, lists comma-separated.
+fn text_of(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if items.is_empty() => "-".to_owned(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| text_of(Some(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn cell(object: &Value, field: &str) -> String {
+    text_of(object.get(field))
+}
+
+fn or_never(object: &Value, field: &str) -> String {
+    match object.get(field) {
+        None | Some(Value::Null) => "never".to_owned(),
+        value => text_of(value),
+    }
+}
+
+fn list_or_any(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::Array(items)) if !items.is_empty() => text_of(value),
+        _ => "any".to_owned(),
+    }
+}
+
+fn kv_table(object: &Value, columns: Columns) -> String {
+    let mut table = new_table();
+    for (header, field) in columns {
+        table.add_row(vec![header.to_lowercase(), cell(object, field)]);
+    }
+    format!("{table}\n")
+}
+
+fn list_table(answer: &Value, key: &str, empty: &str, columns: Columns) -> String {
+    let items = answer
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if items.is_empty() {
+        return format!("({empty})\n");
+    }
+    let mut table = new_table();
+    table.set_header(columns.iter().map(|(header, _)| *header));
+    for item in items {
+        table.add_row(columns.iter().map(|(_, field)| cell(item, field)));
+    }
+    format!("{table}\n")
+}
+
+fn org_table(org: &Value) -> String {
+    kv_table(org, ORG_COLUMNS)
+}
+
+/// One line per restricted dimension, or "any".
+fn scope_summary(scope: Option<&Value>) -> String {
+    let lines: Vec<String> = SCOPE_DIMENSIONS
+        .iter()
+        .filter_map(|(label, field)| {
+            let value = scope?.get(field)?;
+            let non_empty = value.as_array().is_some_and(|list| !list.is_empty());
+            non_empty.then(|| format!("{label}: {}", text_of(Some(value))))
+        })
+        .collect();
+    if lines.is_empty() {
+        "any".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn credential(cred: &Value, action: CredentialAction) -> String {
+    let name = cell(cred, "name");
+    let id = cell(cred, "id");
+    let headline = match action {
+        CredentialAction::Shown => String::new(),
+        CredentialAction::Added => format!("Added credential {name} ({id}).\n"),
+        CredentialAction::Updated => format!("Updated credential {name} ({id}).\n"),
+        CredentialAction::Rotated => format!(
+            "Rotated credential {name} ({id}): now at version {}, fingerprint {}.\n",
+            cell(cred, "version"),
+            cell(cred, "fingerprint")
+        ),
+        CredentialAction::StateChanged => {
+            return format!("Credential {name} ({id}) is now {}.\n", cell(cred, "state"));
+        }
+    };
+    let mut table = new_table();
+    for (label, field) in [
+        ("id", "id"),
+        ("name", "name"),
+        ("org", "org_id"),
+        ("provider", "provider"),
+        ("state", "state"),
+        ("version", "version"),
+        ("fingerprint", "fingerprint"),
+    ] {
+        table.add_row(vec![label.to_owned(), cell(cred, field)]);
+    }
+    table.add_row(vec!["scope".to_owned(), scope_summary(cred.get("scope"))]);
+    table.add_row(vec!["base url".to_owned(), cell(cred, "base_url")]);
+    table.add_row(vec!["expires".to_owned(), or_never(cred, "expires_at")]);
+    for (label, field) in [
+        ("priority", "priority"),
+        ("created", "created_at"),
+        ("updated", "updated_at"),
+    ] {
+        table.add_row(vec![label.to_owned(), cell(cred, field)]);
+    }
+    let mut out = format!("{headline}{table}\n");
+    if let Some(versions) = cred.get("versions").and_then(Value::as_array) {
+        if !versions.is_empty() {
+            let mut table = new_table();
+            table.set_header(VERSION_COLUMNS.iter().map(|(header, _)| *header));
+            for version in versions {
+                table.add_row(
+                    VERSION_COLUMNS
+                        .iter()
+                        .map(|(_, field)| cell(version, field)),
+                );
+            }
+            out.push_str(&format!("Versions:\n{table}\n"));
+        }
+    }
+    out
+}
+
+fn credential_list(answer: &Value) -> String {
+    let items = answer
+        .get("credentials")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if items.is_empty() {
+        return "(no credentials in this org)\n".to_owned();
+    }
+    let mut table = new_table();
+    let mut header: Vec<&str> = CREDENTIAL_LIST_COLUMNS
+        .iter()
+        .map(|(header, _)| *header)
+        .collect();
+    header.insert(4, "SCOPE");
+    table.set_header(header);
+    for item in items {
+        let mut row: Vec<String> = CREDENTIAL_LIST_COLUMNS
+            .iter()
+            .map(|(_, field)| cell(item, field))
+            .collect();
+        row.insert(4, scope_summary(item.get("scope")));
+        table.add_row(row);
+    }
+    format!("{table}\n")
+}
+
+fn actor_text(actor: Option<&Value>) -> String {
+    match actor {
+        Some(actor) => match (
+            actor.get("kind").and_then(Value::as_str),
+            actor.get("id").and_then(Value::as_str),
+        ) {
+            (Some(kind), Some(id)) => format!("{kind} {id}"),
+            (Some(kind), None) => kind.to_owned(),
+            _ => text_of(Some(actor)),
+        },
+        None => "-".to_owned(),
+    }
+}
+
+fn lifecycle(answer: &Value) -> String {
+    let cred = answer.get("credential").cloned().unwrap_or(Value::Null);
+    let mut out = format!(
+        "Credential {} ({}), provider {}, state {}, version {}.\n",
+        cell(&cred, "name"),
+        cell(&cred, "id"),
+        cell(&cred, "provider"),
+        cell(&cred, "state"),
+        cell(&cred, "version")
+    );
+    let events = answer
+        .get("events")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if events.is_empty() {
+        out.push_str("(no events)\n");
+        return out;
+    }
+    let mut table = new_table();
+    table.set_header([
+        "SEQ",
+        "AT",
+        "EVENT",
+        "VERSION",
+        "FINGERPRINT",
+        "ACTOR",
+        "DETAILS",
+    ]);
+    for event in events {
+        let details = details_summary(event.get("details"));
+        table.add_row(vec![
+            cell(event, "seq"),
+            cell(event, "at"),
+            cell(event, "kind"),
+            cell(event, "version"),
+            cell(event, "fingerprint"),
+            actor_text(event.get("actor")),
+            details,
+        ]);
+    }
+    out.push_str(&format!("{table}\n"));
+    out
+}
+
+/// An event's details in a few words: what changed (`before`/`after`, `from`/`to`),
+/// else its fields, with empty lists and nulls left out.
+fn details_summary(details: Option<&Value>) -> String {
+    let Some(Value::Object(map)) = details else {
+        return text_of(details);
+    };
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (map.get("before"), map.get("after"))
+    {
+        let before = flatten(before);
+        let after = flatten(after);
+        let mut changes: Vec<String> = Vec::new();
+        for (key, new) in &after {
+            let old = before
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone());
+            if old.as_ref() != Some(new) {
+                changes.push(format!(
+                    "{key}: {} → {}",
+                    old.unwrap_or_else(|| "-".to_owned()),
+                    new
+                ));
+            }
+        }
+        return if changes.is_empty() {
+            "no change".to_owned()
+        } else {
+            changes.join("\n")
+        };
+    }
+    if let (Some(from), Some(to)) = (map.get("from"), map.get("to")) {
+        return format!("{} → {}", text_of(Some(from)), text_of(Some(to)));
+    }
+    let fields: Vec<String> = flatten(map)
+        .into_iter()
+        .filter(|(_, value)| value != "-")
+        .map(|(key, value)| format!("{key}: {value}"))
+        .collect();
+    if fields.is_empty() {
+        "-".to_owned()
+    } else {
+        fields.join("\n")
+    }
+}
+
+/// `key → text` pairs, nested objects one level down as `outer.inner`.
+fn flatten(map: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        match value {
+            Value::Object(inner) => {
+                for (inner_key, inner_value) in inner {
+                    out.push((format!("{key}.{inner_key}"), text_of(Some(inner_value))));
+                }
+            }
+            other => out.push((key.clone(), text_of(Some(other)))),
+        }
+    }
+    out
+}
+
+/// `active`, `revoked` or `expired`, from a token's fields.
+fn token_state(token: &Value, now: DateTime<Utc>) -> &'static str {
+    if !matches!(token.get("revoked_at"), None | Some(Value::Null)) {
+        return "revoked";
+    }
+    let expired = token
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= now);
+    if expired {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn token_list(answer: &Value) -> String {
+    let items = answer
+        .get("tokens")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if items.is_empty() {
+        return "(no workload tokens in this org)\n".to_owned();
+    }
+    let now = Utc::now();
+    let mut table = new_table();
+    table.set_header([
+        "ID",
+        "TEAM",
+        "WORKFLOWS",
+        "STATE",
+        "EXPIRES",
+        "REVOKED",
+        "CREATED",
+    ]);
+    for token in items {
+        table.add_row(vec![
+            cell(token, "id"),
+            cell(token, "team_id"),
+            list_or_any(token.get("workflows")),
+            token_state(token, now).to_owned(),
+            or_never(token, "expires_at"),
+            cell(token, "revoked_at"),
+            cell(token, "created_at"),
+        ]);
+    }
+    format!("{table}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const CANARY: &str = "sk-canary-output-5f1e";
+
+    fn credential_json() -> Value {
+        json!({
+            "id": "cred_01JTEST", "org_id": "org_01JTEST", "name": "openai-prod", "provider": "openai",
+            "scope": {"model_families": ["gpt-4o"], "capabilities": [], "modes": [],
+                      "teams": ["team_01JTEST"], "workflows": []},
+            "state": "active", "version": 2, "fingerprint": "fp_abc", "base_url": null,
+            "expires_at": null, "priority": 0,
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z",
+            "versions": [{"version": 1, "fingerprint": "fp_old", "kek_version": 1, "created_at": "2025-01-01T00:00:00Z"}],
+            // Not part of the contract: a table must not show a field it does not know.
+            "secret": CANARY, "api_key": CANARY,
+        })
+    }
+
+    #[test]
+    fn no_view_shows_a_secret_field() {
+        let cred = credential_json();
+        let answers = [
+            json!({"orgs": [{"id": "org_1", "name": "acme", "secret": CANARY}]}),
+            json!({"credentials": [cred.clone()]}),
+            json!({"credential": cred.clone(), "events": [{"seq": 1, "kind": "created", "secret": CANARY,
+                   "actor": {"kind": "system"}, "details": {}}]}),
+            json!({"tokens": [{"id": "tok_1", "team_id": "team_1", "workflows": [], "secret": CANARY}]}),
+            cred.clone(),
+        ];
+        let views = [
+            View::Org,
+            View::OrgList,
+            View::Team,
+            View::TeamList,
+            View::Workflow,
+            View::WorkflowList,
+            View::Credential(CredentialAction::Shown),
+            View::Credential(CredentialAction::Added),
+            View::Credential(CredentialAction::Updated),
+            View::Credential(CredentialAction::Rotated),
+            View::Credential(CredentialAction::StateChanged),
+            View::CredentialList,
+            View::Lifecycle,
+            View::TokenList,
+            View::TokenRevoked,
+            View::TokenCreated,
+            View::AdminTokenCreated,
+        ];
+        for view in views {
+            for answer in &answers {
+                let rendered = render(view, answer);
+                assert!(
+                    !rendered.stdout.contains(CANARY),
+                    "{view:?} printed the secret"
+                );
+                assert!(
+                    !rendered.stderr().contains(CANARY),
+                    "{view:?} printed the secret"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn credential_table_shows_scope_and_versions() {
+        let text = render(
+            View::Credential(CredentialAction::Shown),
+            &credential_json(),
+        )
+        .stdout;
+        for needle in [
+            "cred_01JTEST",
+            "openai-prod",
+            "model families: gpt-4o",
+            "teams: team_01JTEST",
+            "fp_old",
+            "never",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        let list = render(
+            View::CredentialList,
+            &json!({"credentials": [credential_json()]}),
+        )
+        .stdout;
+        assert!(list.contains("SCOPE") && list.contains("gpt-4o"), "{list}");
+    }
+
+    #[test]
+    fn created_tokens_go_alone_to_stdout_with_a_note_on_stderr() {
+        let answer = json!({"id": "tok_1", "token": "byok_abc123", "team_id": "team_1", "workflows": [], "expires_at": null});
+        let rendered = render(View::TokenCreated, &answer);
+        assert_eq!(rendered.stdout, "byok_abc123\n");
+        assert!(
+            rendered.note_after.contains("not show this token again"),
+            "{rendered:?}"
+        );
+        assert!(rendered.note_before.contains("tok_1"), "{rendered:?}");
+        assert!(!rendered.stderr().contains("byok_abc123"));
+        let rendered = render(
+            View::AdminTokenCreated,
+            &json!({"id": "adm_1", "token": "byokadm_x", "org_id": "org_1"}),
+        );
+        assert_eq!(rendered.stdout, "byokadm_x\n");
+        assert!(rendered.note_after.contains("only this once"));
+    }
+
+    #[test]
+    fn token_state_reads_revoked_and_expiry() {
+        let now = Utc::now();
+        let cases = [
+            (json!({"revoked_at": "2020-01-01T00:00:00Z"}), "revoked"),
+            (
+                json!({"revoked_at": null, "expires_at": "2000-01-01T00:00:00Z"}),
+                "expired",
+            ),
+            (
+                json!({"revoked_at": null, "expires_at": "2999-01-01T00:00:00Z"}),
+                "active",
+            ),
+            (json!({}), "active"),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(token_state(&token, now), expected, "{token}");
+        }
+    }
+
+    #[test]
+    fn empty_lists_say_so() {
+        assert_eq!(
+            render(View::OrgList, &json!({"orgs": []})).stdout,
+            "(no orgs yet)\n"
+        );
+        assert!(render(View::TokenList, &json!({}))
+            .stdout
+            .contains("no workload tokens"));
+    }
+
+    #[test]
+    fn lifecycle_lists_events_in_order_with_actor() {
+        let answer = json!({"credential": credential_json(), "events": [
+            {"seq": 1, "kind": "created", "at": "t1", "version": 1, "actor": {"kind": "admin_token", "id": "adm_1"}, "details": {}},
+            {"seq": 2, "kind": "rotated", "at": "t2", "version": 2, "actor": {"kind": "system"}, "details": {"from": 1}},
+        ]});
+        let text = render(View::Lifecycle, &answer).stdout;
+        let created = text.find("created").unwrap();
+        let rotated = text.find("rotated").unwrap();
+        assert!(created < rotated, "{text}");
+        assert!(
+            text.contains("admin_token adm_1") && text.contains("system"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn event_details_say_what_changed() {
+        let cases = [
+            (
+                json!({"before": {"priority": 0, "scope": {"modes": [], "teams": ["team_1"]}},
+                       "after": {"priority": 0, "scope": {"modes": ["stream"], "teams": ["team_1"]}}}),
+                "scope.modes: - → stream",
+            ),
+            (
+                json!({"from": "active", "to": "disabled"}),
+                "active → disabled",
+            ),
+            (
+                json!({"kek_version": 1, "previous_version": 1, "base_url": null, "scope": {"teams": []}}),
+                "kek_version: 1\nprevious_version: 1",
+            ),
+            (json!({}), "-"),
+        ];
+        for (details, expected) in cases {
+            assert_eq!(details_summary(Some(&details)), expected, "{details}");
+        }
+    }
+}

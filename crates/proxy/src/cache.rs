@@ -1,0 +1,253 @@
+//! What the hot path keeps so that a call costs neither a database query nor a KMS
+//! round trip when nothing changed.
+//!
+//! * Workload tokens and per-org snapshots (org, credentials, workflows) are stamped
+//!   with the change epoch they were loaded at; any committed change (this node's
+//!   vault bumps the epoch at once, other nodes' changes are seen by polling the
+//!   store's event sequence) makes them stale, and they are reloaded on next use.
+//! * Unwrapped DEKs are kept for a bounded time and number of uses, in zeroizing
+//!   memory, and dropped (zeroized) on eviction. Plaintext keys are never cached.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use byok_crypto::{Dek, SealedSecret, TokenHash};
+use byok_domain::{Credential, CredentialId, Org, OrgId, WorkflowId, WorkloadToken};
+use byok_store::StoreError;
+use byok_vault::Vault;
+use tokio::sync::OnceCell;
+
+/// Entries kept per map before the whole map is dropped (bounds memory under abuse).
+const MAX_ENTRIES: usize = 100_000;
+
+/// A credential as the resolver sees it, with its current sealed version loaded once.
+#[derive(Debug)]
+pub struct CachedCredential {
+    /// The credential (stored state; expiry is checked per call).
+    pub credential: Credential,
+    sealed: OnceCell<Arc<SealedSecret>>,
+}
+
+impl CachedCredential {
+    pub(crate) fn new(credential: Credential) -> Self {
+        Self { credential, sealed: OnceCell::new() }
+    }
+}
+
+/// Everything about one org that resolving a call needs.
+#[derive(Debug)]
+pub struct OrgSnapshot {
+    /// The org.
+    pub org: Org,
+    /// All its credentials.
+    pub credentials: Vec<Arc<CachedCredential>>,
+    /// Workflows by id, with their name and owning team.
+    pub workflows: HashMap<WorkflowId, (String, Option<byok_domain::TeamId>)>,
+}
+
+impl OrgSnapshot {
+    /// A workflow by id or name.
+    pub fn workflow(&self, reference: &str) -> Option<(WorkflowId, Option<byok_domain::TeamId>)> {
+        if let Ok(id) = reference.parse::<WorkflowId>() {
+            return self.workflows.get(&id).map(|(_, team)| (id, *team));
+        }
+        self.workflows.iter().find(|(_, (name, _))| name == reference).map(|(id, (_, team))| (*id, *team))
+    }
+}
+
+/// Cached directory data, invalidated by change epoch.
+pub(crate) struct Directory {
+    vault: Vault,
+    remote_epoch: AtomicU64,
+    tokens: RwLock<HashMap<TokenHash, (u64, Arc<WorkloadToken>)>>,
+    orgs: RwLock<HashMap<OrgId, (u64, Arc<OrgSnapshot>)>>,
+}
+
+impl Directory {
+    pub(crate) fn new(vault: Vault) -> Self {
+        Self { vault, remote_epoch: AtomicU64::new(0), tokens: RwLock::default(), orgs: RwLock::default() }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.vault.epoch().current().wrapping_add(self.remote_epoch.load(Ordering::Acquire))
+    }
+
+    /// Another node changed something: everything cached is stale.
+    pub(crate) fn remote_change(&self) {
+        self.remote_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The workload token with this hash, if it exists (valid or not).
+    pub(crate) async fn token(&self, hash: &TokenHash) -> Result<Option<Arc<WorkloadToken>>, StoreError> {
+        let epoch = self.epoch();
+        if let Ok(tokens) = self.tokens.read() {
+            if let Some((at, token)) = tokens.get(hash) {
+                if *at == epoch {
+                    return Ok(Some(Arc::clone(token)));
+                }
+            }
+        }
+        let Some(token) = self.vault.store().find_workload_token_by_hash(hash).await? else {
+            return Ok(None);
+        };
+        let token = Arc::new(token);
+        if let Ok(mut tokens) = self.tokens.write() {
+            if tokens.len() >= MAX_ENTRIES {
+                tokens.clear();
+            }
+            tokens.insert(*hash, (epoch, Arc::clone(&token)));
+        }
+        Ok(Some(token))
+    }
+
+    /// The org's snapshot, loading it if stale.
+    pub(crate) async fn org(&self, id: &OrgId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
+        let epoch = self.epoch();
+        if let Ok(orgs) = self.orgs.read() {
+            if let Some((at, snapshot)) = orgs.get(id) {
+                if *at == epoch {
+                    return Ok(Some(Arc::clone(snapshot)));
+                }
+            }
+        }
+        let store = self.vault.store();
+        let Some(org) = store.get_org(id).await? else {
+            return Ok(None);
+        };
+        let credentials = store
+            .list_credentials(id)
+            .await?
+            .into_iter()
+            .map(|record| Arc::new(CachedCredential::new(record.credential)))
+            .collect();
+        let workflows =
+            store.list_workflows(id).await?.into_iter().map(|w| (w.id, (w.name.as_str().to_owned(), w.team_id))).collect();
+        let snapshot = Arc::new(OrgSnapshot { org, credentials, workflows });
+        if let Ok(mut orgs) = self.orgs.write() {
+            if orgs.len() >= MAX_ENTRIES {
+                orgs.clear();
+            }
+            orgs.insert(*id, (epoch, Arc::clone(&snapshot)));
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// The sealed current version of a cached credential (loaded once per snapshot).
+    pub(crate) async fn sealed(&self, cached: &CachedCredential) -> Result<Arc<SealedSecret>, StoreError> {
+        let credential = &cached.credential;
+        cached
+            .sealed
+            .get_or_try_init(|| async {
+                self.vault.store().get_sealed_version(&credential.id, credential.version).await?.map(Arc::new).ok_or_else(
+                    || StoreError::NotFound {
+                        what: format!("version {} of credential {}", credential.version, credential.id),
+                    },
+                )
+            })
+            .await
+            .cloned()
+    }
+
+    /// Poll the store for changes made by other nodes until `stop` fires.
+    pub(crate) async fn watch_remote_changes(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut last = None;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.vault.store().latest_event_seq().await {
+                Ok(seq) => {
+                    if last.is_some_and(|l| l != seq) {
+                        self.remote_change();
+                    }
+                    last = Some(seq);
+                }
+                Err(err) => tracing::debug!(error = %err, "change poll failed"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+struct DekEntry {
+    dek: Arc<Dek>,
+    loaded: Instant,
+    uses: u64,
+}
+
+/// Unwrapped DEKs by (credential, version), bounded in time, uses and count.
+pub(crate) struct DekCache {
+    entries: Mutex<HashMap<(CredentialId, u32), DekEntry>>,
+    ttl: Duration,
+    max_uses: u64,
+    capacity: usize,
+}
+
+impl DekCache {
+    pub(crate) fn new(ttl: Duration, max_uses: u64, capacity: usize) -> Self {
+        Self { entries: Mutex::default(), ttl, max_uses, capacity: capacity.max(1) }
+    }
+
+    /// A cached DEK, counting one use; expired or used-up entries are dropped.
+    pub(crate) fn get(&self, key: &(CredentialId, u32)) -> Option<Arc<Dek>> {
+        let mut entries = self.entries.lock().ok()?;
+        let entry = entries.get_mut(key)?;
+        if entry.loaded.elapsed() >= self.ttl || entry.uses >= self.max_uses {
+            entries.remove(key);
+            return None;
+        }
+        entry.uses += 1;
+        Some(Arc::clone(&entry.dek))
+    }
+
+    pub(crate) fn insert(&self, key: (CredentialId, u32), dek: Arc<Dek>) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.loaded.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.loaded).map(|(k, _)| *k) {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(key, DekEntry { dek, loaded: Instant::now(), uses: 1 });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dek_cache_bounds_time_uses_and_size() {
+        let key = (CredentialId::generate(), 1);
+        let cache = DekCache::new(Duration::from_secs(60), 3, 2);
+        cache.insert(key, Arc::new(Dek::generate()));
+        assert!(cache.get(&key).is_some());
+        assert!(cache.get(&key).is_some());
+        assert!(cache.get(&key).is_none(), "a DEK serves at most max_uses calls");
+        let expired = DekCache::new(Duration::ZERO, 100, 2);
+        expired.insert(key, Arc::new(Dek::generate()));
+        assert!(expired.get(&key).is_none(), "a DEK is dropped after its time");
+        for _ in 0..5 {
+            cache.insert((CredentialId::generate(), 1), Arc::new(Dek::generate()));
+        }
+        assert!(cache.len() <= 2);
+    }
+}

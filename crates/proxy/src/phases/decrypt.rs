@@ -1,0 +1,43 @@
+//! Phase 6: decrypt. The DEK comes from the bounded cache or is unwrapped inside the
+//! KMS; the secret is opened with it for this call only and never cached.
+
+use std::sync::Arc;
+
+use byok_crypto::envelope::open_with_dek;
+use byok_crypto::{ProviderSecret, SealedSecret, SecretContext};
+use byok_domain::Credential;
+use byok_vault::KmsHandle;
+
+use super::{Code, Refusal};
+use crate::cache::DekCache;
+
+/// Open the credential's current version.
+pub(crate) async fn decrypt(
+    deks: &DekCache,
+    kms: &KmsHandle,
+    credential: &Credential,
+    sealed: &SealedSecret,
+) -> Result<ProviderSecret, Refusal> {
+    let key = (credential.id, credential.version);
+    let dek = match deks.get(&key) {
+        Some(dek) => dek,
+        None => {
+            let dek = kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone()).await.map_err(|e| {
+                Refusal::new(Code::KmsUnavailable, format!("cannot unwrap the key of credential {}: {e}", credential.id))
+            })?;
+            let dek = Arc::new(dek);
+            deks.insert(key, Arc::clone(&dek));
+            dek
+        }
+    };
+    let context = SecretContext {
+        org: credential.org_id,
+        credential: credential.id,
+        version: credential.version,
+        provider: credential.provider,
+    };
+    open_with_dek(&dek, &context, sealed).map_err(|e| {
+        tracing::error!(credential = %credential.id, error = %e, "sealed credential failed to open");
+        Refusal::new(Code::KmsUnavailable, format!("credential {} could not be opened", credential.id))
+    })
+}

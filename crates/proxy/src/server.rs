@@ -1,0 +1,292 @@
+//! The sidecar: runs the phases for each request and renders refusals in the
+//! provider's own error shape.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::http::{HeaderMap, Response};
+use axum::Router;
+use byok_audit::AuditWriter;
+use byok_domain::{Outcome, ResolutionAudit, Timestamp};
+use byok_providers::{Api, UsageTap};
+use byok_vault::Vault;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::body::{Meter, MeteredBody, Redactor};
+use crate::cache::{DekCache, Directory};
+use crate::config::ProxyConfig;
+use crate::error::{Code, Refusal};
+use crate::phases::authenticate::authenticate;
+use crate::phases::classify::classify;
+use crate::phases::decrypt::decrypt;
+use crate::phases::forward::{forward, upstream_client, UpstreamClient};
+use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
+use crate::phases::resolve::{resolve_credential, CREDENTIAL_HEADER};
+use crate::phases::route::route;
+
+/// Header carrying the call id (read from the request, or generated; always answered).
+const CALL_ID_HEADER: &str = "x-byok-call-id";
+
+/// The data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Sidecar {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    vault: Vault,
+    directory: Arc<Directory>,
+    deks: DekCache,
+    audit: AuditWriter,
+    client: UpstreamClient,
+    config: ProxyConfig,
+}
+
+impl std::fmt::Debug for Sidecar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sidecar").finish_non_exhaustive()
+    }
+}
+
+/// Where a refusal happened: before the resolution row (the call is recorded as
+/// denied) or after it (the allowed row stands; the completion records the failure).
+enum Failure {
+    Denied(Refusal),
+    AfterAudit(Refusal, Meter),
+}
+
+impl Sidecar {
+    /// A sidecar over `vault`, writing audit rows through `audit`.
+    pub fn new(vault: Vault, audit: AuditWriter, config: ProxyConfig) -> Result<Self, String> {
+        let client = upstream_client(config.connect_timeout)?;
+        let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
+        let directory = Arc::new(Directory::new(vault.clone()));
+        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config }) })
+    }
+
+    /// Poll the store for changes made through other nodes until `stop` is set.
+    pub fn spawn_change_watcher(&self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let directory = Arc::clone(&self.inner.directory);
+        tokio::spawn(directory.watch_remote_changes(self.inner.config.change_poll_interval, stop))
+    }
+
+    /// The router serving every path.
+    pub fn router(&self) -> Router {
+        Router::new().fallback(handle).with_state(self.clone())
+    }
+}
+
+/// Serve the data plane on `listener` until `shutdown` completes; in-flight calls,
+/// streams included, are drained.
+pub async fn serve(listener: TcpListener, sidecar: Sidecar, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, sidecar.router()).with_graceful_shutdown(shutdown).await
+}
+
+fn call_id(headers: &HeaderMap) -> String {
+    headers
+        .get(CALL_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned)
+}
+
+fn blank_record(call_id: String) -> ResolutionAudit {
+    ResolutionAudit {
+        seq: 0,
+        at: Timestamp::now(),
+        call_id,
+        org_id: None,
+        team_id: None,
+        workflow_id: None,
+        token_id: None,
+        credential_id: None,
+        credential_version: None,
+        fingerprint: None,
+        provider: None,
+        model: None,
+        model_family: None,
+        capability: None,
+        mode: None,
+        outcome: Outcome::Denied,
+        reason: None,
+        detail: None,
+    }
+}
+
+async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Body> {
+    let started = Instant::now();
+    let call_id = call_id(request.headers());
+    let mut record = blank_record(call_id.clone());
+    let mut api = Api::OpenAi;
+    let result = sidecar.inner.process(request, &mut record, &mut api, started).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(Failure::Denied(refusal)) => {
+            record.outcome = Outcome::Denied;
+            record.reason = Some(refusal.code.as_str().to_owned());
+            record.detail = Some(refusal.message.clone());
+            if refusal.code != Code::AuditUnavailable {
+                if let Err(err) = sidecar.inner.audit.append(record).await {
+                    tracing::error!(call_id = %call_id, error = %err, "could not audit a denied call");
+                }
+            }
+            tracing::debug!(call_id = %call_id, code = refusal.code.as_str(), "call refused");
+            refusal_response(api, &refusal)
+        }
+        Err(Failure::AfterAudit(refusal, meter)) => {
+            tracing::warn!(call_id = %call_id, code = refusal.code.as_str(), message = %refusal.message, "call failed after resolution");
+            meter.record(refusal.code.as_str(), None);
+            refusal_response(api, &refusal)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&call_id) {
+        response.headers_mut().insert(HeaderName::from_static(CALL_ID_HEADER), value);
+    }
+    response
+}
+
+fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
+    let status = refusal.code.status();
+    let rendered = byok_providers::error_body(api, status.as_u16(), refusal.code.as_str(), &refusal.message);
+    let mut response = Response::new(Body::from(rendered.body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+    response
+}
+
+impl Inner {
+    async fn process(
+        &self,
+        request: Request,
+        record: &mut ResolutionAudit,
+        api: &mut Api,
+        started: Instant,
+    ) -> Result<Response<Body>, Failure> {
+        let (parts, body) = request.into_parts();
+
+        // 1. route
+        let route = route(&parts.uri).map_err(Failure::Denied)?;
+        *api = route.spec.api;
+        record.provider = Some(route.spec.id);
+
+        // 2. authenticate
+        let caller = authenticate(&self.directory, &parts.headers, route.spec).await.map_err(Failure::Denied)?;
+        record.org_id = Some(caller.token.org_id);
+        record.team_id = Some(caller.token.team_id);
+        record.token_id = Some(caller.token.id);
+
+        let body = read_body(body, &parts.headers, self.config.max_request_body).await.map_err(Failure::Denied)?;
+
+        // 3. classify
+        let call = classify(&route, &caller, &parts.headers, &body, self.vault.families());
+        let call = call.map_err(Failure::Denied)?;
+        record.model = call.model.clone();
+        record.model_family = call.model_family.clone();
+        record.capability = Some(call.capability);
+        record.mode = Some(call.mode);
+        record.workflow_id = call.workflow;
+
+        // 4. resolve
+        let pin = parts.headers.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok()).map(str::trim);
+        let chosen = resolve_credential(&caller.org, &call, pin, Timestamp::now());
+        let chosen = chosen.map_err(|refused| {
+            if let Some(credential) = &refused.credential {
+                note_credential(record, &credential.credential);
+            }
+            Failure::Denied(refused.refusal)
+        })?;
+        let credential = &chosen.credential;
+        note_credential(record, credential);
+        let base = upstream_base(credential, route.spec.id, route.spec.default_upstream, &self.config)
+            .map_err(Failure::Denied)?
+            .to_owned();
+        let sealed = self.directory.sealed(&chosen).await.map_err(|e| {
+            Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot load credential {}: {e}", credential.id)))
+        })?;
+
+        // 5. audit: durable before the credential is read.
+        record.outcome = Outcome::Allowed;
+        record.at = Timestamp::now();
+        self.audit
+            .append(record.clone())
+            .await
+            .map_err(|e| Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}"))))?;
+        let meter = |upstream_status| Meter {
+            audit: self.audit.clone(),
+            call_id: record.call_id.clone(),
+            org_id: credential.org_id,
+            credential_id: credential.id,
+            started,
+            upstream_status,
+        };
+
+        // 6. decrypt
+        let secret = match decrypt(&self.deks, self.vault.kms(), credential, &sealed).await {
+            Ok(secret) => secret,
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+        };
+
+        // 7. inject
+        let upstream = match build_upstream_request(&base, &route, &parts.method, &parts.headers, body, &secret) {
+            Ok(request) => request,
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+        };
+        let redactor = Redactor::new(secret.expose().as_bytes());
+        drop(secret);
+
+        // 8. forward
+        let upstream_response = match forward(&self.client, upstream, self.config.response_timeout).await {
+            Ok(response) => response,
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+        };
+
+        // 9. stream and meter
+        let (mut head, incoming) = upstream_response.into_parts();
+        let listed = connection_listed(&head.headers);
+        let names: Vec<HeaderName> = head.headers.keys().filter(|n| is_hop_by_hop(n, &listed)).cloned().collect();
+        for name in names {
+            head.headers.remove(&name);
+        }
+        redactor.headers(&mut head.headers);
+        if let Ok(value) = HeaderValue::from_str(&credential.id.to_string()) {
+            head.headers.insert(HeaderName::from_static(CREDENTIAL_HEADER), value);
+        }
+        let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let tap = UsageTap::new(route.spec.api, content_type);
+        let body = MeteredBody::new(incoming, tap, redactor, meter(head.status.as_u16()));
+        Ok(Response::from_parts(head, Body::new(body)))
+    }
+}
+
+fn note_credential(record: &mut ResolutionAudit, credential: &byok_domain::Credential) {
+    record.credential_id = Some(credential.id);
+    record.credential_version = Some(credential.version);
+    record.fingerprint = Some(credential.fingerprint.clone());
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, Refusal> {
+    let too_large = || Refusal::new(Code::RequestTooLarge, format!("the request body is larger than {limit} bytes"));
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(err) => Err(Refusal::new(Code::InvalidRequest, format!("cannot read the request body: {err}"))),
+    }
+}
+

@@ -1,0 +1,264 @@
+//! The `CredentialResolutionAudit` and call completions: append-only, written in
+//! batches (the audit writer's group commit), read back per org.
+
+use byok_domain::{CallCompletion, CredentialId, OrgId, Outcome, ResolutionAudit, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::Any;
+
+use crate::error::{map_sqlx, StoreError};
+use crate::rows::Row;
+use crate::store::{Backend, Store};
+
+/// Rows per multi-row INSERT (keeps PostgreSQL under its bind-parameter limit).
+const ROWS_PER_INSERT: usize = 200;
+
+const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token_id, credential_id, \
+     credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail";
+const AUDIT_COLUMN_COUNT: usize = 17;
+
+const COMPLETION_COLUMNS: &str =
+    "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, output_tokens, status";
+const COMPLETION_COLUMN_COUNT: usize = 9;
+
+/// Which audit rows [`Store::list_audit`] returns (all conditions must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only rows about this credential.
+    pub credential: Option<CredentialId>,
+    /// Only rows of this call.
+    pub call_id: Option<String>,
+    /// Only allowed or only denied rows.
+    pub outcome: Option<Outcome>,
+    /// Only rows at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only rows before this time.
+    pub until: Option<Timestamp>,
+    /// Only rows after this `seq` (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many rows.
+    pub limit: Option<u32>,
+}
+
+/// `($1, $2, …), ($n+1, …)` for `rows` rows of `columns` columns.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn opt_u64(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
+    let r = Row::new(row, "resolution_audit");
+    Ok(ResolutionAudit {
+        seq: r.int("seq")?,
+        at: r.ts("at_us")?,
+        call_id: r.text("call_id")?,
+        org_id: r.opt_parse("org_id")?,
+        team_id: r.opt_parse("team_id")?,
+        workflow_id: r.opt_parse("workflow_id")?,
+        token_id: r.opt_parse("token_id")?,
+        credential_id: r.opt_parse("credential_id")?,
+        credential_version: r.opt_u32("credential_version")?,
+        fingerprint: r.opt_text("fingerprint")?,
+        provider: r.opt_parse("provider")?,
+        model: r.opt_text("model")?,
+        model_family: r.opt_text("model_family")?,
+        capability: r.opt_parse("capability")?,
+        mode: r.opt_parse("mode")?,
+        outcome: r.parse("outcome")?,
+        reason: r.opt_text("reason")?,
+        detail: r.opt_text("detail")?,
+    })
+}
+
+fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
+    let r = Row::new(row, "call_completions");
+    let tokens = |col: &str| -> Result<Option<u64>, StoreError> {
+        Ok(r.opt_int(col)?.map(|v| u64::try_from(v).unwrap_or(0)))
+    };
+    Ok(CallCompletion {
+        call_id: r.text("call_id")?,
+        org_id: r.parse("org_id")?,
+        credential_id: r.parse("credential_id")?,
+        at: r.ts("at_us")?,
+        upstream_status: r.opt_int("upstream_status")?.and_then(|s| u16::try_from(s).ok()),
+        latency_us: r.int("latency_us")?,
+        input_tokens: tokens("input_tokens")?,
+        output_tokens: tokens("output_tokens")?,
+        status: r.text("status")?,
+    })
+}
+
+impl Store {
+    /// Append resolution rows and completions in ONE transaction: when this returns
+    /// `Ok`, every row is durable (SQLite `synchronous=FULL`, PostgreSQL commit).
+    pub async fn append_audit(&self, rows: &[ResolutionAudit], completions: &[CallCompletion]) -> Result<(), StoreError> {
+        if rows.is_empty() && completions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres && !rows.is_empty() {
+            // seq order = commit order, as for lifecycle events (readers page by seq).
+            sqlx::query::<Any>("LOCK TABLE resolution_audit IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        }
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO resolution_audit ({AUDIT_COLUMNS}) VALUES {}",
+                placeholders(chunk.len(), AUDIT_COLUMN_COUNT)
+            );
+            let mut query = sqlx::query::<Any>(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.at.as_micros())
+                    .bind(row.call_id.as_str())
+                    .bind(row.org_id.map(|v| v.to_string()))
+                    .bind(row.team_id.map(|v| v.to_string()))
+                    .bind(row.workflow_id.map(|v| v.to_string()))
+                    .bind(row.token_id.map(|v| v.to_string()))
+                    .bind(row.credential_id.map(|v| v.to_string()))
+                    .bind(row.credential_version.map(i64::from))
+                    .bind(row.fingerprint.as_deref())
+                    .bind(row.provider.map(|p| p.as_str()))
+                    .bind(row.model.as_deref())
+                    .bind(row.model_family.as_deref())
+                    .bind(row.capability.map(|c| c.as_str()))
+                    .bind(row.mode.map(|m| m.as_str()))
+                    .bind(row.outcome.as_str())
+                    .bind(row.reason.as_deref())
+                    .bind(row.detail.as_deref());
+            }
+            query.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        for chunk in completions.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO call_completions ({COMPLETION_COLUMNS}) VALUES {}",
+                placeholders(chunk.len(), COMPLETION_COLUMN_COUNT)
+            );
+            let mut query = sqlx::query::<Any>(&sql);
+            for c in chunk {
+                query = query
+                    .bind(c.call_id.as_str())
+                    .bind(c.org_id.to_string())
+                    .bind(c.credential_id.to_string())
+                    .bind(c.at.as_micros())
+                    .bind(c.upstream_status.map(i64::from))
+                    .bind(c.latency_us)
+                    .bind(opt_u64(c.input_tokens))
+                    .bind(opt_u64(c.output_tokens))
+                    .bind(c.status.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Resolution rows of `org` matching `filter`, in `seq` order. `org = None` lists
+    /// the rows no org could be established for (unknown tokens).
+    pub async fn list_audit(&self, org: Option<&OrgId>, filter: &AuditFilter) -> Result<Vec<ResolutionAudit>, StoreError> {
+        let mut sql = String::from("SELECT seq, ");
+        sql.push_str(AUDIT_COLUMNS);
+        sql.push_str(" FROM resolution_audit WHERE ");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        match org {
+            Some(_) => sql.push_str(&format!("org_id = ${}", next())),
+            None => sql.push_str("org_id IS NULL"),
+        }
+        if filter.credential.is_some() {
+            sql.push_str(&format!(" AND credential_id = ${}", next()));
+        }
+        if filter.call_id.is_some() {
+            sql.push_str(&format!(" AND call_id = ${}", next()));
+        }
+        if filter.outcome.is_some() {
+            sql.push_str(&format!(" AND outcome = ${}", next()));
+        }
+        if filter.since.is_some() {
+            sql.push_str(&format!(" AND at_us >= ${}", next()));
+        }
+        if filter.until.is_some() {
+            sql.push_str(&format!(" AND at_us < ${}", next()));
+        }
+        if filter.after_seq.is_some() {
+            sql.push_str(&format!(" AND seq > ${}", next()));
+        }
+        sql.push_str(" ORDER BY seq");
+        if filter.limit.is_some() {
+            sql.push_str(&format!(" LIMIT ${}", next()));
+        }
+        let mut query = sqlx::query::<Any>(&sql);
+        if let Some(org) = org {
+            query = query.bind(org.to_string());
+        }
+        if let Some(credential) = &filter.credential {
+            query = query.bind(credential.to_string());
+        }
+        if let Some(call_id) = &filter.call_id {
+            query = query.bind(call_id.as_str());
+        }
+        if let Some(outcome) = filter.outcome {
+            query = query.bind(outcome.as_str());
+        }
+        if let Some(since) = filter.since {
+            query = query.bind(since.as_micros());
+        }
+        if let Some(until) = filter.until {
+            query = query.bind(until.as_micros());
+        }
+        if let Some(after) = filter.after_seq {
+            query = query.bind(after);
+        }
+        if let Some(limit) = filter.limit {
+            query = query.bind(i64::from(limit));
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter().map(decode_audit).collect()
+    }
+
+    /// The completions recorded for `call_id`, oldest first.
+    pub async fn list_completions(&self, call_id: &str) -> Result<Vec<CallCompletion>, StoreError> {
+        let sql = format!("SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id = $1 ORDER BY seq");
+        let rows = sqlx::query::<Any>(&sql).bind(call_id).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter().map(decode_completion).collect()
+    }
+
+    /// The highest lifecycle event `seq` (0 when there is none). Sidecars poll it to
+    /// notice changes made through other nodes.
+    pub async fn latest_event_seq(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar::<Any, i64>("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM lifecycle_events")
+            .fetch_one(self.reader())
+            .await
+            .map_err(map_sqlx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_numbering() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+}
