@@ -152,7 +152,20 @@ impl Body for MeteredBody {
                         if let Some(tap) = this.tap.as_mut() {
                             tap.feed(&data);
                         }
-                        let out = this.redactor.push(data);
+                        let mut out = this.redactor.push(data);
+                        if this.inner.is_end_stream() {
+                            // The server may stop polling once a Content-Length is met:
+                            // finish with the last frame rather than on a later poll.
+                            this.ended = true;
+                            this.finish("completed");
+                            let tail = this.redactor.finish();
+                            if !tail.is_empty() {
+                                let mut joined = Vec::with_capacity(out.len() + tail.len());
+                                joined.extend_from_slice(&out);
+                                joined.extend_from_slice(&tail);
+                                out = Bytes::from(joined);
+                            }
+                        }
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
