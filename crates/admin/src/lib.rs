@@ -31,6 +31,10 @@ pub fn router(vault: Vault) -> Router {
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, vault: Vault, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    vault: Vault,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(vault)).with_graceful_shutdown(shutdown).await
 }

@@ -1,6 +1,6 @@
 //! The admin API end to end (in-process router, real store on SQLite and PostgreSQL,
 //! real local keyring).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 use std::sync::Arc;
 
@@ -236,7 +236,12 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         let ok_cred = json!({"name": "main", "provider": "openai", "secret": CANARY});
         h.ok(Method::POST, "/v1/orgs/acme/credentials", ok_cred.clone()).await;
         h.ok(Method::POST, "/v1/orgs/acme/credentials/main/revoke", json!({})).await;
-        h.ok(Method::POST, "/v1/orgs/acme/credentials", json!({"name": "live", "provider": "openai", "secret": CANARY})).await;
+        h.ok(
+            Method::POST,
+            "/v1/orgs/acme/credentials",
+            json!({"name": "live", "provider": "openai", "secret": CANARY}),
+        )
+        .await;
 
         let cred = |extra: Value| {
             let mut body = json!({"name": "new", "provider": "openai", "secret": CANARY_2});
@@ -246,45 +251,261 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             body.to_string()
         };
         let cases: Vec<(Method, &str, String, StatusCode, &str)> = vec![
-            (Method::POST, "/v1/orgs", json!({"name": "x", "tier": "katman-d"}).to_string(), StatusCode::BAD_REQUEST, "katman-d"),
-            (Method::POST, "/v1/orgs", json!({"name": "", "tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "name must not be empty"),
-            (Method::POST, "/v1/orgs", json!({"name": "has space", "tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "may contain only"),
-            (Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"}).to_string(), StatusCode::CONFLICT, "already exists"),
-            (Method::POST, "/v1/orgs", json!({"name": "x", "tier": "katman-a", "plan": "gold"}).to_string(), StatusCode::BAD_REQUEST, "unknown field `plan`"),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"name": "x", "tier": "katman-d"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "katman-d",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"name": "", "tier": "katman-a"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "name must not be empty",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"name": "has space", "tier": "katman-a"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "may contain only",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"name": "acme", "tier": "katman-a"}).to_string(),
+                StatusCode::CONFLICT,
+                "already exists",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"name": "x", "tier": "katman-a", "plan": "gold"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "unknown field `plan`",
+            ),
             (Method::POST, "/v1/orgs", "{\"name\": \"x\", ".to_owned(), StatusCode::BAD_REQUEST, "EOF"),
             (Method::POST, "/v1/orgs", "[1,2]".to_owned(), StatusCode::BAD_REQUEST, "invalid"),
-            (Method::POST, "/v1/orgs", json!({"tier": "katman-a"}).to_string(), StatusCode::BAD_REQUEST, "missing field `name`"),
-            (Method::POST, "/v1/orgs/acme/teams", json!({"name": "research"}).to_string(), StatusCode::CONFLICT, "already exists"),
-            (Method::POST, "/v1/orgs/acme/workflows", json!({"name": "w", "team": "nope"}).to_string(), StatusCode::BAD_REQUEST, "no team 'nope'"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"provider": "openia"})), StatusCode::BAD_REQUEST, "openia"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"name": ""})), StatusCode::BAD_REQUEST, "name must not be empty"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"name": "live"})), StatusCode::CONFLICT, "already exists"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": ""})), StatusCode::BAD_REQUEST, "secret must not be empty"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": "sk-abc\ndef"})), StatusCode::BAD_REQUEST, "control character"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": "sk-abc\u{7f}"})), StatusCode::BAD_REQUEST, "control character"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"expires_at": "2001-01-01T00:00:00Z"})), StatusCode::BAD_REQUEST, "in the past"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"expires_at": "tomorrow"})), StatusCode::BAD_REQUEST, "expires_at"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"model_families": ["gpt4o"]}})), StatusCode::BAD_REQUEST, "unknown model family 'gpt4o'"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"capabilities": ["chta"]}})), StatusCode::BAD_REQUEST, "chta"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"teams": ["ghosts"]}})), StatusCode::BAD_REQUEST, "no team 'ghosts'"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"scope": {"tems": []}})), StatusCode::BAD_REQUEST, "unknown field `tems`"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"provider": "azure-openai"})), StatusCode::BAD_REQUEST, "base_url"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"base_url": "http://10.0.0.1"})), StatusCode::BAD_REQUEST, "plain http"),
-            (Method::POST, "/v1/orgs/acme/credentials", cred(json!({"secret": 42})), StatusCode::BAD_REQUEST, "invalid type"),
-            (Method::POST, "/v1/orgs/enterprise/credentials", cred(json!({})), StatusCode::FORBIDDEN, "requires every credential to have expires_at"),
-            (Method::POST, "/v1/orgs/enterprise/credentials", cred(json!({"expires_at": "2099-01-01T00:00:00Z"})), StatusCode::FORBIDDEN, "forbids org-wide"),
+            (
+                Method::POST,
+                "/v1/orgs",
+                json!({"tier": "katman-a"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "missing field `name`",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/teams",
+                json!({"name": "research"}).to_string(),
+                StatusCode::CONFLICT,
+                "already exists",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/workflows",
+                json!({"name": "w", "team": "nope"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "no team 'nope'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"provider": "openia"})),
+                StatusCode::BAD_REQUEST,
+                "openia",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"name": ""})),
+                StatusCode::BAD_REQUEST,
+                "name must not be empty",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"name": "live"})),
+                StatusCode::CONFLICT,
+                "already exists",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"secret": ""})),
+                StatusCode::BAD_REQUEST,
+                "secret must not be empty",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"secret": "sk-abc\ndef"})),
+                StatusCode::BAD_REQUEST,
+                "control character",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"secret": "sk-abc\u{7f}"})),
+                StatusCode::BAD_REQUEST,
+                "control character",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"expires_at": "2001-01-01T00:00:00Z"})),
+                StatusCode::BAD_REQUEST,
+                "in the past",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"expires_at": "tomorrow"})),
+                StatusCode::BAD_REQUEST,
+                "expires_at",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"scope": {"model_families": ["gpt4o"]}})),
+                StatusCode::BAD_REQUEST,
+                "unknown model family 'gpt4o'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"scope": {"capabilities": ["chta"]}})),
+                StatusCode::BAD_REQUEST,
+                "chta",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"scope": {"teams": ["ghosts"]}})),
+                StatusCode::BAD_REQUEST,
+                "no team 'ghosts'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"scope": {"tems": []}})),
+                StatusCode::BAD_REQUEST,
+                "unknown field `tems`",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"provider": "azure-openai"})),
+                StatusCode::BAD_REQUEST,
+                "base_url",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"base_url": "http://10.0.0.1"})),
+                StatusCode::BAD_REQUEST,
+                "plain http",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials",
+                cred(json!({"secret": 42})),
+                StatusCode::BAD_REQUEST,
+                "invalid type",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/enterprise/credentials",
+                cred(json!({})),
+                StatusCode::FORBIDDEN,
+                "requires every credential to have expires_at",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/enterprise/credentials",
+                cred(json!({"expires_at": "2099-01-01T00:00:00Z"})),
+                StatusCode::FORBIDDEN,
+                "forbids org-wide",
+            ),
             (Method::POST, "/v1/orgs/nowhere/credentials", cred(json!({})), StatusCode::NOT_FOUND, "no org 'nowhere'"),
-            (Method::PATCH, "/v1/orgs/acme/credentials/live", "{}".to_owned(), StatusCode::BAD_REQUEST, "nothing to change"),
-            (Method::PATCH, "/v1/orgs/acme/credentials/live", json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
-            (Method::PATCH, "/v1/orgs/acme/credentials/live", json!({"secret": "x"}).to_string(), StatusCode::BAD_REQUEST, "unknown field `secret`"),
-            (Method::PATCH, "/v1/orgs/acme/credentials/main", json!({"priority": 3}).to_string(), StatusCode::CONFLICT, "revoked"),
-            (Method::POST, "/v1/orgs/acme/credentials/live/rotate", json!({"secret": " "}).to_string(), StatusCode::BAD_REQUEST, "secret must not be empty"),
-            (Method::POST, "/v1/orgs/acme/credentials/main/rotate", json!({"secret": "sk-new"}).to_string(), StatusCode::CONFLICT, "revoked"),
-            (Method::POST, "/v1/orgs/acme/credentials/ghost/disable", "".to_owned(), StatusCode::NOT_FOUND, "no credential 'ghost'"),
-            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "ghosts"}).to_string(), StatusCode::BAD_REQUEST, "no team 'ghosts'"),
-            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "workflows": ["ghost"]}).to_string(), StatusCode::BAD_REQUEST, "no workflow 'ghost'"),
-            (Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
-            (Method::POST, "/v1/orgs/acme/admin-tokens", json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(), StatusCode::BAD_REQUEST, "in the past"),
+            (
+                Method::PATCH,
+                "/v1/orgs/acme/credentials/live",
+                "{}".to_owned(),
+                StatusCode::BAD_REQUEST,
+                "nothing to change",
+            ),
+            (
+                Method::PATCH,
+                "/v1/orgs/acme/credentials/live",
+                json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "in the past",
+            ),
+            (
+                Method::PATCH,
+                "/v1/orgs/acme/credentials/live",
+                json!({"secret": "x"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "unknown field `secret`",
+            ),
+            (
+                Method::PATCH,
+                "/v1/orgs/acme/credentials/main",
+                json!({"priority": 3}).to_string(),
+                StatusCode::CONFLICT,
+                "revoked",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials/live/rotate",
+                json!({"secret": " "}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "secret must not be empty",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials/main/rotate",
+                json!({"secret": "sk-new"}).to_string(),
+                StatusCode::CONFLICT,
+                "revoked",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/credentials/ghost/disable",
+                "".to_owned(),
+                StatusCode::NOT_FOUND,
+                "no credential 'ghost'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "ghosts"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "no team 'ghosts'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "workflows": ["ghost"]}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "no workflow 'ghost'",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "expires_at": "2001-01-01T00:00:00Z"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "in the past",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/admin-tokens",
+                json!({"expires_at": "2001-01-01T00:00:00Z"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "in the past",
+            ),
             (Method::DELETE, "/v1/orgs/acme/tokens/tok_nope", "".to_owned(), StatusCode::NOT_FOUND, "tok_nope"),
             (Method::GET, "/v1/nothing-here", "".to_owned(), StatusCode::NOT_FOUND, "no such endpoint"),
         ];
@@ -295,7 +516,8 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         for (method, path, body, status, fragment) in cases {
             let answer = h.call(method.clone(), path, Some(&operator), Some(&body)).await;
             assert_eq!(answer.status, status, "{method} {path} {body}: {}", answer.raw);
-            let message = answer.json["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {}", answer.raw));
+            let message =
+                answer.json["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {}", answer.raw));
             assert!(message.contains(fragment), "{method} {path} {body}: message {message:?} lacks {fragment:?}");
             assert!(answer.json["error"]["code"].is_string());
             assert_eq!(h.counts().await, counts, "{method} {path} {body} changed the store");
@@ -313,7 +535,12 @@ async fn org_admin_tokens_are_confined_to_their_org() {
         let a = h.ok(Method::POST, "/v1/orgs", json!({"name": "alpha", "tier": "katman-a"})).await;
         h.ok(Method::POST, "/v1/orgs", json!({"name": "beta", "tier": "katman-b"})).await;
         h.ok(Method::POST, "/v1/orgs/beta/teams", json!({"name": "t"})).await;
-        h.ok(Method::POST, "/v1/orgs/beta/credentials", json!({"name": "c", "provider": "anthropic", "secret": CANARY})).await;
+        h.ok(
+            Method::POST,
+            "/v1/orgs/beta/credentials",
+            json!({"name": "c", "provider": "anthropic", "secret": CANARY}),
+        )
+        .await;
         let issued = h.ok(Method::POST, "/v1/orgs/alpha/admin-tokens", json!({})).await;
         let alpha_admin = issued["token"].as_str().unwrap().to_owned();
         assert!(alpha_admin.starts_with("byokadm_"));
@@ -322,9 +549,11 @@ async fn org_admin_tokens_are_confined_to_their_org() {
         let own = h.call(Method::POST, "/v1/orgs/alpha/teams", Some(&alpha_admin), Some(r#"{"name":"mine"}"#)).await;
         assert_eq!(own.status, StatusCode::CREATED);
         let listed = h.call(Method::GET, "/v1/orgs", Some(&alpha_admin), None).await;
-        let names: Vec<&str> = listed.json["orgs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            listed.json["orgs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["alpha"]);
-        let by_id = h.call(Method::GET, &format!("/v1/orgs/{}", a["id"].as_str().unwrap()), Some(&alpha_admin), None).await;
+        let by_id =
+            h.call(Method::GET, &format!("/v1/orgs/{}", a["id"].as_str().unwrap()), Some(&alpha_admin), None).await;
         assert_eq!(by_id.status, StatusCode::OK);
 
         let counts = h.counts().await;
@@ -363,8 +592,12 @@ async fn requests_without_a_valid_admin_token_are_refused() {
         let h = harness(t).await;
         h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"})).await;
         h.ok(Method::POST, "/v1/orgs/acme/teams", json!({"name": "t"})).await;
-        let workload = h.ok(Method::POST, "/v1/orgs/acme/tokens", json!({"team": "t"})).await["token"].as_str().unwrap().to_owned();
-        let expired = h.ok(Method::POST, "/v1/orgs/acme/admin-tokens", json!({"expires_at": "2099-01-01T00:00:00Z"})).await;
+        let workload = h.ok(Method::POST, "/v1/orgs/acme/tokens", json!({"team": "t"})).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expired =
+            h.ok(Method::POST, "/v1/orgs/acme/admin-tokens", json!({"expires_at": "2099-01-01T00:00:00Z"})).await;
         assert!(expired["token"].is_string());
         let forged = TokenText::generate(TokenKind::Admin);
         for token in [None, Some("nonsense"), Some(workload.as_str()), Some(forged.expose())] {
@@ -384,7 +617,12 @@ async fn health_readiness_and_openapi() {
     assert_eq!(h.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
     let doc = h.call(Method::GET, "/v1/openapi.json", None, None).await.json;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/orgs", "/v1/orgs/{org}/credentials", "/v1/orgs/{org}/credentials/{cred}/rotate", "/v1/orgs/{org}/tokens/{id}"] {
+    for path in [
+        "/v1/orgs",
+        "/v1/orgs/{org}/credentials",
+        "/v1/orgs/{org}/credentials/{cred}/rotate",
+        "/v1/orgs/{org}/tokens/{id}",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     let secret = &doc["components"]["schemas"]["CreateCredentialRequest"]["properties"]["secret"];

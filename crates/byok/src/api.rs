@@ -32,11 +32,7 @@ impl ApiRequest {
 
     /// A request with any method.
     pub fn new(method: Method, path: &[&str], body: Option<Body>) -> Self {
-        Self {
-            method,
-            path: path.iter().map(|s| (*s).to_owned()).collect(),
-            body,
-        }
+        Self { method, path: path.iter().map(|s| (*s).to_owned()).collect(), body }
     }
 
     /// The secret this request carries, if any (so the client can make sure no answer
@@ -189,10 +185,7 @@ pub struct CreateToken {
 }
 
 /// The one place a secret is read out of its wrapper: while serde writes the body.
-fn expose_secret_for_serde<S: Serializer>(
-    secret: &SecretString,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn expose_secret_for_serde<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose_secret())
 }
 
@@ -202,9 +195,8 @@ mod tests {
 
     #[test]
     fn debug_of_a_body_hides_the_secret() {
-        let body = Body::RotateCredential(RotateCredential {
-            secret: SecretString::from("sk-canary-debug".to_owned()),
-        });
+        let body =
+            Body::RotateCredential(RotateCredential { secret: SecretString::from("sk-canary-debug".to_owned()) });
         assert!(!format!("{body:?}").contains("sk-canary-debug"));
         let request = ApiRequest::post(&["v1"], body);
         assert!(!format!("{request:?}").contains("sk-canary-debug"));
@@ -214,11 +206,7 @@ mod tests {
     fn update_body_distinguishes_absent_from_null_expiry() {
         let unchanged = serde_json::to_value(UpdateCredential::default()).unwrap();
         assert_eq!(unchanged, serde_json::json!({}));
-        let cleared = serde_json::to_value(UpdateCredential {
-            expires_at: Some(None),
-            ..Default::default()
-        })
-        .unwrap();
+        let cleared = serde_json::to_value(UpdateCredential { expires_at: Some(None), ..Default::default() }).unwrap();
         assert_eq!(cleared, serde_json::json!({"expires_at": null}));
     }
 }

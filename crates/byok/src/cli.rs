@@ -184,9 +184,7 @@ pub enum TeamCommand {
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Create a workflow, optionally owned by a team.
-    #[command(
-        after_help = "Example:\n  byok workflow create --org acme --team agents nightly-summary"
-    )]
+    #[command(after_help = "Example:\n  byok workflow create --org acme --team agents nightly-summary")]
     Create {
         /// Org id or name.
         #[arg(long)]
@@ -378,10 +376,7 @@ pub struct CredentialUpdateArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i64>,
     /// New lists for the given scope dimensions.
-    #[command(
-        flatten,
-        next_help_heading = "Scope (each given list replaces the current one)"
-    )]
+    #[command(flatten, next_help_heading = "Scope (each given list replaces the current one)")]
     pub scope: ScopeFlags,
     /// Reset scope lists to "any": all of them, or only those named
     /// (`--clear-scope=teams,workflows`).
@@ -456,7 +451,5 @@ Examples:
 fn parse_rfc3339(text: &str) -> Result<String, String> {
     Timestamp::parse_rfc3339(text)
         .map(|_| text.to_owned())
-        .map_err(|e| {
-            format!("'{text}' is not an RFC 3339 timestamp ({e}); example: 2026-01-01T00:00:00Z")
-        })
+        .map_err(|e| format!("'{text}' is not an RFC 3339 timestamp ({e}); example: 2026-01-01T00:00:00Z"))
 }

@@ -52,8 +52,7 @@ pub fn resolve_admin_token(
         let trimmed = token.trim();
         if trimmed.is_empty() {
             return Err(CliError::Usage(
-                "BYOK_ADMIN_TOKEN is set but empty; unset it or put an admin token in it"
-                    .to_owned(),
+                "BYOK_ADMIN_TOKEN is set but empty; unset it or put an admin token in it".to_owned(),
             ));
         }
         return Ok((SecretString::from(trimmed.to_owned()), TokenOrigin::Env));
@@ -62,40 +61,28 @@ pub fn resolve_admin_token(
         let token = read_token_file(path)?;
         return Ok((token, TokenOrigin::TokenFile(path.to_owned())));
     }
-    let path = data_dir
-        .unwrap_or_else(|| Path::new(DEFAULT_DATA_DIR))
-        .join(OPERATOR_TOKEN_FILE);
+    let path = data_dir.unwrap_or_else(|| Path::new(DEFAULT_DATA_DIR)).join(OPERATOR_TOKEN_FILE);
     match std::fs::metadata(&path) {
         Ok(_) => {
             let token = read_token_file(&path)?;
             Ok((token, TokenOrigin::DataDir(path)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CliError::NoAdminToken {
-            looked_for: path.display().to_string(),
-        }),
-        Err(source) => Err(CliError::ReadFile {
-            what: "the admin token",
-            path,
-            source,
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CliError::NoAdminToken { looked_for: path.display().to_string() })
+        }
+        Err(source) => Err(CliError::ReadFile { what: "the admin token", path, source }),
     }
 }
 
 fn read_token_file(path: &Path) -> Result<SecretString, CliError> {
-    let text =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
-                what: "the admin token",
-                path: path.to_owned(),
-                source,
-            })?,
-        );
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
+        what: "the admin token",
+        path: path.to_owned(),
+        source,
+    })?);
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(CliError::Usage(format!(
-            "the admin token file {} is empty",
-            path.display()
-        )));
+        return Err(CliError::Usage(format!("the admin token file {} is empty", path.display())));
     }
     Ok(SecretString::from(trimmed.to_owned()))
 }
@@ -141,19 +128,13 @@ impl AdminClient {
             )
         })?;
         auth.set_sensitive(true);
-        let mut builder = self
-            .http
-            .request(request.method.clone(), url)
-            .header(AUTHORIZATION, auth);
+        let mut builder = self.http.request(request.method.clone(), url).header(AUTHORIZATION, auth);
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
         let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
         let text = String::from_utf8_lossy(&bytes);
         let text = match request.secret() {
             Some(secret) => redact(&text, secret),
@@ -176,24 +157,15 @@ impl AdminClient {
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> CliError {
-        let reason = if error.is_timeout() {
-            "timed out".to_owned()
-        } else {
-            root_cause(error)
-        };
-        CliError::Unreachable {
-            url: self.base.as_str().trim_end_matches('/').to_owned(),
-            reason,
-        }
+        let reason = if error.is_timeout() { "timed out".to_owned() } else { root_cause(error) };
+        CliError::Unreachable { url: self.base.as_str().trim_end_matches('/').to_owned(), reason }
     }
 }
 
 /// Parse and check the admin URL.
 fn parse_admin_url(admin_url: &str) -> Result<Url, CliError> {
     let url = Url::parse(admin_url).map_err(|e| {
-        CliError::Usage(format!(
-            "--admin-url '{admin_url}' is not a URL ({e}); example: http://127.0.0.1:4748"
-        ))
+        CliError::Usage(format!("--admin-url '{admin_url}' is not a URL ({e}); example: http://127.0.0.1:4748"))
     })?;
     match url.scheme() {
         "http" => {}
@@ -211,9 +183,7 @@ fn parse_admin_url(admin_url: &str) -> Result<Url, CliError> {
         }
     }
     if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(CliError::Usage(format!(
-            "--admin-url '{admin_url}' has no host; example: http://127.0.0.1:4748"
-        )));
+        return Err(CliError::Usage(format!("--admin-url '{admin_url}' has no host; example: http://127.0.0.1:4748")));
     }
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
         return Err(CliError::Usage(format!(
@@ -253,9 +223,7 @@ fn api_error(status: u16, text: &str) -> CliError {
         Ok(Envelope { error }) => CliError::Api {
             status,
             code: error.code.unwrap_or_else(|| "unknown".to_owned()),
-            message: error
-                .message
-                .unwrap_or_else(|| format!("the admin API refused the request (HTTP {status})")),
+            message: error.message.unwrap_or_else(|| format!("the admin API refused the request (HTTP {status})")),
         },
         Err(_) => {
             let snippet: String = text.trim().chars().take(200).collect();
@@ -264,11 +232,7 @@ fn api_error(status: u16, text: &str) -> CliError {
             } else {
                 format!("the admin API answered HTTP {status}: {snippet}")
             };
-            CliError::Api {
-                status,
-                code: "http_error".to_owned(),
-                message,
-            }
+            CliError::Api { status, code: "http_error".to_owned(), message }
         }
     }
 }
@@ -311,12 +275,8 @@ mod tests {
         std::fs::write(&file, "byokadm_from_file\n").unwrap();
         std::fs::write(dir.path().join(OPERATOR_TOKEN_FILE), "byokadm_operator\n").unwrap();
 
-        let (token, origin) =
-            resolve_admin_token(Some("byokadm_env".into()), Some(&file), Some(dir.path())).unwrap();
-        assert_eq!(
-            (token.expose_secret(), origin),
-            ("byokadm_env", TokenOrigin::Env)
-        );
+        let (token, origin) = resolve_admin_token(Some("byokadm_env".into()), Some(&file), Some(dir.path())).unwrap();
+        assert_eq!((token.expose_secret(), origin), ("byokadm_env", TokenOrigin::Env));
 
         let (token, origin) = resolve_admin_token(None, Some(&file), Some(dir.path())).unwrap();
         assert_eq!(token.expose_secret(), "byokadm_from_file");
@@ -324,10 +284,7 @@ mod tests {
 
         let (token, origin) = resolve_admin_token(None, None, Some(dir.path())).unwrap();
         assert_eq!(token.expose_secret(), "byokadm_operator");
-        assert_eq!(
-            origin,
-            TokenOrigin::DataDir(dir.path().join(OPERATOR_TOKEN_FILE))
-        );
+        assert_eq!(origin, TokenOrigin::DataDir(dir.path().join(OPERATOR_TOKEN_FILE)));
     }
 
     #[test]
@@ -335,12 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = resolve_admin_token(None, None, Some(dir.path())).unwrap_err();
         let text = err.to_string();
-        for needle in [
-            "BYOK_ADMIN_TOKEN",
-            "--token-file",
-            "--data-dir",
-            "operator.token",
-        ] {
+        for needle in ["BYOK_ADMIN_TOKEN", "--token-file", "--data-dir", "operator.token"] {
             assert!(text.contains(needle), "{needle} missing from: {text}");
         }
         let err = resolve_admin_token(None, Some(&dir.path().join("nope")), None).unwrap_err();
@@ -352,18 +304,10 @@ mod tests {
     #[test]
     fn path_segments_are_encoded_one_by_one() {
         let base = parse_admin_url("http://127.0.0.1:4748").unwrap();
-        let segs: Vec<String> = ["v1", "orgs", "a/../b c", "teams"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(
-            url_for(&base, &segs).unwrap().as_str(),
-            "http://127.0.0.1:4748/v1/orgs/a%2F..%2Fb%20c/teams"
-        );
+        let segs: Vec<String> = ["v1", "orgs", "a/../b c", "teams"].map(String::from).to_vec();
+        assert_eq!(url_for(&base, &segs).unwrap().as_str(), "http://127.0.0.1:4748/v1/orgs/a%2F..%2Fb%20c/teams");
         let prefixed = parse_admin_url("http://proxy.local/byok/").unwrap();
-        assert_eq!(
-            url_for(&prefixed, &segs[..2]).unwrap().as_str(),
-            "http://proxy.local/byok/v1/orgs"
-        );
+        assert_eq!(url_for(&prefixed, &segs[..2]).unwrap().as_str(), "http://proxy.local/byok/v1/orgs");
     }
 
     #[test]
@@ -384,14 +328,8 @@ mod tests {
 
     #[test]
     fn api_errors_are_read_from_the_envelope() {
-        let err = api_error(
-            404,
-            r#"{"error":{"code":"not_found","message":"no org named 'acme'"}}"#,
-        );
-        assert_eq!(
-            err.to_string(),
-            "no org named 'acme' (code: not_found, HTTP 404)"
-        );
+        let err = api_error(404, r#"{"error":{"code":"not_found","message":"no org named 'acme'"}}"#);
+        assert_eq!(err.to_string(), "no org named 'acme' (code: not_found, HTTP 404)");
         let err = api_error(502, "Bad Gateway");
         assert!(err.to_string().contains("HTTP 502: Bad Gateway"), "{err}");
     }

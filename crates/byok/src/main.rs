@@ -23,9 +23,9 @@ use crate::error::CliError;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Serve(args) => byok_server::serve(cli.global.data_dir.clone(), args.clone())
-            .await
-            .map_err(CliError::Serve),
+        Command::Serve(args) => {
+            byok_server::serve(cli.global.data_dir.clone(), args.clone()).await.map_err(CliError::Serve)
+        }
         Command::Admin(command) => commands::run(&cli.global, command).await,
     };
     match result {

@@ -84,17 +84,10 @@ pub fn render(view: View, answer: &Value) -> Rendered {
         View::Org => out.stdout = org_table(answer),
         View::OrgList => out.stdout = list_table(answer, "orgs", "no orgs yet", ORG_COLUMNS),
         View::Team => out.stdout = kv_table(answer, TEAM_COLUMNS),
-        View::TeamList => {
-            out.stdout = list_table(answer, "teams", "no teams in this org", TEAM_COLUMNS)
-        }
+        View::TeamList => out.stdout = list_table(answer, "teams", "no teams in this org", TEAM_COLUMNS),
         View::Workflow => out.stdout = kv_table(answer, WORKFLOW_COLUMNS),
         View::WorkflowList => {
-            out.stdout = list_table(
-                answer,
-                "workflows",
-                "no workflows in this org",
-                WORKFLOW_COLUMNS,
-            )
+            out.stdout = list_table(answer, "workflows", "no workflows in this org", WORKFLOW_COLUMNS)
         }
         View::Credential(action) => out.stdout = credential(answer, action),
         View::CredentialList => out.stdout = credential_list(answer),
@@ -118,17 +111,11 @@ pub fn render(view: View, answer: &Value) -> Rendered {
                 list_or_any(answer.get("workflows")),
                 or_never(answer, "expires_at"),
             );
-            out.note_after =
-                "Store it now: byok keeps only a hash and will not show this token again.\n"
-                    .to_owned();
+            out.note_after = "Store it now: byok keeps only a hash and will not show this token again.\n".to_owned();
         }
         View::TokenList => out.stdout = token_list(answer),
         View::TokenRevoked => {
-            out.stdout = format!(
-                "Revoked workload token {} (team {}).\n",
-                cell(answer, "id"),
-                cell(answer, "team_id")
-            )
+            out.stdout = format!("Revoked workload token {} (team {}).\n", cell(answer, "id"), cell(answer, "team_id"))
         }
     }
     out
@@ -137,10 +124,7 @@ pub fn render(view: View, answer: &Value) -> Rendered {
 /// The API's JSON, pretty-printed, for `--json`.
 pub fn render_json(answer: &Value) -> Rendered {
     Rendered {
-        stdout: format!(
-            "{}\n",
-            serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string())
-        ),
+        stdout: format!("{}\n", serde_json::to_string_pretty(answer).unwrap_or_else(|_| answer.to_string())),
         ..Rendered::default()
     }
 }
@@ -150,17 +134,10 @@ pub fn render_json(answer: &Value) -> Rendered {
 pub fn emit(rendered: &Rendered) -> Result<(), CliError> {
     eprint!("{}", rendered.note_before);
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(rendered.stdout.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(rendered.stdout.as_bytes()).and_then(|()| stdout.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        Err(e) => {
-            return Err(CliError::Local(format!(
-                "cannot write to standard output: {e}"
-            )))
-        }
+        Err(e) => return Err(CliError::Local(format!("cannot write to standard output: {e}"))),
     }
     drop(stdout);
     eprint!("{}", rendered.note_after);
@@ -178,19 +155,9 @@ const ORG_COLUMNS: Columns = &[
     ("KEK VERSION", "kek_version"),
     ("CREATED", "created_at"),
 ];
-const TEAM_COLUMNS: Columns = &[
-    ("ID", "id"),
-    ("NAME", "name"),
-    ("ORG", "org_id"),
-    ("CREATED", "created_at"),
-];
-const WORKFLOW_COLUMNS: Columns = &[
-    ("ID", "id"),
-    ("NAME", "name"),
-    ("TEAM", "team_id"),
-    ("ORG", "org_id"),
-    ("CREATED", "created_at"),
-];
+const TEAM_COLUMNS: Columns = &[("ID", "id"), ("NAME", "name"), ("ORG", "org_id"), ("CREATED", "created_at")];
+const WORKFLOW_COLUMNS: Columns =
+    &[("ID", "id"), ("NAME", "name"), ("TEAM", "team_id"), ("ORG", "org_id"), ("CREATED", "created_at")];
 const CREDENTIAL_LIST_COLUMNS: Columns = &[
     ("ID", "id"),
     ("NAME", "name"),
@@ -216,9 +183,7 @@ const SCOPE_DIMENSIONS: Columns = &[
 
 fn new_table() -> Table {
     let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     table
 }
 
@@ -228,11 +193,7 @@ fn text_of(value: Option<&Value>) -> String {
         None | Some(Value::Null) => "-".to_owned(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(items)) if items.is_empty() => "-".to_owned(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| text_of(Some(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Some(Value::Array(items)) => items.iter().map(|v| text_of(Some(v))).collect::<Vec<_>>().join(", "),
         Some(other) => other.to_string(),
     }
 }
@@ -264,11 +225,7 @@ fn kv_table(object: &Value, columns: Columns) -> String {
 }
 
 fn list_table(answer: &Value, key: &str, empty: &str, columns: Columns) -> String {
-    let items = answer
-        .get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let items = answer.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
         return format!("({empty})\n");
     }
@@ -332,11 +289,7 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
     table.add_row(vec!["scope".to_owned(), scope_summary(cred.get("scope"))]);
     table.add_row(vec!["base url".to_owned(), cell(cred, "base_url")]);
     table.add_row(vec!["expires".to_owned(), or_never(cred, "expires_at")]);
-    for (label, field) in [
-        ("priority", "priority"),
-        ("created", "created_at"),
-        ("updated", "updated_at"),
-    ] {
+    for (label, field) in [("priority", "priority"), ("created", "created_at"), ("updated", "updated_at")] {
         table.add_row(vec![label.to_owned(), cell(cred, field)]);
     }
     let mut out = format!("{headline}{table}\n");
@@ -345,11 +298,7 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
             let mut table = new_table();
             table.set_header(VERSION_COLUMNS.iter().map(|(header, _)| *header));
             for version in versions {
-                table.add_row(
-                    VERSION_COLUMNS
-                        .iter()
-                        .map(|(_, field)| cell(version, field)),
-                );
+                table.add_row(VERSION_COLUMNS.iter().map(|(_, field)| cell(version, field)));
             }
             out.push_str(&format!("Versions:\n{table}\n"));
         }
@@ -358,26 +307,16 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
 }
 
 fn credential_list(answer: &Value) -> String {
-    let items = answer
-        .get("credentials")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let items = answer.get("credentials").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
         return "(no credentials in this org)\n".to_owned();
     }
     let mut table = new_table();
-    let mut header: Vec<&str> = CREDENTIAL_LIST_COLUMNS
-        .iter()
-        .map(|(header, _)| *header)
-        .collect();
+    let mut header: Vec<&str> = CREDENTIAL_LIST_COLUMNS.iter().map(|(header, _)| *header).collect();
     header.insert(4, "SCOPE");
     table.set_header(header);
     for item in items {
-        let mut row: Vec<String> = CREDENTIAL_LIST_COLUMNS
-            .iter()
-            .map(|(_, field)| cell(item, field))
-            .collect();
+        let mut row: Vec<String> = CREDENTIAL_LIST_COLUMNS.iter().map(|(_, field)| cell(item, field)).collect();
         row.insert(4, scope_summary(item.get("scope")));
         table.add_row(row);
     }
@@ -386,10 +325,7 @@ fn credential_list(answer: &Value) -> String {
 
 fn actor_text(actor: Option<&Value>) -> String {
     match actor {
-        Some(actor) => match (
-            actor.get("kind").and_then(Value::as_str),
-            actor.get("id").and_then(Value::as_str),
-        ) {
+        Some(actor) => match (actor.get("kind").and_then(Value::as_str), actor.get("id").and_then(Value::as_str)) {
             (Some(kind), Some(id)) => format!("{kind} {id}"),
             (Some(kind), None) => kind.to_owned(),
             _ => text_of(Some(actor)),
@@ -408,25 +344,13 @@ fn lifecycle(answer: &Value) -> String {
         cell(&cred, "state"),
         cell(&cred, "version")
     );
-    let events = answer
-        .get("events")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let events = answer.get("events").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if events.is_empty() {
         out.push_str("(no events)\n");
         return out;
     }
     let mut table = new_table();
-    table.set_header([
-        "SEQ",
-        "AT",
-        "EVENT",
-        "VERSION",
-        "FINGERPRINT",
-        "ACTOR",
-        "DETAILS",
-    ]);
+    table.set_header(["SEQ", "AT", "EVENT", "VERSION", "FINGERPRINT", "ACTOR", "DETAILS"]);
     for event in events {
         let details = details_summary(event.get("details"));
         table.add_row(vec![
@@ -449,30 +373,17 @@ fn details_summary(details: Option<&Value>) -> String {
     let Some(Value::Object(map)) = details else {
         return text_of(details);
     };
-    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
-        (map.get("before"), map.get("after"))
-    {
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) = (map.get("before"), map.get("after")) {
         let before = flatten(before);
         let after = flatten(after);
         let mut changes: Vec<String> = Vec::new();
         for (key, new) in &after {
-            let old = before
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone());
+            let old = before.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
             if old.as_ref() != Some(new) {
-                changes.push(format!(
-                    "{key}: {} → {}",
-                    old.unwrap_or_else(|| "-".to_owned()),
-                    new
-                ));
+                changes.push(format!("{key}: {} → {}", old.unwrap_or_else(|| "-".to_owned()), new));
             }
         }
-        return if changes.is_empty() {
-            "no change".to_owned()
-        } else {
-            changes.join("\n")
-        };
+        return if changes.is_empty() { "no change".to_owned() } else { changes.join("\n") };
     }
     if let (Some(from), Some(to)) = (map.get("from"), map.get("to")) {
         return format!("{} → {}", text_of(Some(from)), text_of(Some(to)));
@@ -523,25 +434,13 @@ fn token_state(token: &Value, now: DateTime<Utc>) -> &'static str {
 }
 
 fn token_list(answer: &Value) -> String {
-    let items = answer
-        .get("tokens")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let items = answer.get("tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
         return "(no workload tokens in this org)\n".to_owned();
     }
     let now = Utc::now();
     let mut table = new_table();
-    table.set_header([
-        "ID",
-        "TEAM",
-        "WORKFLOWS",
-        "STATE",
-        "EXPIRES",
-        "REVOKED",
-        "CREATED",
-    ]);
+    table.set_header(["ID", "TEAM", "WORKFLOWS", "STATE", "EXPIRES", "REVOKED", "CREATED"]);
     for token in items {
         table.add_row(vec![
             cell(token, "id"),
@@ -611,58 +510,35 @@ mod tests {
         for view in views {
             for answer in &answers {
                 let rendered = render(view, answer);
-                assert!(
-                    !rendered.stdout.contains(CANARY),
-                    "{view:?} printed the secret"
-                );
-                assert!(
-                    !rendered.stderr().contains(CANARY),
-                    "{view:?} printed the secret"
-                );
+                assert!(!rendered.stdout.contains(CANARY), "{view:?} printed the secret");
+                assert!(!rendered.stderr().contains(CANARY), "{view:?} printed the secret");
             }
         }
     }
 
     #[test]
     fn credential_table_shows_scope_and_versions() {
-        let text = render(
-            View::Credential(CredentialAction::Shown),
-            &credential_json(),
-        )
-        .stdout;
-        for needle in [
-            "cred_01JTEST",
-            "openai-prod",
-            "model families: gpt-4o",
-            "teams: team_01JTEST",
-            "fp_old",
-            "never",
-        ] {
+        let text = render(View::Credential(CredentialAction::Shown), &credential_json()).stdout;
+        for needle in
+            ["cred_01JTEST", "openai-prod", "model families: gpt-4o", "teams: team_01JTEST", "fp_old", "never"]
+        {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
-        let list = render(
-            View::CredentialList,
-            &json!({"credentials": [credential_json()]}),
-        )
-        .stdout;
+        let list = render(View::CredentialList, &json!({"credentials": [credential_json()]})).stdout;
         assert!(list.contains("SCOPE") && list.contains("gpt-4o"), "{list}");
     }
 
     #[test]
     fn created_tokens_go_alone_to_stdout_with_a_note_on_stderr() {
-        let answer = json!({"id": "tok_1", "token": "byok_abc123", "team_id": "team_1", "workflows": [], "expires_at": null});
+        let answer =
+            json!({"id": "tok_1", "token": "byok_abc123", "team_id": "team_1", "workflows": [], "expires_at": null});
         let rendered = render(View::TokenCreated, &answer);
         assert_eq!(rendered.stdout, "byok_abc123\n");
-        assert!(
-            rendered.note_after.contains("not show this token again"),
-            "{rendered:?}"
-        );
+        assert!(rendered.note_after.contains("not show this token again"), "{rendered:?}");
         assert!(rendered.note_before.contains("tok_1"), "{rendered:?}");
         assert!(!rendered.stderr().contains("byok_abc123"));
-        let rendered = render(
-            View::AdminTokenCreated,
-            &json!({"id": "adm_1", "token": "byokadm_x", "org_id": "org_1"}),
-        );
+        let rendered =
+            render(View::AdminTokenCreated, &json!({"id": "adm_1", "token": "byokadm_x", "org_id": "org_1"}));
         assert_eq!(rendered.stdout, "byokadm_x\n");
         assert!(rendered.note_after.contains("only this once"));
     }
@@ -672,14 +548,8 @@ mod tests {
         let now = Utc::now();
         let cases = [
             (json!({"revoked_at": "2020-01-01T00:00:00Z"}), "revoked"),
-            (
-                json!({"revoked_at": null, "expires_at": "2000-01-01T00:00:00Z"}),
-                "expired",
-            ),
-            (
-                json!({"revoked_at": null, "expires_at": "2999-01-01T00:00:00Z"}),
-                "active",
-            ),
+            (json!({"revoked_at": null, "expires_at": "2000-01-01T00:00:00Z"}), "expired"),
+            (json!({"revoked_at": null, "expires_at": "2999-01-01T00:00:00Z"}), "active"),
             (json!({}), "active"),
         ];
         for (token, expected) in cases {
@@ -689,13 +559,8 @@ mod tests {
 
     #[test]
     fn empty_lists_say_so() {
-        assert_eq!(
-            render(View::OrgList, &json!({"orgs": []})).stdout,
-            "(no orgs yet)\n"
-        );
-        assert!(render(View::TokenList, &json!({}))
-            .stdout
-            .contains("no workload tokens"));
+        assert_eq!(render(View::OrgList, &json!({"orgs": []})).stdout, "(no orgs yet)\n");
+        assert!(render(View::TokenList, &json!({})).stdout.contains("no workload tokens"));
     }
 
     #[test]
@@ -708,10 +573,7 @@ mod tests {
         let created = text.find("created").unwrap();
         let rotated = text.find("rotated").unwrap();
         assert!(created < rotated, "{text}");
-        assert!(
-            text.contains("admin_token adm_1") && text.contains("system"),
-            "{text}"
-        );
+        assert!(text.contains("admin_token adm_1") && text.contains("system"), "{text}");
     }
 
     #[test]
@@ -722,10 +584,7 @@ mod tests {
                        "after": {"priority": 0, "scope": {"modes": ["stream"], "teams": ["team_1"]}}}),
                 "scope.modes: - → stream",
             ),
-            (
-                json!({"from": "active", "to": "disabled"}),
-                "active → disabled",
-            ),
+            (json!({"from": "active", "to": "disabled"}), "active → disabled"),
             (
                 json!({"kek_version": 1, "previous_version": 1, "base_url": null, "scope": {"teams": []}}),
                 "kek_version: 1\nprevious_version: 1",

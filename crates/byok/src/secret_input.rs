@@ -87,12 +87,7 @@ impl<'a> SecretReader<'a> {
         env: impl Fn(&str) -> Option<OsString> + 'a,
         prompt: impl FnMut(&str) -> std::io::Result<String> + 'a,
     ) -> Self {
-        Self {
-            stdin: Box::new(stdin),
-            stdin_is_terminal,
-            env: Box::new(env),
-            prompt: Box::new(prompt),
-        }
+        Self { stdin: Box::new(stdin), stdin_is_terminal, env: Box::new(env), prompt: Box::new(prompt) }
     }
 
     /// Read the secret for `flags`. `what` names it in a prompt ("credential 'openai-prod'").
@@ -106,13 +101,12 @@ impl<'a> SecretReader<'a> {
             SecretSource::Stdin => read_limited(&mut self.stdin, &source)?,
             SecretSource::Env(var) => self.read_env(var)?,
             SecretSource::Prompt => {
-                let typed =
-                    (self.prompt)(&format!("Secret for {what} (input hidden): ")).map_err(|e| {
-                        CliError::Local(format!(
-                            "cannot prompt for the secret ({e}); pipe it on standard input, \
+                let typed = (self.prompt)(&format!("Secret for {what} (input hidden): ")).map_err(|e| {
+                    CliError::Local(format!(
+                        "cannot prompt for the secret ({e}); pipe it on standard input, \
                          or use --secret-file FILE or --secret-env VAR"
-                        ))
-                    })?;
+                    ))
+                })?;
                 Zeroizing::new(typed.into_bytes())
             }
         };
@@ -121,20 +115,13 @@ impl<'a> SecretReader<'a> {
 
     fn read_env(&self, var: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
         if var.is_empty() {
-            return Err(CliError::Usage(
-                "--secret-env needs the name of an environment variable".to_owned(),
-            ));
+            return Err(CliError::Usage("--secret-env needs the name of an environment variable".to_owned()));
         }
-        let value = (self.env)(var).ok_or_else(|| {
-            CliError::Usage(format!(
-                "environment variable {var} (named by --secret-env) is not set"
-            ))
-        })?;
-        let value = value.into_string().map_err(|_| {
-            CliError::Usage(format!(
-                "environment variable {var} does not hold valid UTF-8"
-            ))
-        })?;
+        let value = (self.env)(var)
+            .ok_or_else(|| CliError::Usage(format!("environment variable {var} (named by --secret-env) is not set")))?;
+        let value = value
+            .into_string()
+            .map_err(|_| CliError::Usage(format!("environment variable {var} does not hold valid UTF-8")))?;
         Ok(Zeroizing::new(value.into_bytes()))
     }
 }
@@ -153,12 +140,10 @@ fn read_limited(reader: impl Read, source: &SecretSource) -> Result<Zeroizing<Ve
     // leave an unzeroed copy of the secret behind in freed memory.
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES + 1));
     let limit = u64::try_from(MAX_SECRET_BYTES + 1).unwrap_or(u64::MAX);
-    reader.take(limit).read_to_end(&mut bytes).map_err(|e| {
-        CliError::Local(format!(
-            "cannot read the secret from {}: {e}",
-            source.describe()
-        ))
-    })?;
+    reader
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::Local(format!("cannot read the secret from {}: {e}", source.describe())))?;
     if bytes.len() > MAX_SECRET_BYTES {
         return Err(CliError::Usage(format!(
             "the secret read from {} is larger than {} KiB; is this the right input?",
@@ -176,12 +161,8 @@ fn finish(mut bytes: Zeroizing<Vec<u8>>, source: &SecretSource) -> Result<Secret
             bytes.pop();
         }
     }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        CliError::Usage(format!(
-            "the secret read from {} is not valid UTF-8 text",
-            source.describe()
-        ))
-    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| CliError::Usage(format!("the secret read from {} is not valid UTF-8 text", source.describe())))?;
     if text.trim().is_empty() {
         return Err(CliError::Usage(format!(
             "the secret read from {} is empty; provide the provider key on standard input, \
@@ -201,10 +182,7 @@ mod tests {
     use super::*;
 
     fn flags(file: Option<&str>, env: Option<&str>) -> SecretFlags {
-        SecretFlags {
-            secret_file: file.map(PathBuf::from),
-            secret_env: env.map(str::to_owned),
-        }
+        SecretFlags { secret_file: file.map(PathBuf::from), secret_env: env.map(str::to_owned) }
     }
 
     fn no_env(_: &str) -> Option<OsString> {
@@ -219,16 +197,8 @@ mod tests {
     fn source_is_chosen_from_flags_then_terminal() {
         let cases = [
             (flags(Some("-"), None), true, SecretSource::Stdin),
-            (
-                flags(Some("k.txt"), None),
-                false,
-                SecretSource::File("k.txt".into()),
-            ),
-            (
-                flags(None, Some("KEY")),
-                true,
-                SecretSource::Env("KEY".into()),
-            ),
+            (flags(Some("k.txt"), None), false, SecretSource::File("k.txt".into())),
+            (flags(None, Some("KEY")), true, SecretSource::Env("KEY".into())),
             (flags(None, None), false, SecretSource::Stdin),
             (flags(None, None), true, SecretSource::Prompt),
         ];
@@ -256,10 +226,7 @@ mod tests {
     fn reads_a_file_and_dash_means_stdin() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.txt");
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(b"sk-canary-file\n")
-            .unwrap();
+        std::fs::File::create(&path).unwrap().write_all(b"sk-canary-file\n").unwrap();
         let mut reader = SecretReader::new(&b"sk-canary-stdin"[..], true, no_env, no_prompt);
         let from_file = reader.read(&flags(path.to_str(), None), "test").unwrap();
         assert_eq!(from_file.expose_secret(), "sk-canary-file");
@@ -271,9 +238,7 @@ mod tests {
     fn reads_an_env_var() {
         let env = |name: &str| (name == "OPENAI_KEY").then(|| OsString::from("sk-canary-env"));
         let mut reader = SecretReader::new(&b""[..], false, env, no_prompt);
-        let secret = reader
-            .read(&flags(None, Some("OPENAI_KEY")), "test")
-            .unwrap();
+        let secret = reader.read(&flags(None, Some("OPENAI_KEY")), "test").unwrap();
         assert_eq!(secret.expose_secret(), "sk-canary-env");
         let missing = reader.read(&flags(None, Some("NOPE")), "test").unwrap_err();
         assert!(missing.to_string().contains("NOPE"), "{missing}");
@@ -288,15 +253,10 @@ mod tests {
             Ok("sk-canary-typed".to_owned())
         };
         let mut reader = SecretReader::new(&b""[..], true, no_env, prompt);
-        let secret = reader
-            .read(&flags(None, None), "credential 'openai-prod'")
-            .unwrap();
+        let secret = reader.read(&flags(None, None), "credential 'openai-prod'").unwrap();
         assert_eq!(secret.expose_secret(), "sk-canary-typed");
         drop(reader);
-        assert_eq!(
-            asked,
-            ["Secret for credential 'openai-prod' (input hidden): "]
-        );
+        assert_eq!(asked, ["Secret for credential 'openai-prod' (input hidden): "]);
     }
 
     #[test]
@@ -317,9 +277,7 @@ mod tests {
             assert!(!err.to_string().contains("kkkk"), "error echoes the input");
         }
         let mut reader = SecretReader::new(&b""[..], false, no_env, no_prompt);
-        let err = reader
-            .read(&flags(Some("/nonexistent/key.txt"), None), "test")
-            .unwrap_err();
+        let err = reader.read(&flags(Some("/nonexistent/key.txt"), None), "test").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/key.txt"), "{err}");
     }
 

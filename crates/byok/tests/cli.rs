@@ -3,132 +3,15 @@
 //! canary secrets at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_byok");
-
-/// Environment variables that would let the developer's own setup leak into the test.
-const BYOK_ENV: [&str; 8] = [
-    "BYOK_DATA_DIR",
-    "BYOK_ADMIN_URL",
-    "BYOK_ADMIN_TOKEN",
-    "BYOK_ADMIN_TOKEN_FILE",
-    "BYOK_CONFIG",
-    "BYOK_DATABASE_URL",
-    "BYOK_ADMIN_ADDR",
-    "BYOK_PROXY_ADDR",
-];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn clean_command() -> Command {
-    let mut command = Command::new(BIN);
-    for var in BYOK_ENV {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// A running `byok serve`, killed on drop.
-struct Server {
-    child: Child,
-    admin_url: String,
-    data_dir: tempfile::TempDir,
-    stdout_log: PathBuf,
-    stderr_log: PathBuf,
-    _logs: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let stdout_log = logs.path().join("serve.stdout");
-        let stderr_log = logs.path().join("serve.stderr");
-        let admin_port = free_port();
-        let proxy_port = free_port();
-        let child = clean_command()
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-            // By environment, so the test runs whether or not this build has a data plane.
-            .env("BYOK_PROXY_ADDR", format!("127.0.0.1:{proxy_port}"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_log).unwrap())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            admin_url: format!("http://127.0.0.1:{admin_port}"),
-            data_dir,
-            stdout_log,
-            stderr_log,
-            _logs: logs,
-        };
-        server.wait_ready(admin_port);
-        server
-    }
-
-    fn wait_ready(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("byok serve exited early ({status}):\n{}", self.logs());
-            }
-            if readyz(port) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("byok serve was not ready within 60 s:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
-        let err = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
-        format!("--- stdout\n{out}\n--- stderr\n{err}")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `GET /readyz` answers 200.
-fn readyz(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request =
-        format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
-}
+use support::{clean_command, free_port, Server};
 
 /// One CLI run.
 #[derive(Debug, Clone)]
@@ -147,27 +30,14 @@ impl Run {
     }
 
     fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "`byok {}` failed:\n{}\n{}",
-            self.argv, self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "`byok {}` failed:\n{}\n{}", self.argv, self.stdout, self.stderr);
         self
     }
 
     fn fails(self, code: i32, needles: &[&str]) -> Self {
-        assert_eq!(
-            self.code, code,
-            "`byok {}`: wrong exit code:\n{}\n{}",
-            self.argv, self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "`byok {}`: wrong exit code:\n{}\n{}", self.argv, self.stdout, self.stderr);
         for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "`byok {}`: '{needle}' not in stderr: {}",
-                self.argv,
-                self.stderr
-            );
+            assert!(self.stderr.contains(needle), "`byok {}`: '{needle}' not in stderr: {}", self.argv, self.stderr);
         }
         self
     }
@@ -181,10 +51,7 @@ struct Cli<'a> {
 
 impl<'a> Cli<'a> {
     fn new(server: &'a Server) -> Self {
-        Self {
-            server,
-            runs: RefCell::new(Vec::new()),
-        }
+        Self { server, runs: RefCell::new(Vec::new()) }
     }
 
     /// `byok ARGV` against the server, finding its operator token through `--data-dir`.
@@ -209,21 +76,12 @@ impl<'a> Cli<'a> {
         self.exec(&argv.join(" "), command, None, env)
     }
 
-    fn exec(
-        &self,
-        argv: &str,
-        mut command: Command,
-        stdin: Option<&str>,
-        env: &[(&str, &str)],
-    ) -> Run {
+    fn exec(&self, argv: &str, mut command: Command, stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
         for (key, value) in env {
             command.env(key, value);
         }
         // Stdin is never the test's terminal, so the CLI never waits on a prompt.
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         let mut pipe = child.stdin.take().unwrap();
         if let Some(text) = stdin {
@@ -268,12 +126,8 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
 
     // Orgs.
     let created = cli.run("org create acme --tier katman-b").ok();
-    assert!(
-        created.stdout.contains("acme") && created.stdout.contains("katman-b"),
-        "{created:?}"
-    );
-    cli.run("org create bad --tier katman-z")
-        .fails(2, &["katman-z", "katman-a"]);
+    assert!(created.stdout.contains("acme") && created.stdout.contains("katman-b"), "{created:?}");
+    cli.run("org create bad --tier katman-z").fails(2, &["katman-z", "katman-a"]);
     let orgs = cli.run("org list --json").json();
     let acme = orgs["orgs"]
         .as_array()
@@ -285,10 +139,7 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     let org_id = acme["id"].as_str().unwrap().to_owned();
     assert!(org_id.starts_with("org_"), "{org_id}");
     assert_eq!(acme["tier"], "katman-b");
-    assert_eq!(
-        cli.run(&format!("org show {org_id} --json")).json()["name"],
-        "acme"
-    );
+    assert_eq!(cli.run(&format!("org show {org_id} --json")).json()["name"], "acme");
     assert!(cli.run("org list").ok().stdout.contains(&org_id));
 
     // Teams and workflows.
@@ -296,21 +147,11 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     let team_id = team["id"].as_str().unwrap().to_owned();
     assert!(team_id.starts_with("team_"), "{team}");
     cli.run("team create --org acme research").ok();
-    assert!(cli
-        .run("team list --org acme")
-        .ok()
-        .stdout
-        .contains("research"));
-    let workflow = cli
-        .run("workflow create --org acme nightly --team agents --json")
-        .json();
+    assert!(cli.run("team list --org acme").ok().stdout.contains("research"));
+    let workflow = cli.run("workflow create --org acme nightly --team agents --json").json();
     assert_eq!(workflow["team_id"], team_id.as_str());
     let workflows = cli.run("workflow list --org acme --json").json();
-    assert_eq!(
-        workflows["workflows"].as_array().unwrap().len(),
-        1,
-        "{workflows}"
-    );
+    assert_eq!(workflows["workflows"].as_array().unwrap().len(), 1, "{workflows}");
 
     // Credentials: the secret from piped stdin.
     let added = cli
@@ -322,10 +163,7 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
         .json();
     assert_eq!(added["state"], "active", "{added}");
     assert_eq!(added["version"], 1);
-    assert!(
-        added["fingerprint"].as_str().unwrap().starts_with("fp_"),
-        "{added}"
-    );
+    assert!(added["fingerprint"].as_str().unwrap().starts_with("fp_"), "{added}");
     assert_eq!(added["scope"]["teams"], serde_json::json!([team_id]));
     let cred_id = added["id"].as_str().unwrap().to_owned();
 
@@ -340,141 +178,54 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     assert!(env_added.stdout.contains("anthropic-env"), "{env_added:?}");
 
     // Bad input is refused, naming the problem.
-    cli.run_with(
-        "credential add --org acme --name x --provider openia",
-        Some("sk-canary-cli-bad"),
-        &[],
-    )
-    .fails(2, &["openia"]);
-    cli.run_with(
-        "credential add --org acme --name x --provider openai",
-        Some("\n"),
-        &[],
-    )
-    .fails(2, &["empty"]);
-    cli.run_with(
-        "credential add --org acme --name x --provider openai",
-        None,
-        &[],
-    )
-    .fails(2, &["empty"]);
-    cli.run_with(
-        "credential add --org nope-org --name x --provider openai",
-        Some(&canary),
-        &[],
-    )
-    .fails(1, &["error:", "nope-org"]);
-    cli.run("credential show --org acme no-such-cred")
-        .fails(1, &["error:", "no-such-cred"]);
+    cli.run_with("credential add --org acme --name x --provider openia", Some("sk-canary-cli-bad"), &[])
+        .fails(2, &["openia"]);
+    cli.run_with("credential add --org acme --name x --provider openai", Some("\n"), &[]).fails(2, &["empty"]);
+    cli.run_with("credential add --org acme --name x --provider openai", None, &[]).fails(2, &["empty"]);
+    cli.run_with("credential add --org nope-org --name x --provider openai", Some(&canary), &[])
+        .fails(1, &["error:", "nope-org"]);
+    cli.run("credential show --org acme no-such-cred").fails(1, &["error:", "no-such-cred"]);
 
     let list = cli.run("credential list --org acme --json").json();
     assert_eq!(list["credentials"].as_array().unwrap().len(), 2, "{list}");
     let table = cli.run("credential list --org acme").ok();
-    assert!(
-        table.stdout.contains("openai-prod") && table.stdout.contains("anthropic-env"),
-        "{table:?}"
-    );
-    let shown = cli
-        .run("credential show --org acme openai-prod --json")
-        .json();
+    assert!(table.stdout.contains("openai-prod") && table.stdout.contains("anthropic-env"), "{table:?}");
+    let shown = cli.run("credential show --org acme openai-prod --json").json();
     assert_eq!(shown["id"], cred_id.as_str());
     assert_eq!(shown["versions"].as_array().unwrap().len(), 1, "{shown}");
-    assert!(cli
-        .run("credential show --org acme openai-prod")
-        .ok()
-        .stdout
-        .contains(&cred_id));
+    assert!(cli.run("credential show --org acme openai-prod").ok().stdout.contains(&cred_id));
 
     // Update: only the given dimensions change.
-    let updated = cli
-        .run("credential update --org acme openai-prod --mode stream --json")
-        .json();
-    assert_eq!(
-        updated["scope"]["modes"],
-        serde_json::json!(["stream"]),
-        "{updated}"
-    );
-    assert_eq!(
-        updated["scope"]["capabilities"],
-        serde_json::json!(["chat"]),
-        "{updated}"
-    );
-    assert_eq!(
-        updated["scope"]["teams"],
-        serde_json::json!([team_id]),
-        "{updated}"
-    );
-    let updated = cli
-        .run("credential update --org acme openai-prod --clear-scope=teams --json")
-        .json();
-    assert_eq!(
-        updated["scope"]["teams"],
-        serde_json::json!([]),
-        "{updated}"
-    );
-    assert_eq!(
-        updated["scope"]["modes"],
-        serde_json::json!(["stream"]),
-        "{updated}"
-    );
+    let updated = cli.run("credential update --org acme openai-prod --mode stream --json").json();
+    assert_eq!(updated["scope"]["modes"], serde_json::json!(["stream"]), "{updated}");
+    assert_eq!(updated["scope"]["capabilities"], serde_json::json!(["chat"]), "{updated}");
+    assert_eq!(updated["scope"]["teams"], serde_json::json!([team_id]), "{updated}");
+    let updated = cli.run("credential update --org acme openai-prod --clear-scope=teams --json").json();
+    assert_eq!(updated["scope"]["teams"], serde_json::json!([]), "{updated}");
+    assert_eq!(updated["scope"]["modes"], serde_json::json!(["stream"]), "{updated}");
     let updated = cli
         .run("credential update --org acme openai-prod --priority 7 --expires-at 2099-01-01T00:00:00Z --json")
         .json();
     assert_eq!(updated["priority"], 7, "{updated}");
-    assert!(
-        updated["expires_at"]
-            .as_str()
-            .unwrap()
-            .starts_with("2099-01-01"),
-        "{updated}"
-    );
-    let updated = cli
-        .run("credential update --org acme openai-prod --no-expiry --json")
-        .json();
+    assert!(updated["expires_at"].as_str().unwrap().starts_with("2099-01-01"), "{updated}");
+    let updated = cli.run("credential update --org acme openai-prod --no-expiry --json").json();
     assert!(updated["expires_at"].is_null(), "{updated}");
-    cli.run("credential update --org acme openai-prod")
-        .fails(2, &["nothing to update"]);
+    cli.run("credential update --org acme openai-prod").fails(2, &["nothing to update"]);
 
     // Rotate, disable, enable, revoke.
     let rotated = cli
-        .run_with(
-            "credential rotate --org acme openai-prod --secret-file - --json",
-            Some(&canary_rotated),
-            &[],
-        )
+        .run_with("credential rotate --org acme openai-prod --secret-file - --json", Some(&canary_rotated), &[])
         .json();
     assert_eq!(rotated["version"], 2, "{rotated}");
     assert_ne!(rotated["fingerprint"], added["fingerprint"]);
     let disabled = cli.run("credential disable --org acme openai-prod").ok();
     assert!(disabled.stdout.contains("is now disabled"), "{disabled:?}");
-    assert_eq!(
-        cli.run("credential enable --org acme openai-prod --json")
-            .json()["state"],
-        "active"
-    );
-    assert_eq!(
-        cli.run(&format!("credential revoke --org acme {cred_id} --json"))
-            .json()["state"],
-        "revoked"
-    );
+    assert_eq!(cli.run("credential enable --org acme openai-prod --json").json()["state"], "active");
+    assert_eq!(cli.run(&format!("credential revoke --org acme {cred_id} --json")).json()["state"], "revoked");
 
-    let lifecycle = cli
-        .run("credential lifecycle --org acme openai-prod --json")
-        .json();
-    let kinds: Vec<&str> = lifecycle["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
-    let expected = [
-        "created",
-        "scope_changed",
-        "rotated",
-        "disabled",
-        "enabled",
-        "revoked",
-    ];
+    let lifecycle = cli.run("credential lifecycle --org acme openai-prod --json").json();
+    let kinds: Vec<&str> = lifecycle["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    let expected = ["created", "scope_changed", "rotated", "disabled", "enabled", "revoked"];
     let mut at = 0;
     for kind in expected {
         let found = kinds[at..].iter().position(|k| *k == kind);
@@ -484,49 +235,25 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     assert!(timeline.stdout.contains("rotated"), "{timeline:?}");
 
     // Workload tokens: printed once, alone on stdout.
-    let token = cli
-        .run("token create --org acme --team agents --workflow nightly")
-        .ok();
+    let token = cli.run("token create --org acme --team agents --workflow nightly").ok();
     let token_text = token.stdout.trim();
-    assert!(
-        token_text.starts_with("byok_") && !token_text.contains('\n'),
-        "{token:?}"
-    );
-    assert!(
-        token.stderr.contains("not show this token again"),
-        "{token:?}"
-    );
+    assert!(token_text.starts_with("byok_") && !token_text.contains('\n'), "{token:?}");
+    assert!(token.stderr.contains("not show this token again"), "{token:?}");
     let tokens = cli.run("token list --org acme --json").json();
     let listed = tokens["tokens"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{tokens}");
-    assert!(
-        !tokens.to_string().contains(token_text),
-        "token list shows the token text"
-    );
+    assert!(!tokens.to_string().contains(token_text), "token list shows the token text");
     let token_id = listed[0]["id"].as_str().unwrap().to_owned();
-    let revoked = cli
-        .run(&format!("token revoke --org acme {token_id} --json"))
-        .json();
+    let revoked = cli.run(&format!("token revoke --org acme {token_id} --json")).json();
     assert!(!revoked["revoked_at"].is_null(), "{revoked}");
-    assert!(cli
-        .run("token list --org acme")
-        .ok()
-        .stdout
-        .contains("revoked"));
+    assert!(cli.run("token list --org acme").ok().stdout.contains("revoked"));
 
     // An org-admin token works through BYOK_ADMIN_TOKEN.
     let admin = cli.run("org admin-token acme").ok();
     let admin_token = admin.stdout.trim().to_owned();
     assert!(admin_token.starts_with("byokadm_"), "{admin:?}");
     let as_org_admin = cli.run_bare(
-        &[
-            "--admin-url",
-            &server.admin_url,
-            "credential",
-            "list",
-            "--org",
-            "acme",
-        ],
+        &["--admin-url", &server.admin_url, "credential", "list", "--org", "acme"],
         &[("BYOK_ADMIN_TOKEN", &admin_token)],
     );
     assert!(as_org_admin.ok().stdout.contains("anthropic-env"));
@@ -539,66 +266,24 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     // No token anywhere, and no server at all.
     let empty = tempfile::tempdir().unwrap();
     let data_dir = empty.path().to_str().unwrap();
-    cli.run_bare(
-        &[
-            "--admin-url",
-            &server.admin_url,
-            "--data-dir",
-            data_dir,
-            "org",
-            "list",
-        ],
-        &[],
-    )
-    .fails(
-        1,
-        &[
-            "no admin token",
-            "BYOK_ADMIN_TOKEN",
-            "--token-file",
-            "operator.token",
-        ],
-    );
+    cli.run_bare(&["--admin-url", &server.admin_url, "--data-dir", data_dir, "org", "list"], &[])
+        .fails(1, &["no admin token", "BYOK_ADMIN_TOKEN", "--token-file", "operator.token"]);
     let closed = format!("http://127.0.0.1:{}", free_port());
     let token_file = server.data_dir.path().join("operator.token");
-    cli.run_bare(
-        &[
-            "--admin-url",
-            &closed,
-            "--token-file",
-            token_file.to_str().unwrap(),
-            "org",
-            "list",
-        ],
-        &[],
-    )
-    .fails(3, &["cannot reach", "is `byok serve` running?", &closed]);
+    cli.run_bare(&["--admin-url", &closed, "--token-file", token_file.to_str().unwrap(), "org", "list"], &[])
+        .fails(3, &["cannot reach", "is `byok serve` running?", &closed]);
 
     // The canaries appear nowhere: not in any command's output, not in the server's
     // output, not in plaintext in the data directory.
     let server_logs = server.logs();
     for secret in [&canary, &canary_rotated, &canary_env] {
         for run in cli.runs.borrow().iter() {
-            assert!(
-                !run.stdout.contains(secret.as_str()),
-                "`byok {}` printed the secret",
-                run.argv
-            );
-            assert!(
-                !run.stderr.contains(secret.as_str()),
-                "`byok {}` printed the secret",
-                run.argv
-            );
+            assert!(!run.stdout.contains(secret.as_str()), "`byok {}` printed the secret", run.argv);
+            assert!(!run.stderr.contains(secret.as_str()), "`byok {}` printed the secret", run.argv);
         }
-        assert!(
-            !server_logs.contains(secret.as_str()),
-            "byok serve logged the secret"
-        );
+        assert!(!server_logs.contains(secret.as_str()), "byok serve logged the secret");
         let hits = files_containing(server.data_dir.path(), secret.as_bytes());
-        assert!(
-            hits.is_empty(),
-            "plaintext secret in the data directory: {hits:?}"
-        );
+        assert!(hits.is_empty(), "plaintext secret in the data directory: {hits:?}");
     }
 }
 
@@ -614,15 +299,9 @@ fn help_names_every_command_and_there_is_no_secret_flag() {
         assert!(top.contains(command), "{command} missing from --help");
     }
     let add = cli_help(&["credential", "add", "--help"]);
-    assert!(
-        add.contains("--secret-file") && add.contains("--secret-env"),
-        "{add}"
-    );
+    assert!(add.contains("--secret-file") && add.contains("--secret-env"), "{add}");
     assert!(!add.contains("--secret "), "{add}");
     assert!(add.contains("Examples:"), "{add}");
     let serve = cli_help(&["serve", "--help"]);
-    assert!(
-        serve.contains("--admin-addr") && serve.contains("--data-dir"),
-        "{serve}"
-    );
+    assert!(serve.contains("--admin-addr") && serve.contains("--data-dir"), "{serve}");
 }

@@ -29,7 +29,9 @@ pub enum CryptoError {
     #[error(transparent)]
     Kms(#[from] KmsError),
     /// The ciphertext, its associated data or its DEK do not belong together.
-    #[error("sealed secret failed its integrity check (wrong key, or it belongs to another credential, version or org)")]
+    #[error(
+        "sealed secret failed its integrity check (wrong key, or it belongs to another credential, version or org)"
+    )]
     Integrity,
     /// The record names an algorithm this build cannot open.
     #[error("unsupported AEAD '{0}'")]

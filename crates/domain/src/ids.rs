@@ -169,10 +169,7 @@ mod tests {
         let org = OrgId::generate().to_string();
         assert!(matches!(org.parse::<TeamId>(), Err(IdError::WrongPrefix { .. })));
         assert!(matches!("org_nope".parse::<OrgId>(), Err(IdError::BadUlid { .. })));
-        assert!(matches!(
-            "org_UUUUUUUUUUUUUUUUUUUUUUUUUU".parse::<OrgId>(),
-            Err(IdError::BadUlid { .. })
-        ));
+        assert!(matches!("org_UUUUUUUUUUUUUUUUUUUUUUUUUU".parse::<OrgId>(), Err(IdError::BadUlid { .. })));
     }
 
     #[test]

@@ -21,12 +21,10 @@ pub use family::{FamilyPattern, ModelFamilyRegistry};
 pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
 pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};
 pub use model::{
-    AdminToken, AdminTokenScope, Credential, CredentialState, CredentialVersion, Org, OrgState,
-    Team, Tier, WorkloadToken, Workflow,
+    AdminToken, AdminTokenScope, Credential, CredentialState, CredentialVersion, Org, OrgState, Team, Tier, Workflow,
+    WorkloadToken,
 };
 pub use name::{Name, NameError};
 pub use provider::{ProviderId, UnknownProvider};
-pub use scope::{
-    CallScope, Capability, Dimension, Mode, Scope, ScopeDenied, ScopeInput, Specificity,
-};
+pub use scope::{CallScope, Capability, Dimension, Mode, Scope, ScopeDenied, ScopeInput, Specificity};
 pub use time::Timestamp;

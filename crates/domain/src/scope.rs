@@ -321,14 +321,10 @@ impl Scope {
 
     /// How specific this scope is; larger is more specific.
     pub fn specificity(&self) -> Specificity {
-        let restricted = [
-            !self.model_families.is_empty(),
-            !self.capabilities.is_empty(),
-            !self.modes.is_empty(),
-        ]
-        .into_iter()
-        .filter(|r| *r)
-        .count();
+        let restricted = [!self.model_families.is_empty(), !self.capabilities.is_empty(), !self.modes.is_empty()]
+            .into_iter()
+            .filter(|r| *r)
+            .count();
         Specificity {
             workflow_bound: !self.workflows.is_empty(),
             team_bound: !self.teams.is_empty(),
@@ -376,8 +372,16 @@ mod tests {
         let wf = WorkflowId::generate();
         let table: Vec<(ProviderId, Scope, Dimension)> = vec![
             (ProviderId::Anthropic, Scope::default(), Dimension::Provider),
-            (ProviderId::Openai, Scope { model_families: vec!["gpt-4o".into()], ..Scope::default() }, Dimension::ModelFamily),
-            (ProviderId::Openai, Scope { capabilities: vec![Capability::Embeddings], ..Scope::default() }, Dimension::Capability),
+            (
+                ProviderId::Openai,
+                Scope { model_families: vec!["gpt-4o".into()], ..Scope::default() },
+                Dimension::ModelFamily,
+            ),
+            (
+                ProviderId::Openai,
+                Scope { capabilities: vec![Capability::Embeddings], ..Scope::default() },
+                Dimension::Capability,
+            ),
             (ProviderId::Openai, Scope { modes: vec![Mode::Sync], ..Scope::default() }, Dimension::Mode),
             (ProviderId::Openai, Scope { teams: vec![TeamId::generate()], ..Scope::default() }, Dimension::Team),
             (ProviderId::Openai, Scope { workflows: vec![wf], ..Scope::default() }, Dimension::Workflow),
@@ -425,7 +429,12 @@ mod tests {
 
     #[test]
     fn specificity_orders_workflow_over_team_over_org() {
-        let org_wide = Scope { model_families: vec!["a".into()], capabilities: vec![Capability::Chat], modes: vec![Mode::Sync], ..Scope::default() };
+        let org_wide = Scope {
+            model_families: vec!["a".into()],
+            capabilities: vec![Capability::Chat],
+            modes: vec![Mode::Sync],
+            ..Scope::default()
+        };
         let team = Scope { teams: vec![TeamId::generate()], ..Scope::default() };
         let workflow = Scope { workflows: vec![WorkflowId::generate()], ..Scope::default() };
         assert!(workflow.specificity() > team.specificity());

@@ -52,9 +52,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Timestamp::parse_rfc3339(&text).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "'{text}' is not an RFC 3339 time (expected e.g. 2030-01-01T00:00:00Z)"
-            ))
+            serde::de::Error::custom(format!("'{text}' is not an RFC 3339 time (expected e.g. 2030-01-01T00:00:00Z)"))
         })
     }
 }
@@ -69,9 +67,7 @@ impl utoipa::PartialSchema for Timestamp {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::DateTime,
-            )))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)))
             .into()
     }
 }

@@ -47,7 +47,8 @@ pub struct ProviderSpec {
 
 /// Every header a client might put a credential in. All are removed from a request
 /// before the real key is injected.
-pub const CREDENTIAL_HEADERS: [&str; 5] = ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
+pub const CREDENTIAL_HEADERS: [&str; 5] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
 
 const OPENAI_TOKEN_HEADERS: &[&str] = &["authorization"];
 

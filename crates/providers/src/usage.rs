@@ -92,9 +92,11 @@ impl UsageTap {
         match self.api {
             Api::OpenAi | Api::AzureOpenAi | Api::Bedrock => {
                 if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
-                    self.usage.input_tokens = number(usage, "prompt_tokens").or(number(usage, "input_tokens")).or(self.usage.input_tokens);
-                    self.usage.output_tokens =
-                        number(usage, "completion_tokens").or(number(usage, "output_tokens")).or(self.usage.output_tokens);
+                    self.usage.input_tokens =
+                        number(usage, "prompt_tokens").or(number(usage, "input_tokens")).or(self.usage.input_tokens);
+                    self.usage.output_tokens = number(usage, "completion_tokens")
+                        .or(number(usage, "output_tokens"))
+                        .or(self.usage.output_tokens);
                 }
                 // Responses API streams: {"type":"response.completed","response":{"usage":…}}
                 if let Some(response) = value.get("response") {
@@ -104,7 +106,9 @@ impl UsageTap {
             Api::Anthropic => {
                 // message_start: {"message":{"usage":{"input_tokens"}}}; message_delta: {"usage":{"output_tokens"}};
                 // a plain response: {"usage":{"input_tokens","output_tokens"}}.
-                for usage in [value.get("usage"), value.get("message").and_then(|m| m.get("usage"))].into_iter().flatten() {
+                for usage in
+                    [value.get("usage"), value.get("message").and_then(|m| m.get("usage"))].into_iter().flatten()
+                {
                     if let Some(n) = number(usage, "input_tokens") {
                         self.usage.input_tokens = Some(n);
                     }
@@ -160,19 +164,48 @@ mod tests {
         let anthropic_sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let gemini_sse = "data: {\"candidates\":[]}\r\n\r\ndata: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":9,\"totalTokenCount\":13}}\r\n\r\n";
         let cases = [
-            (Api::OpenAi, "application/json", r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#, (3, 5)),
-            (Api::OpenAi, "application/json", r#"{"object":"response","usage":{"input_tokens":2,"output_tokens":4}}"#, (2, 4)),
+            (
+                Api::OpenAi,
+                "application/json",
+                r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
+                (3, 5),
+            ),
+            (
+                Api::OpenAi,
+                "application/json",
+                r#"{"object":"response","usage":{"input_tokens":2,"output_tokens":4}}"#,
+                (2, 4),
+            ),
             (Api::OpenAi, "text/event-stream", openai_sse, (12, 7)),
-            (Api::Anthropic, "application/json", r#"{"type":"message","usage":{"input_tokens":10,"output_tokens":20}}"#, (10, 20)),
+            (
+                Api::Anthropic,
+                "application/json",
+                r#"{"type":"message","usage":{"input_tokens":10,"output_tokens":20}}"#,
+                (10, 20),
+            ),
             (Api::Anthropic, "text/event-stream; charset=utf-8", anthropic_sse, (25, 15)),
-            (Api::Gemini, "application/json", r#"{"candidates":[],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}"#, (1, 2)),
-            (Api::Gemini, "application/json", r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":6,"candidatesTokenCount":8}}]"#, (6, 8)),
+            (
+                Api::Gemini,
+                "application/json",
+                r#"{"candidates":[],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}"#,
+                (1, 2),
+            ),
+            (
+                Api::Gemini,
+                "application/json",
+                r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":6,"candidatesTokenCount":8}}]"#,
+                (6, 8),
+            ),
             (Api::Gemini, "text/event-stream", gemini_sse, (4, 9)),
         ];
         for (api, ct, body, (input, output)) in cases {
             for piece in [1, 3, 7, 64, 100_000] {
                 let usage = tap_in_pieces(api, ct, body, piece);
-                assert_eq!((usage.input_tokens, usage.output_tokens), (Some(input), Some(output)), "{api:?} {ct} piece {piece}");
+                assert_eq!(
+                    (usage.input_tokens, usage.output_tokens),
+                    (Some(input), Some(output)),
+                    "{api:?} {ct} piece {piece}"
+                );
             }
         }
     }

@@ -7,10 +7,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
-use bytes::Bytes;
 use byok_audit::AuditWriter;
 use byok_domain::{CallCompletion, CredentialId, OrgId, Timestamp};
 use byok_providers::UsageTap;
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use memchr::memmem;

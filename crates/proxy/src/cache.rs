@@ -122,8 +122,12 @@ impl Directory {
             .into_iter()
             .map(|record| Arc::new(CachedCredential::new(record.credential)))
             .collect();
-        let workflows =
-            store.list_workflows(id).await?.into_iter().map(|w| (w.id, (w.name.as_str().to_owned(), w.team_id))).collect();
+        let workflows = store
+            .list_workflows(id)
+            .await?
+            .into_iter()
+            .map(|w| (w.id, (w.name.as_str().to_owned(), w.team_id)))
+            .collect();
         let snapshot = Arc::new(OrgSnapshot { org, credentials, workflows });
         if let Ok(mut orgs) = self.orgs.write() {
             if orgs.len() >= MAX_ENTRIES {
@@ -140,18 +144,25 @@ impl Directory {
         cached
             .sealed
             .get_or_try_init(|| async {
-                self.vault.store().get_sealed_version(&credential.id, credential.version).await?.map(Arc::new).ok_or_else(
-                    || StoreError::NotFound {
+                self.vault
+                    .store()
+                    .get_sealed_version(&credential.id, credential.version)
+                    .await?
+                    .map(Arc::new)
+                    .ok_or_else(|| StoreError::NotFound {
                         what: format!("version {} of credential {}", credential.version, credential.id),
-                    },
-                )
+                    })
             })
             .await
             .cloned()
     }
 
     /// Poll the store for changes made by other nodes until `stop` fires.
-    pub(crate) async fn watch_remote_changes(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn watch_remote_changes(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut last = None;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

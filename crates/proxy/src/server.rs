@@ -85,7 +85,11 @@ impl Sidecar {
 
 /// Serve the data plane on `listener` until `shutdown` completes; in-flight calls,
 /// streams included, are drained.
-pub async fn serve(listener: TcpListener, sidecar: Sidecar, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    sidecar: Sidecar,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, sidecar.router()).with_graceful_shutdown(shutdown).await
 }
 
@@ -211,16 +215,18 @@ impl Inner {
             .map_err(Failure::Denied)?
             .to_owned();
         let sealed = self.directory.sealed(&chosen).await.map_err(|e| {
-            Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot load credential {}: {e}", credential.id)))
+            Failure::Denied(Refusal::new(
+                Code::StoreUnavailable,
+                format!("cannot load credential {}: {e}", credential.id),
+            ))
         })?;
 
         // 5. audit: durable before the credential is read.
         record.outcome = Outcome::Allowed;
         record.at = Timestamp::now();
-        self.audit
-            .append(record.clone())
-            .await
-            .map_err(|e| Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}"))))?;
+        self.audit.append(record.clone()).await.map_err(|e| {
+            Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
+        })?;
         let meter = |upstream_status| Meter {
             audit: self.audit.clone(),
             call_id: record.call_id.clone(),
@@ -289,4 +295,3 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<byte
         Err(err) => Err(Refusal::new(Code::InvalidRequest, format!("cannot read the request body: {err}"))),
     }
 }
-

@@ -1,6 +1,6 @@
 //! The data plane's contract, end to end over real HTTP: sidecar in-process, real store
 //! and keyring, the mock provider as every upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod support;
 
@@ -14,7 +14,14 @@ use support::{anthropic_messages, log_buffer, openai_chat, Env, CANARY_PREFIX};
 
 /// Send a request through the sidecar with the workload token in the header the
 /// provider's SDK uses.
-async fn send(env: &Env, provider: ProviderId, token: &str, path: &str, body: Option<Value>, extra: &[(&str, &str)]) -> reqwest::Response {
+async fn send(
+    env: &Env,
+    provider: ProviderId,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
     let url = env.url(&format!("/{}{path}", provider.as_str()));
     let mut request = match &body {
         Some(body) => env.http.post(url).json(body),
@@ -57,16 +64,57 @@ async fn injected_header_is_exactly_the_stored_secret_for_each_provider() {
         (ProviderId::Openai, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), "authorization", "Bearer "),
         (ProviderId::Openai, "/v1/models", None, "authorization", "Bearer "),
         (ProviderId::Anthropic, "/v1/messages", Some(anthropic_messages("claude-sonnet-4-5", false)), "x-api-key", ""),
-        (ProviderId::Gemini, "/v1beta/models/gemini-2.5-flash:generateContent", Some(json!({"contents":[{"parts":[{"text":"hi"}]}]})), "x-goog-api-key", ""),
-        (ProviderId::AzureOpenai, "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21", Some(openai_chat("ignored", false)), "api-key", ""),
-        (ProviderId::Mistral, "/v1/chat/completions", Some(openai_chat("mistral-large", false)), "authorization", "Bearer "),
-        (ProviderId::Groq, "/openai/v1/chat/completions", Some(openai_chat("llama-3.3-70b", false)), "authorization", "Bearer "),
+        (
+            ProviderId::Gemini,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            Some(json!({"contents":[{"parts":[{"text":"hi"}]}]})),
+            "x-goog-api-key",
+            "",
+        ),
+        (
+            ProviderId::AzureOpenai,
+            "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21",
+            Some(openai_chat("ignored", false)),
+            "api-key",
+            "",
+        ),
+        (
+            ProviderId::Mistral,
+            "/v1/chat/completions",
+            Some(openai_chat("mistral-large", false)),
+            "authorization",
+            "Bearer ",
+        ),
+        (
+            ProviderId::Groq,
+            "/openai/v1/chat/completions",
+            Some(openai_chat("llama-3.3-70b", false)),
+            "authorization",
+            "Bearer ",
+        ),
         (ProviderId::Openrouter, "/api/v1/chat/completions", Some(openai_chat("x", false)), "authorization", "Bearer "),
         (ProviderId::Together, "/v1/chat/completions", Some(openai_chat("x", false)), "authorization", "Bearer "),
-        (ProviderId::Deepseek, "/v1/chat/completions", Some(openai_chat("deepseek-chat", false)), "authorization", "Bearer "),
+        (
+            ProviderId::Deepseek,
+            "/v1/chat/completions",
+            Some(openai_chat("deepseek-chat", false)),
+            "authorization",
+            "Bearer ",
+        ),
         (ProviderId::Xai, "/v1/chat/completions", Some(openai_chat("grok-4", false)), "authorization", "Bearer "),
     ];
-    for provider in [ProviderId::Openai, ProviderId::Anthropic, ProviderId::Gemini, ProviderId::AzureOpenai, ProviderId::Mistral, ProviderId::Groq, ProviderId::Openrouter, ProviderId::Together, ProviderId::Deepseek, ProviderId::Xai] {
+    for provider in [
+        ProviderId::Openai,
+        ProviderId::Anthropic,
+        ProviderId::Gemini,
+        ProviderId::AzureOpenai,
+        ProviderId::Mistral,
+        ProviderId::Groq,
+        ProviderId::Openrouter,
+        ProviderId::Together,
+        ProviderId::Deepseek,
+        ProviderId::Xai,
+    ] {
         env.credential(&format!("{}-main", provider.as_str()), provider, ScopeInput::default()).await;
     }
     let token = env.token(&[]).await;
@@ -110,7 +158,8 @@ async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
             s
         };
         env.credential("families", ProviderId::Openai, scope(|s| s.model_families = vec!["gpt-4o".into()])).await;
-        env.credential("capabilities", ProviderId::Openai, scope(|s| s.capabilities = vec![Capability::Embeddings])).await;
+        env.credential("capabilities", ProviderId::Openai, scope(|s| s.capabilities = vec![Capability::Embeddings]))
+            .await;
         env.credential("modes", ProviderId::Openai, scope(|s| s.modes = vec![Mode::Stream])).await;
         env.credential("teams", ProviderId::Openai, scope(|s| s.teams = vec!["other".into()])).await;
         env.credential("workflows", ProviderId::Openai, scope(|s| s.workflows = vec!["summarize".into()])).await;
@@ -125,11 +174,32 @@ async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
         let chat = || Some(openai_chat("gpt-4o-mini", false));
         let cases: Vec<(&str, ProviderId, &str, Option<Value>, Vec<(&str, &str)>, &str)> = vec![
             ("families", ProviderId::Openai, "/v1/chat/completions", chat(), vec![], "model_family"),
-            ("capabilities", ProviderId::Openai, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), vec![], "capability"),
+            (
+                "capabilities",
+                ProviderId::Openai,
+                "/v1/chat/completions",
+                Some(openai_chat("gpt-4o", false)),
+                vec![],
+                "capability",
+            ),
             ("modes", ProviderId::Openai, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), vec![], "mode"),
             ("teams", ProviderId::Openai, "/v1/chat/completions", chat(), vec![], "team"),
-            ("workflows", ProviderId::Openai, "/v1/chat/completions", chat(), vec![("x-byok-workflow", "translate")], "workflow"),
-            ("openai-only", ProviderId::Anthropic, "/v1/messages", Some(anthropic_messages("claude-sonnet-4-5", false)), vec![], "provider"),
+            (
+                "workflows",
+                ProviderId::Openai,
+                "/v1/chat/completions",
+                chat(),
+                vec![("x-byok-workflow", "translate")],
+                "workflow",
+            ),
+            (
+                "openai-only",
+                ProviderId::Anthropic,
+                "/v1/messages",
+                Some(anthropic_messages("claude-sonnet-4-5", false)),
+                vec![],
+                "provider",
+            ),
         ];
         for (pin, provider, path, body, mut headers, dimension) in cases {
             headers.push(("x-byok-credential", pin));
@@ -150,12 +220,26 @@ async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
         }
         // The pinned OpenAI-only credential on the Anthropic route says so in the spec's words.
         let (_, _, text) = text_of(
-            send(&env, ProviderId::Anthropic, &token, "/v1/messages", Some(anthropic_messages("claude-sonnet-4-5", false)), &[("x-byok-credential", "openai-only")]).await,
+            send(
+                &env,
+                ProviderId::Anthropic,
+                &token,
+                "/v1/messages",
+                Some(anthropic_messages("claude-sonnet-4-5", false)),
+                &[("x-byok-credential", "openai-only")],
+            )
+            .await,
         )
         .await;
         let json: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["type"], "error", "Anthropic's error shape");
-        assert!(json["error"]["message"].as_str().unwrap().contains("is bound to provider openai; this call is to anthropic"), "{text}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is bound to provider openai; this call is to anthropic"),
+            "{text}"
+        );
         assert_eq!(env.mock.request_count(), 0);
         env.stop().await;
     })
@@ -169,7 +253,12 @@ async fn denials_have_the_specs_codes_and_open_no_connection() {
     let env = Env::start(TestStore::sqlite().await.unwrap()).await;
     let org = env.org.id.to_string();
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
-    env.credential("gone", ProviderId::Openai, ScopeInput { model_families: vec!["o-series".into()], ..ScopeInput::default() }).await;
+    env.credential(
+        "gone",
+        ProviderId::Openai,
+        ScopeInput { model_families: vec!["o-series".into()], ..ScopeInput::default() },
+    )
+    .await;
     env.vault.change_credential_state(&support::actor(), &org, "gone", byok_vault::StateChange::Revoke).await.unwrap();
     env.credential("off", ProviderId::Anthropic, ScopeInput::default()).await;
     env.vault.change_credential_state(&support::actor(), &org, "off", byok_vault::StateChange::Disable).await.unwrap();
@@ -182,17 +271,107 @@ async fn denials_have_the_specs_codes_and_open_no_connection() {
 
     let chat = Some(openai_chat("gpt-4o", false));
     let cases: Vec<(&str, ProviderId, &str, &str, Option<Value>, Vec<(&str, &str)>, u16, &str)> = vec![
-        ("no token", ProviderId::Openai, "", "/v1/chat/completions", chat.clone(), vec![], 401, "invalid_workload_token"),
-        ("provider key instead of token", ProviderId::Openai, "sk-real-provider-key-0000", "/v1/chat/completions", chat.clone(), vec![], 401, "invalid_workload_token"),
-        ("unknown token", ProviderId::Openai, "byok_unknownunknownunknownunknownunknown00000", "/v1/chat/completions", chat.clone(), vec![], 401, "invalid_workload_token"),
-        ("revoked token", ProviderId::Openai, &revoked_token, "/v1/chat/completions", chat.clone(), vec![], 401, "invalid_workload_token"),
+        (
+            "no token",
+            ProviderId::Openai,
+            "",
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![],
+            401,
+            "invalid_workload_token",
+        ),
+        (
+            "provider key instead of token",
+            ProviderId::Openai,
+            "sk-real-provider-key-0000",
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![],
+            401,
+            "invalid_workload_token",
+        ),
+        (
+            "unknown token",
+            ProviderId::Openai,
+            "byok_unknownunknownunknownunknownunknown00000",
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![],
+            401,
+            "invalid_workload_token",
+        ),
+        (
+            "revoked token",
+            ProviderId::Openai,
+            &revoked_token,
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![],
+            401,
+            "invalid_workload_token",
+        ),
         ("unknown provider", ProviderId::Openai, &token, "", None, vec![], 404, "unknown_provider"),
-        ("no credential", ProviderId::Gemini, &token, "/v1beta/models/gemini-2.5-pro:generateContent", Some(json!({})), vec![], 403, "no_credential"),
-        ("pinned unknown", ProviderId::Openai, &token, "/v1/chat/completions", chat.clone(), vec![("x-byok-credential", "nope")], 403, "no_credential"),
-        ("revoked", ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("o3-mini", false)), vec![("x-byok-credential", "gone")], 403, "credential_revoked"),
-        ("disabled", ProviderId::Anthropic, &token, "/v1/messages", Some(anthropic_messages("claude-haiku-4-5", false)), vec![], 403, "credential_disabled"),
-        ("workflow required", ProviderId::Openai, &restricted, "/v1/chat/completions", chat.clone(), vec![], 403, "scope_denied"),
-        ("unknown workflow", ProviderId::Openai, &token, "/v1/chat/completions", chat.clone(), vec![("x-byok-workflow", "ghost")], 403, "scope_denied"),
+        (
+            "no credential",
+            ProviderId::Gemini,
+            &token,
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            Some(json!({})),
+            vec![],
+            403,
+            "no_credential",
+        ),
+        (
+            "pinned unknown",
+            ProviderId::Openai,
+            &token,
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![("x-byok-credential", "nope")],
+            403,
+            "no_credential",
+        ),
+        (
+            "revoked",
+            ProviderId::Openai,
+            &token,
+            "/v1/chat/completions",
+            Some(openai_chat("o3-mini", false)),
+            vec![("x-byok-credential", "gone")],
+            403,
+            "credential_revoked",
+        ),
+        (
+            "disabled",
+            ProviderId::Anthropic,
+            &token,
+            "/v1/messages",
+            Some(anthropic_messages("claude-haiku-4-5", false)),
+            vec![],
+            403,
+            "credential_disabled",
+        ),
+        (
+            "workflow required",
+            ProviderId::Openai,
+            &restricted,
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![],
+            403,
+            "scope_denied",
+        ),
+        (
+            "unknown workflow",
+            ProviderId::Openai,
+            &token,
+            "/v1/chat/completions",
+            chat.clone(),
+            vec![("x-byok-workflow", "ghost")],
+            403,
+            "scope_denied",
+        ),
     ];
     for (what, provider, token, path, body, mut headers, status, code) in cases {
         let call_id = format!("call-{}", what.replace(' ', "-"));
@@ -206,7 +385,11 @@ async fn denials_have_the_specs_codes_and_open_no_connection() {
         let (got, _, text) = text_of(response).await;
         assert_eq!(got, status, "{what}: {text}");
         let json: Value = serde_json::from_str(&text).unwrap();
-        let got_code = if provider == ProviderId::Gemini { &json["error"]["details"][0]["reason"] } else { &json["error"]["code"] };
+        let got_code = if provider == ProviderId::Gemini {
+            &json["error"]["details"][0]["reason"]
+        } else {
+            &json["error"]["code"]
+        };
         assert_eq!(got_code, code, "{what}: {text}");
         assert!(!text.contains("sk-real-provider-key"), "{what}: a presented key must never be echoed");
         assert_eq!(env.mock.request_count(), 0, "{what}: nothing may reach the provider");
@@ -233,24 +416,44 @@ async fn every_call_has_one_audit_row_and_a_metered_completion() {
         let token = env.token(&[]).await;
         for (i, stream) in [false, true, false, true].into_iter().enumerate() {
             let call_id = format!("call-openai-{i}");
-            let response = send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", stream)), &[("x-byok-call-id", &call_id)]).await;
+            let response = send(
+                &env,
+                ProviderId::Openai,
+                &token,
+                "/v1/chat/completions",
+                Some(openai_chat("gpt-4o", stream)),
+                &[("x-byok-call-id", &call_id)],
+            )
+            .await;
             let (status, _, body) = text_of(response).await;
             assert_eq!(status, 200, "{body}");
             if stream {
                 assert!(body.contains("data: [DONE]"), "{body}");
             }
         }
-        let response = send(&env, ProviderId::Anthropic, &token, "/v1/messages", Some(anthropic_messages("claude-sonnet-4-5", true)), &[("x-byok-call-id", "call-claude")]).await;
+        let response = send(
+            &env,
+            ProviderId::Anthropic,
+            &token,
+            "/v1/messages",
+            Some(anthropic_messages("claude-sonnet-4-5", true)),
+            &[("x-byok-call-id", "call-claude")],
+        )
+        .await;
         let (_, _, body) = text_of(response).await;
         assert!(body.contains("event: message_stop"), "{body}");
         // A generated call id comes back in the response.
-        let response = send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await;
+        let response =
+            send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[])
+                .await;
         let generated = response.headers()["x-byok-call-id"].to_str().unwrap().to_owned();
         assert_eq!(generated.len(), 26, "a ULID");
         text_of(response).await;
 
         let store = env.t.store();
-        for call_id in ["call-openai-0", "call-openai-1", "call-openai-2", "call-openai-3", "call-claude", generated.as_str()] {
+        for call_id in
+            ["call-openai-0", "call-openai-1", "call-openai-2", "call-openai-3", "call-claude", generated.as_str()]
+        {
             let rows = env.audit_rows(call_id).await;
             assert_eq!(rows.len(), 1, "{call_id}");
             let row = &rows[0];
@@ -271,7 +474,10 @@ async fn every_call_has_one_audit_row_and_a_metered_completion() {
             assert_eq!(done.status, "completed");
             assert_eq!(done.upstream_status, Some(200));
             assert!(done.latency_us > 0);
-            assert!(done.input_tokens.unwrap_or(0) > 0 && done.output_tokens.unwrap_or(0) > 0, "{call_id}: usage {done:?}");
+            assert!(
+                done.input_tokens.unwrap_or(0) > 0 && done.output_tokens.unwrap_or(0) > 0,
+                "{call_id}: usage {done:?}"
+            );
         }
         let row = &env.audit_rows("call-openai-1").await[0];
         assert_eq!(row.mode, Some(Mode::Stream));
@@ -290,9 +496,16 @@ async fn revocation_and_rotation_take_effect_on_the_next_call() {
     for_each_backend("revocation_and_rotation_take_effect_on_the_next_call", |t| async move {
         let env = Env::start_with(t, MockConfig::default(), |_| {}).await;
         let org = env.org.id.to_string();
-        env.credential_with_secret("main", ProviderId::Openai, ScopeInput::default(), &format!("{CANARY_PREFIX}old-key-000000")).await;
+        env.credential_with_secret(
+            "main",
+            ProviderId::Openai,
+            ScopeInput::default(),
+            &format!("{CANARY_PREFIX}old-key-000000"),
+        )
+        .await;
         let token = env.token(&[]).await;
-        let call = || send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]);
+        let call =
+            || send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]);
         // The old key is wrong for the mock: 401 from upstream, passed through, key redacted.
         let (status, _, _) = text_of(call().await).await;
         assert_eq!(status, 401);
@@ -301,12 +514,18 @@ async fn revocation_and_rotation_take_effect_on_the_next_call() {
         let response = call().await;
         let (status, _, body) = text_of(response).await;
         assert_eq!(status, 200, "rotation applies to the next call: {body}");
-        assert_eq!(env.mock.last_request().unwrap().header("authorization").unwrap(), format!("Bearer {}", env.keys.openai));
+        assert_eq!(
+            env.mock.last_request().unwrap().header("authorization").unwrap(),
+            format!("Bearer {}", env.keys.openai)
+        );
         let rows = env.t.store().list_audit(Some(&env.org.id), &byok_store::AuditFilter::default()).await.unwrap();
         assert_eq!(rows.last().unwrap().credential_version, Some(2));
         assert_eq!(rows.last().unwrap().fingerprint.as_deref(), Some(rotated.fingerprint.as_str()));
 
-        env.vault.change_credential_state(&support::actor(), &org, "main", byok_vault::StateChange::Revoke).await.unwrap();
+        env.vault
+            .change_credential_state(&support::actor(), &org, "main", byok_vault::StateChange::Revoke)
+            .await
+            .unwrap();
         let before = env.mock.request_count();
         let (status, _, body) = text_of(call().await).await;
         assert_eq!(status, 403, "{body}");
@@ -429,7 +648,8 @@ async fn a_redirect_is_returned_not_followed() {
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
     let token = env.token(&[]).await;
     env.mock.set_next_response(ScriptedResponse::redirect(format!("{}/v1/steal", env.mock.base_url())));
-    let response = send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await;
+    let response =
+        send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await;
     assert_eq!(response.status().as_u16(), 302);
     assert!(response.headers()["location"].to_str().unwrap().ends_with("/v1/steal"));
     text_of(response).await;
@@ -441,18 +661,36 @@ async fn a_redirect_is_returned_not_followed() {
 /// An upstream that echoes the key (body or header) reaches the client redacted.
 #[tokio::test]
 async fn an_echoed_key_is_redacted() {
-    let env = Env::start_with(TestStore::sqlite().await.unwrap(), MockConfig { echo_full_key_in_401: true, ..MockConfig::default() }, |_| {}).await;
+    let env = Env::start_with(
+        TestStore::sqlite().await.unwrap(),
+        MockConfig { echo_full_key_in_401: true, ..MockConfig::default() },
+        |_| {},
+    )
+    .await;
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
-    env.credential_with_secret("wrong", ProviderId::Mistral, ScopeInput::default(), &format!("{CANARY_PREFIX}wrong-key-123456")).await;
+    env.credential_with_secret(
+        "wrong",
+        ProviderId::Mistral,
+        ScopeInput::default(),
+        &format!("{CANARY_PREFIX}wrong-key-123456"),
+    )
+    .await;
     let token = env.token(&[]).await;
     env.mock.set_next_response(ScriptedResponse::EchoKey);
     // text_of asserts that no canary is in the body or headers.
-    let (status, headers, body) = text_of(send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await).await;
+    let (status, headers, body) = text_of(
+        send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(body.contains("****"), "{body}");
     assert!(headers.contains("x-mock-echo-key"));
     // A compatible server quoting the whole wrong key in its 401.
-    let (status, _, body) = text_of(send(&env, ProviderId::Mistral, &token, "/v1/chat/completions", Some(openai_chat("mistral-large", false)), &[]).await).await;
+    let (status, _, body) = text_of(
+        send(&env, ProviderId::Mistral, &token, "/v1/chat/completions", Some(openai_chat("mistral-large", false)), &[])
+            .await,
+    )
+    .await;
     assert_eq!(status, 401);
     assert!(body.contains("Incorrect API key provided: ****"), "{body}");
     env.stop().await;
@@ -470,7 +708,15 @@ async fn streams_pass_through_incrementally_and_cancel_upstream_on_disconnect() 
     .await;
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
     let token = env.token(&[]).await;
-    let mut response = send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", true)), &[("x-byok-call-id", "call-stream")]).await;
+    let mut response = send(
+        &env,
+        ProviderId::Openai,
+        &token,
+        "/v1/chat/completions",
+        Some(openai_chat("gpt-4o", true)),
+        &[("x-byok-call-id", "call-stream")],
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let first = response.chunk().await.unwrap().unwrap();
@@ -504,10 +750,17 @@ async fn upstream_timeouts_and_unreachable_upstreams() {
     env.credential("groq", ProviderId::Groq, ScopeInput::default()).await;
     let token = env.token(&[]).await;
     env.mock.set_next_response(ScriptedResponse::Hang);
-    let (status, _, body) = text_of(send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await).await;
+    let (status, _, body) = text_of(
+        send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(openai_chat("gpt-4o", false)), &[]).await,
+    )
+    .await;
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("upstream_timeout"));
-    let (status, _, body) = text_of(send(&env, ProviderId::Groq, &token, "/openai/v1/chat/completions", Some(openai_chat("llama", false)), &[]).await).await;
+    let (status, _, body) = text_of(
+        send(&env, ProviderId::Groq, &token, "/openai/v1/chat/completions", Some(openai_chat("llama", false)), &[])
+            .await,
+    )
+    .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("upstream_unreachable"));
     env.stop().await;
@@ -516,11 +769,13 @@ async fn upstream_timeouts_and_unreachable_upstreams() {
 /// Oversized bodies are refused with 413 before anything is sent.
 #[tokio::test]
 async fn oversized_requests_are_refused() {
-    let env = Env::start_with(TestStore::sqlite().await.unwrap(), MockConfig::default(), |c| c.max_request_body = 1024).await;
+    let env =
+        Env::start_with(TestStore::sqlite().await.unwrap(), MockConfig::default(), |c| c.max_request_body = 1024).await;
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
     let token = env.token(&[]).await;
     let big = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
-    let (status, _, body) = text_of(send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(big), &[]).await).await;
+    let (status, _, body) =
+        text_of(send(&env, ProviderId::Openai, &token, "/v1/chat/completions", Some(big), &[]).await).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("request_too_large"));
     assert_eq!(env.mock.request_count(), 0);

@@ -213,7 +213,11 @@ mod tests {
         assert_eq!(settings.admin_addr.port(), 5000);
         assert_eq!(settings.model_families().family_of("llama-3"), Some("llama"));
 
-        let args = ServeArgs { config: Some(path), admin_addr: Some("127.0.0.1:6000".parse().unwrap()), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            admin_addr: Some("127.0.0.1:6000".parse().unwrap()),
+            ..ServeArgs::default()
+        };
         let settings = Settings::load(Some(PathBuf::from("/from/flag")), &args).unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(settings.admin_addr.port(), 6000);

@@ -114,7 +114,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
     tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
     tracing::info!(%proxy_addr, "data plane listening");
-    Ok(Running { admin_addr, proxy_addr, vault, operator_token_path, stop, admin_task, proxy_task, watcher_task, audit_task })
+    Ok(Running {
+        admin_addr,
+        proxy_addr,
+        vault,
+        operator_token_path,
+        stop,
+        admin_task,
+        proxy_task,
+        watcher_task,
+        audit_task,
+    })
 }
 
 /// Run `byok serve` until SIGINT or SIGTERM. `data_dir` is the global `--data-dir`.

@@ -88,9 +88,8 @@ fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
 
 fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
     let r = Row::new(row, "call_completions");
-    let tokens = |col: &str| -> Result<Option<u64>, StoreError> {
-        Ok(r.opt_int(col)?.map(|v| u64::try_from(v).unwrap_or(0)))
-    };
+    let tokens =
+        |col: &str| -> Result<Option<u64>, StoreError> { Ok(r.opt_int(col)?.map(|v| u64::try_from(v).unwrap_or(0))) };
     Ok(CallCompletion {
         call_id: r.text("call_id")?,
         org_id: r.parse("org_id")?,
@@ -107,7 +106,11 @@ fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
 impl Store {
     /// Append resolution rows and completions in ONE transaction: when this returns
     /// `Ok`, every row is durable (SQLite `synchronous=FULL`, PostgreSQL commit).
-    pub async fn append_audit(&self, rows: &[ResolutionAudit], completions: &[CallCompletion]) -> Result<(), StoreError> {
+    pub async fn append_audit(
+        &self,
+        rows: &[ResolutionAudit],
+        completions: &[CallCompletion],
+    ) -> Result<(), StoreError> {
         if rows.is_empty() && completions.is_empty() {
             return Ok(());
         }
@@ -172,7 +175,11 @@ impl Store {
 
     /// Resolution rows of `org` matching `filter`, in `seq` order. `org = None` lists
     /// the rows no org could be established for (unknown tokens).
-    pub async fn list_audit(&self, org: Option<&OrgId>, filter: &AuditFilter) -> Result<Vec<ResolutionAudit>, StoreError> {
+    pub async fn list_audit(
+        &self,
+        org: Option<&OrgId>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<ResolutionAudit>, StoreError> {
         let mut sql = String::from("SELECT seq, ");
         sql.push_str(AUDIT_COLUMNS);
         sql.push_str(" FROM resolution_audit WHERE ");

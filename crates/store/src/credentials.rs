@@ -37,8 +37,7 @@ pub struct WrappedDekRef {
 /// The revision a new credential starts with.
 const FIRST_REVISION: i64 = 1;
 
-const CREDENTIAL_COLUMNS: &str =
-    "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
+const CREDENTIAL_COLUMNS: &str = "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
                                   expires_at, priority, created_at, updated_at, revision";
 
 fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
@@ -64,11 +63,7 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
 }
 
 fn decode_wrapped_dek(r: &Row<'_>) -> Result<WrappedDek, StoreError> {
-    Ok(WrappedDek {
-        kek_version: r.u32("kek_version")?,
-        alg: r.text("dek_alg")?,
-        bytes: r.blob("wrapped_dek")?,
-    })
+    Ok(WrappedDek { kek_version: r.u32("kek_version")?, alg: r.text("dek_alg")?, bytes: r.blob("wrapped_dek")? })
 }
 
 /// Insert one sealed version row for `cred` (its current `version` and `fingerprint`).
@@ -112,14 +107,12 @@ async fn stale_or_missing(
     cred: &Credential,
     expected_revision: i64,
 ) -> Result<StoreError, StoreError> {
-    let current = sqlx::query_scalar::<Any, i64>(
-        "SELECT revision FROM credentials WHERE org_id = $1 AND id = $2",
-    )
-    .bind(cred.org_id.to_string())
-    .bind(cred.id.to_string())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
+    let current = sqlx::query_scalar::<Any, i64>("SELECT revision FROM credentials WHERE org_id = $1 AND id = $2")
+        .bind(cred.org_id.to_string())
+        .bind(cred.id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
     Ok(match current {
         None => StoreError::NotFound { what: format!("credential {} does not exist in {}", cred.id, cred.org_id) },
         Some(current) => StoreError::Stale {
@@ -186,22 +179,16 @@ impl Store {
     }
 
     /// The credential with this id in `org`.
-    pub async fn get_credential(
-        &self,
-        org: &OrgId,
-        id: &CredentialId,
-    ) -> Result<Option<CredentialRecord>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND id = $2"
-        ))
-        .bind(org.to_string())
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_credential)
-        .transpose()
+    pub async fn get_credential(&self, org: &OrgId, id: &CredentialId) -> Result<Option<CredentialRecord>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_credential)
+            .transpose()
     }
 
     /// The credential with this (exact) name in `org`.
@@ -210,32 +197,25 @@ impl Store {
         org: &OrgId,
         name: &str,
     ) -> Result<Option<CredentialRecord>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND name = $2"
-        ))
-        .bind(org.to_string())
-        .bind(name)
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_credential)
-        .transpose()
+        sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_credential)
+            .transpose()
     }
 
     /// The org's credentials, ordered by name (byte order).
     pub async fn list_credentials(&self, org: &OrgId) -> Result<Vec<CredentialRecord>, StoreError> {
-        let rows = sqlx::query::<Any>(&format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1"
-        ))
-        .bind(org.to_string())
-        .fetch_all(self.reader())
-        .await
-        .map_err(map_sqlx)?;
-        let mut records = rows
-            .iter()
-            .map(decode_credential)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query::<Any>(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1"))
+            .bind(org.to_string())
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let mut records = rows.iter().map(decode_credential).collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.credential.name.as_str().cmp(b.credential.name.as_str()));
         Ok(records)
     }
@@ -344,10 +324,7 @@ impl Store {
     }
 
     /// Every version of a credential (without ciphertexts), oldest first.
-    pub async fn list_credential_versions(
-        &self,
-        cred: &CredentialId,
-    ) -> Result<Vec<CredentialVersion>, StoreError> {
+    pub async fn list_credential_versions(&self, cred: &CredentialId) -> Result<Vec<CredentialVersion>, StoreError> {
         let rows = sqlx::query::<Any>(
             "SELECT version, fingerprint, kek_version, created_at FROM credential_versions \
              WHERE credential_id = $1 ORDER BY version",

@@ -32,8 +32,7 @@ fn parse_org_state(text: &str) -> Result<OrgState, String> {
 fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
     let r = Row::new(row, "orgs");
     let state_text = r.text("state")?;
-    let state = parse_org_state(&state_text)
-        .map_err(|e| StoreError::Corrupt(format!("orgs.state: {e}")))?;
+    let state = parse_org_state(&state_text).map_err(|e| StoreError::Corrupt(format!("orgs.state: {e}")))?;
     Ok(Org {
         id: r.parse("id")?,
         name: r.parse_name("name")?,
@@ -146,13 +145,11 @@ impl Store {
 
     /// The org's fingerprint key, wrapped by its KEK.
     pub async fn org_fingerprint_key(&self, id: &OrgId) -> Result<Option<WrappedDek>, StoreError> {
-        let row = sqlx::query::<Any>(
-            "SELECT fpk_kek_version, fpk_alg, fpk_wrapped FROM orgs WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?;
+        let row = sqlx::query::<Any>("SELECT fpk_kek_version, fpk_alg, fpk_wrapped FROM orgs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?;
         let Some(row) = row else { return Ok(None) };
         let r = Row::new(&row, "orgs");
         Ok(Some(WrappedDek {
@@ -164,37 +161,26 @@ impl Store {
 
     /// Replace the org's wrapped fingerprint key (after rewrapping it under a new KEK
     /// version). [`StoreError::NotFound`] if the org does not exist.
-    pub async fn set_org_fingerprint_key(
-        &self,
-        id: &OrgId,
-        fingerprint_key: &WrappedDek,
-    ) -> Result<(), StoreError> {
+    pub async fn set_org_fingerprint_key(&self, id: &OrgId, fingerprint_key: &WrappedDek) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>(
-            "UPDATE orgs SET fpk_kek_version = $1, fpk_alg = $2, fpk_wrapped = $3 WHERE id = $4",
-        )
-        .bind(i64::from(fingerprint_key.kek_version))
-        .bind(fingerprint_key.alg.as_str())
-        .bind(fingerprint_key.bytes.as_slice())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+        let done =
+            sqlx::query::<Any>("UPDATE orgs SET fpk_kek_version = $1, fpk_alg = $2, fpk_wrapped = $3 WHERE id = $4")
+                .bind(i64::from(fingerprint_key.kek_version))
+                .bind(fingerprint_key.alg.as_str())
+                .bind(fingerprint_key.bytes.as_slice())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("org {id} does not exist"),
-            });
+            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
         }
         tx.commit().await.map_err(map_sqlx)
     }
 
     /// Record the org's current KEK version (after a KEK rotation).
     /// [`StoreError::NotFound`] if the org does not exist.
-    pub async fn set_org_kek_version(
-        &self,
-        id: &OrgId,
-        kek_version: u32,
-    ) -> Result<(), StoreError> {
+    pub async fn set_org_kek_version(&self, id: &OrgId, kek_version: u32) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>("UPDATE orgs SET kek_version = $1 WHERE id = $2")
             .bind(i64::from(kek_version))
@@ -203,9 +189,7 @@ impl Store {
             .await
             .map_err(map_sqlx)?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("org {id} does not exist"),
-            });
+            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
         }
         tx.commit().await.map_err(map_sqlx)
     }
@@ -213,22 +197,15 @@ impl Store {
     /// Mark the org deleted (crypto-shredded) at `at` and record `event`; returns the
     /// org as it is now. Idempotent: an org already deleted is returned unchanged and no
     /// event is written. [`StoreError::NotFound`] if the org does not exist.
-    pub async fn mark_org_deleted(
-        &self,
-        id: &OrgId,
-        at: Timestamp,
-        event: &NewEvent,
-    ) -> Result<Org, StoreError> {
+    pub async fn mark_org_deleted(&self, id: &OrgId, at: Timestamp, event: &NewEvent) -> Result<Org, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>(
-            "UPDATE orgs SET state = $1, deleted_at = $2 WHERE id = $3 AND state <> $1",
-        )
-        .bind(org_state_text(OrgState::Deleted))
-        .bind(at.as_micros())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+        let done = sqlx::query::<Any>("UPDATE orgs SET state = $1, deleted_at = $2 WHERE id = $3 AND state <> $1")
+            .bind(org_state_text(OrgState::Deleted))
+            .bind(at.as_micros())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
         if done.rows_affected() > 0 {
             insert_event(&mut tx, self.backend(), event).await?;
         }
@@ -240,9 +217,7 @@ impl Store {
             .as_ref()
             .map(decode_org)
             .transpose()?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("org {id} does not exist"),
-            })?;
+            .ok_or_else(|| StoreError::NotFound { what: format!("org {id} does not exist") })?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(org)
     }
@@ -253,82 +228,64 @@ impl Store {
     /// a team of that name; [`StoreError::NotFound`] if the org does not exist.
     pub async fn insert_team(&self, team: &Team, event: &NewEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query::<Any>(
-            "INSERT INTO teams (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(team.id.to_string())
-        .bind(team.org_id.to_string())
-        .bind(team.name.as_str())
-        .bind(team.created_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            map_insert(
-                e,
-                |about| {
-                    if about.contains("name") {
-                        format!(
-                            "a team named '{}' already exists in {}",
-                            team.name, team.org_id
-                        )
-                    } else {
-                        format!("a team with id {} already exists", team.id)
-                    }
-                },
-                |_| format!("org {} does not exist", team.org_id),
-            )
-        })?;
+        sqlx::query::<Any>("INSERT INTO teams (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(team.id.to_string())
+            .bind(team.org_id.to_string())
+            .bind(team.name.as_str())
+            .bind(team.created_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                map_insert(
+                    e,
+                    |about| {
+                        if about.contains("name") {
+                            format!("a team named '{}' already exists in {}", team.name, team.org_id)
+                        } else {
+                            format!("a team with id {} already exists", team.id)
+                        }
+                    },
+                    |_| format!("org {} does not exist", team.org_id),
+                )
+            })?;
         insert_event(&mut tx, self.backend(), event).await?;
         tx.commit().await.map_err(map_sqlx)
     }
 
     /// The team with this id in `org`.
     pub async fn get_team(&self, org: &OrgId, id: &TeamId) -> Result<Option<Team>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND id = $2"
-        ))
-        .bind(org.to_string())
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_team)
-        .transpose()
+        sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_team)
+            .transpose()
     }
 
     /// The team with this (exact) name in `org`.
-    pub async fn find_team_by_name(
-        &self,
-        org: &OrgId,
-        name: &str,
-    ) -> Result<Option<Team>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND name = $2"
-        ))
-        .bind(org.to_string())
-        .bind(name)
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_team)
-        .transpose()
+    pub async fn find_team_by_name(&self, org: &OrgId, name: &str) -> Result<Option<Team>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_team)
+            .transpose()
     }
 
     /// The org's teams, ordered by name (byte order).
     pub async fn list_teams(&self, org: &OrgId) -> Result<Vec<Team>, StoreError> {
-        let rows = sqlx::query::<Any>(&format!(
-            "SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1"
-        ))
-        .bind(org.to_string())
-        .fetch_all(self.reader())
-        .await
-        .map_err(map_sqlx)?;
-        let mut teams = rows
-            .iter()
-            .map(decode_team)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query::<Any>(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE org_id = $1"))
+            .bind(org.to_string())
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let mut teams = rows.iter().map(decode_team).collect::<Result<Vec<_>, _>>()?;
         teams.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         Ok(teams)
     }
@@ -338,11 +295,7 @@ impl Store {
     /// Create a workflow and record `event`. [`StoreError::Conflict`] if its org already
     /// has a workflow of that name; [`StoreError::NotFound`] if the org, or the owning
     /// team within that org, does not exist.
-    pub async fn insert_workflow(
-        &self,
-        workflow: &Workflow,
-        event: &NewEvent,
-    ) -> Result<(), StoreError> {
+    pub async fn insert_workflow(&self, workflow: &Workflow, event: &NewEvent) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query::<Any>("INSERT INTO workflows (id, org_id, name, team_id, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(workflow.id.to_string())
@@ -373,56 +326,39 @@ impl Store {
     }
 
     /// The workflow with this id in `org`.
-    pub async fn get_workflow(
-        &self,
-        org: &OrgId,
-        id: &WorkflowId,
-    ) -> Result<Option<Workflow>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND id = $2"
-        ))
-        .bind(org.to_string())
-        .bind(id.to_string())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_workflow)
-        .transpose()
+    pub async fn get_workflow(&self, org: &OrgId, id: &WorkflowId) -> Result<Option<Workflow>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workflow)
+            .transpose()
     }
 
     /// The workflow with this (exact) name in `org`.
-    pub async fn find_workflow_by_name(
-        &self,
-        org: &OrgId,
-        name: &str,
-    ) -> Result<Option<Workflow>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND name = $2"
-        ))
-        .bind(org.to_string())
-        .bind(name)
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_workflow)
-        .transpose()
+    pub async fn find_workflow_by_name(&self, org: &OrgId, name: &str) -> Result<Option<Workflow>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workflow)
+            .transpose()
     }
 
     /// The org's workflows, ordered by name (byte order).
     pub async fn list_workflows(&self, org: &OrgId) -> Result<Vec<Workflow>, StoreError> {
-        let rows = sqlx::query::<Any>(&format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1"
-        ))
-        .bind(org.to_string())
-        .fetch_all(self.reader())
-        .await
-        .map_err(map_sqlx)?;
-        let mut workflows = rows
-            .iter()
-            .map(decode_workflow)
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query::<Any>(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE org_id = $1"))
+            .bind(org.to_string())
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        let mut workflows = rows.iter().map(decode_workflow).collect::<Result<Vec<_>, _>>()?;
         workflows.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         Ok(workflows)
     }

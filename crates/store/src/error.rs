@@ -86,38 +86,28 @@ pub(crate) fn map_sqlx(err: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             match db.kind() {
-                ErrorKind::UniqueViolation => StoreError::Conflict {
-                    what: format!("already exists ({})", db.message()),
-                },
-                ErrorKind::ForeignKeyViolation => StoreError::NotFound {
-                    what: format!("a referenced row does not exist ({})", db.message()),
-                },
-                _ if code.is_empty() => {
-                    StoreError::Unavailable(format!("database error: {}", db.message()))
+                ErrorKind::UniqueViolation => {
+                    StoreError::Conflict { what: format!("already exists ({})", db.message()) }
                 }
+                ErrorKind::ForeignKeyViolation => {
+                    StoreError::NotFound { what: format!("a referenced row does not exist ({})", db.message()) }
+                }
+                _ if code.is_empty() => StoreError::Unavailable(format!("database error: {}", db.message())),
                 _ => StoreError::Unavailable(format!("database error {code}: {}", db.message())),
             }
         }
         sqlx::Error::ColumnDecode { index, source } => {
             StoreError::Corrupt(format!("column {index} does not decode: {source}"))
         }
-        sqlx::Error::Decode(source) => {
-            StoreError::Corrupt(format!("a value does not decode: {source}"))
+        sqlx::Error::Decode(source) => StoreError::Corrupt(format!("a value does not decode: {source}")),
+        sqlx::Error::ColumnNotFound(col) => StoreError::Corrupt(format!("column '{col}' is missing")),
+        sqlx::Error::ColumnIndexOutOfBounds { index, len } => {
+            StoreError::Corrupt(format!("column index {index} out of bounds ({len} columns)"))
         }
-        sqlx::Error::ColumnNotFound(col) => {
-            StoreError::Corrupt(format!("column '{col}' is missing"))
-        }
-        sqlx::Error::ColumnIndexOutOfBounds { index, len } => StoreError::Corrupt(format!(
-            "column index {index} out of bounds ({len} columns)"
-        )),
-        sqlx::Error::TypeNotFound { type_name } => {
-            StoreError::Corrupt(format!("unknown database type '{type_name}'"))
-        }
+        sqlx::Error::TypeNotFound { type_name } => StoreError::Corrupt(format!("unknown database type '{type_name}'")),
         sqlx::Error::Migrate(e) => StoreError::Migration(e.to_string()),
         sqlx::Error::Configuration(e) => StoreError::Config(e.to_string()),
-        sqlx::Error::PoolTimedOut => {
-            StoreError::Unavailable("timed out waiting for a database connection".to_owned())
-        }
+        sqlx::Error::PoolTimedOut => StoreError::Unavailable("timed out waiting for a database connection".to_owned()),
         sqlx::Error::PoolClosed => StoreError::Unavailable("the store is closed".to_owned()),
         other => StoreError::Unavailable(other.to_string()),
     }
@@ -132,12 +122,8 @@ pub(crate) fn map_insert(
     missing: impl FnOnce(&str) -> String,
 ) -> StoreError {
     match violation(&err) {
-        Some((Violation::Unique, about)) => StoreError::Conflict {
-            what: conflict(&about),
-        },
-        Some((Violation::ForeignKey, about)) => StoreError::NotFound {
-            what: missing(&about),
-        },
+        Some((Violation::Unique, about)) => StoreError::Conflict { what: conflict(&about) },
+        Some((Violation::ForeignKey, about)) => StoreError::NotFound { what: missing(&about) },
         None => map_sqlx(err),
     }
 }
@@ -175,10 +161,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");

@@ -36,13 +36,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A fresh event with a generated id, no credential fields and empty details.
-    pub fn new(
-        org_id: OrgId,
-        kind: LifecycleKind,
-        subject: impl Into<String>,
-        actor: Actor,
-        at: Timestamp,
-    ) -> Self {
+    pub fn new(org_id: OrgId, kind: LifecycleKind, subject: impl Into<String>, actor: Actor, at: Timestamp) -> Self {
         Self {
             id: EventId::generate(),
             org_id,
@@ -138,11 +132,7 @@ fn decode_event(row: &AnyRow) -> Result<LifecycleEvent, StoreError> {
 
 impl Store {
     /// The org's lifecycle events that match `filter`, in `seq` order.
-    pub async fn list_events(
-        &self,
-        org: &OrgId,
-        filter: &EventFilter,
-    ) -> Result<Vec<LifecycleEvent>, StoreError> {
+    pub async fn list_events(&self, org: &OrgId, filter: &EventFilter) -> Result<Vec<LifecycleEvent>, StoreError> {
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = $1");
         let mut n = 1;
         let mut next = || {

@@ -34,9 +34,7 @@ impl<'r> Row<'r> {
     where
         T: for<'a> sqlx::Decode<'a, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
-        self.row
-            .try_get::<T, _>(col)
-            .map_err(|e| self.corrupt(col, e))
+        self.row.try_get::<T, _>(col).map_err(|e| self.corrupt(col, e))
     }
 
     /// A non-null text column.
@@ -71,8 +69,7 @@ impl<'r> Row<'r> {
         T::Err: Display,
     {
         let text = self.text(col)?;
-        text.parse()
-            .map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text))))
+        text.parse().map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text))))
     }
 
     /// A text column holding a validated [`Name`].
@@ -89,10 +86,9 @@ impl<'r> Row<'r> {
     {
         match self.opt_text(col)? {
             None => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text)))),
+            Some(text) => {
+                text.parse().map(Some).map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text))))
+            }
         }
     }
 
@@ -106,9 +102,9 @@ impl<'r> Row<'r> {
     pub(crate) fn opt_u32(&self, col: &str) -> Result<Option<u32>, StoreError> {
         match self.opt_int(col)? {
             None => Ok(None),
-            Some(value) => u32::try_from(value)
-                .map(Some)
-                .map_err(|_| self.corrupt(col, format!("{value} is out of range"))),
+            Some(value) => {
+                u32::try_from(value).map(Some).map_err(|_| self.corrupt(col, format!("{value} is out of range")))
+            }
         }
     }
 
@@ -121,8 +117,7 @@ impl<'r> Row<'r> {
     /// A non-null microsecond timestamp column.
     pub(crate) fn ts(&self, col: &str) -> Result<Timestamp, StoreError> {
         let micros = self.int(col)?;
-        Timestamp::from_micros(micros)
-            .ok_or_else(|| self.corrupt(col, format!("{micros} is not a valid time")))
+        Timestamp::from_micros(micros).ok_or_else(|| self.corrupt(col, format!("{micros} is not a valid time")))
     }
 
     /// A nullable microsecond timestamp column.
@@ -144,6 +139,5 @@ impl<'r> Row<'r> {
 
 /// Encode a value as JSON text for a column.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode {what} as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {what} as JSON: {e}")))
 }

@@ -69,10 +69,7 @@ struct Inner {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.inner.backend)
-            .field("location", &self.inner.location)
-            .finish()
+        f.debug_struct("Store").field("backend", &self.inner.backend).field("location", &self.inner.location).finish()
     }
 }
 
@@ -90,9 +87,8 @@ impl Store {
                         .to_owned(),
                 ));
             }
-            let decoded = percent_decode(path).ok_or_else(|| {
-                StoreError::Config(format!("the SQLite path in '{url}' is not valid UTF-8"))
-            })?;
+            let decoded = percent_decode(path)
+                .ok_or_else(|| StoreError::Config(format!("the SQLite path in '{url}' is not valid UTF-8")))?;
             Self::open_sqlite(Path::new(&decoded)).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url).await
@@ -110,45 +106,25 @@ impl Store {
         sqlx::any::install_default_drivers();
         let absolute = std::path::absolute(path)
             .map_err(|e| StoreError::Config(format!("cannot resolve '{}': {e}", path.display())))?;
-        let text = absolute.to_str().ok_or_else(|| {
-            StoreError::Config(format!(
-                "the path '{}' is not valid UTF-8",
-                absolute.display()
-            ))
-        })?;
+        let text = absolute
+            .to_str()
+            .ok_or_else(|| StoreError::Config(format!("the path '{}' is not valid UTF-8", absolute.display())))?;
         let url = format!("sqlite://{}?mode=rwc", percent_encode(text));
         let location = format!("sqlite://{text}");
 
-        let writer = sqlite_pool_options(1, false)
-            .connect(&url)
-            .await
-            .map_err(|e| open_error(&location, e))?;
+        let writer = sqlite_pool_options(1, false).connect(&url).await.map_err(|e| open_error(&location, e))?;
         let mode = sqlx::query_scalar::<Any, String>("PRAGMA journal_mode = WAL")
             .fetch_one(&writer)
             .await
             .map_err(|e| open_error(&location, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
-                "{location}: SQLite refused WAL journal mode (got '{mode}')"
-            )));
+            return Err(StoreError::Unavailable(format!("{location}: SQLite refused WAL journal mode (got '{mode}')")));
         }
-        SQLITE_MIGRATIONS
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let reader = sqlite_pool_options(SQLITE_READERS, true)
-            .connect(&url)
-            .await
-            .map_err(|e| open_error(&location, e))?;
+        SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        let reader =
+            sqlite_pool_options(SQLITE_READERS, true).connect(&url).await.map_err(|e| open_error(&location, e))?;
         tracing::info!(store = %location, "opened SQLite store");
-        Ok(Store {
-            inner: Arc::new(Inner {
-                backend: Backend::Sqlite,
-                reader,
-                writer,
-                location,
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { backend: Backend::Sqlite, reader, writer, location }) })
     }
 
     async fn open_postgres(url: &str) -> Result<Store, StoreError> {
@@ -160,18 +136,10 @@ impl Store {
             .connect(url)
             .await
             .map_err(|e| open_error(&location, e))?;
-        POSTGRES_MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(store = %location, "opened PostgreSQL store");
         Ok(Store {
-            inner: Arc::new(Inner {
-                backend: Backend::Postgres,
-                reader: pool.clone(),
-                writer: pool,
-                location,
-            }),
+            inner: Arc::new(Inner { backend: Backend::Postgres, reader: pool.clone(), writer: pool, location }),
         })
     }
 
@@ -209,12 +177,7 @@ impl Store {
     /// taken up front and a concurrent writer waits instead of failing later).
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         match self.inner.backend {
-            Backend::Sqlite => self
-                .inner
-                .writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(map_sqlx),
+            Backend::Sqlite => self.inner.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx),
             Backend::Postgres => self.inner.writer.begin().await.map_err(map_sqlx),
         }
     }
@@ -233,28 +196,22 @@ impl Store {
 }
 
 fn sqlite_pool_options(max: u32, read_only: bool) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
-                    .await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                conn.execute("PRAGMA synchronous = FULL").await?;
-                if read_only {
-                    conn.execute("PRAGMA query_only = ON").await?;
-                }
-                Ok(())
-            })
+    AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            conn.execute("PRAGMA synchronous = FULL").await?;
+            if read_only {
+                conn.execute("PRAGMA query_only = ON").await?;
+            }
+            Ok(())
         })
+    })
 }
 
 fn open_error(location: &str, err: sqlx::Error) -> StoreError {
     match map_sqlx(err) {
-        StoreError::Unavailable(why) => {
-            StoreError::Unavailable(format!("cannot open {location}: {why}"))
-        }
+        StoreError::Unavailable(why) => StoreError::Unavailable(format!("cannot open {location}: {why}")),
         StoreError::Config(why) => StoreError::Config(format!("{location}: {why}")),
         other => other,
     }
@@ -280,9 +237,7 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(value)) => {
                 out.push(value);

@@ -47,65 +47,37 @@ pub struct TestStore {
 
 #[derive(Debug)]
 enum Place {
-    Sqlite {
-        _dir: tempfile::TempDir,
-        path: PathBuf,
-    },
-    Postgres {
-        _guard: DropDatabase,
-    },
+    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
+    Postgres { _guard: DropDatabase },
 }
 
 impl TestStore {
     /// A store on a new SQLite file in a new temporary directory (removed on drop).
     pub async fn sqlite() -> Result<TestStore, StoreError> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| StoreError::Unavailable(format!("cannot create a temp dir: {e}")))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(format!("cannot create a temp dir: {e}")))?;
         let path = dir.path().join("byok.db");
         let store = Store::open_sqlite(&path).await?;
         let url = format!("sqlite://{}", path.display());
-        Ok(TestStore {
-            store,
-            url,
-            place: Place::Sqlite { _dir: dir, path },
-        })
+        Ok(TestStore { store, url, place: Place::Sqlite { _dir: dir, path } })
     }
 
     /// A store on a new PostgreSQL database `byok_test_<ulid>` created through
     /// [`POSTGRES_URL_VAR`]; `Ok(None)` when that variable is unset or empty. The
     /// database is dropped (`WITH (FORCE)`) when the `TestStore` is dropped.
     pub async fn postgres() -> Result<Option<TestStore>, StoreError> {
-        let Some(admin_url) = std::env::var(POSTGRES_URL_VAR)
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        else {
+        let Some(admin_url) = std::env::var(POSTGRES_URL_VAR).ok().filter(|u| !u.trim().is_empty()) else {
             return Ok(None);
         };
         sqlx::any::install_default_drivers();
-        let name = format!(
-            "byok_test_{}",
-            OrgId::generate().ulid().to_string().to_ascii_lowercase()
-        );
-        let mut admin = sqlx::AnyConnection::connect(&admin_url)
-            .await
-            .map_err(map_sqlx)?;
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .map_err(map_sqlx)?;
+        let name = format!("byok_test_{}", OrgId::generate().ulid().to_string().to_ascii_lowercase());
+        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.map_err(map_sqlx)?;
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.map_err(map_sqlx)?;
         let _ = admin.close().await;
         // From here on the guard drops the database, whatever happens.
-        let guard = DropDatabase {
-            admin_url: admin_url.clone(),
-            name: name.clone(),
-        };
+        let guard = DropDatabase { admin_url: admin_url.clone(), name: name.clone() };
         let url = with_database(&admin_url, &name);
         let store = Store::open(&url).await?;
-        Ok(Some(TestStore {
-            store,
-            url,
-            place: Place::Postgres { _guard: guard },
-        }))
+        Ok(Some(TestStore { store, url, place: Place::Postgres { _guard: guard } }))
     }
 
     /// A fresh store on `backend`; `Ok(None)` for PostgreSQL when it is not configured.
@@ -163,16 +135,12 @@ impl TestStore {
 
     /// Run a raw query that returns one integer (e.g. `SELECT COUNT(*) FROM …`).
     pub async fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<Any, i64>(sql)
-            .fetch_one(self.store.reader())
-            .await
-            .map_err(map_sqlx)
+        sqlx::query_scalar::<Any, i64>(sql).fetch_one(self.store.reader()).await.map_err(map_sqlx)
     }
 
     /// The number of rows in `table`.
     pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
-        self.query_i64(&format!("SELECT COUNT(*) FROM {table}"))
-            .await
+        self.query_i64(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 }
 
@@ -202,9 +170,7 @@ fn with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
-    let authority = rest
-        .split_once('/')
-        .map_or(rest, |(authority, _)| authority);
+    let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
     match query {
         Some(query) => format!("{scheme}://{authority}/{database}?{query}"),
         None => format!("{scheme}://{authority}/{database}"),
@@ -225,17 +191,11 @@ impl Drop for DropDatabase {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         let name = self.name.clone();
         let worker = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let mut conn = sqlx::AnyConnection::connect(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                conn.execute(sql.as_str())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut conn = sqlx::AnyConnection::connect(&admin_url).await.map_err(|e| e.to_string())?;
+                conn.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
                 let _ = conn.close().await;
                 Ok(())
             })
@@ -260,10 +220,7 @@ mod tests {
             with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
             "postgres://postgres@127.0.0.1:5432/x"
         );
-        assert_eq!(
-            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
+        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
         assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
     }
 }

@@ -1,9 +1,7 @@
 //! Workload tokens and admin tokens. Only a token's hash is ever stored.
 
 use byok_crypto::TokenHash;
-use byok_domain::{
-    AdminToken, AdminTokenScope, OrgId, Timestamp, TokenId, WorkflowId, WorkloadToken,
-};
+use byok_domain::{AdminToken, AdminTokenScope, OrgId, Timestamp, TokenId, WorkflowId, WorkloadToken};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
@@ -48,17 +46,15 @@ async fn fetch_workload(
     org: &OrgId,
     id: &TokenId,
 ) -> Result<Option<WorkloadToken>, StoreError> {
-    sqlx::query::<Any>(&format!(
-        "SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org.to_string())
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?
-    .as_ref()
-    .map(decode_workload)
-    .transpose()
+    sqlx::query::<Any>(&format!("SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE org_id = $1 AND id = $2"))
+        .bind(org.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?
+        .as_ref()
+        .map(decode_workload)
+        .transpose()
 }
 
 impl Store {
@@ -108,37 +104,25 @@ impl Store {
 
     /// The workload token whose hash is `hash` (revoked and expired ones included: the
     /// caller decides).
-    pub async fn find_workload_token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<WorkloadToken>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE token_hash = $1"
-        ))
-        .bind(hash.as_bytes().as_slice())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_workload)
-        .transpose()
+    pub async fn find_workload_token_by_hash(&self, hash: &TokenHash) -> Result<Option<WorkloadToken>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE token_hash = $1"))
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workload)
+            .transpose()
     }
 
     /// The workload token with this id in `org`.
-    pub async fn get_workload_token(
-        &self,
-        org: &OrgId,
-        id: &TokenId,
-    ) -> Result<Option<WorkloadToken>, StoreError> {
+    pub async fn get_workload_token(&self, org: &OrgId, id: &TokenId) -> Result<Option<WorkloadToken>, StoreError> {
         let mut conn = self.reader().acquire().await.map_err(map_sqlx)?;
         fetch_workload(&mut conn, org, id).await
     }
 
     /// The org's workload tokens, oldest first.
-    pub async fn list_workload_tokens(
-        &self,
-        org: &OrgId,
-    ) -> Result<Vec<WorkloadToken>, StoreError> {
+    pub async fn list_workload_tokens(&self, org: &OrgId) -> Result<Vec<WorkloadToken>, StoreError> {
         let rows = sqlx::query::<Any>(&format!(
             "SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE org_id = $1 ORDER BY created_at, id"
         ))
@@ -173,12 +157,9 @@ impl Store {
         if done.rows_affected() > 0 {
             insert_event(&mut tx, self.backend(), event).await?;
         }
-        let token =
-            fetch_workload(&mut tx, org, id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("workload token {id} does not exist in {org}"),
-                })?;
+        let token = fetch_workload(&mut tx, org, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { what: format!("workload token {id} does not exist in {org}") })?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(token)
     }
@@ -235,30 +216,23 @@ impl Store {
 
     /// The admin token whose hash is `hash` (revoked and expired ones included: the
     /// caller decides).
-    pub async fn find_admin_token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<AdminToken>, StoreError> {
-        sqlx::query::<Any>(&format!(
-            "SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE token_hash = $1"
-        ))
-        .bind(hash.as_bytes().as_slice())
-        .fetch_optional(self.reader())
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_admin)
-        .transpose()
+    pub async fn find_admin_token_by_hash(&self, hash: &TokenHash) -> Result<Option<AdminToken>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE token_hash = $1"))
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_admin)
+            .transpose()
     }
 
     /// Whether an operator token exists (first start creates one).
     pub async fn has_operator_token(&self) -> Result<bool, StoreError> {
-        let count = sqlx::query_scalar::<Any, i64>(
-            "SELECT COUNT(*) FROM admin_tokens WHERE org_id IS NULL",
-        )
-        .fetch_one(self.reader())
-        .await
-        .map_err(map_sqlx)?;
+        let count = sqlx::query_scalar::<Any, i64>("SELECT COUNT(*) FROM admin_tokens WHERE org_id IS NULL")
+            .fetch_one(self.reader())
+            .await
+            .map_err(map_sqlx)?;
         Ok(count > 0)
     }
 
@@ -273,32 +247,26 @@ impl Store {
         event: Option<&NewEvent>,
     ) -> Result<AdminToken, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>(
-            "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(at.as_micros())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+        let done = sqlx::query::<Any>("UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at.as_micros())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
         if done.rows_affected() > 0 {
             if let Some(event) = event {
                 insert_event(&mut tx, self.backend(), event).await?;
             }
         }
-        let token = sqlx::query::<Any>(&format!(
-            "SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_sqlx)?
-        .as_ref()
-        .map(decode_admin)
-        .transpose()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: format!("admin token {id} does not exist"),
-        })?;
+        let token = sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_admin)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound { what: format!("admin token {id} does not exist") })?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(token)
     }

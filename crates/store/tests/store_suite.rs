@@ -4,9 +4,9 @@
 
 use byok_crypto::{SealedSecret, TokenHash, WrappedDek};
 use byok_domain::{
-    Actor, AdminToken, AdminTokenId, AdminTokenScope, Capability, Credential, CredentialId,
-    CredentialState, EventId, LifecycleKind, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope,
-    Team, TeamId, Tier, Timestamp, TokenId, Workflow, WorkflowId, WorkloadToken,
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, Capability, Credential, CredentialId, CredentialState, EventId,
+    LifecycleKind, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, Team, TeamId, Tier, Timestamp, TokenId,
+    Workflow, WorkflowId, WorkloadToken,
 };
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{Backend, EventFilter, NewEvent, Store, StoreError};
@@ -24,9 +24,7 @@ fn name(text: &str) -> Name {
 }
 
 fn admin_actor() -> Actor {
-    Actor::AdminToken {
-        id: AdminTokenId::generate(),
-    }
+    Actor::AdminToken { id: AdminTokenId::generate() }
 }
 
 fn event(org: OrgId, kind: LifecycleKind, subject: impl Into<String>) -> NewEvent {
@@ -54,11 +52,7 @@ fn cred_event(cred: &Credential, kind: LifecycleKind) -> NewEvent {
 }
 
 fn wrapped(kek_version: u32, fill: u8) -> WrappedDek {
-    WrappedDek {
-        kek_version,
-        alg: "A256GCM-KW".to_owned(),
-        bytes: vec![fill; 60],
-    }
+    WrappedDek { kek_version, alg: "A256GCM-KW".to_owned(), bytes: vec![fill; 60] }
 }
 
 fn sealed(kek_version: u32, fill: u8) -> SealedSecret {
@@ -80,30 +74,15 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         created_at: at(0),
     };
     store
-        .insert_org(
-            &org,
-            &wrapped(1, 0xAA),
-            &event(org.id, LifecycleKind::OrgCreated, org.id.to_string()),
-        )
+        .insert_org(&org, &wrapped(1, 0xAA), &event(org.id, LifecycleKind::OrgCreated, org.id.to_string()))
         .await
         .unwrap();
     org
 }
 
 async fn new_team(store: &Store, org: &Org, team_name: &str) -> Team {
-    let team = Team {
-        id: TeamId::generate(),
-        org_id: org.id,
-        name: name(team_name),
-        created_at: at(1),
-    };
-    store
-        .insert_team(
-            &team,
-            &event(org.id, LifecycleKind::TeamCreated, team.id.to_string()),
-        )
-        .await
-        .unwrap();
+    let team = Team { id: TeamId::generate(), org_id: org.id, name: name(team_name), created_at: at(1) };
+    store.insert_team(&team, &event(org.id, LifecycleKind::TeamCreated, team.id.to_string())).await.unwrap();
     team
 }
 
@@ -133,14 +112,7 @@ fn credential(org: &Org, cred_name: &str) -> Credential {
 
 async fn new_credential(store: &Store, org: &Org, cred_name: &str) -> Credential {
     let cred = credential(org, cred_name);
-    store
-        .insert_credential(
-            &cred,
-            &sealed(1, 0x11),
-            &cred_event(&cred, LifecycleKind::Created),
-        )
-        .await
-        .unwrap();
+    store.insert_credential(&cred, &sealed(1, 0x11), &cred_event(&cred, LifecycleKind::Created)).await.unwrap();
     cred
 }
 
@@ -150,10 +122,7 @@ async fn count(t: &TestStore, table: &str) -> i64 {
 
 fn assert_conflict(err: StoreError, needle: &str) {
     match err {
-        StoreError::Conflict { what } => assert!(
-            what.contains(needle),
-            "conflict message {what:?} lacks {needle:?}"
-        ),
+        StoreError::Conflict { what } => assert!(what.contains(needle), "conflict message {what:?} lacks {needle:?}"),
         other => panic!("expected Conflict, got {other:?}"),
     }
 }
@@ -169,70 +138,33 @@ async fn orgs_round_trip() {
         let other = new_org(store, "Beta").await;
 
         assert_eq!(store.get_org(&org.id).await.unwrap(), Some(org.clone()));
-        assert_eq!(
-            store.find_org_by_name("acme").await.unwrap(),
-            Some(org.clone())
-        );
+        assert_eq!(store.find_org_by_name("acme").await.unwrap(), Some(org.clone()));
         assert_eq!(store.find_org_by_name("ACME").await.unwrap(), None);
         assert_eq!(store.get_org(&OrgId::generate()).await.unwrap(), None);
-        assert_eq!(
-            store.list_orgs().await.unwrap(),
-            vec![other.clone(), org.clone()]
-        );
-        assert_eq!(
-            store.org_fingerprint_key(&org.id).await.unwrap(),
-            Some(wrapped(1, 0xAA))
-        );
-        assert_eq!(
-            store.org_fingerprint_key(&OrgId::generate()).await.unwrap(),
-            None
-        );
+        assert_eq!(store.list_orgs().await.unwrap(), vec![other.clone(), org.clone()]);
+        assert_eq!(store.org_fingerprint_key(&org.id).await.unwrap(), Some(wrapped(1, 0xAA)));
+        assert_eq!(store.org_fingerprint_key(&OrgId::generate()).await.unwrap(), None);
 
         store.set_org_kek_version(&org.id, 2).await.unwrap();
-        store
-            .set_org_fingerprint_key(&org.id, &wrapped(2, 0xBB))
-            .await
-            .unwrap();
+        store.set_org_fingerprint_key(&org.id, &wrapped(2, 0xBB)).await.unwrap();
         let got = store.get_org(&org.id).await.unwrap().unwrap();
         assert_eq!(got.kek_version, 2);
-        assert_eq!(
-            store.org_fingerprint_key(&org.id).await.unwrap(),
-            Some(wrapped(2, 0xBB))
-        );
-        assert!(matches!(
-            store.set_org_kek_version(&OrgId::generate(), 2).await,
-            Err(StoreError::NotFound { .. })
-        ));
+        assert_eq!(store.org_fingerprint_key(&org.id).await.unwrap(), Some(wrapped(2, 0xBB)));
+        assert!(matches!(store.set_org_kek_version(&OrgId::generate(), 2).await, Err(StoreError::NotFound { .. })));
 
         let deleted = store
-            .mark_org_deleted(
-                &org.id,
-                at(99),
-                &event(org.id, LifecycleKind::Deleted, org.id.to_string()),
-            )
+            .mark_org_deleted(&org.id, at(99), &event(org.id, LifecycleKind::Deleted, org.id.to_string()))
             .await
             .unwrap();
         assert_eq!(deleted.state, OrgState::Deleted);
         let again = store
-            .mark_org_deleted(
-                &org.id,
-                at(100),
-                &event(org.id, LifecycleKind::Deleted, org.id.to_string()),
-            )
+            .mark_org_deleted(&org.id, at(100), &event(org.id, LifecycleKind::Deleted, org.id.to_string()))
             .await
             .unwrap();
         assert_eq!(again, deleted);
-        let kinds: Vec<_> = store
-            .list_events(&org.id, &EventFilter::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(
-            kinds,
-            vec![LifecycleKind::OrgCreated, LifecycleKind::Deleted]
-        );
+        let kinds: Vec<_> =
+            store.list_events(&org.id, &EventFilter::default()).await.unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![LifecycleKind::OrgCreated, LifecycleKind::Deleted]);
     })
     .await
     .unwrap();
@@ -247,30 +179,11 @@ async fn teams_and_workflows_round_trip() {
         let team_b = new_team(store, &org, "b-team").await;
         let team_a = new_team(store, &org, "a-team").await;
 
-        assert_eq!(
-            store.get_team(&org.id, &team_a.id).await.unwrap(),
-            Some(team_a.clone())
-        );
-        assert_eq!(
-            store.get_team(&other_org.id, &team_a.id).await.unwrap(),
-            None,
-            "teams are per org"
-        );
-        assert_eq!(
-            store.find_team_by_name(&org.id, "b-team").await.unwrap(),
-            Some(team_b.clone())
-        );
-        assert_eq!(
-            store
-                .find_team_by_name(&other_org.id, "b-team")
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store.list_teams(&org.id).await.unwrap(),
-            vec![team_a.clone(), team_b.clone()]
-        );
+        assert_eq!(store.get_team(&org.id, &team_a.id).await.unwrap(), Some(team_a.clone()));
+        assert_eq!(store.get_team(&other_org.id, &team_a.id).await.unwrap(), None, "teams are per org");
+        assert_eq!(store.find_team_by_name(&org.id, "b-team").await.unwrap(), Some(team_b.clone()));
+        assert_eq!(store.find_team_by_name(&other_org.id, "b-team").await.unwrap(), None);
+        assert_eq!(store.list_teams(&org.id).await.unwrap(), vec![team_a.clone(), team_b.clone()]);
         assert!(store.list_teams(&other_org.id).await.unwrap().is_empty());
 
         let owned = Workflow {
@@ -280,37 +193,14 @@ async fn teams_and_workflows_round_trip() {
             team_id: Some(team_a.id),
             created_at: at(5),
         };
-        let free = Workflow {
-            id: WorkflowId::generate(),
-            name: name("adhoc"),
-            team_id: None,
-            ..owned.clone()
-        };
+        let free = Workflow { id: WorkflowId::generate(), name: name("adhoc"), team_id: None, ..owned.clone() };
         for wf in [&owned, &free] {
-            store
-                .insert_workflow(
-                    wf,
-                    &event(org.id, LifecycleKind::WorkflowCreated, wf.id.to_string()),
-                )
-                .await
-                .unwrap();
+            store.insert_workflow(wf, &event(org.id, LifecycleKind::WorkflowCreated, wf.id.to_string())).await.unwrap();
         }
-        assert_eq!(
-            store.get_workflow(&org.id, &owned.id).await.unwrap(),
-            Some(owned.clone())
-        );
-        assert_eq!(
-            store.find_workflow_by_name(&org.id, "adhoc").await.unwrap(),
-            Some(free.clone())
-        );
-        assert_eq!(
-            store.get_workflow(&other_org.id, &owned.id).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.list_workflows(&org.id).await.unwrap(),
-            vec![free, owned]
-        );
+        assert_eq!(store.get_workflow(&org.id, &owned.id).await.unwrap(), Some(owned.clone()));
+        assert_eq!(store.find_workflow_by_name(&org.id, "adhoc").await.unwrap(), Some(free.clone()));
+        assert_eq!(store.get_workflow(&other_org.id, &owned.id).await.unwrap(), None);
+        assert_eq!(store.list_workflows(&org.id).await.unwrap(), vec![free, owned]);
 
         // the same names are fine in another org
         new_team(store, &other_org, "a-team").await;
@@ -330,20 +220,9 @@ async fn references_must_exist_within_the_org() {
         let events_before = count(&t, "lifecycle_events").await;
 
         let ghost = OrgId::generate();
-        let team = Team {
-            id: TeamId::generate(),
-            org_id: ghost,
-            name: name("x"),
-            created_at: at(0),
-        };
-        let err = store
-            .insert_team(&team, &event(org.id, LifecycleKind::TeamCreated, "x"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, StoreError::NotFound { what } if what.contains(&ghost.to_string())),
-            "{err:?}"
-        );
+        let team = Team { id: TeamId::generate(), org_id: ghost, name: name("x"), created_at: at(0) };
+        let err = store.insert_team(&team, &event(org.id, LifecycleKind::TeamCreated, "x")).await.unwrap_err();
+        assert!(matches!(&err, StoreError::NotFound { what } if what.contains(&ghost.to_string())), "{err:?}");
 
         let wf = Workflow {
             id: WorkflowId::generate(),
@@ -352,10 +231,7 @@ async fn references_must_exist_within_the_org() {
             team_id: Some(foreign_team.id),
             created_at: at(0),
         };
-        let err = store
-            .insert_workflow(&wf, &event(org.id, LifecycleKind::WorkflowCreated, "wf"))
-            .await
-            .unwrap_err();
+        let err = store.insert_workflow(&wf, &event(org.id, LifecycleKind::WorkflowCreated, "wf")).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 
         let token = WorkloadToken {
@@ -368,11 +244,7 @@ async fn references_must_exist_within_the_org() {
             created_at: at(0),
         };
         let err = store
-            .insert_workload_token(
-                &token,
-                &TokenHash::of("byok_x"),
-                &event(org.id, LifecycleKind::TokenIssued, "t"),
-            )
+            .insert_workload_token(&token, &TokenHash::of("byok_x"), &event(org.id, LifecycleKind::TokenIssued, "t"))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -401,54 +273,20 @@ async fn credentials_round_trip() {
         minimal.provider = ProviderId::AzureOpenai;
         minimal.state = CredentialState::Disabled;
         store
-            .insert_credential(
-                &minimal,
-                &sealed(1, 0x22),
-                &cred_event(&minimal, LifecycleKind::Created),
-            )
+            .insert_credential(&minimal, &sealed(1, 0x22), &cred_event(&minimal, LifecycleKind::Created))
             .await
             .unwrap();
 
-        let got = store
-            .get_credential(&org.id, &prod.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = store.get_credential(&org.id, &prod.id).await.unwrap().unwrap();
         assert_eq!(got.credential, prod);
         assert_eq!(got.revision, 1);
-        assert_eq!(
-            store.get_credential(&other.id, &prod.id).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .find_credential_by_name(&org.id, "dev")
-                .await
-                .unwrap()
-                .unwrap()
-                .credential,
-            minimal
-        );
-        assert_eq!(
-            store
-                .find_credential_by_name(&other.id, "dev")
-                .await
-                .unwrap(),
-            None
-        );
-        let listed: Vec<_> = store
-            .list_credentials(&org.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.credential)
-            .collect();
+        assert_eq!(store.get_credential(&other.id, &prod.id).await.unwrap(), None);
+        assert_eq!(store.find_credential_by_name(&org.id, "dev").await.unwrap().unwrap().credential, minimal);
+        assert_eq!(store.find_credential_by_name(&other.id, "dev").await.unwrap(), None);
+        let listed: Vec<_> = store.list_credentials(&org.id).await.unwrap().into_iter().map(|r| r.credential).collect();
         assert_eq!(listed, vec![minimal.clone(), prod.clone()]);
 
-        assert_eq!(
-            store.get_sealed_version(&prod.id, 1).await.unwrap(),
-            Some(sealed(1, 0x11))
-        );
+        assert_eq!(store.get_sealed_version(&prod.id, 1).await.unwrap(), Some(sealed(1, 0x11)));
         assert_eq!(store.get_sealed_version(&prod.id, 2).await.unwrap(), None);
         let versions = store.list_credential_versions(&prod.id).await.unwrap();
         assert_eq!(versions.len(), 1);
@@ -458,13 +296,7 @@ async fn credentials_round_trip() {
         assert_eq!(versions[0].created_at, prod.created_at);
 
         let events = store
-            .list_events(
-                &org.id,
-                &EventFilter {
-                    credential: Some(prod.id),
-                    ..EventFilter::default()
-                },
-            )
+            .list_events(&org.id, &EventFilter { credential: Some(prod.id), ..EventFilter::default() })
             .await
             .unwrap();
         assert_eq!(events.len(), 1);
@@ -476,190 +308,104 @@ async fn credentials_round_trip() {
 
 #[tokio::test]
 async fn conflicts_are_named_and_leave_nothing_behind() {
-    for_each_backend(
-        "conflicts_are_named_and_leave_nothing_behind",
-        |t| async move {
-            let store = t.store();
-            let org = new_org(store, "acme").await;
-            let team = new_team(store, &org, "core").await;
-            let cred = new_credential(store, &org, "prod").await;
-            let wf = Workflow {
-                id: WorkflowId::generate(),
-                org_id: org.id,
-                name: name("wf"),
-                team_id: None,
-                created_at: at(0),
-            };
-            store
-                .insert_workflow(&wf, &event(org.id, LifecycleKind::WorkflowCreated, "wf"))
-                .await
-                .unwrap();
-            let token = WorkloadToken {
-                id: TokenId::generate(),
-                org_id: org.id,
-                team_id: team.id,
-                workflows: vec![],
-                expires_at: None,
-                revoked_at: None,
-                created_at: at(0),
-            };
-            let hash = TokenHash::of("byok_same");
-            store
-                .insert_workload_token(
-                    &token,
-                    &hash,
-                    &event(org.id, LifecycleKind::TokenIssued, "t"),
-                )
-                .await
-                .unwrap();
-            let admin = AdminToken {
-                id: AdminTokenId::generate(),
-                scope: AdminTokenScope::Operator,
-                expires_at: None,
-                revoked_at: None,
-                created_at: at(0),
-            };
-            let admin_hash = TokenHash::of("byokadm_same");
-            store
-                .insert_admin_token(&admin, &admin_hash, None)
-                .await
-                .unwrap();
+    for_each_backend("conflicts_are_named_and_leave_nothing_behind", |t| async move {
+        let store = t.store();
+        let org = new_org(store, "acme").await;
+        let team = new_team(store, &org, "core").await;
+        let cred = new_credential(store, &org, "prod").await;
+        let wf =
+            Workflow { id: WorkflowId::generate(), org_id: org.id, name: name("wf"), team_id: None, created_at: at(0) };
+        store.insert_workflow(&wf, &event(org.id, LifecycleKind::WorkflowCreated, "wf")).await.unwrap();
+        let token = WorkloadToken {
+            id: TokenId::generate(),
+            org_id: org.id,
+            team_id: team.id,
+            workflows: vec![],
+            expires_at: None,
+            revoked_at: None,
+            created_at: at(0),
+        };
+        let hash = TokenHash::of("byok_same");
+        store.insert_workload_token(&token, &hash, &event(org.id, LifecycleKind::TokenIssued, "t")).await.unwrap();
+        let admin = AdminToken {
+            id: AdminTokenId::generate(),
+            scope: AdminTokenScope::Operator,
+            expires_at: None,
+            revoked_at: None,
+            created_at: at(0),
+        };
+        let admin_hash = TokenHash::of("byokadm_same");
+        store.insert_admin_token(&admin, &admin_hash, None).await.unwrap();
 
-            let tables = [
-                "orgs",
-                "teams",
-                "workflows",
-                "credentials",
-                "credential_versions",
-                "workload_tokens",
-                "admin_tokens",
-                "lifecycle_events",
-            ];
-            let mut before = Vec::new();
-            for table in tables {
-                before.push(count(&t, table).await);
-            }
+        let tables = [
+            "orgs",
+            "teams",
+            "workflows",
+            "credentials",
+            "credential_versions",
+            "workload_tokens",
+            "admin_tokens",
+            "lifecycle_events",
+        ];
+        let mut before = Vec::new();
+        for table in tables {
+            before.push(count(&t, table).await);
+        }
 
-            let dup_org = Org {
-                id: OrgId::generate(),
-                ..org.clone()
-            };
-            let err = store
-                .insert_org(
-                    &dup_org,
-                    &wrapped(1, 1),
-                    &event(dup_org.id, LifecycleKind::OrgCreated, "o"),
-                )
-                .await
-                .unwrap_err();
-            assert_conflict(err, "an org named 'acme' already exists");
+        let dup_org = Org { id: OrgId::generate(), ..org.clone() };
+        let err = store
+            .insert_org(&dup_org, &wrapped(1, 1), &event(dup_org.id, LifecycleKind::OrgCreated, "o"))
+            .await
+            .unwrap_err();
+        assert_conflict(err, "an org named 'acme' already exists");
 
-            let dup_team = Team {
-                id: TeamId::generate(),
-                ..team.clone()
-            };
-            let err = store
-                .insert_team(&dup_team, &event(org.id, LifecycleKind::TeamCreated, "t"))
-                .await
-                .unwrap_err();
-            assert_conflict(
-                err,
-                &format!("a team named 'core' already exists in {}", org.id),
-            );
+        let dup_team = Team { id: TeamId::generate(), ..team.clone() };
+        let err = store.insert_team(&dup_team, &event(org.id, LifecycleKind::TeamCreated, "t")).await.unwrap_err();
+        assert_conflict(err, &format!("a team named 'core' already exists in {}", org.id));
 
-            let dup_wf = Workflow {
-                id: WorkflowId::generate(),
-                ..wf.clone()
-            };
-            let err = store
-                .insert_workflow(&dup_wf, &event(org.id, LifecycleKind::WorkflowCreated, "w"))
-                .await
-                .unwrap_err();
-            assert_conflict(err, "a workflow named 'wf' already exists");
+        let dup_wf = Workflow { id: WorkflowId::generate(), ..wf.clone() };
+        let err =
+            store.insert_workflow(&dup_wf, &event(org.id, LifecycleKind::WorkflowCreated, "w")).await.unwrap_err();
+        assert_conflict(err, "a workflow named 'wf' already exists");
 
-            let dup_cred = Credential {
-                id: CredentialId::generate(),
-                ..cred.clone()
-            };
-            let err = store
-                .insert_credential(
-                    &dup_cred,
-                    &sealed(1, 3),
-                    &cred_event(&dup_cred, LifecycleKind::Created),
-                )
-                .await
-                .unwrap_err();
-            assert_conflict(
-                err,
-                &format!("a credential named 'prod' already exists in {}", org.id),
-            );
+        let dup_cred = Credential { id: CredentialId::generate(), ..cred.clone() };
+        let err = store
+            .insert_credential(&dup_cred, &sealed(1, 3), &cred_event(&dup_cred, LifecycleKind::Created))
+            .await
+            .unwrap_err();
+        assert_conflict(err, &format!("a credential named 'prod' already exists in {}", org.id));
 
-            let same_id = Credential {
-                name: name("other-name"),
-                ..cred.clone()
-            };
-            let err = store
-                .insert_credential(
-                    &same_id,
-                    &sealed(1, 3),
-                    &cred_event(&same_id, LifecycleKind::Created),
-                )
-                .await
-                .unwrap_err();
-            assert_conflict(
-                err,
-                &format!("a credential with id {} already exists", cred.id),
-            );
+        let same_id = Credential { name: name("other-name"), ..cred.clone() };
+        let err = store
+            .insert_credential(&same_id, &sealed(1, 3), &cred_event(&same_id, LifecycleKind::Created))
+            .await
+            .unwrap_err();
+        assert_conflict(err, &format!("a credential with id {} already exists", cred.id));
 
-            let dup_token = WorkloadToken {
-                id: TokenId::generate(),
-                ..token.clone()
-            };
-            let err = store
-                .insert_workload_token(
-                    &dup_token,
-                    &hash,
-                    &event(org.id, LifecycleKind::TokenIssued, "t"),
-                )
-                .await
-                .unwrap_err();
-            assert_conflict(err, "same hash");
+        let dup_token = WorkloadToken { id: TokenId::generate(), ..token.clone() };
+        let err = store
+            .insert_workload_token(&dup_token, &hash, &event(org.id, LifecycleKind::TokenIssued, "t"))
+            .await
+            .unwrap_err();
+        assert_conflict(err, "same hash");
 
-            let dup_admin = AdminToken {
-                id: AdminTokenId::generate(),
-                ..admin.clone()
-            };
-            let err = store
-                .insert_admin_token(&dup_admin, &admin_hash, None)
-                .await
-                .unwrap_err();
-            assert_conflict(err, "same hash");
+        let dup_admin = AdminToken { id: AdminTokenId::generate(), ..admin.clone() };
+        let err = store.insert_admin_token(&dup_admin, &admin_hash, None).await.unwrap_err();
+        assert_conflict(err, "same hash");
 
-            // a duplicate event id rolls back the entity written before it
-            let mut reused = event(org.id, LifecycleKind::TeamCreated, "t2");
-            let first = store
-                .list_events(&org.id, &EventFilter::default())
-                .await
-                .unwrap();
-            reused.id = first[0].id;
-            let fresh_team = Team {
-                id: TeamId::generate(),
-                org_id: org.id,
-                name: name("fresh"),
-                created_at: at(0),
-            };
-            let err = store.insert_team(&fresh_team, &reused).await.unwrap_err();
-            assert_conflict(err, "an event with id");
-            assert_eq!(
-                store.find_team_by_name(&org.id, "fresh").await.unwrap(),
-                None
-            );
+        // a duplicate event id rolls back the entity written before it
+        let mut reused = event(org.id, LifecycleKind::TeamCreated, "t2");
+        let first = store.list_events(&org.id, &EventFilter::default()).await.unwrap();
+        reused.id = first[0].id;
+        let fresh_team = Team { id: TeamId::generate(), org_id: org.id, name: name("fresh"), created_at: at(0) };
+        let err = store.insert_team(&fresh_team, &reused).await.unwrap_err();
+        assert_conflict(err, "an event with id");
+        assert_eq!(store.find_team_by_name(&org.id, "fresh").await.unwrap(), None);
 
-            for (table, expected) in tables.iter().zip(before) {
-                assert_eq!(count(&t, table).await, expected, "{table} changed");
-            }
-        },
-    )
+        for (table, expected) in tables.iter().zip(before) {
+            assert_eq!(count(&t, table).await, expected, "{table} changed");
+        }
+    })
     .await
     .unwrap();
 }
@@ -672,25 +418,15 @@ async fn stale_updates_change_nothing() {
         let cred = new_credential(store, &org, "prod").await;
 
         let mut changed = cred.clone();
-        changed.scope = Scope {
-            modes: vec![Mode::Sync, Mode::Batch],
-            ..Scope::default()
-        };
+        changed.scope = Scope { modes: vec![Mode::Sync, Mode::Batch], ..Scope::default() };
         changed.state = CredentialState::Disabled;
         changed.expires_at = None;
         changed.priority = 10;
         changed.base_url = None;
         changed.updated_at = at(500);
-        let rev = store
-            .update_credential(&changed, 1, &cred_event(&changed, LifecycleKind::Disabled))
-            .await
-            .unwrap();
+        let rev = store.update_credential(&changed, 1, &cred_event(&changed, LifecycleKind::Disabled)).await.unwrap();
         assert_eq!(rev, 2);
-        let got = store
-            .get_credential(&org.id, &cred.id)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = store.get_credential(&org.id, &cred.id).await.unwrap().unwrap();
         assert_eq!(got.credential, changed);
         assert_eq!(got.revision, 2);
 
@@ -698,37 +434,19 @@ async fn stale_updates_change_nothing() {
         let mut late = cred.clone();
         late.priority = 99;
         late.state = CredentialState::Revoked;
-        let err = store
-            .update_credential(&late, 1, &cred_event(&late, LifecycleKind::Revoked))
-            .await
-            .unwrap_err();
+        let err = store.update_credential(&late, 1, &cred_event(&late, LifecycleKind::Revoked)).await.unwrap_err();
         match err {
             StoreError::Stale { what } => assert!(what.contains(&cred.id.to_string()), "{what}"),
             other => panic!("expected Stale, got {other:?}"),
         }
-        assert_eq!(
-            store
-                .get_credential(&org.id, &cred.id)
-                .await
-                .unwrap()
-                .unwrap(),
-            got
-        );
+        assert_eq!(store.get_credential(&org.id, &cred.id).await.unwrap().unwrap(), got);
         assert_eq!(count(&t, "lifecycle_events").await, events_before);
 
         let ghost = credential(&org, "ghost");
-        let err = store
-            .update_credential(&ghost, 1, &cred_event(&ghost, LifecycleKind::Disabled))
-            .await
-            .unwrap_err();
+        let err = store.update_credential(&ghost, 1, &cred_event(&ghost, LifecycleKind::Disabled)).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
         let err = store
-            .rotate_credential(
-                &ghost,
-                1,
-                &sealed(1, 9),
-                &cred_event(&ghost, LifecycleKind::Rotated),
-            )
+            .rotate_credential(&ghost, 1, &sealed(1, 9), &cred_event(&ghost, LifecycleKind::Rotated))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -740,241 +458,128 @@ async fn stale_updates_change_nothing() {
 
 #[tokio::test]
 async fn rotation_adds_a_version_and_keeps_the_old_one() {
-    for_each_backend(
-        "rotation_adds_a_version_and_keeps_the_old_one",
-        |t| async move {
-            let store = t.store();
-            let org = new_org(store, "acme").await;
-            let cred = new_credential(store, &org, "prod").await;
+    for_each_backend("rotation_adds_a_version_and_keeps_the_old_one", |t| async move {
+        let store = t.store();
+        let org = new_org(store, "acme").await;
+        let cred = new_credential(store, &org, "prod").await;
 
-            let mut rotated = cred.clone();
-            rotated.version = 2;
-            rotated.fingerprint = "fp1:fedcba9876543210".to_owned();
-            rotated.updated_at = at(1_000);
-            let rev = store
-                .rotate_credential(
-                    &rotated,
-                    1,
-                    &sealed(2, 0x33),
-                    &cred_event(&rotated, LifecycleKind::Rotated),
-                )
-                .await
-                .unwrap();
-            assert_eq!(rev, 2);
-            let got = store
-                .get_credential(&org.id, &cred.id)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got.credential, rotated);
-            assert_eq!(
-                store.get_sealed_version(&cred.id, 1).await.unwrap(),
-                Some(sealed(1, 0x11))
-            );
-            assert_eq!(
-                store.get_sealed_version(&cred.id, 2).await.unwrap(),
-                Some(sealed(2, 0x33))
-            );
-            let versions = store.list_credential_versions(&cred.id).await.unwrap();
-            let summary: Vec<_> = versions
-                .iter()
-                .map(|v| (v.version, v.fingerprint.as_str(), v.kek_version))
-                .collect();
-            assert_eq!(
-                summary,
-                vec![
-                    (1, cred.fingerprint.as_str(), 1),
-                    (2, "fp1:fedcba9876543210", 2)
-                ]
-            );
-            assert_eq!(versions[1].created_at, at(1_000));
+        let mut rotated = cred.clone();
+        rotated.version = 2;
+        rotated.fingerprint = "fp1:fedcba9876543210".to_owned();
+        rotated.updated_at = at(1_000);
+        let rev = store
+            .rotate_credential(&rotated, 1, &sealed(2, 0x33), &cred_event(&rotated, LifecycleKind::Rotated))
+            .await
+            .unwrap();
+        assert_eq!(rev, 2);
+        let got = store.get_credential(&org.id, &cred.id).await.unwrap().unwrap();
+        assert_eq!(got.credential, rotated);
+        assert_eq!(store.get_sealed_version(&cred.id, 1).await.unwrap(), Some(sealed(1, 0x11)));
+        assert_eq!(store.get_sealed_version(&cred.id, 2).await.unwrap(), Some(sealed(2, 0x33)));
+        let versions = store.list_credential_versions(&cred.id).await.unwrap();
+        let summary: Vec<_> = versions.iter().map(|v| (v.version, v.fingerprint.as_str(), v.kek_version)).collect();
+        assert_eq!(summary, vec![(1, cred.fingerprint.as_str(), 1), (2, "fp1:fedcba9876543210", 2)]);
+        assert_eq!(versions[1].created_at, at(1_000));
 
-            // a stale rotation writes no version row and no event
-            let versions_before = count(&t, "credential_versions").await;
-            let events_before = count(&t, "lifecycle_events").await;
-            let mut late = rotated.clone();
-            late.version = 3;
-            let err = store
-                .rotate_credential(
-                    &late,
-                    1,
-                    &sealed(2, 0x44),
-                    &cred_event(&late, LifecycleKind::Rotated),
-                )
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
-            // re-using an existing version number is a conflict, and rolls back the row update
-            let mut reuse = rotated.clone();
-            reuse.version = 1;
-            let err = store
-                .rotate_credential(
-                    &reuse,
-                    2,
-                    &sealed(2, 0x55),
-                    &cred_event(&reuse, LifecycleKind::Rotated),
-                )
-                .await
-                .unwrap_err();
-            assert_conflict(err, "version 1 of credential");
-            assert_eq!(count(&t, "credential_versions").await, versions_before);
-            assert_eq!(count(&t, "lifecycle_events").await, events_before);
-            assert_eq!(
-                store
-                    .get_credential(&org.id, &cred.id)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-                got
-            );
+        // a stale rotation writes no version row and no event
+        let versions_before = count(&t, "credential_versions").await;
+        let events_before = count(&t, "lifecycle_events").await;
+        let mut late = rotated.clone();
+        late.version = 3;
+        let err = store
+            .rotate_credential(&late, 1, &sealed(2, 0x44), &cred_event(&late, LifecycleKind::Rotated))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
+        // re-using an existing version number is a conflict, and rolls back the row update
+        let mut reuse = rotated.clone();
+        reuse.version = 1;
+        let err = store
+            .rotate_credential(&reuse, 2, &sealed(2, 0x55), &cred_event(&reuse, LifecycleKind::Rotated))
+            .await
+            .unwrap_err();
+        assert_conflict(err, "version 1 of credential");
+        assert_eq!(count(&t, "credential_versions").await, versions_before);
+        assert_eq!(count(&t, "lifecycle_events").await, events_before);
+        assert_eq!(store.get_credential(&org.id, &cred.id).await.unwrap().unwrap(), got);
 
-            // rewrap (KEK rotation) replaces only the wrapped DEK
-            let deks = store.list_wrapped_deks(&org.id).await.unwrap();
-            assert_eq!(deks.len(), 2);
-            assert_eq!((deks[0].credential_id, deks[0].version), (cred.id, 1));
-            assert_eq!(deks[0].wrapped_dek, sealed(1, 0x11).wrapped_dek);
-            store
-                .rewrap_credential_version(&org.id, &cred.id, 1, &wrapped(3, 0x77), None)
-                .await
-                .unwrap();
-            let reread = store
-                .get_sealed_version(&cred.id, 1)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(reread.wrapped_dek, wrapped(3, 0x77));
-            assert_eq!(reread.ciphertext, sealed(1, 0x11).ciphertext);
-            let err = store
-                .rewrap_credential_version(&org.id, &cred.id, 9, &wrapped(3, 0x77), None)
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::NotFound { .. }));
-        },
-    )
+        // rewrap (KEK rotation) replaces only the wrapped DEK
+        let deks = store.list_wrapped_deks(&org.id).await.unwrap();
+        assert_eq!(deks.len(), 2);
+        assert_eq!((deks[0].credential_id, deks[0].version), (cred.id, 1));
+        assert_eq!(deks[0].wrapped_dek, sealed(1, 0x11).wrapped_dek);
+        store.rewrap_credential_version(&org.id, &cred.id, 1, &wrapped(3, 0x77), None).await.unwrap();
+        let reread = store.get_sealed_version(&cred.id, 1).await.unwrap().unwrap();
+        assert_eq!(reread.wrapped_dek, wrapped(3, 0x77));
+        assert_eq!(reread.ciphertext, sealed(1, 0x11).ciphertext);
+        let err = store.rewrap_credential_version(&org.id, &cred.id, 9, &wrapped(3, 0x77), None).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
+    })
     .await
     .unwrap();
 }
 
 #[tokio::test]
 async fn workload_tokens_round_trip_and_revoke_once() {
-    for_each_backend(
-        "workload_tokens_round_trip_and_revoke_once",
-        |t| async move {
-            let store = t.store();
-            let org = new_org(store, "acme").await;
-            let other = new_org(store, "other").await;
-            let team = new_team(store, &org, "core").await;
-            let token = WorkloadToken {
-                id: TokenId::generate(),
-                org_id: org.id,
-                team_id: team.id,
-                workflows: vec![WorkflowId::generate(), WorkflowId::generate()],
-                expires_at: Some(at(3_600_000_000)),
-                revoked_at: None,
-                created_at: at(10),
-            };
-            let plain = WorkloadToken {
-                id: TokenId::generate(),
-                workflows: vec![],
-                expires_at: None,
-                created_at: at(20),
-                ..token.clone()
-            };
-            let hash = TokenHash::of("byok_first");
-            store
-                .insert_workload_token(
-                    &token,
-                    &hash,
-                    &event(org.id, LifecycleKind::TokenIssued, token.id.to_string()),
-                )
-                .await
-                .unwrap();
-            store
-                .insert_workload_token(
-                    &plain,
-                    &TokenHash::of("byok_second"),
-                    &event(org.id, LifecycleKind::TokenIssued, "x"),
-                )
-                .await
-                .unwrap();
+    for_each_backend("workload_tokens_round_trip_and_revoke_once", |t| async move {
+        let store = t.store();
+        let org = new_org(store, "acme").await;
+        let other = new_org(store, "other").await;
+        let team = new_team(store, &org, "core").await;
+        let token = WorkloadToken {
+            id: TokenId::generate(),
+            org_id: org.id,
+            team_id: team.id,
+            workflows: vec![WorkflowId::generate(), WorkflowId::generate()],
+            expires_at: Some(at(3_600_000_000)),
+            revoked_at: None,
+            created_at: at(10),
+        };
+        let plain = WorkloadToken {
+            id: TokenId::generate(),
+            workflows: vec![],
+            expires_at: None,
+            created_at: at(20),
+            ..token.clone()
+        };
+        let hash = TokenHash::of("byok_first");
+        store
+            .insert_workload_token(&token, &hash, &event(org.id, LifecycleKind::TokenIssued, token.id.to_string()))
+            .await
+            .unwrap();
+        store
+            .insert_workload_token(
+                &plain,
+                &TokenHash::of("byok_second"),
+                &event(org.id, LifecycleKind::TokenIssued, "x"),
+            )
+            .await
+            .unwrap();
 
-            assert_eq!(
-                store.find_workload_token_by_hash(&hash).await.unwrap(),
-                Some(token.clone())
-            );
-            assert_eq!(
-                store
-                    .find_workload_token_by_hash(&TokenHash::of("byok_nope"))
-                    .await
-                    .unwrap(),
-                None
-            );
-            assert_eq!(
-                store.get_workload_token(&org.id, &token.id).await.unwrap(),
-                Some(token.clone())
-            );
-            assert_eq!(
-                store
-                    .get_workload_token(&other.id, &token.id)
-                    .await
-                    .unwrap(),
-                None
-            );
-            assert_eq!(
-                store.list_workload_tokens(&org.id).await.unwrap(),
-                vec![token.clone(), plain.clone()]
-            );
+        assert_eq!(store.find_workload_token_by_hash(&hash).await.unwrap(), Some(token.clone()));
+        assert_eq!(store.find_workload_token_by_hash(&TokenHash::of("byok_nope")).await.unwrap(), None);
+        assert_eq!(store.get_workload_token(&org.id, &token.id).await.unwrap(), Some(token.clone()));
+        assert_eq!(store.get_workload_token(&other.id, &token.id).await.unwrap(), None);
+        assert_eq!(store.list_workload_tokens(&org.id).await.unwrap(), vec![token.clone(), plain.clone()]);
 
-            let revoke_event = || event(org.id, LifecycleKind::TokenRevoked, token.id.to_string());
-            let revoked = store
-                .revoke_workload_token(&org.id, &token.id, at(5_000), &revoke_event())
-                .await
-                .unwrap();
-            assert_eq!(
-                revoked,
-                WorkloadToken {
-                    revoked_at: Some(at(5_000)),
-                    ..token.clone()
-                }
-            );
-            let events_after_first = count(&t, "lifecycle_events").await;
-            let again = store
-                .revoke_workload_token(&org.id, &token.id, at(9_000), &revoke_event())
-                .await
-                .unwrap();
-            assert_eq!(again, revoked, "a second revoke changes nothing");
-            assert_eq!(
-                count(&t, "lifecycle_events").await,
-                events_after_first,
-                "and writes no event"
-            );
-            assert_eq!(
-                store.find_workload_token_by_hash(&hash).await.unwrap(),
-                Some(revoked)
-            );
+        let revoke_event = || event(org.id, LifecycleKind::TokenRevoked, token.id.to_string());
+        let revoked = store.revoke_workload_token(&org.id, &token.id, at(5_000), &revoke_event()).await.unwrap();
+        assert_eq!(revoked, WorkloadToken { revoked_at: Some(at(5_000)), ..token.clone() });
+        let events_after_first = count(&t, "lifecycle_events").await;
+        let again = store.revoke_workload_token(&org.id, &token.id, at(9_000), &revoke_event()).await.unwrap();
+        assert_eq!(again, revoked, "a second revoke changes nothing");
+        assert_eq!(count(&t, "lifecycle_events").await, events_after_first, "and writes no event");
+        assert_eq!(store.find_workload_token_by_hash(&hash).await.unwrap(), Some(revoked));
 
-            let err = store
-                .revoke_workload_token(&other.id, &token.id, at(1), &revoke_event())
-                .await
-                .unwrap_err();
-            assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-            let subject_events = store
-                .list_events(
-                    &org.id,
-                    &EventFilter {
-                        subject: Some(token.id.to_string()),
-                        ..EventFilter::default()
-                    },
-                )
-                .await
-                .unwrap();
-            let kinds: Vec<_> = subject_events.iter().map(|e| e.kind).collect();
-            assert_eq!(
-                kinds,
-                vec![LifecycleKind::TokenIssued, LifecycleKind::TokenRevoked]
-            );
-        },
-    )
+        let err = store.revoke_workload_token(&other.id, &token.id, at(1), &revoke_event()).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        let subject_events = store
+            .list_events(&org.id, &EventFilter { subject: Some(token.id.to_string()), ..EventFilter::default() })
+            .await
+            .unwrap();
+        let kinds: Vec<_> = subject_events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![LifecycleKind::TokenIssued, LifecycleKind::TokenRevoked]);
+    })
     .await
     .unwrap();
 }
@@ -991,10 +596,7 @@ async fn admin_tokens_round_trip() {
             revoked_at: None,
             created_at: at(0),
         };
-        store
-            .insert_admin_token(&operator, &TokenHash::of("byokadm_op"), None)
-            .await
-            .unwrap();
+        store.insert_admin_token(&operator, &TokenHash::of("byokadm_op"), None).await.unwrap();
         assert!(store.has_operator_token().await.unwrap());
 
         let org = new_org(store, "acme").await;
@@ -1009,60 +611,27 @@ async fn admin_tokens_round_trip() {
             .insert_admin_token(
                 &org_admin,
                 &TokenHash::of("byokadm_org"),
-                Some(&event(
-                    org.id,
-                    LifecycleKind::AdminTokenIssued,
-                    org_admin.id.to_string(),
-                )),
+                Some(&event(org.id, LifecycleKind::AdminTokenIssued, org_admin.id.to_string())),
             )
             .await
             .unwrap();
+        assert_eq!(store.find_admin_token_by_hash(&TokenHash::of("byokadm_op")).await.unwrap(), Some(operator.clone()));
         assert_eq!(
-            store
-                .find_admin_token_by_hash(&TokenHash::of("byokadm_op"))
-                .await
-                .unwrap(),
-            Some(operator.clone())
-        );
-        assert_eq!(
-            store
-                .find_admin_token_by_hash(&TokenHash::of("byokadm_org"))
-                .await
-                .unwrap(),
+            store.find_admin_token_by_hash(&TokenHash::of("byokadm_org")).await.unwrap(),
             Some(org_admin.clone())
         );
-        assert_eq!(
-            store
-                .find_admin_token_by_hash(&TokenHash::of("byokadm_no"))
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(store.find_admin_token_by_hash(&TokenHash::of("byokadm_no")).await.unwrap(), None);
 
-        let revoked = store
-            .revoke_admin_token(&org_admin.id, at(77), None)
-            .await
-            .unwrap();
+        let revoked = store.revoke_admin_token(&org_admin.id, at(77), None).await.unwrap();
         assert_eq!(revoked.revoked_at, Some(at(77)));
-        assert_eq!(
-            store
-                .revoke_admin_token(&org_admin.id, at(88), None)
-                .await
-                .unwrap(),
-            revoked
-        );
+        assert_eq!(store.revoke_admin_token(&org_admin.id, at(88), None).await.unwrap(), revoked);
 
         let ghost_org = AdminToken {
             id: AdminTokenId::generate(),
-            scope: AdminTokenScope::Org {
-                org_id: OrgId::generate(),
-            },
+            scope: AdminTokenScope::Org { org_id: OrgId::generate() },
             ..operator.clone()
         };
-        let err = store
-            .insert_admin_token(&ghost_org, &TokenHash::of("byokadm_ghost"), None)
-            .await
-            .unwrap_err();
+        let err = store.insert_admin_token(&ghost_org, &TokenHash::of("byokadm_ghost"), None).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     })
     .await
@@ -1071,106 +640,68 @@ async fn admin_tokens_round_trip() {
 
 #[tokio::test]
 async fn events_are_ordered_with_every_field_intact() {
-    for_each_backend(
-        "events_are_ordered_with_every_field_intact",
-        |t| async move {
-            let store = t.store();
-            let org = new_org(store, "acme").await;
-            let other = new_org(store, "other").await;
-            let mut cred = new_credential(store, &org, "prod").await;
-            new_credential(store, &other, "prod").await;
+    for_each_backend("events_are_ordered_with_every_field_intact", |t| async move {
+        let store = t.store();
+        let org = new_org(store, "acme").await;
+        let other = new_org(store, "other").await;
+        let mut cred = new_credential(store, &org, "prod").await;
+        new_credential(store, &other, "prod").await;
 
-            let mut written = Vec::new();
-            for i in 0..5u32 {
-                cred.priority = i32::try_from(i).unwrap();
-                cred.updated_at = at(1_000 + i64::from(i));
-                let mut ev = cred_event(&cred, LifecycleKind::ScopeChanged);
-                ev.actor = if i % 2 == 0 {
-                    Actor::System
-                } else {
-                    admin_actor()
-                };
-                ev.details = json!({"step": i, "nested": {"list": [1, 2, 3], "text": "ü ✓"}});
-                ev.at = at(2_000 + i64::from(i));
-                store
-                    .update_credential(&cred, i64::from(i) + 1, &ev)
-                    .await
-                    .unwrap();
-                written.push(ev);
-            }
+        let mut written = Vec::new();
+        for i in 0..5u32 {
+            cred.priority = i32::try_from(i).unwrap();
+            cred.updated_at = at(1_000 + i64::from(i));
+            let mut ev = cred_event(&cred, LifecycleKind::ScopeChanged);
+            ev.actor = if i % 2 == 0 { Actor::System } else { admin_actor() };
+            ev.details = json!({"step": i, "nested": {"list": [1, 2, 3], "text": "ü ✓"}});
+            ev.at = at(2_000 + i64::from(i));
+            store.update_credential(&cred, i64::from(i) + 1, &ev).await.unwrap();
+            written.push(ev);
+        }
 
-            let all = store
-                .list_events(&org.id, &EventFilter::default())
-                .await
-                .unwrap();
-            assert!(
-                all.windows(2).all(|w| w[0].seq < w[1].seq),
-                "strictly increasing seq"
-            );
-            assert!(
-                all.iter().all(|e| e.org_id == org.id),
-                "only this org's events"
-            );
-            assert_eq!(
-                all.len(),
-                2 + written.len(),
-                "org created, credential created, 5 updates"
-            );
+        let all = store.list_events(&org.id, &EventFilter::default()).await.unwrap();
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "strictly increasing seq");
+        assert!(all.iter().all(|e| e.org_id == org.id), "only this org's events");
+        assert_eq!(all.len(), 2 + written.len(), "org created, credential created, 5 updates");
 
-            let for_cred = store
-                .list_events(
-                    &org.id,
-                    &EventFilter {
-                        credential: Some(cred.id),
-                        ..EventFilter::default()
-                    },
-                )
-                .await
-                .unwrap();
-            assert_eq!(for_cred.len(), 6);
-            for (got, want) in for_cred[1..].iter().zip(&written) {
-                assert_eq!(got.id, want.id);
-                assert_eq!(got.org_id, want.org_id);
-                assert_eq!(got.kind, want.kind);
-                assert_eq!(got.subject, want.subject);
-                assert_eq!(got.credential_id, want.credential_id);
-                assert_eq!(got.version, want.version);
-                assert_eq!(got.fingerprint, want.fingerprint);
-                assert_eq!(got.actor, want.actor);
-                assert_eq!(got.at, want.at);
-                assert_eq!(got.details, want.details);
-            }
+        let for_cred = store
+            .list_events(&org.id, &EventFilter { credential: Some(cred.id), ..EventFilter::default() })
+            .await
+            .unwrap();
+        assert_eq!(for_cred.len(), 6);
+        for (got, want) in for_cred[1..].iter().zip(&written) {
+            assert_eq!(got.id, want.id);
+            assert_eq!(got.org_id, want.org_id);
+            assert_eq!(got.kind, want.kind);
+            assert_eq!(got.subject, want.subject);
+            assert_eq!(got.credential_id, want.credential_id);
+            assert_eq!(got.version, want.version);
+            assert_eq!(got.fingerprint, want.fingerprint);
+            assert_eq!(got.actor, want.actor);
+            assert_eq!(got.at, want.at);
+            assert_eq!(got.details, want.details);
+        }
 
-            let after = for_cred[2].seq;
-            let page = store
-                .list_events(
-                    &org.id,
-                    &EventFilter {
-                        subject: Some(cred.id.to_string()),
-                        credential: Some(cred.id),
-                        after_seq: Some(after),
-                        limit: Some(2),
-                    },
-                )
-                .await
-                .unwrap();
-            assert_eq!(
-                page.iter().map(|e| e.id).collect::<Vec<_>>(),
-                vec![for_cred[3].id, for_cred[4].id]
-            );
-            let none = store
-                .list_events(
-                    &org.id,
-                    &EventFilter {
-                        subject: Some("tok_nothing".to_owned()),
-                        ..EventFilter::default()
-                    },
-                )
-                .await
-                .unwrap();
-            assert!(none.is_empty());
-        },
-    )
+        let after = for_cred[2].seq;
+        let page = store
+            .list_events(
+                &org.id,
+                &EventFilter {
+                    subject: Some(cred.id.to_string()),
+                    credential: Some(cred.id),
+                    after_seq: Some(after),
+                    limit: Some(2),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![for_cred[3].id, for_cred[4].id]);
+        let none = store
+            .list_events(&org.id, &EventFilter { subject: Some("tok_nothing".to_owned()), ..EventFilter::default() })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    })
     .await
     .unwrap();
 }
@@ -1207,9 +738,7 @@ async fn undecodable_rows_are_corrupt_not_panics() {
             .unwrap();
         assert!(matches!(store.get_credential(&org.id, &cred.id).await, Err(StoreError::Corrupt(_))));
 
-        t.execute(&format!("UPDATE credentials SET version = 1 WHERE id = '{}'", cred.id))
-            .await
-            .unwrap();
+        t.execute(&format!("UPDATE credentials SET version = 1 WHERE id = '{}'", cred.id)).await.unwrap();
         t.execute("UPDATE lifecycle_events SET actor = 'nobody'").await.unwrap();
         assert!(matches!(store.list_events(&org.id, &EventFilter::default()).await, Err(StoreError::Corrupt(_))));
     })
@@ -1219,24 +748,18 @@ async fn undecodable_rows_are_corrupt_not_panics() {
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_data_survives_reopen() {
-    for_each_backend(
-        "migrations_are_idempotent_and_data_survives_reopen",
-        |t| async move {
-            let org = new_org(t.store(), "acme").await;
-            let first = t.reopen().await.unwrap();
-            let second = t.reopen().await.unwrap();
-            assert_eq!(first.get_org(&org.id).await.unwrap(), Some(org.clone()));
-            assert_eq!(second.list_orgs().await.unwrap(), vec![org]);
-            assert_eq!(t.count("_sqlx_migrations").await.unwrap(), 1);
-            first.close().await;
-            second.close().await;
-            assert!(matches!(
-                first.ping().await,
-                Err(StoreError::Unavailable(_))
-            ));
-            t.store().ping().await.unwrap();
-        },
-    )
+    for_each_backend("migrations_are_idempotent_and_data_survives_reopen", |t| async move {
+        let org = new_org(t.store(), "acme").await;
+        let first = t.reopen().await.unwrap();
+        let second = t.reopen().await.unwrap();
+        assert_eq!(first.get_org(&org.id).await.unwrap(), Some(org.clone()));
+        assert_eq!(second.list_orgs().await.unwrap(), vec![org]);
+        assert_eq!(t.count("_sqlx_migrations").await.unwrap(), 1);
+        first.close().await;
+        second.close().await;
+        assert!(matches!(first.ping().await, Err(StoreError::Unavailable(_))));
+        t.store().ping().await.unwrap();
+    })
     .await
     .unwrap();
 }
@@ -1251,29 +774,16 @@ async fn concurrent_writers_all_succeed() {
         for i in 0..24 {
             let store = stores[i % 2].clone();
             tasks.push(tokio::spawn(async move {
-                let team = Team {
-                    id: TeamId::generate(),
-                    org_id: org.id,
-                    name: name(&format!("t{i}")),
-                    created_at: at(0),
-                };
-                store
-                    .insert_team(
-                        &team,
-                        &event(org.id, LifecycleKind::TeamCreated, team.id.to_string()),
-                    )
-                    .await
+                let team =
+                    Team { id: TeamId::generate(), org_id: org.id, name: name(&format!("t{i}")), created_at: at(0) };
+                store.insert_team(&team, &event(org.id, LifecycleKind::TeamCreated, team.id.to_string())).await
             }));
         }
         for task in tasks {
             task.await.unwrap().unwrap();
         }
         assert_eq!(t.store().list_teams(&org.id).await.unwrap().len(), 24);
-        let events = t
-            .store()
-            .list_events(&org.id, &EventFilter::default())
-            .await
-            .unwrap();
+        let events = t.store().list_events(&org.id, &EventFilter::default()).await.unwrap();
         assert_eq!(events.len(), 25);
         assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     })
@@ -1286,49 +796,27 @@ async fn sqlite_urls_and_bad_urls() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("with space?#%.db");
     assert!(!path.exists());
-    let url = format!(
-        "sqlite://{}",
-        path.display()
-            .to_string()
-            .replace('%', "%25")
-            .replace('?', "%3F")
-            .replace('#', "%23")
-    );
+    let url =
+        format!("sqlite://{}", path.display().to_string().replace('%', "%25").replace('?', "%3F").replace('#', "%23"));
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
     store.ping().await.unwrap();
     assert!(path.exists(), "the file is created at the decoded path");
     let mode = std::fs::metadata(dir.path().join("with space?#%.db-wal"));
-    assert!(
-        mode.is_ok(),
-        "WAL mode leaves a -wal file beside the database"
-    );
+    assert!(mode.is_ok(), "WAL mode leaves a -wal file beside the database");
     store.close().await;
 
-    assert!(matches!(
-        Store::open("mysql://localhost/x").await,
-        Err(StoreError::Config(_))
-    ));
-    assert!(matches!(
-        Store::open("sqlite::memory:").await,
-        Err(StoreError::Config(_))
-    ));
+    assert!(matches!(Store::open("mysql://localhost/x").await, Err(StoreError::Config(_))));
+    assert!(matches!(Store::open("sqlite::memory:").await, Err(StoreError::Config(_))));
     let missing_dir = dir.path().join("no/such/dir/byok.db");
-    assert!(matches!(
-        Store::open_sqlite(&missing_dir).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    assert!(matches!(Store::open_sqlite(&missing_dir).await, Err(StoreError::Unavailable(_))));
 }
 
 #[tokio::test]
 async fn test_store_exposes_the_raw_database() {
     let t = TestStore::sqlite().await.unwrap();
     let org = new_org(t.store(), "canary-org").await;
-    assert_eq!(
-        t.query_i64("PRAGMA synchronous").await.unwrap(),
-        2,
-        "synchronous = FULL"
-    );
+    assert_eq!(t.query_i64("PRAGMA synchronous").await.unwrap(), 2, "synchronous = FULL");
     assert_eq!(t.query_i64("PRAGMA foreign_keys").await.unwrap(), 1);
     t.store().close().await;
     let path = t.sqlite_path().unwrap().to_owned();
@@ -1346,12 +834,7 @@ async fn test_store_exposes_the_raw_database() {
         drop(pg);
         // the guard dropped the database
         let admin = TestStore::postgres().await.unwrap().unwrap();
-        let left = admin
-            .query_i64(&format!(
-                "SELECT COUNT(*) FROM pg_database WHERE datname = '{db}'"
-            ))
-            .await
-            .unwrap();
+        let left = admin.query_i64(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{db}'")).await.unwrap();
         assert_eq!(left, 0);
     } else {
         eprintln!("skipped test_store_exposes_the_raw_database on postgres: BYOK_TEST_POSTGRES_URL is not set");
@@ -1365,41 +848,32 @@ async fn test_databases_are_removed_when_a_test_panics() {
     let sender = tx.clone();
     let outcome = tokio::spawn(async move {
         let t = TestStore::sqlite().await.unwrap();
-        sender
-            .send(t.sqlite_path().unwrap().display().to_string())
-            .unwrap();
+        sender.send(t.sqlite_path().unwrap().display().to_string()).unwrap();
         panic!("deliberate failure");
     })
     .await;
     assert!(outcome.unwrap_err().is_panic());
     let path = rx.recv().unwrap();
-    assert!(
-        !std::path::Path::new(&path).exists(),
-        "{path} survived the panic"
-    );
+    assert!(!std::path::Path::new(&path).exists(), "{path} survived the panic");
 
     // PostgreSQL: the database is dropped by the guard during unwinding
     if TestStore::postgres().await.unwrap().is_none() {
-        eprintln!("skipped test_databases_are_removed_when_a_test_panics on postgres: BYOK_TEST_POSTGRES_URL is not set");
+        eprintln!(
+            "skipped test_databases_are_removed_when_a_test_panics on postgres: BYOK_TEST_POSTGRES_URL is not set"
+        );
         return;
     }
     let outcome = tokio::spawn(async move {
         let t = TestStore::postgres().await.unwrap().unwrap();
         new_org(t.store(), "doomed").await;
-        tx.send(t.url().rsplit('/').next().unwrap().to_owned())
-            .unwrap();
+        tx.send(t.url().rsplit('/').next().unwrap().to_owned()).unwrap();
         panic!("deliberate failure");
     })
     .await;
     assert!(outcome.unwrap_err().is_panic());
     let db = rx.recv().unwrap();
     let probe = TestStore::postgres().await.unwrap().unwrap();
-    let left = probe
-        .query_i64(&format!(
-            "SELECT COUNT(*) FROM pg_database WHERE datname = '{db}'"
-        ))
-        .await
-        .unwrap();
+    let left = probe.query_i64(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{db}'")).await.unwrap();
     assert_eq!(left, 0, "{db} survived the panic");
 }
 
@@ -1410,13 +884,14 @@ async fn raw_parameterized_edits() {
         let store = t.store();
         let org = new_org(store, "acme").await;
         let cred = new_credential(store, &org, "prod").await;
-        let done = sqlx::query("UPDATE credential_versions SET ciphertext = $1 WHERE credential_id = $2 AND version = $3")
-            .bind(vec![0xFFu8; 5])
-            .bind(cred.id.to_string())
-            .bind(1i64)
-            .execute(t.pool())
-            .await
-            .unwrap();
+        let done =
+            sqlx::query("UPDATE credential_versions SET ciphertext = $1 WHERE credential_id = $2 AND version = $3")
+                .bind(vec![0xFFu8; 5])
+                .bind(cred.id.to_string())
+                .bind(1i64)
+                .execute(t.pool())
+                .await
+                .unwrap();
         assert_eq!(done.rows_affected(), 1);
         assert_eq!(store.get_sealed_version(&cred.id, 1).await.unwrap().unwrap().ciphertext, vec![0xFF; 5]);
     })

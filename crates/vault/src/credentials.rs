@@ -2,8 +2,8 @@
 
 use byok_crypto::{fingerprint, ProviderSecret, SecretContext};
 use byok_domain::{
-    Actor, Credential, CredentialId, CredentialState, CredentialVersion, LifecycleEvent, LifecycleKind, Org, ProviderId,
-    Scope, ScopeInput, Tier, Timestamp,
+    Actor, Credential, CredentialId, CredentialState, CredentialVersion, LifecycleEvent, LifecycleKind, Org,
+    ProviderId, Scope, ScopeInput, Tier, Timestamp,
 };
 use byok_store::{CredentialRecord, EventFilter};
 use serde::Serialize;
@@ -122,7 +122,12 @@ impl Vault {
 
     /// Create a credential: validate everything, seal the secret, write credential,
     /// version 1 and its `created` event together.
-    pub async fn create_credential(&self, actor: &Actor, org: &str, new: NewCredential) -> Result<Credential, VaultError> {
+    pub async fn create_credential(
+        &self,
+        actor: &Actor,
+        org: &str,
+        new: NewCredential,
+    ) -> Result<Credential, VaultError> {
         let org = self.live_org(org).await?;
         let now = Timestamp::now();
         let name = validate::name("name", &new.name)?;

@@ -54,9 +54,7 @@ impl From<KmsError> for VaultError {
     fn from(err: KmsError) -> Self {
         match err {
             KmsError::Unavailable(m) => VaultError::KmsUnavailable(m),
-            KmsError::Destroyed(org) => {
-                VaultError::Conflict(format!("{org} was deleted (its keys are destroyed)"))
-            }
+            KmsError::Destroyed(org) => VaultError::Conflict(format!("{org} was deleted (its keys are destroyed)")),
             other => VaultError::Internal(format!("KMS: {other}")),
         }
     }

@@ -109,7 +109,8 @@ impl Vault {
         if self.store.find_workflow_by_name(&org.id, name.as_str()).await?.is_some() {
             return Err(VaultError::Conflict(format!("a workflow named '{name}' already exists in {}", org.id)));
         }
-        let workflow = Workflow { id: WorkflowId::generate(), org_id: org.id, name, team_id, created_at: Timestamp::now() };
+        let workflow =
+            Workflow { id: WorkflowId::generate(), org_id: org.id, name, team_id, created_at: Timestamp::now() };
         let mut created = event(org.id, LifecycleKind::WorkflowCreated, workflow.id, actor);
         created.details = serde_json::json!({ "name": workflow.name, "team_id": team_id });
         self.store.insert_workflow(&workflow, &created).await?;

@@ -1,9 +1,7 @@
 //! Admin tokens and workload tokens: issued once, stored as hashes.
 
 use byok_crypto::{TokenHash, TokenKind, TokenText};
-use byok_domain::{
-    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Timestamp, TokenId, WorkloadToken,
-};
+use byok_domain::{Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Timestamp, TokenId, WorkloadToken};
 use byok_store::NewEvent;
 
 use crate::error::VaultError;

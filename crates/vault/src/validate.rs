@@ -48,7 +48,9 @@ pub(crate) fn base_url(text: &str, allow_plain_http: bool) -> Result<String, Vau
     match url.scheme() {
         "https" => {}
         "http" if allow_plain_http => {}
-        "http" => return Err(bad("plain http is not allowed; use https (the operator can allow http for local servers)")),
+        "http" => {
+            return Err(bad("plain http is not allowed; use https (the operator can allow http for local servers)"))
+        }
         other => return Err(bad(&format!("scheme '{other}' is not allowed; use https"))),
     }
     if url.host_str().is_none_or(str::is_empty) {

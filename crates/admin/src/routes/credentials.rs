@@ -54,7 +54,9 @@ pub(crate) struct PatchCredentialRequest {
 }
 
 /// Distinguishes an absent field (outer `None`, via `default`) from `null` (`Some(None)`).
-fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
@@ -108,7 +110,11 @@ pub(crate) async fn create(
 /// The org's credentials.
 #[utoipa::path(get, path = "/v1/orgs/{org}/credentials", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = CredentialList)))]
-pub(crate) async fn list(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<CredentialList>, ApiError> {
+pub(crate) async fn list(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<CredentialList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(CredentialList { credentials: vault.list_credentials(&org.id.to_string()).await? }))
 }
@@ -157,7 +163,13 @@ pub(crate) async fn rotate(
     Ok(Json(vault.rotate_credential(&admin.actor(), &org.id.to_string(), &cred, body.secret).await?))
 }
 
-async fn change_state(vault: &Vault, admin: &Admin, org: &str, cred: &str, change: StateChange) -> Result<Json<Credential>, ApiError> {
+async fn change_state(
+    vault: &Vault,
+    admin: &Admin,
+    org: &str,
+    cred: &str,
+    change: StateChange,
+) -> Result<Json<Credential>, ApiError> {
     let org = admin.org(vault, org).await?;
     Ok(Json(vault.change_credential_state(&admin.actor(), &org.id.to_string(), cred, change).await?))
 }
@@ -166,7 +178,11 @@ async fn change_state(vault: &Vault, admin: &Admin, org: &str, cred: &str, chang
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/disable", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn disable(State(vault): State<Vault>, admin: Admin, Path((org, cred)): Path<(String, String)>) -> Result<Json<Credential>, ApiError> {
+pub(crate) async fn disable(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, cred)): Path<(String, String)>,
+) -> Result<Json<Credential>, ApiError> {
     change_state(&vault, &admin, &org, &cred, StateChange::Disable).await
 }
 
@@ -174,7 +190,11 @@ pub(crate) async fn disable(State(vault): State<Vault>, admin: Admin, Path((org,
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/enable", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn enable(State(vault): State<Vault>, admin: Admin, Path((org, cred)): Path<(String, String)>) -> Result<Json<Credential>, ApiError> {
+pub(crate) async fn enable(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, cred)): Path<(String, String)>,
+) -> Result<Json<Credential>, ApiError> {
     change_state(&vault, &admin, &org, &cred, StateChange::Enable).await
 }
 
@@ -182,7 +202,11 @@ pub(crate) async fn enable(State(vault): State<Vault>, admin: Admin, Path((org, 
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/revoke", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody)))]
-pub(crate) async fn revoke(State(vault): State<Vault>, admin: Admin, Path((org, cred)): Path<(String, String)>) -> Result<Json<Credential>, ApiError> {
+pub(crate) async fn revoke(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, cred)): Path<(String, String)>,
+) -> Result<Json<Credential>, ApiError> {
     change_state(&vault, &admin, &org, &cred, StateChange::Revoke).await
 }
 

@@ -101,7 +101,11 @@ pub(crate) async fn list_orgs(State(vault): State<Vault>, admin: Admin) -> Resul
 #[utoipa::path(get, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")),
     responses((status = 200, body = Org), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get_org(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<Org>, ApiError> {
+pub(crate) async fn get_org(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<Org>, ApiError> {
     Ok(Json(admin.org(&vault, &org).await?))
 }
 
@@ -144,7 +148,11 @@ pub(crate) async fn create_team(
 /// The org's teams.
 #[utoipa::path(get, path = "/v1/orgs/{org}/teams", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = TeamList)))]
-pub(crate) async fn list_teams(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<TeamList>, ApiError> {
+pub(crate) async fn list_teams(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<TeamList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(TeamList { teams: vault.list_teams(&org.id.to_string()).await? }))
 }

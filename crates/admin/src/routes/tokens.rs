@@ -70,7 +70,11 @@ pub(crate) async fn create(
 /// The org's workload tokens.
 #[utoipa::path(get, path = "/v1/orgs/{org}/tokens", tag = "tokens", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = TokenList)))]
-pub(crate) async fn list(State(vault): State<Vault>, admin: Admin, Path(org): Path<String>) -> Result<Json<TokenList>, ApiError> {
+pub(crate) async fn list(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<TokenList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(TokenList { tokens: vault.list_workload_tokens(&org.id.to_string()).await? }))
 }

@@ -4,12 +4,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{org_path, Planned};
-use crate::api::{
-    ApiRequest, Body, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential,
-};
+use crate::api::{ApiRequest, Body, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential};
 use crate::cli::{
-    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, ScopeDimension,
-    ScopeFlags,
+    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, ScopeDimension, ScopeFlags,
 };
 use crate::client::AdminClient;
 use crate::error::CliError;
@@ -17,16 +14,12 @@ use crate::output::{CredentialAction, View};
 use crate::secret_input::SecretReader;
 
 /// The request for a credential command other than `update`.
-pub fn plan(
-    command: &CredentialCommand,
-    secrets: &mut SecretReader<'_>,
-) -> Result<Planned, CliError> {
+pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
     Ok(match command {
         CredentialCommand::Add(args) => plan_add(args, secrets)?,
-        CredentialCommand::List { org } => Planned {
-            request: ApiRequest::get(&org_path(org, &["credentials"])),
-            view: View::CredentialList,
-        },
+        CredentialCommand::List { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["credentials"])), view: View::CredentialList }
+        }
         CredentialCommand::Show(CredentialRef { org, cred }) => Planned {
             request: ApiRequest::get(&org_path(org, &["credentials", cred])),
             view: View::Credential(CredentialAction::Shown),
@@ -59,13 +52,7 @@ pub fn plan(
 
 fn plan_add(args: &CredentialAddArgs, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
     let secret = secrets.read(&args.secret, &format!("credential '{}'", args.name))?;
-    let ScopeFlags {
-        model_families,
-        capabilities,
-        modes,
-        teams,
-        workflows,
-    } = args.scope.clone();
+    let ScopeFlags { model_families, capabilities, modes, teams, workflows } = args.scope.clone();
     Ok(Planned {
         request: ApiRequest::post(
             &org_path(&args.org, &["credentials"]),
@@ -73,13 +60,7 @@ fn plan_add(args: &CredentialAddArgs, secrets: &mut SecretReader<'_>) -> Result<
                 name: args.name.clone(),
                 provider: args.provider.clone(),
                 secret,
-                scope: ScopeLists {
-                    model_families,
-                    capabilities,
-                    modes,
-                    teams,
-                    workflows,
-                },
+                scope: ScopeLists { model_families, capabilities, modes, teams, workflows },
                 base_url: args.base_url.clone(),
                 expires_at: args.expires_at.clone(),
                 priority: args.priority,
@@ -112,8 +93,7 @@ pub fn changes_scope(args: &CredentialUpdateArgs) -> bool {
 
 /// Refuse an update that changes nothing.
 pub fn check_update(args: &CredentialUpdateArgs) -> Result<(), CliError> {
-    if changes_scope(args) || args.expires_at.is_some() || args.no_expiry || args.priority.is_some()
-    {
+    if changes_scope(args) || args.expires_at.is_some() || args.no_expiry || args.priority.is_some() {
         Ok(())
     } else {
         Err(CliError::Usage(
@@ -125,14 +105,8 @@ pub fn check_update(args: &CredentialUpdateArgs) -> Result<(), CliError> {
 }
 
 /// The new scope: `current`, with cleared dimensions emptied and given dimensions replaced.
-pub fn merge_scope(
-    current: &ScopeLists,
-    flags: &ScopeFlags,
-    clear: Option<&[ScopeDimension]>,
-) -> ScopeLists {
-    let cleared = |dimension: ScopeDimension| {
-        clear.is_some_and(|dims| dims.is_empty() || dims.contains(&dimension))
-    };
+pub fn merge_scope(current: &ScopeLists, flags: &ScopeFlags, clear: Option<&[ScopeDimension]>) -> ScopeLists {
+    let cleared = |dimension: ScopeDimension| clear.is_some_and(|dims| dims.is_empty() || dims.contains(&dimension));
     let pick = |given: &Vec<String>, current: &Vec<String>, dimension: ScopeDimension| {
         if !given.is_empty() {
             given.clone()
@@ -143,44 +117,23 @@ pub fn merge_scope(
         }
     };
     ScopeLists {
-        model_families: pick(
-            &flags.model_families,
-            &current.model_families,
-            ScopeDimension::ModelFamilies,
-        ),
-        capabilities: pick(
-            &flags.capabilities,
-            &current.capabilities,
-            ScopeDimension::Capabilities,
-        ),
+        model_families: pick(&flags.model_families, &current.model_families, ScopeDimension::ModelFamilies),
+        capabilities: pick(&flags.capabilities, &current.capabilities, ScopeDimension::Capabilities),
         modes: pick(&flags.modes, &current.modes, ScopeDimension::Modes),
         teams: pick(&flags.teams, &current.teams, ScopeDimension::Teams),
-        workflows: pick(
-            &flags.workflows,
-            &current.workflows,
-            ScopeDimension::Workflows,
-        ),
+        workflows: pick(&flags.workflows, &current.workflows, ScopeDimension::Workflows),
     }
 }
 
 /// The PATCH for `args`, given the credential's current scope (needed only when the
 /// scope changes).
-pub fn plan_update(
-    args: &CredentialUpdateArgs,
-    current: Option<&ScopeLists>,
-) -> Result<Planned, CliError> {
+pub fn plan_update(args: &CredentialUpdateArgs, current: Option<&ScopeLists>) -> Result<Planned, CliError> {
     check_update(args)?;
     let scope = if changes_scope(args) {
         let current = current.ok_or_else(|| {
-            CliError::Local(
-                "the credential's current scope is needed to change one dimension of it".to_owned(),
-            )
+            CliError::Local("the credential's current scope is needed to change one dimension of it".to_owned())
         })?;
-        Some(merge_scope(
-            current,
-            &args.scope,
-            args.clear_scope.as_deref(),
-        ))
+        Some(merge_scope(current, &args.scope, args.clear_scope.as_deref()))
     } else {
         None
     };
@@ -193,11 +146,7 @@ pub fn plan_update(
         request: ApiRequest::new(
             Method::PATCH,
             &org_path(&args.org, &["credentials", &args.cred]),
-            Some(Body::UpdateCredential(UpdateCredential {
-                scope,
-                expires_at,
-                priority: args.priority,
-            })),
+            Some(Body::UpdateCredential(UpdateCredential { scope, expires_at, priority: args.priority })),
         ),
         view: View::Credential(CredentialAction::Updated),
     })
@@ -215,17 +164,9 @@ pub fn current_scope(credential: &Value) -> Result<ScopeLists, CliError> {
 }
 
 /// Fetch the credential when its scope is to change, then plan the PATCH.
-pub async fn plan_update_from_server(
-    client: &AdminClient,
-    args: &CredentialUpdateArgs,
-) -> Result<Planned, CliError> {
+pub async fn plan_update_from_server(client: &AdminClient, args: &CredentialUpdateArgs) -> Result<Planned, CliError> {
     let current = if changes_scope(args) {
-        let answer = client
-            .send(&ApiRequest::get(&org_path(
-                &args.org,
-                &["credentials", &args.cred],
-            )))
-            .await?;
+        let answer = client.send(&ApiRequest::get(&org_path(&args.org, &["credentials", &args.cred]))).await?;
         Some(current_scope(&answer)?)
     } else {
         None

@@ -44,11 +44,8 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     if let AdminCommand::Credential(CredentialCommand::Update(args)) = command {
         credential::check_update(args)?;
     }
-    let (token, origin) = resolve_admin_token(
-        admin_token_from_env()?,
-        global.token_file.as_deref(),
-        global.data_dir.as_deref(),
-    )?;
+    let (token, origin) =
+        resolve_admin_token(admin_token_from_env()?, global.token_file.as_deref(), global.data_dir.as_deref())?;
     let client = AdminClient::new(&global.admin_url, token)?;
     let planned = match command {
         AdminCommand::Credential(CredentialCommand::Update(args)) => {
@@ -56,26 +53,13 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
         }
         other => plan(other, &mut SecretReader::from_process())?,
     };
-    let answer = client
-        .send(&planned.request)
-        .await
-        .map_err(|error| match error {
-            CliError::Api {
-                status: 401,
-                code,
-                message,
-            } => CliError::Api {
-                status: 401,
-                code,
-                message: format!("{message} (the admin token came from {origin})"),
-            },
-            other => other,
-        })?;
-    let rendered = if global.json {
-        render_json(&answer)
-    } else {
-        render(planned.view, &answer)
-    };
+    let answer = client.send(&planned.request).await.map_err(|error| match error {
+        CliError::Api { status: 401, code, message } => {
+            CliError::Api { status: 401, code, message: format!("{message} (the admin token came from {origin})") }
+        }
+        other => other,
+    })?;
+    let rendered = if global.json { render_json(&answer) } else { render(planned.view, &answer) };
     emit(&rendered)
 }
 
@@ -84,9 +68,9 @@ fn admin_token_from_env() -> Result<Option<String>, CliError> {
     match std::env::var("BYOK_ADMIN_TOKEN") {
         Ok(value) => Ok(Some(value)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::Usage(
-            "BYOK_ADMIN_TOKEN does not hold valid UTF-8; an admin token is plain text".to_owned(),
-        )),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(CliError::Usage("BYOK_ADMIN_TOKEN does not hold valid UTF-8; an admin token is plain text".to_owned()))
+        }
     }
 }
 

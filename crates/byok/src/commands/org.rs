@@ -11,27 +11,16 @@ pub fn plan(command: &OrgCommand) -> Planned {
         OrgCommand::Create { name, tier } => Planned {
             request: ApiRequest::post(
                 &["v1", "orgs"],
-                Body::CreateOrg(CreateOrg {
-                    name: name.clone(),
-                    tier: tier.clone(),
-                }),
+                Body::CreateOrg(CreateOrg { name: name.clone(), tier: tier.clone() }),
             ),
             view: View::Org,
         },
-        OrgCommand::List => Planned {
-            request: ApiRequest::get(&["v1", "orgs"]),
-            view: View::OrgList,
-        },
-        OrgCommand::Show { org } => Planned {
-            request: ApiRequest::get(&org_path(org, &[])),
-            view: View::Org,
-        },
+        OrgCommand::List => Planned { request: ApiRequest::get(&["v1", "orgs"]), view: View::OrgList },
+        OrgCommand::Show { org } => Planned { request: ApiRequest::get(&org_path(org, &[])), view: View::Org },
         OrgCommand::AdminToken { org, expires_at } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["admin-tokens"]),
-                Body::Expiry(ExpiryOnly {
-                    expires_at: expires_at.clone(),
-                }),
+                Body::Expiry(ExpiryOnly { expires_at: expires_at.clone() }),
             ),
             view: View::AdminTokenCreated,
         },

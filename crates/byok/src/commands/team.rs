@@ -9,15 +9,11 @@ use crate::output::View;
 pub fn plan(command: &TeamCommand) -> Planned {
     match command {
         TeamCommand::Create { org, name } => Planned {
-            request: ApiRequest::post(
-                &org_path(org, &["teams"]),
-                Body::CreateTeam(CreateTeam { name: name.clone() }),
-            ),
+            request: ApiRequest::post(&org_path(org, &["teams"]), Body::CreateTeam(CreateTeam { name: name.clone() })),
             view: View::Team,
         },
-        TeamCommand::List { org } => Planned {
-            request: ApiRequest::get(&org_path(org, &["teams"])),
-            view: View::TeamList,
-        },
+        TeamCommand::List { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["teams"])), view: View::TeamList }
+        }
     }
 }

@@ -43,11 +43,7 @@ fn planned(argv: &str, stdin: &str) -> Result<(String, String, Value), String> {
         Some(body) => serde_json::to_value(body).map_err(|e| e.to_string())?,
         None => Value::Null,
     };
-    Ok((
-        planned.request.method.to_string(),
-        planned.request.path.join("/"),
-        body,
-    ))
+    Ok((planned.request.method.to_string(), planned.request.path.join("/"), body))
 }
 
 #[test]
@@ -59,38 +55,18 @@ fn command_lines_become_requests() {
             "",
             Request("POST", "v1/orgs", json!({"name": "acme", "tier": "katman-b"})),
         ),
-        (
-            "org create acme --tier katman-z",
-            "",
-            Error(&["katman-z", "katman-a, katman-b, katman-c"]),
-        ),
+        ("org create acme --tier katman-z", "", Error(&["katman-z", "katman-a, katman-b, katman-c"])),
         ("org create acme", "", Error(&["--tier"])),
         ("org list", "", Request("GET", "v1/orgs", Value::Null)),
         ("org show acme", "", Request("GET", "v1/orgs/acme", Value::Null)),
-        (
-            "org admin-token acme",
-            "",
-            Request("POST", "v1/orgs/acme/admin-tokens", json!({})),
-        ),
+        ("org admin-token acme", "", Request("POST", "v1/orgs/acme/admin-tokens", json!({}))),
         (
             "org admin-token acme --expires-at 2026-01-01T00:00:00Z",
             "",
-            Request(
-                "POST",
-                "v1/orgs/acme/admin-tokens",
-                json!({"expires_at": "2026-01-01T00:00:00Z"}),
-            ),
+            Request("POST", "v1/orgs/acme/admin-tokens", json!({"expires_at": "2026-01-01T00:00:00Z"})),
         ),
-        (
-            "org admin-token acme --expires-at tomorrow",
-            "",
-            Error(&["tomorrow", "RFC 3339"]),
-        ),
-        (
-            "team create --org acme agents",
-            "",
-            Request("POST", "v1/orgs/acme/teams", json!({"name": "agents"})),
-        ),
+        ("org admin-token acme --expires-at tomorrow", "", Error(&["tomorrow", "RFC 3339"])),
+        ("team create --org acme agents", "", Request("POST", "v1/orgs/acme/teams", json!({"name": "agents"}))),
         ("team create agents", "", Error(&["--org"])),
         ("team list --org acme", "", Request("GET", "v1/orgs/acme/teams", Value::Null)),
         (
@@ -101,17 +77,9 @@ fn command_lines_become_requests() {
         (
             "workflow create --org acme nightly --team agents",
             "",
-            Request(
-                "POST",
-                "v1/orgs/acme/workflows",
-                json!({"name": "nightly", "team": "agents"}),
-            ),
+            Request("POST", "v1/orgs/acme/workflows", json!({"name": "nightly", "team": "agents"})),
         ),
-        (
-            "workflow list --org acme",
-            "",
-            Request("GET", "v1/orgs/acme/workflows", Value::Null),
-        ),
+        ("workflow list --org acme", "", Request("GET", "v1/orgs/acme/workflows", Value::Null)),
         (
             "credential add --org acme --name openai-prod --provider openai",
             "sk-canary-argv-7d3a\n",
@@ -144,11 +112,7 @@ fn command_lines_become_requests() {
             "",
             Error(&["unexpected argument '--secret'"]),
         ),
-        (
-            "credential add --org acme --name p --provider openia",
-            "sk-x",
-            Error(&["openia", "openai", "anthropic"]),
-        ),
+        ("credential add --org acme --name p --provider openia", "sk-x", Error(&["openia", "openai", "anthropic"])),
         (
             "credential add --org acme --name p --provider openai --capability chatt",
             "sk-x",
@@ -164,26 +128,14 @@ fn command_lines_become_requests() {
             "",
             Error(&["--secret-file", "--secret-env", "cannot be used with"]),
         ),
-        (
-            "credential add --org acme --provider openai",
-            "sk-x",
-            Error(&["--name"]),
-        ),
-        (
-            "credential add --org acme --name p --provider openai",
-            "\n",
-            Error(&["secret", "empty", "standard input"]),
-        ),
+        ("credential add --org acme --provider openai", "sk-x", Error(&["--name"])),
+        ("credential add --org acme --name p --provider openai", "\n", Error(&["secret", "empty", "standard input"])),
         (
             "credential add --org acme --name p --provider openai --secret-env MISSING_KEY",
             "",
             Error(&["MISSING_KEY", "not set"]),
         ),
-        (
-            "credential list --org acme",
-            "",
-            Request("GET", "v1/orgs/acme/credentials", Value::Null),
-        ),
+        ("credential list --org acme", "", Request("GET", "v1/orgs/acme/credentials", Value::Null)),
         (
             "credential show --org acme openai-prod",
             "",
@@ -192,20 +144,12 @@ fn command_lines_become_requests() {
         (
             "credential rotate --org acme openai-prod",
             "sk-canary-argv-7d3a",
-            Request(
-                "POST",
-                "v1/orgs/acme/credentials/openai-prod/rotate",
-                json!({"secret": CANARY}),
-            ),
+            Request("POST", "v1/orgs/acme/credentials/openai-prod/rotate", json!({"secret": CANARY})),
         ),
         (
             "credential rotate --org acme openai-prod --secret-file -",
             "sk-canary-argv-7d3a\r\n",
-            Request(
-                "POST",
-                "v1/orgs/acme/credentials/openai-prod/rotate",
-                json!({"secret": CANARY}),
-            ),
+            Request("POST", "v1/orgs/acme/credentials/openai-prod/rotate", json!({"secret": CANARY})),
         ),
         (
             "credential disable --org acme cred_01J",
@@ -225,11 +169,7 @@ fn command_lines_become_requests() {
         (
             "credential lifecycle --org acme cred_01J",
             "",
-            Request(
-                "GET",
-                "v1/orgs/acme/credentials/cred_01J/lifecycle",
-                Value::Null,
-            ),
+            Request("GET", "v1/orgs/acme/credentials/cred_01J/lifecycle", Value::Null),
         ),
         (
             "token create --org acme --team agents",
@@ -247,11 +187,7 @@ fn command_lines_become_requests() {
         ),
         ("token create --org acme", "", Error(&["--team"])),
         ("token list --org acme", "", Request("GET", "v1/orgs/acme/tokens", Value::Null)),
-        (
-            "token revoke --org acme tok_01J",
-            "",
-            Request("DELETE", "v1/orgs/acme/tokens/tok_01J", Value::Null),
-        ),
+        ("token revoke --org acme tok_01J", "", Request("DELETE", "v1/orgs/acme/tokens/tok_01J", Value::Null)),
         (
             "org list --json --admin-url http://127.0.0.1:9 --data-dir /tmp/x",
             "",
@@ -262,13 +198,8 @@ fn command_lines_become_requests() {
         let got = planned(argv, stdin);
         match expected {
             Expect::Request(method, path, body) => {
-                let (got_method, got_path, got_body) =
-                    got.unwrap_or_else(|e| panic!("{argv}: {e}"));
-                assert_eq!(
-                    (got_method.as_str(), got_path.as_str()),
-                    (method, path),
-                    "{argv}"
-                );
+                let (got_method, got_path, got_body) = got.unwrap_or_else(|e| panic!("{argv}: {e}"));
+                assert_eq!((got_method.as_str(), got_path.as_str()), (method, path), "{argv}");
                 assert_eq!(got_body, body, "{argv}");
             }
             Expect::Error(needles) => {
@@ -299,40 +230,16 @@ fn global_flags_work_before_and_after_the_subcommand() {
 
 #[test]
 fn serve_takes_its_own_flags_and_the_global_data_dir() {
-    let cli = Cli::try_parse_from([
-        "byok",
-        "serve",
-        "--data-dir",
-        "/tmp/d",
-        "--admin-addr",
-        "127.0.0.1:1",
-    ])
-    .unwrap();
-    let Command::Serve(args) = cli.command else {
-        panic!("not serve")
-    };
-    assert_eq!(
-        cli.global.data_dir.as_deref(),
-        Some(std::path::Path::new("/tmp/d"))
-    );
+    let cli = Cli::try_parse_from(["byok", "serve", "--data-dir", "/tmp/d", "--admin-addr", "127.0.0.1:1"]).unwrap();
+    let Command::Serve(args) = cli.command else { panic!("not serve") };
+    assert_eq!(cli.global.data_dir.as_deref(), Some(std::path::Path::new("/tmp/d")));
     assert_eq!(args.admin_addr.map(|a| a.port()), Some(1));
 }
 
 fn update_args(argv: &str) -> Result<crate::cli::CredentialUpdateArgs, String> {
-    let args = [
-        "byok",
-        "credential",
-        "update",
-        "--org",
-        "acme",
-        "openai-prod",
-    ]
-    .into_iter()
-    .chain(argv.split_whitespace());
-    match Cli::try_parse_from(args)
-        .map_err(|e| e.to_string())?
-        .command
-    {
+    let args =
+        ["byok", "credential", "update", "--org", "acme", "openai-prod"].into_iter().chain(argv.split_whitespace());
+    match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
         Command::Admin(AdminCommand::Credential(CredentialCommand::Update(args))) => Ok(args),
         other => Err(format!("parsed as {other:?}")),
     }
@@ -386,10 +293,7 @@ fn update_merges_only_the_given_dimensions() {
         let args = update_args(argv).unwrap_or_else(|e| panic!("{argv}: {e}"));
         let planned = plan_update(&args, Some(&current())).unwrap();
         assert_eq!(planned.request.method, reqwest::Method::PATCH, "{argv}");
-        assert_eq!(
-            planned.request.path.join("/"),
-            "v1/orgs/acme/credentials/openai-prod"
-        );
+        assert_eq!(planned.request.path.join("/"), "v1/orgs/acme/credentials/openai-prod");
         let body = serde_json::to_value(planned.request.body.as_ref().unwrap()).unwrap();
         assert_eq!(body, expected, "{argv}");
     }
@@ -405,10 +309,7 @@ fn update_refuses_nonsense() {
     let both = update_args("--expires-at 2031-05-01T00:00:00Z --no-expiry").unwrap_err();
     assert!(both.contains("cannot be used with"), "{both}");
     let bad_dim = update_args("--clear-scope=colours").unwrap_err();
-    assert!(
-        bad_dim.contains("colours") && bad_dim.contains("model-families"),
-        "{bad_dim}"
-    );
+    assert!(bad_dim.contains("colours") && bad_dim.contains("model-families"), "{bad_dim}");
     // `update` has no secret flags at all: rotation is its own command.
     let secret = update_args("--secret-file k").unwrap_err();
     assert!(secret.contains("--secret-file"), "{secret}");
@@ -418,11 +319,7 @@ fn update_refuses_nonsense() {
 fn merge_is_identity_without_flags() {
     let merged = merge_scope(&current(), &ScopeFlags::default(), None);
     assert_eq!(merged, current());
-    let cleared = merge_scope(
-        &current(),
-        &ScopeFlags::default(),
-        Some(&[ScopeDimension::Teams]),
-    );
+    let cleared = merge_scope(&current(), &ScopeFlags::default(), Some(&[ScopeDimension::Teams]));
     assert!(cleared.teams.is_empty() && !cleared.workflows.is_empty());
 }
 

@@ -10,12 +10,7 @@ use crate::output::View;
 /// The request for a workload-token command.
 pub fn plan(command: &TokenCommand) -> Planned {
     match command {
-        TokenCommand::Create {
-            org,
-            team,
-            workflows,
-            expires_at,
-        } => Planned {
+        TokenCommand::Create { org, team, workflows, expires_at } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["tokens"]),
                 Body::CreateToken(CreateToken {
@@ -26,10 +21,9 @@ pub fn plan(command: &TokenCommand) -> Planned {
             ),
             view: View::TokenCreated,
         },
-        TokenCommand::List { org } => Planned {
-            request: ApiRequest::get(&org_path(org, &["tokens"])),
-            view: View::TokenList,
-        },
+        TokenCommand::List { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["tokens"])), view: View::TokenList }
+        }
         TokenCommand::Revoke { org, id } => Planned {
             request: ApiRequest::new(Method::DELETE, &org_path(org, &["tokens", id]), None),
             view: View::TokenRevoked,

@@ -11,16 +11,12 @@ pub fn plan(command: &WorkflowCommand) -> Planned {
         WorkflowCommand::Create { org, name, team } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["workflows"]),
-                Body::CreateWorkflow(CreateWorkflow {
-                    name: name.clone(),
-                    team: team.clone(),
-                }),
+                Body::CreateWorkflow(CreateWorkflow { name: name.clone(), team: team.clone() }),
             ),
             view: View::Workflow,
         },
-        WorkflowCommand::List { org } => Planned {
-            request: ApiRequest::get(&org_path(org, &["workflows"])),
-            view: View::WorkflowList,
-        },
+        WorkflowCommand::List { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["workflows"])), view: View::WorkflowList }
+        }
     }
 }

@@ -269,7 +269,9 @@ impl Kms for LocalKeyring {
         let cipher = Aes256Gcm::new(kek.as_ref().into());
         let aad = wrap_aad(org, wrapped.kek_version);
         let plain = Zeroizing::new(
-            cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }).map_err(|_| KmsError::Integrity)?,
+            cipher
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+                .map_err(|_| KmsError::Integrity)?,
         );
         Dek::from_bytes(&plain).ok_or(KmsError::Integrity)
     }
@@ -278,7 +280,9 @@ impl Kms for LocalKeyring {
         self.update(|state| {
             let keys = live_keys_mut(state, org)?;
             if version == keys.current {
-                return Err(KmsError::Unavailable(format!("KEK version {version} of {org} is current and cannot be retired")));
+                return Err(KmsError::Unavailable(format!(
+                    "KEK version {version} of {org} is current and cannot be retired"
+                )));
             }
             if let Some(mut key) = keys.versions.remove(&version) {
                 key.zeroize();

@@ -36,7 +36,11 @@ fn invalid(message: &str) -> Refusal {
 }
 
 /// Find the token, check it is live, load its org.
-pub(crate) async fn authenticate(directory: &Directory, headers: &HeaderMap, spec: &ProviderSpec) -> Result<Caller, Refusal> {
+pub(crate) async fn authenticate(
+    directory: &Directory,
+    headers: &HeaderMap,
+    spec: &ProviderSpec,
+) -> Result<Caller, Refusal> {
     let Some(presented) = presented_token(headers, spec) else {
         let names = spec.token_headers.join(" or ");
         return Err(invalid(&format!("no workload token: send your byok token as the API key (header {names})")));
@@ -45,7 +49,9 @@ pub(crate) async fn authenticate(directory: &Directory, headers: &HeaderMap, spe
         // Never echo what was sent: it may be a real provider key pasted by mistake.
         return Err(invalid("the API key is not a byok workload token (they start with 'byok_')"));
     }
-    let store_down = |e: byok_store::StoreError| Refusal::new(Code::StoreUnavailable, format!("cannot check the workload token: {e}"));
+    let store_down = |e: byok_store::StoreError| {
+        Refusal::new(Code::StoreUnavailable, format!("cannot check the workload token: {e}"))
+    };
     let token = directory
         .token(&TokenHash::of(presented))
         .await

@@ -33,7 +33,10 @@ pub(crate) fn classify(
                 .workflow(reference)
                 .ok_or_else(|| denied(format!("unknown workflow '{reference}' in org {}", caller.org.org.id)))?;
             if owner.is_some_and(|team| team != token.team_id) {
-                return Err(denied(format!("workflow {id} belongs to another team than this token's ({})", token.team_id)));
+                return Err(denied(format!(
+                    "workflow {id} belongs to another team than this token's ({})",
+                    token.team_id
+                )));
             }
             if !token.workflows.is_empty() && !token.workflows.contains(&id) {
                 return Err(denied(format!("workload token {} may not act for workflow {id}", token.id)));

@@ -23,7 +23,10 @@ pub(crate) async fn decrypt(
         Some(dek) => dek,
         None => {
             let dek = kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone()).await.map_err(|e| {
-                Refusal::new(Code::KmsUnavailable, format!("cannot unwrap the key of credential {}: {e}", credential.id))
+                Refusal::new(
+                    Code::KmsUnavailable,
+                    format!("cannot unwrap the key of credential {}: {e}", credential.id),
+                )
             })?;
             let dek = Arc::new(dek);
             deks.insert(key, Arc::clone(&dek));

@@ -40,7 +40,9 @@ pub(crate) async fn forward(
     let host = request.uri().host().unwrap_or("upstream").to_owned();
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) => Err(Refusal::new(Code::UpstreamUnreachable, format!("cannot reach {host}: {}", error_chain(&err)))),
+        Ok(Err(err)) => {
+            Err(Refusal::new(Code::UpstreamUnreachable, format!("cannot reach {host}: {}", error_chain(&err))))
+        }
         Err(_) => Err(Refusal::new(
             Code::UpstreamTimeout,
             format!("{host} did not answer within {} s", timeout.as_secs_f64()),

@@ -5,10 +5,10 @@
 
 use axum::http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, HOST};
 use axum::http::{HeaderMap, Method, Request, Uri};
-use bytes::Bytes;
 use byok_crypto::ProviderSecret;
 use byok_domain::{Credential, ProviderId};
 use byok_providers::{Api, Injection, CREDENTIAL_HEADERS};
+use bytes::Bytes;
 use http_body_util::Full;
 
 use super::route::Route;
@@ -85,9 +85,8 @@ pub(crate) fn build_upstream_request(
         target.push('?');
         target.push_str(&query);
     }
-    let uri: Uri = target
-        .parse()
-        .map_err(|e| Refusal::new(Code::InvalidRequest, format!("cannot form the upstream URL: {e}")))?;
+    let uri: Uri =
+        target.parse().map_err(|e| Refusal::new(Code::InvalidRequest, format!("cannot form the upstream URL: {e}")))?;
 
     let listed = connection_listed(client_headers);
     let mut headers = HeaderMap::with_capacity(client_headers.len() + 2);

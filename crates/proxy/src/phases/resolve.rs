@@ -102,7 +102,12 @@ pub(crate) fn resolve_credential(
     let best = candidates[0];
     let refusal = scope_refusal(&best.credential, call).map_or_else(
         || Refusal::new(Code::NoCredential, "no credential admits this call"),
-        |r| Refusal::new(r.code, format!("no {} credential of org {} admits this call; {}", call.provider, org.org.id, r.message)),
+        |r| {
+            Refusal::new(
+                r.code,
+                format!("no {} credential of org {} admits this call; {}", call.provider, org.org.id, r.message),
+            )
+        },
     );
     Err(ResolveRefusal { refusal, credential: Some(Arc::clone(best)) })
 }
@@ -111,9 +116,7 @@ pub(crate) fn resolve_credential(
 mod tests {
     use std::collections::HashMap;
 
-    use byok_domain::{
-        Capability, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, TeamId, Tier, WorkflowId,
-    };
+    use byok_domain::{Capability, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, TeamId, Tier, WorkflowId};
 
     use super::*;
 
@@ -153,7 +156,11 @@ mod tests {
             kek_version: 1,
             created_at: Timestamp::now(),
         };
-        Fixture { org: OrgSnapshot { org, credentials: credentials(team, workflow), workflows: HashMap::new() }, team, workflow }
+        Fixture {
+            org: OrgSnapshot { org, credentials: credentials(team, workflow), workflows: HashMap::new() },
+            team,
+            workflow,
+        }
     }
 
     fn call(f: &Fixture, provider: ProviderId, workflow: bool) -> CallScope {
@@ -192,7 +199,13 @@ mod tests {
                 credential("old-low", ProviderId::Openai, Scope::default(), 0, 0),
                 credential("old-high", ProviderId::Openai, Scope::default(), 5, 0),
                 credential("new-high", ProviderId::Openai, Scope::default(), 5, 10),
-                credential("family", ProviderId::Openai, Scope { model_families: vec!["gpt-4o".into()], ..Scope::default() }, -1, 0),
+                credential(
+                    "family",
+                    ProviderId::Openai,
+                    Scope { model_families: vec!["gpt-4o".into()], ..Scope::default() },
+                    -1,
+                    0,
+                ),
             ]
         });
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("family".into()));
@@ -206,15 +219,26 @@ mod tests {
         let f = fixture(|team, _| {
             vec![
                 credential("openai-only", ProviderId::Openai, Scope::default(), 0, 0),
-                credential("team-bound", ProviderId::Anthropic, Scope { teams: vec![TeamId::generate()], ..Scope::default() }, 0, 0),
+                credential(
+                    "team-bound",
+                    ProviderId::Anthropic,
+                    Scope { teams: vec![TeamId::generate()], ..Scope::default() },
+                    0,
+                    0,
+                ),
                 credential("mine", ProviderId::Gemini, Scope { teams: vec![team], ..Scope::default() }, 0, 0),
             ]
         });
         // A pinned OpenAI-only credential on the Anthropic route is refused, naming the provider.
-        let refused = resolve_credential(&f.org, &call(&f, ProviderId::Anthropic, false), Some("openai-only"), Timestamp::now())
-            .unwrap_err();
+        let refused =
+            resolve_credential(&f.org, &call(&f, ProviderId::Anthropic, false), Some("openai-only"), Timestamp::now())
+                .unwrap_err();
         assert_eq!(refused.refusal.code, Code::ScopeDenied);
-        assert!(refused.refusal.message.contains("is bound to provider openai; this call is to anthropic"), "{}", refused.refusal.message);
+        assert!(
+            refused.refusal.message.contains("is bound to provider openai; this call is to anthropic"),
+            "{}",
+            refused.refusal.message
+        );
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), Some("nope")), Err(Code::NoCredential));
         assert_eq!(chosen(&f, &call(&f, ProviderId::Anthropic, false), None), Err(Code::ScopeDenied));
         assert_eq!(chosen(&f, &call(&f, ProviderId::Mistral, false), None), Err(Code::NoCredential));
@@ -223,10 +247,9 @@ mod tests {
 
     #[test]
     fn unusable_states_are_named() {
-        for (state, code) in [
-            (CredentialState::Revoked, Code::CredentialRevoked),
-            (CredentialState::Disabled, Code::CredentialDisabled),
-        ] {
+        for (state, code) in
+            [(CredentialState::Revoked, Code::CredentialRevoked), (CredentialState::Disabled, Code::CredentialDisabled)]
+        {
             let f = fixture(|_, _| {
                 let mut c = credential("only", ProviderId::Openai, Scope::default(), 0, 0);
                 Arc::get_mut(&mut c).unwrap().credential.state = state;

@@ -76,8 +76,18 @@ mod tests {
         let ok = [
             ("/openai/v1/chat/completions", ProviderId::Openai, "/v1/chat/completions", None),
             ("/anthropic/v1/messages?beta=true", ProviderId::Anthropic, "/v1/messages", Some("beta=true")),
-            ("/azure-openai/openai/deployments/x/chat/completions?api-version=1", ProviderId::AzureOpenai, "/openai/deployments/x/chat/completions", Some("api-version=1")),
-            ("/gemini/v1beta/models/gemini-2.5-pro:generateContent", ProviderId::Gemini, "/v1beta/models/gemini-2.5-pro:generateContent", None),
+            (
+                "/azure-openai/openai/deployments/x/chat/completions?api-version=1",
+                ProviderId::AzureOpenai,
+                "/openai/deployments/x/chat/completions",
+                Some("api-version=1"),
+            ),
+            (
+                "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+                ProviderId::Gemini,
+                "/v1beta/models/gemini-2.5-pro:generateContent",
+                None,
+            ),
             ("/openai/v1/models/", ProviderId::Openai, "/v1/models/", None),
         ];
         for (uri, provider, path, query) in ok {

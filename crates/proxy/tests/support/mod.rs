@@ -221,7 +221,13 @@ impl Env {
         self.credential_with_secret(name, provider, scope, &secret).await
     }
 
-    pub async fn credential_with_secret(&self, name: &str, provider: ProviderId, scope: ScopeInput, secret: &str) -> Credential {
+    pub async fn credential_with_secret(
+        &self,
+        name: &str,
+        provider: ProviderId,
+        scope: ScopeInput,
+        secret: &str,
+    ) -> Credential {
         let base_url = (provider == ProviderId::AzureOpenai).then(|| self.mock.base_url());
         let new = NewCredential {
             name: name.to_owned(),

@@ -1,0 +1,145 @@
+//! The official provider SDKs (Python `openai` and `anthropic`, unchanged but for base
+//! URL and key) against the real `byok serve`, with the mock provider as upstream.
+//!
+//! Needs a Python with both packages: `BYOK_PYTHON` names it (CI builds a venv), else
+//! `python3`. Without them the test says it was skipped — unless
+//! `BYOK_REQUIRE_SDK_TESTS=1`, when it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use byok_domain::Outcome;
+use byok_mock_provider::{MockConfig, MockProvider};
+use byok_store::{AuditFilter, Store};
+use serde_json::{json, Value};
+use support::Server;
+
+const OPENAI_KEY: &str = "sk-canary-sdk-openai-5f1e2d3c4b5a69788796";
+const ANTHROPIC_KEY: &str = "sk-ant-canary-sdk-0a1b2c3d4e5f60718293";
+
+fn python() -> Option<String> {
+    let python = std::env::var("BYOK_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let ok =
+        Command::new(&python).args(["-c", "import openai, anthropic"]).output().is_ok_and(|out| out.status.success());
+    ok.then_some(python)
+}
+
+async fn admin(client: &reqwest::Client, server: &Server, token: &str, path: &str, body: Value) -> Value {
+    let response =
+        client.post(format!("{}{path}", server.admin_url)).bearer_auth(token).json(&body).send().await.unwrap();
+    let status = response.status();
+    let json: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {json}");
+    json
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_sdks_work_through_byok_unchanged() {
+    let Some(python) = python() else {
+        if std::env::var("BYOK_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1") {
+            panic!("BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai and anthropic packages (set BYOK_PYTHON)");
+        }
+        eprintln!("skipped official_sdks_work_through_byok_unchanged: python openai/anthropic packages not installed");
+        return;
+    };
+    let mock = MockProvider::start(MockConfig {
+        openai_keys: vec![OPENAI_KEY.to_owned()],
+        anthropic_keys: vec![ANTHROPIC_KEY.to_owned()],
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = mock.base_url();
+    let server = Server::start_with(&[("BYOK_UPSTREAM_OPENAI", &upstream), ("BYOK_UPSTREAM_ANTHROPIC", &upstream)]);
+    let operator = std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap();
+    let operator = operator.trim();
+    let http = reqwest::Client::new();
+
+    admin(&http, &server, operator, "/v1/orgs", json!({"name": "acme", "tier": "katman-b"})).await;
+    admin(&http, &server, operator, "/v1/orgs/acme/teams", json!({"name": "agents"})).await;
+    admin(&http, &server, operator, "/v1/orgs/acme/teams", json!({"name": "outsiders"})).await;
+    let scope = json!({"teams": ["agents"]});
+    admin(
+        &http,
+        &server,
+        operator,
+        "/v1/orgs/acme/credentials",
+        json!({"name": "openai", "provider": "openai", "secret": OPENAI_KEY, "scope": scope}),
+    )
+    .await;
+    admin(
+        &http,
+        &server,
+        operator,
+        "/v1/orgs/acme/credentials",
+        json!({"name": "claude", "provider": "anthropic", "secret": ANTHROPIC_KEY, "scope": scope}),
+    )
+    .await;
+    let token = admin(&http, &server, operator, "/v1/orgs/acme/tokens", json!({"team": "agents"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied = admin(&http, &server, operator, "/v1/orgs/acme/tokens", json!({"team": "outsiders"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sdk_e2e.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("BYOK_PROXY", &server.proxy_url)
+            .env("BYOK_TOKEN", &token)
+            .env("BYOK_DENIED_TOKEN", &denied)
+            .output()
+            .map(|out| (out, server))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (output, server) = output;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "SDK script failed:\n{stdout}\n{stderr}\n{}", server.logs());
+    for text in [&stdout, &stderr, &server.logs()] {
+        assert!(!text.contains(OPENAI_KEY) && !text.contains(ANTHROPIC_KEY), "a key leaked into output");
+    }
+
+    // What reached the provider: the real keys, never the workload token.
+    let requests = mock.requests();
+    assert!(requests.len() >= 8, "{} requests", requests.len());
+    for request in &requests {
+        assert!(request.key_valid, "{} {} carried a wrong key", request.method, request.path);
+        assert!(request.headers.iter().all(|(_, v)| !v.contains("byok_")), "workload token forwarded");
+    }
+
+    // Every SDK call has its audit row; the named calls are allowed, the denial is denied.
+    let store = Store::open_sqlite(&server.data_dir.path().join("byok.db")).await.unwrap();
+    let orgs = store.list_orgs().await.unwrap();
+    let org = &orgs[0].id;
+    for call_id in ["sdk-openai-sync", "sdk-openai-stream", "sdk-anthropic-sync", "sdk-anthropic-stream"] {
+        let rows = store
+            .list_audit(Some(org), &AuditFilter { call_id: Some(call_id.into()), ..AuditFilter::default() })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{call_id}");
+        assert_eq!(rows[0].outcome, Outcome::Allowed);
+    }
+    let denied_rows = store
+        .list_audit(Some(org), &AuditFilter { outcome: Some(Outcome::Denied), ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(denied_rows.len(), 1, "the out-of-scope team's call");
+    assert_eq!(denied_rows[0].reason.as_deref(), Some("scope_denied"));
+    let allowed = store
+        .list_audit(Some(org), &AuditFilter { outcome: Some(Outcome::Allowed), ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(allowed.len(), requests.len(), "one allowed row per request that reached the provider");
+    store.close().await;
+    drop(server);
+    mock.shutdown().await;
+}

@@ -1,0 +1,129 @@
+//! Shared by the end-to-end tests: a real `byok serve` on free loopback ports.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_byok");
+
+/// Environment variables that would let the developer's own setup leak into the test.
+pub const BYOK_ENV: [&str; 8] = [
+    "BYOK_DATA_DIR",
+    "BYOK_ADMIN_URL",
+    "BYOK_ADMIN_TOKEN",
+    "BYOK_ADMIN_TOKEN_FILE",
+    "BYOK_CONFIG",
+    "BYOK_DATABASE_URL",
+    "BYOK_ADMIN_ADDR",
+    "BYOK_PROXY_ADDR",
+];
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn clean_command() -> Command {
+    let mut command = Command::new(BIN);
+    for var in BYOK_ENV {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// A running `byok serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub admin_url: String,
+    pub proxy_url: String,
+    pub data_dir: tempfile::TempDir,
+    stdout_log: PathBuf,
+    stderr_log: PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra environment variables (e.g. upstream overrides).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let stdout_log = logs.path().join("serve.stdout");
+        let stderr_log = logs.path().join("serve.stderr");
+        let admin_port = free_port();
+        let proxy_port = free_port();
+        let child = clean_command()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+            // By environment, so the test runs whether or not this build has a data plane.
+            .env("BYOK_PROXY_ADDR", format!("127.0.0.1:{proxy_port}"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_log).unwrap())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+            proxy_url: format!("http://127.0.0.1:{proxy_port}"),
+            data_dir,
+            stdout_log,
+            stderr_log,
+            _logs: logs,
+        };
+        server.wait_ready(admin_port);
+        server
+    }
+
+    fn wait_ready(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("byok serve exited early ({status}):\n{}", self.logs());
+            }
+            if readyz(port) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("byok serve was not ready within 60 s:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        format!("--- stdout\n{out}\n--- stderr\n{err}")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /readyz` answers 200.
+pub fn readyz(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}

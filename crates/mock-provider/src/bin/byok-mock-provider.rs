@@ -1,0 +1,70 @@
+//! `byok-mock-provider`: runs the mock provider as a standalone server for scripts and
+//! benchmarks. Prints `listening on ADDR` as its first stdout line once it accepts
+//! connections, and stops on Ctrl-C.
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use byok_mock_provider::{MockConfig, MockProvider};
+use clap::Parser;
+
+/// A mock of the OpenAI, Anthropic, Gemini and Azure OpenAI APIs.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "BYOK_MOCK_LISTEN", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// An accepted OpenAI(-compatible) key (repeatable; the env var is comma-separated).
+    #[arg(long = "openai-key", env = "BYOK_MOCK_OPENAI_KEYS", value_delimiter = ',')]
+    openai_keys: Vec<String>,
+    /// An accepted Anthropic key (repeatable; the env var is comma-separated).
+    #[arg(long = "anthropic-key", env = "BYOK_MOCK_ANTHROPIC_KEYS", value_delimiter = ',')]
+    anthropic_keys: Vec<String>,
+    /// An accepted Gemini key (repeatable; the env var is comma-separated).
+    #[arg(long = "gemini-key", env = "BYOK_MOCK_GEMINI_KEYS", value_delimiter = ',')]
+    gemini_keys: Vec<String>,
+    /// An accepted Azure OpenAI key (repeatable; the env var is comma-separated).
+    #[arg(long = "azure-key", env = "BYOK_MOCK_AZURE_KEYS", value_delimiter = ',')]
+    azure_keys: Vec<String>,
+    /// Don't record requests (for benchmarks).
+    #[arg(long)]
+    no_record: bool,
+    /// Delay between two events of a streamed response, in milliseconds.
+    #[arg(long, env = "BYOK_MOCK_STREAM_DELAY_MS", default_value_t = 0)]
+    stream_delay_ms: u64,
+    /// Quote wrong keys whole in OpenAI-family 401 messages instead of masking them.
+    #[arg(long)]
+    echo_full_key_in_401: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = MockConfig {
+        openai_keys: args.openai_keys,
+        anthropic_keys: args.anthropic_keys,
+        gemini_keys: args.gemini_keys,
+        azure_keys: args.azure_keys,
+        stream_chunk_delay: Duration::from_millis(args.stream_delay_ms),
+        echo_full_key_in_401: args.echo_full_key_in_401,
+        record: !args.no_record,
+    };
+    let mock = match MockProvider::start_on(args.listen, config).await {
+        Ok(mock) => mock,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "byok-mock-provider: cannot listen on {}: {error}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    if writeln!(stdout, "listening on {}", mock.addr()).and_then(|()| stdout.flush()).is_err() {
+        // Whoever waits for the address line is gone; keep serving regardless.
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    mock.shutdown().await;
+    ExitCode::SUCCESS
+}
