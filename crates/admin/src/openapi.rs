@@ -27,7 +27,8 @@ impl Modify for BearerAuth {
     info(title = "byok admin API", description = "Manage orgs, teams, workflows, provider credentials and workload tokens."),
     paths(
         health::healthz, health::readyz,
-        orgs::create_org, orgs::list_orgs, orgs::get_org, orgs::create_admin_token,
+        orgs::create_org, orgs::list_orgs, orgs::get_org, orgs::delete_org, orgs::rotate_kek, orgs::kek_status,
+        orgs::create_admin_token,
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
         credentials::create, credentials::list, credentials::show, credentials::update, credentials::rotate,
         credentials::disable, credentials::enable, credentials::revoke, credentials::lifecycle,

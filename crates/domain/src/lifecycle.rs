@@ -38,6 +38,8 @@ pub enum LifecycleKind {
     Revoked,
     /// Reached its expiry.
     Expired,
+    /// The org's KEK was rotated (a new version is current).
+    KekRotated,
     /// Its DEK was rewrapped under a new KEK version.
     Rewrapped,
     /// Its org was crypto-shredded.
@@ -63,6 +65,7 @@ impl LifecycleKind {
             LifecycleKind::Enabled => "enabled",
             LifecycleKind::Revoked => "revoked",
             LifecycleKind::Expired => "expired",
+            LifecycleKind::KekRotated => "kek_rotated",
             LifecycleKind::Rewrapped => "rewrapped",
             LifecycleKind::Deleted => "deleted",
             LifecycleKind::TokenIssued => "token_issued",
@@ -70,7 +73,7 @@ impl LifecycleKind {
         }
     }
 
-    const ALL: [LifecycleKind; 15] = [
+    const ALL: [LifecycleKind; 16] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
@@ -82,6 +85,7 @@ impl LifecycleKind {
         LifecycleKind::Enabled,
         LifecycleKind::Revoked,
         LifecycleKind::Expired,
+        LifecycleKind::KekRotated,
         LifecycleKind::Rewrapped,
         LifecycleKind::Deleted,
         LifecycleKind::TokenIssued,

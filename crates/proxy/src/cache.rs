@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use byok_crypto::{Dek, SealedSecret, TokenHash};
-use byok_domain::{Credential, CredentialId, Org, OrgId, WorkflowId, WorkloadToken};
+use byok_domain::{Credential, CredentialId, Org, OrgId, ProviderId, WorkflowId, WorkloadToken};
 use byok_store::StoreError;
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
@@ -36,12 +36,12 @@ impl CachedCredential {
     }
 }
 
-/// Everything about one org that resolving a call needs.
+/// Everything about one org that resolving a call to one provider needs.
 #[derive(Debug)]
 pub struct OrgSnapshot {
     /// The org.
     pub org: Org,
-    /// All its credentials.
+    /// Its credentials for the provider.
     pub credentials: Vec<Arc<CachedCredential>>,
     /// Workflows by id, with their name and owning team.
     pub workflows: HashMap<WorkflowId, (String, Option<byok_domain::TeamId>)>,
@@ -62,7 +62,7 @@ pub(crate) struct Directory {
     vault: Vault,
     remote_epoch: AtomicU64,
     tokens: RwLock<HashMap<TokenHash, (u64, Arc<WorkloadToken>)>>,
-    orgs: RwLock<HashMap<OrgId, (u64, Arc<OrgSnapshot>)>>,
+    orgs: RwLock<HashMap<(OrgId, ProviderId), (u64, Arc<OrgSnapshot>)>>,
 }
 
 impl Directory {
@@ -102,11 +102,11 @@ impl Directory {
         Ok(Some(token))
     }
 
-    /// The org's snapshot, loading it if stale.
-    pub(crate) async fn org(&self, id: &OrgId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
+    /// The org's snapshot for `provider`, loading it if stale.
+    pub(crate) async fn org(&self, id: &OrgId, provider: ProviderId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
         let epoch = self.epoch();
         if let Ok(orgs) = self.orgs.read() {
-            if let Some((at, snapshot)) = orgs.get(id) {
+            if let Some((at, snapshot)) = orgs.get(&(*id, provider)) {
                 if *at == epoch {
                     return Ok(Some(Arc::clone(snapshot)));
                 }
@@ -117,7 +117,7 @@ impl Directory {
             return Ok(None);
         };
         let credentials = store
-            .list_credentials(id)
+            .list_credentials_for_provider(id, provider)
             .await?
             .into_iter()
             .map(|record| Arc::new(CachedCredential::new(record.credential)))
@@ -133,9 +133,24 @@ impl Directory {
             if orgs.len() >= MAX_ENTRIES {
                 orgs.clear();
             }
-            orgs.insert(*id, (epoch, Arc::clone(&snapshot)));
+            orgs.insert((*id, provider), (epoch, Arc::clone(&snapshot)));
         }
         Ok(Some(snapshot))
+    }
+
+    /// A credential of the org by id or name, whatever its provider (a pin that names
+    /// another provider's credential must be refused by name, not as unknown).
+    pub(crate) async fn credential_anywhere(
+        &self,
+        org: &OrgId,
+        reference: &str,
+    ) -> Result<Option<Arc<CachedCredential>>, StoreError> {
+        let store = self.vault.store();
+        let record = match reference.parse::<CredentialId>() {
+            Ok(id) => store.get_credential(org, &id).await?,
+            Err(_) => store.find_credential_by_name(org, reference).await?,
+        };
+        Ok(record.map(|r| Arc::new(CachedCredential::new(r.credential))))
     }
 
     /// The sealed current version of a cached credential (loaded once per snapshot).

@@ -28,7 +28,7 @@ use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
 use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
-use crate::phases::resolve::{resolve_credential, CREDENTIAL_HEADER};
+use crate::phases::resolve::{find_pinned, resolve_credential, CREDENTIAL_HEADER};
 use crate::phases::route::route;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
@@ -202,7 +202,15 @@ impl Inner {
 
         // 4. resolve
         let pin = parts.headers.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok()).map(str::trim);
-        let chosen = resolve_credential(&caller.org, &call, pin, Timestamp::now());
+        let elsewhere = match pin {
+            Some(reference) if find_pinned(&caller.org, reference).is_none() => {
+                self.directory.credential_anywhere(&caller.org.org.id, reference).await.map_err(|e| {
+                    Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credential: {e}")))
+                })?
+            }
+            _ => None,
+        };
+        let chosen = resolve_credential(&caller.org, &call, pin, elsewhere.as_ref(), Timestamp::now());
         let chosen = chosen.map_err(|refused| {
             if let Some(credential) = &refused.credential {
                 note_credential(record, &credential.credential);

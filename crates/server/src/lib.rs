@@ -92,6 +92,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url },
     );
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
+    let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
+    if !resumed.is_empty() {
+        tracing::info!(orgs = resumed.len(), "resuming KEK rewraps left unfinished");
+    }
     tracing::info!(path = %operator_token_path.display(), "operator token file (mode 0600)");
 
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_addr)

@@ -32,6 +32,8 @@ pub struct WrappedDekRef {
     pub version: u32,
     /// The DEK, wrapped by a KEK version of the org.
     pub wrapped_dek: WrappedDek,
+    /// The fingerprint of that version's secret.
+    pub fingerprint: String,
 }
 
 /// The revision a new credential starts with.
@@ -220,6 +222,23 @@ impl Store {
         Ok(records)
     }
 
+    /// The org's credentials for one provider (what the data plane resolves among).
+    pub async fn list_credentials_for_provider(
+        &self,
+        org: &OrgId,
+        provider: byok_domain::ProviderId,
+    ) -> Result<Vec<CredentialRecord>, StoreError> {
+        let rows = sqlx::query::<Any>(&format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE org_id = $1 AND provider = $2"
+        ))
+        .bind(org.to_string())
+        .bind(provider.as_str())
+        .fetch_all(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(decode_credential).collect()
+    }
+
     /// Save the mutable fields of `cred` (scope, state, base URL, expiry, priority,
     /// `updated_at`) and record `event`, in one transaction, if the stored revision is
     /// still `expected_revision`; returns the new revision. Id, org, name, provider,
@@ -346,17 +365,40 @@ impl Store {
             .collect()
     }
 
-    /// Every wrapped DEK of the org's credential versions, by credential and version
-    /// (what a KEK rotation must rewrap).
+    /// Every wrapped DEK of the org, by credential and version.
     pub async fn list_wrapped_deks(&self, org: &OrgId) -> Result<Vec<WrappedDekRef>, StoreError> {
-        let rows = sqlx::query::<Any>(
-            "SELECT credential_id, version, dek_alg, kek_version, wrapped_dek FROM credential_versions \
-             WHERE org_id = $1 ORDER BY credential_id, version",
-        )
-        .bind(org.to_string())
-        .fetch_all(self.reader())
-        .await
-        .map_err(map_sqlx)?;
+        self.wrapped_deks(org, u32::MAX, None).await
+    }
+
+    /// Up to `limit` wrapped DEKs of the org under a KEK version older than `version`
+    /// (what a rewrap job still has to do).
+    pub async fn list_wrapped_deks_below(
+        &self,
+        org: &OrgId,
+        version: u32,
+        limit: u32,
+    ) -> Result<Vec<WrappedDekRef>, StoreError> {
+        self.wrapped_deks(org, version, Some(limit)).await
+    }
+
+    async fn wrapped_deks(
+        &self,
+        org: &OrgId,
+        below: u32,
+        limit: Option<u32>,
+    ) -> Result<Vec<WrappedDekRef>, StoreError> {
+        let mut sql = String::from(
+            "SELECT credential_id, version, dek_alg, kek_version, wrapped_dek, fingerprint FROM credential_versions \
+             WHERE org_id = $1 AND kek_version < $2 ORDER BY credential_id, version",
+        );
+        if limit.is_some() {
+            sql.push_str(" LIMIT $3");
+        }
+        let mut query = sqlx::query::<Any>(&sql).bind(org.to_string()).bind(i64::from(below));
+        if let Some(limit) = limit {
+            query = query.bind(i64::from(limit));
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 let r = Row::new(row, "credential_versions");
@@ -364,9 +406,63 @@ impl Store {
                     credential_id: r.parse("credential_id")?,
                     version: r.u32("version")?,
                     wrapped_dek: decode_wrapped_dek(&r)?,
+                    fingerprint: r.text("fingerprint")?,
                 })
             })
             .collect()
+    }
+
+    /// Replace the wrapped DEKs of many credential versions and record `events`, in one
+    /// transaction (a KEK rotation's rewrap job commits in batches). Every item must
+    /// exist, or nothing changes.
+    pub async fn rewrap_batch(
+        &self,
+        org: &OrgId,
+        items: &[(CredentialId, u32, WrappedDek)],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for (cred, version, wrapped_dek) in items {
+            let done = sqlx::query::<Any>(
+                "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3 \
+                 WHERE org_id = $4 AND credential_id = $5 AND version = $6",
+            )
+            .bind(wrapped_dek.alg.as_str())
+            .bind(i64::from(wrapped_dek.kek_version))
+            .bind(wrapped_dek.bytes.as_slice())
+            .bind(org.to_string())
+            .bind(cred.to_string())
+            .bind(i64::from(*version))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("version {version} of credential {cred} does not exist in {org}"),
+                });
+            }
+        }
+        for event in events {
+            insert_event(&mut tx, self.backend(), event).await?;
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// The KEK versions still in use in `org` (by credential versions or the
+    /// fingerprint key), ascending.
+    pub async fn kek_versions_in_use(&self, org: &OrgId) -> Result<Vec<u32>, StoreError> {
+        let rows = sqlx::query_scalar::<Any, i64>(
+            "SELECT kek_version FROM credential_versions WHERE org_id = $1 \
+             UNION SELECT fpk_kek_version FROM orgs WHERE id = $1",
+        )
+        .bind(org.to_string())
+        .fetch_all(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        let mut versions: Vec<u32> = rows.into_iter().filter_map(|v| u32::try_from(v).ok()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(versions)
     }
 
     /// Replace the wrapped DEK of one credential version (same DEK, wrapped under another

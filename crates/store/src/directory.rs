@@ -194,10 +194,48 @@ impl Store {
         tx.commit().await.map_err(map_sqlx)
     }
 
-    /// Mark the org deleted (crypto-shredded) at `at` and record `event`; returns the
-    /// org as it is now. Idempotent: an org already deleted is returned unchanged and no
-    /// event is written. [`StoreError::NotFound`] if the org does not exist.
-    pub async fn mark_org_deleted(&self, id: &OrgId, at: Timestamp, event: &NewEvent) -> Result<Org, StoreError> {
+    /// Record the org's current KEK version and the rotation's `event`, in one
+    /// transaction.
+    pub async fn set_org_kek_version_with_event(
+        &self,
+        id: &OrgId,
+        kek_version: u32,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query::<Any>("UPDATE orgs SET kek_version = $1 WHERE id = $2")
+            .bind(i64::from(kek_version))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
+        }
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// How many wrapped keys of the org (credential versions and the fingerprint key)
+    /// are under a KEK version older than `version`.
+    pub async fn count_wrapped_below(&self, id: &OrgId, version: u32) -> Result<u64, StoreError> {
+        let count = sqlx::query_scalar::<Any, i64>(
+            "SELECT CAST((SELECT COUNT(*) FROM credential_versions WHERE org_id = $1 AND kek_version < $2) \
+             + (SELECT COUNT(*) FROM orgs WHERE id = $1 AND fpk_kek_version < $2) AS BIGINT)",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(version))
+        .fetch_one(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Mark the org deleted (crypto-shredded) at `at` and record `events` (the org's and
+    /// one per credential); returns the org as it is now. Idempotent: an org already
+    /// deleted is returned unchanged and no event is written. [`StoreError::NotFound`] if
+    /// the org does not exist.
+    pub async fn mark_org_deleted(&self, id: &OrgId, at: Timestamp, events: &[NewEvent]) -> Result<Org, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>("UPDATE orgs SET state = $1, deleted_at = $2 WHERE id = $3 AND state <> $1")
             .bind(org_state_text(OrgState::Deleted))
@@ -207,7 +245,9 @@ impl Store {
             .await
             .map_err(map_sqlx)?;
         if done.rows_affected() > 0 {
-            insert_event(&mut tx, self.backend(), event).await?;
+            for event in events {
+                insert_event(&mut tx, self.backend(), event).await?;
+            }
         }
         let org = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"))
             .bind(id.to_string())

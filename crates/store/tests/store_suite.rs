@@ -153,12 +153,12 @@ async fn orgs_round_trip() {
         assert!(matches!(store.set_org_kek_version(&OrgId::generate(), 2).await, Err(StoreError::NotFound { .. })));
 
         let deleted = store
-            .mark_org_deleted(&org.id, at(99), &event(org.id, LifecycleKind::Deleted, org.id.to_string()))
+            .mark_org_deleted(&org.id, at(99), &[event(org.id, LifecycleKind::Deleted, org.id.to_string())])
             .await
             .unwrap();
         assert_eq!(deleted.state, OrgState::Deleted);
         let again = store
-            .mark_org_deleted(&org.id, at(100), &event(org.id, LifecycleKind::Deleted, org.id.to_string()))
+            .mark_org_deleted(&org.id, at(100), &[event(org.id, LifecycleKind::Deleted, org.id.to_string())])
             .await
             .unwrap();
         assert_eq!(again, deleted);

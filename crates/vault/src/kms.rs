@@ -90,6 +90,26 @@ impl KmsHandle {
         self.run(move |kms| Ok(kms.unwrap_dek(&org, &wrapped)?)).await
     }
 
+    /// Make a new KEK version current.
+    pub async fn rotate_kek(&self, org: OrgId) -> Result<u32, CryptoError> {
+        self.run(move |kms| Ok(kms.rotate_kek(&org)?)).await
+    }
+
+    /// The org's current KEK version.
+    pub async fn current_kek_version(&self, org: OrgId) -> Result<u32, CryptoError> {
+        self.run(move |kms| Ok(kms.current_kek_version(&org)?)).await
+    }
+
+    /// Re-wrap DEKs under the current KEK version, in one trip to the blocking pool.
+    pub async fn rewrap_deks(&self, org: OrgId, wrapped: Vec<WrappedDek>) -> Result<Vec<WrappedDek>, CryptoError> {
+        self.run(move |kms| wrapped.iter().map(|w| kms.rewrap_dek(&org, w).map_err(CryptoError::from)).collect()).await
+    }
+
+    /// Destroy an old KEK version.
+    pub async fn retire_kek_version(&self, org: OrgId, version: u32) -> Result<(), CryptoError> {
+        self.run(move |kms| Ok(kms.retire_kek_version(&org, version)?)).await
+    }
+
     /// Whether the backend is usable.
     pub async fn check_health(&self) -> Result<(), CryptoError> {
         self.run(|kms| Ok(kms.check_health()?)).await

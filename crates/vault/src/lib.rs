@@ -16,6 +16,7 @@
 mod credentials;
 mod error;
 mod events;
+mod keys;
 mod kms;
 mod orgs;
 mod tokens;
@@ -29,6 +30,7 @@ use byok_store::Store;
 
 pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
 pub use error::VaultError;
+pub use keys::KekStatus;
 pub use kms::KmsHandle;
 pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 
@@ -65,6 +67,7 @@ pub struct Vault {
     families: Arc<ModelFamilyRegistry>,
     policy: Arc<VaultPolicy>,
     epoch: Arc<ChangeEpoch>,
+    jobs: keys::Jobs,
 }
 
 impl std::fmt::Debug for Vault {
@@ -76,7 +79,14 @@ impl std::fmt::Debug for Vault {
 impl Vault {
     /// A vault over `store` and `kms`, validating model families against `families`.
     pub fn new(store: Store, kms: KmsHandle, families: ModelFamilyRegistry, policy: VaultPolicy) -> Self {
-        Self { store, kms, families: Arc::new(families), policy: Arc::new(policy), epoch: Arc::default() }
+        Self {
+            store,
+            kms,
+            families: Arc::new(families),
+            policy: Arc::new(policy),
+            epoch: Arc::default(),
+            jobs: keys::Jobs::default(),
+        }
     }
 
     /// The store (for readiness checks and read-only queries).

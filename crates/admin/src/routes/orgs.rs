@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::{AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
-use byok_vault::Vault;
+use byok_vault::{KekStatus, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -182,4 +182,46 @@ pub(crate) async fn list_workflows(
 ) -> Result<Json<WorkflowList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(WorkflowList { workflows: vault.list_workflows(&org.id.to_string()).await? }))
+}
+
+/// Crypto-shred an org (operator only): its KEKs are destroyed in the KMS, so its
+/// credentials can never be opened again; its audit and lifecycle stay. Idempotent.
+#[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = Org), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_org(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<Org>, ApiError> {
+    admin.require_operator("delete orgs")?;
+    Ok(Json(vault.delete_org(&admin.actor(), &org).await?))
+}
+
+/// Rotate the org's KEK: a new version is current at once; every DEK is rewrapped to it
+/// in the background (watch `GET /v1/orgs/{org}/kek`).
+#[utoipa::path(post, path = "/v1/orgs/{org}/kek/rotate", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 202, body = KekStatus), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn rotate_kek(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<(StatusCode, Json<KekStatus>), ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let status = vault.rotate_kek(&admin.actor(), &org.id.to_string()).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+/// The org's KEK version and rewrap progress.
+#[utoipa::path(get, path = "/v1/orgs/{org}/kek", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = KekStatus), (status = 403, body = ErrorBody)))]
+pub(crate) async fn kek_status(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<KekStatus>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.kek_status(&org.id.to_string()).await?))
 }

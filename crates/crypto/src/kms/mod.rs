@@ -77,6 +77,15 @@ pub trait Kms: Send + Sync + 'static {
     /// Unwrap a DEK wrapped under any live version of the org's KEK.
     fn unwrap_dek(&self, org: &OrgId, wrapped: &WrappedDek) -> Result<Dek, KmsError>;
 
+    /// Re-wrap a DEK under the org's current KEK version, without anything but the DEK
+    /// being unwrapped (a credential's secret is never decrypted for this). Backends that
+    /// can keep the DEK inside (PKCS#11: unwrap to a non-extractable session object,
+    /// wrap it again) override this; the default unwraps and wraps.
+    fn rewrap_dek(&self, org: &OrgId, wrapped: &WrappedDek) -> Result<WrappedDek, KmsError> {
+        let dek = self.unwrap_dek(org, wrapped)?;
+        self.wrap_dek(org, &dek)
+    }
+
     /// Destroy one old KEK version (nothing may still be wrapped under it).
     fn retire_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError>;
 

@@ -65,7 +65,7 @@ pub(crate) async fn authenticate(
         return Err(invalid(&format!("workload token {} has expired", token.id)));
     }
     let org = directory
-        .org(&token.org_id)
+        .org(&token.org_id, spec.id)
         .await
         .map_err(store_down)?
         .ok_or_else(|| invalid("the workload token's org no longer exists"))?;

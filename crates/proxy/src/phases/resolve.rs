@@ -51,23 +51,26 @@ fn scope_refusal(credential: &Credential, call: &CallScope) -> Option<Refusal> {
     })
 }
 
-/// Choose the credential for `call` in `org`, honouring a pin.
+/// The pinned credential among the snapshot's, if it is there.
+pub(crate) fn find_pinned<'a>(org: &'a OrgSnapshot, reference: &str) -> Option<&'a Arc<CachedCredential>> {
+    let by_id = reference.parse::<CredentialId>().ok();
+    org.credentials.iter().find(|c| Some(c.credential.id) == by_id || c.credential.name.as_str() == reference)
+}
+
+/// Choose the credential for `call` in `org`, honouring a pin. `pinned_elsewhere` is the
+/// pinned credential when it is not among the snapshot's (another provider's).
 pub(crate) fn resolve_credential(
     org: &OrgSnapshot,
     call: &CallScope,
     pin: Option<&str>,
+    pinned_elsewhere: Option<&Arc<CachedCredential>>,
     now: Timestamp,
 ) -> Result<Arc<CachedCredential>, ResolveRefusal> {
     if let Some(reference) = pin {
-        let by_id = reference.parse::<CredentialId>().ok();
-        let pinned = org
-            .credentials
-            .iter()
-            .find(|c| Some(c.credential.id) == by_id || c.credential.name.as_str() == reference)
-            .ok_or_else(|| ResolveRefusal {
-                refusal: Refusal::new(Code::NoCredential, format!("no credential '{reference}' in org {}", org.org.id)),
-                credential: None,
-            })?;
+        let pinned = find_pinned(org, reference).or(pinned_elsewhere).ok_or_else(|| ResolveRefusal {
+            refusal: Refusal::new(Code::NoCredential, format!("no credential '{reference}' in org {}", org.org.id)),
+            credential: None,
+        })?;
         let refusal = scope_refusal(&pinned.credential, call).or_else(|| state_refusal(&pinned.credential, now));
         return match refusal {
             Some(refusal) => Err(ResolveRefusal { refusal, credential: Some(Arc::clone(pinned)) }),
@@ -176,7 +179,7 @@ mod tests {
     }
 
     fn chosen(f: &Fixture, call: &CallScope, pin: Option<&str>) -> Result<String, Code> {
-        resolve_credential(&f.org, call, pin, Timestamp::now())
+        resolve_credential(&f.org, call, pin, None, Timestamp::now())
             .map(|c| c.credential.name.as_str().to_owned())
             .map_err(|r| r.refusal.code)
     }
@@ -230,9 +233,14 @@ mod tests {
             ]
         });
         // A pinned OpenAI-only credential on the Anthropic route is refused, naming the provider.
-        let refused =
-            resolve_credential(&f.org, &call(&f, ProviderId::Anthropic, false), Some("openai-only"), Timestamp::now())
-                .unwrap_err();
+        let refused = resolve_credential(
+            &f.org,
+            &call(&f, ProviderId::Anthropic, false),
+            Some("openai-only"),
+            None,
+            Timestamp::now(),
+        )
+        .unwrap_err();
         assert_eq!(refused.refusal.code, Code::ScopeDenied);
         assert!(
             refused.refusal.message.contains("is bound to provider openai; this call is to anthropic"),

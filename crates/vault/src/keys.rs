@@ -1,0 +1,244 @@
+//! Org keys: KEK rotation with a background, resumable rewrap, and crypto-shredding.
+//!
+//! Rotation makes a new KEK version current at once (new DEKs are wrapped under it),
+//! then a job rewraps every older DEK of the org in batches — inside the KMS, without
+//! decrypting any credential secret — recording a `rewrapped` event per credential
+//! version. The job's progress is derived from the store (how many DEKs are still under
+//! an older version), so it survives restarts: `resume_rewraps` picks up where a
+//! stopped job left off. When nothing uses an old version any more it is retired in
+//! the KMS, after a grace period that lets every sidecar reload what it caches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use byok_domain::{Actor, LifecycleKind, Org, OrgId, OrgState, Timestamp};
+use serde::Serialize;
+
+use crate::error::VaultError;
+use crate::events::{credential_event, event};
+use crate::Vault;
+
+/// DEKs rewrapped per transaction.
+const REWRAP_BATCH: u32 = 500;
+/// Wait between the last rewrap and retiring old KEK versions, so that every node has
+/// reloaded its cached sealed records (nodes poll for changes every 250 ms).
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// Where an org's KEK stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct KekStatus {
+    /// The org.
+    pub org_id: OrgId,
+    /// The current KEK version.
+    pub kek_version: u32,
+    /// `idle` (nothing to rewrap), `running`, or `failed` (see `error`; rotate again or
+    /// restart to resume).
+    pub state: &'static str,
+    /// Wrapped keys (credential versions and the fingerprint key) still under an older
+    /// KEK version.
+    pub remaining: u64,
+    /// Wrapped keys rewrapped by the current job.
+    pub rewrapped: u64,
+    /// KEK versions still in use.
+    pub versions_in_use: Vec<u32>,
+    /// Why the last job failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Job {
+    running: bool,
+    rewrapped: u64,
+    error: Option<String>,
+}
+
+/// Rewrap jobs by org (one at a time per org).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Jobs(Arc<Mutex<HashMap<OrgId, Job>>>);
+
+impl Jobs {
+    fn with<T>(&self, org: OrgId, f: impl FnOnce(&mut Job) -> T) -> T {
+        let mut jobs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(jobs.entry(org).or_default())
+    }
+}
+
+impl Vault {
+    /// Rotate the org's KEK: a new version becomes current now, and a background job
+    /// rewraps every older DEK.
+    pub async fn rotate_kek(&self, actor: &Actor, org: &str) -> Result<KekStatus, VaultError> {
+        let org = self.live_org(org).await?;
+        let from = org.kek_version;
+        let to = self.kms.rotate_kek(org.id).await?;
+        let mut rotated = event(org.id, LifecycleKind::KekRotated, org.id, actor);
+        rotated.details = serde_json::json!({ "from_kek_version": from, "to_kek_version": to });
+        self.store.set_org_kek_version_with_event(&org.id, to, &rotated).await?;
+        self.epoch.bump();
+        self.spawn_rewrap(org.id);
+        self.kek_status(&org.id.to_string()).await
+    }
+
+    /// The org's KEK version and rewrap progress.
+    pub async fn kek_status(&self, org: &str) -> Result<KekStatus, VaultError> {
+        let org = self.org(org).await?;
+        let versions_in_use = self.store.kek_versions_in_use(&org.id).await?;
+        let remaining = self.store.count_wrapped_below(&org.id, org.kek_version).await?;
+        let (running, rewrapped, error) = self.jobs.with(org.id, |job| (job.running, job.rewrapped, job.error.clone()));
+        let state = if running {
+            "running"
+        } else if error.is_some() && remaining > 0 {
+            "failed"
+        } else {
+            "idle"
+        };
+        Ok(KekStatus {
+            org_id: org.id,
+            kek_version: org.kek_version,
+            state,
+            remaining,
+            rewrapped,
+            versions_in_use,
+            error,
+        })
+    }
+
+    /// Start the rewrap job of `org` unless one is running.
+    fn spawn_rewrap(&self, org: OrgId) {
+        let start = self.jobs.with(org, |job| {
+            if job.running {
+                return false;
+            }
+            *job = Job { running: true, rewrapped: 0, error: None };
+            true
+        });
+        if !start {
+            return;
+        }
+        let vault = self.clone();
+        tokio::spawn(async move {
+            let result = vault.rewrap_org(org).await;
+            if let Err(err) = &result {
+                tracing::error!(%org, error = %err, "KEK rewrap failed; it resumes on the next rotation or restart");
+            }
+            vault.jobs.with(org, |job| {
+                job.running = false;
+                job.error = result.err().map(|e| e.to_string());
+            });
+        });
+    }
+
+    /// Resume the rewrap of every org that still has DEKs under an old KEK version
+    /// (after a restart mid-job). Returns the orgs resumed.
+    pub async fn resume_rewraps(&self) -> Result<Vec<OrgId>, VaultError> {
+        let mut resumed = Vec::new();
+        for org in self.store.list_orgs().await? {
+            if org.state == OrgState::Active && self.store.count_wrapped_below(&org.id, org.kek_version).await? > 0 {
+                self.spawn_rewrap(org.id);
+                resumed.push(org.id);
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Rewrap everything of `org` below its current KEK version, then retire the old
+    /// versions nothing uses.
+    async fn rewrap_org(&self, org_id: OrgId) -> Result<(), VaultError> {
+        loop {
+            let org = self.org_by_id(org_id).await?;
+            if org.state == OrgState::Deleted {
+                return Ok(());
+            }
+            let current = org.kek_version;
+            let pending = self.store.list_wrapped_deks_below(&org.id, current, REWRAP_BATCH).await?;
+            let fingerprint_key = self.store.org_fingerprint_key(&org.id).await?.filter(|w| w.kek_version < current);
+            if pending.is_empty() && fingerprint_key.is_none() {
+                break;
+            }
+            if let Some(wrapped) = fingerprint_key {
+                let mut rewrapped = self.kms.rewrap_deks(org.id, vec![wrapped]).await?;
+                if let Some(new) = rewrapped.pop() {
+                    self.store.set_org_fingerprint_key(&org.id, &new).await?;
+                    self.jobs.with(org.id, |job| job.rewrapped += 1);
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            let old: Vec<_> = pending.iter().map(|r| r.wrapped_dek.clone()).collect();
+            let new = self.kms.rewrap_deks(org.id, old).await?;
+            let mut items = Vec::with_capacity(pending.len());
+            let mut events = Vec::with_capacity(pending.len());
+            for (record, wrapped) in pending.iter().zip(new) {
+                events.push(credential_event(
+                    org.id,
+                    LifecycleKind::Rewrapped,
+                    record.credential_id,
+                    record.version,
+                    &record.fingerprint,
+                    &Actor::System,
+                    serde_json::json!({
+                        "from_kek_version": record.wrapped_dek.kek_version,
+                        "to_kek_version": wrapped.kek_version,
+                    }),
+                ));
+                items.push((record.credential_id, record.version, wrapped));
+            }
+            // No epoch bump per batch: the DEKs are the same, and what sidecars cache stays
+            // openable until the old version is retired (after the bump below).
+            self.store.rewrap_batch(&org.id, &items, &events).await?;
+            self.jobs.with(org.id, |job| job.rewrapped += items.len() as u64);
+        }
+        self.retire_unused_keks(org_id).await
+    }
+
+    async fn retire_unused_keks(&self, org_id: OrgId) -> Result<(), VaultError> {
+        self.epoch.bump();
+        tokio::time::sleep(RETIRE_GRACE).await;
+        let org = self.org_by_id(org_id).await?;
+        let in_use = self.store.kek_versions_in_use(&org.id).await?;
+        for version in 1..org.kek_version {
+            if in_use.contains(&version) {
+                continue;
+            }
+            // Versions retired earlier are gone already; that is fine.
+            if let Err(err) = self.kms.retire_kek_version(org.id, version).await {
+                tracing::debug!(org = %org.id, version, error = %err, "KEK version not retired");
+            }
+        }
+        Ok(())
+    }
+
+    async fn org_by_id(&self, id: OrgId) -> Result<Org, VaultError> {
+        self.store.get_org(&id).await?.ok_or_else(|| VaultError::NotFound(format!("no org '{id}'")))
+    }
+
+    /// Crypto-shred an org: mark it deleted (every sidecar stops using it), then destroy
+    /// its KEKs in the KMS. Its credentials can never be opened again; its audit and
+    /// lifecycle stay readable. Idempotent.
+    pub async fn delete_org(&self, actor: &Actor, org: &str) -> Result<Org, VaultError> {
+        let org = self.org(org).await?;
+        let now = Timestamp::now();
+        let mut events = Vec::new();
+        let mut deleted = event(org.id, LifecycleKind::Deleted, org.id, actor);
+        deleted.details = serde_json::json!({ "crypto_shredded": true, "kek_version": org.kek_version });
+        events.push(deleted);
+        for record in self.store.list_credentials(&org.id).await? {
+            let c = record.credential;
+            events.push(credential_event(
+                org.id,
+                LifecycleKind::Deleted,
+                c.id,
+                c.version,
+                &c.fingerprint,
+                actor,
+                serde_json::json!({ "crypto_shredded": true }),
+            ));
+        }
+        let marked = self.store.mark_org_deleted(&org.id, now, &events).await?;
+        self.epoch.bump();
+        self.kms.destroy_org_keks(org.id).await?;
+        Ok(marked)
+    }
+}
