@@ -123,6 +123,33 @@ pub enum AdminCommand {
     /// Workload tokens: what applications hold instead of a provider key.
     #[command(subcommand)]
     Token(TokenCommand),
+
+    /// Org key-encryption keys: rotate (with background rewrap) and progress.
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+/// `byok kek …`
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Rotate an org's KEK: a new version is current at once, and every DEK is rewrapped
+    /// to it in the background (no credential secret is decrypted). Shows progress until
+    /// the rewrap is done, unless --no-wait.
+    #[command(after_help = "Example:\n  byok kek rotate --org acme")]
+    Rotate {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Return as soon as the new version is current.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show an org's KEK version and rewrap progress.
+    Status {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
 }
 
 /// `byok org …`
@@ -143,6 +170,16 @@ pub enum OrgCommand {
     Show {
         /// Org id or name.
         org: String,
+    },
+    /// Crypto-shred an org: destroy its KEKs so its credentials can never be opened
+    /// again (its audit stays). Operator only; there is no undo.
+    #[command(after_help = "Example:\n  byok org delete acme --yes")]
+    Delete {
+        /// Org id or name.
+        org: String,
+        /// Confirm: the org's keys are destroyed for good.
+        #[arg(long)]
+        yes: bool,
     },
     /// Issue an org-admin token confined to one org (printed once).
     #[command(after_help = "\

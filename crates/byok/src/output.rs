@@ -41,6 +41,8 @@ pub enum View {
     TokenList,
     /// A revoked workload token.
     TokenRevoked,
+    /// An org's KEK version and rewrap progress.
+    KekStatus,
 }
 
 /// What just happened to a credential (chooses the headline).
@@ -114,6 +116,7 @@ pub fn render(view: View, answer: &Value) -> Rendered {
             out.note_after = "Store it now: byok keeps only a hash and will not show this token again.\n".to_owned();
         }
         View::TokenList => out.stdout = token_list(answer),
+        View::KekStatus => out.stdout = kv_table(answer, KEK_COLUMNS),
         View::TokenRevoked => {
             out.stdout = format!("Revoked workload token {} (team {}).\n", cell(answer, "id"), cell(answer, "team_id"))
         }
@@ -154,6 +157,15 @@ const ORG_COLUMNS: Columns = &[
     ("STATE", "state"),
     ("KEK VERSION", "kek_version"),
     ("CREATED", "created_at"),
+];
+const KEK_COLUMNS: Columns = &[
+    ("ORG", "org_id"),
+    ("KEK VERSION", "kek_version"),
+    ("REWRAP", "state"),
+    ("REMAINING", "remaining"),
+    ("REWRAPPED", "rewrapped"),
+    ("VERSIONS IN USE", "versions_in_use"),
+    ("ERROR", "error"),
 ];
 const TEAM_COLUMNS: Columns = &[("ID", "id"), ("NAME", "name"), ("ORG", "org_id"), ("CREATED", "created_at")];
 const WORKFLOW_COLUMNS: Columns =

@@ -5,13 +5,14 @@
 //! tested as a table without a server.
 
 mod credential;
+mod kek;
 mod org;
 mod team;
 mod token;
 mod workflow;
 
 use crate::api::ApiRequest;
-use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs};
+use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, OrgCommand};
 use crate::client::{resolve_admin_token, AdminClient};
 use crate::error::CliError;
 use crate::output::{emit, render, render_json, View};
@@ -35,6 +36,7 @@ pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Pl
         AdminCommand::Workflow(cmd) => Ok(workflow::plan(cmd)),
         AdminCommand::Credential(cmd) => credential::plan(cmd, secrets),
         AdminCommand::Token(cmd) => Ok(token::plan(cmd)),
+        AdminCommand::Kek(cmd) => Ok(kek::plan(cmd)),
     }
 }
 
@@ -43,6 +45,12 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     // Refuse an impossible update before asking for a token or a secret.
     if let AdminCommand::Credential(CredentialCommand::Update(args)) = command {
         credential::check_update(args)?;
+    }
+    if let AdminCommand::Org(OrgCommand::Delete { org, yes: false }) = command {
+        return Err(CliError::Usage(format!(
+            "deleting org '{org}' destroys its keys for good (its credentials can never be opened again); \
+             add --yes to confirm"
+        )));
     }
     let (token, origin) =
         resolve_admin_token(admin_token_from_env()?, global.token_file.as_deref(), global.data_dir.as_deref())?;
@@ -59,6 +67,12 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
         }
         other => other,
     })?;
+    let answer = match command {
+        AdminCommand::Kek(KekCommand::Rotate { org, no_wait: false }) => {
+            kek::wait_for_rewrap(&client, org, answer, global.json).await?
+        }
+        _ => answer,
+    };
     let rendered = if global.json { render_json(&answer) } else { render(planned.view, &answer) };
     emit(&rendered)
 }

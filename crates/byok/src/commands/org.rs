@@ -17,6 +17,9 @@ pub fn plan(command: &OrgCommand) -> Planned {
         },
         OrgCommand::List => Planned { request: ApiRequest::get(&["v1", "orgs"]), view: View::OrgList },
         OrgCommand::Show { org } => Planned { request: ApiRequest::get(&org_path(org, &[])), view: View::Org },
+        OrgCommand::Delete { org, .. } => {
+            Planned { request: ApiRequest::new(reqwest::Method::DELETE, &org_path(org, &[]), None), view: View::Org }
+        }
         OrgCommand::AdminToken { org, expires_at } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["admin-tokens"]),

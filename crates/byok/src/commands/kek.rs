@@ -1,0 +1,58 @@
+//! `byok kek …`
+
+use super::{org_path, Planned};
+use crate::api::{ApiRequest, Body, ExpiryOnly};
+use crate::cli::KekCommand;
+use crate::output::View;
+
+/// The request for a KEK command.
+pub fn plan(command: &KekCommand) -> Planned {
+    match command {
+        KekCommand::Rotate { org, .. } => Planned {
+            request: ApiRequest::post(&org_path(org, &["kek", "rotate"]), Body::Expiry(ExpiryOnly::default())),
+            view: View::KekStatus,
+        },
+        KekCommand::Status { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["kek"])), view: View::KekStatus }
+        }
+    }
+}
+
+/// Poll the rewrap until it is done, with a progress bar on a terminal; the last status.
+pub async fn wait_for_rewrap(
+    client: &crate::client::AdminClient,
+    org: &str,
+    first: serde_json::Value,
+    quiet: bool,
+) -> Result<serde_json::Value, crate::error::CliError> {
+    use std::io::IsTerminal;
+    let number = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let status_request = ApiRequest::get(&org_path(org, &["kek"]));
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(number(&first, "remaining") + number(&first, "rewrapped"));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("rewrapping {bar:40} {pos}/{len} keys ({eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut status = first;
+    loop {
+        let running = status.get("state").and_then(serde_json::Value::as_str) == Some("running");
+        let remaining = number(&status, "remaining");
+        if let Some(bar) = &bar {
+            let done = number(&status, "rewrapped");
+            bar.set_length((done + remaining).max(bar.length().unwrap_or(0)));
+            bar.set_position(done);
+        }
+        if !running && (remaining == 0 || status.get("state").and_then(serde_json::Value::as_str) == Some("failed")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        status = client.send(&status_request).await?;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(status)
+}
