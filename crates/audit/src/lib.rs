@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use byok_domain::{CallCompletion, ResolutionAudit};
-use byok_store::Store;
+use byok_store::{AuditEntry, Segment, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -94,32 +94,33 @@ impl AuditWriter {
 }
 
 async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut rows = Vec::with_capacity(max_batch);
+    // This writer's own chain segment: it is the only appender, so its heads live here.
+    let mut segment = Segment::new();
+    tracing::info!(segment = segment.id(), "audit writer started a chain segment");
+    let mut entries = Vec::with_capacity(max_batch);
     let mut acks = Vec::with_capacity(max_batch);
-    let mut completions = Vec::new();
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Resolution(row, ack) => {
-                    rows.push(row);
+                    entries.push(AuditEntry::Resolution(row));
                     acks.push(ack);
                 }
-                Job::Completion(completion) => completions.push(completion),
+                Job::Completion(completion) => entries.push(AuditEntry::Completion(completion)),
             }
-            if rows.len() + completions.len() < max_batch {
+            if entries.len() < max_batch {
                 next = queue.try_recv().ok();
             }
         }
-        let result = store.append_audit(&rows, &completions).await;
+        let result = store.append_audit(&mut segment, &entries).await;
         if let Err(err) = &result {
-            tracing::error!(error = %err, rows = rows.len(), completions = completions.len(), "audit commit failed");
+            tracing::error!(error = %err, entries = entries.len(), "audit commit failed");
         }
         let outcome = result.map_err(|e| AuditError::Unavailable(e.to_string()));
         for ack in acks.drain(..) {
             let _ = ack.send(outcome.clone());
         }
-        rows.clear();
-        completions.clear();
+        entries.clear();
     }
 }

@@ -9,6 +9,7 @@
 //! * [`token`]: workload and admin token text and their stored hashes.
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod envelope;
 pub mod fingerprint;
 pub mod kms;

@@ -5,20 +5,46 @@ use byok_domain::{CallCompletion, CredentialId, OrgId, Outcome, ResolutionAudit,
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
+use crate::chain::{Chained, Field};
 use crate::error::{map_sqlx, StoreError};
 use crate::rows::Row;
-use crate::store::{Backend, Store};
+use crate::store::Store;
 
 /// Rows per multi-row INSERT (keeps PostgreSQL under its bind-parameter limit).
 const ROWS_PER_INSERT: usize = 200;
 
 const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token_id, credential_id, \
      credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail";
-const AUDIT_COLUMN_COUNT: usize = 17;
 
 const COMPLETION_COLUMNS: &str =
     "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, output_tokens, status";
-const COMPLETION_COLUMN_COUNT: usize = 9;
+
+/// Insert chained entries into `table`: `columns` (the chained ones, in order) plus
+/// `prev_hash` and `hash`.
+pub(crate) async fn insert_chained(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    table: &str,
+    columns: &str,
+    entries: &[Chained],
+) -> Result<(), StoreError> {
+    let count = columns.split(',').count() + 2;
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let sql =
+            format!("INSERT INTO {table} ({columns}, prev_hash, hash) VALUES {}", placeholders(chunk.len(), count));
+        let mut query = sqlx::query::<Any>(&sql);
+        for entry in chunk {
+            for field in &entry.fields {
+                query = match field {
+                    Field::Text(value) => query.bind(value.clone()),
+                    Field::Int(value) => query.bind(*value),
+                };
+            }
+            query = query.bind(entry.prev.to_vec()).bind(entry.hash.to_vec());
+        }
+        query.execute(&mut **tx).await.map_err(map_sqlx)?;
+    }
+    Ok(())
+}
 
 /// Which audit rows [`Store::list_audit`] returns (all conditions must hold).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,10 +82,6 @@ fn placeholders(rows: usize, columns: usize) -> String {
         sql.push(')');
     }
     sql
-}
-
-fn opt_u64(value: Option<u64>) -> Option<i64> {
-    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
@@ -104,75 +126,6 @@ fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
 }
 
 impl Store {
-    /// Append resolution rows and completions in ONE transaction: when this returns
-    /// `Ok`, every row is durable (SQLite `synchronous=FULL`, PostgreSQL commit).
-    pub async fn append_audit(
-        &self,
-        rows: &[ResolutionAudit],
-        completions: &[CallCompletion],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() && completions.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write().await?;
-        if self.backend() == Backend::Postgres && !rows.is_empty() {
-            // seq order = commit order, as for lifecycle events (readers page by seq).
-            sqlx::query::<Any>("LOCK TABLE resolution_audit IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
-        }
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO resolution_audit ({AUDIT_COLUMNS}) VALUES {}",
-                placeholders(chunk.len(), AUDIT_COLUMN_COUNT)
-            );
-            let mut query = sqlx::query::<Any>(&sql);
-            for row in chunk {
-                query = query
-                    .bind(row.at.as_micros())
-                    .bind(row.call_id.as_str())
-                    .bind(row.org_id.map(|v| v.to_string()))
-                    .bind(row.team_id.map(|v| v.to_string()))
-                    .bind(row.workflow_id.map(|v| v.to_string()))
-                    .bind(row.token_id.map(|v| v.to_string()))
-                    .bind(row.credential_id.map(|v| v.to_string()))
-                    .bind(row.credential_version.map(i64::from))
-                    .bind(row.fingerprint.as_deref())
-                    .bind(row.provider.map(|p| p.as_str()))
-                    .bind(row.model.as_deref())
-                    .bind(row.model_family.as_deref())
-                    .bind(row.capability.map(|c| c.as_str()))
-                    .bind(row.mode.map(|m| m.as_str()))
-                    .bind(row.outcome.as_str())
-                    .bind(row.reason.as_deref())
-                    .bind(row.detail.as_deref());
-            }
-            query.execute(&mut *tx).await.map_err(map_sqlx)?;
-        }
-        for chunk in completions.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO call_completions ({COMPLETION_COLUMNS}) VALUES {}",
-                placeholders(chunk.len(), COMPLETION_COLUMN_COUNT)
-            );
-            let mut query = sqlx::query::<Any>(&sql);
-            for c in chunk {
-                query = query
-                    .bind(c.call_id.as_str())
-                    .bind(c.org_id.to_string())
-                    .bind(c.credential_id.to_string())
-                    .bind(c.at.as_micros())
-                    .bind(c.upstream_status.map(i64::from))
-                    .bind(c.latency_us)
-                    .bind(opt_u64(c.input_tokens))
-                    .bind(opt_u64(c.output_tokens))
-                    .bind(c.status.as_str());
-            }
-            query.execute(&mut *tx).await.map_err(map_sqlx)?;
-        }
-        tx.commit().await.map_err(map_sqlx)
-    }
-
     /// Resolution rows of `org` matching `filter`, in `seq` order. `org = None` lists
     /// the rows no org could be established for (unknown tokens).
     pub async fn list_audit(

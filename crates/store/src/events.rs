@@ -5,6 +5,9 @@ use byok_domain::{Actor, CredentialId, EventId, LifecycleEvent, LifecycleKind, O
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
+use byok_crypto::chain::{ChainHash, GENESIS};
+
+use crate::chain::{chain, Field};
 use crate::error::{map_insert, map_sqlx, StoreError};
 use crate::rows::{to_json, Row};
 use crate::store::{Backend, Store};
@@ -86,24 +89,52 @@ pub(crate) async fn insert_event(
             .map_err(map_sqlx)?;
     }
     let details = to_json(&event.details, "event details")?;
-    sqlx::query::<Any>(
-        "INSERT INTO lifecycle_events \
-         (id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    // The org's chain head; the lock above (PostgreSQL) or the single writer (SQLite)
+    // keeps it from moving until this transaction ends.
+    let head = sqlx::query::<Any>(
+        "SELECT chain_seq, hash FROM lifecycle_events WHERE org_id = $1 AND chain_seq IS NOT NULL \
+         ORDER BY chain_seq DESC LIMIT 1",
     )
-    .bind(event.id.to_string())
     .bind(event.org_id.to_string())
-    .bind(event.kind.as_str())
-    .bind(event.subject.as_str())
-    .bind(event.credential_id.map(|c| c.to_string()))
-    .bind(event.version.map(i64::from))
-    .bind(event.fingerprint.as_deref())
-    .bind(event.actor.to_string())
-    .bind(event.at.as_micros())
-    .bind(details)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
-    .map_err(|e| {
+    .map_err(map_sqlx)?;
+    let (chain_seq, prev) = match head {
+        None => (1, GENESIS),
+        Some(row) => {
+            let r = Row::new(&row, "lifecycle_events");
+            let hash = r.blob("hash")?;
+            let prev = ChainHash::try_from(hash.as_slice())
+                .map_err(|_| StoreError::Corrupt("lifecycle_events.hash is not 32 bytes".into()))?;
+            (r.int("chain_seq")? + 1, prev)
+        }
+    };
+    let fields = vec![
+        Field::Int(Some(chain_seq)),
+        Field::Text(Some(event.id.to_string())),
+        Field::Text(Some(event.org_id.to_string())),
+        Field::Text(Some(event.kind.as_str().to_owned())),
+        Field::Text(Some(event.subject.clone())),
+        Field::Text(event.credential_id.map(|c| c.to_string())),
+        Field::Int(event.version.map(i64::from)),
+        Field::Text(event.fingerprint.clone()),
+        Field::Text(Some(event.actor.to_string())),
+        Field::Int(Some(event.at.as_micros())),
+        Field::Text(Some(details)),
+    ];
+    let chained = chain("event", prev, fields);
+    let mut query = sqlx::query::<Any>(
+        "INSERT INTO lifecycle_events \
+         (chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    );
+    for field in &chained.fields {
+        query = match field {
+            Field::Text(value) => query.bind(value.clone()),
+            Field::Int(value) => query.bind(*value),
+        };
+    }
+    query.bind(chained.prev.to_vec()).bind(chained.hash.to_vec()).execute(&mut *conn).await.map_err(|e| {
         map_insert(
             e,
             |_| format!("an event with id {} already exists", event.id),

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod chain;
 mod credentials;
 mod directory;
 mod error;
@@ -29,6 +30,7 @@ mod tokens;
 pub mod testing;
 
 pub use audit::AuditFilter;
+pub use chain::{AuditEntry, BrokenLink, ChainHead, HeadRecord, Problem, Segment, VerifyReport};
 pub use credentials::{CredentialRecord, WrappedDekRef};
 pub use error::StoreError;
 pub use events::{EventFilter, NewEvent};

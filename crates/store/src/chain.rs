@@ -1,0 +1,797 @@
+//! The audit hash chain in the store: links are computed as entries are written, and
+//! recomputed by [`Store::verify_audit`].
+//!
+//! * Lifecycle events: one chain per org, serialized by the write transaction
+//!   (`chain_seq` 1, 2, …; SQLite has one writer, PostgreSQL holds the table lock).
+//! * Resolution rows and call completions: one chain per (segment, org). Each sidecar's
+//!   audit writer owns a [`Segment`] and is its only appender, so appending needs no
+//!   cross-node lock and no read of the previous row: the head is in memory.
+//!
+//! The fields hashed are exactly the values written, in a fixed order (see
+//! [`byok_crypto::chain`] for the encoding). After a retention purge an anchor keeps the
+//! position and hash of the last purged entry of each chain, so the rest still verifies.
+
+use std::collections::HashMap;
+
+use byok_crypto::chain::{hex, ChainHash, Link, GENESIS};
+use byok_domain::{CallCompletion, OrgId, ResolutionAudit, Timestamp};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _};
+
+use crate::error::{map_sqlx, StoreError};
+use crate::store::Store;
+
+/// Rows read per page while verifying.
+const VERIFY_PAGE: i64 = 5000;
+
+/// A chain's latest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Its position (1 for the first entry).
+    pub seq: i64,
+    /// Its hash.
+    pub hash: ChainHash,
+}
+
+impl ChainHead {
+    const START: ChainHead = ChainHead { seq: 0, hash: GENESIS };
+}
+
+/// One audit writer's segment: its id and the head of its chain for each org.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    id: String,
+    heads: HashMap<Option<OrgId>, ChainHead>,
+}
+
+impl Segment {
+    /// A new segment with a fresh id (a writer starts one per process).
+    pub fn new() -> Self {
+        Self { id: ulid::Ulid::new().to_string(), heads: HashMap::new() }
+    }
+
+    /// The segment id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn next(&mut self, org: Option<OrgId>) -> (i64, ChainHash) {
+        let head = self.heads.get(&org).copied().unwrap_or(ChainHead::START);
+        (head.seq + 1, head.hash)
+    }
+
+    fn advance(&mut self, org: Option<OrgId>, seq: i64, hash: ChainHash) {
+        self.heads.insert(org, ChainHead { seq, hash });
+    }
+}
+
+impl Default for Segment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One entry for [`Store::append_audit`], in chain order.
+#[derive(Debug, Clone)]
+pub enum AuditEntry {
+    /// A resolution row.
+    Resolution(ResolutionAudit),
+    /// A call completion.
+    Completion(CallCompletion),
+}
+
+/// A chained field value, exactly as written to its column.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Field {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+fn link(kind: &str, prev: &ChainHash, fields: &[Field]) -> ChainHash {
+    fields
+        .iter()
+        .fold(Link::new(kind, prev), |link, field| match field {
+            Field::Text(value) => link.text(value.as_deref()),
+            Field::Int(value) => link.int(*value),
+        })
+        .finish()
+}
+
+fn text(value: Option<impl ToString>) -> Field {
+    Field::Text(value.map(|v| v.to_string()))
+}
+
+fn opt_u64(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Columns of a chained resolution row, in hash order.
+pub(crate) const RESOLUTION_CHAIN_COLUMNS: &str = "segment, segment_seq, at_us, call_id, org_id, team_id, workflow_id, \
+     token_id, credential_id, credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, \
+     reason, detail";
+
+/// The values of a resolution row's chained columns, in order.
+pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) -> Vec<Field> {
+    vec![
+        Field::Text(Some(segment.to_owned())),
+        Field::Int(Some(seq)),
+        Field::Int(Some(row.at.as_micros())),
+        Field::Text(Some(row.call_id.clone())),
+        text(row.org_id),
+        text(row.team_id),
+        text(row.workflow_id),
+        text(row.token_id),
+        text(row.credential_id),
+        Field::Int(row.credential_version.map(i64::from)),
+        Field::Text(row.fingerprint.clone()),
+        text(row.provider.map(|p| p.as_str())),
+        Field::Text(row.model.clone()),
+        Field::Text(row.model_family.clone()),
+        text(row.capability.map(|c| c.as_str())),
+        text(row.mode.map(|m| m.as_str())),
+        Field::Text(Some(row.outcome.as_str().to_owned())),
+        Field::Text(row.reason.clone()),
+        Field::Text(row.detail.clone()),
+    ]
+}
+
+/// Columns of a chained completion, in hash order.
+pub(crate) const COMPLETION_CHAIN_COLUMNS: &str = "segment, segment_seq, call_id, org_id, credential_id, at_us, \
+     upstream_status, latency_us, input_tokens, output_tokens, status";
+
+/// The values of a completion's chained columns, in order.
+pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion) -> Vec<Field> {
+    vec![
+        Field::Text(Some(segment.to_owned())),
+        Field::Int(Some(seq)),
+        Field::Text(Some(c.call_id.clone())),
+        Field::Text(Some(c.org_id.to_string())),
+        Field::Text(Some(c.credential_id.to_string())),
+        Field::Int(Some(c.at.as_micros())),
+        Field::Int(c.upstream_status.map(i64::from)),
+        Field::Int(Some(c.latency_us)),
+        Field::Int(opt_u64(c.input_tokens)),
+        Field::Int(opt_u64(c.output_tokens)),
+        Field::Text(Some(c.status.clone())),
+    ]
+}
+
+/// Columns of a chained lifecycle event, in hash order.
+pub(crate) const EVENT_CHAIN_COLUMNS: &str =
+    "chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details";
+
+/// A chained entry ready to insert: its values, position and link.
+pub(crate) struct Chained {
+    pub(crate) fields: Vec<Field>,
+    pub(crate) prev: ChainHash,
+    pub(crate) hash: ChainHash,
+}
+
+/// Link `fields` of `kind` after `prev`.
+pub(crate) fn chain(kind: &str, prev: ChainHash, fields: Vec<Field>) -> Chained {
+    let hash = link(kind, &prev, &fields);
+    Chained { fields, prev, hash }
+}
+
+impl Segment {
+    /// Number and link `entries` in order; returns the resolution rows and completions
+    /// to insert. The segment's heads move only in the copy returned, which the caller
+    /// keeps once the transaction has committed.
+    pub(crate) fn link_entries(&self, entries: &[AuditEntry]) -> (Segment, Vec<Chained>, Vec<Chained>) {
+        let mut next = self.clone();
+        let mut rows = Vec::new();
+        let mut completions = Vec::new();
+        for entry in entries {
+            match entry {
+                AuditEntry::Resolution(row) => {
+                    let (seq, prev) = next.next(row.org_id);
+                    let chained = chain("resolution", prev, resolution_fields(&next.id, seq, row));
+                    next.advance(row.org_id, seq, chained.hash);
+                    rows.push(chained);
+                }
+                AuditEntry::Completion(c) => {
+                    let org = Some(c.org_id);
+                    let (seq, prev) = next.next(org);
+                    let chained = chain("completion", prev, completion_fields(&next.id, seq, c));
+                    next.advance(org, seq, chained.hash);
+                    completions.push(chained);
+                }
+            }
+        }
+        (next, rows, completions)
+    }
+}
+
+/// What is wrong at the first broken link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// The entry's content no longer matches its hash.
+    Changed,
+    /// Entries are missing before this one.
+    Missing,
+    /// The entry is out of its chain order.
+    Reordered,
+    /// The entry was not written by byok (no or duplicate position, or a link to
+    /// nothing byok wrote).
+    Inserted,
+}
+
+/// The first broken link found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BrokenLink {
+    /// `events`, or `calls/<segment>` for a writer segment's resolutions and completions.
+    pub chain: String,
+    /// The entry's position in its chain (`chain_seq` / `segment_seq`).
+    pub seq: i64,
+    /// The entry's row: `lifecycle_events.seq`, `resolution_audit.seq` or
+    /// `call_completions.seq`, with the table.
+    pub row: String,
+    /// What is wrong.
+    pub problem: Problem,
+    /// Details for a person.
+    pub detail: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct VerifyReport {
+    /// Whether every chain verified.
+    pub ok: bool,
+    /// Entries checked.
+    pub checked: u64,
+    /// The first broken link, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<BrokenLink>,
+}
+
+/// A chain's head as of now (for checkpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct HeadRecord {
+    /// `events` or `calls/<segment>`.
+    pub chain: String,
+    /// Position of the last entry.
+    pub seq: i64,
+    /// Its hash, hex.
+    pub hash: String,
+}
+
+/// A chained table: its name, hashed columns (in order) and entry kind.
+#[derive(Clone, Copy)]
+struct ChainTable {
+    table: &'static str,
+    columns: &'static str,
+    kind: &'static str,
+}
+
+const EVENTS: ChainTable = ChainTable { table: "lifecycle_events", columns: EVENT_CHAIN_COLUMNS, kind: "event" };
+const RESOLUTIONS: ChainTable =
+    ChainTable { table: "resolution_audit", columns: RESOLUTION_CHAIN_COLUMNS, kind: "resolution" };
+const COMPLETIONS: ChainTable =
+    ChainTable { table: "call_completions", columns: COMPLETION_CHAIN_COLUMNS, kind: "completion" };
+
+/// Which rows of a chained table to read: those matching `filter`, in `order`, after
+/// `after`, of `segment` if given.
+struct Page<'a> {
+    filter: &'a str,
+    order: &'a str,
+    segment: Option<&'a str>,
+    after: i64,
+}
+
+struct Entry {
+    table: &'static str,
+    row_seq: i64,
+    seq: Option<i64>,
+    fields: Vec<Field>,
+    kind: &'static str,
+    prev: Option<Vec<u8>>,
+    hash: Option<Vec<u8>>,
+}
+
+fn read_fields(row: &AnyRow, columns: &str) -> Result<Vec<Field>, StoreError> {
+    columns
+        .split(',')
+        .map(str::trim)
+        .map(|column| {
+            let int_column = matches!(
+                column,
+                "segment_seq"
+                    | "chain_seq"
+                    | "at_us"
+                    | "credential_version"
+                    | "version"
+                    | "upstream_status"
+                    | "latency_us"
+                    | "input_tokens"
+                    | "output_tokens"
+            );
+            if int_column {
+                row.try_get::<Option<i64>, _>(column).map(Field::Int)
+            } else {
+                row.try_get::<Option<String>, _>(column).map(Field::Text)
+            }
+            .map_err(|e| StoreError::Corrupt(format!("audit column {column}: {e}")))
+        })
+        .collect()
+}
+
+/// Walks one chain in order and remembers the first break.
+struct Walker {
+    chain: String,
+    expected: ChainHead,
+    /// The last row id seen per table: within a chain, rows are written in order.
+    last_row: HashMap<&'static str, i64>,
+    seen: HashMap<Vec<u8>, i64>,
+    checked: u64,
+    first_bad: Option<BrokenLink>,
+}
+
+impl Walker {
+    fn new(chain: String, start: ChainHead) -> Self {
+        Self { chain, expected: start, last_row: HashMap::new(), seen: HashMap::new(), checked: 0, first_bad: None }
+    }
+
+    fn bad(&mut self, entry: &Entry, seq: i64, problem: Problem, detail: String) {
+        if self.first_bad.is_none() {
+            self.first_bad = Some(BrokenLink {
+                chain: self.chain.clone(),
+                seq,
+                row: format!("{}.seq = {}", entry.table, entry.row_seq),
+                problem,
+                detail,
+            });
+        }
+    }
+
+    fn step(&mut self, entry: &Entry) {
+        self.checked += 1;
+        if self.first_bad.is_some() {
+            return;
+        }
+        let (Some(seq), Some(prev), Some(hash)) = (entry.seq, entry.prev.as_deref(), entry.hash.as_deref()) else {
+            let seq = entry.seq.unwrap_or(0);
+            self.bad(entry, seq, Problem::Inserted, "the row carries no chain position or hash".into());
+            return;
+        };
+        let Ok(prev_array) = <ChainHash>::try_from(prev) else {
+            self.bad(entry, seq, Problem::Changed, "the stored previous hash is malformed".into());
+            return;
+        };
+        let recomputed = link(entry.kind, &prev_array, &entry.fields);
+        if recomputed.as_slice() != hash {
+            self.bad(entry, seq, Problem::Changed, "the entry's content does not match its hash".into());
+            return;
+        }
+        let expected_seq = self.expected.seq + 1;
+        if seq == self.expected.seq || self.seen.contains_key(hash) {
+            self.bad(entry, seq, Problem::Inserted, format!("position {seq} appears twice"));
+            return;
+        }
+        if seq > expected_seq {
+            self.bad(entry, seq, Problem::Missing, format!("entries {expected_seq}..{} are missing", seq - 1));
+            return;
+        }
+        if prev != self.expected.hash.as_slice() {
+            let problem = if self.seen.contains_key(prev) { Problem::Reordered } else { Problem::Inserted };
+            self.bad(
+                entry,
+                seq,
+                problem,
+                format!("it links to {}, but the entry before it is {}", hex(prev), hex(&self.expected.hash)),
+            );
+            return;
+        }
+        if self.last_row.get(entry.table).is_some_and(|last| *last > entry.row_seq) {
+            self.bad(entry, seq, Problem::Reordered, "the entry's row comes before an earlier entry's row".into());
+            return;
+        }
+        self.last_row.insert(entry.table, entry.row_seq);
+        self.seen.insert(hash.to_vec(), seq);
+        self.expected = ChainHead { seq, hash: recomputed };
+    }
+}
+
+fn org_filter(org: Option<&OrgId>, first: usize) -> String {
+    match org {
+        Some(_) => format!("org_id = ${first}"),
+        None => "org_id IS NULL".to_owned(),
+    }
+}
+
+impl Store {
+    /// Link and append `entries` (in chain order) for `segment` in ONE transaction;
+    /// when this returns `Ok`, every entry is durable and the segment's heads have moved.
+    pub async fn append_audit(&self, segment: &mut Segment, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (next, rows, completions) = segment.link_entries(entries);
+        let mut tx = self.begin_write().await?;
+        crate::audit::insert_chained(&mut tx, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
+        crate::audit::insert_chained(&mut tx, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        *segment = next;
+        Ok(())
+    }
+
+    async fn anchor(&self, org: Option<&OrgId>, segment: &str) -> Result<ChainHead, StoreError> {
+        let sql = format!(
+            "SELECT last_seq, last_hash FROM audit_anchors WHERE {} AND segment = ${}",
+            org_filter(org, 1),
+            if org.is_some() { 2 } else { 1 }
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        if let Some(org) = org {
+            query = query.bind(org.to_string());
+        }
+        let row = query.bind(segment).fetch_optional(self.reader()).await.map_err(map_sqlx)?;
+        match row {
+            None => Ok(ChainHead::START),
+            Some(row) => {
+                let seq: i64 = row.try_get("last_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let hash: Vec<u8> = row.try_get("last_hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let hash = ChainHash::try_from(hash.as_slice())
+                    .map_err(|_| StoreError::Corrupt("audit_anchors.last_hash is not 32 bytes".into()))?;
+                Ok(ChainHead { seq, hash })
+            }
+        }
+    }
+
+    /// The segments with entries (or anchors) for `org`.
+    async fn segments(&self, org: Option<&OrgId>) -> Result<Vec<String>, StoreError> {
+        let filter = org_filter(org, 1);
+        let sql = format!(
+            "SELECT segment FROM resolution_audit WHERE {filter} AND segment IS NOT NULL \
+             UNION SELECT segment FROM call_completions WHERE {filter} AND segment IS NOT NULL \
+             UNION SELECT segment FROM audit_anchors WHERE {filter}"
+        );
+        let mut query = sqlx::query_scalar::<Any, String>(&sql);
+        if let Some(org) = org {
+            query = query.bind(org.to_string());
+        }
+        let mut segments = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        segments.sort();
+        Ok(segments)
+    }
+
+    async fn page(&self, source: &ChainTable, org: Option<&OrgId>, page: Page<'_>) -> Result<Vec<Entry>, StoreError> {
+        let ChainTable { table, columns, kind } = *source;
+        let Page { filter: chain_filter, order, segment, after } = page;
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let org_clause = match org {
+            Some(_) => format!("org_id = ${}", next()),
+            None => "org_id IS NULL".to_owned(),
+        };
+        let segment_clause = match segment {
+            Some(_) => format!(" AND segment = ${}", next()),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT seq, prev_hash, hash, {columns} FROM {table} WHERE {org_clause}{segment_clause} AND {chain_filter} \
+             AND {order} > ${} ORDER BY {order} LIMIT ${}",
+            next(),
+            next()
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        if let Some(org) = org {
+            query = query.bind(org.to_string());
+        }
+        if let Some(segment) = segment {
+            query = query.bind(segment.to_owned());
+        }
+        let rows = query.bind(after).bind(VERIFY_PAGE).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let fields = read_fields(row, columns)?;
+                let seq = match fields.first() {
+                    Some(Field::Int(seq)) if order == "chain_seq" => *seq,
+                    _ => match fields.get(1) {
+                        Some(Field::Int(seq)) => *seq,
+                        _ => None,
+                    },
+                };
+                Ok(Entry {
+                    table,
+                    row_seq: row.try_get("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    seq,
+                    fields,
+                    kind,
+                    prev: row.try_get("prev_hash").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    hash: row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Recompute every chain of `org` (`None`: entries no org could be established
+    /// for) and report the first broken link.
+    pub async fn verify_audit(&self, org: Option<&OrgId>) -> Result<VerifyReport, StoreError> {
+        let mut checked = 0;
+        // Lifecycle events.
+        if let Some(org_id) = org {
+            let mut walker = Walker::new("events".into(), ChainHead::START);
+            let unchained = self
+                .page(
+                    &EVENTS,
+                    Some(org_id),
+                    Page { filter: "chain_seq IS NULL", order: "seq", segment: None, after: 0 },
+                )
+                .await?;
+            let mut after = 0;
+            loop {
+                let page = Page { filter: "chain_seq IS NOT NULL", order: "chain_seq", segment: None, after };
+                let entries = self.page(&EVENTS, Some(org_id), page).await?;
+                let Some(last) = entries.last() else { break };
+                after = last.seq.unwrap_or(i64::MAX);
+                for entry in &entries {
+                    walker.step(entry);
+                }
+            }
+            if let Some(entry) = unchained.first() {
+                walker.checked += 1;
+                walker.bad(entry, 0, Problem::Inserted, "an event carries no chain position".into());
+            }
+            checked += walker.checked;
+            if walker.first_bad.is_some() {
+                return Ok(VerifyReport { ok: false, checked, first_bad: walker.first_bad });
+            }
+        }
+        // Resolution rows without a segment were not written by an audit writer.
+        for source in [&RESOLUTIONS, &COMPLETIONS] {
+            let stray = self
+                .page(source, org, Page { filter: "segment IS NULL", order: "seq", segment: None, after: 0 })
+                .await?;
+            if let Some(entry) = stray.first() {
+                let mut walker = Walker::new("calls".into(), ChainHead::START);
+                walker.bad(entry, 0, Problem::Inserted, "the row carries no chain position".into());
+                return Ok(VerifyReport { ok: false, checked: checked + 1, first_bad: walker.first_bad });
+            }
+        }
+        for segment in self.segments(org).await? {
+            let start = self.anchor(org, &segment).await?;
+            let mut walker = Walker::new(format!("calls/{segment}"), start);
+            let mut after = (start.seq, start.seq);
+            loop {
+                let page = |after| Page {
+                    filter: "segment_seq IS NOT NULL",
+                    order: "segment_seq",
+                    segment: Some(segment.as_str()),
+                    after,
+                };
+                let rows = self.page(&RESOLUTIONS, org, page(after.0)).await?;
+                let completions = self.page(&COMPLETIONS, org, page(after.1)).await?;
+                if rows.is_empty() && completions.is_empty() {
+                    break;
+                }
+                // Merge the two pages by position, up to where both pages reach.
+                let limit = match (rows.len() as i64 == VERIFY_PAGE, completions.len() as i64 == VERIFY_PAGE) {
+                    (true, true) => rows.last().and_then(|r| r.seq).min(completions.last().and_then(|c| c.seq)),
+                    (true, false) => rows.last().and_then(|r| r.seq),
+                    (false, true) => completions.last().and_then(|c| c.seq),
+                    (false, false) => None,
+                };
+                let mut merged: Vec<&Entry> = rows.iter().chain(completions.iter()).collect();
+                merged.sort_by_key(|e| (e.seq, e.row_seq));
+                for entry in merged.into_iter().filter(|e| limit.is_none_or(|l| e.seq.unwrap_or(0) <= l)) {
+                    walker.step(entry);
+                    if entry.table == "resolution_audit" {
+                        after.0 = after.0.max(entry.seq.unwrap_or(0));
+                    } else {
+                        after.1 = after.1.max(entry.seq.unwrap_or(0));
+                    }
+                }
+                if limit.is_none() {
+                    break;
+                }
+            }
+            checked += walker.checked;
+            if walker.first_bad.is_some() {
+                return Ok(VerifyReport { ok: false, checked, first_bad: walker.first_bad });
+            }
+        }
+        Ok(VerifyReport { ok: true, checked, first_bad: None })
+    }
+
+    /// The head of every chain of `org`, for a checkpoint.
+    pub async fn chain_heads(&self, org: Option<&OrgId>) -> Result<Vec<HeadRecord>, StoreError> {
+        let mut heads = Vec::new();
+        if let Some(org_id) = org {
+            let row = sqlx::query::<Any>(
+                "SELECT chain_seq, hash FROM lifecycle_events WHERE org_id = $1 AND chain_seq IS NOT NULL \
+                 ORDER BY chain_seq DESC LIMIT 1",
+            )
+            .bind(org_id.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+            if let Some(row) = row {
+                let seq: Option<i64> = row.try_get("chain_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let hash: Option<Vec<u8>> = row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                heads.push(HeadRecord {
+                    chain: "events".into(),
+                    seq: seq.unwrap_or(0),
+                    hash: hex(&hash.unwrap_or_default()),
+                });
+            }
+        }
+        for segment in self.segments(org).await? {
+            let mut best = self.anchor(org, &segment).await?;
+            for table in ["resolution_audit", "call_completions"] {
+                let sql = format!(
+                    "SELECT segment_seq, hash FROM {table} WHERE {} AND segment = ${} ORDER BY segment_seq DESC LIMIT 1",
+                    org_filter(org, 1),
+                    if org.is_some() { 2 } else { 1 }
+                );
+                let mut query = sqlx::query::<Any>(&sql);
+                if let Some(org) = org {
+                    query = query.bind(org.to_string());
+                }
+                if let Some(row) = query.bind(segment.clone()).fetch_optional(self.reader()).await.map_err(map_sqlx)? {
+                    let seq: Option<i64> =
+                        row.try_get("segment_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let hash: Option<Vec<u8>> = row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    if let (Some(seq), Some(hash)) = (seq, hash.and_then(|h| ChainHash::try_from(h.as_slice()).ok())) {
+                        if seq > best.seq {
+                            best = ChainHead { seq, hash };
+                        }
+                    }
+                }
+            }
+            heads.push(HeadRecord { chain: format!("calls/{segment}"), seq: best.seq, hash: hex(&best.hash) });
+        }
+        Ok(heads)
+    }
+
+    /// Whether the entry at `head` still exists with the same hash (or lies before a
+    /// purge anchor that covers it).
+    pub async fn head_intact(&self, org: Option<&OrgId>, head: &HeadRecord) -> Result<bool, StoreError> {
+        let (table, order, segment) = match head.chain.strip_prefix("calls/") {
+            Some(segment) => ("resolution_audit", "segment_seq", Some(segment.to_owned())),
+            None => ("lifecycle_events", "chain_seq", None),
+        };
+        if let Some(segment) = &segment {
+            let anchor = self.anchor(org, segment).await?;
+            if anchor.seq > head.seq || (anchor.seq == head.seq && hex(&anchor.hash) == head.hash) {
+                return Ok(true);
+            }
+        }
+        let tables: &[&str] = if segment.is_some() { &[table, "call_completions"] } else { &[table] };
+        for table in tables {
+            let mut n = 0;
+            let mut next = || {
+                n += 1;
+                n
+            };
+            let org_clause = match org {
+                Some(_) => format!("org_id = ${}", next()),
+                None => "org_id IS NULL".to_owned(),
+            };
+            let segment_clause = if segment.is_some() { format!(" AND segment = ${}", next()) } else { String::new() };
+            let sql = format!("SELECT hash FROM {table} WHERE {org_clause}{segment_clause} AND {order} = ${}", next());
+            let mut query = sqlx::query_scalar::<Any, Option<Vec<u8>>>(&sql);
+            if let Some(org) = org {
+                query = query.bind(org.to_string());
+            }
+            if let Some(segment) = &segment {
+                query = query.bind(segment.clone());
+            }
+            let found = query.bind(head.seq).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+            if found.into_iter().flatten().any(|hash| hex(&hash) == head.hash) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Delete the org's resolution rows and completions older than `before`, keeping
+    /// every chain verifiable: per segment, the longest prefix whose entries are all
+    /// older than `before` is removed and an anchor records the last removed entry.
+    /// Lifecycle events are never purged. Returns how many entries were removed.
+    pub async fn purge_audit(&self, org: Option<&OrgId>, before: Timestamp) -> Result<u64, StoreError> {
+        let mut removed = 0u64;
+        for segment in self.segments(org).await? {
+            let mut tx = self.begin_write().await?;
+            // The first position that must stay: the oldest entry at or after `before`.
+            let mut keep_from: Option<i64> = None;
+            let mut last: i64 = 0;
+            for table in ["resolution_audit", "call_completions"] {
+                let base = format!(
+                    "FROM {table} WHERE {} AND segment = ${}",
+                    org_filter(org, 1),
+                    if org.is_some() { 2 } else { 1 }
+                );
+                let p = if org.is_some() { 3 } else { 2 };
+                let sql = format!(
+                    "SELECT CAST(COALESCE(MIN(CASE WHEN at_us >= ${p} THEN segment_seq END), -1) AS BIGINT) AS keep, \
+                     CAST(COALESCE(MAX(segment_seq), 0) AS BIGINT) AS last {base}"
+                );
+                let mut query = sqlx::query::<Any>(&sql);
+                if let Some(org) = org {
+                    query = query.bind(org.to_string());
+                }
+                let row =
+                    query.bind(segment.clone()).bind(before.as_micros()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
+                let keep: i64 = row.try_get("keep").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let table_last: i64 = row.try_get("last").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if keep >= 0 {
+                    keep_from = Some(keep_from.map_or(keep, |k| k.min(keep)));
+                }
+                last = last.max(table_last);
+            }
+            let cut = keep_from.map_or(last, |k| k - 1);
+            let anchor = self.anchor(org, &segment).await?;
+            if cut <= anchor.seq {
+                tx.rollback().await.map_err(map_sqlx)?;
+                continue;
+            }
+            // The hash of the entry at `cut` becomes the anchor.
+            let mut cut_hash: Option<Vec<u8>> = None;
+            for table in ["resolution_audit", "call_completions"] {
+                let sql = format!(
+                    "SELECT hash FROM {table} WHERE {} AND segment = ${} AND segment_seq = ${}",
+                    org_filter(org, 1),
+                    if org.is_some() { 2 } else { 1 },
+                    if org.is_some() { 3 } else { 2 }
+                );
+                let mut query = sqlx::query_scalar::<Any, Option<Vec<u8>>>(&sql);
+                if let Some(org) = org {
+                    query = query.bind(org.to_string());
+                }
+                if let Some(hash) =
+                    query.bind(segment.clone()).bind(cut).fetch_optional(&mut *tx).await.map_err(map_sqlx)?.flatten()
+                {
+                    cut_hash = Some(hash);
+                }
+            }
+            let Some(cut_hash) = cut_hash else {
+                tx.rollback().await.map_err(map_sqlx)?;
+                return Err(StoreError::Corrupt(format!(
+                    "audit segment {segment}: entry {cut} is missing; verify the audit"
+                )));
+            };
+            for table in ["resolution_audit", "call_completions"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {} AND segment = ${} AND segment_seq <= ${}",
+                    org_filter(org, 1),
+                    if org.is_some() { 2 } else { 1 },
+                    if org.is_some() { 3 } else { 2 }
+                );
+                let mut query = sqlx::query::<Any>(&sql);
+                if let Some(org) = org {
+                    query = query.bind(org.to_string());
+                }
+                removed +=
+                    query.bind(segment.clone()).bind(cut).execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
+            }
+            let delete = format!(
+                "DELETE FROM audit_anchors WHERE {} AND segment = ${}",
+                org_filter(org, 1),
+                if org.is_some() { 2 } else { 1 }
+            );
+            let mut query = sqlx::query::<Any>(&delete);
+            if let Some(org) = org {
+                query = query.bind(org.to_string());
+            }
+            query.bind(segment.clone()).execute(&mut *tx).await.map_err(map_sqlx)?;
+            sqlx::query::<Any>(
+                "INSERT INTO audit_anchors (org_id, segment, last_seq, last_hash, purged_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(org.map(|o| o.to_string()))
+            .bind(segment.clone())
+            .bind(cut)
+            .bind(cut_hash)
+            .bind(Timestamp::now().as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            tx.commit().await.map_err(map_sqlx)?;
+        }
+        Ok(removed)
+    }
+}
