@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{credentials, health, orgs, tokens};
+use crate::routes::{audit, credentials, health, orgs, tokens};
 
 struct BearerAuth;
 
@@ -31,11 +31,12 @@ impl Modify for BearerAuth {
         orgs::create_admin_token,
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
         credentials::create, credentials::list, credentials::show, credentials::update, credentials::rotate,
-        credentials::disable, credentials::enable, credentials::revoke, credentials::lifecycle,
+        credentials::disable, credentials::enable, credentials::revoke, audit::lifecycle,
+        audit::query, audit::verify, audit::verify_checkpoint, audit::checkpoint, audit::purge, audit::public_key,
         tokens::create, tokens::list, tokens::revoke,
     ),
     modifiers(&BearerAuth),
-    tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "health")),
+    tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "audit"), (name = "health")),
 )]
 struct ApiDoc;
 

@@ -11,10 +11,14 @@
 //! waits for them.
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
+
 use byok_domain::{CallCompletion, ResolutionAudit};
 use byok_store::{AuditEntry, Segment, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+pub use checkpoint::{AuditSigner, CheckpointBody, PublicKey, SignedCheckpoint};
 
 /// Why a row was not made durable.
 #[derive(Debug, Clone, thiserror::Error)]

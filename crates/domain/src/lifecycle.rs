@@ -48,6 +48,8 @@ pub enum LifecycleKind {
     TokenIssued,
     /// A workload token was revoked.
     TokenRevoked,
+    /// Audit entries past their retention were purged.
+    AuditPurged,
 }
 
 impl LifecycleKind {
@@ -70,10 +72,11 @@ impl LifecycleKind {
             LifecycleKind::Deleted => "deleted",
             LifecycleKind::TokenIssued => "token_issued",
             LifecycleKind::TokenRevoked => "token_revoked",
+            LifecycleKind::AuditPurged => "audit_purged",
         }
     }
 
-    const ALL: [LifecycleKind; 16] = [
+    const ALL: [LifecycleKind; 17] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
@@ -90,6 +93,7 @@ impl LifecycleKind {
         LifecycleKind::Deleted,
         LifecycleKind::TokenIssued,
         LifecycleKind::TokenRevoked,
+        LifecycleKind::AuditPurged,
     ];
 }
 

@@ -78,6 +78,8 @@ pub struct Org {
     pub state: OrgState,
     /// The org's current KEK version.
     pub kek_version: u32,
+    /// Negotiated audit retention in days (katman-c); `None`: the tier's default.
+    pub retention_days: Option<u32>,
     /// When it was created.
     pub created_at: Timestamp,
 }

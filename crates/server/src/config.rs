@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use byok_domain::{FamilyPattern, ModelFamilyRegistry, ProviderId};
 use byok_proxy::{ProxyConfig, UpstreamBase};
+use byok_vault::RetentionPolicy;
 use serde::Deserialize;
 
 /// The default data directory.
@@ -54,6 +55,8 @@ struct ConfigFile {
     upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
     credentials: CredentialsSection,
+    #[serde(default)]
+    audit: AuditSection,
     /// family name → model-id patterns; adds families or replaces seed ones.
     #[serde(default)]
     model_families: BTreeMap<String, Vec<String>>,
@@ -83,6 +86,18 @@ struct UpstreamSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AuditSection {
+    #[serde(rename = "retention_days_katman_a")]
+    katman_a: Option<u32>,
+    #[serde(rename = "retention_days_katman_b")]
+    katman_b: Option<u32>,
+    #[serde(rename = "retention_days_katman_c")]
+    katman_c: Option<u32>,
+    purge_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CredentialsSection {
     allow_plain_http_base_url: Option<bool>,
 }
@@ -106,6 +121,10 @@ pub struct Settings {
     pub allow_plain_http_base_url: bool,
     /// Operator model families (added to or replacing the seed).
     pub model_families: BTreeMap<String, Vec<String>>,
+    /// Audit retention by tier.
+    pub retention: RetentionPolicy,
+    /// How often expired audit entries are purged.
+    pub purge_interval: Duration,
 }
 
 impl Settings {
@@ -120,6 +139,8 @@ impl Settings {
             kms_max_concurrency: 8,
             allow_plain_http_base_url: true,
             model_families: BTreeMap::new(),
+            retention: RetentionPolicy::default(),
+            purge_interval: Duration::from_secs(3600),
         }
     }
 
@@ -135,6 +156,7 @@ impl Settings {
             None => ConfigFile::default(),
         };
         let default_admin: SocketAddr = DEFAULT_ADMIN_ADDR.parse().context("built-in admin address")?;
+        let defaults_retention = RetentionPolicy::default();
         let default_proxy: SocketAddr = DEFAULT_PROXY_ADDR.parse().context("built-in proxy address")?;
         let proxy = proxy_config(&file)?;
         let kms_max_concurrency = file.kms.max_concurrency.unwrap_or(8);
@@ -150,6 +172,12 @@ impl Settings {
             kms_max_concurrency,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),
             model_families: file.model_families,
+            retention: RetentionPolicy {
+                katman_a_days: file.audit.katman_a.unwrap_or(defaults_retention.katman_a_days),
+                katman_b_days: file.audit.katman_b.unwrap_or(defaults_retention.katman_b_days),
+                katman_c_days: file.audit.katman_c.unwrap_or(defaults_retention.katman_c_days),
+            },
+            purge_interval: Duration::from_secs(file.audit.purge_interval_secs.unwrap_or(3600).max(1)),
         })
     }
 

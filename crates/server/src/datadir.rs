@@ -41,6 +41,10 @@ impl DataDir {
         self.root.join("keyring.json")
     }
 
+    pub(crate) fn audit_key_path(&self) -> PathBuf {
+        self.root.join("audit-signing.key")
+    }
+
     pub(crate) fn operator_token_path(&self) -> PathBuf {
         self.root.join("operator.token")
     }

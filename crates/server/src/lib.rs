@@ -85,12 +85,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let keyring = LocalKeyring::open(data_dir.keyring_path())
         .with_context(|| format!("cannot open the keyring {}", data_dir.keyring_path().display()))?;
     let kms = KmsHandle::new(Arc::new(keyring), settings.kms_max_concurrency);
+    let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(
         store,
         kms,
         settings.model_families(),
-        VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url },
-    );
+        VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url, retention: settings.retention },
+    )
+    .with_audit_signer(Arc::new(signer));
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
     if !resumed.is_empty() {
@@ -114,6 +116,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let watcher_task = sidecar.spawn_change_watcher(stopped.clone());
+    tokio::spawn(purge_periodically(vault.clone(), settings.purge_interval, stopped.clone()));
     let admin_task = tokio::spawn(byok_admin::serve(admin_listener, vault.clone(), until_stopped(stopped.clone())));
     let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
     tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
@@ -140,6 +143,22 @@ pub async fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await
+}
+
+/// Remove audit entries past their retention, now and then every `every`.
+async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match vault.purge_all_by_retention().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged audit entries past retention"),
+            Err(err) => tracing::warn!(error = %err, "audit retention purge failed"),
+        }
+    }
 }
 
 fn init_logging() {

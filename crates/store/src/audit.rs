@@ -196,6 +196,59 @@ impl Store {
         rows.iter().map(decode_audit).collect()
     }
 
+    /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order.
+    pub(crate) async fn audit_rows_for_timeline(
+        &self,
+        org: &OrgId,
+        credential: &CredentialId,
+        at_us: i64,
+        seq_floor: i64,
+        limit: i64,
+    ) -> Result<Vec<ResolutionAudit>, StoreError> {
+        let sql = format!(
+            "SELECT seq, {AUDIT_COLUMNS} FROM resolution_audit WHERE org_id = $1 AND credential_id = $2 \
+             AND (at_us > $3 OR (at_us = $3 AND seq > $4)) ORDER BY at_us, seq LIMIT $5"
+        );
+        let rows = sqlx::query::<Any>(&sql)
+            .bind(org.to_string())
+            .bind(credential.to_string())
+            .bind(at_us)
+            .bind(seq_floor)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(decode_audit).collect()
+    }
+
+    /// The completions of these calls (one query).
+    pub(crate) async fn completions_for(
+        &self,
+        org: &OrgId,
+        rows: &[ResolutionAudit],
+    ) -> Result<Vec<CallCompletion>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for chunk in rows.chunks(500) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE org_id = $1 AND call_id IN ({}) ORDER BY seq",
+                list.join(", ")
+            );
+            let mut query = sqlx::query::<Any>(&sql).bind(org.to_string());
+            for row in chunk {
+                query = query.bind(row.call_id.clone());
+            }
+            let found = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+            for row in &found {
+                out.push(decode_completion(row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The completions recorded for `call_id`, oldest first.
     pub async fn list_completions(&self, call_id: &str) -> Result<Vec<CallCompletion>, StoreError> {
         let sql = format!("SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id = $1 ORDER BY seq");

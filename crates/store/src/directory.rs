@@ -10,7 +10,7 @@ use crate::events::{insert_event, NewEvent};
 use crate::rows::Row;
 use crate::store::Store;
 
-const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, created_at";
+const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, retention_days, created_at";
 const TEAM_COLUMNS: &str = "id, org_id, name, created_at";
 const WORKFLOW_COLUMNS: &str = "id, org_id, name, team_id, created_at";
 
@@ -39,6 +39,7 @@ fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
         tier: r.parse("tier")?,
         state,
         kek_version: r.u32("kek_version")?,
+        retention_days: r.opt_u32("retention_days")?,
         created_at: r.ts("created_at")?,
     })
 }
@@ -77,8 +78,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query::<Any>(
-            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at, retention_days) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
         )
         .bind(org.id.to_string())
         .bind(org.name.as_str())
@@ -89,6 +90,7 @@ impl Store {
         .bind(fingerprint_key.alg.as_str())
         .bind(fingerprint_key.bytes.as_slice())
         .bind(org.created_at.as_micros())
+        .bind(org.retention_days.map(i64::from))
         .execute(&mut *tx)
         .await
         .map_err(|e| {

@@ -201,3 +201,39 @@ impl Store {
         rows.iter().map(decode_event).collect()
     }
 }
+
+impl Store {
+    /// The credential's events after (`at_us`, `seq_floor`) in time order (timeline).
+    pub(crate) async fn timeline_events(
+        &self,
+        org: &OrgId,
+        credential: &CredentialId,
+        at_us: i64,
+        seq_floor: i64,
+        limit: i64,
+    ) -> Result<Vec<LifecycleEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = $1 AND credential_id = $2 \
+             AND (at_us > $3 OR (at_us = $3 AND seq > $4)) ORDER BY at_us, seq LIMIT $5"
+        );
+        let rows = sqlx::query::<Any>(&sql)
+            .bind(org.to_string())
+            .bind(credential.to_string())
+            .bind(at_us)
+            .bind(seq_floor)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(decode_event).collect()
+    }
+}
+
+impl Store {
+    /// Record an event on its own (one that changes nothing else, such as a purge).
+    pub async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+}

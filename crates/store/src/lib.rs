@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod rows;
 mod store;
+mod timeline;
 mod tokens;
 
 #[cfg(feature = "testing")]
@@ -35,3 +36,4 @@ pub use credentials::{CredentialRecord, WrappedDekRef};
 pub use error::StoreError;
 pub use events::{EventFilter, NewEvent};
 pub use store::{Backend, Store};
+pub use timeline::{TimelineCursor, TimelineItem};

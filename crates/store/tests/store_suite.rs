@@ -71,6 +71,7 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         tier: Tier::KatmanB,
         state: OrgState::Active,
         kek_version: 1,
+        retention_days: None,
         created_at: at(0),
     };
     store

@@ -13,6 +13,7 @@
 //!   any vault call, using [`byok_domain::AdminToken::may_access`].
 #![forbid(unsafe_code)]
 
+mod audit;
 mod credentials;
 mod error;
 mod events;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use byok_domain::ModelFamilyRegistry;
 use byok_store::Store;
 
+pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
 pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
 pub use error::VaultError;
 pub use keys::KekStatus;
@@ -39,6 +41,8 @@ pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 pub struct VaultPolicy {
     /// Accept `http://` credential base URLs (local model servers, tests). Off by default.
     pub allow_plain_http_base_url: bool,
+    /// Audit retention by tier.
+    pub retention: RetentionPolicy,
 }
 
 /// A counter bumped after every committed change, so caches of the data plane in the
@@ -68,6 +72,7 @@ pub struct Vault {
     policy: Arc<VaultPolicy>,
     epoch: Arc<ChangeEpoch>,
     jobs: keys::Jobs,
+    signer: Option<Arc<byok_audit::AuditSigner>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -86,7 +91,14 @@ impl Vault {
             policy: Arc::new(policy),
             epoch: Arc::default(),
             jobs: keys::Jobs::default(),
+            signer: None,
         }
+    }
+
+    /// Sign audit checkpoints with `signer`.
+    pub fn with_audit_signer(mut self, signer: Arc<byok_audit::AuditSigner>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The store (for readiness checks and read-only queries).

@@ -16,7 +16,26 @@ impl Vault {
     /// The KEK is created before the row is written; if the write fails the KEK is
     /// destroyed again, so a refused org leaves nothing in the KMS either.
     pub async fn create_org(&self, actor: &Actor, name: &str, tier: Tier) -> Result<Org, VaultError> {
+        self.create_org_with_retention(actor, name, tier, None).await
+    }
+
+    /// Create an org; `retention_days` is the negotiated audit retention (katman-c only).
+    pub async fn create_org_with_retention(
+        &self,
+        actor: &Actor,
+        name: &str,
+        tier: Tier,
+        retention_days: Option<u32>,
+    ) -> Result<Org, VaultError> {
         let name = validate::name("name", name)?;
+        if retention_days.is_some() && tier != Tier::KatmanC {
+            return Err(VaultError::TierForbids(format!(
+                "retention_days is negotiated on katman-c only; {tier} keeps its tier's retention"
+            )));
+        }
+        if retention_days == Some(0) {
+            return Err(VaultError::invalid("retention_days must be at least 1"));
+        }
         if self.store.find_org_by_name(name.as_str()).await?.is_some() {
             return Err(VaultError::Conflict(format!("an org named '{name}' already exists")));
         }
@@ -24,9 +43,19 @@ impl Vault {
         let kek_version = self.kms.create_org_kek(id).await?;
         let result = async {
             let (_key, wrapped) = self.kms.new_fingerprint_key(id).await?;
-            let org = Org { id, name, tier, state: OrgState::Active, kek_version, created_at: Timestamp::now() };
+            let org = Org {
+                id,
+                name,
+                tier,
+                state: OrgState::Active,
+                kek_version,
+                retention_days,
+                created_at: Timestamp::now(),
+            };
             let mut created = event(id, LifecycleKind::OrgCreated, id, actor);
-            created.details = serde_json::json!({ "name": org.name, "tier": tier, "kek_version": kek_version });
+            created.details = serde_json::json!({
+                "name": org.name, "tier": tier, "kek_version": kek_version, "retention_days": retention_days,
+            });
             self.store.insert_org(&org, &wrapped, &created).await?;
             Ok::<_, VaultError>(org)
         }

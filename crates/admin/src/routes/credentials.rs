@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_crypto::ProviderSecret;
-use byok_domain::{Credential, LifecycleEvent, ProviderId, ScopeInput, Timestamp};
+use byok_domain::{Credential, ProviderId, ScopeInput, Timestamp};
 use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, StateChange, Vault};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -73,14 +73,6 @@ pub(crate) struct RotateRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CredentialList {
     credentials: Vec<Credential>,
-}
-
-/// A credential's lifecycle.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct LifecycleResponse {
-    credential: Credential,
-    /// Every event, in order.
-    events: Vec<LifecycleEvent>,
 }
 
 /// Create a credential. The secret is sealed under a fresh DEK and never returned.
@@ -208,18 +200,4 @@ pub(crate) async fn revoke(
     Path((org, cred)): Path<(String, String)>,
 ) -> Result<Json<Credential>, ApiError> {
     change_state(&vault, &admin, &org, &cred, StateChange::Revoke).await
-}
-
-/// The credential's lifecycle events in order.
-#[utoipa::path(get, path = "/v1/orgs/{org}/credentials/{cred}/lifecycle", tag = "credentials", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
-    responses((status = 200, body = LifecycleResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn lifecycle(
-    State(vault): State<Vault>,
-    admin: Admin,
-    Path((org, cred)): Path<(String, String)>,
-) -> Result<Json<LifecycleResponse>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    let (credential, events) = vault.credential_lifecycle(&org.id.to_string(), &cred).await?;
-    Ok(Json(LifecycleResponse { credential, events }))
 }

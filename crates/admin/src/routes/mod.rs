@@ -1,5 +1,6 @@
 //! Routes of the admin API.
 
+pub(crate) mod audit;
 pub(crate) mod credentials;
 pub(crate) mod health;
 pub(crate) mod orgs;
@@ -29,7 +30,12 @@ pub(crate) fn router() -> Router<Vault> {
         .route("/v1/orgs/{org}/credentials/{cred}/disable", post(credentials::disable))
         .route("/v1/orgs/{org}/credentials/{cred}/enable", post(credentials::enable))
         .route("/v1/orgs/{org}/credentials/{cred}/revoke", post(credentials::revoke))
-        .route("/v1/orgs/{org}/credentials/{cred}/lifecycle", get(credentials::lifecycle))
+        .route("/v1/orgs/{org}/credentials/{cred}/lifecycle", get(audit::lifecycle))
+        .route("/v1/orgs/{org}/audit", get(audit::query))
+        .route("/v1/orgs/{org}/audit/verify", get(audit::verify).post(audit::verify_checkpoint))
+        .route("/v1/orgs/{org}/audit/checkpoints", post(audit::checkpoint))
+        .route("/v1/orgs/{org}/audit/purge", post(audit::purge))
+        .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/orgs/{org}/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/orgs/{org}/tokens/{id}", delete(tokens::revoke))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })

@@ -19,6 +19,9 @@ pub(crate) struct CreateOrgRequest {
     name: String,
     /// Billing tier.
     tier: Tier,
+    /// Negotiated audit retention in days (katman-c only; default: the tier's).
+    #[serde(default)]
+    retention_days: Option<u32>,
 }
 
 /// A list of orgs.
@@ -86,7 +89,7 @@ pub(crate) async fn create_org(
     JsonBody(body): JsonBody<CreateOrgRequest>,
 ) -> Result<(StatusCode, Json<Org>), ApiError> {
     admin.require_operator("create orgs")?;
-    let org = vault.create_org(&admin.actor(), &body.name, body.tier).await?;
+    let org = vault.create_org_with_retention(&admin.actor(), &body.name, body.tier, body.retention_days).await?;
     Ok((StatusCode::CREATED, Json(org)))
 }
 

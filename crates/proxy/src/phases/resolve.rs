@@ -157,6 +157,7 @@ mod tests {
             tier: Tier::KatmanA,
             state: OrgState::Active,
             kek_version: 1,
+            retention_days: None,
             created_at: Timestamp::now(),
         };
         Fixture {

@@ -181,7 +181,7 @@ impl Env {
             t.store().clone(),
             KmsHandle::new(Arc::clone(&kms) as Arc<dyn Kms>, 4),
             ModelFamilyRegistry::seeded(),
-            VaultPolicy { allow_plain_http_base_url: true },
+            VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() },
         );
         let mut config = ProxyConfig::default();
         for provider in ProviderId::ALL {

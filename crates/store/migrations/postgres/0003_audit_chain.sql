@@ -36,3 +36,7 @@ CREATE TABLE audit_checkpoints (
 );
 
 ALTER TABLE orgs ADD COLUMN retention_days BIGINT;
+
+-- Replay reads a credential's calls in time order.
+CREATE INDEX resolution_audit_credential_at_idx ON resolution_audit (credential_id, at_us, seq);
+CREATE INDEX lifecycle_events_credential_at_idx ON lifecycle_events (credential_id, at_us, seq);

@@ -1,0 +1,196 @@
+//! The audit as admins see it: query, replay, verify, checkpoints, retention.
+
+use byok_audit::{PublicKey, SignedCheckpoint};
+use byok_domain::{Actor, CredentialId, LifecycleKind, Org, OrgState, ResolutionAudit, Tier, Timestamp};
+use byok_store::{AuditFilter, TimelineCursor, TimelineItem, VerifyReport};
+use serde::Serialize;
+
+use crate::error::VaultError;
+use crate::events::event;
+use crate::Vault;
+
+/// Most rows one page of the audit returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// Audit retention by tier (operator configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// katman-a.
+    pub katman_a_days: u32,
+    /// katman-b.
+    pub katman_b_days: u32,
+    /// katman-c, unless the org has a negotiated period.
+    pub katman_c_days: u32,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self { katman_a_days: 30, katman_b_days: 90, katman_c_days: 365 }
+    }
+}
+
+impl RetentionPolicy {
+    /// The retention of `org`, in days.
+    pub fn days_for(&self, org: &Org) -> u32 {
+        match org.tier {
+            Tier::KatmanA => self.katman_a_days,
+            Tier::KatmanB => self.katman_b_days,
+            Tier::KatmanC => org.retention_days.unwrap_or(self.katman_c_days),
+        }
+    }
+}
+
+/// One page of audit rows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// The rows, in `seq` order.
+    pub rows: Vec<ResolutionAudit>,
+    /// Pass as `after_seq` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after_seq: Option<i64>,
+}
+
+/// The result of checking a checkpoint against the audit as it is now.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CheckpointCheck {
+    /// Signature valid and every head still present with the same hash.
+    pub ok: bool,
+    /// Whether the signature is this server's and valid.
+    pub signature_valid: bool,
+    /// Chains whose head at the checkpoint is gone or changed.
+    pub heads_changed: Vec<String>,
+    /// The full chain verification.
+    pub verify: VerifyReport,
+}
+
+/// What a retention purge did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PurgeReport {
+    /// The org.
+    pub org_id: byok_domain::OrgId,
+    /// Entries older than this were removed.
+    pub before: Timestamp,
+    /// How many resolution rows and completions were removed.
+    pub removed: u64,
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+impl Vault {
+    /// Resolution rows of `org` matching `filter` (at most [`MAX_PAGE`]).
+    pub async fn audit_rows(&self, org: &str, mut filter: AuditFilter) -> Result<AuditPage, VaultError> {
+        let org = self.org(org).await?;
+        let limit = filter.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+        filter.limit = Some(limit);
+        let rows = self.store.list_audit(Some(&org.id), &filter).await?;
+        let next_after_seq = (rows.len() as u32 == limit).then(|| rows.last().map(|r| r.seq)).flatten();
+        Ok(AuditPage { rows, next_after_seq })
+    }
+
+    /// Recompute every audit chain of `org`.
+    pub async fn verify_audit(&self, org: &str) -> Result<VerifyReport, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.store.verify_audit(Some(&org.id)).await?)
+    }
+
+    /// A page of a credential's life: lifecycle events and calls, in time order.
+    pub async fn credential_timeline(
+        &self,
+        org: &str,
+        credential: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(byok_domain::Credential, Vec<TimelineItem>, Option<String>), VaultError> {
+        let detail = self.credential(org, credential).await?;
+        let after =
+            match after {
+                Some(text) => Some(TimelineCursor::decode(text).ok_or_else(|| {
+                    VaultError::invalid(format!("after: '{text}' is not a cursor from a previous page"))
+                })?),
+                None => None,
+            };
+        let id: CredentialId = detail.credential.id;
+        let (items, next) =
+            self.store.credential_timeline(&detail.credential.org_id, &id, after, limit.clamp(1, MAX_PAGE)).await?;
+        Ok((detail.credential, items, next.map(|c| c.encode())))
+    }
+
+    fn signer(&self) -> Result<&byok_audit::AuditSigner, VaultError> {
+        self.signer.as_deref().ok_or_else(|| VaultError::Internal("no audit signing key is configured".into()))
+    }
+
+    /// The public key that signs checkpoints.
+    pub fn audit_public_key(&self) -> Result<PublicKey, VaultError> {
+        Ok(self.signer()?.public_key())
+    }
+
+    /// A signed checkpoint of `org`'s audit chains as they are now.
+    pub async fn audit_checkpoint(&self, org: &str) -> Result<SignedCheckpoint, VaultError> {
+        let org = self.org(org).await?;
+        let heads = self.store.chain_heads(Some(&org.id)).await?;
+        Ok(self.signer()?.sign(org.id, heads))
+    }
+
+    /// Check `signed` (a checkpoint kept by an auditor) against the audit now.
+    pub async fn verify_checkpoint(&self, org: &str, signed: &SignedCheckpoint) -> Result<CheckpointCheck, VaultError> {
+        let org = self.org(org).await?;
+        if signed.checkpoint.org_id != org.id {
+            return Err(VaultError::invalid(format!(
+                "the checkpoint is for {}, not for {}",
+                signed.checkpoint.org_id, org.id
+            )));
+        }
+        let signature_valid = self.signer()?.verify(signed);
+        let mut heads_changed = Vec::new();
+        for head in &signed.checkpoint.heads {
+            if !self.store.head_intact(Some(&org.id), head).await? {
+                heads_changed.push(head.chain.clone());
+            }
+        }
+        let verify = self.store.verify_audit(Some(&org.id)).await?;
+        let ok = signature_valid && heads_changed.is_empty() && verify.ok;
+        Ok(CheckpointCheck { ok, signature_valid, heads_changed, verify })
+    }
+
+    /// Remove `org`'s audit entries older than its retention (or than `before`). An
+    /// earlier cut than the retention is refused for katman-c (retention lock).
+    pub async fn purge_audit(
+        &self,
+        actor: &Actor,
+        org: &str,
+        before: Option<Timestamp>,
+    ) -> Result<PurgeReport, VaultError> {
+        let org = self.org(org).await?;
+        let days = self.policy.retention.days_for(&org);
+        let retention_cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(days) * DAY_MICROS)
+            .unwrap_or_else(Timestamp::now);
+        let before = before.unwrap_or(retention_cut);
+        if before > retention_cut && org.tier == Tier::KatmanC {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on katman-c with a {days}-day audit retention lock: entries after {retention_cut} cannot be deleted",
+                org.id
+            )));
+        }
+        let removed = self.store.purge_audit(Some(&org.id), before).await?;
+        if removed > 0 && org.state == OrgState::Active {
+            let mut purged = event(org.id, LifecycleKind::AuditPurged, org.id, actor);
+            purged.details = serde_json::json!({ "before": before, "removed": removed, "retention_days": days });
+            self.store.record_event(&purged).await?;
+        }
+        Ok(PurgeReport { org_id: org.id, before, removed })
+    }
+
+    /// Purge every org by its retention (the periodic job); rows no org could be
+    /// established for follow the shortest tier retention.
+    pub async fn purge_all_by_retention(&self) -> Result<u64, VaultError> {
+        let mut removed = 0;
+        for org in self.store.list_orgs().await? {
+            removed += self.purge_audit(&Actor::System, &org.id.to_string(), None).await?.removed;
+        }
+        let shortest = self.policy.retention.katman_a_days.min(self.policy.retention.katman_b_days);
+        let cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(shortest) * DAY_MICROS)
+            .unwrap_or_else(Timestamp::now);
+        removed += self.store.purge_audit(None, cut).await?;
+        Ok(removed)
+    }
+}
