@@ -806,19 +806,13 @@ async fn replay_lists_exactly_the_calls_the_provider_saw() {
             }
         }
         // A denied call pinned to the credential is part of its life too.
-        text_of(
-            send(
-                &env,
-                ProviderId::Openai,
-                &token,
-                "/v1/embeddings",
-                Some(json!({"model": "x"})),
-                &[("x-byok-credential", "main"), ("x-byok-call-id", "replay-denied"), ("x-byok-workflow", "nope")],
-            )
-            .await,
-        )
-        .await;
+        let pinned = [("x-byok-credential", "main"), ("x-byok-call-id", "replay-denied")];
+        let body = anthropic_messages("claude-sonnet-4-5", false);
+        text_of(send(&env, ProviderId::Anthropic, &token, "/v1/messages", Some(body), &pinned).await).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let denied = env.audit_rows("replay-denied").await;
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        assert!(denied[0].credential_id.is_some(), "{denied:?}");
 
         let seen: Vec<String> = env
             .mock
