@@ -15,6 +15,8 @@ pub struct ApiRequest {
     /// Path segments below the admin URL (`["v1", "orgs", "acme", "teams"]`); each is
     /// percent-encoded on its own, so a name can never change the path's shape.
     pub path: Vec<String>,
+    /// Query parameters, in order; each key and value is form-encoded on its own.
+    pub query: Vec<(String, String)>,
     /// JSON body, if any.
     pub body: Option<Body>,
 }
@@ -32,7 +34,33 @@ impl ApiRequest {
 
     /// A request with any method.
     pub fn new(method: Method, path: &[&str], body: Option<Body>) -> Self {
-        Self { method, path: path.iter().map(|s| (*s).to_owned()).collect(), body }
+        Self { method, path: path.iter().map(|s| (*s).to_owned()).collect(), query: Vec::new(), body }
+    }
+
+    /// This request with the query parameter `key=value` added.
+    pub fn with_query(mut self, key: &str, value: impl ToString) -> Self {
+        self.query.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// This request with `key=value` added when `value` is given.
+    pub fn with_optional_query(self, key: &str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(value) => self.with_query(key, value),
+            None => self,
+        }
+    }
+
+    /// The value of query parameter `key`, if set (the last one wins, as on the server).
+    pub fn query_value(&self, key: &str) -> Option<&str> {
+        self.query.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// This request with query parameter `key` set to `value`, replacing any earlier value
+    /// (how a paged command asks for the next page).
+    pub fn replacing_query(mut self, key: &str, value: impl ToString) -> Self {
+        self.query.retain(|(k, _)| k != key);
+        self.with_query(key, value)
     }
 
     /// The secret this request carries, if any (so the client can make sure no answer
@@ -67,6 +95,11 @@ pub enum Body {
     RotateCredential(RotateCredential),
     /// `POST /v1/orgs/{org}/tokens`
     CreateToken(CreateToken),
+    /// `POST /v1/orgs/{org}/audit/verify`: a signed checkpoint, as `byok audit
+    /// checkpoint` wrote it (passed on unchanged, so its signature still matches).
+    Checkpoint(serde_json::Value),
+    /// `POST /v1/orgs/{org}/audit/purge`
+    PurgeAudit(PurgeAudit),
 }
 
 /// `{"name","tier"}`
@@ -182,6 +215,14 @@ pub struct CreateToken {
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// `{"before"?}`: remove audit entries older than this; absent: the org's retention.
+#[derive(Debug, Default, Serialize)]
+pub struct PurgeAudit {
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 /// The one place a secret is read out of its wrapper: while serde writes the body.

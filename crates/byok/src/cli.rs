@@ -29,7 +29,9 @@ Examples:
   byok serve --data-dir /var/lib/byok
   byok org create acme --tier katman-b
   byok credential add --org acme --name openai-prod --provider openai < key.txt
-  byok token create --org acme --team agents";
+  byok token create --org acme --team agents
+  byok audit verify --org acme
+  byok audit replay --org acme openai-prod";
 
 /// byok: a bring-your-own-key vault for AI provider credentials.
 ///
@@ -127,6 +129,194 @@ pub enum AdminCommand {
     /// Org key-encryption keys: rotate (with background rewrap) and progress.
     #[command(subcommand)]
     Kek(KekCommand),
+
+    /// The audit: verify its hash chains, replay a credential, query, export, checkpoint.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `byok audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute an org's audit hash chains and report the first broken link. Exits 1
+    /// when the audit does not verify, so scripts can gate on it.
+    #[command(after_help = AUDIT_VERIFY_AFTER_HELP)]
+    Verify {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// A signed checkpoint written earlier by `byok audit checkpoint` ('-' for standard
+        /// input): also check its signature and that every chain head it names is still
+        /// in place, unchanged.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print a credential's whole life in order: every lifecycle event and every call it
+    /// served or refused (call id, who, when, scope, outcome, upstream status, tokens).
+    #[command(after_help = AUDIT_REPLAY_AFTER_HELP)]
+    Replay(TimelineArgs),
+    /// Stream an org's resolution rows as JSON Lines (one row per line) for a SIEM.
+    #[command(after_help = AUDIT_EXPORT_AFTER_HELP)]
+    Export(AuditExportArgs),
+    /// Show one page of an org's resolution rows as a table.
+    #[command(after_help = AUDIT_QUERY_AFTER_HELP)]
+    Query(AuditQueryArgs),
+    /// Take a signed checkpoint of an org's audit chains, to keep outside byok.
+    #[command(after_help = AUDIT_CHECKPOINT_AFTER_HELP)]
+    Checkpoint {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Write the checkpoint to FILE (which must not exist yet) instead of standard
+        /// output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Remove an org's audit entries past retention (operator only); what is left still
+    /// verifies.
+    #[command(after_help = AUDIT_PURGE_AFTER_HELP)]
+    Purge {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Remove entries older than this (RFC 3339) instead of the org's retention;
+        /// needs --yes.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        before: Option<String>,
+        /// Confirm a purge with --before: entries still inside the retention period may go.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show the public key that signs audit checkpoints (for auditors).
+    PublicKey,
+}
+
+const AUDIT_VERIFY_AFTER_HELP: &str = "\
+Without --checkpoint, the chains are recomputed as they are now: an entry changed, removed,
+reordered or inserted behind byok's back is reported with its chain, position and row.
+With --checkpoint, the checkpoint's signature is checked too, and every chain head it
+names must still be there with the same hash (which ties it to everything before it).
+
+Exit codes: 0 verified, 1 not verified (or refused), 3 admin API unreachable.
+
+Examples:
+  byok audit verify --org acme
+  byok audit verify --org acme --checkpoint acme-2026-01-01.checkpoint.json";
+
+const AUDIT_REPLAY_AFTER_HELP: &str = "\
+Every page of the timeline is fetched and printed as it arrives. With --json the output
+is one JSON document: {\"credential\": …, \"events\": [every event of every page]}.
+
+Examples:
+  byok audit replay --org acme openai-prod
+  byok audit replay --org acme cred_01J… --json > openai-prod.timeline.json";
+
+const AUDIT_EXPORT_AFTER_HELP: &str = "\
+Standard output carries nothing but JSON Lines, one resolution row per line, in audit
+order; rows are fetched page by page, so memory stays flat however long the audit. On a
+terminal, standard error shows how many rows have been written. --until is exclusive.
+
+Examples:
+  byok audit export --org acme > acme-audit.jsonl
+  byok audit export --org acme --since 2026-01-01T00:00:00Z --outcome denied | siem-ingest";
+
+const AUDIT_QUERY_AFTER_HELP: &str = "\
+Shows at most --limit rows (default 100), oldest first. When there are more, a note on
+standard error gives the --after-seq for the next page. --until is exclusive.
+
+Examples:
+  byok audit query --org acme --outcome denied
+  byok audit query --org acme --call-id 01JCALL… --json";
+
+const AUDIT_CHECKPOINT_AFTER_HELP: &str = "\
+The checkpoint names the head of every audit chain of the org, signed with the server's
+Ed25519 key (see `byok audit public-key`). Keep it somewhere byok cannot write; later,
+`byok audit verify --org ORG --checkpoint FILE` proves nothing up to it has changed.
+
+Example:
+  byok audit checkpoint --org acme --out acme-$(date +%F).checkpoint.json";
+
+const AUDIT_PURGE_AFTER_HELP: &str = "\
+Without --before, entries older than the org's retention are removed (what byok also does
+periodically). An org on katman-c with a retention lock refuses a cut inside its
+retention period.
+
+Examples:
+  byok audit purge --org acme
+  byok audit purge --org acme --before 2025-01-01T00:00:00Z --yes";
+
+/// A credential's timeline: `audit replay` and `credential lifecycle`.
+#[derive(Debug, Clone, Args)]
+pub struct TimelineArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Credential id or name.
+    pub cred: String,
+    /// Events fetched per page (1–10000; the server's default is 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: Option<u32>,
+}
+
+/// Filters on resolution rows, shared by `audit query` and `audit export`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditFilterFlags {
+    /// Only calls that used or were refused this credential (id or name).
+    #[arg(long, value_name = "CRED")]
+    pub credential: Option<String>,
+    /// Only the rows of this call id.
+    #[arg(long, value_name = "CALL_ID")]
+    pub call_id: Option<String>,
+    /// Only allowed or only denied calls.
+    #[arg(long, value_parser = PossibleValuesParser::new(["allowed", "denied"]))]
+    pub outcome: Option<String>,
+    /// Only rows at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub since: Option<String>,
+    /// Only rows before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub until: Option<String>,
+}
+
+/// `byok audit export`
+#[derive(Debug, Clone, Args)]
+pub struct AuditExportArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Which rows.
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: AuditFilterFlags,
+    /// Rows fetched per request (1000–10000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u32).range(1000..=10_000)
+    )]
+    pub page_size: u32,
+}
+
+/// `byok audit query`
+#[derive(Debug, Clone, Args)]
+pub struct AuditQueryArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Which rows.
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: AuditFilterFlags,
+    /// At most this many rows (1–10000).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub limit: u32,
+    /// Only rows after this sequence number (the previous page's last row).
+    #[arg(long, value_name = "SEQ")]
+    pub after_seq: Option<i64>,
 }
 
 /// `byok kek …`
@@ -271,8 +461,9 @@ Example:
     Enable(CredentialRef),
     /// Revoke a credential for good.
     Revoke(CredentialRef),
-    /// Show a credential's lifecycle: every event in order.
-    Lifecycle(CredentialRef),
+    /// Show a credential's lifecycle: every event and every call in order (the same as
+    /// `byok audit replay`).
+    Lifecycle(TimelineArgs),
 }
 
 const CREDENTIAL_ADD_AFTER_HELP: &str = "\

@@ -111,7 +111,11 @@ impl AdminClient {
 
     /// The URL a request goes to.
     pub fn url_for(&self, request: &ApiRequest) -> Result<Url, CliError> {
-        url_for(&self.base, &request.path)
+        let mut url = url_for(&self.base, &request.path)?;
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&request.query);
+        }
+        Ok(url)
     }
 
     /// Send `request` and return the answer's JSON (`null` for an empty body).
@@ -120,6 +124,17 @@ impl AdminClient {
     /// [`CliError::Unreachable`]. If the request carries a secret, every answer and error
     /// text is scrubbed of it before it goes anywhere.
     pub async fn send(&self, request: &ApiRequest) -> Result<Value, CliError> {
+        let text = self.send_for_text(request).await?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        self.parse_answer(&text)
+    }
+
+    /// Send `request` and return the successful answer's body as text, exactly as the
+    /// server wrote it (for streaming its rows on without re-encoding them). Errors as
+    /// for [`AdminClient::send`].
+    pub async fn send_for_text(&self, request: &ApiRequest) -> Result<String, CliError> {
         let url = self.url_for(request)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret())).map_err(|_| {
             CliError::Usage(
@@ -141,19 +156,22 @@ impl AdminClient {
             None => text.into_owned(),
         };
         if status.is_success() {
-            if text.trim().is_empty() {
-                return Ok(Value::Null);
-            }
-            serde_json::from_str(&text).map_err(|e| {
-                CliError::Local(format!(
-                    "the admin API answered HTTP {} with a body that is not JSON ({e}); is {} really a byok admin API?",
-                    status.as_u16(),
-                    self.base
-                ))
-            })
+            Ok(text)
         } else {
             Err(api_error(status.as_u16(), &text))
         }
+    }
+
+    /// Parse a successful answer as `T`, saying so clearly when it is not what a byok
+    /// admin API sends.
+    pub fn parse_answer<'a, T: serde::Deserialize<'a>>(&self, text: &'a str) -> Result<T, CliError> {
+        serde_json::from_str(text).map_err(|e| {
+            CliError::Local(format!(
+                "the admin API's answer is not what this CLI expects ({e}); is {} really a byok admin API \
+                 of the same version?",
+                self.base
+            ))
+        })
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> CliError {
@@ -308,6 +326,20 @@ mod tests {
         assert_eq!(url_for(&base, &segs).unwrap().as_str(), "http://127.0.0.1:4748/v1/orgs/a%2F..%2Fb%20c/teams");
         let prefixed = parse_admin_url("http://proxy.local/byok/").unwrap();
         assert_eq!(url_for(&prefixed, &segs[..2]).unwrap().as_str(), "http://proxy.local/byok/v1/orgs");
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        let client = AdminClient::new("http://127.0.0.1:4748", SecretString::from("t".to_owned())).unwrap();
+        let request = ApiRequest::get(&["v1", "orgs", "acme", "audit"])
+            .with_query("since", "2030-01-01T00:00:00+02:00")
+            .with_query("call_id", "a&b=c");
+        assert_eq!(
+            client.url_for(&request).unwrap().as_str(),
+            "http://127.0.0.1:4748/v1/orgs/acme/audit?since=2030-01-01T00%3A00%3A00%2B02%3A00&call_id=a%26b%3Dc"
+        );
+        let plain = ApiRequest::get(&["v1", "orgs"]);
+        assert_eq!(client.url_for(&plain).unwrap().as_str(), "http://127.0.0.1:4748/v1/orgs");
     }
 
     #[test]

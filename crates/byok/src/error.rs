@@ -72,6 +72,17 @@ pub enum CliError {
     #[error("{0}")]
     Local(String),
 
+    /// `byok audit verify` ran, and the audit did not verify: a broken link, a checkpoint
+    /// head that is gone, or a signature that does not match. The report itself has
+    /// already been printed; this sets the exit code so scripts can gate on it.
+    #[error("the audit of org {org} did not verify: {why}")]
+    AuditNotVerified {
+        /// The org, as named on the command line.
+        org: String,
+        /// What failed, in a few words.
+        why: String,
+    },
+
     /// `byok serve` failed.
     #[error("{0:#}")]
     Serve(anyhow::Error),
@@ -87,6 +98,7 @@ impl CliError {
             | CliError::NoAdminToken { .. }
             | CliError::ReadFile { .. }
             | CliError::Local(_)
+            | CliError::AuditNotVerified { .. }
             | CliError::Serve(_) => EXIT_FAILURE,
         })
     }

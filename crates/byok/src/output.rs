@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::error::CliError;
 
+mod audit;
+
+pub use audit::{checkpoint_written, timeline_entry, timeline_header, NO_EVENTS};
+
 /// How to present an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -33,7 +37,7 @@ pub enum View {
     Credential(CredentialAction),
     /// `{"credentials":[…]}`.
     CredentialList,
-    /// `{"credential", "events":[…]}`.
+    /// `{"credential", "events":[…]}`: a credential's timeline.
     Lifecycle,
     /// A freshly issued workload token (shown once).
     TokenCreated,
@@ -43,6 +47,18 @@ pub enum View {
     TokenRevoked,
     /// An org's KEK version and rewrap progress.
     KekStatus,
+    /// `{"ok","checked","first_bad"?}`: an audit chain verification.
+    AuditVerify,
+    /// `{"ok","signature_valid","heads_changed","verify"}`: a checkpoint check.
+    CheckpointCheck,
+    /// `{"rows":[…], "next_after_seq"?}`: one page of resolution rows.
+    AuditRows,
+    /// A signed checkpoint.
+    Checkpoint,
+    /// `{"org_id","before","removed"}`: a retention purge.
+    AuditPurged,
+    /// `{"key_id","public_key","algorithm"}`.
+    AuditPublicKey,
 }
 
 /// What just happened to a credential (chooses the headline).
@@ -81,6 +97,12 @@ impl Rendered {
 
 /// Render `answer` for a person.
 pub fn render(view: View, answer: &Value) -> Rendered {
+    render_for(view, None, answer)
+}
+
+/// Render `answer` for a person, naming `org` (as given on the command line) where the
+/// answer itself does not say which org it is about.
+pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
     let mut out = Rendered::default();
     match view {
         View::Org => out.stdout = org_table(answer),
@@ -93,7 +115,13 @@ pub fn render(view: View, answer: &Value) -> Rendered {
         }
         View::Credential(action) => out.stdout = credential(answer, action),
         View::CredentialList => out.stdout = credential_list(answer),
-        View::Lifecycle => out.stdout = lifecycle(answer),
+        View::Lifecycle => out.stdout = audit::timeline(answer),
+        View::AuditVerify => out.stdout = audit::verify_report(org, answer),
+        View::CheckpointCheck => out.stdout = audit::checkpoint_check(org, answer),
+        View::AuditRows => out = audit::audit_rows(answer),
+        View::Checkpoint => out = audit::checkpoint(answer),
+        View::AuditPurged => out.stdout = audit::purged(answer),
+        View::AuditPublicKey => out.stdout = audit::public_key(answer),
         View::AdminTokenCreated => {
             out.stdout = format!("{}\n", cell(answer, "token"));
             out.note_before = format!(
@@ -145,6 +173,31 @@ pub fn emit(rendered: &Rendered) -> Result<(), CliError> {
     drop(stdout);
     eprint!("{}", rendered.note_after);
     Ok(())
+}
+
+/// Standard output for an answer written piece by piece (an export, a long timeline).
+/// Once the reader has gone away (`byok audit export | head`), writing stops quietly.
+#[derive(Debug, Default)]
+pub struct StdoutStream {
+    closed: bool,
+}
+
+impl StdoutStream {
+    /// Write and flush `text`; `Ok(false)` once standard output is closed.
+    pub fn write(&mut self, text: &str) -> Result<bool, CliError> {
+        if self.closed {
+            return Ok(false);
+        }
+        let mut stdout = std::io::stdout().lock();
+        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(false)
+            }
+            Err(e) => Err(CliError::Local(format!("cannot write to standard output: {e}"))),
+        }
+    }
 }
 
 /// Columns of a table: header and field name.
@@ -344,39 +397,6 @@ fn actor_text(actor: Option<&Value>) -> String {
         },
         None => "-".to_owned(),
     }
-}
-
-fn lifecycle(answer: &Value) -> String {
-    let cred = answer.get("credential").cloned().unwrap_or(Value::Null);
-    let mut out = format!(
-        "Credential {} ({}), provider {}, state {}, version {}.\n",
-        cell(&cred, "name"),
-        cell(&cred, "id"),
-        cell(&cred, "provider"),
-        cell(&cred, "state"),
-        cell(&cred, "version")
-    );
-    let events = answer.get("events").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if events.is_empty() {
-        out.push_str("(no events)\n");
-        return out;
-    }
-    let mut table = new_table();
-    table.set_header(["SEQ", "AT", "EVENT", "VERSION", "FINGERPRINT", "ACTOR", "DETAILS"]);
-    for event in events {
-        let details = details_summary(event.get("details"));
-        table.add_row(vec![
-            cell(event, "seq"),
-            cell(event, "at"),
-            cell(event, "kind"),
-            cell(event, "version"),
-            cell(event, "fingerprint"),
-            actor_text(event.get("actor")),
-            details,
-        ]);
-    }
-    out.push_str(&format!("{table}\n"));
-    out
 }
 
 /// An event's details in a few words: what changed (`before`/`after`, `from`/`to`),

@@ -36,15 +36,48 @@ async fn admin(client: &reqwest::Client, server: &Server, token: &str, path: &st
     json
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn official_sdks_work_through_byok_unchanged() {
-    let Some(python) = python() else {
+fn python_or_skip(test: &str) -> Option<String> {
+    let python = python();
+    if python.is_none() {
         if std::env::var("BYOK_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1") {
             panic!("BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai and anthropic packages (set BYOK_PYTHON)");
         }
-        eprintln!("skipped official_sdks_work_through_byok_unchanged: python openai/anthropic packages not installed");
+        eprintln!("skipped {test}: python openai/anthropic packages not installed");
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_sdks_work_through_byok_unchanged() {
+    let Some(python) = python_or_skip("official_sdks_work_through_byok_unchanged") else { return };
+    scenario(python, &[]).await;
+}
+
+/// The same, with the orgs' KEKs in a PKCS#11 token (SoftHSM2).
+#[tokio::test(flavor = "multi_thread")]
+async fn official_sdks_work_through_byok_with_keys_in_an_hsm() {
+    let test = "official_sdks_work_through_byok_with_keys_in_an_hsm";
+    let Some(python) = python_or_skip(test) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(config) = byok_kms_pkcs11::testing::test_token(scratch.path()).unwrap() else {
+        if byok_kms_pkcs11::testing::pkcs11_required() {
+            panic!("BYOK_REQUIRE_PKCS11=1 but {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
+        }
+        eprintln!("skipped {test}: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         return;
     };
+    let file = scratch.path().join("byok.toml");
+    let toml = format!(
+        "[kms]\nbackend = \"pkcs11\"\n[kms.pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
+        config.module.display().to_string(),
+        config.token_label,
+        config.pin_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+    );
+    std::fs::write(&file, toml).unwrap();
+    scenario(python, &[("BYOK_CONFIG", file.to_str().unwrap())]).await;
+}
+
+async fn scenario(python: String, extra_env: &[(&str, &str)]) {
     let mock = MockProvider::start(MockConfig {
         openai_keys: vec![OPENAI_KEY.to_owned()],
         anthropic_keys: vec![ANTHROPIC_KEY.to_owned()],
@@ -53,7 +86,9 @@ async fn official_sdks_work_through_byok_unchanged() {
     .await
     .unwrap();
     let upstream = mock.base_url();
-    let server = Server::start_with(&[("BYOK_UPSTREAM_OPENAI", &upstream), ("BYOK_UPSTREAM_ANTHROPIC", &upstream)]);
+    let mut env = vec![("BYOK_UPSTREAM_OPENAI", upstream.as_str()), ("BYOK_UPSTREAM_ANTHROPIC", upstream.as_str())];
+    env.extend_from_slice(extra_env);
+    let server = Server::start_with(&env);
     let operator = std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap();
     let operator = operator.trim();
     let http = reqwest::Client::new();

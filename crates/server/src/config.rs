@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use byok_domain::{FamilyPattern, ModelFamilyRegistry, ProviderId};
 use byok_proxy::{ProxyConfig, UpstreamBase};
+use byok_kms_pkcs11::Pkcs11Config;
 use byok_vault::RetentionPolicy;
 use serde::Deserialize;
 
@@ -66,6 +67,18 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct KmsSection {
     max_concurrency: Option<usize>,
+    /// `local` (default) or `pkcs11`.
+    backend: Option<String>,
+    pkcs11: Option<Pkcs11Config>,
+}
+
+/// Which KMS holds the orgs' KEKs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsChoice {
+    /// The keyring file in the data directory.
+    Local,
+    /// A PKCS#11 token (an HSM; SoftHSM2 in tests).
+    Pkcs11(Pkcs11Config),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +130,8 @@ pub struct Settings {
     pub proxy: ProxyConfig,
     /// At most this many KMS calls at once.
     pub kms_max_concurrency: usize,
+    /// The KMS backend.
+    pub kms: KmsChoice,
     /// Accept `http://` credential base URLs.
     pub allow_plain_http_base_url: bool,
     /// Operator model families (added to or replacing the seed).
@@ -137,6 +152,7 @@ impl Settings {
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
+            kms: KmsChoice::Local,
             allow_plain_http_base_url: true,
             model_families: BTreeMap::new(),
             retention: RetentionPolicy::default(),
@@ -160,6 +176,12 @@ impl Settings {
         let default_proxy: SocketAddr = DEFAULT_PROXY_ADDR.parse().context("built-in proxy address")?;
         let proxy = proxy_config(&file)?;
         let kms_max_concurrency = file.kms.max_concurrency.unwrap_or(8);
+        let kms = match (file.kms.backend.as_deref().unwrap_or("local"), &file.kms.pkcs11) {
+            ("local", _) => KmsChoice::Local,
+            ("pkcs11", Some(config)) => KmsChoice::Pkcs11(config.clone()),
+            ("pkcs11", None) => anyhow::bail!("kms.backend = \"pkcs11\" needs a [kms.pkcs11] section (module, token_label, pin_file or pin_env)"),
+            (other, _) => anyhow::bail!("kms.backend: unknown backend '{other}'; use \"local\" or \"pkcs11\""),
+        };
         if kms_max_concurrency == 0 {
             anyhow::bail!("kms.max_concurrency must be at least 1");
         }
@@ -170,6 +192,7 @@ impl Settings {
             proxy_addr: args.proxy_addr.or(file.proxy_addr).unwrap_or(default_proxy),
             proxy,
             kms_max_concurrency,
+            kms,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),
             model_families: file.model_families,
             retention: RetentionPolicy {

@@ -21,7 +21,7 @@ use byok_vault::{KmsHandle, Vault, VaultPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ServeArgs, Settings};
+pub use config::{KmsChoice, ServeArgs, Settings};
 
 /// A running server.
 #[derive(Debug)]
@@ -82,9 +82,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("cannot open the SQLite database {}", data_dir.database_path().display()))?,
     };
-    let keyring = LocalKeyring::open(data_dir.keyring_path())
-        .with_context(|| format!("cannot open the keyring {}", data_dir.keyring_path().display()))?;
-    let kms = KmsHandle::new(Arc::new(keyring), settings.kms_max_concurrency);
+    let backend: Arc<dyn byok_crypto::Kms> = match &settings.kms {
+        KmsChoice::Local => Arc::new(
+            LocalKeyring::open(data_dir.keyring_path())
+                .with_context(|| format!("cannot open the keyring {}", data_dir.keyring_path().display()))?,
+        ),
+        KmsChoice::Pkcs11(config) => {
+            let config = config.clone();
+            let kms = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))
+                .await
+                .context("PKCS#11 initialization failed")?
+                .context("cannot open the PKCS#11 KMS")?;
+            Arc::new(kms)
+        }
+    };
+    let kms = KmsHandle::new(backend, settings.kms_max_concurrency);
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(
         store,

@@ -43,10 +43,9 @@ pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Resu
         CredentialCommand::Disable(target) => state_change(target, "disable"),
         CredentialCommand::Enable(target) => state_change(target, "enable"),
         CredentialCommand::Revoke(target) => state_change(target, "revoke"),
-        CredentialCommand::Lifecycle(CredentialRef { org, cred }) => Planned {
-            request: ApiRequest::get(&org_path(org, &["credentials", cred, "lifecycle"])),
-            view: View::Lifecycle,
-        },
+        CredentialCommand::Lifecycle(args) => {
+            Planned { request: super::audit::timeline_request(args), view: View::Lifecycle }
+        }
     })
 }
 

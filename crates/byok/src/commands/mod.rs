@@ -4,6 +4,7 @@
 //! Planning is pure (given a secret reader), so the mapping from argv to request is
 //! tested as a table without a server.
 
+mod audit;
 mod credential;
 mod kek;
 mod org;
@@ -37,6 +38,7 @@ pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Pl
         AdminCommand::Credential(cmd) => credential::plan(cmd, secrets),
         AdminCommand::Token(cmd) => Ok(token::plan(cmd)),
         AdminCommand::Kek(cmd) => Ok(kek::plan(cmd)),
+        AdminCommand::Audit(cmd) => audit::plan(cmd),
     }
 }
 
@@ -52,21 +54,33 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
              add --yes to confirm"
         )));
     }
+    if let AdminCommand::Audit(cmd) = command {
+        audit::check(cmd)?;
+    }
     let (token, origin) =
         resolve_admin_token(admin_token_from_env()?, global.token_file.as_deref(), global.data_dir.as_deref())?;
     let client = AdminClient::new(&global.admin_url, token)?;
+    let explain_401 = |error: CliError| match error {
+        CliError::Api { status: 401, code, message } => {
+            CliError::Api { status: 401, code, message: format!("{message} (the admin token came from {origin})") }
+        }
+        other => other,
+    };
+    // Commands that page, stream or set their own exit code.
+    match command {
+        AdminCommand::Audit(cmd) => return audit::run(&client, cmd, global.json).await.map_err(explain_401),
+        AdminCommand::Credential(CredentialCommand::Lifecycle(args)) => {
+            return audit::replay(&client, args, global.json).await.map_err(explain_401)
+        }
+        _ => {}
+    }
     let planned = match command {
         AdminCommand::Credential(CredentialCommand::Update(args)) => {
             credential::plan_update_from_server(&client, args).await?
         }
         other => plan(other, &mut SecretReader::from_process())?,
     };
-    let answer = client.send(&planned.request).await.map_err(|error| match error {
-        CliError::Api { status: 401, code, message } => {
-            CliError::Api { status: 401, code, message: format!("{message} (the admin token came from {origin})") }
-        }
-        other => other,
-    })?;
+    let answer = client.send(&planned.request).await.map_err(explain_401)?;
     let answer = match command {
         AdminCommand::Kek(KekCommand::Rotate { org, no_wait: false }) => {
             kek::wait_for_rewrap(&client, org, answer, global.json).await?

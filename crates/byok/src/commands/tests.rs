@@ -43,7 +43,17 @@ fn planned(argv: &str, stdin: &str) -> Result<(String, String, Value), String> {
         Some(body) => serde_json::to_value(body).map_err(|e| e.to_string())?,
         None => Value::Null,
     };
-    Ok((planned.request.method.to_string(), planned.request.path.join("/"), body))
+    Ok((planned.request.method.to_string(), target(&planned.request), body))
+}
+
+/// `path?key=value&…`, unencoded (the client's encoding is tested in `client`).
+fn target(request: &crate::api::ApiRequest) -> String {
+    let path = request.path.join("/");
+    if request.query.is_empty() {
+        return path;
+    }
+    let query: Vec<String> = request.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 #[test]
@@ -189,6 +199,58 @@ fn command_lines_become_requests() {
         ("token list --org acme", "", Request("GET", "v1/orgs/acme/tokens", Value::Null)),
         ("token revoke --org acme tok_01J", "", Request("DELETE", "v1/orgs/acme/tokens/tok_01J", Value::Null)),
         (
+            "credential lifecycle --org acme cred_01J --limit 10",
+            "",
+            Request("GET", "v1/orgs/acme/credentials/cred_01J/lifecycle?limit=10", Value::Null),
+        ),
+        ("audit verify --org acme", "", Request("GET", "v1/orgs/acme/audit/verify", Value::Null)),
+        ("audit verify", "", Error(&["--org"])),
+        (
+            "audit replay --org acme openai-prod",
+            "",
+            Request("GET", "v1/orgs/acme/credentials/openai-prod/lifecycle", Value::Null),
+        ),
+        (
+            "audit replay --org acme openai-prod --limit 50",
+            "",
+            Request("GET", "v1/orgs/acme/credentials/openai-prod/lifecycle?limit=50", Value::Null),
+        ),
+        ("audit replay --org acme openai-prod --limit 0", "", Error(&["--limit", "0"])),
+        ("audit replay --org acme", "", Error(&["<CRED>"])),
+        ("audit export --org acme", "", Request("GET", "v1/orgs/acme/audit?limit=5000", Value::Null)),
+        (
+            "audit export --org acme --since 2026-01-01T00:00:00Z --until 2026-02-01T00:00:00+02:00 \
+             --credential openai-prod --outcome denied --call-id c-1 --page-size 1000",
+            "",
+            Request(
+                "GET",
+                "v1/orgs/acme/audit?credential=openai-prod&call_id=c-1&outcome=denied&since=2026-01-01T00:00:00Z\
+                 &until=2026-02-01T00:00:00+02:00&limit=1000",
+                Value::Null,
+            ),
+        ),
+        ("audit export --org acme --page-size 999", "", Error(&["999", "--page-size", "1000..=10000"])),
+        ("audit export --org acme --page-size 10001", "", Error(&["10001", "--page-size"])),
+        ("audit export --org acme --outcome maybe", "", Error(&["maybe", "allowed", "denied"])),
+        ("audit export --org acme --since yesterday", "", Error(&["yesterday", "RFC 3339"])),
+        ("audit query --org acme", "", Request("GET", "v1/orgs/acme/audit?limit=100", Value::Null)),
+        (
+            "audit query --org acme --outcome allowed --call-id c-1 --limit 5 --after-seq 42",
+            "",
+            Request("GET", "v1/orgs/acme/audit?call_id=c-1&outcome=allowed&limit=5&after_seq=42", Value::Null),
+        ),
+        ("audit query --org acme --limit 0", "", Error(&["--limit", "0"])),
+        ("audit checkpoint --org acme", "", Request("POST", "v1/orgs/acme/audit/checkpoints", Value::Null)),
+        ("audit purge --org acme", "", Request("POST", "v1/orgs/acme/audit/purge", json!({}))),
+        ("audit purge --org acme --before 2025-01-01T00:00:00Z", "", Error(&["--yes", "retention", "acme"])),
+        (
+            "audit purge --org acme --before 2025-01-01T00:00:00Z --yes",
+            "",
+            Request("POST", "v1/orgs/acme/audit/purge", json!({"before": "2025-01-01T00:00:00Z"})),
+        ),
+        ("audit purge --org acme --before last-week --yes", "", Error(&["last-week", "RFC 3339"])),
+        ("audit public-key", "", Request("GET", "v1/audit/public-key", Value::Null)),
+        (
             "org list --json --admin-url http://127.0.0.1:9 --data-dir /tmp/x",
             "",
             Request("GET", "v1/orgs", Value::Null),
@@ -331,4 +393,98 @@ fn current_scope_is_read_from_the_credential_and_unknown_dimensions_refused() {
     let newer = json!({"scope": {"regions": ["eu"]}});
     let err = current_scope(&newer).unwrap_err();
     assert!(err.to_string().contains("regions"), "{err}");
+}
+
+fn audit_command(argv: &[&str]) -> Result<crate::cli::AuditCommand, String> {
+    let args = ["byok", "audit"].iter().chain(argv.iter());
+    match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
+        Command::Admin(AdminCommand::Audit(command)) => Ok(command),
+        other => Err(format!("parsed as {other:?}")),
+    }
+}
+
+#[test]
+fn verify_with_a_checkpoint_posts_the_file_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let signed = json!({"checkpoint": {"org_id": "org_01J", "at": "2026-01-01T00:00:00.000001Z",
+        "heads": [{"chain": "events", "seq": 3, "hash": "ab"}], "key_id": "ed25519:00"}, "signature": "c2ln"});
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, serde_json::to_string_pretty(&signed).unwrap()).unwrap();
+    let command = audit_command(&["verify", "--org", "acme", "--checkpoint", good.to_str().unwrap()]).unwrap();
+    let planned = super::audit::plan(&command).unwrap();
+    assert_eq!(planned.request.method, reqwest::Method::POST);
+    assert_eq!(target(&planned.request), "v1/orgs/acme/audit/verify");
+    assert_eq!(serde_json::to_value(planned.request.body.as_ref().unwrap()).unwrap(), signed);
+
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("not-json.json", "hello".to_owned(), &["not a byok audit checkpoint", "not JSON"]),
+        ("report.json", json!({"ok": true, "checked": 3}).to_string(), &["\"checkpoint\" and \"signature\""]),
+        ("list.json", "[]".to_owned(), &["not a byok audit checkpoint"]),
+    ];
+    for (name, content, needles) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let command = audit_command(&["verify", "--org", "acme", "--checkpoint", path.to_str().unwrap()]).unwrap();
+        let err = super::audit::plan(&command).unwrap_err().to_string();
+        for needle in needles.iter().chain(&[name]) {
+            assert!(err.contains(needle), "{name}: '{needle}' not in: {err}");
+        }
+    }
+    let missing = dir.path().join("missing.json");
+    let command = audit_command(&["verify", "--org", "acme", "--checkpoint", missing.to_str().unwrap()]).unwrap();
+    let err = super::audit::plan(&command).unwrap_err();
+    assert!(matches!(err, CliError::ReadFile { .. }) && err.to_string().contains("missing.json"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_is_never_written_over_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("old.checkpoint.json");
+    std::fs::write(&existing, "{}").unwrap();
+    let command = audit_command(&["checkpoint", "--org", "acme", "--out", existing.to_str().unwrap()]).unwrap();
+    let err = super::audit::check(&command).unwrap_err();
+    assert!(matches!(err, CliError::Usage(_)) && err.to_string().contains("already exists"), "{err}");
+    let fresh = dir.path().join("new.checkpoint.json");
+    let command = audit_command(&["checkpoint", "--org", "acme", "--out", fresh.to_str().unwrap()]).unwrap();
+    assert!(super::audit::check(&command).is_ok());
+}
+
+#[test]
+fn verification_sets_the_exit_code() {
+    use crate::output::View;
+    let bad_link = json!({"chain": "calls/01JSEG", "seq": 2, "row": "resolution_audit.seq = 7",
+        "problem": "changed", "detail": "the entry's content does not match its hash"});
+    let cases: Vec<(View, Value, Option<&[&str]>)> = vec![
+        (View::AuditVerify, json!({"ok": true, "checked": 12}), None),
+        (
+            View::AuditVerify,
+            json!({"ok": false, "checked": 12, "first_bad": bad_link}),
+            Some(&["acme", "changed entry at position 2 of chain calls/01JSEG", "resolution_audit.seq = 7"]),
+        ),
+        (View::AuditVerify, json!({"checked": 12}), Some(&["did not say ok"])),
+        (
+            View::CheckpointCheck,
+            json!({"ok": true, "signature_valid": true, "heads_changed": [], "verify": {"ok": true, "checked": 3}}),
+            None,
+        ),
+        (
+            View::CheckpointCheck,
+            json!({"ok": false, "signature_valid": false, "heads_changed": ["events"],
+                   "verify": {"ok": false, "checked": 3, "first_bad": bad_link}}),
+            Some(&["signature is not valid", "gone or changed since the checkpoint: events", "position 2"]),
+        ),
+    ];
+    for (view, answer, expected) in cases {
+        let result = super::audit::verdict("acme", view, &answer);
+        match expected {
+            None => assert!(result.is_ok(), "{answer}: {result:?}"),
+            Some(needles) => {
+                let err = result.unwrap_err();
+                assert_eq!(err.exit_code(), std::process::ExitCode::from(crate::error::EXIT_FAILURE));
+                for needle in needles {
+                    assert!(err.to_string().contains(needle), "'{needle}' not in: {err}");
+                }
+            }
+        }
+    }
 }
