@@ -10,11 +10,12 @@
 # for a fixed time -> requests/s, p50, p99; (2) streamed chat completions (the mock waits
 # between SSE events) -> time to first body byte p50/p99.
 #
-# Usage: bench/run.sh            (full run: ~1 min of load after the build)
-#        BENCH_QUICK=1 bench/run.sh   (short smoke run)
-# Knobs (env): BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS BENCH_STREAM_REQUESTS
-#   BENCH_STREAM_WARMUP BENCH_STREAM_CONCURRENCY BENCH_STREAM_DELAY_MS BENCH_LOADGEN_THREADS
-#   BENCH_NGINX_WORKERS BENCH_TARGETS BENCH_SKIP_BUILD BENCH_KEEP_TMP BENCH_BYOK_LOG BENCH_WRK
+# Usage: bench/run.sh                 (full run: ~3 min of load after the build)
+#        BENCH_QUICK=1 bench/run.sh   (short smoke run, ~30 s)
+# Knobs (env): BENCH_QUICK BENCH_ROUNDS BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS
+#   BENCH_STREAM_REQUESTS BENCH_STREAM_WARMUP BENCH_STREAM_CONCURRENCY BENCH_STREAM_DELAY_MS
+#   BENCH_LOADGEN_THREADS BENCH_NGINX_WORKERS BENCH_TARGETS BENCH_SKIP_BUILD BENCH_KEEP_TMP
+#   BENCH_BYOK_LOG BENCH_WRK BENCH_PROFILE (perf|strace) TMPDIR
 # See bench/README.md.
 set -euo pipefail
 
@@ -40,11 +41,15 @@ ROUNDS="${BENCH_ROUNDS:-3}"                  # throughput rounds (targets interl
 PROFILE="${BENCH_PROFILE:-}"                 # perf | strace | empty
 RESULTS_DIR="$BENCH_DIR/results"
 
-for n in "$ROUNDS" "$DURATION" "$WARMUP" "$CONNECTIONS" "$STREAM_REQUESTS" "$STREAM_WARMUP" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS" "$LOADGEN_THREADS"; do
-  [[ "$n" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench: '$n' is not a number" >&2; exit 2; }
+for n in "$DURATION" "$WARMUP"; do
+  [[ "$n" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench: '$n' is not a number of seconds" >&2; exit 2; }
 done
-(( ROUNDS >= 1 && ROUNDS <= 10 && CONNECTIONS <= 1024 && STREAM_REQUESTS <= 100000 && STREAM_CONCURRENCY <= 256 )) \
-  || { echo "bench: refusing unbounded load (connections <= 1024, stream requests <= 100000)" >&2; exit 2; }
+for n in "$ROUNDS" "$CONNECTIONS" "$STREAM_REQUESTS" "$STREAM_WARMUP" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS" "$LOADGEN_THREADS"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "bench: '$n' is not a whole number" >&2; exit 2; }
+done
+(( ROUNDS >= 1 && ROUNDS <= 10 && CONNECTIONS >= 1 && CONNECTIONS <= 1024 && STREAM_REQUESTS >= 1 \
+  && STREAM_REQUESTS <= 100000 && STREAM_CONCURRENCY >= 1 && STREAM_CONCURRENCY <= 256 && STREAM_DELAY_MS <= 10000 )) \
+  || { echo "bench: out of bounds (rounds 1-10, connections 1-1024, stream requests 1-100000, stream concurrency 1-256)" >&2; exit 2; }
 awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { exit !(d > 0 && d <= 600 && w <= 120) }' \
   || { echo "bench: BENCH_DURATION must be in (0, 600], BENCH_WARMUP <= 120" >&2; exit 2; }
 
@@ -53,7 +58,9 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites
 need_pkgs=()
+PATH="$PATH:/usr/sbin:/sbin"   # nginx lives in /usr/sbin, often not on a normal user's PATH
 want() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+want pgrep procps
 want nginx nginx
 want curl curl
 want sqlite3 sqlite3
@@ -116,12 +123,12 @@ free_port() { "$LOADGEN" free-port; }
 alive() { kill -0 "$1" 2>/dev/null; }
 # Sum of user+system CPU ticks of the given pids and all their children.
 cpu_ticks() {
-  local total=0 pid t
-  local pids=("$@")
+  local total=0 pid t child
+  local all=("$@")
   for pid in "$@"; do
-    for child in $(pgrep -P "$pid" 2>/dev/null || true); do pids+=("$child"); done
+    for child in $(pgrep -P "$pid" 2>/dev/null || true); do all+=("$child"); done
   done
-  for pid in "${pids[@]}"; do
+  for pid in "${all[@]}"; do
     [[ -r /proc/$pid/stat ]] || continue
     t=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')
     total=$((total + t))

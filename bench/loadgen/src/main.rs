@@ -114,7 +114,8 @@ impl Prepared {
             return Err("only loopback targets are allowed".into());
         }
         let addr = SocketAddr::new(ip, authority.port_u16().unwrap_or(80));
-        let path: Uri = uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|e| format!("bad path: {e}"))?;
+        let path: Uri =
+            uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|e| format!("bad path: {e}"))?;
         let mut headers = Vec::new();
         for raw in &target.headers {
             let (name, value) = raw.split_once(':').ok_or_else(|| format!("header '{raw}' is not 'name: value'"))?;
@@ -146,9 +147,8 @@ impl Prepared {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -284,9 +284,6 @@ pub struct AuditExportArgs {
     /// Org id or name.
     #[arg(long)]
     pub org: String,
-    /// Which rows.
-    #[command(flatten, next_help_heading = "Filters")]
-    pub filters: AuditFilterFlags,
     /// Rows fetched per request (1000–10000).
     #[arg(
         long,
@@ -295,6 +292,9 @@ pub struct AuditExportArgs {
         value_parser = clap::value_parser!(u32).range(1000..=10_000)
     )]
     pub page_size: u32,
+    /// Which rows.
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: AuditFilterFlags,
 }
 
 /// `byok audit query`
@@ -303,9 +303,6 @@ pub struct AuditQueryArgs {
     /// Org id or name.
     #[arg(long)]
     pub org: String,
-    /// Which rows.
-    #[command(flatten, next_help_heading = "Filters")]
-    pub filters: AuditFilterFlags,
     /// At most this many rows (1–10000).
     #[arg(
         long,
@@ -317,6 +314,9 @@ pub struct AuditQueryArgs {
     /// Only rows after this sequence number (the previous page's last row).
     #[arg(long, value_name = "SEQ")]
     pub after_seq: Option<i64>,
+    /// Which rows.
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: AuditFilterFlags,
 }
 
 /// `byok kek …`

@@ -518,6 +518,11 @@ mod tests {
             json!({"credential": cred.clone(), "events": [{"seq": 1, "kind": "created", "secret": CANARY,
                    "actor": {"kind": "system"}, "details": {}}]}),
             json!({"tokens": [{"id": "tok_1", "team_id": "team_1", "workflows": [], "secret": CANARY}]}),
+            json!({"rows": [{"seq": 1, "call_id": "c1", "outcome": "allowed", "secret": CANARY}]}),
+            json!({"ok": false, "checked": 1, "first_bad": {"chain": "events", "secret": CANARY}, "secret": CANARY}),
+            json!({"credential": cred.clone(), "events": [{"type": "call", "secret": CANARY,
+                   "resolution": {"call_id": "c1", "outcome": "allowed", "secret": CANARY},
+                   "completion": {"status": "completed", "secret": CANARY}}]}),
             cred.clone(),
         ];
         let views = [
@@ -538,6 +543,11 @@ mod tests {
             View::TokenRevoked,
             View::TokenCreated,
             View::AdminTokenCreated,
+            View::AuditVerify,
+            View::CheckpointCheck,
+            View::AuditRows,
+            View::AuditPurged,
+            View::AuditPublicKey,
         ];
         for view in views {
             for answer in &answers {

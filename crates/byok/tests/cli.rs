@@ -295,7 +295,7 @@ fn help_names_every_command_and_there_is_no_secret_flag() {
         String::from_utf8(output.stdout).unwrap()
     };
     let top = cli_help(&["--help"]);
-    for command in ["serve", "org", "team", "workflow", "credential", "token"] {
+    for command in ["serve", "org", "team", "workflow", "credential", "token", "audit"] {
         assert!(top.contains(command), "{command} missing from --help");
     }
     let add = cli_help(&["credential", "add", "--help"]);

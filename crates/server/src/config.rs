@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use byok_domain::{FamilyPattern, ModelFamilyRegistry, ProviderId};
-use byok_proxy::{ProxyConfig, UpstreamBase};
 use byok_kms_pkcs11::Pkcs11Config;
+use byok_proxy::{ProxyConfig, UpstreamBase};
 use byok_vault::RetentionPolicy;
 use serde::Deserialize;
 
@@ -179,7 +179,9 @@ impl Settings {
         let kms = match (file.kms.backend.as_deref().unwrap_or("local"), &file.kms.pkcs11) {
             ("local", _) => KmsChoice::Local,
             ("pkcs11", Some(config)) => KmsChoice::Pkcs11(config.clone()),
-            ("pkcs11", None) => anyhow::bail!("kms.backend = \"pkcs11\" needs a [kms.pkcs11] section (module, token_label, pin_file or pin_env)"),
+            ("pkcs11", None) => anyhow::bail!(
+                "kms.backend = \"pkcs11\" needs a [kms.pkcs11] section (module, token_label, pin_file or pin_env)"
+            ),
             (other, _) => anyhow::bail!("kms.backend: unknown backend '{other}'; use \"local\" or \"pkcs11\""),
         };
         if kms_max_concurrency == 0 {

@@ -9,6 +9,8 @@ use crate::error::StoreError;
 use crate::store::Store;
 
 /// One point in a credential's life.
+// Items live only for one page of a replay; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimelineItem {

@@ -164,6 +164,11 @@ impl Vault {
         let days = self.policy.retention.days_for(&org);
         let retention_cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(days) * DAY_MICROS)
             .unwrap_or_else(Timestamp::now);
+        if before.is_some_and(|at| at > Timestamp::now()) {
+            return Err(VaultError::invalid(
+                "before: must not be in the future (nothing newer than now can be purged)",
+            ));
+        }
         let before = before.unwrap_or(retention_cut);
         if before > retention_cut && org.tier == Tier::KatmanC {
             return Err(VaultError::TierForbids(format!(

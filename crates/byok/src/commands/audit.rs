@@ -231,11 +231,32 @@ struct RowsPage<'a> {
     next_after_seq: Option<i64>,
 }
 
+/// Where streamed output goes: standard output in the CLI, a buffer in tests.
+pub trait Sink {
+    /// Write `text`; `Ok(false)` once the reader has gone away (stop quietly).
+    fn write(&mut self, text: &str) -> Result<bool, CliError>;
+}
+
+impl Sink for StdoutStream {
+    fn write(&mut self, text: &str) -> Result<bool, CliError> {
+        StdoutStream::write(self, text)
+    }
+}
+
 /// Page through a credential's timeline, printing each page as it arrives: as text, or
 /// (`json`) as one document `{"credential", "events":[every page's events]}`.
 pub async fn replay(client: &AdminClient, args: &TimelineArgs, json: bool) -> Result<(), CliError> {
+    replay_to(client, args, json, &mut StdoutStream::default()).await
+}
+
+/// [`replay`], writing to `out`.
+pub(super) async fn replay_to(
+    client: &AdminClient,
+    args: &TimelineArgs,
+    json: bool,
+    out: &mut dyn Sink,
+) -> Result<(), CliError> {
     let mut request = timeline_request(args);
-    let mut out = StdoutStream::default();
     let progress = Progress::start("events");
     let mut count: u64 = 0;
     loop {
@@ -265,7 +286,7 @@ pub async fn replay(client: &AdminClient, args: &TimelineArgs, json: bool) -> Re
                 chunk.push_str(NO_EVENTS);
             }
         }
-        if !progress.write(&mut out, &chunk)? {
+        if !progress.write(out, &chunk)? {
             return Ok(());
         }
         progress.set(count);
@@ -283,10 +304,14 @@ pub async fn replay(client: &AdminClient, args: &TimelineArgs, json: bool) -> Re
     Ok(())
 }
 
-/// Stream every row matching `first`'s filters as JSON Lines, page by page.
+/// Stream every row matching `first`'s filters to stdout as JSON Lines, page by page.
 async fn export(client: &AdminClient, first: ApiRequest) -> Result<(), CliError> {
+    export_to(client, first, &mut StdoutStream::default()).await
+}
+
+/// [`export`], writing to `out`.
+pub(super) async fn export_to(client: &AdminClient, first: ApiRequest, out: &mut dyn Sink) -> Result<(), CliError> {
     let mut request = first;
-    let mut out = StdoutStream::default();
     let progress = Progress::start("rows written");
     let mut written: u64 = 0;
     loop {
@@ -297,7 +322,7 @@ async fn export(client: &AdminClient, first: ApiRequest) -> Result<(), CliError>
             lines.push_str(&one_line(row)?);
             lines.push('\n');
         }
-        if !progress.write(&mut out, &lines)? {
+        if !progress.write(out, &lines)? {
             return Ok(());
         }
         written += page.rows.len() as u64;
@@ -359,7 +384,7 @@ impl Progress {
     }
 
     /// Write `text` to `out` with the indicator out of the way.
-    fn write(&self, out: &mut StdoutStream, text: &str) -> Result<bool, CliError> {
+    fn write(&self, out: &mut dyn Sink, text: &str) -> Result<bool, CliError> {
         match &self.0 {
             Some(bar) => bar.suspend(|| out.write(text)),
             None => out.write(text),

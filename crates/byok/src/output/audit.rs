@@ -29,12 +29,12 @@ pub const NO_EVENTS: &str = "(no events)\n";
 /// details. `type: lifecycle` is a change to the credential; `type: call` a call it
 /// served or refused, with how the call ended.
 pub fn timeline_entry(event: &Value) -> String {
-    let at = cell(event, "at");
-    let indent = " ".repeat(at.chars().count() + 2);
-    let (headline, details) = match event.get("type").and_then(Value::as_str) {
-        Some("call") => call_entry(event),
-        _ => lifecycle_entry(event),
+    let (at, (headline, details)) = match event.get("type").and_then(Value::as_str) {
+        // A call's time is its resolution's: when the credential was chosen (or refused).
+        Some("call") => (cell(event.get("resolution").unwrap_or(&Value::Null), "at"), call_entry(event)),
+        _ => (cell(event, "at"), lifecycle_entry(event)),
     };
+    let indent = " ".repeat(at.chars().count() + 2);
     let mut out = format!("{at}  {headline}\n");
     for line in details {
         out.push_str(&indent);
@@ -299,4 +299,136 @@ pub fn purged(report: &Value) -> String {
 /// The checkpoint-signing public key.
 pub fn public_key(key: &Value) -> String {
     kv_table(key, &[("KEY ID", "key_id"), ("ALGORITHM", "algorithm"), ("PUBLIC KEY", "public_key")])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn call(call_id: &str, outcome: &str, completion: Value) -> Value {
+        json!({"type": "call", "resolution": {
+            "seq": 7, "at": "2026-01-01T00:00:01.000002Z", "call_id": call_id, "org_id": "org_1",
+            "team_id": "team_1", "workflow_id": null, "token_id": "tok_1", "credential_id": "cred_1",
+            "credential_version": 2, "fingerprint": "fp_2", "provider": "openai", "model": "gpt-4o-mini",
+            "model_family": "gpt-4o", "capability": "chat", "mode": "stream", "outcome": outcome,
+            "reason": if outcome == "denied" { json!("scope_denied") } else { Value::Null },
+            "detail": if outcome == "denied" { json!("team team_1 is not in scope") } else { Value::Null }},
+            "completion": completion})
+    }
+
+    #[test]
+    fn a_timeline_reads_in_order_with_every_fact_of_a_call() {
+        let answer = json!({"credential": {"id": "cred_1", "name": "openai-prod", "provider": "openai",
+            "state": "active", "version": 2},
+        "events": [
+            {"type": "lifecycle", "seq": 1, "kind": "created", "at": "2026-01-01T00:00:00Z", "version": 1,
+             "fingerprint": "fp_1", "actor": {"kind": "admin_token", "id": "adm_1"}, "details": {}},
+            {"type": "lifecycle", "seq": 2, "kind": "rotated", "at": "2026-01-01T00:00:00.5Z", "version": 2,
+             "fingerprint": "fp_2", "actor": {"kind": "system"}, "details": {"previous_version": 1}},
+            call("call-a", "allowed", json!({"call_id": "call-a", "at": "2026-01-01T00:00:02Z",
+                "upstream_status": 200, "latency_us": 12_345, "input_tokens": 10, "output_tokens": 20,
+                "status": "completed"})),
+            call("call-b", "denied", Value::Null),
+            call("call-c", "allowed", Value::Null),
+        ]});
+        let text = timeline(&answer);
+        let order: Vec<usize> = [
+            "openai-prod",
+            "created  version 1, fingerprint fp_1  by admin_token adm_1",
+            "rotated  version 2, fingerprint fp_2  by system",
+            "previous_version: 1",
+            "call call-a  allowed",
+            "call call-b  denied (scope_denied)",
+            "call call-c",
+        ]
+        .iter()
+        .map(|needle| text.find(needle).unwrap_or_else(|| panic!("'{needle}' missing from:\n{text}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order:\n{text}");
+        for needle in [
+            "team team_1 · workflow - · token tok_1",
+            "model gpt-4o-mini (family gpt-4o) · chat · stream · openai",
+            "credential version 2, fingerprint fp_2",
+            "upstream 200 · 12.3 ms · tokens 10 in / 20 out · completed",
+            "team team_1 is not in scope",
+            "refused before anything was sent upstream",
+            "no completion recorded",
+        ] {
+            assert!(text.contains(needle), "'{needle}' missing from:\n{text}");
+        }
+        // Details line up under the headline, after the time.
+        assert!(text.contains("\n                             team team_1"), "{text}");
+        let empty = timeline(&json!({"credential": {"name": "x"}, "events": []}));
+        assert!(empty.ends_with(NO_EVENTS), "{empty}");
+    }
+
+    #[test]
+    fn latencies_read_in_sensible_units() {
+        for (micros, expected) in [(850, "850 µs"), (12_345, "12.3 ms"), (1_250_000, "1.25 s")] {
+            assert_eq!(latency_text(micros), expected);
+        }
+    }
+
+    #[test]
+    fn verify_reports_name_the_first_broken_link() {
+        let ok = verify_report(Some("acme"), &json!({"ok": true, "checked": 42}));
+        assert_eq!(ok, "audit of org acme verified: 42 entries, all links intact\n");
+        let bad = verify_report(
+            Some("acme"),
+            &json!({"ok": false, "checked": 42, "first_bad": {"chain": "calls/01JSEG", "seq": 3,
+                "row": "resolution_audit.seq = 9", "problem": "changed", "detail": "content does not match"}}),
+        );
+        for needle in [
+            "audit of org acme NOT verified",
+            "42 entries checked",
+            "calls/01JSEG",
+            "position",
+            "┆ 3",
+            "resolution_audit.seq = 9",
+            "changed: the entry's content no longer matches",
+            "content does not match",
+        ] {
+            assert!(bad.contains(needle), "'{needle}' missing from:\n{bad}");
+        }
+        let check = checkpoint_check(
+            Some("acme"),
+            &json!({"ok": false, "signature_valid": true, "heads_changed": ["events", "calls/01JSEG"],
+                    "verify": {"ok": true, "checked": 5}}),
+        );
+        for needle in ["checkpoint NOT verified", "signature: valid", "events, calls/01JSEG", "verified: 5 entries"] {
+            assert!(check.contains(needle), "'{needle}' missing from:\n{check}");
+        }
+        let good = checkpoint_check(
+            None,
+            &json!({"ok": true, "signature_valid": true, "heads_changed": [], "verify": {"ok": true, "checked": 5}}),
+        );
+        assert!(good.starts_with("checkpoint verified") && good.contains("audit verified: 5 entries"), "{good}");
+    }
+
+    #[test]
+    fn a_page_of_rows_says_how_to_get_the_next() {
+        let page = json!({"rows": [call("call-b", "denied", Value::Null)["resolution"].clone()], "next_after_seq": 7});
+        let rendered = audit_rows(&page);
+        for needle in ["call-b", "denied (scope_denied)", "cred_1 v2", "team_1", "gpt-4o-mini", "openai chat stream"] {
+            assert!(rendered.stdout.contains(needle), "'{needle}' missing from:\n{}", rendered.stdout);
+        }
+        assert!(rendered.note_after.contains("--after-seq 7"), "{rendered:?}");
+        let last = audit_rows(&json!({"rows": []}));
+        assert_eq!((last.stdout.as_str(), last.note_after.as_str()), ("(no audit rows match)\n", ""));
+    }
+
+    #[test]
+    fn a_checkpoint_goes_to_stdout_as_json_with_how_to_verify_on_stderr() {
+        let signed = json!({"checkpoint": {"org_id": "org_1", "at": "2026-01-01T00:00:00Z",
+            "heads": [{"chain": "events", "seq": 3, "hash": "ab"}], "key_id": "ed25519:00"}, "signature": "c2ln"});
+        let rendered = checkpoint(&signed);
+        assert_eq!(serde_json::from_str::<Value>(&rendered.stdout).unwrap(), signed);
+        assert!(rendered.note_after.contains("byok audit verify --org org_1 --checkpoint FILE"), "{rendered:?}");
+        let written = checkpoint_written(&signed, Path::new("/tmp/cp.json"));
+        assert!(written.stdout.is_empty());
+        assert!(written.note_after.contains("written to /tmp/cp.json"), "{written:?}");
+        assert!(written.note_after.contains("--checkpoint /tmp/cp.json") && written.note_after.contains("1 chains"));
+    }
 }
