@@ -8,7 +8,7 @@ use sqlx::Any;
 use crate::chain::{Chained, Field};
 use crate::error::{map_sqlx, StoreError};
 use crate::rows::Row;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Rows per multi-row INSERT (keeps PostgreSQL under its bind-parameter limit).
 const ROWS_PER_INSERT: usize = 200;
@@ -23,14 +23,17 @@ const COMPLETION_COLUMNS: &str =
 /// `prev_hash` and `hash`.
 pub(crate) async fn insert_chained(
     tx: &mut sqlx::Transaction<'static, Any>,
+    backend: Backend,
     table: &str,
     columns: &str,
     entries: &[Chained],
 ) -> Result<(), StoreError> {
     let count = columns.split(',').count() + 2;
     for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let sql =
-            format!("INSERT INTO {table} ({columns}, prev_hash, hash) VALUES {}", placeholders(chunk.len(), count));
+        let sql = format!(
+            "INSERT INTO {table} ({columns}, prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), count, backend)
+        );
         let mut query = sqlx::query::<Any>(&sql);
         for entry in chunk {
             for field in &entry.fields {
@@ -66,7 +69,10 @@ pub struct AuditFilter {
 }
 
 /// `($1, $2, …), ($n+1, …)` for `rows` rows of `columns` columns.
-fn placeholders(rows: usize, columns: usize) -> String {
+///
+/// On SQLite, anonymous `?` placeholders: sqlx looks every `$N` up by name, which costs
+/// more than the insert itself for a batch of thousands of values.
+fn placeholders(rows: usize, columns: usize, backend: Backend) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -77,7 +83,10 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", row * columns + column + 1));
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
+            }
         }
         sql.push(')');
     }
@@ -272,6 +281,7 @@ mod tests {
 
     #[test]
     fn placeholder_numbering() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 3, Backend::Postgres), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 3, Backend::Sqlite), "(?, ?, ?)");
     }
 }

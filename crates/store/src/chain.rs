@@ -409,8 +409,10 @@ impl Store {
         }
         let (next, rows, completions) = segment.link_entries(entries);
         let mut tx = self.begin_write().await?;
-        crate::audit::insert_chained(&mut tx, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
-        crate::audit::insert_chained(&mut tx, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions).await?;
+        let backend = self.backend();
+        crate::audit::insert_chained(&mut tx, backend, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
+        crate::audit::insert_chained(&mut tx, backend, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions)
+            .await?;
         tx.commit().await.map_err(map_sqlx)?;
         *segment = next;
         Ok(())
