@@ -411,6 +411,9 @@ if [[ -n "$BYOK_PID" ]]; then
   for _ in $(seq 300); do alive "$BYOK_PID" || break; sleep 0.05; done
   if alive "$BYOK_PID"; then SHUTDOWN_RC='"timeout"'; else
     set +e; wait "$BYOK_PID"; SHUTDOWN_RC=$?; set -e
+    # Reaped: forget its pid so that cleanup can never signal a recycled one.
+    for i in "${!PIDS[@]}"; do [[ "${PIDS[i]}" == "$BYOK_PID" ]] && unset 'PIDS[i]'; done
+    PIDS=("${PIDS[@]}")
   fi
   SHUTDOWN_S="$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
   AUDIT_EXPECTED=$((BYOK_PREFLIGHT + BYOK_SENT + $(jnum requests_total "$TMP/ttfb.byok.json")))

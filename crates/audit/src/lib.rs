@@ -44,6 +44,9 @@ impl Default for AuditConfig {
     }
 }
 
+/// How long completions alone wait for a resolution row to share its commit.
+const COMPLETION_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 enum Job {
     Resolution(ResolutionAudit, oneshot::Sender<Result<(), AuditError>>),
     Completion(CallCompletion),
@@ -105,16 +108,27 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
     let mut acks = Vec::with_capacity(max_batch);
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Resolution(row, ack) => {
-                    entries.push(AuditEntry::Resolution(row));
-                    acks.push(ack);
+        loop {
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Resolution(row, ack) => {
+                        entries.push(AuditEntry::Resolution(row));
+                        acks.push(ack);
+                    }
+                    Job::Completion(completion) => entries.push(AuditEntry::Completion(completion)),
                 }
-                Job::Completion(completion) => entries.push(AuditEntry::Completion(completion)),
+                if entries.len() < max_batch {
+                    next = queue.try_recv().ok();
+                }
             }
-            if entries.len() < max_batch {
-                next = queue.try_recv().ok();
+            // Nobody waits for completions: rather than spend a commit (an fsync) on them
+            // alone, hold them briefly for the next resolution row to carry them.
+            if !acks.is_empty() || entries.len() >= max_batch {
+                break;
+            }
+            match tokio::time::timeout(COMPLETION_HOLD, queue.recv()).await {
+                Ok(Some(job)) => next = Some(job),
+                Ok(None) | Err(_) => break,
             }
         }
         let result = store.append_audit(&mut segment, &entries).await;

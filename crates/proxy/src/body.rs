@@ -115,6 +115,33 @@ impl Meter {
     }
 }
 
+/// A call's completion not yet recorded: if the call is dropped before anything takes
+/// it over (the client went away while the upstream had not answered), the drop records
+/// `client_cancelled`, so every allowed row gets its completion.
+pub(crate) struct PendingCompletion(Option<Meter>);
+
+impl PendingCompletion {
+    pub(crate) fn new(meter: Meter) -> Self {
+        Self(Some(meter))
+    }
+
+    /// Hand the completion over, with the upstream's status when there is one.
+    pub(crate) fn take(&mut self, upstream_status: u16) -> Option<Meter> {
+        self.0.take().map(|mut meter| {
+            meter.upstream_status = upstream_status;
+            meter
+        })
+    }
+}
+
+impl Drop for PendingCompletion {
+    fn drop(&mut self) {
+        if let Some(meter) = self.0.take() {
+            meter.record("client_cancelled", None);
+        }
+    }
+}
+
 /// The response body: the upstream's, redacted and metered.
 pub(crate) struct MeteredBody {
     inner: Incoming,
@@ -125,8 +152,8 @@ pub(crate) struct MeteredBody {
 }
 
 impl MeteredBody {
-    pub(crate) fn new(inner: Incoming, tap: UsageTap, redactor: Redactor, meter: Meter) -> Self {
-        Self { inner, tap: Some(tap), redactor, meter: Some(meter), ended: false }
+    pub(crate) fn new(inner: Incoming, tap: UsageTap, redactor: Redactor, meter: Option<Meter>) -> Self {
+        Self { inner, tap: Some(tap), redactor, meter, ended: false }
     }
 
     fn finish(&mut self, status: &str) {

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::body::{Meter, MeteredBody, Redactor};
+use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor};
 use crate::cache::{DekCache, Directory};
 use crate::config::ProxyConfig;
 use crate::error::{Code, Refusal};
@@ -59,7 +59,7 @@ impl std::fmt::Debug for Sidecar {
 /// denied) or after it (the allowed row stands; the completion records the failure).
 enum Failure {
     Denied(Refusal),
-    AfterAudit(Refusal, Meter),
+    AfterAudit(Refusal, Option<Meter>),
 }
 
 impl Sidecar {
@@ -149,7 +149,9 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
         }
         Err(Failure::AfterAudit(refusal, meter)) => {
             tracing::warn!(call_id = %call_id, code = refusal.code.as_str(), message = %refusal.message, "call failed after resolution");
-            meter.record(refusal.code.as_str(), None);
+            if let Some(meter) = meter {
+                meter.record(refusal.code.as_str(), None);
+            }
             refusal_response(api, &refusal)
         }
     };
@@ -235,25 +237,26 @@ impl Inner {
         self.audit.append(record.clone()).await.map_err(|e| {
             Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
         })?;
-        let meter = |upstream_status| Meter {
+        // From here on the call has its allowed row; whatever happens, it gets a completion.
+        let mut pending = PendingCompletion::new(Meter {
             audit: self.audit.clone(),
             call_id: record.call_id.clone(),
             org_id: credential.org_id,
             credential_id: credential.id,
             started,
-            upstream_status,
-        };
+            upstream_status: 0,
+        });
 
         // 6. decrypt
         let secret = match decrypt(&self.deks, self.vault.kms(), credential, &sealed).await {
             Ok(secret) => secret,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
         };
 
         // 7. inject
         let upstream = match build_upstream_request(&base, &route, &parts.method, &parts.headers, body, &secret) {
             Ok(request) => request,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
         };
         let redactor = Redactor::new(secret.expose().as_bytes());
         drop(secret);
@@ -261,7 +264,7 @@ impl Inner {
         // 8. forward
         let upstream_response = match forward(&self.client, upstream, self.config.response_timeout).await {
             Ok(response) => response,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, meter(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
         };
 
         // 9. stream and meter
@@ -277,7 +280,7 @@ impl Inner {
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let tap = UsageTap::new(route.spec.api, content_type);
-        let body = MeteredBody::new(incoming, tap, redactor, meter(head.status.as_u16()));
+        let body = MeteredBody::new(incoming, tap, redactor, pending.take(head.status.as_u16()));
         Ok(Response::from_parts(head, Body::new(body)))
     }
 }

@@ -880,3 +880,35 @@ async fn replay_lists_exactly_the_calls_the_provider_saw() {
     .await
     .unwrap();
 }
+
+/// A client that gives up before the upstream answers still leaves a completion
+/// (`client_cancelled`) next to its allowed row.
+#[tokio::test]
+async fn a_call_abandoned_before_the_answer_is_recorded_as_cancelled() {
+    let env = Env::start(TestStore::sqlite().await.unwrap()).await;
+    env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
+    let token = env.token(&[]).await;
+    env.mock.set_next_response(ScriptedResponse::Hang);
+    let gave_up = env
+        .http
+        .post(env.url("/openai/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-byok-call-id", "call-abandoned")
+        .json(&openai_chat("gpt-4o", false))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    let mut completions = Vec::new();
+    for _ in 0..300 {
+        completions = env.t.store().list_completions("call-abandoned").await.unwrap();
+        if !completions.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.audit_rows("call-abandoned").await.len(), 1);
+    assert_eq!(completions.len(), 1, "the abandoned call has its completion");
+    assert_eq!(completions[0].status, "client_cancelled");
+    env.stop().await;
+}

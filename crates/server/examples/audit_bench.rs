@@ -2,13 +2,15 @@
 //!
 //! 1. Rows appended per second with the sidecar under load: a whole `byok serve`
 //!    in-process (`byok_server::start`), the mock provider as OpenAI, N concurrent
-//!    clients for a fixed time. Compared in the same run with the group-commit writer
-//!    alone (no HTTP) and with what group commit replaces: one transaction per row.
+//!    clients for a fixed time. Compared in the same run, rounds interleaved, with what
+//!    group commit replaces — the same sidecar whose audit writer commits one row per
+//!    transaction, and sequential one-row `append_audit` calls — and with the
+//!    group-commit writer alone (no HTTP).
 //! 2. Replay of a credential with 10^6 resolutions (each with its completion): first page,
 //!    the whole timeline page by page, and verify of the chain.
 //!
 //! SQLite always; PostgreSQL as well when `BYOK_BENCH_POSTGRES_URL` names a server (a
-//! fresh database is created for each part and dropped afterwards).
+//! fresh database is created for each run and dropped afterwards).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,11 +25,14 @@ use byok_domain::{
     ResolutionAudit, ScopeInput, Tier, Timestamp,
 };
 use byok_mock_provider::{MockConfig, MockProvider};
+use byok_proxy::Sidecar;
 use byok_proxy::UpstreamBase;
 use byok_store::testing::{TestStore, POSTGRES_URL_VAR};
 use byok_store::{AuditEntry, AuditFilter, Backend, Segment, Store};
 use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Vault, VaultPolicy};
 use clap::Parser;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 const BENCH_POSTGRES_VAR: &str = "BYOK_BENCH_POSTGRES_URL";
 const OPENAI_KEY: &str = "sk-bench-audit-openai-0123456789abcdef";
@@ -50,6 +55,9 @@ struct Args {
     /// Entries per `append_audit` transaction while filling the replay store.
     #[arg(long, default_value_t = 20_000)]
     fill_batch: usize,
+    /// Rounds of the append-rate runs (interleaved; medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Give up paging the whole timeline after this many seconds (and project the total).
     #[arg(long, default_value_t = 300.0)]
     timeline_budget: f64,
@@ -60,6 +68,10 @@ struct Args {
     /// experiment: the timeline's completion lookup filters on both columns.
     #[arg(long)]
     extra_index: bool,
+    /// Before replaying, run `ANALYZE` (planner statistics; PostgreSQL's autovacuum does
+    /// this on its own sooner or later, SQLite never unless asked) — an experiment.
+    #[arg(long)]
+    analyze: bool,
     /// Which parts: `append`, `replay`, or both (default).
     #[arg(long, value_delimiter = ',', default_value = "append,replay")]
     parts: Vec<String>,
@@ -125,10 +137,61 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 // 1. Append rate
 // ---------------------------------------------------------------------------------------
 
-async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
-    let seconds = Duration::from_secs_f64(args.seconds);
-    // The database: a fresh SQLite file or PostgreSQL database; the server opens it
-    // itself, as `byok serve` would.
+/// A sidecar under test: the real server, or the same parts wired by hand with a
+/// different audit batch size.
+enum Target {
+    Server(byok_server::Running),
+    Wired {
+        vault: Vault,
+        proxy: std::net::SocketAddr,
+        stop: watch::Sender<bool>,
+        proxy_task: JoinHandle<std::io::Result<()>>,
+        audit_task: JoinHandle<()>,
+    },
+}
+
+impl Target {
+    fn vault(&self) -> &Vault {
+        match self {
+            Target::Server(running) => running.vault(),
+            Target::Wired { vault, .. } => vault,
+        }
+    }
+
+    fn proxy_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Target::Server(running) => running.proxy_addr(),
+            Target::Wired { proxy, .. } => *proxy,
+        }
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            Target::Server(running) => running.shutdown().await,
+            Target::Wired { vault, stop, proxy_task, audit_task, .. } => {
+                let _ = stop.send(true);
+                proxy_task.await??;
+                audit_task.await?;
+                vault.store().close().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What one sidecar run measured.
+struct SidecarRun {
+    calls_per_s: f64,
+    rows_per_s: f64,
+    failed: u64,
+    sample: ResolutionAudit,
+}
+
+/// Start a sidecar on a fresh database (`max_batch = None`: `byok_server::start`, i.e.
+/// the product with its default group commit; `Some(n)`: the same parts wired by hand
+/// with an audit writer that commits at most `n` rows per transaction), set up an org,
+/// a credential and a token, and drive it with `args.clients` closed-loop clients.
+async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) -> anyhow::Result<SidecarRun> {
     let db = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(fresh(backend).await?),
@@ -140,15 +203,34 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
         ..MockConfig::default()
     })
     .await?;
+    let upstream = UpstreamBase::parse(&mock.base_url()).map_err(anyhow::Error::msg)?;
     let mut settings = byok_server::Settings::for_tests(data_dir.path());
     // SQLite: the server's own file in its data dir, as `byok serve` would have it.
     settings.database_url = db.as_ref().map(|db| db.url().to_owned());
-    settings
-        .proxy
-        .upstreams
-        .insert(ProviderId::Openai, UpstreamBase::parse(&mock.base_url()).map_err(anyhow::Error::msg)?);
-    let running = byok_server::start(settings).await?;
-    let vault = running.vault().clone();
+    settings.proxy.upstreams.insert(ProviderId::Openai, upstream);
+    let target = match max_batch {
+        None => Target::Server(byok_server::start(settings).await?),
+        Some(max_batch) => {
+            let store = match &settings.database_url {
+                None => Store::open_sqlite(&data_dir.path().join("byok.db")).await?,
+                Some(url) => Store::open(url).await?,
+            };
+            let keyring = LocalKeyring::open(data_dir.path().join("keyring.json"))?;
+            let kms = KmsHandle::new(Arc::new(keyring), settings.kms_max_concurrency);
+            let policy = VaultPolicy { allow_plain_http_base_url: true, retention: settings.retention };
+            let vault = Vault::new(store.clone(), kms, settings.model_families(), policy);
+            let (audit, audit_task) = AuditWriter::spawn(store, AuditConfig { max_batch, ..AuditConfig::default() });
+            let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let proxy = listener.local_addr()?;
+            let (stop, mut stopped) = watch::channel(false);
+            let proxy_task = tokio::spawn(byok_proxy::serve(listener, sidecar, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            Target::Wired { vault, proxy, stop, proxy_task, audit_task }
+        }
+    };
+    let vault = target.vault().clone();
     let org = vault.create_org(&Actor::System, "bench", Tier::KatmanB).await?;
     vault.create_team(&Actor::System, "bench", "agents").await?;
     let new = NewCredential {
@@ -169,7 +251,7 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
         )
         .await?;
     let token = token.text.expose().to_owned();
-    let url = format!("http://{}/openai/v1/chat/completions", running.proxy_addr());
+    let url = format!("http://{}/openai/v1/chat/completions", target.proxy_addr());
 
     // Closed loop: each client sends its next call when the previous one is answered.
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
@@ -215,7 +297,7 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let from = Timestamp::now();
     let started = Instant::now();
     measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(seconds).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let until = Timestamp::now();
@@ -223,8 +305,6 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
     for client in clients {
         client.await?;
     }
-    let answered = answered.load(Ordering::Relaxed);
-    let failed = failed.load(Ordering::Relaxed);
     let store = vault.store().clone();
     let rows = count_rows(&store, &org.id, from, until).await?;
     let sample = store
@@ -233,33 +313,34 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
         .into_iter()
         .next()
         .context("the sidecar wrote no audit row")?;
-    let sidecar_rows = rate(rows, elapsed);
-    println!("-- append rate: {} clients, {:.1} s measured", args.clients, elapsed.as_secs_f64());
-    println!(
-        "sidecar under load (HTTP, proxy, mock, audit): {:>9.0} calls/s answered, {:>9.0} allowed rows/s durable \
-         ({rows} rows, {failed} failed calls)",
-        rate(answered, elapsed),
-        sidecar_rows
-    );
-    running.shutdown().await?;
+    let report = store.verify_audit(Some(&org.id)).await?;
+    anyhow::ensure!(report.ok, "verify after a sidecar run failed: {report:?}");
+    drop(vault);
+    target.shutdown().await?;
     mock.shutdown().await;
+    drop(db);
+    Ok(SidecarRun {
+        calls_per_s: rate(answered.load(Ordering::Relaxed), elapsed),
+        rows_per_s: rate(rows, elapsed),
+        failed: failed.load(Ordering::Relaxed),
+        sample,
+    })
+}
 
-    // The same rows, written without HTTP: copies of a row the sidecar wrote.
-    let store = match &db {
-        None => Store::open_sqlite(&data_dir.path().join("byok.db")).await?,
-        Some(db) => Store::open(db.url()).await?,
-    };
-    let make = |tag: &str, n: u64| {
-        let mut row = sample.clone();
-        row.call_id = format!("{tag}-{n}");
-        row.at = Timestamp::now();
-        row
-    };
+/// A fresh store for the writer-level runs: SQLite in a new data dir, or a new
+/// PostgreSQL database.
+async fn writer_store(backend: Backend) -> anyhow::Result<(TestStore, Store)> {
+    let db = fresh(backend).await?;
+    let store = db.store().clone();
+    Ok((db, store))
+}
 
-    // Group commit alone: the audit writer with `clients` concurrent appenders.
+/// The group-commit writer alone: `appenders` tasks appending copies of `sample`.
+async fn group_commit_run(args: &Args, backend: Backend, sample: &ResolutionAudit) -> anyhow::Result<f64> {
+    let (db, store) = writer_store(backend).await?;
     let (writer, task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
     let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + seconds;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
     let mut appenders = Vec::new();
     for a in 0..args.clients {
@@ -282,57 +363,71 @@ async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     drop(writer);
     task.await?;
-    let group = rate(done.load(Ordering::Relaxed), elapsed);
-    println!("group-commit writer alone ({} appenders):     {group:>9.0} rows/s", args.clients);
-
-    // Baseline: one transaction per row, one after the other.
-    let mut segment = Segment::new();
-    let mut n = 0u64;
-    let started = Instant::now();
-    while started.elapsed() < seconds {
-        store.append_audit(&mut segment, &[AuditEntry::Resolution(make("tx1", n))]).await?;
-        n += 1;
-    }
-    let single = rate(n, started.elapsed());
-    println!("baseline: one transaction per row, sequential: {single:>9.0} rows/s");
-
-    // Baseline: one transaction per row, `clients` appenders at once (each its own segment).
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + seconds;
-    let started = Instant::now();
-    let mut appenders = Vec::new();
-    for a in 0..args.clients {
-        let (store, done, sample) = (store.clone(), Arc::clone(&done), sample.clone());
-        appenders.push(tokio::spawn(async move {
-            let mut segment = Segment::new();
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let mut row = sample.clone();
-                row.call_id = format!("txc-{a}-{n}");
-                row.at = Timestamp::now();
-                store.append_audit(&mut segment, &[AuditEntry::Resolution(row)]).await.expect("append one row");
-                n += 1;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for appender in appenders {
-        appender.await?;
-    }
-    let concurrent = rate(done.load(Ordering::Relaxed), started.elapsed());
-    println!("baseline: one transaction per row, {} at once: {concurrent:>9.0} rows/s", args.clients);
-    println!(
-        "ratio: sidecar / one-tx-per-row sequential = {:.1}x; group-commit writer / sequential = {:.1}x; \
-         group-commit writer / one-tx-per-row concurrent = {:.1}x",
-        sidecar_rows / single.max(1e-9),
-        group / single.max(1e-9),
-        group / concurrent.max(1e-9)
-    );
-    let report = store.verify_audit(Some(&org.id)).await?;
-    anyhow::ensure!(report.ok, "verify after the append runs failed: {report:?}");
-    println!("verify after the append runs: ok ({} entries)", report.checked);
     store.close().await;
     drop(db);
+    Ok(rate(done.load(Ordering::Relaxed), elapsed))
+}
+
+/// What group commit replaces: one transaction per row, one after the other.
+async fn one_per_tx_run(args: &Args, backend: Backend, sample: &ResolutionAudit) -> anyhow::Result<f64> {
+    let (db, store) = writer_store(backend).await?;
+    let mut segment = Segment::new();
+    let mut n = 0u64;
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let started = Instant::now();
+    while started.elapsed() < seconds {
+        let mut row = sample.clone();
+        row.call_id = format!("tx1-{n}");
+        row.at = Timestamp::now();
+        store.append_audit(&mut segment, &[AuditEntry::Resolution(row)]).await?;
+        n += 1;
+    }
+    let result = rate(n, started.elapsed());
+    store.close().await;
+    drop(db);
+    Ok(result)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
+    println!(
+        "-- append rate: {} clients/appenders, {:.0} s measured per run ({:.0} s warm-up for the sidecars), {} rounds \
+         interleaved, medians",
+        args.clients, args.seconds, args.warmup, args.rounds
+    );
+    let (mut server, mut single, mut group, mut baseline) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let a = sidecar_run(args, backend, None).await?;
+        let b = sidecar_run(args, backend, Some(1)).await?;
+        let c = group_commit_run(args, backend, &a.sample).await?;
+        let d = one_per_tx_run(args, backend, &a.sample).await?;
+        eprintln!(
+            "  round {round}: sidecar {:.0} rows/s ({:.0} calls/s, {} failed); sidecar one-tx-per-row {:.0} rows/s \
+             ({:.0} calls/s, {} failed); writer alone {c:.0} rows/s; one tx per row {d:.0} rows/s",
+            a.rows_per_s, a.calls_per_s, a.failed, b.rows_per_s, b.calls_per_s, b.failed
+        );
+        anyhow::ensure!(a.failed == 0 && b.failed == 0, "calls failed under load");
+        server.push(a.rows_per_s);
+        single.push(b.rows_per_s);
+        group.push(c);
+        baseline.push(d);
+    }
+    let (server, single, group, baseline) = (median(server), median(single), median(group), median(baseline));
+    println!("sidecar, byok_server::start (group commit):       {server:>8.0} allowed rows/s durable (= calls/s)");
+    println!("sidecar, same parts, audit max_batch = 1:         {single:>8.0} allowed rows/s durable (= calls/s)");
+    println!("group-commit writer alone ({:>2} appenders):         {group:>8.0} rows/s", args.clients);
+    println!("one transaction per row, sequential (baseline):  {baseline:>8.0} rows/s");
+    println!(
+        "ratios: sidecar group commit / sidecar one-tx-per-row = {:.1}x; sidecar / baseline = {:.1}x; writer alone / \
+         baseline = {:.1}x",
+        server / single.max(1e-9),
+        server / baseline.max(1e-9),
+        group / baseline.max(1e-9)
+    );
     Ok(())
 }
 
@@ -459,6 +554,11 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
             "experiment: added index call_completions (org_id, call_id) in {:.1} s",
             started.elapsed().as_secs_f64()
         );
+    }
+    if args.analyze {
+        let started = Instant::now();
+        db.execute("ANALYZE").await?;
+        println!("experiment: ANALYZE in {:.1} s", started.elapsed().as_secs_f64());
     }
 
     // (a) The first page of 1000 items, five times (the first one is the cold one).
