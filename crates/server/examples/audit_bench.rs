@@ -395,7 +395,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 async fn append_rate(args: &Args, backend: Backend) -> anyhow::Result<()> {
     println!(
-        "-- append rate: {} clients/appenders, {:.0} s measured per run ({:.0} s warm-up for the sidecars), {} rounds \
+        "-- append rate: {} clients/appenders, {:.1} s measured per run ({:.1} s warm-up for the sidecars), {} rounds \
          interleaved, medians",
         args.clients, args.seconds, args.warmup, args.rounds
     );

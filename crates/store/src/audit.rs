@@ -215,11 +215,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ResolutionAudit>, StoreError> {
         let sql = format!(
-            "SELECT seq, {AUDIT_COLUMNS} FROM resolution_audit WHERE org_id = $1 AND credential_id = $2 \
-             AND (at_us > $3 OR (at_us = $3 AND seq > $4)) ORDER BY at_us, seq LIMIT $5"
+            "SELECT seq, {AUDIT_COLUMNS} FROM resolution_audit WHERE credential_id = $1 \
+             AND (at_us, seq) > ($2, $3) ORDER BY at_us, seq LIMIT $4"
         );
         let rows = sqlx::query::<Any>(&sql)
-            .bind(org.to_string())
             .bind(credential.to_string())
             .bind(at_us)
             .bind(seq_floor)
@@ -227,7 +226,8 @@ impl Store {
             .fetch_all(self.reader())
             .await
             .map_err(map_sqlx)?;
-        rows.iter().map(decode_audit).collect()
+        // A credential's rows all carry its org; the check guards against a mix-up.
+        rows.iter().map(decode_audit).filter(|r| r.as_ref().map_or(true, |r| r.org_id == Some(*org))).collect()
     }
 
     /// The completions of these calls (one query).
@@ -241,18 +241,27 @@ impl Store {
         }
         let mut out = Vec::new();
         for chunk in rows.chunks(500) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            // By call id only (the org is checked on the rows): with an `org_id = …` term
+            // SQLite may walk the org's index instead of the call-id index. Positional
+            // placeholders on SQLite: sqlx looks every `$N` up by name.
+            let list: Vec<String> = match self.backend() {
+                Backend::Sqlite => vec!["?".to_owned(); chunk.len()],
+                Backend::Postgres => (0..chunk.len()).map(|i| format!("${}", i + 1)).collect(),
+            };
             let sql = format!(
-                "SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE org_id = $1 AND call_id IN ({}) ORDER BY seq",
+                "SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id IN ({}) ORDER BY seq",
                 list.join(", ")
             );
-            let mut query = sqlx::query::<Any>(&sql).bind(org.to_string());
+            let mut query = sqlx::query::<Any>(&sql);
             for row in chunk {
                 query = query.bind(row.call_id.clone());
             }
             let found = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
             for row in &found {
-                out.push(decode_completion(row)?);
+                let completion = decode_completion(row)?;
+                if completion.org_id == *org {
+                    out.push(completion);
+                }
             }
         }
         Ok(out)

@@ -213,11 +213,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LifecycleEvent>, StoreError> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = $1 AND credential_id = $2 \
-             AND (at_us > $3 OR (at_us = $3 AND seq > $4)) ORDER BY at_us, seq LIMIT $5"
+            "SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE credential_id = $1 \
+             AND (at_us, seq) > ($2, $3) ORDER BY at_us, seq LIMIT $4"
         );
         let rows = sqlx::query::<Any>(&sql)
-            .bind(org.to_string())
             .bind(credential.to_string())
             .bind(at_us)
             .bind(seq_floor)
@@ -225,7 +224,7 @@ impl Store {
             .fetch_all(self.reader())
             .await
             .map_err(map_sqlx)?;
-        rows.iter().map(decode_event).collect()
+        rows.iter().map(decode_event).filter(|e| e.as_ref().map_or(true, |e| e.org_id == *org)).collect()
     }
 }
 
