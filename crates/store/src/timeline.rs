@@ -105,11 +105,13 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(ResolutionAudit, Option<CallCompletion>)>, StoreError> {
         let rows = self.audit_rows_for_timeline(org, credential, at_us, seq_floor, limit).await?;
-        let completions = self.completions_for(org, &rows).await?;
+        // By call id: a page of 10 000 would otherwise compare every row with every completion.
+        let completions: std::collections::HashMap<String, CallCompletion> =
+            self.completions_for(org, &rows).await?.into_iter().map(|c| (c.call_id.clone(), c)).collect();
         Ok(rows
             .into_iter()
             .map(|row| {
-                let completion = completions.iter().find(|c| c.call_id == row.call_id).cloned();
+                let completion = completions.get(&row.call_id).cloned();
                 (row, completion)
             })
             .collect())
