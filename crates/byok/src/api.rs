@@ -100,6 +100,15 @@ pub enum Body {
     Checkpoint(serde_json::Value),
     /// `POST /v1/orgs/{org}/audit/purge`
     PurgeAudit(PurgeAudit),
+    /// `PUT /v1/orgs/{org}/kms`
+    MoveKms(MoveKms),
+}
+
+/// `{"kms"}`
+#[derive(Debug, Serialize)]
+pub struct MoveKms {
+    /// `default` or a customer-managed KMS's name.
+    pub kms: String,
 }
 
 /// `{"name","tier"}`

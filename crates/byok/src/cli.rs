@@ -126,9 +126,13 @@ pub enum AdminCommand {
     #[command(subcommand)]
     Token(TokenCommand),
 
-    /// Org key-encryption keys: rotate (with background rewrap) and progress.
+    /// Org key-encryption keys: rotate or move to another KMS (with background rewrap), progress.
     #[command(subcommand)]
     Kek(KekCommand),
+
+    /// The KMSs holding the KEKs: list them, migrate a data directory to an HSM.
+    #[command(subcommand)]
+    Kms(KmsCommand),
 
     /// The audit: verify its hash chains, replay a credential, query, export, checkpoint.
     #[command(subcommand)]
@@ -334,11 +338,59 @@ pub enum KekCommand {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Show an org's KEK version and rewrap progress.
+    /// Show an org's KEK version, the KMS holding it, and rewrap progress.
     Status {
         /// Org id or name.
         #[arg(long)]
         org: String,
+    },
+    /// Move an org's KEK to another KMS (operator only): a customer-managed KMS
+    /// ([kms.customer.<name>] in the server's configuration; katman-c orgs only) or back
+    /// to `default`. The org's next KEK version is created there and is current at once;
+    /// every DEK is rewrapped into it in the background, then the org's KEKs in the KMS it
+    /// left are removed. Calls keep working throughout. Shows progress unless --no-wait.
+    #[command(
+        after_help = "Examples:\n  byok kek move --org acme --kms acme-hsm\n  byok kek move --org acme --kms default"
+    )]
+    Move {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+        /// Target KMS: `default` or a customer-managed KMS's name.
+        #[arg(long)]
+        kms: String,
+        /// Return as soon as the new KEK version is current.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// `byok kms …`
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// List the configured KMSs with their health, and how many unwraps the data plane's
+    /// DEK cache spared them (operator only).
+    List,
+    /// Move every org's KEKs from the local keyring of a data directory into the PKCS#11
+    /// token configured as `[kms] backend = "pkcs11"`, rewrapping every DEK (no credential
+    /// secret is decrypted). Runs offline: stop `byok serve` on this data directory first.
+    /// Resumable: run it again after an interruption. Afterwards start `byok serve` with
+    /// the same configuration.
+    #[command(
+        after_help = "Examples:\n  byok kms migrate --config byok.toml --dry-run\n  byok kms migrate --config byok.toml"
+    )]
+    Migrate {
+        /// TOML configuration naming the target token ([kms] backend = "pkcs11" and [kms.pkcs11]),
+        /// and the database if it is not SQLite in the data directory.
+        #[arg(long, env = "BYOK_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Database URL (default: SQLite in the data directory).
+        #[arg(long, env = "BYOK_DATABASE_URL", value_name = "URL")]
+        database_url: Option<String>,
+        /// Check everything (every wrapped key opens with the keyring, the token is reachable
+        /// and can wrap) and print the plan, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -47,6 +47,10 @@ pub enum View {
     TokenRevoked,
     /// An org's KEK version and rewrap progress.
     KekStatus,
+    /// `{"kms":[…], "dek_cache_hits", "dek_cache_misses"}`: the configured KMSs.
+    KmsList,
+    /// What `byok kms migrate` did or would do.
+    KmsMigration,
     /// `{"ok","checked","first_bad"?}`: an audit chain verification.
     AuditVerify,
     /// `{"ok","signature_valid","heads_changed","verify"}`: a checkpoint check.
@@ -145,6 +149,18 @@ pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
         }
         View::TokenList => out.stdout = token_list(answer),
         View::KekStatus => out.stdout = kv_table(answer, KEK_COLUMNS),
+        View::KmsList => {
+            out.stdout = list_table(answer, "kms", "no KMS configured", KMS_COLUMNS);
+            out.stdout.push_str(&format!(
+                "data-plane DEK cache: {} hits, {} misses (each miss is one unwrap in a KMS)\n",
+                cell(answer, "dek_cache_hits"),
+                cell(answer, "dek_cache_misses")
+            ));
+        }
+        View::KmsMigration => {
+            out.stdout = list_table(answer, "orgs", "no org has keys in the local keyring", MIGRATION_COLUMNS);
+            out.stdout.push_str(&format!("{}\n", cell(answer, "summary")));
+        }
         View::TokenRevoked => {
             out.stdout = format!("Revoked workload token {} (team {}).\n", cell(answer, "id"), cell(answer, "team_id"))
         }
@@ -209,16 +225,36 @@ const ORG_COLUMNS: Columns = &[
     ("TIER", "tier"),
     ("STATE", "state"),
     ("KEK VERSION", "kek_version"),
+    ("KMS", "kms"),
     ("CREATED", "created_at"),
 ];
 const KEK_COLUMNS: Columns = &[
     ("ORG", "org_id"),
     ("KEK VERSION", "kek_version"),
+    ("KMS", "kms"),
+    ("MOVING FROM", "moving_from"),
     ("REWRAP", "state"),
     ("REMAINING", "remaining"),
     ("REWRAPPED", "rewrapped"),
     ("VERSIONS IN USE", "versions_in_use"),
     ("ERROR", "error"),
+];
+const KMS_COLUMNS: Columns = &[
+    ("NAME", "name"),
+    ("BACKEND", "backend"),
+    ("HEALTHY", "healthy"),
+    ("UNWRAPS", "unwraps"),
+    ("WRAPS", "wraps"),
+    ("FAILURES", "failures"),
+    ("ERROR", "error"),
+];
+const MIGRATION_COLUMNS: Columns = &[
+    ("ORG", "org_id"),
+    ("NAME", "name"),
+    ("FROM KEK", "from_kek_version"),
+    ("TO KEK", "to_kek_version"),
+    ("WRAPPED KEYS", "wrapped_keys"),
+    ("STATE", "state"),
 ];
 const TEAM_COLUMNS: Columns = &[("ID", "id"), ("NAME", "name"), ("ORG", "org_id"), ("CREATED", "created_at")];
 const WORKFLOW_COLUMNS: Columns =

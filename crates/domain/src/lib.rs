@@ -24,7 +24,7 @@ pub use model::{
     AdminToken, AdminTokenScope, Credential, CredentialState, CredentialVersion, Org, OrgState, Team, Tier, Workflow,
     WorkloadToken,
 };
-pub use name::{Name, NameError};
+pub use name::{KmsName, Name, NameError};
 pub use provider::{ProviderId, UnknownProvider};
 pub use scope::{CallScope, Capability, Dimension, Mode, Scope, ScopeDenied, ScopeInput, Specificity};
 pub use time::Timestamp;

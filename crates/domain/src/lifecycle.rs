@@ -42,6 +42,8 @@ pub enum LifecycleKind {
     KekRotated,
     /// Its DEK was rewrapped under a new KEK version.
     Rewrapped,
+    /// The org's KEK moved to another KMS (a new version, current, in that KMS).
+    KmsMoved,
     /// Its org was crypto-shredded.
     Deleted,
     /// A workload token was issued.
@@ -69,6 +71,7 @@ impl LifecycleKind {
             LifecycleKind::Expired => "expired",
             LifecycleKind::KekRotated => "kek_rotated",
             LifecycleKind::Rewrapped => "rewrapped",
+            LifecycleKind::KmsMoved => "kms_moved",
             LifecycleKind::Deleted => "deleted",
             LifecycleKind::TokenIssued => "token_issued",
             LifecycleKind::TokenRevoked => "token_revoked",
@@ -76,7 +79,7 @@ impl LifecycleKind {
         }
     }
 
-    const ALL: [LifecycleKind; 17] = [
+    const ALL: [LifecycleKind; 18] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
@@ -90,6 +93,7 @@ impl LifecycleKind {
         LifecycleKind::Expired,
         LifecycleKind::KekRotated,
         LifecycleKind::Rewrapped,
+        LifecycleKind::KmsMoved,
         LifecycleKind::Deleted,
         LifecycleKind::TokenIssued,
         LifecycleKind::TokenRevoked,

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AdminTokenId, CredentialId, OrgId, TeamId, TokenId, WorkflowId};
-use crate::name::Name;
+use crate::name::{KmsName, Name};
 use crate::provider::ProviderId;
 use crate::scope::Scope;
 use crate::time::Timestamp;
@@ -78,6 +78,13 @@ pub struct Org {
     pub state: OrgState,
     /// The org's current KEK version.
     pub kek_version: u32,
+    /// The KMS holding the current KEK: `default`, or a customer-managed KMS (katman-c).
+    #[serde(default)]
+    pub kms: KmsName,
+    /// While the org moves to `kms`: the KMS it is leaving, whose KEKs still open the
+    /// DEKs not yet rewrapped. `None` when no move is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_moving_from: Option<KmsName>,
     /// Negotiated audit retention in days (katman-c); `None`: the tier's default.
     pub retention_days: Option<u32>,
     /// When it was created.

@@ -103,6 +103,78 @@ impl utoipa::PartialSchema for Name {
 
 impl utoipa::ToSchema for Name {}
 
+/// The name of a KMS that holds KEKs: [`KmsName::DEFAULT`] for the installation's own
+/// (`[kms]` in the configuration), or the name of a customer-managed KMS
+/// (`[kms.customer.<name>]`). Same rules as [`Name`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct KmsName(String);
+
+impl KmsName {
+    /// The installation's own KMS.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Validate `text` as a KMS name.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        Name::parse(text).map(|name| Self(name.0))
+    }
+
+    /// The installation's own KMS.
+    pub fn default_kms() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    /// Whether this is the installation's own KMS.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for KmsName {
+    fn default() -> Self {
+        Self::default_kms()
+    }
+}
+
+impl fmt::Display for KmsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KmsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for KmsName {
+    type Err = NameError;
+    fn from_str(text: &str) -> Result<Self, NameError> {
+        Self::parse(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for KmsName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        KmsName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for KmsName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <Name as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for KmsName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,7 +334,7 @@ impl Kms for Pkcs11Kms {
             if let Err(error) = cleanup {
                 return Err(Failure::CloseSession(unavailable("destroy a DEK's session object", &error)));
             }
-            Ok(WrappedDek { kek_version: version, alg: mechanism.alg().to_owned(), bytes })
+            Ok(WrappedDek { kek_version: version, alg: mechanism.alg().to_owned(), bytes, kms: Default::default() })
         })
     }
 
@@ -380,6 +380,47 @@ impl Kms for Pkcs11Kms {
             }
             // A valid wrapping of something that is not a 256-bit key: not one of ours.
             dek?.ok_or(Failure::Kms(KmsError::Integrity))
+        })
+    }
+
+    fn create_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError> {
+        let _changing = self.changing();
+        self.pool.run(|session| {
+            if !destroyed_markers(session, org)?.is_empty() {
+                return Err(KmsError::Destroyed(*org).into());
+            }
+            let keks = org_keks(session, org)?;
+            match keks.last_key_value() {
+                Some((current, _)) if *current == version => return Ok(()),
+                Some((current, _)) if *current > version => {
+                    return Err(KmsError::Unavailable(format!(
+                        "{org} already has KEK version {current} in token '{}'; cannot create version {version}",
+                        self.token_label
+                    ))
+                    .into());
+                }
+                _ => {}
+            }
+            self.generate_kek(session, org, version)?;
+            Ok(())
+        })
+    }
+
+    fn remove_org(&self, org: &OrgId) -> Result<(), KmsError> {
+        let _changing = self.changing();
+        self.pool.run(|session| {
+            if !destroyed_markers(session, org)?.is_empty() {
+                return Err(KmsError::Destroyed(*org).into());
+            }
+            let keks = org_keks(session, org)?;
+            self.forget(org, None);
+            for handle in keks.values() {
+                session.destroy_object(*handle).doing("destroy the KEK of an org that moved away")?;
+            }
+            if !keks.is_empty() {
+                tracing::info!(org = %org, versions = keks.len(), token = %self.token_label, "removed the KEKs of an org that moved to another KMS");
+            }
+            Ok(())
         })
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use byok_domain::{FamilyPattern, ModelFamilyRegistry, ProviderId};
+use byok_domain::{FamilyPattern, KmsName, ModelFamilyRegistry, ProviderId};
 use byok_kms_pkcs11::Pkcs11Config;
 use byok_proxy::{ProxyConfig, UpstreamBase};
 use byok_vault::RetentionPolicy;
@@ -70,6 +70,31 @@ struct KmsSection {
     /// `local` (default) or `pkcs11`.
     backend: Option<String>,
     pkcs11: Option<Pkcs11Config>,
+    /// name → a customer-managed KMS (a katman-c org's own PKCS#11 token).
+    #[serde(default)]
+    customer: BTreeMap<String, CustomerKmsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerKmsSection {
+    /// Only `pkcs11`: a customer's KMS is its own token.
+    backend: String,
+    /// At most this many calls at once to this KMS (default: `kms.max_concurrency`).
+    max_concurrency: Option<usize>,
+    /// The token, as in `[kms.pkcs11]`.
+    pkcs11: Option<Pkcs11Config>,
+}
+
+/// A customer-managed KMS from `[kms.customer.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerKms {
+    /// Its name (what `byok kek move --kms` names).
+    pub name: KmsName,
+    /// Its token.
+    pub pkcs11: Pkcs11Config,
+    /// At most this many calls at once.
+    pub max_concurrency: usize,
 }
 
 /// Which KMS holds the orgs' KEKs.
@@ -132,6 +157,8 @@ pub struct Settings {
     pub kms_max_concurrency: usize,
     /// The KMS backend.
     pub kms: KmsChoice,
+    /// Customer-managed KMSs (katman-c orgs' own tokens).
+    pub customer_kms: Vec<CustomerKms>,
     /// Accept `http://` credential base URLs.
     pub allow_plain_http_base_url: bool,
     /// Operator model families (added to or replacing the seed).
@@ -153,6 +180,7 @@ impl Settings {
             proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
             kms: KmsChoice::Local,
+            customer_kms: Vec::new(),
             allow_plain_http_base_url: true,
             model_families: BTreeMap::new(),
             retention: RetentionPolicy::default(),
@@ -187,6 +215,31 @@ impl Settings {
         if kms_max_concurrency == 0 {
             anyhow::bail!("kms.max_concurrency must be at least 1");
         }
+        let mut customer_kms = Vec::new();
+        for (name, section) in &file.kms.customer {
+            let kms_name = KmsName::parse(name).map_err(|e| anyhow::anyhow!("[kms.customer.{name}]: {e}"))?;
+            if kms_name.is_default() {
+                anyhow::bail!(
+                    "[kms.customer.default]: 'default' names the installation's own KMS ([kms]); choose another name"
+                );
+            }
+            if section.backend != "pkcs11" {
+                anyhow::bail!(
+                    "[kms.customer.{name}] backend = \"{}\": a customer-managed KMS is a PKCS#11 token; use \"pkcs11\"",
+                    section.backend
+                );
+            }
+            let max_concurrency = section.max_concurrency.unwrap_or(kms_max_concurrency);
+            if max_concurrency == 0 {
+                anyhow::bail!("[kms.customer.{name}] max_concurrency must be at least 1");
+            }
+            let pkcs11 = section.pkcs11.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[kms.customer.{name}] needs a [kms.customer.{name}.pkcs11] section (module, token_label, pin_file or pin_env)"
+                )
+            })?;
+            customer_kms.push(CustomerKms { name: kms_name, pkcs11, max_concurrency });
+        }
         Ok(Self {
             data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: args.database_url.clone().or(file.database_url),
@@ -195,6 +248,7 @@ impl Settings {
             proxy,
             kms_max_concurrency,
             kms,
+            customer_kms,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),
             model_families: file.model_families,
             retention: RetentionPolicy {
@@ -294,6 +348,35 @@ mod tests {
         std::fs::write(&path, "[upstreams.openai]\nbase_url = \"http://user:pw@127.0.0.1:9000\"\n").unwrap();
         let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
         assert!(err.contains("user info"), "{err}");
+    }
+
+    #[test]
+    fn customer_kms_sections_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let token = "module = \"/lib/p11.so\"\ntoken_label = \"acme\"\npin_env = \"ACME_PIN\"\n";
+        let section = |name: &str, backend: &str, token: &str| {
+            format!("[kms.customer.{name}]\nbackend = \"{backend}\"\n[kms.customer.{name}.pkcs11]\n{token}")
+        };
+        std::fs::write(&path, section("acme-hsm", "pkcs11", token)).unwrap();
+        let settings = Settings::load(None, &args).unwrap();
+        assert_eq!(settings.customer_kms.len(), 1);
+        assert_eq!(settings.customer_kms[0].name.as_str(), "acme-hsm");
+        assert_eq!(settings.customer_kms[0].pkcs11.token_label, "acme");
+        assert_eq!(settings.customer_kms[0].max_concurrency, 8);
+        for (text, needle) in [
+            (section("default", "pkcs11", token), "'default' names"),
+            (section("acme", "local", token), "use \"pkcs11\""),
+            (section("\"has space\"", "pkcs11", token), "has space"),
+            (section("acme", "pkcs11", "module = \"/lib/p11.so\"\n"), "token_label"),
+            (section("acme", "pkcs11", &format!("{token}tokn = 1\n")), "tokn"),
+            ("[kms.customer.acme]\nbackend = \"pkcs11\"\n".to_owned(), "[kms.customer.acme.pkcs11]"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

@@ -41,6 +41,29 @@ impl DataDir {
         self.root.join("keyring.json")
     }
 
+    /// Hold the data directory for this process: `byok serve` and `byok kms migrate`
+    /// never run on one data directory at once. The lock goes with the returned file
+    /// (and with the process, however it ends).
+    pub(crate) fn lock(&self) -> anyhow::Result<fs::File> {
+        let path = self.root.join("byok.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another byok process (`byok serve` or `byok kms migrate`) is using the data directory {}; stop it first",
+                self.root.display()
+            ),
+            Err(fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock the data directory {}", self.root.display()))
+            }
+        }
+    }
+
     pub(crate) fn audit_key_path(&self) -> PathBuf {
         self.root.join("audit-signing.key")
     }

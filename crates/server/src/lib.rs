@@ -7,6 +7,7 @@
 mod config;
 mod datadir;
 mod hardening;
+mod migrate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ use byok_vault::{KmsHandle, Vault, VaultPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{KmsChoice, ServeArgs, Settings};
+pub use config::{CustomerKms, KmsChoice, ServeArgs, Settings};
+pub use migrate::{migrate_kms, MigrateArgs};
 
 /// A running server.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub struct Running {
     proxy_task: JoinHandle<std::io::Result<()>>,
     watcher_task: JoinHandle<()>,
     audit_task: JoinHandle<()>,
+    /// Held while the server runs (see `DataDir::lock`).
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -76,6 +80,7 @@ impl Running {
 /// register the operator token, bind the listeners.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let data_dir = datadir::prepare(&settings.data_dir)?;
+    let lock = data_dir.lock()?;
     let store = match &settings.database_url {
         Some(url) => Store::open(url).await.with_context(|| "cannot open the database given by --database-url")?,
         None => Store::open_sqlite(&data_dir.database_path())
@@ -88,6 +93,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 .with_context(|| format!("cannot open the keyring {}", data_dir.keyring_path().display()))?,
         ),
         KmsChoice::Pkcs11(config) => {
+            migrate::refuse_unfinished_migration(&data_dir)?;
             let config = config.clone();
             let kms = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))
                 .await
@@ -96,7 +102,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Arc::new(kms)
         }
     };
-    let kms = KmsHandle::new(backend, settings.kms_max_concurrency);
+    let mut kms = KmsHandle::new(backend, settings.kms_max_concurrency);
+    for customer in &settings.customer_kms {
+        let config = customer.pkcs11.clone();
+        let opened = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))
+            .await
+            .context("PKCS#11 initialization failed")?
+            .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
+        tracing::info!(kms = %customer.name, token = %customer.pkcs11.token_label, "customer-managed KMS ready");
+        kms = kms.with_kms(customer.name.clone(), Arc::new(opened), customer.max_concurrency);
+    }
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(
         store,
@@ -105,6 +120,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url, retention: settings.retention },
     )
     .with_audit_signer(Arc::new(signer));
+    check_org_keys(&vault).await?;
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
     if !resumed.is_empty() {
@@ -143,7 +159,54 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         proxy_task,
         watcher_task,
         audit_task,
+        _lock: lock,
     })
+}
+
+/// Refuse to start when an org's current KEK is not in the KMS the store says holds it:
+/// every call of that org would fail. The usual cause is a configuration that does not
+/// match the data directory (a migrated one started with the local keyring, a missing
+/// `[kms.customer.<name>]`).
+async fn check_org_keys(vault: &Vault) -> anyhow::Result<()> {
+    for org in vault.store().list_orgs().await.context("cannot list orgs")? {
+        if org.state != byok_domain::OrgState::Active {
+            continue;
+        }
+        let hint = if org.kms.is_default() {
+            match vault.kms().backend_name() {
+                "local" => " If this data directory was migrated with `byok kms migrate`, configure [kms] backend = \"pkcs11\" and its [kms.pkcs11] token.",
+                _ => " If this data directory still uses the local keyring, run `byok kms migrate` first, or configure [kms] backend = \"local\".",
+            }
+        } else {
+            ""
+        };
+        if !vault.kms().contains(&org.kms) {
+            anyhow::bail!(
+                "org {} ({}) keeps its KEK in the customer-managed KMS '{}', which is not configured; add [kms.customer.{}]",
+                org.id, org.name, org.kms, org.kms
+            );
+        }
+        if org.kms.is_default() {
+            let current = vault.kms().current_kek_version(&org.kms, org.id).await;
+            match current {
+                Ok(version) if version >= org.kek_version => {}
+                Ok(version) => anyhow::bail!(
+                    "org {} ({}) is at KEK version {} but the {} KMS holds version {version}.{hint}",
+                    org.id,
+                    org.name,
+                    org.kek_version,
+                    vault.kms().backend_name()
+                ),
+                Err(err) => anyhow::bail!(
+                    "org {} ({}): its KEK is not in the configured {} KMS ({err}).{hint}",
+                    org.id,
+                    org.name,
+                    vault.kms().backend_name()
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run `byok serve` until SIGINT or SIGTERM. `data_dir` is the global `--data-dir`.

@@ -1,7 +1,7 @@
 //! Credentials and their sealed versions.
 
 use byok_crypto::{SealedSecret, WrappedDek};
-use byok_domain::{Credential, CredentialId, CredentialVersion, OrgId};
+use byok_domain::{Credential, CredentialId, CredentialVersion, KmsName, OrgId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
@@ -65,7 +65,12 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
 }
 
 fn decode_wrapped_dek(r: &Row<'_>) -> Result<WrappedDek, StoreError> {
-    Ok(WrappedDek { kek_version: r.u32("kek_version")?, alg: r.text("dek_alg")?, bytes: r.blob("wrapped_dek")? })
+    Ok(WrappedDek {
+        kek_version: r.u32("kek_version")?,
+        alg: r.text("dek_alg")?,
+        bytes: r.blob("wrapped_dek")?,
+        kms: r.parse("kek_kms")?,
+    })
 }
 
 /// Insert one sealed version row for `cred` (its current `version` and `fingerprint`).
@@ -77,8 +82,8 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     sqlx::query::<Any>(
         "INSERT INTO credential_versions \
-         (credential_id, version, org_id, aead, nonce, ciphertext, dek_alg, kek_version, wrapped_dek, fingerprint, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         (credential_id, version, org_id, aead, nonce, ciphertext, dek_alg, kek_version, wrapped_dek, fingerprint, created_at, kek_kms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(cred.id.to_string())
     .bind(i64::from(cred.version))
@@ -91,6 +96,7 @@ async fn insert_version(
     .bind(sealed.wrapped_dek.bytes.as_slice())
     .bind(cred.fingerprint.as_str())
     .bind(created_at_us)
+    .bind(sealed.wrapped_dek.kms.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -324,7 +330,7 @@ impl Store {
         version: u32,
     ) -> Result<Option<SealedSecret>, StoreError> {
         let row = sqlx::query::<Any>(
-            "SELECT aead, nonce, ciphertext, dek_alg, kek_version, wrapped_dek FROM credential_versions \
+            "SELECT aead, nonce, ciphertext, dek_alg, kek_version, wrapped_dek, kek_kms FROM credential_versions \
              WHERE credential_id = $1 AND version = $2",
         )
         .bind(cred.to_string())
@@ -388,7 +394,7 @@ impl Store {
         limit: Option<u32>,
     ) -> Result<Vec<WrappedDekRef>, StoreError> {
         let mut sql = String::from(
-            "SELECT credential_id, version, dek_alg, kek_version, wrapped_dek, fingerprint FROM credential_versions \
+            "SELECT credential_id, version, dek_alg, kek_version, wrapped_dek, kek_kms, fingerprint FROM credential_versions \
              WHERE org_id = $1 AND kek_version < $2 ORDER BY credential_id, version",
         );
         if limit.is_some() {
@@ -424,7 +430,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for (cred, version, wrapped_dek) in items {
             let done = sqlx::query::<Any>(
-                "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3 \
+                "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3, kek_kms = $7 \
                  WHERE org_id = $4 AND credential_id = $5 AND version = $6",
             )
             .bind(wrapped_dek.alg.as_str())
@@ -433,6 +439,7 @@ impl Store {
             .bind(org.to_string())
             .bind(cred.to_string())
             .bind(i64::from(*version))
+            .bind(wrapped_dek.kms.as_str())
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx)?;
@@ -451,18 +458,31 @@ impl Store {
     /// The KEK versions still in use in `org` (by credential versions or the
     /// fingerprint key), ascending.
     pub async fn kek_versions_in_use(&self, org: &OrgId) -> Result<Vec<u32>, StoreError> {
-        let rows = sqlx::query_scalar::<Any, i64>(
-            "SELECT kek_version FROM credential_versions WHERE org_id = $1 \
-             UNION SELECT fpk_kek_version FROM orgs WHERE id = $1",
+        let mut versions: Vec<u32> = self.keks_in_use(org).await?.into_iter().map(|(_, version)| version).collect();
+        versions.dedup();
+        Ok(versions)
+    }
+
+    /// The (KMS, KEK version) pairs still in use in `org`, by version.
+    pub async fn keks_in_use(&self, org: &OrgId) -> Result<Vec<(KmsName, u32)>, StoreError> {
+        let rows = sqlx::query::<Any>(
+            "SELECT kek_kms AS kms, kek_version AS version FROM credential_versions WHERE org_id = $1 \
+             UNION SELECT fpk_kms AS kms, fpk_kek_version AS version FROM orgs WHERE id = $1",
         )
         .bind(org.to_string())
         .fetch_all(self.reader())
         .await
         .map_err(map_sqlx)?;
-        let mut versions: Vec<u32> = rows.into_iter().filter_map(|v| u32::try_from(v).ok()).collect();
-        versions.sort_unstable();
-        versions.dedup();
-        Ok(versions)
+        let mut keks = rows
+            .iter()
+            .map(|row| {
+                let r = Row::new(row, "credential_versions");
+                Ok((r.parse::<KmsName>("kms")?, r.u32("version")?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        keks.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        keks.dedup();
+        Ok(keks)
     }
 
     /// Replace the wrapped DEK of one credential version (same DEK, wrapped under another
@@ -478,7 +498,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>(
-            "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3 \
+            "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3, kek_kms = $7 \
              WHERE org_id = $4 AND credential_id = $5 AND version = $6",
         )
         .bind(wrapped_dek.alg.as_str())
@@ -487,6 +507,7 @@ impl Store {
         .bind(org.to_string())
         .bind(cred.to_string())
         .bind(i64::from(version))
+        .bind(wrapped_dek.kms.as_str())
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

@@ -1,7 +1,7 @@
 //! Orgs, teams and workflows.
 
 use byok_crypto::WrappedDek;
-use byok_domain::{Org, OrgId, OrgState, Team, TeamId, Timestamp, Workflow, WorkflowId};
+use byok_domain::{KmsName, Org, OrgId, OrgState, Team, TeamId, Timestamp, Workflow, WorkflowId};
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
@@ -10,7 +10,7 @@ use crate::events::{insert_event, NewEvent};
 use crate::rows::Row;
 use crate::store::Store;
 
-const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, retention_days, created_at";
+const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, kms, kms_moving_from, retention_days, created_at";
 const TEAM_COLUMNS: &str = "id, org_id, name, created_at";
 const WORKFLOW_COLUMNS: &str = "id, org_id, name, team_id, created_at";
 
@@ -39,6 +39,8 @@ fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
         tier: r.parse("tier")?,
         state,
         kek_version: r.u32("kek_version")?,
+        kms: r.parse("kms")?,
+        kms_moving_from: r.opt_parse("kms_moving_from")?,
         retention_days: r.opt_u32("retention_days")?,
         created_at: r.ts("created_at")?,
     })
@@ -78,8 +80,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query::<Any>(
-            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at, retention_days) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
+            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at, retention_days, kms, fpk_kms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12)",
         )
         .bind(org.id.to_string())
         .bind(org.name.as_str())
@@ -91,6 +93,8 @@ impl Store {
         .bind(fingerprint_key.bytes.as_slice())
         .bind(org.created_at.as_micros())
         .bind(org.retention_days.map(i64::from))
+        .bind(org.kms.as_str())
+        .bind(fingerprint_key.kms.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -147,7 +151,7 @@ impl Store {
 
     /// The org's fingerprint key, wrapped by its KEK.
     pub async fn org_fingerprint_key(&self, id: &OrgId) -> Result<Option<WrappedDek>, StoreError> {
-        let row = sqlx::query::<Any>("SELECT fpk_kek_version, fpk_alg, fpk_wrapped FROM orgs WHERE id = $1")
+        let row = sqlx::query::<Any>("SELECT fpk_kek_version, fpk_alg, fpk_wrapped, fpk_kms FROM orgs WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(self.reader())
             .await
@@ -158,6 +162,7 @@ impl Store {
             kek_version: r.u32("fpk_kek_version")?,
             alg: r.text("fpk_alg")?,
             bytes: r.blob("fpk_wrapped")?,
+            kms: r.parse("fpk_kms")?,
         }))
     }
 
@@ -165,15 +170,17 @@ impl Store {
     /// version). [`StoreError::NotFound`] if the org does not exist.
     pub async fn set_org_fingerprint_key(&self, id: &OrgId, fingerprint_key: &WrappedDek) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let done =
-            sqlx::query::<Any>("UPDATE orgs SET fpk_kek_version = $1, fpk_alg = $2, fpk_wrapped = $3 WHERE id = $4")
-                .bind(i64::from(fingerprint_key.kek_version))
-                .bind(fingerprint_key.alg.as_str())
-                .bind(fingerprint_key.bytes.as_slice())
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
+        let done = sqlx::query::<Any>(
+            "UPDATE orgs SET fpk_kek_version = $1, fpk_alg = $2, fpk_wrapped = $3, fpk_kms = $5 WHERE id = $4",
+        )
+        .bind(i64::from(fingerprint_key.kek_version))
+        .bind(fingerprint_key.alg.as_str())
+        .bind(fingerprint_key.bytes.as_slice())
+        .bind(id.to_string())
+        .bind(fingerprint_key.kms.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
         }
@@ -215,6 +222,50 @@ impl Store {
             return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
         }
         insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Start moving the org to another KMS: its new current KEK `kek_version` lives in
+    /// `to`, and `from` (the KMS it is leaving) is remembered until the move ends; record
+    /// `event`. [`StoreError::Conflict`] if a move is already in progress.
+    pub async fn begin_org_kms_move(
+        &self,
+        id: &OrgId,
+        from: &KmsName,
+        to: &KmsName,
+        kek_version: u32,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query::<Any>(
+            "UPDATE orgs SET kms = $1, kms_moving_from = $2, kek_version = $3 \
+             WHERE id = $4 AND kms = $2 AND kms_moving_from IS NULL",
+        )
+        .bind(to.as_str())
+        .bind(from.as_str())
+        .bind(i64::from(kek_version))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict {
+                what: format!("org {id} is not on KMS '{from}' or is already moving to another KMS"),
+            });
+        }
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// End the org's move between KMSs (every key is rewrapped and the KMS it left no
+    /// longer holds its KEKs).
+    pub async fn finish_org_kms_move(&self, id: &OrgId) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>("UPDATE orgs SET kms_moving_from = NULL WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
         tx.commit().await.map_err(map_sqlx)
     }
 

@@ -5,8 +5,8 @@
 use byok_crypto::{SealedSecret, TokenHash, WrappedDek};
 use byok_domain::{
     Actor, AdminToken, AdminTokenId, AdminTokenScope, Capability, Credential, CredentialId, CredentialState, EventId,
-    LifecycleKind, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, Team, TeamId, Tier, Timestamp, TokenId,
-    Workflow, WorkflowId, WorkloadToken,
+    KmsName, LifecycleKind, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, Team, TeamId, Tier, Timestamp,
+    TokenId, Workflow, WorkflowId, WorkloadToken,
 };
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{Backend, EventFilter, NewEvent, Store, StoreError};
@@ -52,7 +52,7 @@ fn cred_event(cred: &Credential, kind: LifecycleKind) -> NewEvent {
 }
 
 fn wrapped(kek_version: u32, fill: u8) -> WrappedDek {
-    WrappedDek { kek_version, alg: "A256GCM-KW".to_owned(), bytes: vec![fill; 60] }
+    WrappedDek { kek_version, alg: "A256GCM-KW".to_owned(), bytes: vec![fill; 60], kms: KmsName::default() }
 }
 
 fn sealed(kek_version: u32, fill: u8) -> SealedSecret {
@@ -71,6 +71,8 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         tier: Tier::KatmanB,
         state: OrgState::Active,
         kek_version: 1,
+        kms: KmsName::default(),
+        kms_moving_from: None,
         retention_days: None,
         created_at: at(0),
     };
@@ -515,6 +517,44 @@ async fn rotation_adds_a_version_and_keeps_the_old_one() {
         assert_eq!(reread.ciphertext, sealed(1, 0x11).ciphertext);
         let err = store.rewrap_credential_version(&org.id, &cred.id, 9, &wrapped(3, 0x77), None).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_org_moves_between_kmss_with_every_key_labelled() {
+    for_each_backend("an_org_moves_between_kmss_with_every_key_labelled", |t| async move {
+        let store = t.store();
+        let org = new_org(store, "acme").await;
+        let cred = new_credential(store, &org, "main").await;
+        let default = KmsName::default();
+        let hsm = KmsName::parse("acme-hsm").unwrap();
+        assert_eq!(store.keks_in_use(&org.id).await.unwrap(), vec![(default.clone(), 1)]);
+
+        let moved = event(org.id, LifecycleKind::KmsMoved, org.id.to_string());
+        store.begin_org_kms_move(&org.id, &default, &hsm, 2, &moved).await.unwrap();
+        let got = store.get_org(&org.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.kms.clone(), got.kms_moving_from.clone(), got.kek_version),
+            (hsm.clone(), Some(default.clone()), 2)
+        );
+        // a second move while one is in progress is refused, and writes nothing
+        let events_before = count(&t, "lifecycle_events").await;
+        let err = store.begin_org_kms_move(&org.id, &hsm, &default, 3, &moved).await.unwrap_err();
+        assert_conflict(err, "already moving");
+        assert_eq!(count(&t, "lifecycle_events").await, events_before);
+
+        let rewrapped = WrappedDek { kms: hsm.clone(), ..wrapped(2, 0x42) };
+        store.rewrap_batch(&org.id, &[(cred.id, 1, rewrapped.clone())], &[]).await.unwrap();
+        assert_eq!(store.get_sealed_version(&cred.id, 1).await.unwrap().unwrap().wrapped_dek, rewrapped);
+        assert_eq!(store.keks_in_use(&org.id).await.unwrap(), vec![(default.clone(), 1), (hsm.clone(), 2)]);
+        store.set_org_fingerprint_key(&org.id, &rewrapped).await.unwrap();
+        assert_eq!(store.org_fingerprint_key(&org.id).await.unwrap().unwrap().kms, hsm);
+        assert_eq!(store.keks_in_use(&org.id).await.unwrap(), vec![(hsm.clone(), 2)]);
+        store.finish_org_kms_move(&org.id).await.unwrap();
+        let got = store.get_org(&org.id).await.unwrap().unwrap();
+        assert_eq!((got.kms, got.kms_moving_from), (hsm, None));
     })
     .await
     .unwrap();

@@ -151,7 +151,7 @@ impl Vault {
         let id = CredentialId::generate();
         let fingerprint = self.fingerprint_of(&org, &new.secret).await?;
         let context = SecretContext { org: org.id, credential: id, version: 1, provider: new.provider };
-        let sealed = self.kms.seal(context, new.secret).await?;
+        let sealed = self.kms.seal(&org.kms, context, new.secret).await?;
         let credential = Credential {
             id,
             org_id: org.id,
@@ -281,7 +281,7 @@ impl Vault {
             .ok_or_else(|| VaultError::Conflict(format!("credential {} has no versions left", credential.id)))?;
         let fingerprint = self.fingerprint_of(&org, &secret).await?;
         let context = SecretContext { org: org.id, credential: credential.id, version, provider: credential.provider };
-        let sealed = self.kms.seal(context, secret).await?;
+        let sealed = self.kms.seal(&org.kms, context, secret).await?;
         let now = Timestamp::now();
         credential.version = version;
         credential.fingerprint = fingerprint;

@@ -7,12 +7,18 @@
 //! an older version), so it survives restarts: `resume_rewraps` picks up where a
 //! stopped job left off. When nothing uses an old version any more it is retired in
 //! the KMS, after a grace period that lets every sidecar reload what it caches.
+//!
+//! Moving an org to another KMS (a katman-c org's own token, or back to the default) is
+//! the same job: the org's next KEK version is created in the target KMS and becomes
+//! current, every DEK is rewrapped into it, and when nothing is left under the KMS the
+//! org left, its KEKs there are removed. Versions are numbered per org across KMSs, so
+//! "under an older version" still finds exactly what is left to do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use byok_domain::{Actor, LifecycleKind, Org, OrgId, OrgState, Timestamp};
+use byok_domain::{Actor, KmsName, LifecycleKind, Org, OrgId, OrgState, Tier, Timestamp};
 use serde::Serialize;
 
 use crate::error::VaultError;
@@ -32,6 +38,11 @@ pub struct KekStatus {
     pub org_id: OrgId,
     /// The current KEK version.
     pub kek_version: u32,
+    /// The KMS holding the current KEK (`default` or a customer-managed KMS).
+    pub kms: KmsName,
+    /// While a move between KMSs is in progress: the KMS being left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moving_from: Option<KmsName>,
     /// `idle` (nothing to rewrap), `running`, or `failed` (see `error`; rotate again or
     /// restart to resume).
     pub state: &'static str,
@@ -71,7 +82,7 @@ impl Vault {
     pub async fn rotate_kek(&self, actor: &Actor, org: &str) -> Result<KekStatus, VaultError> {
         let org = self.live_org(org).await?;
         let from = org.kek_version;
-        let to = self.kms.rotate_kek(org.id).await?;
+        let to = self.kms.rotate_kek(&org.kms, org.id).await?;
         let mut rotated = event(org.id, LifecycleKind::KekRotated, org.id, actor);
         rotated.details = serde_json::json!({ "from_kek_version": from, "to_kek_version": to });
         self.store.set_org_kek_version_with_event(&org.id, to, &rotated).await?;
@@ -88,7 +99,7 @@ impl Vault {
         let (running, rewrapped, error) = self.jobs.with(org.id, |job| (job.running, job.rewrapped, job.error.clone()));
         let state = if running {
             "running"
-        } else if error.is_some() && remaining > 0 {
+        } else if error.is_some() && (remaining > 0 || org.kms_moving_from.is_some()) {
             "failed"
         } else {
             "idle"
@@ -96,6 +107,8 @@ impl Vault {
         Ok(KekStatus {
             org_id: org.id,
             kek_version: org.kek_version,
+            kms: org.kms,
+            moving_from: org.kms_moving_from,
             state,
             remaining,
             rewrapped,
@@ -134,7 +147,9 @@ impl Vault {
     pub async fn resume_rewraps(&self) -> Result<Vec<OrgId>, VaultError> {
         let mut resumed = Vec::new();
         for org in self.store.list_orgs().await? {
-            if org.state == OrgState::Active && self.store.count_wrapped_below(&org.id, org.kek_version).await? > 0 {
+            let unfinished =
+                org.kms_moving_from.is_some() || self.store.count_wrapped_below(&org.id, org.kek_version).await? > 0;
+            if org.state == OrgState::Active && unfinished {
                 self.spawn_rewrap(org.id);
                 resumed.push(org.id);
             }
@@ -157,7 +172,7 @@ impl Vault {
                 break;
             }
             if let Some(wrapped) = fingerprint_key {
-                let mut rewrapped = self.kms.rewrap_deks(org.id, vec![wrapped]).await?;
+                let mut rewrapped = self.kms.rewrap_deks(org.id, &org.kms, vec![wrapped]).await?;
                 if let Some(new) = rewrapped.pop() {
                     self.store.set_org_fingerprint_key(&org.id, &new).await?;
                     self.jobs.with(org.id, |job| job.rewrapped += 1);
@@ -167,7 +182,7 @@ impl Vault {
                 continue;
             }
             let old: Vec<_> = pending.iter().map(|r| r.wrapped_dek.clone()).collect();
-            let new = self.kms.rewrap_deks(org.id, old).await?;
+            let new = self.kms.rewrap_deks(org.id, &org.kms, old).await?;
             let mut items = Vec::with_capacity(pending.len());
             let mut events = Vec::with_capacity(pending.len());
             for (record, wrapped) in pending.iter().zip(new) {
@@ -181,6 +196,8 @@ impl Vault {
                     serde_json::json!({
                         "from_kek_version": record.wrapped_dek.kek_version,
                         "to_kek_version": wrapped.kek_version,
+                        "from_kms": record.wrapped_dek.kms,
+                        "to_kms": wrapped.kms,
                     }),
                 ));
                 items.push((record.credential_id, record.version, wrapped));
@@ -197,17 +214,75 @@ impl Vault {
         self.epoch.bump();
         tokio::time::sleep(RETIRE_GRACE).await;
         let org = self.org_by_id(org_id).await?;
-        let in_use = self.store.kek_versions_in_use(&org.id).await?;
+        let in_use = self.store.keks_in_use(&org.id).await?;
+        if let Some(left) = &org.kms_moving_from {
+            if in_use.iter().any(|(kms, _)| kms == left) {
+                return Err(VaultError::Internal(format!(
+                    "org {} still has keys under KMS '{left}' after its rewrap; it resumes on restart",
+                    org.id
+                )));
+            }
+            self.kms.remove_org(left, org.id).await?;
+            self.store.finish_org_kms_move(&org.id).await?;
+            tracing::info!(org = %org.id, from = %left, to = %org.kms, "org moved to another KMS; its KEKs in the old one are removed");
+        }
         for version in 1..org.kek_version {
-            if in_use.contains(&version) {
+            if in_use.iter().any(|(kms, v)| *v == version && *kms == org.kms) {
                 continue;
             }
-            // Versions retired earlier are gone already; that is fine.
-            if let Err(err) = self.kms.retire_kek_version(org.id, version).await {
+            // Versions retired earlier, or that lived in another KMS, are gone already.
+            if let Err(err) = self.kms.retire_kek_version(&org.kms, org.id, version).await {
                 tracing::debug!(org = %org.id, version, error = %err, "KEK version not retired");
             }
         }
         Ok(())
+    }
+
+    /// Move the org's KEK to the KMS `to` (`default`, or a customer-managed KMS, which
+    /// only a katman-c org may use): its next KEK version is created there and becomes
+    /// current at once; a background job rewraps every DEK into it, then removes the
+    /// org's KEKs from the KMS it left. Calls keep working throughout. Moving to the KMS
+    /// the org is already on (with no move in progress) changes nothing.
+    pub async fn move_kms(&self, actor: &Actor, org: &str, to: &str) -> Result<KekStatus, VaultError> {
+        let org = self.live_org(org).await?;
+        let to = KmsName::parse(to).map_err(|e| VaultError::invalid(format!("kms: {e}")))?;
+        if !self.kms.contains(&to) {
+            let names: Vec<String> = self.kms.names().iter().map(ToString::to_string).collect();
+            return Err(VaultError::invalid(format!(
+                "kms: no KMS named '{to}' is configured (configured: {}); add [kms.customer.{to}] to the configuration",
+                names.join(", ")
+            )));
+        }
+        if !to.is_default() && org.tier != Tier::KatmanC {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on {}; a customer-managed KMS is a katman-c control",
+                org.id, org.tier
+            )));
+        }
+        if let Some(from) = &org.kms_moving_from {
+            return Err(VaultError::Conflict(format!(
+                "org {} is still moving from KMS '{from}' to '{}'; wait until `byok kek status` shows it idle",
+                org.id, org.kms
+            )));
+        }
+        if org.kms == to {
+            return self.kek_status(&org.id.to_string()).await;
+        }
+        self.kms.check_health_of(&to).await?;
+        let version = org
+            .kek_version
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Conflict(format!("org {} has run out of KEK version numbers", org.id)))?;
+        self.kms.create_kek_version(&to, org.id, version).await?;
+        let mut moved = event(org.id, LifecycleKind::KmsMoved, org.id, actor);
+        moved.details = serde_json::json!({
+            "from_kms": org.kms, "to_kms": to,
+            "from_kek_version": org.kek_version, "to_kek_version": version,
+        });
+        self.store.begin_org_kms_move(&org.id, &org.kms, &to, version, &moved).await?;
+        self.epoch.bump();
+        self.spawn_rewrap(org.id);
+        self.kek_status(&org.id.to_string()).await
     }
 
     async fn org_by_id(&self, id: OrgId) -> Result<Org, VaultError> {
@@ -238,7 +313,14 @@ impl Vault {
         }
         let marked = self.store.mark_org_deleted(&org.id, now, &events).await?;
         self.epoch.bump();
-        self.kms.destroy_org_keks(org.id).await?;
+        if let Some(left) = &org.kms_moving_from {
+            // Mid-move, the KMS being left still holds older versions: destroy them too.
+            match self.kms.destroy_org_keks(left, org.id).await {
+                Ok(()) | Err(byok_crypto::CryptoError::Kms(byok_crypto::KmsError::UnknownOrg(_))) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.kms.destroy_org_keks(&org.kms, org.id).await?;
         Ok(marked)
     }
 }

@@ -1,80 +1,180 @@
-//! Async access to a blocking KMS backend.
+//! Async access to the configured KMSs.
+//!
+//! A node has the installation's own KMS (`default`) and any number of customer-managed
+//! ones (a katman-c org's own PKCS#11 token). Every wrapped key records which KMS holds
+//! its KEK, so an unwrap goes to that KMS whatever the org's current one is; wraps go to
+//! the KMS the caller names (the org's current one).
 //!
 //! PKCS#11 calls block and sessions are not `Sync`, so every KMS call runs on the
-//! blocking thread pool, and a semaphore bounds how many run at once so a burst cannot
-//! exhaust the HSM's sessions or the blocking pool.
+//! blocking thread pool, and a semaphore *per KMS* bounds how many run at once: a burst
+//! cannot exhaust an HSM's sessions or the blocking pool, and a slow or hung customer
+//! token holds only its own permits, never the other orgs' KMS.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use byok_crypto::{
     CryptoError, Dek, FingerprintKey, Kms, KmsError, ProviderSecret, SealedSecret, SecretContext, WrappedDek,
 };
-use byok_domain::OrgId;
+use byok_domain::{KmsName, OrgId};
 use tokio::sync::Semaphore;
 
-/// A shared KMS backend with bounded, off-executor access.
+use crate::metrics::{KmsMetrics, Metrics};
+
+struct Entry {
+    backend: Arc<dyn Kms>,
+    permits: Semaphore,
+    metrics: KmsMetrics,
+}
+
+/// The configured KMSs with bounded, off-executor access.
 #[derive(Clone)]
 pub struct KmsHandle {
-    backend: Arc<dyn Kms>,
-    permits: Arc<Semaphore>,
+    kmss: Arc<BTreeMap<KmsName, Arc<Entry>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for KmsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.kmss.iter().map(|(name, entry)| (name, entry.backend.backend_name()))).finish()
+    }
+}
+
+/// One configured KMS, as `GET /v1/kms` shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct KmsInfo {
+    /// `default` or the customer-managed KMS's name.
+    pub name: KmsName,
+    /// `local` or `pkcs11`.
+    pub backend: &'static str,
+    /// Whether it answered a health check just now.
+    pub healthy: bool,
+    /// Why it is not healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// DEKs unwrapped since the process started.
+    pub unwraps: u64,
+    /// DEKs wrapped (sealing and rewrapping) since the process started.
+    pub wraps: u64,
+    /// Operations that failed since the process started.
+    pub failures: u64,
+}
+
+fn not_configured(name: &KmsName) -> CryptoError {
+    CryptoError::Kms(KmsError::Unavailable(format!(
+        "KMS '{name}' is not configured on this node (add [kms.customer.{name}] to its configuration)"
+    )))
 }
 
 impl KmsHandle {
-    /// Wrap `backend`, allowing at most `max_concurrency` calls at once.
+    /// The installation's own KMS, allowing at most `max_concurrency` calls at once.
     pub fn new(backend: Arc<dyn Kms>, max_concurrency: usize) -> Self {
-        Self { backend, permits: Arc::new(Semaphore::new(max_concurrency.max(1))) }
+        Self { kmss: Arc::new(BTreeMap::new()), metrics: Arc::new(Metrics::default()) }.with_kms(
+            KmsName::default_kms(),
+            backend,
+            max_concurrency,
+        )
     }
 
-    /// The backend's name (`local`, `pkcs11`).
+    /// Add (or replace) the KMS called `name`, with its own concurrency bound.
+    pub fn with_kms(mut self, name: KmsName, backend: Arc<dyn Kms>, max_concurrency: usize) -> Self {
+        let entry = Entry {
+            metrics: self.metrics.for_kms(name.as_str()),
+            backend,
+            permits: Semaphore::new(max_concurrency.max(1)),
+        };
+        Arc::make_mut(&mut self.kmss).insert(name, Arc::new(entry));
+        self
+    }
+
+    /// The default KMS's backend name (`local`, `pkcs11`).
     pub fn backend_name(&self) -> &'static str {
-        self.backend.backend_name()
+        self.kmss.get(&KmsName::default_kms()).map_or("none", |entry| entry.backend.backend_name())
     }
 
-    /// The backend itself, for synchronous callers already off the executor.
-    pub fn backend(&self) -> &Arc<dyn Kms> {
-        &self.backend
+    /// The process's metrics (KMS counters, DEK cache counters).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether a KMS of that name is configured.
+    pub fn contains(&self, name: &KmsName) -> bool {
+        self.kmss.contains_key(name)
+    }
+
+    /// The names of the configured KMSs.
+    pub fn names(&self) -> Vec<KmsName> {
+        self.kmss.keys().cloned().collect()
+    }
+
+    /// The backend of the KMS `name`, for synchronous callers already off the executor.
+    pub fn backend(&self, name: &KmsName) -> Option<&Arc<dyn Kms>> {
+        self.kmss.get(name).map(|entry| &entry.backend)
+    }
+
+    fn entry(&self, name: &KmsName) -> Result<Arc<Entry>, CryptoError> {
+        self.kmss.get(name).cloned().ok_or_else(|| not_configured(name))
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&dyn Kms) -> Result<T, CryptoError> + Send + 'static,
+        name: &KmsName,
+        job: impl FnOnce(&dyn Kms, &KmsMetrics) -> Result<T, CryptoError> + Send + 'static,
     ) -> Result<T, CryptoError> {
-        let _permit = self
+        let entry = self.entry(name)?;
+        let _permit = entry
             .permits
             .acquire()
             .await
             .map_err(|_| CryptoError::Kms(KmsError::Unavailable("KMS handle closed".into())))?;
-        let backend = Arc::clone(&self.backend);
-        tokio::task::spawn_blocking(move || job(backend.as_ref()))
+        let worker = Arc::clone(&entry);
+        let result = tokio::task::spawn_blocking(move || job(worker.backend.as_ref(), &worker.metrics))
             .await
-            .map_err(|e| CryptoError::Kms(KmsError::Unavailable(format!("KMS worker failed: {e}"))))?
+            .map_err(|e| CryptoError::Kms(KmsError::Unavailable(format!("KMS worker failed: {e}"))))
+            .and_then(|result| result);
+        if result.is_err() {
+            entry.metrics.failed();
+        }
+        result
     }
 
-    /// Create an org's first KEK.
+    /// Create an org's first KEK (in the default KMS).
     pub async fn create_org_kek(&self, org: OrgId) -> Result<u32, CryptoError> {
-        self.run(move |kms| Ok(kms.create_org_kek(&org)?)).await
+        self.run(&KmsName::default_kms(), move |kms, _| Ok(kms.create_org_kek(&org)?)).await
     }
 
-    /// Destroy all of an org's KEKs.
-    pub async fn destroy_org_keks(&self, org: OrgId) -> Result<(), CryptoError> {
-        self.run(move |kms| Ok(kms.destroy_org_keks(&org)?)).await
+    /// Destroy all of an org's KEKs in the KMS `name`.
+    pub async fn destroy_org_keks(&self, name: &KmsName, org: OrgId) -> Result<(), CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.destroy_org_keks(&org)?)).await
     }
 
-    /// Seal a secret for `context` under a fresh DEK.
-    pub async fn seal(&self, context: SecretContext, secret: ProviderSecret) -> Result<SealedSecret, CryptoError> {
-        self.run(move |kms| byok_crypto::seal(kms, &context, &secret)).await
+    /// Seal a secret for `context` under a fresh DEK wrapped in the KMS `name`.
+    pub async fn seal(
+        &self,
+        name: &KmsName,
+        context: SecretContext,
+        secret: ProviderSecret,
+    ) -> Result<SealedSecret, CryptoError> {
+        let label = name.clone();
+        self.run(name, move |kms, metrics| {
+            let mut sealed = metrics.wrap(|| byok_crypto::seal(kms, &context, &secret))?;
+            sealed.wrapped_dek.kms = label;
+            Ok(sealed)
+        })
+        .await
     }
 
-    /// Open a sealed secret.
+    /// Open a sealed secret (in the KMS its record names).
     pub async fn open(&self, context: SecretContext, sealed: SealedSecret) -> Result<ProviderSecret, CryptoError> {
-        self.run(move |kms| byok_crypto::open(kms, &context, &sealed)).await
+        let name = sealed.wrapped_dek.kms.clone();
+        self.run(&name, move |kms, metrics| metrics.unwrap(|| byok_crypto::open(kms, &context, &sealed))).await
     }
 
-    /// Make a fresh fingerprint key for an org and wrap it.
+    /// Make a fresh fingerprint key for a new org and wrap it (in the default KMS).
     pub async fn new_fingerprint_key(&self, org: OrgId) -> Result<(FingerprintKey, WrappedDek), CryptoError> {
-        self.run(move |kms| {
+        self.run(&KmsName::default_kms(), move |kms, metrics| {
             let key = FingerprintKey::generate();
-            let wrapped = kms.wrap_dek(&org, key.as_dek())?;
+            let wrapped = metrics.wrap(|| Ok(kms.wrap_dek(&org, key.as_dek())?))?;
             Ok((key, wrapped))
         })
         .await
@@ -82,36 +182,130 @@ impl KmsHandle {
 
     /// Unwrap an org's fingerprint key.
     pub async fn unwrap_fingerprint_key(&self, org: OrgId, wrapped: WrappedDek) -> Result<FingerprintKey, CryptoError> {
-        self.run(move |kms| Ok(FingerprintKey::from_dek(kms.unwrap_dek(&org, &wrapped)?))).await
+        let dek = self.unwrap_dek(org, wrapped).await?;
+        Ok(FingerprintKey::from_dek(dek))
     }
 
-    /// Unwrap a DEK (the data plane caches the result).
+    /// Unwrap a DEK in the KMS its record names (the data plane caches the result).
     pub async fn unwrap_dek(&self, org: OrgId, wrapped: WrappedDek) -> Result<Dek, CryptoError> {
-        self.run(move |kms| Ok(kms.unwrap_dek(&org, &wrapped)?)).await
+        let name = wrapped.kms.clone();
+        self.run(&name, move |kms, metrics| metrics.unwrap(|| Ok(kms.unwrap_dek(&org, &wrapped)?))).await
     }
 
-    /// Make a new KEK version current.
-    pub async fn rotate_kek(&self, org: OrgId) -> Result<u32, CryptoError> {
-        self.run(move |kms| Ok(kms.rotate_kek(&org)?)).await
+    /// Make a new KEK version current in the KMS `name`.
+    pub async fn rotate_kek(&self, name: &KmsName, org: OrgId) -> Result<u32, CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.rotate_kek(&org)?)).await
     }
 
-    /// The org's current KEK version.
-    pub async fn current_kek_version(&self, org: OrgId) -> Result<u32, CryptoError> {
-        self.run(move |kms| Ok(kms.current_kek_version(&org)?)).await
+    /// Create KEK `version` of an org moving into the KMS `name`.
+    pub async fn create_kek_version(&self, name: &KmsName, org: OrgId, version: u32) -> Result<(), CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.create_kek_version(&org, version)?)).await
     }
 
-    /// Re-wrap DEKs under the current KEK version, in one trip to the blocking pool.
-    pub async fn rewrap_deks(&self, org: OrgId, wrapped: Vec<WrappedDek>) -> Result<Vec<WrappedDek>, CryptoError> {
-        self.run(move |kms| wrapped.iter().map(|w| kms.rewrap_dek(&org, w).map_err(CryptoError::from)).collect()).await
+    /// Remove the KEKs of an org that moved away from the KMS `name`.
+    pub async fn remove_org(&self, name: &KmsName, org: OrgId) -> Result<(), CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.remove_org(&org)?)).await
     }
 
-    /// Destroy an old KEK version.
-    pub async fn retire_kek_version(&self, org: OrgId, version: u32) -> Result<(), CryptoError> {
-        self.run(move |kms| Ok(kms.retire_kek_version(&org, version)?)).await
+    /// The org's current KEK version in the KMS `name`.
+    pub async fn current_kek_version(&self, name: &KmsName, org: OrgId) -> Result<u32, CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.current_kek_version(&org)?)).await
     }
 
-    /// Whether the backend is usable.
+    /// Re-wrap DEKs under the current KEK version of the KMS `to`. Keys already in `to`
+    /// are rewrapped inside it; keys in another KMS (an org moving between KMSs) are
+    /// unwrapped there and wrapped in `to` — the DEK crosses between the two, the
+    /// credential secrets are never decrypted. Returns the new wrappings in order.
+    pub async fn rewrap_deks(
+        &self,
+        org: OrgId,
+        to: &KmsName,
+        wrapped: Vec<WrappedDek>,
+    ) -> Result<Vec<WrappedDek>, CryptoError> {
+        let mut out: Vec<Option<WrappedDek>> = vec![None; wrapped.len()];
+        let mut by_kms: BTreeMap<KmsName, Vec<(usize, WrappedDek)>> = BTreeMap::new();
+        for (index, item) in wrapped.into_iter().enumerate() {
+            by_kms.entry(item.kms.clone()).or_default().push((index, item));
+        }
+        for (from, items) in by_kms {
+            let (indexes, items): (Vec<usize>, Vec<WrappedDek>) = items.into_iter().unzip();
+            let label = to.clone();
+            let rewrapped = if &from == to {
+                self.run(to, move |kms, metrics| {
+                    items
+                        .iter()
+                        .map(|item| {
+                            let mut new = metrics.wrap(|| Ok(kms.rewrap_dek(&org, item)?))?;
+                            new.kms = label.clone();
+                            Ok(new)
+                        })
+                        .collect::<Result<Vec<_>, CryptoError>>()
+                })
+                .await?
+            } else {
+                let deks = self
+                    .run(&from, move |kms, metrics| {
+                        items.iter().map(|item| metrics.unwrap(|| Ok(kms.unwrap_dek(&org, item)?))).collect::<Result<
+                            Vec<_>,
+                            CryptoError,
+                        >>(
+                        )
+                    })
+                    .await?;
+                self.run(to, move |kms, metrics| {
+                    deks.iter()
+                        .map(|dek| {
+                            let mut new = metrics.wrap(|| Ok(kms.wrap_dek(&org, dek)?))?;
+                            new.kms = label.clone();
+                            Ok(new)
+                        })
+                        .collect::<Result<Vec<_>, CryptoError>>()
+                })
+                .await?
+            };
+            for (index, new) in indexes.into_iter().zip(rewrapped) {
+                if let Some(slot) = out.get_mut(index) {
+                    *slot = Some(new);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|item| item.ok_or_else(|| CryptoError::Kms(KmsError::Unavailable("a DEK was not rewrapped".into()))))
+            .collect()
+    }
+
+    /// Destroy an old KEK version in the KMS `name`.
+    pub async fn retire_kek_version(&self, name: &KmsName, org: OrgId, version: u32) -> Result<(), CryptoError> {
+        self.run(name, move |kms, _| Ok(kms.retire_kek_version(&org, version)?)).await
+    }
+
+    /// Whether the default KMS is usable (readiness: a customer's KMS being down must
+    /// not take the node out of service for every other org).
     pub async fn check_health(&self) -> Result<(), CryptoError> {
-        self.run(|kms| Ok(kms.check_health()?)).await
+        self.check_health_of(&KmsName::default_kms()).await
+    }
+
+    /// Whether the KMS `name` is usable.
+    pub async fn check_health_of(&self, name: &KmsName) -> Result<(), CryptoError> {
+        self.run(name, |kms, _| Ok(kms.check_health()?)).await
+    }
+
+    /// Every configured KMS with its health and counters.
+    pub async fn describe(&self) -> Vec<KmsInfo> {
+        let mut out = Vec::with_capacity(self.kmss.len());
+        for (name, entry) in self.kmss.iter() {
+            let health = self.check_health_of(name).await;
+            let (unwraps, wraps, failures) = entry.metrics.counts();
+            out.push(KmsInfo {
+                name: name.clone(),
+                backend: entry.backend.backend_name(),
+                healthy: health.is_ok(),
+                error: health.err().map(|e| e.to_string()),
+                unwraps,
+                wraps,
+                failures,
+            });
+        }
+        out
     }
 }

@@ -19,6 +19,8 @@ mod error;
 mod events;
 mod keys;
 mod kms;
+pub mod metrics;
+pub mod migrate;
 mod orgs;
 mod tokens;
 mod validate;
@@ -33,7 +35,8 @@ pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
 pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
 pub use error::VaultError;
 pub use keys::KekStatus;
-pub use kms::KmsHandle;
+pub use kms::{KmsHandle, KmsInfo};
+pub use metrics::Metrics;
 pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 
 /// Operator policy the vault enforces on admin input.

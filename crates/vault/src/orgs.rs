@@ -1,7 +1,7 @@
 //! Orgs, teams, workflows and admin tokens.
 
 use byok_domain::{
-    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Org, OrgId, OrgState, Team, TeamId, Tier,
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, KmsName, LifecycleKind, Org, OrgId, OrgState, Team, TeamId, Tier,
     Timestamp, Workflow, WorkflowId,
 };
 
@@ -49,6 +49,8 @@ impl Vault {
                 tier,
                 state: OrgState::Active,
                 kek_version,
+                kms: KmsName::default_kms(),
+                kms_moving_from: None,
                 retention_days,
                 created_at: Timestamp::now(),
             };
@@ -61,7 +63,7 @@ impl Vault {
         }
         .await;
         if result.is_err() {
-            if let Err(err) = self.kms.destroy_org_keks(id).await {
+            if let Err(err) = self.kms.destroy_org_keks(&KmsName::default_kms(), id).await {
                 tracing::warn!(org = %id, error = %err, "could not destroy the KEK of an org that was not created");
             }
         }

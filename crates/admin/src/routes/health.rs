@@ -41,3 +41,14 @@ pub(crate) async fn readyz(State(vault): State<Vault>) -> Response {
 pub(crate) async fn openapi_json() -> Json<serde_json::Value> {
     Json(crate::openapi::openapi_document())
 }
+
+/// Prometheus metrics (text format): KMS operations and latency by KMS, DEK cache
+/// lookups. No secret and no org data is ever a label.
+pub(crate) async fn metrics(State(vault): State<Vault>) -> Response {
+    match vault.kms().metrics().render() {
+        Ok(text) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

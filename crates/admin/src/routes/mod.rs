@@ -6,7 +6,7 @@ pub(crate) mod health;
 pub(crate) mod orgs;
 pub(crate) mod tokens;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use byok_vault::Vault;
 
@@ -16,11 +16,14 @@ pub(crate) fn router() -> Router<Vault> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/kms", get(orgs::list_kms))
         .route("/v1/openapi.json", get(health::openapi_json))
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
         .route("/v1/orgs/{org}", get(orgs::get_org).delete(orgs::delete_org))
         .route("/v1/orgs/{org}/kek", get(orgs::kek_status))
         .route("/v1/orgs/{org}/kek/rotate", post(orgs::rotate_kek))
+        .route("/v1/orgs/{org}/kms", put(orgs::move_kms))
         .route("/v1/orgs/{org}/admin-tokens", post(orgs::create_admin_token))
         .route("/v1/orgs/{org}/teams", post(orgs::create_team).get(orgs::list_teams))
         .route("/v1/orgs/{org}/workflows", post(orgs::create_workflow).get(orgs::list_workflows))

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::{AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
-use byok_vault::{KekStatus, Vault};
+use byok_vault::{KekStatus, KmsInfo, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -227,4 +227,51 @@ pub(crate) async fn kek_status(
 ) -> Result<Json<KekStatus>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(vault.kek_status(&org.id.to_string()).await?))
+}
+
+/// `PUT /v1/orgs/{org}/kms`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MoveKmsRequest {
+    /// `default`, or a customer-managed KMS from `[kms.customer.<name>]` (katman-c only).
+    kms: String,
+}
+
+/// Move the org's KEK to another KMS (operator only): its next KEK version is created
+/// there and is current at once; every DEK is rewrapped into it in the background, then
+/// the org's KEKs in the KMS it left are removed (watch `GET /v1/orgs/{org}/kek`).
+#[utoipa::path(put, path = "/v1/orgs/{org}/kms", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    request_body = MoveKmsRequest,
+    responses((status = 202, body = KekStatus), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn move_kms(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<MoveKmsRequest>,
+) -> Result<(StatusCode, Json<KekStatus>), ApiError> {
+    admin.require_operator("move an org to another KMS")?;
+    let org = admin.org(&vault, &org).await?;
+    let status = vault.move_kms(&admin.actor(), &org.id.to_string(), &body.kms).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+/// The configured KMSs and how much the data plane's DEK cache spares them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KmsList {
+    kms: Vec<KmsInfo>,
+    /// Data-plane DEK cache lookups since start: every miss is one unwrap in a KMS.
+    dek_cache_hits: u64,
+    /// See `dek_cache_hits`.
+    dek_cache_misses: u64,
+}
+
+/// Every configured KMS with its health and counters (operator only).
+#[utoipa::path(get, path = "/v1/kms", tag = "orgs", security(("bearer" = [])),
+    responses((status = 200, body = KmsList), (status = 403, body = ErrorBody)))]
+pub(crate) async fn list_kms(State(vault): State<Vault>, admin: Admin) -> Result<Json<KmsList>, ApiError> {
+    admin.require_operator("list the KMSs")?;
+    let (dek_cache_hits, dek_cache_misses) = vault.kms().metrics().dek_cache_counts();
+    Ok(Json(KmsList { kms: vault.kms().describe().await, dek_cache_hits, dek_cache_misses }))
 }

@@ -1,7 +1,7 @@
 //! `byok kek …`
 
 use super::{org_path, Planned};
-use crate::api::{ApiRequest, Body, ExpiryOnly};
+use crate::api::{ApiRequest, Body, ExpiryOnly, MoveKms};
 use crate::cli::KekCommand;
 use crate::output::View;
 
@@ -15,7 +15,20 @@ pub fn plan(command: &KekCommand) -> Planned {
         KekCommand::Status { org } => {
             Planned { request: ApiRequest::get(&org_path(org, &["kek"])), view: View::KekStatus }
         }
+        KekCommand::Move { org, kms, .. } => Planned {
+            request: ApiRequest::new(
+                reqwest::Method::PUT,
+                &org_path(org, &["kms"]),
+                Some(Body::MoveKms(MoveKms { kms: kms.clone() })),
+            ),
+            view: View::KekStatus,
+        },
     }
+}
+
+/// The request for `byok kms list`.
+pub fn plan_kms_list() -> Planned {
+    Planned { request: ApiRequest::get(&["v1", "kms"]), view: View::KmsList }
 }
 
 /// Poll the rewrap until it is done, with a progress bar on a terminal; the last status.
@@ -45,7 +58,9 @@ pub async fn wait_for_rewrap(
             bar.set_length((done + remaining).max(bar.length().unwrap_or(0)));
             bar.set_position(done);
         }
-        if !running && (remaining == 0 || status.get("state").and_then(serde_json::Value::as_str) == Some("failed")) {
+        let moving = status.get("moving_from").is_some_and(|v| !v.is_null());
+        let failed = status.get("state").and_then(serde_json::Value::as_str) == Some("failed");
+        if !running && ((remaining == 0 && !moving) || failed) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;

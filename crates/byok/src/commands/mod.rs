@@ -13,7 +13,7 @@ mod token;
 mod workflow;
 
 use crate::api::ApiRequest;
-use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, OrgCommand};
+use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OrgCommand};
 use crate::client::{resolve_admin_token, AdminClient};
 use crate::error::CliError;
 use crate::output::{emit, render, render_json, View};
@@ -38,6 +38,10 @@ pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Pl
         AdminCommand::Credential(cmd) => credential::plan(cmd, secrets),
         AdminCommand::Token(cmd) => Ok(token::plan(cmd)),
         AdminCommand::Kek(cmd) => Ok(kek::plan(cmd)),
+        AdminCommand::Kms(KmsCommand::List) => Ok(kek::plan_kms_list()),
+        AdminCommand::Kms(KmsCommand::Migrate { .. }) => {
+            Err(CliError::Usage("`byok kms migrate` works on the data directory, not through the admin API".into()))
+        }
         AdminCommand::Audit(cmd) => audit::plan(cmd),
     }
 }
@@ -56,6 +60,21 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     }
     if let AdminCommand::Audit(cmd) = command {
         audit::check(cmd)?;
+    }
+    if let AdminCommand::Kms(KmsCommand::Migrate { config, database_url, dry_run }) = command {
+        let args = byok_server::MigrateArgs {
+            config: config.clone(),
+            database_url: database_url.clone(),
+            dry_run: *dry_run,
+            progress: !global.json,
+        };
+        let report = byok_server::migrate_kms(global.data_dir.clone(), args).await.map_err(CliError::Serve)?;
+        let rendered = if global.json {
+            render_json(&serde_json::to_value(&report).unwrap_or_default())
+        } else {
+            render(View::KmsMigration, &serde_json::to_value(&report).unwrap_or_default())
+        };
+        return emit(&rendered);
     }
     let (token, origin) =
         resolve_admin_token(admin_token_from_env()?, global.token_file.as_deref(), global.data_dir.as_deref())?;
@@ -82,9 +101,9 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     };
     let answer = client.send(&planned.request).await.map_err(explain_401)?;
     let answer = match command {
-        AdminCommand::Kek(KekCommand::Rotate { org, no_wait: false }) => {
-            kek::wait_for_rewrap(&client, org, answer, global.json).await?
-        }
+        AdminCommand::Kek(
+            KekCommand::Rotate { org, no_wait: false } | KekCommand::Move { org, no_wait: false, .. },
+        ) => kek::wait_for_rewrap(&client, org, answer, global.json).await?,
         _ => answer,
     };
     let rendered = if global.json { render_json(&answer) } else { render(planned.view, &answer) };

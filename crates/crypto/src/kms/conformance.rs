@@ -15,6 +15,7 @@ pub fn run_all(kms: &dyn Kms) {
     rotation_keeps_old_versions_until_retired(kms);
     destroy_makes_everything_unopenable(kms);
     unknown_orgs_are_named(kms);
+    orgs_move_in_and_out(kms);
     kms.check_health().expect("healthy backend");
 }
 
@@ -87,6 +88,33 @@ fn unknown_orgs_are_named(kms: &dyn Kms) {
     let err = kms.wrap_dek(&org, &Dek::generate()).unwrap_err();
     assert!(matches!(err, KmsError::UnknownOrg(o) if o == org));
     assert!(err.to_string().contains(&org.to_string()));
+}
+
+/// An org arriving from another KMS gets the version it is given; one leaving is
+/// removed without a tombstone, so it can come back later.
+fn orgs_move_in_and_out(kms: &dyn Kms) {
+    let org = OrgId::generate();
+    kms.create_kek_version(&org, 4).unwrap();
+    kms.create_kek_version(&org, 4).unwrap();
+    assert_eq!(kms.current_kek_version(&org).unwrap(), 4);
+    let dek = Dek::generate();
+    let wrapped = kms.wrap_dek(&org, &dek).unwrap();
+    assert_eq!(wrapped.kek_version, 4);
+    assert!(kms.create_kek_version(&org, 3).is_err(), "versions only go up");
+    assert_eq!(kms.rotate_kek(&org).unwrap(), 5);
+    kms.remove_org(&org).unwrap();
+    kms.remove_org(&org).unwrap();
+    assert!(matches!(kms.unwrap_dek(&org, &wrapped), Err(KmsError::UnknownOrg(_) | KmsError::UnknownVersion { .. })));
+    assert!(matches!(kms.current_kek_version(&org), Err(KmsError::UnknownOrg(_))));
+    kms.create_kek_version(&org, 9).unwrap();
+    assert_eq!(kms.current_kek_version(&org).unwrap(), 9);
+    assert!(matches!(kms.unwrap_dek(&org, &wrapped), Err(KmsError::UnknownVersion { version: 4, .. })));
+
+    let shredded = OrgId::generate();
+    kms.create_org_kek(&shredded).unwrap();
+    kms.destroy_org_keks(&shredded).unwrap();
+    assert!(matches!(kms.create_kek_version(&shredded, 2), Err(KmsError::Destroyed(_))));
+    assert!(matches!(kms.remove_org(&shredded), Err(KmsError::Destroyed(_))));
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -93,6 +93,12 @@ impl LocalKeyring {
         Ok(Self { path, state: RwLock::new(state) })
     }
 
+    /// How many orgs still have at least one KEK version here (crypto-shredded orgs and
+    /// orgs that moved away have none).
+    pub fn orgs_with_keys(&self) -> Result<usize, KmsError> {
+        Ok(self.read()?.orgs.values().filter(|keys| !keys.destroyed && !keys.versions.is_empty()).count())
+    }
+
     /// Where the keyring lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -254,7 +260,7 @@ impl Kms for LocalKeyring {
             .map_err(|_| KmsError::Integrity)?;
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
-        Ok(WrappedDek { kek_version: version, alg: LOCAL_WRAP_ALG.to_owned(), bytes })
+        Ok(WrappedDek { kek_version: version, alg: LOCAL_WRAP_ALG.to_owned(), bytes, kms: Default::default() })
     }
 
     fn unwrap_dek(&self, org: &OrgId, wrapped: &WrappedDek) -> Result<Dek, KmsError> {
@@ -274,6 +280,43 @@ impl Kms for LocalKeyring {
                 .map_err(|_| KmsError::Integrity)?,
         );
         Dek::from_bytes(&plain).ok_or(KmsError::Integrity)
+    }
+
+    fn create_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError> {
+        self.update(|state| {
+            let keys = state.orgs.entry(org.to_string()).or_default();
+            if keys.destroyed {
+                return Err(KmsError::Destroyed(*org));
+            }
+            if keys.current == version && keys.versions.contains_key(&version) {
+                return Ok(());
+            }
+            if keys.versions.keys().any(|v| *v >= version) || keys.current > version {
+                return Err(KmsError::Unavailable(format!(
+                    "{org} already has KEK version {} here; cannot create version {version}",
+                    keys.current
+                )));
+            }
+            keys.versions.insert(version, new_key());
+            keys.current = version;
+            Ok(())
+        })
+    }
+
+    fn remove_org(&self, org: &OrgId) -> Result<(), KmsError> {
+        if !self.read()?.orgs.contains_key(&org.to_string()) {
+            return Ok(());
+        }
+        self.update(|state| {
+            if let Some(keys) = state.orgs.get(&org.to_string()) {
+                if keys.destroyed {
+                    return Err(KmsError::Destroyed(*org));
+                }
+            }
+            // Dropping the entry zeroizes its keys.
+            state.orgs.remove(&org.to_string());
+            Ok(())
+        })
     }
 
     fn retire_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError> {

@@ -8,7 +8,7 @@
 pub mod conformance;
 pub mod local;
 
-use byok_domain::OrgId;
+use byok_domain::{KmsName, OrgId};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Dek;
@@ -54,6 +54,10 @@ pub struct WrappedDek {
     pub alg: String,
     /// The wrapped bytes.
     pub bytes: Vec<u8>,
+    /// Which configured KMS holds the KEK. Backends leave it at `default`; the caller
+    /// that routes between several KMSs records the one it used.
+    #[serde(default)]
+    pub kms: KmsName,
 }
 
 /// A KMS backend: holds per-org, versioned KEKs and wraps/unwraps DEKs with them.
@@ -85,6 +89,17 @@ pub trait Kms: Send + Sync + 'static {
         let dek = self.unwrap_dek(org, wrapped)?;
         self.wrap_dek(org, &dek)
     }
+
+    /// Create KEK `version` of an org moving in from another KMS and make it current
+    /// here. Versions are numbered per org across every KMS, so the caller names it.
+    /// Idempotent when `version` is already this backend's current version; fails if the
+    /// backend holds a later one or the org was destroyed here.
+    fn create_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError>;
+
+    /// Destroy every KEK version of an org that has moved to another KMS. Unlike
+    /// [`Kms::destroy_org_keks`] nothing marks the org destroyed, so it may move back
+    /// later. Idempotent: an org the backend does not know is fine.
+    fn remove_org(&self, org: &OrgId) -> Result<(), KmsError>;
 
     /// Destroy one old KEK version (nothing may still be wrapped under it).
     fn retire_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError>;

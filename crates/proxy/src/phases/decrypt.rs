@@ -19,7 +19,9 @@ pub(crate) async fn decrypt(
     sealed: &SealedSecret,
 ) -> Result<ProviderSecret, Refusal> {
     let key = (credential.id, credential.version);
-    let dek = match deks.get(&key) {
+    let cached = deks.get(&key);
+    kms.metrics().dek_cache_lookup(cached.is_some());
+    let dek = match cached {
         Some(dek) => dek,
         None => {
             let dek = kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone()).await.map_err(|e| {

@@ -157,6 +157,8 @@ mod tests {
             tier: Tier::KatmanA,
             state: OrgState::Active,
             kek_version: 1,
+            kms: Default::default(),
+            kms_moving_from: None,
             retention_days: None,
             created_at: Timestamp::now(),
         };

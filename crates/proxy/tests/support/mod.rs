@@ -93,6 +93,14 @@ impl Kms for SwitchableKms {
         self.check()?;
         self.inner.unwrap_dek(org, wrapped)
     }
+    fn create_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError> {
+        self.check()?;
+        self.inner.create_kek_version(org, version)
+    }
+    fn remove_org(&self, org: &OrgId) -> Result<(), KmsError> {
+        self.check()?;
+        self.inner.remove_org(org)
+    }
     fn retire_kek_version(&self, org: &OrgId, version: u32) -> Result<(), KmsError> {
         self.check()?;
         self.inner.retire_kek_version(org, version)
@@ -137,11 +145,16 @@ impl Keys {
     }
 }
 
+/// The name of the test env's customer-managed KMS.
+pub const CUSTOMER_KMS: &str = "acme-hsm";
+
 pub struct Env {
     pub t: TestStore,
     _dir: tempfile::TempDir,
     pub vault: Vault,
     pub kms: Arc<SwitchableKms>,
+    /// A customer-managed KMS named [`CUSTOMER_KMS`] (another keyring, with its own switch).
+    pub customer: Arc<SwitchableKms>,
     pub mock: MockProvider,
     pub keys: Keys,
     pub proxy: String,
@@ -177,9 +190,17 @@ impl Env {
             inner: LocalKeyring::open(dir.path().join("keyring.json")).unwrap(),
             down: AtomicBool::new(false),
         });
+        let customer = Arc::new(SwitchableKms {
+            inner: LocalKeyring::open(dir.path().join("customer-keyring.json")).unwrap(),
+            down: AtomicBool::new(false),
+        });
         let vault = Vault::new(
             t.store().clone(),
-            KmsHandle::new(Arc::clone(&kms) as Arc<dyn Kms>, 4),
+            KmsHandle::new(Arc::clone(&kms) as Arc<dyn Kms>, 4).with_kms(
+                byok_domain::KmsName::parse(CUSTOMER_KMS).unwrap(),
+                Arc::clone(&customer) as Arc<dyn Kms>,
+                2,
+            ),
             ModelFamilyRegistry::seeded(),
             VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() },
         );
@@ -205,6 +226,7 @@ impl Env {
             _dir: dir,
             vault,
             kms,
+            customer,
             mock,
             keys,
             proxy,
