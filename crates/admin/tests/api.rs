@@ -573,6 +573,10 @@ async fn org_admin_tokens_are_confined_to_their_org() {
             (Method::POST, "/v1/orgs/beta/admin-tokens", None),
             (Method::GET, "/v1/orgs/no-such-org", None),
             (Method::POST, "/v1/orgs", Some(r#"{"name":"gamma","tier":"katman-a"}"#)),
+            // Choosing a KMS is the operator's: even for the token's own org.
+            (Method::PUT, "/v1/orgs/alpha/kms", Some(r#"{"kms":"default"}"#)),
+            (Method::PUT, "/v1/orgs/beta/kms", Some(r#"{"kms":"default"}"#)),
+            (Method::GET, "/v1/kms", None),
         ];
         for (method, path, body) in refused {
             let answer = h.call(method.clone(), path, Some(&alpha_admin), body).await;
@@ -625,8 +629,29 @@ async fn health_readiness_and_openapi() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
+    for path in ["/v1/orgs/{org}/kms", "/v1/kms"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
     let secret = &doc["components"]["schemas"]["CreateCredentialRequest"]["properties"]["secret"];
     assert_eq!(secret["writeOnly"], true, "{secret}");
+
+    // The KMSs, their counters, and the same counters for Prometheus (no token needed:
+    // nothing in them is a secret or an org's data).
+    h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-c"})).await;
+    let kms = h.ok(Method::GET, "/v1/kms", Value::Null).await;
+    assert_eq!(kms["kms"][0]["name"], "default", "{kms}");
+    assert_eq!(kms["kms"][0]["healthy"], true, "{kms}");
+    assert!(kms["kms"][0]["wraps"].as_u64().unwrap() >= 1, "{kms}");
+    let metrics = h.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics.raw.contains(r#"byok_kms_operations_total{kms="default",op="wrap"}"#), "{}", metrics.raw);
+    // Moving to a KMS that is not configured names what is.
+    let refused = h.op(Method::PUT, "/v1/orgs/acme/kms", json!({"kms": "acme-hsm"})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert!(refused.raw.contains("acme-hsm") && refused.raw.contains("default"), "{}", refused.raw);
+    let same = h.op(Method::PUT, "/v1/orgs/acme/kms", json!({"kms": "default"})).await;
+    assert_eq!(same.status, StatusCode::ACCEPTED, "{}", same.raw);
+    assert_eq!(same.json["kms"], "default");
 
     // Readiness fails when the store is gone.
     h.t.store().close().await;

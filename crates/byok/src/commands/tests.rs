@@ -68,6 +68,12 @@ fn command_lines_become_requests() {
         ("org create acme --tier katman-z", "", Error(&["katman-z", "katman-a, katman-b, katman-c"])),
         ("org create acme", "", Error(&["--tier"])),
         ("org list", "", Request("GET", "v1/orgs", Value::Null)),
+        ("kek rotate --org acme", "", Request("POST", "v1/orgs/acme/kek/rotate", json!({}))),
+        ("kek status --org acme", "", Request("GET", "v1/orgs/acme/kek", Value::Null)),
+        ("kek move --org acme --kms acme-hsm", "", Request("PUT", "v1/orgs/acme/kms", json!({"kms": "acme-hsm"}))),
+        ("kek move --org acme", "", Error(&["--kms"])),
+        ("kms list", "", Request("GET", "v1/kms", Value::Null)),
+        ("kms migrate --dry-run", "", Error(&["data directory", "admin API"])),
         ("org show acme", "", Request("GET", "v1/orgs/acme", Value::Null)),
         ("org admin-token acme", "", Request("POST", "v1/orgs/acme/admin-tokens", json!({}))),
         (

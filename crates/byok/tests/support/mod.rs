@@ -51,7 +51,11 @@ impl Server {
 
     /// Start with extra environment variables (e.g. upstream overrides).
     pub fn start_with(env: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), env)
+    }
+
+    /// Start on an existing data directory (a restart).
+    pub fn start_in(data_dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let logs = tempfile::tempdir().unwrap();
         let stdout_log = logs.path().join("serve.stdout");
         let stderr_log = logs.path().join("serve.stderr");
@@ -103,6 +107,16 @@ impl Server {
         let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
         let err = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
         format!("--- stdout\n{out}\n--- stderr\n{err}")
+    }
+}
+
+impl Server {
+    /// Stop the server (SIGKILL: byok is crash-safe) and hand back its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, placeholder)
     }
 }
 
