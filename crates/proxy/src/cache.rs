@@ -211,9 +211,15 @@ struct DekEntry {
     uses: u64,
 }
 
+type DekKey = (CredentialId, u32);
+
 /// Unwrapped DEKs by (credential, version), bounded in time, uses and count.
 pub(crate) struct DekCache {
-    entries: Mutex<HashMap<(CredentialId, u32), DekEntry>>,
+    entries: Mutex<HashMap<DekKey, DekEntry>>,
+    /// One gate per key being unwrapped: calls that miss while another call is unwrapping
+    /// the same DEK wait for it instead of asking the KMS again (an HSM sees one unwrap
+    /// per refresh, not one per call in flight).
+    loading: Mutex<HashMap<DekKey, Arc<tokio::sync::Mutex<()>>>>,
     ttl: Duration,
     max_uses: u64,
     capacity: usize,
@@ -221,7 +227,48 @@ pub(crate) struct DekCache {
 
 impl DekCache {
     pub(crate) fn new(ttl: Duration, max_uses: u64, capacity: usize) -> Self {
-        Self { entries: Mutex::default(), ttl, max_uses, capacity: capacity.max(1) }
+        Self { entries: Mutex::default(), loading: Mutex::default(), ttl, max_uses, capacity: capacity.max(1) }
+    }
+
+    /// The cached DEK, or the one `load` unwraps — by one caller per key at a time.
+    /// Returns the DEK and whether it came from the cache (`false`: this call unwrapped).
+    pub(crate) async fn get_or_load<E, Fut>(
+        &self,
+        key: DekKey,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<(Arc<Dek>, bool), E>
+    where
+        Fut: std::future::Future<Output = Result<Dek, E>>,
+    {
+        if let Some(dek) = self.get(&key) {
+            return Ok((dek, true));
+        }
+        if self.ttl.is_zero() || self.max_uses == 0 {
+            // Caching is off: every call unwraps, concurrently.
+            return load().await.map(|dek| (Arc::new(dek), false));
+        }
+        let gate = self.loading.lock().ok().map(|mut loading| Arc::clone(loading.entry(key).or_default()));
+        let Some(gate) = gate else {
+            return load().await.map(|dek| (Arc::new(dek), false));
+        };
+        let turn = gate.lock().await;
+        let result = match self.get(&key) {
+            // Unwrapped by the call we waited for.
+            Some(dek) => Ok((dek, true)),
+            None => load().await.map(|dek| {
+                let dek = Arc::new(dek);
+                self.insert(key, Arc::clone(&dek));
+                (dek, false)
+            }),
+        };
+        drop(turn);
+        if let Ok(mut loading) = self.loading.lock() {
+            // Only the map and this call hold the gate: nobody is waiting on it.
+            if loading.get(&key).is_some_and(|held| Arc::ptr_eq(held, &gate) && Arc::strong_count(&gate) == 2) {
+                loading.remove(&key);
+            }
+        }
+        result
     }
 
     /// A cached DEK, counting one use; expired or used-up entries are dropped.
@@ -259,6 +306,47 @@ impl DekCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_unwrap_once() {
+        let cache = Arc::new(DekCache::new(Duration::from_secs(60), 1000, 16));
+        let key = (CredentialId::generate(), 1);
+        let unwraps = Arc::new(AtomicU64::new(0));
+        let mut calls = Vec::new();
+        for _ in 0..16 {
+            let (cache, unwraps) = (Arc::clone(&cache), Arc::clone(&unwraps));
+            calls.push(tokio::spawn(async move {
+                cache
+                    .get_or_load(key, || async {
+                        unwraps.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(Dek::generate())
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut loaded = 0;
+        for call in calls {
+            let (_, hit) = call.await.unwrap();
+            loaded += usize::from(!hit);
+        }
+        assert_eq!(unwraps.load(Ordering::SeqCst), 1, "one unwrap for 16 concurrent misses");
+        assert_eq!(loaded, 1);
+        assert!(cache.loading.lock().unwrap().is_empty(), "no gate is left behind");
+
+        // A failed unwrap is not cached: the next call tries again.
+        let other = (CredentialId::generate(), 1);
+        assert!(cache.get_or_load(other, || async { Err::<Dek, _>("KMS down") }).await.is_err());
+        assert!(cache.get_or_load(other, || async { Ok::<_, ()>(Dek::generate()) }).await.is_ok());
+
+        // With caching off every call unwraps.
+        let off = DekCache::new(Duration::ZERO, 1000, 16);
+        for _ in 0..3 {
+            let (_, hit) = off.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
+            assert!(!hit);
+        }
+    }
 
     #[test]
     fn dek_cache_bounds_time_uses_and_size() {

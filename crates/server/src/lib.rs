@@ -102,7 +102,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             Arc::new(kms)
         }
     };
-    let mut kms = KmsHandle::new(backend, settings.kms_max_concurrency);
+    // More calls at once than the token has sessions would only queue inside the backend
+    // while holding blocking threads.
+    let default_concurrency = match &settings.kms {
+        KmsChoice::Pkcs11(config) => settings.kms_max_concurrency.min(config.max_sessions),
+        KmsChoice::Local => settings.kms_max_concurrency,
+    };
+    let mut kms = KmsHandle::new(backend, default_concurrency);
     for customer in &settings.customer_kms {
         let config = customer.pkcs11.clone();
         let opened = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))
@@ -110,7 +116,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             .context("PKCS#11 initialization failed")?
             .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
         tracing::info!(kms = %customer.name, token = %customer.pkcs11.token_label, "customer-managed KMS ready");
-        kms = kms.with_kms(customer.name.clone(), Arc::new(opened), customer.max_concurrency);
+        let concurrency = customer.max_concurrency.min(customer.pkcs11.max_sessions);
+        kms = kms.with_kms(customer.name.clone(), Arc::new(opened), concurrency);
     }
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(

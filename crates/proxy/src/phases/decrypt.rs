@@ -1,8 +1,6 @@
 //! Phase 6: decrypt. The DEK comes from the bounded cache or is unwrapped inside the
 //! KMS; the secret is opened with it for this call only and never cached.
 
-use std::sync::Arc;
-
 use byok_crypto::envelope::open_with_dek;
 use byok_crypto::{ProviderSecret, SealedSecret, SecretContext};
 use byok_domain::Credential;
@@ -19,22 +17,11 @@ pub(crate) async fn decrypt(
     sealed: &SealedSecret,
 ) -> Result<ProviderSecret, Refusal> {
     let key = (credential.id, credential.version);
-    let cached = deks.get(&key);
-    kms.metrics().dek_cache_lookup(cached.is_some());
-    let dek = match cached {
-        Some(dek) => dek,
-        None => {
-            let dek = kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone()).await.map_err(|e| {
-                Refusal::new(
-                    Code::KmsUnavailable,
-                    format!("cannot unwrap the key of credential {}: {e}", credential.id),
-                )
-            })?;
-            let dek = Arc::new(dek);
-            deks.insert(key, Arc::clone(&dek));
-            dek
-        }
-    };
+    let (dek, hit) =
+        deks.get_or_load(key, || kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone())).await.map_err(|e| {
+            Refusal::new(Code::KmsUnavailable, format!("cannot unwrap the key of credential {}: {e}", credential.id))
+        })?;
+    kms.metrics().dek_cache_lookup(hit);
     let context = SecretContext {
         org: credential.org_id,
         credential: credential.id,
