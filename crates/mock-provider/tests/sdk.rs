@@ -1,7 +1,8 @@
 //! The official Python SDKs against the mock: sync and streaming chat with `openai` and
 //! `anthropic` (plus embeddings, responses, models, token counting and a wrong key).
 //!
-//! Skipped (and passing) when `python3` cannot import both packages, unless
+//! The Python is `BYOK_PYTHON` (CI builds a venv with both packages), else `python3`.
+//! Skipped (and passing) when it cannot import both packages, unless
 //! `BYOK_REQUIRE_SDK_TESTS=1`, which makes a missing SDK a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,11 +11,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+fn python() -> String {
+    std::env::var("BYOK_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 fn sdks_importable() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openai, anthropic"])
-        .output()
-        .is_ok_and(|output| output.status.success())
+    Command::new(python()).args(["-c", "import openai, anthropic"]).output().is_ok_and(|output| output.status.success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +24,8 @@ async fn official_python_sdks_work_against_the_mock() {
     if !sdks_importable() {
         assert!(
             std::env::var("BYOK_REQUIRE_SDK_TESTS").as_deref() != Ok("1"),
-            "BYOK_REQUIRE_SDK_TESTS=1 but python3 cannot import openai and anthropic"
+            "BYOK_REQUIRE_SDK_TESTS=1 but {} cannot import openai and anthropic (set BYOK_PYTHON)",
+            python()
         );
         println!("skipped official_python_sdks_work_against_the_mock: python openai/anthropic packages not installed");
         return;
@@ -31,7 +34,7 @@ async fn official_python_sdks_work_against_the_mock() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/official_sdks.py");
     let base_url = mock.base_url();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(python())
             .arg(script)
             .args([&base_url, common::OPENAI_KEY, common::ANTHROPIC_KEY])
             // The SDKs would prefer credentials from the environment or a profile.
@@ -45,7 +48,7 @@ async fn official_python_sdks_work_against_the_mock() {
     })
     .await
     .unwrap()
-    .expect("python3 runs");
+    .expect("the Python of BYOK_PYTHON runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
