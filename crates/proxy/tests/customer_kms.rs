@@ -150,6 +150,24 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
         env.customer.down.store(false, Ordering::SeqCst);
         assert_eq!(call(&env, &token).await.status().as_u16(), 200);
 
+        // A token that stops answering: its org's calls fail closed within the KMS
+        // timeout (not when the client gives up), others are served meanwhile.
+        env.customer.hung.store(true, Ordering::SeqCst);
+        env.mock.clear();
+        let started = Instant::now();
+        let hung = call(&env, &token).await;
+        assert_eq!(hung.status().as_u16(), 503);
+        assert!(started.elapsed() < support::KMS_TIMEOUT * 3, "took {:?}", started.elapsed());
+        assert_eq!(hung.json::<serde_json::Value>().await.unwrap()["error"]["code"], "kms_unavailable");
+        assert_eq!(env.mock.request_count(), 0, "nothing may be sent when the KMS hangs");
+        assert_eq!(call(&env, &other_token).await.status().as_u16(), 200);
+        env.customer.hung.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while call(&env, &token).await.status().as_u16() != 200 {
+            assert!(Instant::now() < deadline, "the org's calls did not recover after its KMS answered again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
         // And back to the installation's KMS.
         env.vault.move_kms(&Actor::System, &name, "default").await.unwrap();
         let back = wait_idle(&env, &name).await;

@@ -67,6 +67,8 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct KmsSection {
     max_concurrency: Option<usize>,
+    /// Seconds a KMS call may take before it fails as unavailable.
+    timeout_secs: Option<u64>,
     /// `local` (default) or `pkcs11`.
     backend: Option<String>,
     pkcs11: Option<Pkcs11Config>,
@@ -155,6 +157,8 @@ pub struct Settings {
     pub proxy: ProxyConfig,
     /// At most this many KMS calls at once.
     pub kms_max_concurrency: usize,
+    /// A KMS call that takes longer fails (the call fails closed).
+    pub kms_timeout: Duration,
     /// The KMS backend.
     pub kms: KmsChoice,
     /// Customer-managed KMSs (katman-c orgs' own tokens).
@@ -179,6 +183,7 @@ impl Settings {
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
+            kms_timeout: byok_vault::DEFAULT_KMS_TIMEOUT,
             kms: KmsChoice::Local,
             customer_kms: Vec::new(),
             allow_plain_http_base_url: true,
@@ -215,6 +220,11 @@ impl Settings {
         if kms_max_concurrency == 0 {
             anyhow::bail!("kms.max_concurrency must be at least 1");
         }
+        let kms_timeout = match file.kms.timeout_secs {
+            Some(0) => anyhow::bail!("kms.timeout_secs must be at least 1"),
+            Some(secs) => Duration::from_secs(secs),
+            None => byok_vault::DEFAULT_KMS_TIMEOUT,
+        };
         let mut customer_kms = Vec::new();
         for (name, section) in &file.kms.customer {
             let kms_name = KmsName::parse(name).map_err(|e| anyhow::anyhow!("[kms.customer.{name}]: {e}"))?;
@@ -247,6 +257,7 @@ impl Settings {
             proxy_addr: args.proxy_addr.or(file.proxy_addr).unwrap_or(default_proxy),
             proxy,
             kms_max_concurrency,
+            kms_timeout,
             kms,
             customer_kms,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),

@@ -108,7 +108,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         KmsChoice::Pkcs11(config) => settings.kms_max_concurrency.min(config.max_sessions),
         KmsChoice::Local => settings.kms_max_concurrency,
     };
-    let mut kms = KmsHandle::new(backend, default_concurrency);
+    let mut kms = KmsHandle::new(backend, default_concurrency).with_timeout(settings.kms_timeout);
     for customer in &settings.customer_kms {
         let config = customer.pkcs11.clone();
         let opened = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))

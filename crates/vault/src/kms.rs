@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use byok_crypto::{
     CryptoError, Dek, FingerprintKey, Kms, KmsError, ProviderSecret, SealedSecret, SecretContext, WrappedDek,
@@ -23,7 +24,7 @@ use crate::metrics::{KmsMetrics, Metrics};
 
 struct Entry {
     backend: Arc<dyn Kms>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     metrics: KmsMetrics,
 }
 
@@ -32,7 +33,15 @@ struct Entry {
 pub struct KmsHandle {
     kmss: Arc<BTreeMap<KmsName, Arc<Entry>>>,
     metrics: Arc<Metrics>,
+    timeout: Duration,
 }
+
+/// How long a KMS call may take, waiting for its turn included, before it fails as
+/// unavailable (`[kms] timeout_secs`).
+pub const DEFAULT_KMS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Batches (a rewrap job's 500 keys) get this many times the single-call timeout.
+const BATCH_TIMEOUT_FACTOR: u32 = 30;
 
 impl std::fmt::Debug for KmsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,11 +78,8 @@ fn not_configured(name: &KmsName) -> CryptoError {
 impl KmsHandle {
     /// The installation's own KMS, allowing at most `max_concurrency` calls at once.
     pub fn new(backend: Arc<dyn Kms>, max_concurrency: usize) -> Self {
-        Self { kmss: Arc::new(BTreeMap::new()), metrics: Arc::new(Metrics::default()) }.with_kms(
-            KmsName::default_kms(),
-            backend,
-            max_concurrency,
-        )
+        Self { kmss: Arc::new(BTreeMap::new()), metrics: Arc::new(Metrics::default()), timeout: DEFAULT_KMS_TIMEOUT }
+            .with_kms(KmsName::default_kms(), backend, max_concurrency)
     }
 
     /// Add (or replace) the KMS called `name`, with its own concurrency bound.
@@ -81,9 +87,16 @@ impl KmsHandle {
         let entry = Entry {
             metrics: self.metrics.for_kms(name.as_str()),
             backend,
-            permits: Semaphore::new(max_concurrency.max(1)),
+            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
         };
         Arc::make_mut(&mut self.kmss).insert(name, Arc::new(entry));
+        self
+    }
+
+    /// Fail KMS calls that take longer than `timeout` (a hung token must not hang the
+    /// calls of its org: they fail closed as `kms_unavailable`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -121,17 +134,39 @@ impl KmsHandle {
         name: &KmsName,
         job: impl FnOnce(&dyn Kms, &KmsMetrics) -> Result<T, CryptoError> + Send + 'static,
     ) -> Result<T, CryptoError> {
+        self.run_within(name, self.timeout, job).await
+    }
+
+    /// Run `job` on the blocking pool once the KMS has a free permit, failing as
+    /// unavailable after `timeout`. The permit goes with the job, not with the caller: a
+    /// caller that gave up does not free a slot while its job still occupies the token.
+    async fn run_within<T: Send + 'static>(
+        &self,
+        name: &KmsName,
+        timeout: Duration,
+        job: impl FnOnce(&dyn Kms, &KmsMetrics) -> Result<T, CryptoError> + Send + 'static,
+    ) -> Result<T, CryptoError> {
         let entry = self.entry(name)?;
-        let _permit = entry
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| CryptoError::Kms(KmsError::Unavailable("KMS handle closed".into())))?;
         let worker = Arc::clone(&entry);
-        let result = tokio::task::spawn_blocking(move || job(worker.backend.as_ref(), &worker.metrics))
+        let call = async move {
+            let permit = Arc::clone(&worker.permits)
+                .acquire_owned()
+                .await
+                .map_err(|_| CryptoError::Kms(KmsError::Unavailable("KMS handle closed".into())))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                job(worker.backend.as_ref(), &worker.metrics)
+            })
             .await
-            .map_err(|e| CryptoError::Kms(KmsError::Unavailable(format!("KMS worker failed: {e}"))))
-            .and_then(|result| result);
+            .map_err(|e| CryptoError::Kms(KmsError::Unavailable(format!("KMS worker failed: {e}"))))?
+        };
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(CryptoError::Kms(KmsError::Unavailable(format!(
+                "KMS '{name}' did not answer within {} ms",
+                timeout.as_millis()
+            )))),
+        };
         if result.is_err() {
             entry.metrics.failed();
         }
@@ -230,8 +265,9 @@ impl KmsHandle {
         for (from, items) in by_kms {
             let (indexes, items): (Vec<usize>, Vec<WrappedDek>) = items.into_iter().unzip();
             let label = to.clone();
+            let batch_timeout = self.timeout.saturating_mul(BATCH_TIMEOUT_FACTOR);
             let rewrapped = if &from == to {
-                self.run(to, move |kms, metrics| {
+                self.run_within(to, batch_timeout, move |kms, metrics| {
                     items
                         .iter()
                         .map(|item| {
@@ -244,7 +280,7 @@ impl KmsHandle {
                 .await?
             } else {
                 let deks = self
-                    .run(&from, move |kms, metrics| {
+                    .run_within(&from, batch_timeout, move |kms, metrics| {
                         items.iter().map(|item| metrics.unwrap(|| Ok(kms.unwrap_dek(&org, item)?))).collect::<Result<
                             Vec<_>,
                             CryptoError,
@@ -252,7 +288,7 @@ impl KmsHandle {
                         )
                     })
                     .await?;
-                self.run(to, move |kms, metrics| {
+                self.run_within(to, batch_timeout, move |kms, metrics| {
                     deks.iter()
                         .map(|dek| {
                             let mut new = metrics.wrap(|| Ok(kms.wrap_dek(&org, dek)?))?;
@@ -294,7 +330,8 @@ impl KmsHandle {
     pub async fn describe(&self) -> Vec<KmsInfo> {
         let mut out = Vec::with_capacity(self.kmss.len());
         for (name, entry) in self.kmss.iter() {
-            let health = self.check_health_of(name).await;
+            let quick = self.timeout.min(Duration::from_secs(2));
+            let health = self.run_within(name, quick, |kms, _| Ok(kms.check_health()?)).await;
             let (unwraps, wraps, failures) = entry.metrics.counts();
             out.push(KmsInfo {
                 name: name.clone(),

@@ -35,7 +35,7 @@ pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
 pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
 pub use error::VaultError;
 pub use keys::KekStatus;
-pub use kms::{KmsHandle, KmsInfo};
+pub use kms::{KmsHandle, KmsInfo, DEFAULT_KMS_TIMEOUT};
 pub use metrics::Metrics;
 pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 

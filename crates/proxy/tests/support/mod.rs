@@ -53,14 +53,20 @@ impl Write for BufferWriter {
     }
 }
 
-/// The local keyring behind an on/off switch (a KMS outage).
+/// The local keyring behind an on/off switch (a KMS outage) and a hang switch (a token
+/// that stops answering).
 pub struct SwitchableKms {
     inner: LocalKeyring,
     pub down: AtomicBool,
+    pub hung: AtomicBool,
 }
 
 impl SwitchableKms {
     fn check(&self) -> Result<(), KmsError> {
+        let started = std::time::Instant::now();
+        while self.hung.load(Ordering::SeqCst) && started.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if self.down.load(Ordering::SeqCst) {
             Err(KmsError::Unavailable("test switched the KMS off".into()))
         } else {
@@ -145,6 +151,9 @@ impl Keys {
     }
 }
 
+/// How long the test env's KMS calls may take.
+pub const KMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The name of the test env's customer-managed KMS.
 pub const CUSTOMER_KMS: &str = "acme-hsm";
 
@@ -189,18 +198,18 @@ impl Env {
         let kms = Arc::new(SwitchableKms {
             inner: LocalKeyring::open(dir.path().join("keyring.json")).unwrap(),
             down: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
         });
         let customer = Arc::new(SwitchableKms {
             inner: LocalKeyring::open(dir.path().join("customer-keyring.json")).unwrap(),
             down: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
         });
         let vault = Vault::new(
             t.store().clone(),
-            KmsHandle::new(Arc::clone(&kms) as Arc<dyn Kms>, 4).with_kms(
-                byok_domain::KmsName::parse(CUSTOMER_KMS).unwrap(),
-                Arc::clone(&customer) as Arc<dyn Kms>,
-                2,
-            ),
+            KmsHandle::new(Arc::clone(&kms) as Arc<dyn Kms>, 4)
+                .with_kms(byok_domain::KmsName::parse(CUSTOMER_KMS).unwrap(), Arc::clone(&customer) as Arc<dyn Kms>, 2)
+                .with_timeout(KMS_TIMEOUT),
             ModelFamilyRegistry::seeded(),
             VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() },
         );
