@@ -22,7 +22,7 @@ use byok_domain::{Actor, KmsName, LifecycleKind, Org, OrgId, OrgState, Tier, Tim
 use serde::Serialize;
 
 use crate::error::VaultError;
-use crate::events::{credential_event, event};
+use crate::events::{credential_event, event, rewrapped_batch};
 use crate::Vault;
 
 /// DEKs rewrapped per transaction.
@@ -183,25 +183,12 @@ impl Vault {
             }
             let old: Vec<_> = pending.iter().map(|r| r.wrapped_dek.clone()).collect();
             let new = self.kms.rewrap_deks(org.id, &org.kms, old).await?;
-            let mut items = Vec::with_capacity(pending.len());
-            let mut events = Vec::with_capacity(pending.len());
-            for (record, wrapped) in pending.iter().zip(new) {
-                events.push(credential_event(
-                    org.id,
-                    LifecycleKind::Rewrapped,
-                    record.credential_id,
-                    record.version,
-                    &record.fingerprint,
-                    &Actor::System,
-                    serde_json::json!({
-                        "from_kek_version": record.wrapped_dek.kek_version,
-                        "to_kek_version": wrapped.kek_version,
-                        "from_kms": record.wrapped_dek.kms,
-                        "to_kms": wrapped.kms,
-                    }),
-                ));
-                items.push((record.credential_id, record.version, wrapped));
-            }
+            let (items, events) = rewrapped_batch(org.id, &pending, new, |old, new| {
+                serde_json::json!({
+                    "from_kek_version": old.kek_version, "to_kek_version": new.kek_version,
+                    "from_kms": old.kms, "to_kms": new.kms,
+                })
+            });
             // No epoch bump per batch: the DEKs are the same, and what sidecars cache stays
             // openable until the old version is retired (after the bump below).
             self.store.rewrap_batch(&org.id, &items, &events).await?;

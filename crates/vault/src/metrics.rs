@@ -50,7 +50,9 @@ pub struct Metrics {
     kms_ops: Family<OpLabels, Counter>,
     kms_seconds: HistogramFamily<OpLabels>,
     kms_failures: Family<KmsLabels, Counter>,
-    dek_cache: Family<CacheLabels, Counter>,
+    /// The two series of `dek_cache_lookups`, resolved once: every data-plane call counts one.
+    dek_hits: Counter,
+    dek_misses: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,7 +76,9 @@ impl Default for Metrics {
             "Data-plane DEK cache lookups (a miss is one KMS unwrap)",
             dek_cache.clone(),
         );
-        Self { registry, kms_ops, kms_seconds, kms_failures, dek_cache }
+        let dek_hits = dek_cache.get_or_create(&CacheLabels { result: "hit" }).clone();
+        let dek_misses = dek_cache.get_or_create(&CacheLabels { result: "miss" }).clone();
+        Self { registry, kms_ops, kms_seconds, kms_failures, dek_hits, dek_misses }
     }
 }
 
@@ -94,14 +98,12 @@ impl Metrics {
 
     /// Count a data-plane DEK cache lookup.
     pub fn dek_cache_lookup(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.dek_cache.get_or_create(&CacheLabels { result }).inc();
+        if hit { &self.dek_hits } else { &self.dek_misses }.inc();
     }
 
     /// (hits, misses) of the data-plane DEK cache since the process started.
     pub fn dek_cache_counts(&self) -> (u64, u64) {
-        let get = |result| self.dek_cache.get_or_create(&CacheLabels { result }).get();
-        (get("hit"), get("miss"))
+        (self.dek_hits.get(), self.dek_misses.get())
     }
 
     /// Everything, in the Prometheus text format.

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use byok_crypto::{Kms, KmsError, WrappedDek};
 use byok_domain::{Actor, KmsName, LifecycleKind, Org, OrgId, OrgState};
-use byok_store::{Store, WrappedDekRef};
+use byok_store::Store;
 use serde::Serialize;
 
 use crate::error::VaultError;
-use crate::events::{credential_event, event};
+use crate::events::{event, rewrapped_batch};
 
 /// Wrapped keys moved per transaction.
 const BATCH: u32 = 500;
@@ -97,7 +97,7 @@ impl Migration {
         for org in orgs {
             let keys = self.default_keys(&org).await?;
             let below = self.target_version(&org).await;
-            let pending = keys.iter().filter(|(_, w)| w.kek_version < below).count() as u64;
+            let pending = keys.iter().filter(|w| w.kek_version < below).count() as u64;
             total += pending;
             planned.push((org, keys.len() as u64, pending));
         }
@@ -150,34 +150,24 @@ impl Migration {
         }
     }
 
-    /// Every wrapped key of a live org on the default KMS, with the credential version
-    /// it belongs to (`None` for the fingerprint key).
-    async fn default_keys(&self, org: &Org) -> Result<Vec<(Option<WrappedDekRef>, WrappedDek)>, VaultError> {
+    /// Every wrapped key (credential versions and the fingerprint key) of a live org on
+    /// the default KMS.
+    async fn default_keys(&self, org: &Org) -> Result<Vec<WrappedDek>, VaultError> {
         if org.state == OrgState::Deleted || !org.kms.is_default() {
             return Ok(Vec::new());
         }
-        let mut keys: Vec<_> = self
-            .store
-            .list_wrapped_deks(&org.id)
-            .await?
-            .into_iter()
-            .filter(|r| r.wrapped_dek.kms.is_default())
-            .map(|r| {
-                let wrapped = r.wrapped_dek.clone();
-                (Some(r), wrapped)
-            })
-            .collect();
-        if let Some(fingerprint_key) = self.store.org_fingerprint_key(&org.id).await? {
-            keys.push((None, fingerprint_key));
-        }
+        let mut keys: Vec<WrappedDek> =
+            self.store.list_wrapped_deks(&org.id).await?.into_iter().map(|r| r.wrapped_dek).collect();
+        keys.extend(self.store.org_fingerprint_key(&org.id).await?);
+        keys.retain(|w| w.kms.is_default());
         Ok(keys)
     }
 
     /// Dry run: every key still to move opens with the source.
     async fn check_org(&self, org: &Org) -> Result<(), VaultError> {
         let below = self.target_version(org).await;
-        let pending: Vec<WrappedDek> =
-            self.default_keys(org).await?.into_iter().map(|(_, w)| w).filter(|w| w.kek_version < below).collect();
+        let mut pending = self.default_keys(org).await?;
+        pending.retain(|w| w.kek_version < below);
         for chunk in pending.chunks(BATCH as usize) {
             let (source, id, chunk) = (Arc::clone(&self.source), org.id, chunk.to_vec());
             let count = chunk.len() as u64;
@@ -225,25 +215,13 @@ impl Migration {
                 continue;
             }
             let new = self.move_keys(org.id, pending.iter().map(|r| r.wrapped_dek.clone()).collect()).await?;
-            let mut items = Vec::with_capacity(pending.len());
-            let mut events = Vec::with_capacity(pending.len());
-            for (record, wrapped) in pending.iter().zip(new) {
-                events.push(credential_event(
-                    org.id,
-                    LifecycleKind::Rewrapped,
-                    record.credential_id,
-                    record.version,
-                    &record.fingerprint,
-                    &Actor::System,
-                    serde_json::json!({
-                        "from_kek_version": record.wrapped_dek.kek_version,
-                        "to_kek_version": wrapped.kek_version,
-                        "from_backend": self.source.backend_name(),
-                        "to_backend": self.target.backend_name(),
-                    }),
-                ));
-                items.push((record.credential_id, record.version, wrapped));
-            }
+            let (from_backend, to_backend) = (self.source.backend_name(), self.target.backend_name());
+            let (items, events) = rewrapped_batch(org.id, &pending, new, |old, new| {
+                serde_json::json!({
+                    "from_kek_version": old.kek_version, "to_kek_version": new.kek_version,
+                    "from_backend": from_backend, "to_backend": to_backend,
+                })
+            });
             self.store.rewrap_batch(&org.id, &items, &events).await?;
             done += items.len() as u64;
             (self.progress)(Progress::Done(items.len() as u64));
