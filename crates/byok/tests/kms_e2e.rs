@@ -146,7 +146,7 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
     };
     let customer = customer_token(scratch.path(), &token).unwrap_or_else(|| token.clone());
     let customer_section = format!(
-        "[kms.customer.acme-hsm]\nbackend = \"pkcs11\"\n{}",
+        "[kms.customer.acme-hsm]\nbackend = \"pkcs11\"\norgs = [\"acme\"]\n{}",
         token_toml("kms.customer.acme-hsm.pkcs11", &customer)
     );
     let local_config = scratch.path().join("local.toml");
@@ -193,6 +193,11 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
     let refused = byok(&["kek", "move", "--org", "beta", "--kms", "acme-hsm"], &admin_env);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("katman-c"), "{}", refused.stderr);
+    // The token is reserved for acme: another katman-c org may not use it.
+    send(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "gamma", "tier": "katman-c"}))).await;
+    let refused = byok(&["kek", "move", "--org", "gamma", "--kms", "acme-hsm"], &admin_env);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("reserved for acme"), "{}", refused.stderr);
     let moved = byok(&["kek", "move", "--org", "acme", "--kms", "acme-hsm"], &admin_env);
     assert_eq!(moved.code, 0, "{}", moved.stderr);
     assert!(moved.stdout.contains("acme-hsm"), "{}", moved.stdout);

@@ -84,6 +84,8 @@ struct CustomerKmsSection {
     backend: String,
     /// At most this many calls at once to this KMS (default: `kms.max_concurrency`).
     max_concurrency: Option<usize>,
+    /// The orgs (names or ids) this KMS may hold KEKs for; default: any katman-c org.
+    orgs: Option<Vec<String>>,
     /// The token, as in `[kms.pkcs11]`.
     pkcs11: Option<Pkcs11Config>,
 }
@@ -97,6 +99,8 @@ pub struct CustomerKms {
     pub pkcs11: Pkcs11Config,
     /// At most this many calls at once.
     pub max_concurrency: usize,
+    /// The orgs it is reserved for (names or ids), if any.
+    pub orgs: Option<Vec<String>>,
 }
 
 /// Which KMS holds the orgs' KEKs.
@@ -248,7 +252,10 @@ impl Settings {
                     "[kms.customer.{name}] needs a [kms.customer.{name}.pkcs11] section (module, token_label, pin_file or pin_env)"
                 )
             })?;
-            customer_kms.push(CustomerKms { name: kms_name, pkcs11, max_concurrency });
+            if section.orgs.as_ref().is_some_and(Vec::is_empty) {
+                anyhow::bail!("[kms.customer.{name}] orgs is empty: name the orgs it serves, or leave it out");
+            }
+            customer_kms.push(CustomerKms { name: kms_name, pkcs11, max_concurrency, orgs: section.orgs.clone() });
         }
         Ok(Self {
             data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -383,6 +390,7 @@ mod tests {
             (section("acme", "pkcs11", "module = \"/lib/p11.so\"\n"), "token_label"),
             (section("acme", "pkcs11", &format!("{token}tokn = 1\n")), "tokn"),
             ("[kms.customer.acme]\nbackend = \"pkcs11\"\n".to_owned(), "[kms.customer.acme.pkcs11]"),
+            (section("acme", "pkcs11", token).replace("backend", "orgs = []\nbackend"), "orgs is empty"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", Settings::load(None, &args).unwrap_err());

@@ -117,7 +117,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
         tracing::info!(kms = %customer.name, token = %customer.pkcs11.token_label, "customer-managed KMS ready");
         let concurrency = customer.max_concurrency.min(customer.pkcs11.max_sessions);
-        kms = kms.with_kms(customer.name.clone(), Arc::new(opened), concurrency);
+        kms = kms.with_reserved_kms(customer.name.clone(), Arc::new(opened), concurrency, customer.orgs.clone());
     }
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(

@@ -246,6 +246,16 @@ impl Vault {
                 org.id, org.tier
             )));
         }
+        if let Some(reserved) = self.kms.reserved_for(&to) {
+            let (id, name) = (org.id.to_string(), org.name.to_string());
+            if !reserved.iter().any(|o| *o == id || *o == name) {
+                return Err(VaultError::invalid(format!(
+                    "kms: '{to}' is reserved for {} ([kms.customer.{to}] orgs); org {} ({name}) may not use it",
+                    reserved.join(", "),
+                    org.id
+                )));
+            }
+        }
         if let Some(from) = &org.kms_moving_from {
             return Err(VaultError::Conflict(format!(
                 "org {} is still moving from KMS '{from}' to '{}'; wait until `byok kek status` shows it idle",

@@ -24,6 +24,8 @@ use crate::metrics::{KmsMetrics, Metrics};
 
 struct Entry {
     backend: Arc<dyn Kms>,
+    /// The orgs (by name or id) this KMS may hold KEKs for; `None`: any org.
+    orgs: Option<Vec<String>>,
     permits: Arc<Semaphore>,
     metrics: KmsMetrics,
 }
@@ -56,6 +58,9 @@ pub struct KmsInfo {
     pub name: KmsName,
     /// `local` or `pkcs11`.
     pub backend: &'static str,
+    /// The orgs it is reserved for (names or ids), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_for: Option<Vec<String>>,
     /// Whether it answered a health check just now.
     pub healthy: bool,
     /// Why it is not healthy.
@@ -83,9 +88,22 @@ impl KmsHandle {
     }
 
     /// Add (or replace) the KMS called `name`, with its own concurrency bound.
-    pub fn with_kms(mut self, name: KmsName, backend: Arc<dyn Kms>, max_concurrency: usize) -> Self {
+    pub fn with_kms(self, name: KmsName, backend: Arc<dyn Kms>, max_concurrency: usize) -> Self {
+        self.with_reserved_kms(name, backend, max_concurrency, None)
+    }
+
+    /// The same, reserved for `orgs` (names or ids) when given: a customer's token holds
+    /// that customer's KEKs and nobody else's.
+    pub fn with_reserved_kms(
+        mut self,
+        name: KmsName,
+        backend: Arc<dyn Kms>,
+        max_concurrency: usize,
+        orgs: Option<Vec<String>>,
+    ) -> Self {
         let entry = Entry {
             metrics: self.metrics.for_kms(name.as_str()),
+            orgs,
             backend,
             permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
         };
@@ -108,6 +126,11 @@ impl KmsHandle {
     /// The process's metrics (KMS counters, DEK cache counters).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The orgs the KMS `name` is reserved for, if it is.
+    pub fn reserved_for(&self, name: &KmsName) -> Option<&[String]> {
+        self.kmss.get(name).and_then(|entry| entry.orgs.as_deref())
     }
 
     /// Whether a KMS of that name is configured.
@@ -336,6 +359,7 @@ impl KmsHandle {
             out.push(KmsInfo {
                 name: name.clone(),
                 backend: entry.backend.backend_name(),
+                reserved_for: entry.orgs.clone(),
                 healthy: health.is_ok(),
                 error: health.err().map(|e| e.to_string()),
                 unwraps,
