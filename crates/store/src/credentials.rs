@@ -484,41 +484,4 @@ impl Store {
         keks.dedup();
         Ok(keks)
     }
-
-    /// Replace the wrapped DEK of one credential version (same DEK, wrapped under another
-    /// KEK version) and record `event` if given, in one transaction. The ciphertext is
-    /// untouched. [`StoreError::NotFound`] if that version does not exist in `org`.
-    pub async fn rewrap_credential_version(
-        &self,
-        org: &OrgId,
-        cred: &CredentialId,
-        version: u32,
-        wrapped_dek: &WrappedDek,
-        event: Option<&NewEvent>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>(
-            "UPDATE credential_versions SET dek_alg = $1, kek_version = $2, wrapped_dek = $3, kek_kms = $7 \
-             WHERE org_id = $4 AND credential_id = $5 AND version = $6",
-        )
-        .bind(wrapped_dek.alg.as_str())
-        .bind(i64::from(wrapped_dek.kek_version))
-        .bind(wrapped_dek.bytes.as_slice())
-        .bind(org.to_string())
-        .bind(cred.to_string())
-        .bind(i64::from(version))
-        .bind(wrapped_dek.kms.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("version {version} of credential {cred} does not exist in {org}"),
-            });
-        }
-        if let Some(event) = event {
-            insert_event(&mut tx, self.backend(), event).await?;
-        }
-        tx.commit().await.map_err(map_sqlx)
-    }
 }

@@ -187,22 +187,6 @@ impl Store {
         tx.commit().await.map_err(map_sqlx)
     }
 
-    /// Record the org's current KEK version (after a KEK rotation).
-    /// [`StoreError::NotFound`] if the org does not exist.
-    pub async fn set_org_kek_version(&self, id: &OrgId, kek_version: u32) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>("UPDATE orgs SET kek_version = $1 WHERE id = $2")
-            .bind(i64::from(kek_version))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: format!("org {id} does not exist") });
-        }
-        tx.commit().await.map_err(map_sqlx)
-    }
-
     /// Record the org's current KEK version and the rotation's `event`, in one
     /// transaction.
     pub async fn set_org_kek_version_with_event(

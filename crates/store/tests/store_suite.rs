@@ -148,12 +148,15 @@ async fn orgs_round_trip() {
         assert_eq!(store.org_fingerprint_key(&org.id).await.unwrap(), Some(wrapped(1, 0xAA)));
         assert_eq!(store.org_fingerprint_key(&OrgId::generate()).await.unwrap(), None);
 
-        store.set_org_kek_version(&org.id, 2).await.unwrap();
+        let rotated = event(org.id, LifecycleKind::KekRotated, org.id.to_string());
+        store.set_org_kek_version_with_event(&org.id, 2, &rotated).await.unwrap();
         store.set_org_fingerprint_key(&org.id, &wrapped(2, 0xBB)).await.unwrap();
         let got = store.get_org(&org.id).await.unwrap().unwrap();
         assert_eq!(got.kek_version, 2);
         assert_eq!(store.org_fingerprint_key(&org.id).await.unwrap(), Some(wrapped(2, 0xBB)));
-        assert!(matches!(store.set_org_kek_version(&OrgId::generate(), 2).await, Err(StoreError::NotFound { .. })));
+        let elsewhere = event(OrgId::generate(), LifecycleKind::KekRotated, "x");
+        let err = store.set_org_kek_version_with_event(&elsewhere.org_id, 2, &elsewhere).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
 
         let deleted = store
             .mark_org_deleted(&org.id, at(99), &[event(org.id, LifecycleKind::Deleted, org.id.to_string())])
@@ -167,7 +170,7 @@ async fn orgs_round_trip() {
         assert_eq!(again, deleted);
         let kinds: Vec<_> =
             store.list_events(&org.id, &EventFilter::default()).await.unwrap().into_iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, vec![LifecycleKind::OrgCreated, LifecycleKind::Deleted]);
+        assert_eq!(kinds, vec![LifecycleKind::OrgCreated, LifecycleKind::KekRotated, LifecycleKind::Deleted]);
     })
     .await
     .unwrap();
@@ -511,12 +514,18 @@ async fn rotation_adds_a_version_and_keeps_the_old_one() {
         assert_eq!(deks.len(), 2);
         assert_eq!((deks[0].credential_id, deks[0].version), (cred.id, 1));
         assert_eq!(deks[0].wrapped_dek, sealed(1, 0x11).wrapped_dek);
-        store.rewrap_credential_version(&org.id, &cred.id, 1, &wrapped(3, 0x77), None).await.unwrap();
+        store.rewrap_batch(&org.id, &[(cred.id, 1, wrapped(3, 0x77))], &[]).await.unwrap();
         let reread = store.get_sealed_version(&cred.id, 1).await.unwrap().unwrap();
         assert_eq!(reread.wrapped_dek, wrapped(3, 0x77));
         assert_eq!(reread.ciphertext, sealed(1, 0x11).ciphertext);
-        let err = store.rewrap_credential_version(&org.id, &cred.id, 9, &wrapped(3, 0x77), None).await.unwrap_err();
+        // a batch naming a missing version changes nothing
+        let batch = [(cred.id, 2, wrapped(4, 0x78)), (cred.id, 9, wrapped(4, 0x79))];
+        let err = store.rewrap_batch(&org.id, &batch, &[]).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }));
+        assert_eq!(
+            store.get_sealed_version(&cred.id, 2).await.unwrap().unwrap().wrapped_dek,
+            sealed(2, 0x33).wrapped_dek
+        );
     })
     .await
     .unwrap();

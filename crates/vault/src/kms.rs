@@ -143,11 +143,6 @@ impl KmsHandle {
         self.kmss.keys().cloned().collect()
     }
 
-    /// The backend of the KMS `name`, for synchronous callers already off the executor.
-    pub fn backend(&self, name: &KmsName) -> Option<&Arc<dyn Kms>> {
-        self.kmss.get(name).map(|entry| &entry.backend)
-    }
-
     fn entry(&self, name: &KmsName) -> Result<Arc<Entry>, CryptoError> {
         self.kmss.get(name).cloned().ok_or_else(|| not_configured(name))
     }
@@ -285,44 +280,27 @@ impl KmsHandle {
         for (index, item) in wrapped.into_iter().enumerate() {
             by_kms.entry(item.kms.clone()).or_default().push((index, item));
         }
+        let batch_timeout = self.timeout.saturating_mul(BATCH_TIMEOUT_FACTOR);
         for (from, items) in by_kms {
             let (indexes, items): (Vec<usize>, Vec<WrappedDek>) = items.into_iter().unzip();
-            let label = to.clone();
-            let batch_timeout = self.timeout.saturating_mul(BATCH_TIMEOUT_FACTOR);
             let rewrapped = if &from == to {
                 self.run_within(to, batch_timeout, move |kms, metrics| {
-                    items
-                        .iter()
-                        .map(|item| {
-                            let mut new = metrics.wrap(|| Ok(kms.rewrap_dek(&org, item)?))?;
-                            new.kms = label.clone();
-                            Ok(new)
-                        })
-                        .collect::<Result<Vec<_>, CryptoError>>()
+                    items.iter().map(|item| metrics.wrap(|| Ok(kms.rewrap_dek(&org, item)?))).collect()
                 })
                 .await?
             } else {
-                let deks = self
+                let deks: Vec<Dek> = self
                     .run_within(&from, batch_timeout, move |kms, metrics| {
-                        items.iter().map(|item| metrics.unwrap(|| Ok(kms.unwrap_dek(&org, item)?))).collect::<Result<
-                            Vec<_>,
-                            CryptoError,
-                        >>(
-                        )
+                        items.iter().map(|item| metrics.unwrap(|| Ok(kms.unwrap_dek(&org, item)?))).collect()
                     })
                     .await?;
                 self.run_within(to, batch_timeout, move |kms, metrics| {
-                    deks.iter()
-                        .map(|dek| {
-                            let mut new = metrics.wrap(|| Ok(kms.wrap_dek(&org, dek)?))?;
-                            new.kms = label.clone();
-                            Ok(new)
-                        })
-                        .collect::<Result<Vec<_>, CryptoError>>()
+                    deks.iter().map(|dek| metrics.wrap(|| Ok(kms.wrap_dek(&org, dek)?))).collect()
                 })
                 .await?
             };
-            for (index, new) in indexes.into_iter().zip(rewrapped) {
+            for (index, mut new) in indexes.into_iter().zip::<Vec<WrappedDek>>(rewrapped) {
+                new.kms = to.clone();
                 if let Some(slot) = out.get_mut(index) {
                     *slot = Some(new);
                 }

@@ -96,15 +96,15 @@ impl Migration {
         let mut total = 0;
         for org in orgs {
             let keys = self.default_keys(&org).await?;
-            let below = self.target_version(&org).await;
-            let pending = keys.iter().filter(|w| w.kek_version < below).count() as u64;
-            total += pending;
-            planned.push((org, keys.len() as u64, pending));
+            let to = self.target_version(&org).await?;
+            let pending: Vec<WrappedDek> = keys.iter().filter(|w| w.kek_version < to).cloned().collect();
+            total += pending.len() as u64;
+            planned.push((org, keys.len() as u64, to, pending));
         }
         (self.progress)(Progress::Total(total));
         let mut report = Vec::with_capacity(planned.len());
         let mut moved = 0;
-        for (org, keys, pending) in planned {
+        for (org, keys, to, pending) in planned {
             let mut line = OrgMigration {
                 org_id: org.id,
                 name: org.name.to_string(),
@@ -118,16 +118,15 @@ impl Migration {
             } else if !org.kms.is_default() {
                 line.state = format!("customer KMS '{}'", org.kms);
             } else if dry_run {
-                self.check_org(&org).await?;
-                moved += pending;
-                line.to_kek_version = Some(self.target_version(&org).await);
-                line.state = if pending == 0 { "already migrated".into() } else { "would migrate".into() };
-            } else {
-                let (from, to, done) = self.migrate_org(&org).await?;
-                moved += done;
-                line.from_kek_version = from;
+                self.check_keys(org.id, pending.clone()).await?;
+                moved += pending.len() as u64;
                 line.to_kek_version = Some(to);
-                line.state = if done == 0 && pending == 0 { "already migrated".into() } else { "migrated".into() };
+                line.state = if pending.is_empty() { "already migrated".into() } else { "would migrate".into() };
+            } else {
+                let done = self.migrate_org(&org, to).await?;
+                moved += done;
+                line.to_kek_version = Some(to);
+                line.state = if done == 0 { "already migrated".into() } else { "migrated".into() };
             }
             report.push(line);
         }
@@ -141,12 +140,22 @@ impl Migration {
     }
 
     /// The version the org has (or will have) in the target: its current one when the
-    /// target holds it already (a resumed run), else the next.
-    async fn target_version(&self, org: &Org) -> u32 {
+    /// target holds it already (a resumed run), else the next. A target that fails to
+    /// answer is an error, not "the org is not there yet".
+    async fn target_version(&self, org: &Org) -> Result<u32, VaultError> {
+        let next = org.kek_version.saturating_add(1);
+        if org.state == OrgState::Deleted || !org.kms.is_default() {
+            return Ok(next);
+        }
         let (target, id) = (Arc::clone(&self.target), org.id);
-        match blocking(move || target.current_kek_version(&id)).await {
-            Ok(version) if version == org.kek_version => version,
-            _ => org.kek_version.saturating_add(1),
+        match blocking(move || match target.current_kek_version(&id) {
+            Err(KmsError::UnknownOrg(_)) => Ok(None),
+            other => other.map(Some),
+        })
+        .await?
+        {
+            Some(version) if version == org.kek_version => Ok(version),
+            _ => Ok(next),
         }
     }
 
@@ -164,24 +173,20 @@ impl Migration {
     }
 
     /// Dry run: every key still to move opens with the source.
-    async fn check_org(&self, org: &Org) -> Result<(), VaultError> {
-        let below = self.target_version(org).await;
-        let mut pending = self.default_keys(org).await?;
-        pending.retain(|w| w.kek_version < below);
+    async fn check_keys(&self, org: OrgId, pending: Vec<WrappedDek>) -> Result<(), VaultError> {
         for chunk in pending.chunks(BATCH as usize) {
-            let (source, id, chunk) = (Arc::clone(&self.source), org.id, chunk.to_vec());
+            let (source, chunk) = (Arc::clone(&self.source), chunk.to_vec());
             let count = chunk.len() as u64;
-            blocking(move || chunk.iter().try_for_each(|w| source.unwrap_dek(&id, w).map(drop))).await.map_err(
-                |e| VaultError::Internal(format!("org {id}: a wrapped key does not open with the local keyring: {e}")),
+            blocking(move || chunk.iter().try_for_each(|w| source.unwrap_dek(&org, w).map(drop))).await.map_err(
+                |e| VaultError::Internal(format!("org {org}: a wrapped key does not open with the local keyring: {e}")),
             )?;
             (self.progress)(Progress::Done(count));
         }
         Ok(())
     }
 
-    /// Migrate one org; (from version, to version, keys moved).
-    async fn migrate_org(&self, org: &Org) -> Result<(u32, u32, u64), VaultError> {
-        let to = self.target_version(org).await;
+    /// Migrate one org to KEK version `to` in the target; the keys moved.
+    async fn migrate_org(&self, org: &Org, to: u32) -> Result<u64, VaultError> {
         let from = org.kek_version;
         if to != org.kek_version {
             // Fresh: create the next version in the target (idempotent if a run stopped
@@ -228,7 +233,7 @@ impl Migration {
         }
         let (source, id) = (Arc::clone(&self.source), org.id);
         blocking(move || source.remove_org(&id)).await?;
-        Ok((from, to, done))
+        Ok(done)
     }
 
     /// Unwrap with the source, wrap in the target.
