@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, credentials, health, orgs, tokens};
+use crate::routes::{audit, billing, credentials, health, orgs, platform, tokens};
 
 struct BearerAuth;
 
@@ -35,9 +35,18 @@ impl Modify for BearerAuth {
         credentials::disable, credentials::enable, credentials::revoke, audit::lifecycle,
         audit::query, audit::verify, audit::verify_checkpoint, audit::checkpoint, audit::purge, audit::public_key,
         tokens::create, tokens::list, tokens::revoke,
+        billing::update_org, billing::get_rate_card, billing::put_rate_card, billing::delete_rate_card,
+        billing::get_budget, billing::put_budget, billing::delete_budget,
+        billing::get_controls, billing::put_controls, billing::delete_controls,
+        billing::usage, billing::usage_report,
+        platform::create_platform_credential, platform::list_platform_credentials, platform::show_platform_credential,
+        platform::update_platform_credential, platform::rotate_platform_credential,
+        platform::disable_platform_credential, platform::enable_platform_credential,
+        platform::revoke_platform_credential, platform::platform_credential_lifecycle, platform::verify_platform_audit,
     ),
     modifiers(&BearerAuth),
-    tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "audit"), (name = "health")),
+    tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "audit"), (name = "billing"),
+        (name = "platform"), (name = "health")),
 )]
 struct ApiDoc;
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use byok_audit::{AuditConfig, AuditWriter};
 use byok_crypto::{LocalKeyring, ProviderSecret};
 use byok_domain::{
-    Actor, CallCompletion, Capability, Credential, Mode, ModelFamilyRegistry, Org, Outcome, ProviderId,
-    ResolutionAudit, ScopeInput, Tier, Timestamp,
+    Actor, CallCompletion, Capability, Credential, CredentialOwner, Metering, Mode, ModelFamilyRegistry, Org, Outcome,
+    ProviderId, ResolutionAudit, ScopeInput, TeamId, Tier, Timestamp,
 };
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{Problem, VerifyReport};
@@ -43,7 +43,23 @@ fn row(org: &Org, credential: &Credential, i: usize, at: Timestamp) -> Resolutio
         outcome: Outcome::Allowed,
         reason: None,
         detail: None,
+        // Even calls carry the billing fields, odd ones are as written before they existed:
+        // both kinds verify side by side.
+        tier: i.is_multiple_of(2).then_some(Tier::KatmanB),
+        credential_owner: i.is_multiple_of(2).then_some(CredentialOwner::Org),
     }
+}
+
+fn metering(i: usize) -> Option<Metering> {
+    i.is_multiple_of(2).then(|| Metering {
+        team_id: TeamId::generate(),
+        tier: Tier::KatmanB,
+        credential_owner: CredentialOwner::Org,
+        provider: ProviderId::Openai,
+        model_family: Some("gpt-4o".into()),
+        rate_card: "USD:0.0005:0.1:0.4".into(),
+        provider_price: None,
+    })
 }
 
 /// An org with a few lifecycle events and CALLS calls (row + completion each), written
@@ -78,6 +94,7 @@ async fn env(t: TestStore, at: impl Fn(usize) -> Timestamp) -> Env {
             input_tokens: Some(3),
             output_tokens: Some(5),
             status: "completed".into(),
+            metering: metering(i),
         });
     }
     drop(writer);
@@ -126,6 +143,35 @@ async fn every_kind_of_tampering_is_found_at_its_entry() {
             Problem::Changed,
             "calls/",
             22,
+        ),
+        (
+            "reprice a completion",
+            vec!["UPDATE call_completions SET rate_card = 'USD:0:0:0' WHERE call_id = 'call-010'"],
+            Problem::Changed,
+            "calls/",
+            22,
+        ),
+        (
+            "strip a completion's billing fields",
+            vec!["UPDATE call_completions SET team_id = NULL, tier = NULL, credential_owner = NULL, provider = NULL, \
+                  model_family = NULL, rate_card = NULL, provider_price = NULL WHERE call_id = 'call-010'"],
+            Problem::Changed,
+            "calls/",
+            22,
+        ),
+        (
+            "add billing fields to an older completion",
+            vec!["UPDATE call_completions SET tier = 'katman-a' WHERE call_id = 'call-011'"],
+            Problem::Changed,
+            "calls/",
+            24,
+        ),
+        (
+            "claim a platform credential served a call",
+            vec!["UPDATE resolution_audit SET credential_owner = 'platform' WHERE call_id = 'call-004'"],
+            Problem::Changed,
+            "calls/",
+            9,
         ),
         (
             "delete a resolution row",

@@ -190,7 +190,7 @@ async fn completed_calls(store: &Store, org: &OrgId, credential: &CredentialId) 
     let mut done = HashSet::new();
     let mut cursor = None;
     for _page in 0..10_000 {
-        let (items, next) = store.credential_timeline(org, credential, cursor, 10_000).await.unwrap();
+        let (items, next) = store.credential_timeline(org, Some(org), credential, cursor, 10_000).await.unwrap();
         for item in items {
             if let TimelineItem::Call { resolution, completion: Some(_) } = item {
                 done.insert(resolution.call_id);

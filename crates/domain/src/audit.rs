@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CredentialId, OrgId, TeamId, TokenId, WorkflowId};
+use crate::model::Tier;
 use crate::provider::ProviderId;
 use crate::scope::{Capability, Mode};
 use crate::time::Timestamp;
@@ -43,6 +44,48 @@ impl std::str::FromStr for Outcome {
 }
 
 impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whose credential served a call: the org's own, or one of the platform's (katman-a
+/// calls that none of the org's credentials admits).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialOwner {
+    /// The calling org's own credential.
+    #[default]
+    Org,
+    /// A credential of the operator's platform pool.
+    Platform,
+}
+
+impl CredentialOwner {
+    /// The owner as text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CredentialOwner::Org => "org",
+            CredentialOwner::Platform => "platform",
+        }
+    }
+}
+
+impl std::str::FromStr for CredentialOwner {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "org" => Ok(CredentialOwner::Org),
+            "platform" => Ok(CredentialOwner::Platform),
+            other => Err(format!("unknown credential owner '{other}'; expected org or platform")),
+        }
+    }
+}
+
+impl fmt::Display for CredentialOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -88,6 +131,12 @@ pub struct ResolutionAudit {
     pub reason: Option<String>,
     /// The denial message (never a secret).
     pub detail: Option<String>,
+    /// The org's billing tier when the call was made.
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    /// Whose credential it was (`org` or `platform`), when there was one.
+    #[serde(default)]
+    pub credential_owner: Option<CredentialOwner>,
 }
 
 /// How a call ended, recorded against its call id when it completes.
@@ -112,4 +161,35 @@ pub struct CallCompletion {
     /// `completed`, `client_cancelled`, `upstream_error`, `upstream_unreachable`,
     /// `upstream_timeout`, `kms_unavailable`, `store_unavailable`.
     pub status: String,
+    /// How the call is billed, fixed when it was made (absent on calls recorded before
+    /// metering existed).
+    #[serde(default)]
+    pub metering: Option<Metering>,
+}
+
+impl CallCompletion {
+    /// Whether the provider answered (only such calls are billed).
+    pub fn answered(&self) -> bool {
+        self.upstream_status.is_some_and(|s| s >= 100)
+    }
+}
+
+/// What a completion records so that its call can be priced — and re-priced by anyone
+/// holding the audit — exactly as it was when the call was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Metering {
+    /// The calling token's team.
+    pub team_id: TeamId,
+    /// The org's tier when the call was made.
+    pub tier: Tier,
+    /// Whose credential served it.
+    pub credential_owner: CredentialOwner,
+    /// The route's provider.
+    pub provider: ProviderId,
+    /// The model family (`None`: the model is in no family).
+    pub model_family: Option<String>,
+    /// The rate card in force: `CUR:per_call:per_million_in:per_million_out`.
+    pub rate_card: String,
+    /// The provider price in force for platform-served calls: `CUR:per_million_in:per_million_out`.
+    pub provider_price: Option<String>,
 }

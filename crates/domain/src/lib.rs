@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod billing;
 pub mod family;
 pub mod ids;
 pub mod lifecycle;
@@ -16,13 +17,17 @@ pub mod provider;
 pub mod scope;
 pub mod time;
 
-pub use audit::{CallCompletion, Outcome, ResolutionAudit};
+pub use audit::{CallCompletion, CredentialOwner, Metering, Outcome, ResolutionAudit};
+pub use billing::{
+    Budget, CallPricing, Currency, Money, MoneyError, PriceBook, PricedCard, PricedProviderPrice, ProviderPrice,
+    RateCard, Statement, UsageCounts, UsageKey, UsageLine,
+};
 pub use family::{FamilyPattern, ModelFamilyRegistry};
 pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
 pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};
 pub use model::{
-    AdminToken, AdminTokenScope, Credential, CredentialState, CredentialVersion, Org, OrgState, Team, Tier, Workflow,
-    WorkloadToken,
+    AdminToken, AdminTokenScope, Cidr, Credential, CredentialState, CredentialVersion, Org, OrgControls, OrgState,
+    Team, Tier, Workflow, WorkloadToken,
 };
 pub use name::{KmsName, Name, NameError};
 pub use provider::{ProviderId, UnknownProvider};

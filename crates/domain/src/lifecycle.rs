@@ -52,6 +52,14 @@ pub enum LifecycleKind {
     TokenRevoked,
     /// Audit entries past their retention were purged.
     AuditPurged,
+    /// The org's billing tier changed.
+    TierChanged,
+    /// The org's negotiated rate card was set or removed.
+    RateCardChanged,
+    /// The org's monthly budget was set or removed.
+    BudgetChanged,
+    /// The org's katman-c controls were set or removed.
+    ControlsChanged,
 }
 
 impl LifecycleKind {
@@ -76,10 +84,14 @@ impl LifecycleKind {
             LifecycleKind::TokenIssued => "token_issued",
             LifecycleKind::TokenRevoked => "token_revoked",
             LifecycleKind::AuditPurged => "audit_purged",
+            LifecycleKind::TierChanged => "tier_changed",
+            LifecycleKind::RateCardChanged => "rate_card_changed",
+            LifecycleKind::BudgetChanged => "budget_changed",
+            LifecycleKind::ControlsChanged => "controls_changed",
         }
     }
 
-    const ALL: [LifecycleKind; 18] = [
+    const ALL: [LifecycleKind; 22] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
@@ -98,6 +110,10 @@ impl LifecycleKind {
         LifecycleKind::TokenIssued,
         LifecycleKind::TokenRevoked,
         LifecycleKind::AuditPurged,
+        LifecycleKind::TierChanged,
+        LifecycleKind::RateCardChanged,
+        LifecycleKind::BudgetChanged,
+        LifecycleKind::ControlsChanged,
     ];
 }
 

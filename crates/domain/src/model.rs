@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::CredentialOwner;
+use crate::billing::{Budget, PricedCard};
 use crate::ids::{AdminTokenId, CredentialId, OrgId, TeamId, TokenId, WorkflowId};
 use crate::name::{KmsName, Name};
 use crate::provider::ProviderId;
@@ -12,7 +14,7 @@ use crate::scope::Scope;
 use crate::time::Timestamp;
 
 /// A billing tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Tier {
     /// Full platform features at full cost.
     #[serde(rename = "katman-a")]
@@ -87,9 +89,103 @@ pub struct Org {
     pub kms_moving_from: Option<KmsName>,
     /// Negotiated audit retention in days (katman-c); `None`: the tier's default.
     pub retention_days: Option<u32>,
+    /// The negotiated rate card (katman-c); `None`: the tier's card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_card: Option<PricedCard>,
+    /// Monthly spending limits of the org and its teams.
+    #[serde(default, skip_serializing_if = "Budget::is_empty")]
+    pub budget: Budget,
+    /// katman-c controls: maximum credential age, data-plane source allow-list.
+    #[serde(default, skip_serializing_if = "OrgControls::is_empty")]
+    pub controls: OrgControls,
     /// When it was created.
     pub created_at: Timestamp,
 }
+
+/// The SOC2-aligned controls a katman-c org may set (`PUT /v1/orgs/{org}/controls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgControls {
+    /// A credential whose current version is older than this many days is refused with
+    /// `rotation_required` until it is rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub max_credential_age_days: Option<u32>,
+    /// Data-plane calls are accepted only from these networks (the TCP peer address, or
+    /// the forwarded-for address from a trusted proxy); empty: from anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_cidrs: Vec<Cidr>,
+}
+
+impl OrgControls {
+    /// Whether no control is set.
+    pub fn is_empty(&self) -> bool {
+        self.max_credential_age_days.is_none() && self.allowed_source_cidrs.is_empty()
+    }
+
+    /// Whether `addr` may make data-plane calls (an empty list admits every address).
+    pub fn admits_source(&self, addr: std::net::IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.allowed_source_cidrs.is_empty() || self.allowed_source_cidrs.iter().any(|net| net.contains(addr))
+    }
+}
+
+/// A network in CIDR notation (`10.20.0.0/16`, `fd00::/8`). The address must be the
+/// network's first address: `10.20.0.1/16` is refused rather than silently widened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(ipnet::IpNet);
+
+impl Cidr {
+    /// Parse and check a CIDR.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let net: ipnet::IpNet = text.parse().map_err(|_| {
+            format!(
+                "'{}' is not a CIDR network (e.g. 10.20.0.0/16 or fd00::/8)",
+                text.chars().take(60).collect::<String>()
+            )
+        })?;
+        if net.network() != net.addr() {
+            return Err(format!("'{text}' has host bits set; did you mean {}?", net.trunc()));
+        }
+        Ok(Cidr(net))
+    }
+
+    /// Whether `addr` is inside.
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        self.0.contains(&addr.to_canonical())
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Cidr::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for Cidr {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A network in CIDR notation, its first address (10.20.0.0/16, fd00::/8)."))
+            .examples([serde_json::json!("10.20.0.0/16")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Cidr {}
 
 /// A team inside an org.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -194,6 +290,15 @@ pub struct Credential {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// When its current version was created (creation or last rotation).
+    pub version_created_at: Timestamp,
+    /// Whose pool it belongs to: an org's, or the operator's platform pool.
+    #[serde(default)]
+    pub owner: CredentialOwner,
+    /// Under a katman-c maximum credential age: when it must be rotated by (after that
+    /// it is refused with `rotation_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_by: Option<Timestamp>,
 }
 
 impl Credential {

@@ -61,6 +61,12 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name of the operator's platform pool (stored like an org). It starts with
+    /// `_`, which no [`Name::parse`]d name can, so no org can ever take it.
+    pub fn platform() -> Self {
+        Self("_platform".to_owned())
+    }
 }
 
 fn looks_like_id(text: &str) -> bool {

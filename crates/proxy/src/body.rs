@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderValue};
 use byok_audit::AuditWriter;
-use byok_domain::{CallCompletion, CredentialId, OrgId, Timestamp};
+use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Timestamp};
 use byok_providers::UsageTap;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -92,16 +94,22 @@ impl Redactor {
 pub(crate) struct Meter {
     pub(crate) audit: AuditWriter,
     pub(crate) call_id: String,
+    /// The calling org (whose audit and bill the call belongs to, also when a platform
+    /// credential served it).
     pub(crate) org_id: OrgId,
     pub(crate) credential_id: CredentialId,
     pub(crate) started: Instant,
     pub(crate) upstream_status: u16,
+    /// How the call is priced, fixed now that it is made.
+    pub(crate) metering: Metering,
+    /// Where this node counts spend for budgets.
+    pub(crate) book: Arc<crate::spend::SpendBook>,
 }
 
 impl Meter {
     pub(crate) fn record(self, status: &str, tap: Option<UsageTap>) {
         let usage = tap.map(UsageTap::finish).unwrap_or_default();
-        self.audit.complete(CallCompletion {
+        let completion = CallCompletion {
             call_id: self.call_id,
             org_id: self.org_id,
             credential_id: self.credential_id,
@@ -111,7 +119,10 @@ impl Meter {
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             status: status.to_owned(),
-        });
+            metering: Some(self.metering),
+        };
+        self.book.completed(&completion);
+        self.audit.complete(completion);
     }
 }
 

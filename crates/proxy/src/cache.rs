@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use byok_crypto::{Dek, SealedSecret, TokenHash};
-use byok_domain::{Credential, CredentialId, Org, OrgId, ProviderId, WorkflowId, WorkloadToken};
+use byok_domain::{Credential, CredentialId, CredentialOwner, Org, OrgId, ProviderId, WorkflowId, WorkloadToken};
 use byok_store::StoreError;
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
@@ -63,11 +63,19 @@ pub(crate) struct Directory {
     remote_epoch: AtomicU64,
     tokens: RwLock<HashMap<TokenHash, (u64, Arc<WorkloadToken>)>>,
     orgs: RwLock<HashMap<(OrgId, ProviderId), (u64, Arc<OrgSnapshot>)>>,
+    /// The platform pool's snapshot per provider (`None`: there is no pool yet).
+    platform: RwLock<HashMap<ProviderId, (u64, Option<Arc<OrgSnapshot>>)>>,
 }
 
 impl Directory {
     pub(crate) fn new(vault: Vault) -> Self {
-        Self { vault, remote_epoch: AtomicU64::new(0), tokens: RwLock::default(), orgs: RwLock::default() }
+        Self {
+            vault,
+            remote_epoch: AtomicU64::new(0),
+            tokens: RwLock::default(),
+            orgs: RwLock::default(),
+            platform: RwLock::default(),
+        }
     }
 
     fn epoch(&self) -> u64 {
@@ -136,6 +144,40 @@ impl Directory {
             orgs.insert((*id, provider), (epoch, Arc::clone(&snapshot)));
         }
         Ok(Some(snapshot))
+    }
+
+    /// The platform pool's snapshot for `provider`, loading it if stale; `None` when
+    /// there is no platform pool.
+    pub(crate) async fn platform(&self, provider: ProviderId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
+        let epoch = self.epoch();
+        if let Ok(platform) = self.platform.read() {
+            if let Some((at, snapshot)) = platform.get(&provider) {
+                if *at == epoch {
+                    return Ok(snapshot.clone());
+                }
+            }
+        }
+        let store = self.vault.store();
+        let snapshot = match store.platform_org().await? {
+            None => None,
+            Some(org) => {
+                let credentials = store
+                    .list_credentials_for_provider(&org.id, provider)
+                    .await?
+                    .into_iter()
+                    .map(|record| {
+                        let mut credential = record.credential;
+                        credential.owner = CredentialOwner::Platform;
+                        Arc::new(CachedCredential::new(credential))
+                    })
+                    .collect();
+                Some(Arc::new(OrgSnapshot { org, credentials, workflows: HashMap::new() }))
+            }
+        };
+        if let Ok(mut platform) = self.platform.write() {
+            platform.insert(provider, (epoch, snapshot.clone()));
+        }
+        Ok(snapshot)
     }
 
     /// A credential of the org by id or name, whatever its provider (a pin that names

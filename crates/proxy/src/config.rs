@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use byok_domain::ProviderId;
+use byok_domain::{Cidr, ProviderId};
 
 /// An operator-configured upstream base URL for a provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,11 @@ pub struct ProxyConfig {
     pub dek_cache_capacity: usize,
     /// How often the store is asked whether another node changed something.
     pub change_poll_interval: Duration,
+    /// Peers whose `X-Forwarded-For` names the caller (for katman-c source allow-lists).
+    pub trusted_proxies: Vec<Cidr>,
+    /// How often an org's month spend is read again from the store (other nodes' calls
+    /// reach budgets within this).
+    pub spend_refresh: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +71,8 @@ impl Default for ProxyConfig {
             dek_cache_max_uses: 100_000,
             dek_cache_capacity: 4096,
             change_poll_interval: Duration::from_millis(250),
+            trusted_proxies: Vec::new(),
+            spend_refresh: Duration::from_secs(2),
         }
     }
 }

@@ -17,6 +17,14 @@ pub enum Code {
     CredentialDisabled,
     /// 403: the credential has expired.
     CredentialExpired,
+    /// 403: the credential's current version is older than the org's maximum age.
+    RotationRequired,
+    /// 403: the org's tier does not allow this (a platform credential from katman-b/c).
+    TierForbids,
+    /// 403: the caller's address is outside the org's source allow-list.
+    SourceForbidden,
+    /// 429: the org's or team's monthly budget is spent.
+    BudgetExceeded,
     /// 404: no such provider route.
     UnknownProvider,
     /// 400: the request target is malformed or tries a path trick.
@@ -47,6 +55,10 @@ impl Code {
             Code::CredentialRevoked => "credential_revoked",
             Code::CredentialDisabled => "credential_disabled",
             Code::CredentialExpired => "credential_expired",
+            Code::RotationRequired => "rotation_required",
+            Code::TierForbids => "tier_forbids",
+            Code::SourceForbidden => "source_forbidden",
+            Code::BudgetExceeded => "budget_exceeded",
             Code::UnknownProvider => "unknown_provider",
             Code::InvalidRequest => "invalid_request",
             Code::RequestTooLarge => "request_too_large",
@@ -67,7 +79,11 @@ impl Code {
             | Code::NoCredential
             | Code::CredentialRevoked
             | Code::CredentialDisabled
-            | Code::CredentialExpired => StatusCode::FORBIDDEN,
+            | Code::CredentialExpired
+            | Code::RotationRequired
+            | Code::TierForbids
+            | Code::SourceForbidden => StatusCode::FORBIDDEN,
+            Code::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
             Code::UnknownProvider => StatusCode::NOT_FOUND,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub(crate) mod phases;
 mod server;
+mod spend;
 
 pub use config::{ProxyConfig, UpstreamBase};
 pub use server::{serve, Sidecar};

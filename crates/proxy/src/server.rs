@@ -2,16 +2,17 @@
 //! provider's own error shape.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::{HeaderMap, Response};
 use axum::Router;
 use byok_audit::AuditWriter;
-use byok_domain::{Outcome, ResolutionAudit, Timestamp};
+use byok_domain::{CredentialOwner, Metering, Outcome, ResolutionAudit, Timestamp};
 use byok_providers::{Api, UsageTap};
 use byok_vault::Vault;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -23,13 +24,15 @@ use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor};
 use crate::cache::{DekCache, Directory};
 use crate::config::ProxyConfig;
 use crate::error::{Code, Refusal};
+use crate::phases::admit::{check_budget, check_source, source_address};
 use crate::phases::authenticate::authenticate;
 use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
 use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
-use crate::phases::resolve::{find_pinned, resolve_credential, CREDENTIAL_HEADER};
+use crate::phases::resolve::{find_pinned, resolve_credential, Resolved, CREDENTIAL_HEADER};
 use crate::phases::route::route;
+use crate::spend::SpendBook;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
 const CALL_ID_HEADER: &str = "x-byok-call-id";
@@ -47,6 +50,7 @@ struct Inner {
     audit: AuditWriter,
     client: UpstreamClient,
     config: ProxyConfig,
+    book: Arc<SpendBook>,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -59,7 +63,7 @@ impl std::fmt::Debug for Sidecar {
 /// denied) or after it (the allowed row stands; the completion records the failure).
 enum Failure {
     Denied(Refusal),
-    AfterAudit(Refusal, Option<Meter>),
+    AfterAudit(Refusal, Option<Box<Meter>>),
 }
 
 impl Sidecar {
@@ -68,7 +72,10 @@ impl Sidecar {
         let client = upstream_client(config.connect_timeout)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
-        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config }) })
+        let book = Arc::new(SpendBook::new(vault.store().clone(), config.spend_refresh));
+        let hooked = Arc::clone(&book);
+        audit.on_commit(Arc::new(move |entries| hooked.committed(entries))).map_err(|e| e.to_string())?;
+        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config, book }) })
     }
 
     /// Poll the store for changes made through other nodes until `stop` is set.
@@ -90,7 +97,10 @@ pub async fn serve(
     sidecar: Sidecar,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, sidecar.router()).with_graceful_shutdown(shutdown).await
+    // The peer address is needed for katman-c source allow-lists.
+    axum::serve(listener, sidecar.router().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn call_id(headers: &HeaderMap) -> String {
@@ -124,6 +134,8 @@ fn blank_record(call_id: String) -> ResolutionAudit {
         outcome: Outcome::Denied,
         reason: None,
         detail: None,
+        tier: None,
+        credential_owner: None,
     }
 }
 
@@ -132,7 +144,8 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
     let call_id = call_id(request.headers());
     let mut record = blank_record(call_id.clone());
     let mut api = Api::OpenAi;
-    let result = sidecar.inner.process(request, &mut record, &mut api, started).await;
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let result = sidecar.inner.process(request, peer, &mut record, &mut api, started).await;
     let mut response = match result {
         Ok(response) => response,
         Err(Failure::Denied(refusal)) => {
@@ -174,6 +187,7 @@ impl Inner {
     async fn process(
         &self,
         request: Request,
+        peer: Option<SocketAddr>,
         record: &mut ResolutionAudit,
         api: &mut Api,
         started: Instant,
@@ -190,6 +204,8 @@ impl Inner {
         record.org_id = Some(caller.token.org_id);
         record.team_id = Some(caller.token.team_id);
         record.token_id = Some(caller.token.id);
+        let org = &caller.org.org;
+        record.tier = Some(org.tier);
 
         let body = read_body(body, &parts.headers, self.config.max_request_body).await.map_err(Failure::Denied)?;
 
@@ -202,29 +218,56 @@ impl Inner {
         record.mode = Some(call.mode);
         record.workflow_id = call.workflow;
 
+        // 3b. admit: the org's source allow-list and budgets.
+        let source = source_address(peer, &parts.headers, &self.config.trusted_proxies).map_err(Failure::Denied)?;
+        check_source(org, source).map_err(Failure::Denied)?;
+        let prices = self.vault.price_book();
+        check_budget(&self.book, org, caller.token.team_id, prices.currency.as_str()).await.map_err(Failure::Denied)?;
+
         // 4. resolve
+        let store_down = |e: byok_store::StoreError| {
+            Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credentials: {e}")))
+        };
         let pin = parts.headers.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok()).map(str::trim);
+        let platform = if org.tier == byok_domain::Tier::KatmanA || pin.is_some() {
+            self.directory.platform(route.spec.id).await.map_err(store_down)?
+        } else {
+            None
+        };
         let elsewhere = match pin {
-            Some(reference) if find_pinned(&caller.org, reference).is_none() => {
-                self.directory.credential_anywhere(&caller.org.org.id, reference).await.map_err(|e| {
-                    Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credential: {e}")))
-                })?
+            Some(reference)
+                if find_pinned(&caller.org, reference).is_none()
+                    && platform.as_deref().is_none_or(|p| find_pinned(p, reference).is_none()) =>
+            {
+                match self.directory.credential_anywhere(&org.id, reference).await.map_err(store_down)? {
+                    Some(own) => Some((own, CredentialOwner::Org)),
+                    None => match &platform {
+                        Some(pool) => self
+                            .directory
+                            .credential_anywhere(&pool.org.id, reference)
+                            .await
+                            .map_err(store_down)?
+                            .map(|c| (c, CredentialOwner::Platform)),
+                        None => None,
+                    },
+                }
             }
             _ => None,
         };
-        let chosen = resolve_credential(&caller.org, &call, pin, elsewhere.as_ref(), Timestamp::now());
-        let chosen = chosen.map_err(|refused| {
-            if let Some(credential) = &refused.credential {
-                note_credential(record, &credential.credential);
-            }
-            Failure::Denied(refused.refusal)
-        })?;
-        let credential = &chosen.credential;
-        note_credential(record, credential);
+        let chosen = resolve_credential(&caller.org, platform.as_deref(), &call, pin, elsewhere, Timestamp::now())
+            .map_err(|refused| {
+                if let Some(resolved) = &refused.credential {
+                    note_credential(record, resolved);
+                }
+                Failure::Denied(refused.refusal)
+            })?;
+        note_credential(record, &chosen);
+        let owner = chosen.owner;
+        let credential = &chosen.credential.credential;
         let base = upstream_base(credential, route.spec.id, route.spec.default_upstream, &self.config)
             .map_err(Failure::Denied)?
             .to_owned();
-        let sealed = self.directory.sealed(&chosen).await.map_err(|e| {
+        let sealed = self.directory.sealed(&chosen.credential).await.map_err(|e| {
             Failure::Denied(Refusal::new(
                 Code::StoreUnavailable,
                 format!("cannot load credential {}: {e}", credential.id),
@@ -237,26 +280,42 @@ impl Inner {
         self.audit.append(record.clone()).await.map_err(|e| {
             Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
         })?;
-        // From here on the call has its allowed row; whatever happens, it gets a completion.
+        // From here on the call has its allowed row; whatever happens, it gets a completion,
+        // priced by the tier and cards in force now.
+        let card = prices.card_for(org.tier, org.rate_card.as_ref());
+        let provider_price = match owner {
+            CredentialOwner::Platform => prices.provider_price(call.model_family.as_deref()).map(|p| p.code()),
+            CredentialOwner::Org => None,
+        };
         let mut pending = PendingCompletion::new(Meter {
             audit: self.audit.clone(),
             call_id: record.call_id.clone(),
-            org_id: credential.org_id,
+            org_id: org.id,
             credential_id: credential.id,
             started,
             upstream_status: 0,
+            metering: Metering {
+                team_id: caller.token.team_id,
+                tier: org.tier,
+                credential_owner: owner,
+                provider: route.spec.id,
+                model_family: call.model_family.clone(),
+                rate_card: card.code(),
+                provider_price,
+            },
+            book: Arc::clone(&self.book),
         });
 
         // 6. decrypt
         let secret = match decrypt(&self.deks, self.vault.kms(), credential, &sealed).await {
             Ok(secret) => secret,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
 
         // 7. inject
         let upstream = match build_upstream_request(&base, &route, &parts.method, &parts.headers, body, &secret) {
             Ok(request) => request,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
         let redactor = Redactor::new(secret.expose().as_bytes());
         drop(secret);
@@ -264,7 +323,7 @@ impl Inner {
         // 8. forward
         let upstream_response = match forward(&self.client, upstream, self.config.response_timeout).await {
             Ok(response) => response,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0))),
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
 
         // 9. stream and meter
@@ -285,10 +344,12 @@ impl Inner {
     }
 }
 
-fn note_credential(record: &mut ResolutionAudit, credential: &byok_domain::Credential) {
+fn note_credential(record: &mut ResolutionAudit, resolved: &Resolved) {
+    let credential = &resolved.credential.credential;
     record.credential_id = Some(credential.id);
     record.credential_version = Some(credential.version);
     record.fingerprint = Some(credential.fingerprint.clone());
+    record.credential_owner = Some(resolved.owner);
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, Refusal> {

@@ -475,6 +475,8 @@ fn resolution(org: OrgId, credential: CredentialId, fingerprint: &str, i: u64, a
         outcome: Outcome::Allowed,
         reason: None,
         detail: None,
+        tier: None,
+        credential_owner: None,
     }
 }
 
@@ -522,6 +524,7 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
                 input_tokens: Some(12),
                 output_tokens: Some(34),
                 status: "completed".into(),
+                metering: None,
             };
             entries.push(AuditEntry::Resolution(row));
             if !args.no_completions {
@@ -566,7 +569,7 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let mut first_len = 0;
     for _ in 0..5 {
         let started = Instant::now();
-        let (items, next) = store.credential_timeline(&org.id, &credential.id, None, 1000).await?;
+        let (items, next) = store.credential_timeline(&org.id, Some(&org.id), &credential.id, None, 1000).await?;
         times.push(started.elapsed());
         first_len = items.len();
         anyhow::ensure!(next.is_some(), "the first page says nothing follows");
@@ -592,7 +595,7 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let mut slowest = Duration::ZERO;
     loop {
         let page_started = Instant::now();
-        let (page, next) = store.credential_timeline(&org.id, &credential.id, cursor, 10_000).await?;
+        let (page, next) = store.credential_timeline(&org.id, Some(&org.id), &credential.id, cursor, 10_000).await?;
         last_page = page_started.elapsed();
         first_page.get_or_insert(last_page);
         slowest = slowest.max(last_page);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use byok_domain::{FamilyPattern, KmsName, ModelFamilyRegistry, ProviderId};
+use byok_domain::{
+    Cidr, Currency, FamilyPattern, KmsName, ModelFamilyRegistry, PriceBook, ProviderId, ProviderPrice, RateCard, Tier,
+};
 use byok_kms_pkcs11::Pkcs11Config;
 use byok_proxy::{ProxyConfig, UpstreamBase};
 use byok_vault::RetentionPolicy;
@@ -61,6 +63,22 @@ struct ConfigFile {
     /// family name → model-id patterns; adds families or replaces seed ones.
     #[serde(default)]
     model_families: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    billing: BillingSection,
+}
+
+/// `[billing]`: the currency, a rate card per tier, provider prices by model family.
+/// Amounts are decimal strings (TOML floats are refused: they may be inexact).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillingSection {
+    currency: Option<Currency>,
+    /// tier → card.
+    #[serde(default)]
+    rate_cards: BTreeMap<String, RateCard>,
+    /// model family → provider price per million tokens.
+    #[serde(default)]
+    provider_prices: BTreeMap<String, ProviderPrice>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +138,11 @@ struct ProxySection {
     response_timeout_secs: Option<u64>,
     dek_cache_ttl_secs: Option<u64>,
     dek_cache_max_uses: Option<u64>,
+    /// Peers (CIDRs) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    trusted_proxies: Vec<Cidr>,
+    /// How often an org's month spend is read again from the store (budgets).
+    spend_refresh_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +198,8 @@ pub struct Settings {
     pub retention: RetentionPolicy,
     /// How often expired audit entries are purged.
     pub purge_interval: Duration,
+    /// Rate cards and provider prices.
+    pub prices: PriceBook,
 }
 
 impl Settings {
@@ -194,6 +219,7 @@ impl Settings {
             model_families: BTreeMap::new(),
             retention: RetentionPolicy::default(),
             purge_interval: Duration::from_secs(3600),
+            prices: PriceBook::default(),
         }
     }
 
@@ -257,7 +283,7 @@ impl Settings {
             }
             customer_kms.push(CustomerKms { name: kms_name, pkcs11, max_concurrency, orgs: section.orgs.clone() });
         }
-        Ok(Self {
+        let mut settings = Self {
             data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             database_url: args.database_url.clone().or(file.database_url),
             admin_addr: args.admin_addr.or(file.admin_addr).unwrap_or(default_admin),
@@ -275,7 +301,10 @@ impl Settings {
                 katman_c_days: file.audit.katman_c.unwrap_or(defaults_retention.katman_c_days),
             },
             purge_interval: Duration::from_secs(file.audit.purge_interval_secs.unwrap_or(3600).max(1)),
-        })
+            prices: PriceBook::default(),
+        };
+        settings.prices = price_book(&file.billing, &settings.model_families())?;
+        Ok(settings)
     }
 
     /// The seed families with the operator's added or replaced.
@@ -286,6 +315,30 @@ impl Settings {
         }
         registry
     }
+}
+
+/// `[billing]`: the defaults, with the operator's currency, cards and provider prices.
+fn price_book(section: &BillingSection, families: &ModelFamilyRegistry) -> anyhow::Result<PriceBook> {
+    let mut book = PriceBook::default();
+    if let Some(currency) = &section.currency {
+        book.currency = currency.clone();
+    }
+    for (tier, card) in &section.rate_cards {
+        let tier: Tier = tier.parse().map_err(|e| anyhow::anyhow!("[billing.rate_cards.{tier}]: {e}"))?;
+        book.cards.insert(tier, *card);
+    }
+    for (family, price) in &section.provider_prices {
+        if !families.contains(family) {
+            let known: Vec<&str> = families.family_names().collect();
+            anyhow::bail!(
+                "[billing.provider_prices.{family}]: unknown model family '{family}'; known families: {} \
+                 (add it under [model_families] first)",
+                known.join(", ")
+            );
+        }
+        book.provider_prices.insert(family.clone(), *price);
+    }
+    Ok(book)
 }
 
 /// `[upstreams.<id>] base_url` from the file, overridden by `BYOK_UPSTREAM_<ID>` (id
@@ -315,6 +368,12 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
         response_timeout: section.response_timeout_secs.map_or(defaults.response_timeout, Duration::from_secs),
         dek_cache_ttl: section.dek_cache_ttl_secs.map_or(defaults.dek_cache_ttl, Duration::from_secs),
         dek_cache_max_uses: section.dek_cache_max_uses.unwrap_or(defaults.dek_cache_max_uses),
+        trusted_proxies: section.trusted_proxies.clone(),
+        spend_refresh: match section.spend_refresh_secs {
+            Some(0) => anyhow::bail!("proxy.spend_refresh_secs must be at least 1"),
+            Some(secs) => Duration::from_secs(secs),
+            None => defaults.spend_refresh,
+        },
         ..defaults
     })
 }
@@ -391,6 +450,45 @@ mod tests {
             (section("acme", "pkcs11", &format!("{token}tokn = 1\n")), "tokn"),
             ("[kms.customer.acme]\nbackend = \"pkcs11\"\n".to_owned(), "[kms.customer.acme.pkcs11]"),
             (section("acme", "pkcs11", token).replace("backend", "orgs = []\nbackend"), "orgs is empty"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn billing_sections_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        std::fs::write(
+            &path,
+            "[billing]\ncurrency = \"EUR\"\n[billing.rate_cards.katman-a]\nper_call = \"0.0030\"\n\
+             per_million_input_tokens = \"0.50\"\nper_million_output_tokens = \"2\"\n\
+             [billing.provider_prices.gpt-4o]\ninput = \"2.50\"\noutput = \"10.00\"\n\
+             [proxy]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let settings = Settings::load(None, &args).unwrap();
+        assert_eq!(settings.prices.currency.as_str(), "EUR");
+        assert_eq!(settings.prices.card_for(Tier::KatmanA, None).code(), "EUR:0.003:0.5:2");
+        assert_eq!(settings.prices.card_for(Tier::KatmanB, None).code(), "EUR:0.0005:0.1:0.4");
+        assert_eq!(settings.prices.provider_price(Some("gpt-4o")).unwrap().code(), "EUR:2.5:10");
+        assert_eq!(settings.proxy.trusted_proxies.len(), 1);
+        let card = |body: &str| format!("[billing.rate_cards.katman-a]\n{body}");
+        let full = "per_million_input_tokens = \"0.5\"\nper_million_output_tokens = \"2\"\n";
+        for (text, needle) in [
+            (card(&format!("per_call = \"-1\"\n{full}")), "negative"),
+            (card(&format!("per_call = \"abc\"\n{full}")), "not a decimal"),
+            (card(&format!("per_call = 0.002\n{full}")), "decimal strings"),
+            (card("per_call = \"0.002\"\n"), "per_million_input_tokens"),
+            (card(&format!("per_call = \"1\"\npercall = \"1\"\n{full}")), "percall"),
+            ("[billing.rate_cards.katman-d]\nper_call = \"1\"\n".to_owned() + full, "katman-d"),
+            ("[billing.provider_prices.gpt4o]\ninput = \"1\"\noutput = \"1\"\n".to_owned(), "gpt4o"),
+            ("[billing]\ncurrency = \"usd\"\n".to_owned(), "three-letter"),
+            ("[proxy]\ntrusted_proxies = [\"10.0.0.1/8\"]\n".to_owned(), "host bits"),
+            ("[proxy]\ntrusted_proxies = [\"nope\"]\n".to_owned(), "not a CIDR"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", Settings::load(None, &args).unwrap_err());

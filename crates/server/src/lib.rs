@@ -126,7 +126,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings.model_families(),
         VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url, retention: settings.retention },
     )
-    .with_audit_signer(Arc::new(signer));
+    .with_audit_signer(Arc::new(signer))
+    .with_price_book(settings.prices.clone());
     check_org_keys(&vault).await?;
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
@@ -175,7 +176,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 /// match the data directory (a migrated one started with the local keyring, a missing
 /// `[kms.customer.<name>]`).
 async fn check_org_keys(vault: &Vault) -> anyhow::Result<()> {
-    for org in vault.store().list_orgs().await.context("cannot list orgs")? {
+    let mut orgs = vault.store().list_orgs().await.context("cannot list orgs")?;
+    // The platform credential pool keeps its KEK in the default KMS like an org.
+    orgs.extend(vault.store().platform_org().await.context("cannot read the platform pool")?);
+    for org in orgs {
         if org.state != byok_domain::OrgState::Active {
             continue;
         }

@@ -1,7 +1,7 @@
 //! The `CredentialResolutionAudit` and call completions: append-only, written in
 //! batches (the audit writer's group commit), read back per org.
 
-use byok_domain::{CallCompletion, CredentialId, OrgId, Outcome, ResolutionAudit, Timestamp};
+use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Outcome, ResolutionAudit, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
@@ -14,10 +14,11 @@ use crate::store::{Backend, Store};
 const ROWS_PER_INSERT: usize = 200;
 
 const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token_id, credential_id, \
-     credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail";
+     credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail, tier, \
+     credential_owner";
 
-const COMPLETION_COLUMNS: &str =
-    "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, output_tokens, status";
+const COMPLETION_COLUMNS: &str = "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, \
+     output_tokens, status, team_id, tier, credential_owner, provider, model_family, rate_card, provider_price";
 
 /// Insert chained entries into `table`: `columns` (the chained ones, in order) plus
 /// `prev_hash` and `hash`.
@@ -114,6 +115,8 @@ fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
         outcome: r.parse("outcome")?,
         reason: r.opt_text("reason")?,
         detail: r.opt_text("detail")?,
+        tier: r.opt_parse("tier")?,
+        credential_owner: r.opt_parse("credential_owner")?,
     })
 }
 
@@ -131,7 +134,32 @@ fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
         input_tokens: tokens("input_tokens")?,
         output_tokens: tokens("output_tokens")?,
         status: r.text("status")?,
+        metering: decode_metering(&r)?,
     })
+}
+
+/// A completion's metering columns: all set (a call made with metering) or none (made
+/// before metering existed).
+fn decode_metering(r: &Row<'_>) -> Result<Option<Metering>, StoreError> {
+    let Some(rate_card) = r.opt_text("rate_card")? else { return Ok(None) };
+    let required = |col: &str, value: Option<String>| {
+        value.ok_or_else(|| StoreError::Corrupt(format!("call_completions.{col} is missing beside a rate card")))
+    };
+    Ok(Some(Metering {
+        team_id: required("team_id", r.opt_text("team_id")?)?
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("call_completions.team_id: {e}")))?,
+        tier: r.opt_parse("tier")?.ok_or_else(|| StoreError::Corrupt("call_completions.tier is missing".into()))?,
+        credential_owner: r
+            .opt_parse("credential_owner")?
+            .ok_or_else(|| StoreError::Corrupt("call_completions.credential_owner is missing".into()))?,
+        provider: r
+            .opt_parse("provider")?
+            .ok_or_else(|| StoreError::Corrupt("call_completions.provider is missing".into()))?,
+        model_family: r.opt_text("model_family")?,
+        rate_card,
+        provider_price: r.opt_text("provider_price")?,
+    }))
 }
 
 impl Store {
@@ -205,10 +233,11 @@ impl Store {
         rows.iter().map(decode_audit).collect()
     }
 
-    /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order.
+    /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order. A
+    /// platform credential's rows belong to the orgs it served (`org = None`).
     pub(crate) async fn audit_rows_for_timeline(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         credential: &CredentialId,
         at_us: i64,
         seq_floor: i64,
@@ -226,16 +255,16 @@ impl Store {
             .fetch_all(self.reader())
             .await
             .map_err(map_sqlx)?;
-        // A credential's rows all carry its org; the check guards against a mix-up.
-        rows.iter().map(decode_audit).filter(|r| r.as_ref().map_or(true, |r| r.org_id == Some(*org))).collect()
+        // An org's credential's rows all carry its org; the check guards against a mix-up.
+        rows.iter()
+            .map(decode_audit)
+            .filter(|r| r.as_ref().map_or(true, |r| org.is_none_or(|org| r.org_id == Some(*org))))
+            .collect()
     }
 
-    /// The completions of these calls (one query).
-    pub(crate) async fn completions_for(
-        &self,
-        org: &OrgId,
-        rows: &[ResolutionAudit],
-    ) -> Result<Vec<CallCompletion>, StoreError> {
+    /// The completions of these calls (one query per 500): each of the same org as a row
+    /// of its call id.
+    pub(crate) async fn completions_for(&self, rows: &[ResolutionAudit]) -> Result<Vec<CallCompletion>, StoreError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -259,7 +288,7 @@ impl Store {
             let found = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
             for row in &found {
                 let completion = decode_completion(row)?;
-                if completion.org_id == *org {
+                if chunk.iter().any(|r| r.call_id == completion.call_id && r.org_id == Some(completion.org_id)) {
                     out.push(completion);
                 }
             }

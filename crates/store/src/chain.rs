@@ -88,8 +88,34 @@ pub(crate) enum Field {
     Int(Option<i64>),
 }
 
+impl Field {
+    fn is_null(&self) -> bool {
+        matches!(self, Field::Text(None) | Field::Int(None))
+    }
+}
+
+/// How many fields each kind of entry had before columns were added to it. Fields added
+/// later (the extension) are hashed only when at least one of them is set, so entries
+/// written before they existed still verify — and setting or clearing an extension field
+/// of any entry changes what is hashed, so it is caught like any other change.
+fn base_len(kind: &str) -> usize {
+    match kind {
+        "resolution" => RESOLUTION_BASE_FIELDS,
+        "completion" => COMPLETION_BASE_FIELDS,
+        _ => usize::MAX,
+    }
+}
+
+fn hashed_fields<'f>(kind: &str, fields: &'f [Field]) -> &'f [Field] {
+    let base = base_len(kind);
+    match fields.get(base..) {
+        Some(extension) if extension.iter().all(Field::is_null) => &fields[..base],
+        _ => fields,
+    }
+}
+
 fn link(kind: &str, prev: &ChainHash, fields: &[Field]) -> ChainHash {
-    fields
+    hashed_fields(kind, fields)
         .iter()
         .fold(Link::new(kind, prev), |link, field| match field {
             Field::Text(value) => link.text(value.as_deref()),
@@ -106,10 +132,13 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// Columns of a chained resolution row, in hash order.
+/// Columns of a chained resolution row, in hash order: the first
+/// [`RESOLUTION_BASE_FIELDS`], then the extension (see [`base_len`]).
 pub(crate) const RESOLUTION_CHAIN_COLUMNS: &str = "segment, segment_seq, at_us, call_id, org_id, team_id, workflow_id, \
      token_id, credential_id, credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, \
-     reason, detail";
+     reason, detail, tier, credential_owner";
+
+const RESOLUTION_BASE_FIELDS: usize = 19;
 
 /// The values of a resolution row's chained columns, in order.
 pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) -> Vec<Field> {
@@ -133,12 +162,18 @@ pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) 
         Field::Text(Some(row.outcome.as_str().to_owned())),
         Field::Text(row.reason.clone()),
         Field::Text(row.detail.clone()),
+        text(row.tier.map(|t| t.as_str())),
+        text(row.credential_owner.map(|o| o.as_str())),
     ]
 }
 
-/// Columns of a chained completion, in hash order.
+/// Columns of a chained completion, in hash order: the first [`COMPLETION_BASE_FIELDS`],
+/// then the extension (see [`base_len`]).
 pub(crate) const COMPLETION_CHAIN_COLUMNS: &str = "segment, segment_seq, call_id, org_id, credential_id, at_us, \
-     upstream_status, latency_us, input_tokens, output_tokens, status";
+     upstream_status, latency_us, input_tokens, output_tokens, status, team_id, tier, credential_owner, provider, \
+     model_family, rate_card, provider_price";
+
+const COMPLETION_BASE_FIELDS: usize = 11;
 
 /// The values of a completion's chained columns, in order.
 pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion) -> Vec<Field> {
@@ -154,6 +189,13 @@ pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion) -> 
         Field::Int(opt_u64(c.input_tokens)),
         Field::Int(opt_u64(c.output_tokens)),
         Field::Text(Some(c.status.clone())),
+        text(c.metering.as_ref().map(|m| m.team_id)),
+        text(c.metering.as_ref().map(|m| m.tier.as_str())),
+        text(c.metering.as_ref().map(|m| m.credential_owner.as_str())),
+        text(c.metering.as_ref().map(|m| m.provider.as_str())),
+        Field::Text(c.metering.as_ref().and_then(|m| m.model_family.clone())),
+        Field::Text(c.metering.as_ref().map(|m| m.rate_card.clone())),
+        Field::Text(c.metering.as_ref().and_then(|m| m.provider_price.clone())),
     ]
 }
 
@@ -413,6 +455,7 @@ impl Store {
         crate::audit::insert_chained(&mut tx, backend, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
         crate::audit::insert_chained(&mut tx, backend, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions)
             .await?;
+        crate::usage::add_to_rollup(&mut tx, backend, entries).await?;
         tx.commit().await.map_err(map_sqlx)?;
         *segment = next;
         Ok(())

@@ -40,7 +40,7 @@ pub struct WrappedDekRef {
 const FIRST_REVISION: i64 = 1;
 
 const CREDENTIAL_COLUMNS: &str = "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
-                                  expires_at, priority, created_at, updated_at, revision";
+                                  expires_at, priority, created_at, updated_at, revision, version_at";
 
 fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
     let r = Row::new(row, "credentials");
@@ -59,6 +59,12 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
             priority: r.i32("priority")?,
             created_at: r.ts("created_at")?,
             updated_at: r.ts("updated_at")?,
+            version_created_at: match r.opt_ts("version_at")? {
+                Some(at) => at,
+                None => r.ts("updated_at")?,
+            },
+            owner: byok_domain::CredentialOwner::Org,
+            rotate_by: None,
         },
         revision: r.int("revision")?,
     })
@@ -149,8 +155,8 @@ impl Store {
         sqlx::query::<Any>(
             "INSERT INTO credentials \
              (id, org_id, name, provider, scope, state, version, fingerprint, base_url, expires_at, priority, \
-              created_at, updated_at, revision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+              created_at, updated_at, revision, version_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(cred.id.to_string())
         .bind(cred.org_id.to_string())
@@ -166,6 +172,7 @@ impl Store {
         .bind(cred.created_at.as_micros())
         .bind(cred.updated_at.as_micros())
         .bind(FIRST_REVISION)
+        .bind(cred.version_created_at.as_micros())
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -287,7 +294,8 @@ impl Store {
 
     /// Make a new sealed version current: insert its version row (version
     /// `cred.version`, fingerprint `cred.fingerprint`, created at `cred.updated_at`),
-    /// update the credential row (version, fingerprint, `updated_at`) and record `event`,
+    /// update the credential row (version, fingerprint, `updated_at`,
+    /// `version_created_at`) and record `event`,
     /// in one transaction, if the stored revision is still `expected_revision`; returns
     /// the new revision. Older versions are kept.
     ///
@@ -302,8 +310,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>(
-            "UPDATE credentials SET version = $1, fingerprint = $2, updated_at = $3, revision = revision + 1 \
-             WHERE org_id = $4 AND id = $5 AND revision = $6",
+            "UPDATE credentials SET version = $1, fingerprint = $2, updated_at = $3, version_at = $7, \
+             revision = revision + 1 WHERE org_id = $4 AND id = $5 AND revision = $6",
         )
         .bind(i64::from(cred.version))
         .bind(cred.fingerprint.as_str())
@@ -311,6 +319,7 @@ impl Store {
         .bind(cred.org_id.to_string())
         .bind(cred.id.to_string())
         .bind(expected_revision)
+        .bind(cred.version_created_at.as_micros())
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

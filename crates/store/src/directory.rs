@@ -1,16 +1,25 @@
 //! Orgs, teams and workflows.
 
 use byok_crypto::WrappedDek;
-use byok_domain::{KmsName, Org, OrgId, OrgState, Team, TeamId, Timestamp, Workflow, WorkflowId};
+use byok_domain::{
+    Budget, KmsName, Name, Org, OrgControls, OrgId, OrgState, PricedCard, Team, TeamId, Tier, Timestamp, Workflow,
+    WorkflowId,
+};
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
 use crate::error::{map_insert, map_sqlx, StoreError};
 use crate::events::{insert_event, NewEvent};
-use crate::rows::Row;
+use crate::rows::{to_json, Row};
 use crate::store::Store;
 
-const ORG_COLUMNS: &str = "id, name, tier, state, kek_version, kms, kms_moving_from, retention_days, created_at";
+const ORG_COLUMNS: &str =
+    "id, name, kind, tier, state, kek_version, kms, kms_moving_from, retention_days, rate_card, budget, controls, created_at";
+
+/// `orgs.kind` of a tenant.
+const TENANT: &str = "tenant";
+/// `orgs.kind` of the platform credential pool (at most one row).
+const PLATFORM: &str = "platform";
 const TEAM_COLUMNS: &str = "id, org_id, name, created_at";
 const WORKFLOW_COLUMNS: &str = "id, org_id, name, team_id, created_at";
 
@@ -33,17 +42,60 @@ fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
     let r = Row::new(row, "orgs");
     let state_text = r.text("state")?;
     let state = parse_org_state(&state_text).map_err(|e| StoreError::Corrupt(format!("orgs.state: {e}")))?;
+    let name = match r.text("kind")?.as_str() {
+        PLATFORM => Name::platform(),
+        _ => r.parse_name("name")?,
+    };
+    let rate_card = r
+        .opt_text("rate_card")?
+        .map(|code| PricedCard::parse_code(&code).map_err(|e| StoreError::Corrupt(format!("orgs.rate_card: {e}"))))
+        .transpose()?;
+    let json_or_default = |col: &str| -> Result<Option<String>, StoreError> { r.opt_text(col) };
+    let budget = match json_or_default("budget")? {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.budget: bad JSON: {e}")))?
+        }
+        None => Budget::default(),
+    };
+    let controls = match json_or_default("controls")? {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.controls: bad JSON: {e}")))?
+        }
+        None => OrgControls::default(),
+    };
     Ok(Org {
         id: r.parse("id")?,
-        name: r.parse_name("name")?,
+        name,
         tier: r.parse("tier")?,
         state,
         kek_version: r.u32("kek_version")?,
         kms: r.parse("kms")?,
         kms_moving_from: r.opt_parse("kms_moving_from")?,
         retention_days: r.opt_u32("retention_days")?,
+        rate_card,
+        budget,
+        controls,
         created_at: r.ts("created_at")?,
     })
+}
+
+/// A change to an org's billing settings, with the event recording it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgChange {
+    /// `from` → `to`; leaving katman-c also drops what only katman-c has (negotiated
+    /// card and retention, controls). Refused as stale if the tier is no longer `from`.
+    Tier {
+        /// The tier the change was decided on.
+        from: Tier,
+        /// The new tier.
+        to: Tier,
+    },
+    /// Set (`Some`) or remove the negotiated rate card.
+    RateCard(Option<PricedCard>),
+    /// Set or remove (empty) the budget.
+    Budget(Budget),
+    /// Set or remove (empty) the controls.
+    Controls(OrgControls),
 }
 
 fn decode_team(row: &AnyRow) -> Result<Team, StoreError> {
@@ -78,10 +130,31 @@ impl Store {
         fingerprint_key: &WrappedDek,
         event: &NewEvent,
     ) -> Result<(), StoreError> {
+        self.insert_org_row(org, TENANT, fingerprint_key, event).await
+    }
+
+    /// Create the platform credential pool's row (`org.name` is [`Name::platform`]).
+    /// [`StoreError::Conflict`] if it exists already (another node made it first).
+    pub async fn insert_platform_org(
+        &self,
+        org: &Org,
+        fingerprint_key: &WrappedDek,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        self.insert_org_row(org, PLATFORM, fingerprint_key, event).await
+    }
+
+    async fn insert_org_row(
+        &self,
+        org: &Org,
+        kind: &str,
+        fingerprint_key: &WrappedDek,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query::<Any>(
-            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at, retention_days, kms, fpk_kms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12)",
+            "INSERT INTO orgs (id, name, tier, state, kek_version, fpk_kek_version, fpk_alg, fpk_wrapped, created_at, deleted_at, retention_days, kms, fpk_kms, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13)",
         )
         .bind(org.id.to_string())
         .bind(org.name.as_str())
@@ -95,13 +168,16 @@ impl Store {
         .bind(org.retention_days.map(i64::from))
         .bind(org.kms.as_str())
         .bind(fingerprint_key.kms.as_str())
+        .bind(kind)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
             map_insert(
                 e,
                 |about| {
-                    if about.contains("name") {
+                    if kind == PLATFORM {
+                        "the platform credential pool exists already".to_owned()
+                    } else if about.contains("name") {
                         format!("an org named '{}' already exists", org.name)
                     } else {
                         format!("an org with id {} already exists", org.id)
@@ -114,10 +190,11 @@ impl Store {
         tx.commit().await.map_err(map_sqlx)
     }
 
-    /// The org with this id.
+    /// The org (a tenant, never the platform pool) with this id.
     pub async fn get_org(&self, id: &OrgId) -> Result<Option<Org>, StoreError> {
-        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"))
+        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1 AND kind = $2"))
             .bind(id.to_string())
+            .bind(TENANT)
             .fetch_optional(self.reader())
             .await
             .map_err(map_sqlx)?
@@ -126,10 +203,11 @@ impl Store {
             .transpose()
     }
 
-    /// The org with this (exact) name.
+    /// The org (a tenant) with this (exact) name.
     pub async fn find_org_by_name(&self, name: &str) -> Result<Option<Org>, StoreError> {
-        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE name = $1"))
+        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE name = $1 AND kind = $2"))
             .bind(name)
+            .bind(TENANT)
             .fetch_optional(self.reader())
             .await
             .map_err(map_sqlx)?
@@ -138,9 +216,22 @@ impl Store {
             .transpose()
     }
 
-    /// Every org (deleted ones included), ordered by name (byte order).
+    /// The platform credential pool's row, once it exists.
+    pub async fn platform_org(&self) -> Result<Option<Org>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE kind = $1"))
+            .bind(PLATFORM)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_org)
+            .transpose()
+    }
+
+    /// Every org (tenants, deleted ones included), ordered by name (byte order).
     pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
-        let rows = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs"))
+        let rows = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE kind = $1"))
+            .bind(TENANT)
             .fetch_all(self.reader())
             .await
             .map_err(map_sqlx)?;
@@ -295,6 +386,74 @@ impl Store {
             .map(decode_org)
             .transpose()?
             .ok_or_else(|| StoreError::NotFound { what: format!("org {id} does not exist") })?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(org)
+    }
+
+    /// Apply `change` to the org and record `event`, in one transaction; returns the org
+    /// as it is now. [`StoreError::NotFound`] if the org does not exist or is deleted;
+    /// [`StoreError::Stale`] if a tier change finds another tier than it was decided on.
+    pub async fn update_org(&self, id: &OrgId, change: &OrgChange, event: &NewEvent) -> Result<Org, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let live = "kind = 'tenant' AND state = 'active'";
+        let done = match change {
+            OrgChange::Tier { from, to } => {
+                let clear = if *from == Tier::KatmanC && *to != Tier::KatmanC {
+                    ", rate_card = NULL, controls = NULL, retention_days = NULL"
+                } else {
+                    ""
+                };
+                sqlx::query::<Any>(&format!("UPDATE orgs SET tier = $1{clear} WHERE id = $2 AND tier = $3 AND {live}"))
+                    .bind(to.as_str())
+                    .bind(id.to_string())
+                    .bind(from.as_str())
+                    .execute(&mut *tx)
+                    .await
+            }
+            OrgChange::RateCard(card) => {
+                sqlx::query::<Any>(&format!("UPDATE orgs SET rate_card = $1 WHERE id = $2 AND {live}"))
+                    .bind(card.as_ref().map(PricedCard::code))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+            }
+            OrgChange::Budget(budget) => {
+                let json = if budget.is_empty() { None } else { Some(to_json(budget, "budget")?) };
+                sqlx::query::<Any>(&format!("UPDATE orgs SET budget = $1 WHERE id = $2 AND {live}"))
+                    .bind(json)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+            }
+            OrgChange::Controls(controls) => {
+                let json = if controls.is_empty() { None } else { Some(to_json(controls, "controls")?) };
+                sqlx::query::<Any>(&format!("UPDATE orgs SET controls = $1 WHERE id = $2 AND {live}"))
+                    .bind(json)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+            }
+        }
+        .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            let what = match change {
+                OrgChange::Tier { from, .. } => {
+                    format!("org {id} does not exist, is deleted, or is no longer on {from}; read it again and retry")
+                }
+                _ => format!("org {id} does not exist or is deleted"),
+            };
+            return Err(match change {
+                OrgChange::Tier { .. } => StoreError::Stale { what },
+                _ => StoreError::NotFound { what },
+            });
+        }
+        insert_event(&mut tx, self.backend(), event).await?;
+        let org = sqlx::query::<Any>(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_sqlx)
+            .and_then(|row| decode_org(&row))?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(org)
     }

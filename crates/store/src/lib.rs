@@ -26,6 +26,7 @@ mod rows;
 mod store;
 mod timeline;
 mod tokens;
+mod usage;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -33,7 +34,9 @@ pub mod testing;
 pub use audit::AuditFilter;
 pub use chain::{AuditEntry, BrokenLink, ChainHead, HeadRecord, Problem, Segment, VerifyReport};
 pub use credentials::{CredentialRecord, WrappedDekRef};
+pub use directory::OrgChange;
 pub use error::StoreError;
 pub use events::{EventFilter, NewEvent};
 pub use store::{Backend, Store};
 pub use timeline::{TimelineCursor, TimelineItem};
+pub use usage::{UsageRow, UsageSource};

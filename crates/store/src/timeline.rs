@@ -67,10 +67,13 @@ impl TimelineCursor {
 
 impl Store {
     /// Up to `limit` items of the credential's life after `after`, in order, and the
-    /// cursor of the last one when more may follow.
+    /// cursor of the last one when more may follow. `org` owns the credential (its
+    /// events); the calls are those of `calls_of` (`None`: of every org — a platform
+    /// credential serves many).
     pub async fn credential_timeline(
         &self,
         org: &OrgId,
+        calls_of: Option<&OrgId>,
         credential: &CredentialId,
         after: Option<TimelineCursor>,
         limit: u32,
@@ -83,7 +86,7 @@ impl Store {
         let call_seq_floor = if after.kind == 1 { after.seq } else { i64::MIN };
         let events = self.timeline_events(org, credential, after.at_us, event_seq_floor, i64::from(limit)).await?;
         let calls =
-            self.list_calls_for_timeline(org, credential, after.at_us, call_seq_floor, i64::from(limit)).await?;
+            self.list_calls_for_timeline(calls_of, credential, after.at_us, call_seq_floor, i64::from(limit)).await?;
         let full = events.len() as u32 == limit || calls.len() as u32 == limit;
         let mut items: Vec<TimelineItem> = events
             .into_iter()
@@ -98,7 +101,7 @@ impl Store {
 
     async fn list_calls_for_timeline(
         &self,
-        org: &OrgId,
+        org: Option<&OrgId>,
         credential: &CredentialId,
         at_us: i64,
         seq_floor: i64,
@@ -106,12 +109,12 @@ impl Store {
     ) -> Result<Vec<(ResolutionAudit, Option<CallCompletion>)>, StoreError> {
         let rows = self.audit_rows_for_timeline(org, credential, at_us, seq_floor, limit).await?;
         // By call id: a page of 10 000 would otherwise compare every row with every completion.
-        let completions: std::collections::HashMap<String, CallCompletion> =
-            self.completions_for(org, &rows).await?.into_iter().map(|c| (c.call_id.clone(), c)).collect();
+        let completions: std::collections::HashMap<(String, OrgId), CallCompletion> =
+            self.completions_for(&rows).await?.into_iter().map(|c| ((c.call_id.clone(), c.org_id), c)).collect();
         Ok(rows
             .into_iter()
             .map(|row| {
-                let completion = completions.get(&row.call_id).cloned();
+                let completion = row.org_id.and_then(|org| completions.get(&(row.call_id.clone(), org)).cloned());
                 (row, completion)
             })
             .collect())

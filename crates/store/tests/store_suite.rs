@@ -74,6 +74,9 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         kms: KmsName::default(),
         kms_moving_from: None,
         retention_days: None,
+        rate_card: None,
+        budget: Default::default(),
+        controls: Default::default(),
         created_at: at(0),
     };
     store
@@ -110,6 +113,9 @@ fn credential(org: &Org, cred_name: &str) -> Credential {
         priority: -3,
         created_at: at(2),
         updated_at: at(2),
+        version_created_at: at(2),
+        owner: Default::default(),
+        rotate_by: None,
     }
 }
 
@@ -473,6 +479,7 @@ async fn rotation_adds_a_version_and_keeps_the_old_one() {
         rotated.version = 2;
         rotated.fingerprint = "fp1:fedcba9876543210".to_owned();
         rotated.updated_at = at(1_000);
+        rotated.version_created_at = at(1_000);
         let rev = store
             .rotate_credential(&rotated, 1, &sealed(2, 0x33), &cred_event(&rotated, LifecycleKind::Rotated))
             .await

@@ -93,15 +93,24 @@ impl Vault {
         Ok(self.store.verify_audit(Some(&org.id)).await?)
     }
 
+    /// Recompute the platform pool's lifecycle-event chain (its credentials' calls are
+    /// in the chains of the orgs they served).
+    pub async fn verify_platform_audit(&self) -> Result<VerifyReport, VaultError> {
+        match self.store.platform_org().await? {
+            Some(pool) => Ok(self.store.verify_audit(Some(&pool.id)).await?),
+            None => Ok(VerifyReport { ok: true, checked: 0, first_bad: None }),
+        }
+    }
+
     /// A page of a credential's life: lifecycle events and calls, in time order.
-    pub async fn credential_timeline(
+    pub async fn credential_timeline<'a>(
         &self,
-        org: &str,
+        owner: impl Into<crate::Owner<'a>>,
         credential: &str,
         after: Option<&str>,
         limit: u32,
     ) -> Result<(byok_domain::Credential, Vec<TimelineItem>, Option<String>), VaultError> {
-        let detail = self.credential(org, credential).await?;
+        let (credential, pool, owner) = self.credential_pool_of(owner.into(), credential).await?;
         let after =
             match after {
                 Some(text) => Some(TimelineCursor::decode(text).ok_or_else(|| {
@@ -109,10 +118,15 @@ impl Vault {
                 })?),
                 None => None,
             };
-        let id: CredentialId = detail.credential.id;
+        let id: CredentialId = credential.id;
+        // A platform credential serves many orgs: its replay shows every org's calls.
+        let calls_of = match owner {
+            byok_domain::CredentialOwner::Org => Some(&pool.id),
+            byok_domain::CredentialOwner::Platform => None,
+        };
         let (items, next) =
-            self.store.credential_timeline(&detail.credential.org_id, &id, after, limit.clamp(1, MAX_PAGE)).await?;
-        Ok((detail.credential, items, next.map(|c| c.encode())))
+            self.store.credential_timeline(&pool.id, calls_of, &id, after, limit.clamp(1, MAX_PAGE)).await?;
+        Ok((credential, items, next.map(|c| c.encode())))
     }
 
     fn signer(&self) -> Result<&byok_audit::AuditSigner, VaultError> {

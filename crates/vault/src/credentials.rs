@@ -2,8 +2,8 @@
 
 use byok_crypto::{fingerprint, ProviderSecret, SecretContext};
 use byok_domain::{
-    Actor, Credential, CredentialId, CredentialState, CredentialVersion, LifecycleEvent, LifecycleKind, Org,
-    ProviderId, Scope, ScopeInput, Tier, Timestamp,
+    Actor, Credential, CredentialId, CredentialOwner, CredentialState, CredentialVersion, LifecycleEvent,
+    LifecycleKind, Org, ProviderId, Scope, ScopeInput, Tier, Timestamp,
 };
 use byok_store::{CredentialRecord, EventFilter};
 use serde::Serialize;
@@ -65,12 +65,87 @@ pub struct CredentialDetail {
     pub versions: Vec<CredentialVersion>,
 }
 
-fn present(mut credential: Credential, now: Timestamp) -> Credential {
+/// Whose credentials an operation acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// An org's own, by org id or name.
+    Org(&'a str),
+    /// The operator's platform pool (katman-a orgs fall back to it).
+    Platform,
+}
+
+impl<'a> From<&'a str> for Owner<'a> {
+    fn from(org: &'a str) -> Self {
+        Owner::Org(org)
+    }
+}
+
+impl<'a> From<&'a String> for Owner<'a> {
+    fn from(org: &'a String) -> Self {
+        Owner::Org(org)
+    }
+}
+
+/// The resolved owner: the org row (the platform pool is stored as one) and its kind.
+struct Pool {
+    org: Org,
+    owner: CredentialOwner,
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// A credential as the API shows it: effective state, owner, and the katman-c rotation
+/// deadline when the org has a maximum credential age.
+pub(crate) fn present(mut credential: Credential, org: &Org, owner: CredentialOwner, now: Timestamp) -> Credential {
     credential.state = Credential::effective_state(credential.state, credential.expires_at, now);
+    credential.owner = owner;
+    credential.rotate_by = rotate_by(&credential, org);
     credential
 }
 
+/// When `credential` must be rotated by under `org`'s maximum credential age (katman-c).
+pub fn rotate_by(credential: &Credential, org: &Org) -> Option<Timestamp> {
+    let days = org.controls.max_credential_age_days.filter(|_| org.tier == Tier::KatmanC)?;
+    Timestamp::from_micros(credential.version_created_at.as_micros().saturating_add(i64::from(days) * DAY_MICROS))
+}
+
 impl Vault {
+    /// The owner's row: a live org, or the platform pool (made on first use when
+    /// `create`). `None` only for a platform pool that does not exist yet.
+    async fn pool(&self, owner: Owner<'_>, live: bool, create: bool) -> Result<Option<Pool>, VaultError> {
+        match owner {
+            Owner::Org(reference) => {
+                let org = if live { self.live_org(reference).await? } else { self.org(reference).await? };
+                Ok(Some(Pool { org, owner: CredentialOwner::Org }))
+            }
+            Owner::Platform => {
+                let org = if create {
+                    Some(self.platform_pool(&Actor::System).await?)
+                } else {
+                    self.store.platform_org().await?
+                };
+                Ok(org.map(|org| Pool { org, owner: CredentialOwner::Platform }))
+            }
+        }
+    }
+
+    async fn existing_pool(&self, owner: Owner<'_>, live: bool) -> Result<Pool, VaultError> {
+        self.pool(owner, live, false)
+            .await?
+            .ok_or_else(|| VaultError::NotFound("the platform pool has no credentials yet".to_owned()))
+    }
+
+    /// Platform credentials serve every katman-a org: teams and workflows do not apply.
+    fn check_platform_scope(owner: CredentialOwner, scope: &ScopeInput) -> Result<(), VaultError> {
+        if owner == CredentialOwner::Platform && (!scope.teams.is_empty() || !scope.workflows.is_empty()) {
+            return Err(VaultError::invalid(
+                "scope: a platform credential serves every katman-a org, so scope.teams and scope.workflows do not \
+                 apply to it; restrict it by model_families, capabilities or modes",
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolve a scope as written by an admin into stored form, checking every reference.
     async fn resolve_scope(&self, org: &Org, input: &ScopeInput) -> Result<Scope, VaultError> {
         let mut teams = Vec::with_capacity(input.teams.len());
@@ -121,17 +196,19 @@ impl Vault {
     }
 
     /// Create a credential: validate everything, seal the secret, write credential,
-    /// version 1 and its `created` event together.
-    pub async fn create_credential(
+    /// version 1 and its `created` event together. The platform pool (and its KEK) is
+    /// made with its first credential.
+    pub async fn create_credential<'a>(
         &self,
         actor: &Actor,
-        org: &str,
+        owner: impl Into<Owner<'a>>,
         new: NewCredential,
     ) -> Result<Credential, VaultError> {
-        let org = self.live_org(org).await?;
+        let owner = owner.into();
         let now = Timestamp::now();
+        // Everything that needs no pool is checked before the platform pool is made, so
+        // a refused request leaves nothing behind.
         let name = validate::name("name", &new.name)?;
-        let scope = self.resolve_scope(&org, &new.scope).await?;
         let base_url = match &new.base_url {
             Some(url) => Some(validate::base_url(url, self.policy.allow_plain_http_base_url)?),
             None if new.provider.requires_base_url() => {
@@ -143,13 +220,25 @@ impl Vault {
             None => None,
         };
         validate::expiry("expires_at", new.expires_at, now)?;
-        Self::check_tier_controls(&org, &scope, new.expires_at)?;
+        if owner == Owner::Platform {
+            Self::check_platform_scope(CredentialOwner::Platform, &new.scope)?;
+            validate::model_families(&self.families, &new.scope.model_families)?;
+        }
+        let pool = self.pool(owner, true, true).await?.ok_or_else(|| VaultError::Internal("no pool".into()))?;
+        let org = &pool.org;
+        let scope = self.resolve_scope(org, &new.scope).await?;
+        if pool.owner == CredentialOwner::Org {
+            Self::check_tier_controls(org, &scope, new.expires_at)?;
+        }
         if self.store.find_credential_by_name(&org.id, name.as_str()).await?.is_some() {
-            return Err(VaultError::Conflict(format!("a credential named '{name}' already exists in {}", org.id)));
+            return Err(VaultError::Conflict(format!(
+                "a credential named '{name}' already exists in {}",
+                describe_pool(&pool)
+            )));
         }
 
         let id = CredentialId::generate();
-        let fingerprint = self.fingerprint_of(&org, &new.secret).await?;
+        let fingerprint = self.fingerprint_of(org, &new.secret).await?;
         let context = SecretContext { org: org.id, credential: id, version: 1, provider: new.provider };
         let sealed = self.kms.seal(&org.kms, context, new.secret).await?;
         let credential = Credential {
@@ -166,6 +255,9 @@ impl Vault {
             priority: new.priority.unwrap_or(0),
             created_at: now,
             updated_at: now,
+            version_created_at: now,
+            owner: pool.owner,
+            rotate_by: None,
         };
         let created = credential_event(
             org.id,
@@ -186,42 +278,57 @@ impl Vault {
         );
         self.store.insert_credential(&credential, &sealed, &created).await?;
         self.epoch.bump();
-        Ok(credential)
+        Ok(present(credential, org, pool.owner, now))
     }
 
-    async fn credential_record(&self, org: &Org, reference: &str) -> Result<CredentialRecord, VaultError> {
+    async fn credential_record(&self, pool: &Pool, reference: &str) -> Result<CredentialRecord, VaultError> {
+        let org = &pool.org;
         let found = match reference.parse::<CredentialId>() {
             Ok(id) => self.store.get_credential(&org.id, &id).await?,
             Err(_) => self.store.find_credential_by_name(&org.id, reference).await?,
         };
-        found.ok_or_else(|| VaultError::NotFound(format!("no credential '{reference}' in {}", org.id)))
+        found.ok_or_else(|| VaultError::NotFound(format!("no credential '{reference}' in {}", describe_pool(pool))))
     }
 
     /// One credential with its versions.
-    pub async fn credential(&self, org: &str, reference: &str) -> Result<CredentialDetail, VaultError> {
-        let org = self.org(org).await?;
-        let record = self.credential_record(&org, reference).await?;
+    pub async fn credential<'a>(
+        &self,
+        owner: impl Into<Owner<'a>>,
+        reference: &str,
+    ) -> Result<CredentialDetail, VaultError> {
+        let pool = self.existing_pool(owner.into(), false).await?;
+        let record = self.credential_record(&pool, reference).await?;
         let versions = self.store.list_credential_versions(&record.credential.id).await?;
-        Ok(CredentialDetail { credential: present(record.credential, Timestamp::now()), versions })
+        Ok(CredentialDetail {
+            credential: present(record.credential, &pool.org, pool.owner, Timestamp::now()),
+            versions,
+        })
     }
 
-    /// The org's credentials.
-    pub async fn list_credentials(&self, org: &str) -> Result<Vec<Credential>, VaultError> {
-        let org = self.org(org).await?;
+    /// The owner's credentials.
+    pub async fn list_credentials<'a>(&self, owner: impl Into<Owner<'a>>) -> Result<Vec<Credential>, VaultError> {
+        let Some(pool) = self.pool(owner.into(), false, false).await? else { return Ok(Vec::new()) };
         let now = Timestamp::now();
-        Ok(self.store.list_credentials(&org.id).await?.into_iter().map(|r| present(r.credential, now)).collect())
+        Ok(self
+            .store
+            .list_credentials(&pool.org.id)
+            .await?
+            .into_iter()
+            .map(|r| present(r.credential, &pool.org, pool.owner, now))
+            .collect())
     }
 
     /// Change scope, expiry or priority.
-    pub async fn update_credential(
+    pub async fn update_credential<'a>(
         &self,
         actor: &Actor,
-        org: &str,
+        owner: impl Into<Owner<'a>>,
         reference: &str,
         patch: CredentialPatch,
     ) -> Result<Credential, VaultError> {
-        let org = self.live_org(org).await?;
-        let record = self.credential_record(&org, reference).await?;
+        let pool = self.existing_pool(owner.into(), true).await?;
+        let org = &pool.org;
+        let record = self.credential_record(&pool, reference).await?;
         let before = record.credential.clone();
         if before.state == CredentialState::Revoked {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", before.id)));
@@ -232,7 +339,8 @@ impl Vault {
         let now = Timestamp::now();
         let mut after = before.clone();
         if let Some(scope) = &patch.scope {
-            after.scope = self.resolve_scope(&org, scope).await?;
+            Self::check_platform_scope(pool.owner, scope)?;
+            after.scope = self.resolve_scope(org, scope).await?;
         }
         if let Some(expires_at) = patch.expires_at {
             validate::expiry("expires_at", expires_at, now)?;
@@ -241,7 +349,9 @@ impl Vault {
         if let Some(priority) = patch.priority {
             after.priority = priority;
         }
-        Self::check_tier_controls(&org, &after.scope, after.expires_at)?;
+        if pool.owner == CredentialOwner::Org {
+            Self::check_tier_controls(org, &after.scope, after.expires_at)?;
+        }
         after.updated_at = now;
         let changed = credential_event(
             org.id,
@@ -257,19 +367,20 @@ impl Vault {
         );
         self.store.update_credential(&after, record.revision, &changed).await?;
         self.epoch.bump();
-        Ok(present(after, now))
+        Ok(present(after, org, pool.owner, now))
     }
 
     /// Make a new secret version current.
-    pub async fn rotate_credential(
+    pub async fn rotate_credential<'a>(
         &self,
         actor: &Actor,
-        org: &str,
+        owner: impl Into<Owner<'a>>,
         reference: &str,
         secret: ProviderSecret,
     ) -> Result<Credential, VaultError> {
-        let org = self.live_org(org).await?;
-        let record = self.credential_record(&org, reference).await?;
+        let pool = self.existing_pool(owner.into(), true).await?;
+        let org = &pool.org;
+        let record = self.credential_record(&pool, reference).await?;
         let mut credential = record.credential;
         if credential.state == CredentialState::Revoked {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
@@ -279,13 +390,14 @@ impl Vault {
             .version
             .checked_add(1)
             .ok_or_else(|| VaultError::Conflict(format!("credential {} has no versions left", credential.id)))?;
-        let fingerprint = self.fingerprint_of(&org, &secret).await?;
+        let fingerprint = self.fingerprint_of(org, &secret).await?;
         let context = SecretContext { org: org.id, credential: credential.id, version, provider: credential.provider };
         let sealed = self.kms.seal(&org.kms, context, secret).await?;
         let now = Timestamp::now();
         credential.version = version;
         credential.fingerprint = fingerprint;
         credential.updated_at = now;
+        credential.version_created_at = now;
         let rotated = credential_event(
             org.id,
             LifecycleKind::Rotated,
@@ -301,20 +413,21 @@ impl Vault {
         );
         self.store.rotate_credential(&credential, record.revision, &sealed, &rotated).await?;
         self.epoch.bump();
-        Ok(present(credential, now))
+        Ok(present(credential, org, pool.owner, now))
     }
 
     /// Disable, enable or revoke. Asking for the state a credential already has changes
     /// nothing and records nothing; revocation is final.
-    pub async fn change_credential_state(
+    pub async fn change_credential_state<'a>(
         &self,
         actor: &Actor,
-        org: &str,
+        owner: impl Into<Owner<'a>>,
         reference: &str,
         change: StateChange,
     ) -> Result<Credential, VaultError> {
-        let org = self.live_org(org).await?;
-        let record = self.credential_record(&org, reference).await?;
+        let pool = self.existing_pool(owner.into(), true).await?;
+        let org = &pool.org;
+        let record = self.credential_record(&pool, reference).await?;
         let mut credential = record.credential;
         let now = Timestamp::now();
         let (target, kind) = match change {
@@ -323,7 +436,7 @@ impl Vault {
             StateChange::Revoke => (CredentialState::Revoked, LifecycleKind::Revoked),
         };
         if credential.state == target {
-            return Ok(present(credential, now));
+            return Ok(present(credential, org, pool.owner, now));
         }
         if credential.state == CredentialState::Revoked {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
@@ -342,19 +455,38 @@ impl Vault {
         );
         self.store.update_credential(&credential, record.revision, &changed).await?;
         self.epoch.bump();
-        Ok(present(credential, now))
+        Ok(present(credential, org, pool.owner, now))
     }
 
     /// A credential and its lifecycle events, in order.
-    pub async fn credential_lifecycle(
+    pub async fn credential_lifecycle<'a>(
         &self,
-        org: &str,
+        owner: impl Into<Owner<'a>>,
         reference: &str,
     ) -> Result<(Credential, Vec<LifecycleEvent>), VaultError> {
-        let org = self.org(org).await?;
-        let record = self.credential_record(&org, reference).await?;
+        let pool = self.existing_pool(owner.into(), false).await?;
+        let record = self.credential_record(&pool, reference).await?;
         let filter = EventFilter { credential: Some(record.credential.id), ..EventFilter::default() };
-        let events = self.store.list_events(&org.id, &filter).await?;
-        Ok((present(record.credential, Timestamp::now()), events))
+        let events = self.store.list_events(&pool.org.id, &filter).await?;
+        Ok((present(record.credential, &pool.org, pool.owner, Timestamp::now()), events))
+    }
+
+    /// The owner row of a credential (for replays) and whether it is the platform pool.
+    pub(crate) async fn credential_pool_of(
+        &self,
+        owner: Owner<'_>,
+        reference: &str,
+    ) -> Result<(Credential, Org, CredentialOwner), VaultError> {
+        let pool = self.existing_pool(owner, false).await?;
+        let record = self.credential_record(&pool, reference).await?;
+        let credential = present(record.credential, &pool.org, pool.owner, Timestamp::now());
+        Ok((credential, pool.org, pool.owner))
+    }
+}
+
+fn describe_pool(pool: &Pool) -> String {
+    match pool.owner {
+        CredentialOwner::Platform => "the platform pool".to_owned(),
+        CredentialOwner::Org => pool.org.id.to_string(),
     }
 }

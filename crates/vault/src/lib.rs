@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod billing;
 mod credentials;
 mod error;
 mod events;
@@ -28,11 +29,15 @@ mod validate;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use byok_domain::ModelFamilyRegistry;
+use byok_domain::{ModelFamilyRegistry, PriceBook};
 use byok_store::Store;
 
 pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
-pub use credentials::{CredentialDetail, CredentialPatch, NewCredential, StateChange};
+pub use billing::{
+    row_cost_input, usage_groups, BudgetInput, BudgetView, OrgUsageSummary, RateCardView, UsageReport,
+    MAX_CREDENTIAL_AGE_DAYS,
+};
+pub use credentials::{rotate_by, CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange};
 pub use error::VaultError;
 pub use keys::KekStatus;
 pub use kms::{KmsHandle, KmsInfo, DEFAULT_KMS_TIMEOUT};
@@ -76,6 +81,7 @@ pub struct Vault {
     epoch: Arc<ChangeEpoch>,
     jobs: keys::Jobs,
     signer: Option<Arc<byok_audit::AuditSigner>>,
+    prices: Arc<PriceBook>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -95,7 +101,14 @@ impl Vault {
             epoch: Arc::default(),
             jobs: keys::Jobs::default(),
             signer: None,
+            prices: Arc::new(PriceBook::default()),
         }
+    }
+
+    /// Bill with `prices` (the `[billing]` configuration) instead of the defaults.
+    pub fn with_price_book(mut self, prices: PriceBook) -> Self {
+        self.prices = Arc::new(prices);
+        self
     }
 
     /// Sign audit checkpoints with `signer`.

@@ -52,6 +52,9 @@ impl Vault {
                 kms: KmsName::default_kms(),
                 kms_moving_from: None,
                 retention_days,
+                rate_card: None,
+                budget: Default::default(),
+                controls: Default::default(),
                 created_at: Timestamp::now(),
             };
             let mut created = event(id, LifecycleKind::OrgCreated, id, actor);

@@ -8,7 +8,7 @@ use axum::Json;
 use byok_audit::{PublicKey, SignedCheckpoint};
 use byok_domain::{Credential, Outcome, Timestamp};
 use byok_store::{AuditFilter, TimelineItem, VerifyReport};
-use byok_vault::{AuditPage, CheckpointCheck, PurgeReport, Vault};
+use byok_vault::{AuditPage, CheckpointCheck, Owner, PurgeReport, Vault};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -16,7 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 
 /// Parse a query string, refusing parameters not in `known`.
-fn params(raw: Option<String>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn params(raw: Option<String>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         if !known.contains(&key.as_ref()) {
@@ -27,7 +27,7 @@ fn params(raw: Option<String>, known: &[&str]) -> Result<HashMap<String, String>
     Ok(out)
 }
 
-fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<Timestamp>, ApiError> {
     params
         .get(key)
         .map(|v| {
@@ -38,7 +38,7 @@ fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<Timestamp>
         .transpose()
 }
 
-fn number<T: std::str::FromStr>(params: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
     params
         .get(key)
         .map(|v| v.parse::<T>().map_err(|_| ApiError::invalid(format!("{key}: '{v}' is not a valid number"))))
@@ -177,9 +177,19 @@ pub(crate) async fn lifecycle(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<LifecycleResponse>, ApiError> {
     let org = admin.org(&vault, &org).await?;
+    lifecycle_in(&vault, Owner::Org(&org.id.to_string()), &cred, raw).await
+}
+
+/// A page of a credential's timeline (an org's or the platform pool's).
+pub(crate) async fn lifecycle_in(
+    vault: &Vault,
+    owner: Owner<'_>,
+    cred: &str,
+    raw: Option<String>,
+) -> Result<Json<LifecycleResponse>, ApiError> {
     let p = params(raw, &["after", "limit"])?;
     let limit = number(&p, "limit")?.unwrap_or(1000);
     let (credential, events, next) =
-        vault.credential_timeline(&org.id.to_string(), &cred, p.get("after").map(String::as_str), limit).await?;
+        vault.credential_timeline(owner, cred, p.get("after").map(String::as_str), limit).await?;
     Ok(Json(LifecycleResponse { credential, events, next }))
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use byok_crypto::ProviderSecret;
 use byok_domain::{Credential, ProviderId, ScopeInput, Timestamp};
-use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, StateChange, Vault};
+use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange, Vault};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::Admin;
@@ -75,6 +75,92 @@ pub(crate) struct CredentialList {
     credentials: Vec<Credential>,
 }
 
+/// Whose credentials a route acts on, once the admin token is checked against it.
+pub(crate) enum Target {
+    /// An org's, by id.
+    Org(String),
+    /// The platform pool (operator only).
+    Platform,
+}
+
+impl Target {
+    /// The org named in the path, if the token may act on it.
+    pub(crate) async fn org(vault: &Vault, admin: &Admin, reference: &str) -> Result<Self, ApiError> {
+        Ok(Target::Org(admin.org(vault, reference).await?.id.to_string()))
+    }
+
+    /// The platform pool, for the operator token only.
+    pub(crate) fn platform(admin: &Admin) -> Result<Self, ApiError> {
+        admin.require_operator("manage the platform credential pool")?;
+        Ok(Target::Platform)
+    }
+
+    fn owner(&self) -> Owner<'_> {
+        match self {
+            Target::Org(id) => Owner::Org(id),
+            Target::Platform => Owner::Platform,
+        }
+    }
+}
+
+pub(crate) async fn create_in(
+    vault: &Vault,
+    admin: &Admin,
+    target: Target,
+    body: CreateCredentialRequest,
+) -> Result<(StatusCode, Json<Credential>), ApiError> {
+    let new = NewCredential {
+        name: body.name,
+        provider: body.provider,
+        secret: body.secret,
+        scope: body.scope,
+        base_url: body.base_url,
+        expires_at: body.expires_at,
+        priority: body.priority,
+    };
+    let credential = vault.create_credential(&admin.actor(), target.owner(), new).await?;
+    Ok((StatusCode::CREATED, Json(credential)))
+}
+
+pub(crate) async fn list_in(vault: &Vault, target: Target) -> Result<Json<CredentialList>, ApiError> {
+    Ok(Json(CredentialList { credentials: vault.list_credentials(target.owner()).await? }))
+}
+
+pub(crate) async fn show_in(vault: &Vault, target: Target, cred: &str) -> Result<Json<CredentialDetail>, ApiError> {
+    Ok(Json(vault.credential(target.owner(), cred).await?))
+}
+
+pub(crate) async fn update_in(
+    vault: &Vault,
+    admin: &Admin,
+    target: Target,
+    cred: &str,
+    body: PatchCredentialRequest,
+) -> Result<Json<Credential>, ApiError> {
+    let patch = CredentialPatch { scope: body.scope, expires_at: body.expires_at, priority: body.priority };
+    Ok(Json(vault.update_credential(&admin.actor(), target.owner(), cred, patch).await?))
+}
+
+pub(crate) async fn rotate_in(
+    vault: &Vault,
+    admin: &Admin,
+    target: Target,
+    cred: &str,
+    body: RotateRequest,
+) -> Result<Json<Credential>, ApiError> {
+    Ok(Json(vault.rotate_credential(&admin.actor(), target.owner(), cred, body.secret).await?))
+}
+
+pub(crate) async fn state_in(
+    vault: &Vault,
+    admin: &Admin,
+    target: Target,
+    cred: &str,
+    change: StateChange,
+) -> Result<Json<Credential>, ApiError> {
+    Ok(Json(vault.change_credential_state(&admin.actor(), target.owner(), cred, change).await?))
+}
+
 /// Create a credential. The secret is sealed under a fresh DEK and never returned.
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateCredentialRequest,
@@ -85,18 +171,8 @@ pub(crate) async fn create(
     Path(org): Path<String>,
     JsonBody(body): JsonBody<CreateCredentialRequest>,
 ) -> Result<(StatusCode, Json<Credential>), ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    let new = NewCredential {
-        name: body.name,
-        provider: body.provider,
-        secret: body.secret,
-        scope: body.scope,
-        base_url: body.base_url,
-        expires_at: body.expires_at,
-        priority: body.priority,
-    };
-    let credential = vault.create_credential(&admin.actor(), &org.id.to_string(), new).await?;
-    Ok((StatusCode::CREATED, Json(credential)))
+    let target = Target::org(&vault, &admin, &org).await?;
+    create_in(&vault, &admin, target, body).await
 }
 
 /// The org's credentials.
@@ -107,8 +183,7 @@ pub(crate) async fn list(
     admin: Admin,
     Path(org): Path<String>,
 ) -> Result<Json<CredentialList>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    Ok(Json(CredentialList { credentials: vault.list_credentials(&org.id.to_string()).await? }))
+    list_in(&vault, Target::org(&vault, &admin, &org).await?).await
 }
 
 /// One credential with its versions.
@@ -120,8 +195,7 @@ pub(crate) async fn show(
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
 ) -> Result<Json<CredentialDetail>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.credential(&org.id.to_string(), &cred).await?))
+    show_in(&vault, Target::org(&vault, &admin, &org).await?, &cred).await
 }
 
 /// Change scope, expiry or priority.
@@ -135,9 +209,8 @@ pub(crate) async fn update(
     Path((org, cred)): Path<(String, String)>,
     JsonBody(body): JsonBody<PatchCredentialRequest>,
 ) -> Result<Json<Credential>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    let patch = CredentialPatch { scope: body.scope, expires_at: body.expires_at, priority: body.priority };
-    Ok(Json(vault.update_credential(&admin.actor(), &org.id.to_string(), &cred, patch).await?))
+    let target = Target::org(&vault, &admin, &org).await?;
+    update_in(&vault, &admin, target, &cred, body).await
 }
 
 /// Make a new secret version current.
@@ -151,8 +224,8 @@ pub(crate) async fn rotate(
     Path((org, cred)): Path<(String, String)>,
     JsonBody(body): JsonBody<RotateRequest>,
 ) -> Result<Json<Credential>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.rotate_credential(&admin.actor(), &org.id.to_string(), &cred, body.secret).await?))
+    let target = Target::org(&vault, &admin, &org).await?;
+    rotate_in(&vault, &admin, target, &cred, body).await
 }
 
 async fn change_state(
@@ -162,8 +235,8 @@ async fn change_state(
     cred: &str,
     change: StateChange,
 ) -> Result<Json<Credential>, ApiError> {
-    let org = admin.org(vault, org).await?;
-    Ok(Json(vault.change_credential_state(&admin.actor(), &org.id.to_string(), cred, change).await?))
+    let target = Target::org(vault, admin, org).await?;
+    state_in(vault, admin, target, cred, change).await
 }
 
 /// Disable (resolutions refuse it until enabled).

@@ -1,9 +1,11 @@
 //! Routes of the admin API.
 
 pub(crate) mod audit;
+pub(crate) mod billing;
 pub(crate) mod credentials;
 pub(crate) mod health;
 pub(crate) mod orgs;
+pub(crate) mod platform;
 pub(crate) mod tokens;
 
 use axum::routing::{delete, get, post, put};
@@ -20,7 +22,35 @@ pub(crate) fn router() -> Router<Vault> {
         .route("/v1/kms", get(orgs::list_kms))
         .route("/v1/openapi.json", get(health::openapi_json))
         .route("/v1/orgs", post(orgs::create_org).get(orgs::list_orgs))
-        .route("/v1/orgs/{org}", get(orgs::get_org).delete(orgs::delete_org))
+        .route("/v1/orgs/{org}", get(orgs::get_org).delete(orgs::delete_org).patch(billing::update_org))
+        .route(
+            "/v1/orgs/{org}/rate-card",
+            get(billing::get_rate_card).put(billing::put_rate_card).delete(billing::delete_rate_card),
+        )
+        .route(
+            "/v1/orgs/{org}/budget",
+            get(billing::get_budget).put(billing::put_budget).delete(billing::delete_budget),
+        )
+        .route(
+            "/v1/orgs/{org}/controls",
+            get(billing::get_controls).put(billing::put_controls).delete(billing::delete_controls),
+        )
+        .route("/v1/orgs/{org}/usage", get(billing::usage))
+        .route("/v1/usage", get(billing::usage_report))
+        .route(
+            "/v1/platform/credentials",
+            post(platform::create_platform_credential).get(platform::list_platform_credentials),
+        )
+        .route(
+            "/v1/platform/credentials/{cred}",
+            get(platform::show_platform_credential).patch(platform::update_platform_credential),
+        )
+        .route("/v1/platform/credentials/{cred}/rotate", post(platform::rotate_platform_credential))
+        .route("/v1/platform/credentials/{cred}/disable", post(platform::disable_platform_credential))
+        .route("/v1/platform/credentials/{cred}/enable", post(platform::enable_platform_credential))
+        .route("/v1/platform/credentials/{cred}/revoke", post(platform::revoke_platform_credential))
+        .route("/v1/platform/credentials/{cred}/lifecycle", get(platform::platform_credential_lifecycle))
+        .route("/v1/platform/audit/verify", get(platform::verify_platform_audit))
         .route("/v1/orgs/{org}/kek", get(orgs::kek_status))
         .route("/v1/orgs/{org}/kek/rotate", post(orgs::rotate_kek))
         .route("/v1/orgs/{org}/kms", put(orgs::move_kms))

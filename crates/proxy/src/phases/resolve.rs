@@ -6,11 +6,19 @@
 //! credential wins: workflow-bound over team-bound over org-wide, then more restricted
 //! dimensions, then higher priority, then newer, then the larger id — a total order,
 //! so the choice is deterministic.
+//!
+//! Tiers: a katman-a call that *no* credential of its org admits by scope resolves among
+//! the platform pool's credentials the same way (their model-family, capability and
+//! mode lists apply; they have no team or workflow lists). An own credential that
+//! admits the call but cannot be used (revoked, disabled, expired, past the katman-c
+//! maximum age) refuses the call with its reason — byok never moves a call silently
+//! from the org's own key to the platform's. katman-b and katman-c calls never use a
+//! platform credential; pinning one from them is `tier_forbids`.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use byok_domain::{CallScope, Credential, CredentialId, CredentialState, Timestamp};
+use byok_domain::{CallScope, Credential, CredentialId, CredentialOwner, CredentialState, Tier, Timestamp};
 
 use super::{Code, Refusal};
 use crate::cache::{CachedCredential, OrgSnapshot};
@@ -18,11 +26,20 @@ use crate::cache::{CachedCredential, OrgSnapshot};
 /// Header pinning a credential by id or name.
 pub const CREDENTIAL_HEADER: &str = "x-byok-credential";
 
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The chosen credential and whose it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) credential: Arc<CachedCredential>,
+    pub(crate) owner: CredentialOwner,
+}
+
 /// A refusal, with the credential it is about (for the audit row) when there is one.
 #[derive(Debug)]
 pub(crate) struct ResolveRefusal {
     pub(crate) refusal: Refusal,
-    pub(crate) credential: Option<Arc<CachedCredential>>,
+    pub(crate) credential: Option<Resolved>,
 }
 
 fn preference(a: &Credential, b: &Credential) -> Ordering {
@@ -34,10 +51,26 @@ fn preference(a: &Credential, b: &Credential) -> Ordering {
         .then(a.id.cmp(&b.id))
 }
 
-fn state_refusal(credential: &Credential, now: Timestamp) -> Option<Refusal> {
+/// Why a credential cannot be used now: its state, or (katman-c) the age of its current
+/// version beyond `max_age_days`.
+fn state_refusal(credential: &Credential, max_age_days: Option<u32>, now: Timestamp) -> Option<Refusal> {
     let state = Credential::effective_state(credential.state, credential.expires_at, now);
     let (code, what) = match state {
-        CredentialState::Active => return None,
+        CredentialState::Active => {
+            let days = max_age_days?;
+            let deadline = credential.version_created_at.as_micros().saturating_add(i64::from(days) * DAY_MICROS);
+            if now.as_micros() < deadline {
+                return None;
+            }
+            return Some(Refusal::new(
+                Code::RotationRequired,
+                format!(
+                    "credential {} ({}) must be rotated: its current version {} is from {}, older than the org's \
+                     maximum credential age of {days} days",
+                    credential.id, credential.name, credential.version, credential.version_created_at
+                ),
+            ));
+        }
         CredentialState::Revoked => (Code::CredentialRevoked, "revoked"),
         CredentialState::Disabled => (Code::CredentialDisabled, "disabled"),
         CredentialState::Expired => (Code::CredentialExpired, "expired"),
@@ -57,74 +90,143 @@ pub(crate) fn find_pinned<'a>(org: &'a OrgSnapshot, reference: &str) -> Option<&
     org.credentials.iter().find(|c| Some(c.credential.id) == by_id || c.credential.name.as_str() == reference)
 }
 
-/// Choose the credential for `call` in `org`, honouring a pin. `pinned_elsewhere` is the
-/// pinned credential when it is not among the snapshot's (another provider's).
-pub(crate) fn resolve_credential(
-    org: &OrgSnapshot,
-    call: &CallScope,
-    pin: Option<&str>,
-    pinned_elsewhere: Option<&Arc<CachedCredential>>,
-    now: Timestamp,
-) -> Result<Arc<CachedCredential>, ResolveRefusal> {
-    if let Some(reference) = pin {
-        let pinned = find_pinned(org, reference).or(pinned_elsewhere).ok_or_else(|| ResolveRefusal {
-            refusal: Refusal::new(Code::NoCredential, format!("no credential '{reference}' in org {}", org.org.id)),
-            credential: None,
-        })?;
-        let refusal = scope_refusal(&pinned.credential, call).or_else(|| state_refusal(&pinned.credential, now));
-        return match refusal {
-            Some(refusal) => Err(ResolveRefusal { refusal, credential: Some(Arc::clone(pinned)) }),
-            None => Ok(Arc::clone(pinned)),
-        };
-    }
+/// The katman-c maximum credential age of the org, in days.
+fn max_age(org: &OrgSnapshot) -> Option<u32> {
+    org.org.controls.max_credential_age_days.filter(|_| org.org.tier == Tier::KatmanC)
+}
 
+/// Why no credential of a pool was chosen.
+enum Unresolved {
+    /// The pool has no credential for the provider, or none admits the call by scope.
+    NoneAdmits(Refusal, Option<Arc<CachedCredential>>),
+    /// Some admit the call by scope, but none can be used now.
+    Unusable(Refusal, Arc<CachedCredential>),
+}
+
+/// The most preferred usable credential of `pool` that admits `call`.
+fn choose(
+    pool: &[Arc<CachedCredential>],
+    call: &CallScope,
+    max_age_days: Option<u32>,
+    now: Timestamp,
+) -> Result<Arc<CachedCredential>, Unresolved> {
     let mut candidates: Vec<&Arc<CachedCredential>> =
-        org.credentials.iter().filter(|c| c.credential.provider == call.provider).collect();
+        pool.iter().filter(|c| c.credential.provider == call.provider).collect();
     if candidates.is_empty() {
-        return Err(ResolveRefusal {
-            refusal: Refusal::new(
-                Code::NoCredential,
-                format!("org {} has no credential for provider {}", org.org.id, call.provider),
-            ),
-            credential: None,
-        });
+        return Err(Unresolved::NoneAdmits(
+            Refusal::new(Code::NoCredential, format!("no credential for provider {}", call.provider)),
+            None,
+        ));
     }
     // Most preferred first.
     candidates.sort_by(|a, b| preference(&b.credential, &a.credential));
     let admitting: Vec<&Arc<CachedCredential>> =
         candidates.iter().copied().filter(|c| scope_refusal(&c.credential, call).is_none()).collect();
-    if let Some(chosen) = admitting.iter().find(|c| state_refusal(&c.credential, now).is_none()) {
+    if let Some(chosen) = admitting.iter().find(|c| state_refusal(&c.credential, max_age_days, now).is_none()) {
         return Ok(Arc::clone(chosen));
     }
     if let Some(best) = admitting.first() {
         // Every credential whose scope admits the call is unusable: say why for the best.
-        let refusal = state_refusal(&best.credential, now)
+        let refusal = state_refusal(&best.credential, max_age_days, now)
             .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no usable credential"));
-        return Err(ResolveRefusal { refusal, credential: Some(Arc::clone(best)) });
+        return Err(Unresolved::Unusable(refusal, Arc::clone(best)));
     }
     let best = candidates[0];
-    let refusal = scope_refusal(&best.credential, call).map_or_else(
-        || Refusal::new(Code::NoCredential, "no credential admits this call"),
-        |r| {
-            Refusal::new(
-                r.code,
-                format!("no {} credential of org {} admits this call; {}", call.provider, org.org.id, r.message),
-            )
-        },
-    );
-    Err(ResolveRefusal { refusal, credential: Some(Arc::clone(best)) })
+    let refusal = scope_refusal(&best.credential, call)
+        .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no credential admits this call"));
+    Err(Unresolved::NoneAdmits(refusal, Some(Arc::clone(best))))
+}
+
+fn refused(refusal: Refusal, credential: Option<Arc<CachedCredential>>, owner: CredentialOwner) -> ResolveRefusal {
+    ResolveRefusal { refusal, credential: credential.map(|credential| Resolved { credential, owner }) }
+}
+
+/// Choose the credential for `call` of `org`, honouring a pin. `platform` is the
+/// platform pool's snapshot for the provider (needed for katman-a calls and for pins);
+/// `pinned_elsewhere` is the pinned credential when it is in neither snapshot (another
+/// provider's), with its owner.
+pub(crate) fn resolve_credential(
+    org: &OrgSnapshot,
+    platform: Option<&OrgSnapshot>,
+    call: &CallScope,
+    pin: Option<&str>,
+    pinned_elsewhere: Option<(Arc<CachedCredential>, CredentialOwner)>,
+    now: Timestamp,
+) -> Result<Resolved, ResolveRefusal> {
+    let tier = org.org.tier;
+    if let Some(reference) = pin {
+        let (pinned, owner) = find_pinned(org, reference)
+            .map(|c| (Arc::clone(c), CredentialOwner::Org))
+            .or_else(|| {
+                platform.and_then(|p| find_pinned(p, reference)).map(|c| (Arc::clone(c), CredentialOwner::Platform))
+            })
+            .or(pinned_elsewhere)
+            .ok_or_else(|| {
+                refused(
+                    Refusal::new(Code::NoCredential, format!("no credential '{reference}' in org {}", org.org.id)),
+                    None,
+                    CredentialOwner::Org,
+                )
+            })?;
+        if owner == CredentialOwner::Platform && tier != Tier::KatmanA {
+            let refusal = Refusal::new(
+                Code::TierForbids,
+                format!(
+                    "credential {} is a platform credential; org {} is on {tier}, whose calls use only the org's own \
+                     credentials",
+                    pinned.credential.id, org.org.id
+                ),
+            );
+            return Err(refused(refusal, Some(pinned), owner));
+        }
+        let age = if owner == CredentialOwner::Org { max_age(org) } else { None };
+        let refusal = scope_refusal(&pinned.credential, call).or_else(|| state_refusal(&pinned.credential, age, now));
+        return match refusal {
+            Some(refusal) => Err(refused(refusal, Some(pinned), owner)),
+            None => Ok(Resolved { credential: pinned, owner }),
+        };
+    }
+
+    let own = match choose(&org.credentials, call, max_age(org), now) {
+        Ok(credential) => return Ok(Resolved { credential, owner: CredentialOwner::Org }),
+        Err(Unresolved::Unusable(refusal, best)) => return Err(refused(refusal, Some(best), CredentialOwner::Org)),
+        Err(Unresolved::NoneAdmits(refusal, best)) => (refusal, best),
+    };
+    let own_refusal = |(refusal, best): (Refusal, Option<Arc<CachedCredential>>)| {
+        let message =
+            format!("no {} credential of org {} admits this call; {}", call.provider, org.org.id, refusal.message);
+        refused(Refusal::new(refusal.code, message), best, CredentialOwner::Org)
+    };
+    if tier != Tier::KatmanA {
+        return Err(own_refusal(own));
+    }
+    let Some(platform) = platform else { return Err(own_refusal(own)) };
+    match choose(&platform.credentials, call, None, now) {
+        Ok(credential) => Ok(Resolved { credential, owner: CredentialOwner::Platform }),
+        Err(Unresolved::Unusable(refusal, best)) | Err(Unresolved::NoneAdmits(refusal, Some(best))) => {
+            let message = format!(
+                "no {} credential of org {} admits this call ({}), nor does the platform pool: {}",
+                call.provider, org.org.id, own.0.message, refusal.message
+            );
+            Err(refused(Refusal::new(refusal.code, message), Some(best), CredentialOwner::Platform))
+        }
+        Err(Unresolved::NoneAdmits(_, None)) => Err(own_refusal(own)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
-    use byok_domain::{Capability, Mode, Name, Org, OrgId, OrgState, ProviderId, Scope, TeamId, Tier, WorkflowId};
+    use byok_domain::{
+        Capability, KmsName, Mode, Name, Org, OrgControls, OrgId, OrgState, ProviderId, Scope, TeamId, WorkflowId,
+    };
 
     use super::*;
 
     struct Fixture {
         org: OrgSnapshot,
+        platform: OrgSnapshot,
         team: TeamId,
         workflow: WorkflowId,
     }
@@ -145,28 +247,46 @@ mod tests {
             priority,
             created_at: created,
             updated_at: created,
+            version_created_at: created,
+            owner: CredentialOwner::Org,
+            rotate_by: None,
         }))
     }
 
-    fn fixture(credentials: impl FnOnce(TeamId, WorkflowId) -> Vec<Arc<CachedCredential>>) -> Fixture {
-        let team = TeamId::generate();
-        let workflow = WorkflowId::generate();
-        let org = Org {
+    fn org(tier: Tier) -> Org {
+        Org {
             id: OrgId::generate(),
             name: Name::parse("acme").unwrap(),
-            tier: Tier::KatmanA,
+            tier,
             state: OrgState::Active,
             kek_version: 1,
-            kms: Default::default(),
+            kms: KmsName::default_kms(),
             kms_moving_from: None,
             retention_days: None,
+            rate_card: None,
+            budget: Default::default(),
+            controls: OrgControls::default(),
             created_at: Timestamp::now(),
-        };
+        }
+    }
+
+    fn fixture_with(
+        tier: Tier,
+        credentials: impl FnOnce(TeamId, WorkflowId) -> Vec<Arc<CachedCredential>>,
+        platform: Vec<Arc<CachedCredential>>,
+    ) -> Fixture {
+        let team = TeamId::generate();
+        let workflow = WorkflowId::generate();
         Fixture {
-            org: OrgSnapshot { org, credentials: credentials(team, workflow), workflows: HashMap::new() },
+            org: OrgSnapshot { org: org(tier), credentials: credentials(team, workflow), workflows: HashMap::new() },
+            platform: OrgSnapshot { org: org(Tier::KatmanA), credentials: platform, workflows: HashMap::new() },
             team,
             workflow,
         }
+    }
+
+    fn fixture(credentials: impl FnOnce(TeamId, WorkflowId) -> Vec<Arc<CachedCredential>>) -> Fixture {
+        fixture_with(Tier::KatmanA, credentials, Vec::new())
     }
 
     fn call(f: &Fixture, provider: ProviderId, workflow: bool) -> CallScope {
@@ -181,10 +301,15 @@ mod tests {
         }
     }
 
-    fn chosen(f: &Fixture, call: &CallScope, pin: Option<&str>) -> Result<String, Code> {
-        resolve_credential(&f.org, call, pin, None, Timestamp::now())
-            .map(|c| c.credential.name.as_str().to_owned())
+    /// The chosen credential's name and owner, or the refusal's code.
+    fn resolve(f: &Fixture, call: &CallScope, pin: Option<&str>) -> Result<(String, CredentialOwner), Code> {
+        resolve_credential(&f.org, Some(&f.platform), call, pin, None, Timestamp::now())
+            .map(|r| (r.credential.credential.name.as_str().to_owned(), r.owner))
             .map_err(|r| r.refusal.code)
+    }
+
+    fn chosen(f: &Fixture, call: &CallScope, pin: Option<&str>) -> Result<String, Code> {
+        resolve(f, call, pin).map(|(name, _)| name)
     }
 
     #[test]
@@ -238,6 +363,7 @@ mod tests {
         // A pinned OpenAI-only credential on the Anthropic route is refused, naming the provider.
         let refused = resolve_credential(
             &f.org,
+            None,
             &call(&f, ProviderId::Anthropic, false),
             Some("openai-only"),
             None,
@@ -275,5 +401,163 @@ mod tests {
             vec![c]
         });
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Err(Code::CredentialExpired));
+    }
+
+    /// Who serves a call, by tier, own credentials and pin: the platform pool only for
+    /// katman-a, only when no own credential admits the call by scope, never by pin from
+    /// katman-b/c.
+    #[test]
+    fn tiers_decide_whether_the_platform_pool_serves() {
+        use CredentialOwner::{Org as Own, Platform};
+        let family = |f: &str| Scope { model_families: vec![f.into()], ..Scope::default() };
+        let platform = || {
+            vec![
+                credential("shared", ProviderId::Openai, Scope::default(), 0, 0),
+                credential("shared-claude", ProviderId::Anthropic, Scope::default(), 0, 0),
+            ]
+        };
+        let disabled = |name: &str, scope: Scope| {
+            let mut c = credential(name, ProviderId::Openai, scope, 0, 0);
+            Arc::get_mut(&mut c).unwrap().credential.state = CredentialState::Disabled;
+            c
+        };
+        type Case = (
+            &'static str,
+            Tier,
+            fn() -> Vec<Arc<CachedCredential>>,
+            Option<&'static str>,
+            Result<(&'static str, CredentialOwner), Code>,
+        );
+        let _ = disabled;
+        let cases: Vec<Case> = vec![
+            ("a: no own credential -> platform", Tier::KatmanA, Vec::new, None, Ok(("shared", Platform))),
+            ("b: no own credential -> refused", Tier::KatmanB, Vec::new, None, Err(Code::NoCredential)),
+            ("c: no own credential -> refused", Tier::KatmanC, Vec::new, None, Err(Code::NoCredential)),
+            (
+                "a: own credential wins",
+                Tier::KatmanA,
+                || vec![credential("mine", ProviderId::Openai, Scope::default(), 0, 0)],
+                None,
+                Ok(("mine", Own)),
+            ),
+            (
+                "a: own scope excludes the call -> platform",
+                Tier::KatmanA,
+                || {
+                    vec![credential(
+                        "mini",
+                        ProviderId::Openai,
+                        Scope { model_families: vec!["gpt-4o-mini".into()], ..Scope::default() },
+                        0,
+                        0,
+                    )]
+                },
+                None,
+                Ok(("shared", Platform)),
+            ),
+            (
+                "b: own scope excludes the call -> scope_denied",
+                Tier::KatmanB,
+                || {
+                    vec![credential(
+                        "mini",
+                        ProviderId::Openai,
+                        Scope { model_families: vec!["gpt-4o-mini".into()], ..Scope::default() },
+                        0,
+                        0,
+                    )]
+                },
+                None,
+                Err(Code::ScopeDenied),
+            ),
+            (
+                "a: own admitting but disabled -> refused, not moved to platform",
+                Tier::KatmanA,
+                || {
+                    let mut c = credential("off", ProviderId::Openai, Scope::default(), 0, 0);
+                    Arc::get_mut(&mut c).unwrap().credential.state = CredentialState::Disabled;
+                    vec![c]
+                },
+                None,
+                Err(Code::CredentialDisabled),
+            ),
+            ("a: pin a platform credential", Tier::KatmanA, Vec::new, Some("shared"), Ok(("shared", Platform))),
+            (
+                "b: pin a platform credential -> tier_forbids",
+                Tier::KatmanB,
+                Vec::new,
+                Some("shared"),
+                Err(Code::TierForbids),
+            ),
+            (
+                "c: pin a platform credential -> tier_forbids",
+                Tier::KatmanC,
+                Vec::new,
+                Some("shared"),
+                Err(Code::TierForbids),
+            ),
+            (
+                "a: pin another provider's platform credential -> scope_denied",
+                Tier::KatmanA,
+                Vec::new,
+                Some("shared-claude"),
+                Err(Code::ScopeDenied),
+            ),
+            (
+                "a: an own name shadows the platform's",
+                Tier::KatmanA,
+                || vec![credential("shared", ProviderId::Openai, Scope::default(), 0, 0)],
+                Some("shared"),
+                Ok(("shared", Own)),
+            ),
+        ];
+        for (what, tier, own, pin, expected) in cases {
+            let f = fixture_with(tier, |_, _| own(), platform());
+            let got = resolve(&f, &call(&f, ProviderId::Openai, false), pin);
+            let expected = expected.map(|(name, owner)| (name.to_owned(), owner));
+            assert_eq!(got, expected, "{what}");
+        }
+        // The platform pool's own scope applies.
+        let f = fixture_with(
+            Tier::KatmanA,
+            |_, _| Vec::new(),
+            vec![credential("minis", ProviderId::Openai, family("gpt-4o-mini"), 0, 0)],
+        );
+        let refused = resolve_credential(
+            &f.org,
+            Some(&f.platform),
+            &call(&f, ProviderId::Openai, false),
+            None,
+            None,
+            Timestamp::now(),
+        )
+        .unwrap_err();
+        assert_eq!(refused.refusal.code, Code::ScopeDenied);
+        assert!(refused.refusal.message.contains("nor does the platform pool"), "{}", refused.refusal.message);
+        assert_eq!(refused.credential.map(|c| c.owner), Some(Platform));
+    }
+
+    #[test]
+    fn past_the_maximum_age_a_credential_must_be_rotated() {
+        let now = Timestamp::now();
+        let days = |n: i64| Timestamp::from_micros(now.as_micros() - n * DAY_MICROS).unwrap();
+        let mut f = fixture_with(Tier::KatmanC, |_, _| Vec::new(), Vec::new());
+        f.org.org.controls.max_credential_age_days = Some(30);
+        let aged = |name: &str, age: i64| {
+            let mut c = credential(name, ProviderId::Openai, Scope::default(), 0, 0);
+            Arc::get_mut(&mut c).unwrap().credential.version_created_at = days(age);
+            c
+        };
+        f.org.credentials = vec![aged("old", 31)];
+        let refused =
+            resolve_credential(&f.org, None, &call(&f, ProviderId::Openai, false), None, None, now).unwrap_err();
+        assert_eq!(refused.refusal.code, Code::RotationRequired);
+        assert!(refused.refusal.message.contains("30 days"), "{}", refused.refusal.message);
+        // A fresh one of equal rank serves instead; the same limit on katman-b does nothing.
+        f.org.credentials = vec![aged("old", 31), aged("fresh", 29)];
+        assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("fresh".into()));
+        f.org.org.tier = Tier::KatmanB;
+        f.org.credentials = vec![aged("old", 31)];
+        assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("old".into()));
     }
 }

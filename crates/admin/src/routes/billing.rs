@@ -1,0 +1,230 @@
+//! Billing tiers: tier changes, negotiated rate cards, budgets, katman-c controls and
+//! statements.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use byok_domain::{Org, OrgControls, RateCard, Statement, Tier};
+use byok_store::UsageSource;
+use byok_vault::{BudgetInput, BudgetView, RateCardView, UsageReport, Vault};
+use serde::Deserialize;
+
+use super::audit::{params, time};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+
+/// `PATCH /v1/orgs/{org}`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchOrgRequest {
+    /// The new billing tier; it applies from the org's next call on.
+    tier: Tier,
+}
+
+/// Change an org's billing tier (operator only), from its next call on; calls already
+/// made keep the tier and price they were made under. Moving to katman-c is refused
+/// while a credential has no expiry or is org-wide (the answer names them); leaving
+/// katman-c drops the negotiated card, retention and controls (recorded in the
+/// `tier_changed` event) and needs the org back on the default KMS.
+#[utoipa::path(patch, path = "/v1/orgs/{org}", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = PatchOrgRequest,
+    responses((status = 200, body = Org), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn update_org(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<PatchOrgRequest>,
+) -> Result<Json<Org>, ApiError> {
+    admin.require_operator("change an org's tier")?;
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.change_tier(&admin.actor(), &org.id.to_string(), body.tier).await?))
+}
+
+/// The rate card the org is billed with: its negotiated card (katman-c), else its tier's.
+#[utoipa::path(get, path = "/v1/orgs/{org}/rate-card", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = RateCardView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_rate_card(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<RateCardView>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.rate_card(&org.id.to_string()).await?))
+}
+
+/// Set a katman-c org's negotiated rate card (operator only). Amounts are decimal
+/// strings; calls made before keep the card they were priced with.
+#[utoipa::path(put, path = "/v1/orgs/{org}/rate-card", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = RateCard,
+    responses((status = 200, body = RateCardView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn put_rate_card(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(card): JsonBody<RateCard>,
+) -> Result<Json<RateCardView>, ApiError> {
+    admin.require_operator("negotiate rate cards")?;
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_rate_card(&admin.actor(), &org.id.to_string(), Some(card)).await?))
+}
+
+/// Return a katman-c org to its tier's default card (operator only).
+#[utoipa::path(delete, path = "/v1/orgs/{org}/rate-card", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = RateCardView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_rate_card(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<RateCardView>, ApiError> {
+    admin.require_operator("negotiate rate cards")?;
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_rate_card(&admin.actor(), &org.id.to_string(), None).await?))
+}
+
+/// The org's monthly budget and this month's spend.
+#[utoipa::path(get, path = "/v1/orgs/{org}/budget", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = BudgetView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_budget(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<BudgetView>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.budget(&org.id.to_string()).await?))
+}
+
+/// Set the org's monthly budget (operator or org admin), replacing the old one whole:
+/// `{"monthly_limit": "50.00", "teams": {"research": "10.00"}}`. A call that would start
+/// once the org's or its team's spend this UTC month has reached the limit is refused
+/// with `budget_exceeded` (429) and nothing is sent.
+#[utoipa::path(put, path = "/v1/orgs/{org}/budget", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = BudgetInput,
+    responses((status = 200, body = BudgetView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn put_budget(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<BudgetInput>,
+) -> Result<Json<BudgetView>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_budget(&admin.actor(), &org.id.to_string(), body).await?))
+}
+
+/// Remove every limit of the org's budget (operator or org admin).
+#[utoipa::path(delete, path = "/v1/orgs/{org}/budget", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = BudgetView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_budget(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<BudgetView>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_budget(&admin.actor(), &org.id.to_string(), BudgetInput::default()).await?))
+}
+
+/// The org's katman-c controls.
+#[utoipa::path(get, path = "/v1/orgs/{org}/controls", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = OrgControls), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_controls(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<OrgControls>, ApiError> {
+    Ok(Json(admin.org(&vault, &org).await?.controls))
+}
+
+/// Set a katman-c org's controls (operator or org admin), replacing them whole:
+/// `max_credential_age_days` (a credential whose current version is older is refused
+/// with `rotation_required` until rotated) and `allowed_source_cidrs` (data-plane calls
+/// from elsewhere are refused with `source_forbidden`).
+#[utoipa::path(put, path = "/v1/orgs/{org}/controls", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")), request_body = OrgControls,
+    responses((status = 200, body = OrgControls), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn put_controls(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    JsonBody(controls): JsonBody<OrgControls>,
+) -> Result<Json<OrgControls>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_controls(&admin.actor(), &org.id.to_string(), controls).await?.controls))
+}
+
+/// Remove the org's controls (operator or org admin).
+#[utoipa::path(delete, path = "/v1/orgs/{org}/controls", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = OrgControls), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_controls(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<OrgControls>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.set_controls(&admin.actor(), &org.id.to_string(), OrgControls::default()).await?.controls))
+}
+
+fn period(
+    raw: Option<String>,
+    extra: &[&str],
+) -> Result<
+    (std::collections::HashMap<String, String>, Option<byok_domain::Timestamp>, Option<byok_domain::Timestamp>),
+    ApiError,
+> {
+    let mut known = vec!["from", "to"];
+    known.extend_from_slice(extra);
+    let p = params(raw, &known)?;
+    let (from, to) = (time(&p, "from")?, time(&p, "to")?);
+    Ok((p, from, to))
+}
+
+/// The org's statement for `[from, to)` (RFC 3339; default: the current UTC month):
+/// calls, tokens and fees per (tier, provider, model family, credential owner, rate
+/// card), each line rounded half-up to 6 decimals, totals the sums of the lines.
+/// `source=audit` recomputes it from the raw audit rows instead of the usage rollup
+/// (slower; the two always agree).
+#[utoipa::path(get, path = "/v1/orgs/{org}/usage", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name"),
+        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("source" = Option<String>, Query, description = "`rollup` (default) or `audit`")),
+    responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn usage(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Statement>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let (p, from, to) = period(raw, &["source"])?;
+    let source = match p.get("source").map(String::as_str) {
+        None | Some("rollup") => UsageSource::Rollup,
+        Some("audit") => UsageSource::Audit,
+        Some(other) => return Err(ApiError::invalid(format!("source: '{other}' is not rollup or audit"))),
+    };
+    Ok(Json(vault.statement(&org.id.to_string(), from, to, source).await?))
+}
+
+/// Every org's usage for `[from, to)`, one line per org (operator only).
+#[utoipa::path(get, path = "/v1/usage", tag = "billing", security(("bearer" = [])),
+    params(("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive")),
+    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn usage_report(
+    State(vault): State<Vault>,
+    admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UsageReport>, ApiError> {
+    admin.require_operator("see every org's usage")?;
+    let (_, from, to) = period(raw, &[])?;
+    Ok(Json(vault.usage_report(from, to).await?))
+}

@@ -1,0 +1,364 @@
+//! Metered usage: what statements and budgets are computed from.
+//!
+//! The audit's completions are the record of what was used (each carries the price in
+//! force when its call was made); `usage_rollup` keeps their sums per org, hour, team and
+//! price, updated inside the very transaction that appends the audit entries, so the two
+//! can never disagree. A statement for any period reads whole hours from the rollup and
+//! only its partial first and last hours from the raw rows (by the `(org_id, at_us)`
+//! indexes); [`UsageSource::Audit`] recomputes a whole period from the raw rows, which is
+//! how the rollup is checked and what the benchmark compares it with.
+
+use std::collections::BTreeMap;
+
+use byok_domain::{CallCompletion, CredentialOwner, OrgId, Outcome, ProviderId, TeamId, Tier, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection};
+
+use crate::chain::AuditEntry;
+use crate::error::{map_sqlx, StoreError};
+use crate::rows::Row;
+use crate::store::{Backend, Store};
+
+/// One hour in microseconds: the rollup's granularity.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// Rollup rows per multi-row upsert.
+const ROWS_PER_UPSERT: usize = 100;
+
+/// Where [`Store::usage`] reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// Whole hours from the rollup, partial hours from the raw audit rows (fast).
+    Rollup,
+    /// Every raw completion and denied resolution row of the period (slow; the check).
+    Audit,
+}
+
+/// Usage of one org, team and price over some period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The org.
+    pub org_id: OrgId,
+    /// The calling token's team.
+    pub team_id: Option<TeamId>,
+    /// The org's tier when the calls were made.
+    pub tier: Option<Tier>,
+    /// The provider.
+    pub provider: Option<ProviderId>,
+    /// The model family.
+    pub model_family: Option<String>,
+    /// Whose credential served the calls (`None` for denied calls).
+    pub owner: Option<CredentialOwner>,
+    /// The rate card code in force (`None` for denied calls).
+    pub rate_card: Option<String>,
+    /// The provider price code in force.
+    pub provider_price: Option<String>,
+    /// Calls the provider answered.
+    pub calls: u64,
+    /// Allowed calls the provider never answered.
+    pub unanswered: u64,
+    /// Refused calls.
+    pub denied: u64,
+    /// Input tokens of answered calls.
+    pub input_tokens: u64,
+    /// Output tokens of answered calls.
+    pub output_tokens: u64,
+}
+
+/// A rollup row's key; empty text stands for "none".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RollupKey {
+    org_id: String,
+    hour_us: i64,
+    team_id: String,
+    tier: String,
+    provider: String,
+    model_family: String,
+    credential_owner: String,
+    rate_card: String,
+    provider_price: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    calls: i64,
+    unanswered: i64,
+    denied: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+}
+
+fn hour_of(at: Timestamp) -> i64 {
+    at.as_micros().div_euclid(HOUR_US) * HOUR_US
+}
+
+fn tokens(value: Option<u64>) -> i64 {
+    value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn or_empty(value: Option<&str>) -> String {
+    value.unwrap_or_default().to_owned()
+}
+
+/// The rollup increments of a batch of audit entries, keys in order (so concurrent
+/// writers on PostgreSQL lock rollup rows in the same order and cannot deadlock).
+fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
+    let mut out: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+    for entry in entries {
+        match entry {
+            AuditEntry::Resolution(row) if row.outcome == Outcome::Denied => {
+                let Some(org) = row.org_id else { continue };
+                let key = RollupKey {
+                    org_id: org.to_string(),
+                    hour_us: hour_of(row.at),
+                    team_id: row.team_id.map(|t| t.to_string()).unwrap_or_default(),
+                    tier: or_empty(row.tier.map(|t| t.as_str())),
+                    provider: or_empty(row.provider.map(|p| p.as_str())),
+                    model_family: or_empty(row.model_family.as_deref()),
+                    credential_owner: String::new(),
+                    rate_card: String::new(),
+                    provider_price: String::new(),
+                };
+                out.entry(key).or_default().denied += 1;
+            }
+            AuditEntry::Resolution(_) => {}
+            AuditEntry::Completion(completion) => {
+                let Some((key, counts)) = completion_delta(completion) else { continue };
+                let slot = out.entry(key).or_default();
+                slot.calls += counts.calls;
+                slot.unanswered += counts.unanswered;
+                slot.input_tokens = slot.input_tokens.saturating_add(counts.input_tokens);
+                slot.output_tokens = slot.output_tokens.saturating_add(counts.output_tokens);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn completion_delta(c: &CallCompletion) -> Option<(RollupKey, Counts)> {
+    let m = c.metering.as_ref()?;
+    let key = RollupKey {
+        org_id: c.org_id.to_string(),
+        hour_us: hour_of(c.at),
+        team_id: m.team_id.to_string(),
+        tier: m.tier.as_str().to_owned(),
+        provider: m.provider.as_str().to_owned(),
+        model_family: or_empty(m.model_family.as_deref()),
+        credential_owner: m.credential_owner.as_str().to_owned(),
+        rate_card: m.rate_card.clone(),
+        provider_price: or_empty(m.provider_price.as_deref()),
+    };
+    let counts = if c.answered() {
+        Counts {
+            calls: 1,
+            input_tokens: tokens(c.input_tokens),
+            output_tokens: tokens(c.output_tokens),
+            ..Counts::default()
+        }
+    } else {
+        Counts { unanswered: 1, ..Counts::default() }
+    };
+    Some((key, counts))
+}
+
+/// Add a batch's usage to the rollup, inside the transaction that appends the batch.
+pub(crate) async fn add_to_rollup(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
+    let deltas = deltas(entries);
+    const COLUMNS: usize = 14;
+    for chunk in deltas.chunks(ROWS_PER_UPSERT) {
+        let mut sql = String::from(
+            "INSERT INTO usage_rollup (org_id, hour_us, team_id, tier, provider, model_family, credential_owner, \
+             rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
+        );
+        for row in 0..chunk.len() {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + column + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(
+            " ON CONFLICT (org_id, hour_us, team_id, tier, provider, model_family, credential_owner, rate_card, \
+             provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
+             unanswered = usage_rollup.unanswered + excluded.unanswered, \
+             denied = usage_rollup.denied + excluded.denied, \
+             input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_rollup.output_tokens + excluded.output_tokens",
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        for (key, counts) in chunk {
+            query = query
+                .bind(key.org_id.clone())
+                .bind(key.hour_us)
+                .bind(key.team_id.clone())
+                .bind(key.tier.clone())
+                .bind(key.provider.clone())
+                .bind(key.model_family.clone())
+                .bind(key.credential_owner.clone())
+                .bind(key.rate_card.clone())
+                .bind(key.provider_price.clone())
+                .bind(counts.calls)
+                .bind(counts.unanswered)
+                .bind(counts.denied)
+                .bind(counts.input_tokens)
+                .bind(counts.output_tokens);
+        }
+        query.execute(&mut *conn).await.map_err(map_sqlx)?;
+    }
+    Ok(())
+}
+
+const GROUP_COLUMNS: &str =
+    "org_id, team_id, tier, provider, model_family, credential_owner, rate_card, provider_price";
+
+fn decode(row: &AnyRow, table: &'static str) -> Result<UsageRow, StoreError> {
+    let r = Row::new(row, table);
+    // Empty text is the rollup's "none".
+    let text = |col: &str| -> Result<Option<String>, StoreError> { Ok(r.opt_text(col)?.filter(|v| !v.is_empty())) };
+    fn parsed<T: std::str::FromStr>(table: &str, col: &str, value: Option<String>) -> Result<Option<T>, StoreError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        value.map(|v| v.parse().map_err(|e| StoreError::Corrupt(format!("{table}.{col}: {e}")))).transpose()
+    }
+    let count = |col: &str| -> Result<u64, StoreError> {
+        let value = r.int(col)?;
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{table}.{col}: {value} is negative")))
+    };
+    Ok(UsageRow {
+        org_id: r.parse("org_id")?,
+        team_id: parsed(table, "team_id", text("team_id")?)?,
+        tier: parsed(table, "tier", text("tier")?)?,
+        provider: parsed(table, "provider", text("provider")?)?,
+        model_family: text("model_family")?,
+        owner: parsed(table, "credential_owner", text("credential_owner")?)?,
+        rate_card: text("rate_card")?,
+        provider_price: text("provider_price")?,
+        calls: count("calls")?,
+        unanswered: count("unanswered")?,
+        denied: count("denied")?,
+        input_tokens: count("input_tokens")?,
+        output_tokens: count("output_tokens")?,
+    })
+}
+
+/// `org_id = $1 AND ` (or nothing for every org) and the number of the next placeholder.
+fn org_clause(org: Option<&OrgId>) -> (&'static str, usize) {
+    match org {
+        Some(_) => ("org_id = $1 AND ", 2),
+        None => ("", 1),
+    }
+}
+
+impl Store {
+    /// Usage of `org` (every org when `None`) in `[from, to)`, per org, team and price.
+    /// Calls count at their completion's time, denials at their resolution's.
+    pub async fn usage(
+        &self,
+        org: Option<&OrgId>,
+        from: Timestamp,
+        to: Timestamp,
+        source: UsageSource,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let (from, to) = (from.as_micros(), to.as_micros());
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        match source {
+            UsageSource::Audit => self.usage_from_audit(org, from, to).await,
+            UsageSource::Rollup => {
+                let first_full =
+                    from.div_euclid(HOUR_US) * HOUR_US + if from.rem_euclid(HOUR_US) == 0 { 0 } else { HOUR_US };
+                let last_full = to.div_euclid(HOUR_US) * HOUR_US;
+                if first_full >= last_full {
+                    return self.usage_from_audit(org, from, to).await;
+                }
+                let mut rows = self.usage_from_audit(org, from, first_full).await?;
+                rows.extend(self.usage_from_rollup(org, first_full, last_full).await?);
+                rows.extend(self.usage_from_audit(org, last_full, to).await?);
+                Ok(rows)
+            }
+        }
+    }
+
+    async fn usage_from_rollup(&self, org: Option<&OrgId>, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+        let (clause, n) = org_clause(org);
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS}, CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(unanswered) AS BIGINT) AS unanswered, \
+             CAST(SUM(denied) AS BIGINT) AS denied, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens FROM usage_rollup \
+             WHERE {clause}hour_us >= ${n} AND hour_us < ${} GROUP BY {GROUP_COLUMNS}",
+            n + 1
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        if let Some(org) = org {
+            query = query.bind(org.to_string());
+        }
+        let rows = query.bind(from).bind(to).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter().map(|row| decode(row, "usage_rollup")).collect()
+    }
+
+    async fn usage_from_audit(&self, org: Option<&OrgId>, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let (clause, n) = org_clause(org);
+        let answered = "upstream_status >= 100";
+        let completions = format!(
+            "SELECT {GROUP_COLUMNS}, \
+             CAST(COALESCE(SUM(CASE WHEN {answered} THEN 1 ELSE 0 END), 0) AS BIGINT) AS calls, \
+             CAST(COALESCE(SUM(CASE WHEN {answered} THEN 0 ELSE 1 END), 0) AS BIGINT) AS unanswered, \
+             CAST(0 AS BIGINT) AS denied, \
+             CAST(COALESCE(SUM(CASE WHEN {answered} THEN COALESCE(input_tokens, 0) ELSE 0 END), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(CASE WHEN {answered} THEN COALESCE(output_tokens, 0) ELSE 0 END), 0) AS BIGINT) AS output_tokens \
+             FROM call_completions WHERE {clause}at_us >= ${n} AND at_us < ${} AND rate_card IS NOT NULL \
+             GROUP BY {GROUP_COLUMNS}",
+            n + 1
+        );
+        let denied = format!(
+            "SELECT org_id, team_id, tier, provider, model_family, CAST(NULL AS TEXT) AS credential_owner, \
+             CAST(NULL AS TEXT) AS rate_card, CAST(NULL AS TEXT) AS provider_price, CAST(0 AS BIGINT) AS calls, \
+             CAST(0 AS BIGINT) AS unanswered, CAST(COUNT(*) AS BIGINT) AS denied, CAST(0 AS BIGINT) AS input_tokens, \
+             CAST(0 AS BIGINT) AS output_tokens FROM resolution_audit \
+             WHERE {clause}at_us >= ${n} AND at_us < ${} AND org_id IS NOT NULL AND outcome = 'denied' \
+             GROUP BY org_id, team_id, tier, provider, model_family",
+            n + 1
+        );
+        let mut out = Vec::new();
+        for (sql, table) in [(completions, "call_completions"), (denied, "resolution_audit")] {
+            let mut query = sqlx::query::<Any>(&sql);
+            if let Some(org) = org {
+                query = query.bind(org.to_string());
+            }
+            let rows = query.bind(from).bind(to).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+            for row in &rows {
+                out.push(decode(row, table)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_floor_including_before_the_epoch() {
+        assert_eq!(hour_of(Timestamp::from_micros(HOUR_US + 5).unwrap()), HOUR_US);
+        assert_eq!(hour_of(Timestamp::from_micros(-5).unwrap()), -HOUR_US);
+    }
+}

@@ -1,0 +1,467 @@
+//! Billing tiers: the platform credential pool, tier changes, negotiated rate cards,
+//! budgets, katman-c controls, and statements.
+
+use std::collections::BTreeMap;
+
+use byok_domain::billing::{month_start, next_month_start};
+use byok_domain::{
+    Actor, Budget, CredentialState, KmsName, LifecycleKind, Money, Name, Org, OrgControls, OrgId, OrgState, PricedCard,
+    RateCard, Statement, Tier, Timestamp, UsageCounts, UsageKey,
+};
+use byok_store::{OrgChange, UsageRow, UsageSource};
+use serde::{Deserialize, Serialize};
+
+use crate::error::VaultError;
+use crate::events::event;
+use crate::orgs::as_invalid;
+use crate::Vault;
+
+/// Longest maximum credential age accepted, in days (100 years).
+pub const MAX_CREDENTIAL_AGE_DAYS: u32 = 36_500;
+
+/// The rate card an org is billed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RateCardView {
+    /// The org.
+    pub org_id: OrgId,
+    /// Its tier.
+    pub tier: Tier,
+    /// Whether this is the org's negotiated card (katman-c) rather than its tier's.
+    pub negotiated: bool,
+    /// The currency of every rate.
+    #[schema(value_type = String, example = "USD")]
+    pub currency: byok_domain::Currency,
+    /// The rates.
+    #[serde(flatten)]
+    pub card: RateCard,
+}
+
+/// A budget as an admin writes it: team limits by team id or name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetInput {
+    /// The org's limit per calendar month (UTC).
+    #[serde(default)]
+    pub monthly_limit: Option<Money>,
+    /// Per-team limits per calendar month, by team id or name.
+    #[serde(default)]
+    pub teams: BTreeMap<String, Money>,
+}
+
+/// An org's budget with this month's spend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct BudgetView {
+    /// The org.
+    pub org_id: OrgId,
+    /// The currency of every amount.
+    #[schema(value_type = String, example = "USD")]
+    pub currency: byok_domain::Currency,
+    /// The org's monthly limit, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_limit: Option<Money>,
+    /// Team limits by team name.
+    pub teams: BTreeMap<String, Money>,
+    /// The current UTC month's spend so far (platform fees plus provider costs, exact),
+    /// as of the last committed calls.
+    pub spent_this_month: String,
+    /// The same per team (by name), for teams with a limit.
+    pub team_spent_this_month: BTreeMap<String, String>,
+}
+
+/// One org's line in the operator-wide report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrgUsageSummary {
+    /// The org.
+    pub org_id: OrgId,
+    /// Its name.
+    pub name: Name,
+    /// Its tier now.
+    pub tier: Tier,
+    /// Billed calls.
+    pub calls: u64,
+    /// Refused calls.
+    pub denied: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Platform fees.
+    pub platform_fee: String,
+    /// Provider costs.
+    pub provider_cost: String,
+    /// Both.
+    pub total: String,
+}
+
+/// Every org's usage in a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageReport {
+    /// Start (inclusive).
+    pub from: Timestamp,
+    /// End (exclusive).
+    pub to: Timestamp,
+    /// The currency.
+    #[schema(value_type = String, example = "USD")]
+    pub currency: byok_domain::Currency,
+    /// One line per org with any usage, by name.
+    pub orgs: Vec<OrgUsageSummary>,
+    /// The sum of every org's total.
+    pub total: String,
+}
+
+/// The price groups and counts of some usage rows.
+pub fn usage_groups(rows: &[UsageRow]) -> (u64, u64, Vec<(UsageKey, UsageCounts)>) {
+    let (mut denied, mut unanswered) = (0u64, 0u64);
+    let mut groups = Vec::new();
+    for row in rows {
+        denied = denied.saturating_add(row.denied);
+        unanswered = unanswered.saturating_add(row.unanswered);
+        let (Some(tier), Some(provider), Some(owner), Some(card)) = (row.tier, row.provider, row.owner, &row.rate_card)
+        else {
+            continue;
+        };
+        groups.push((
+            UsageKey {
+                tier,
+                provider,
+                model_family: row.model_family.clone(),
+                owner,
+                rate_card: card.clone(),
+                provider_price: row.provider_price.clone(),
+            },
+            UsageCounts { calls: row.calls, input_tokens: row.input_tokens, output_tokens: row.output_tokens },
+        ));
+    }
+    (denied, unanswered, groups)
+}
+
+impl Vault {
+    /// The operator's price book in force.
+    pub fn price_book(&self) -> &byok_domain::PriceBook {
+        &self.prices
+    }
+
+    /// The platform credential pool, made (with its own KEK in the default KMS) if it
+    /// does not exist yet.
+    pub async fn platform_pool(&self, actor: &Actor) -> Result<Org, VaultError> {
+        if let Some(org) = self.store.platform_org().await? {
+            return Ok(org);
+        }
+        let id = OrgId::generate();
+        let kek_version = self.kms.create_org_kek(id).await?;
+        let made = async {
+            let (_key, wrapped) = self.kms.new_fingerprint_key(id).await?;
+            let org = Org {
+                id,
+                name: Name::platform(),
+                // Not a tenant: the tier is never read for the pool.
+                tier: Tier::KatmanA,
+                state: OrgState::Active,
+                kek_version,
+                kms: KmsName::default_kms(),
+                kms_moving_from: None,
+                retention_days: None,
+                rate_card: None,
+                budget: Budget::default(),
+                controls: OrgControls::default(),
+                created_at: Timestamp::now(),
+            };
+            let mut created = event(id, LifecycleKind::OrgCreated, id, actor);
+            created.details = serde_json::json!({ "platform_pool": true, "kek_version": kek_version });
+            self.store.insert_platform_org(&org, &wrapped, &created).await?;
+            Ok::<_, VaultError>(org)
+        }
+        .await;
+        match made {
+            Ok(org) => {
+                self.epoch.bump();
+                Ok(org)
+            }
+            Err(err) => {
+                if let Err(destroy) = self.kms.destroy_org_keks(&KmsName::default_kms(), id).await {
+                    tracing::warn!(error = %destroy, "could not destroy the KEK of a platform pool that was not made");
+                }
+                // Another node may have made it meanwhile.
+                match self.store.platform_org().await? {
+                    Some(org) => Ok(org),
+                    None => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Change an org's tier (operator only; the caller checks). A change to katman-c is
+    /// refused while a credential breaks its rules (naming them); leaving katman-c needs
+    /// the org back on the default KMS and drops its negotiated card, retention and
+    /// controls (recorded in the event).
+    pub async fn change_tier(&self, actor: &Actor, org: &str, tier: Tier) -> Result<Org, VaultError> {
+        let org = self.live_org(org).await?;
+        if org.tier == tier {
+            return Ok(org);
+        }
+        if tier == Tier::KatmanC {
+            let mut violations = Vec::new();
+            for record in self.store.list_credentials(&org.id).await? {
+                let c = &record.credential;
+                if c.state == CredentialState::Revoked {
+                    continue;
+                }
+                if c.expires_at.is_none() {
+                    violations.push(format!("{} ({}) has no expires_at", c.id, c.name));
+                }
+                if c.scope.teams.is_empty() && c.scope.workflows.is_empty() {
+                    violations.push(format!("{} ({}) is org-wide (bind it to teams or workflows)", c.id, c.name));
+                }
+            }
+            if !violations.is_empty() {
+                return Err(VaultError::TierForbids(format!(
+                    "org {} cannot move to katman-c, which requires an expiry on every credential and forbids \
+                     org-wide ones: {}; change or revoke them first",
+                    org.id,
+                    violations.join("; ")
+                )));
+            }
+        }
+        if org.tier == Tier::KatmanC && (!org.kms.is_default() || org.kms_moving_from.is_some()) {
+            return Err(VaultError::TierForbids(format!(
+                "org {} keeps its KEK in the customer-managed KMS '{}', which only katman-c may; move it back first \
+                 (byok kek move --org {} --kms default)",
+                org.id, org.kms, org.name
+            )));
+        }
+        let leaving_c = org.tier == Tier::KatmanC;
+        let mut changed = event(org.id, LifecycleKind::TierChanged, org.id, actor);
+        changed.details = serde_json::json!({
+            "from": org.tier,
+            "to": tier,
+            "dropped": if leaving_c {
+                serde_json::json!({
+                    "rate_card": org.rate_card,
+                    "retention_days": org.retention_days,
+                    "controls": org.controls,
+                })
+            } else {
+                serde_json::Value::Null
+            },
+        });
+        let updated = self.store.update_org(&org.id, &OrgChange::Tier { from: org.tier, to: tier }, &changed).await?;
+        self.epoch.bump();
+        Ok(updated)
+    }
+
+    /// The card an org is billed with now.
+    pub async fn rate_card(&self, org: &str) -> Result<RateCardView, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.rate_card_view(&org))
+    }
+
+    fn rate_card_view(&self, org: &Org) -> RateCardView {
+        let priced = self.prices.card_for(org.tier, org.rate_card.as_ref());
+        RateCardView {
+            org_id: org.id,
+            tier: org.tier,
+            negotiated: org.tier == Tier::KatmanC && org.rate_card.is_some(),
+            currency: priced.currency,
+            card: priced.card,
+        }
+    }
+
+    /// Set (`Some`) a katman-c org's negotiated card, or return it to the default
+    /// (operator only; the caller checks). Calls made before keep their price.
+    pub async fn set_rate_card(
+        &self,
+        actor: &Actor,
+        org: &str,
+        card: Option<RateCard>,
+    ) -> Result<RateCardView, VaultError> {
+        let org = self.live_org(org).await?;
+        if card.is_some() && org.tier != Tier::KatmanC {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on {}: a negotiated rate card is for katman-c orgs; it is billed with the {} card",
+                org.id, org.tier, org.tier
+            )));
+        }
+        let after = card.map(|card| PricedCard { currency: self.prices.currency.clone(), card });
+        if after == org.rate_card {
+            return Ok(self.rate_card_view(&org));
+        }
+        let mut changed = event(org.id, LifecycleKind::RateCardChanged, org.id, actor);
+        changed.details = serde_json::json!({ "before": org.rate_card, "after": after });
+        let updated = self.store.update_org(&org.id, &OrgChange::RateCard(after), &changed).await?;
+        self.epoch.bump();
+        Ok(self.rate_card_view(&updated))
+    }
+
+    /// Set an org's budget (replacing it whole; an empty one removes every limit).
+    pub async fn set_budget(&self, actor: &Actor, org: &str, input: BudgetInput) -> Result<BudgetView, VaultError> {
+        let org = self.live_org(org).await?;
+        let mut budget = Budget { monthly_limit: input.monthly_limit, teams: BTreeMap::new() };
+        for (reference, limit) in &input.teams {
+            let team = self.team(&org.id, reference).await.map_err(as_invalid("teams"))?;
+            budget.teams.insert(team.id, *limit);
+        }
+        if budget != org.budget {
+            let mut changed = event(org.id, LifecycleKind::BudgetChanged, org.id, actor);
+            changed.details =
+                serde_json::json!({ "before": org.budget, "after": budget, "currency": self.prices.currency });
+            self.store.update_org(&org.id, &OrgChange::Budget(budget), &changed).await?;
+            self.epoch.bump();
+        }
+        self.budget(&org.id.to_string()).await
+    }
+
+    /// An org's budget and this month's spend.
+    pub async fn budget(&self, org: &str) -> Result<BudgetView, VaultError> {
+        let org = self.org(org).await?;
+        let now = Timestamp::now();
+        let rows =
+            self.store.usage(Some(&org.id), month_start(now), next_month_start(now), UsageSource::Rollup).await?;
+        let spend = byok_domain::billing::spend(rows.iter().filter_map(row_cost_input))
+            .map_err(|e| VaultError::Internal(format!("cannot price this month's usage: {e}")))?;
+        let mut teams = BTreeMap::new();
+        let mut team_spent = BTreeMap::new();
+        for (team_id, limit) in &org.budget.teams {
+            let name = match self.store.get_team(&org.id, team_id).await? {
+                Some(team) => team.name.as_str().to_owned(),
+                None => team_id.to_string(),
+            };
+            let spent = spend.teams.get(team_id).copied().unwrap_or_default();
+            team_spent.insert(name.clone(), byok_domain::billing::round_amount(spent));
+            teams.insert(name, *limit);
+        }
+        Ok(BudgetView {
+            org_id: org.id,
+            currency: self.prices.currency.clone(),
+            monthly_limit: org.budget.monthly_limit,
+            teams,
+            spent_this_month: byok_domain::billing::round_amount(spend.total),
+            team_spent_this_month: team_spent,
+        })
+    }
+
+    /// Set a katman-c org's controls (replacing them whole; empty removes them).
+    pub async fn set_controls(&self, actor: &Actor, org: &str, controls: OrgControls) -> Result<Org, VaultError> {
+        let org = self.live_org(org).await?;
+        if org.tier != Tier::KatmanC && !controls.is_empty() {
+            return Err(VaultError::TierForbids(format!(
+                "org {} is on {}: credential age limits and source allow-lists are katman-c controls",
+                org.id, org.tier
+            )));
+        }
+        if let Some(days) = controls.max_credential_age_days {
+            if days == 0 || days > MAX_CREDENTIAL_AGE_DAYS {
+                return Err(VaultError::invalid(format!(
+                    "max_credential_age_days: {days} is out of range; give 1 to {MAX_CREDENTIAL_AGE_DAYS}"
+                )));
+            }
+        }
+        let mut cidrs = controls.allowed_source_cidrs.clone();
+        let before = cidrs.len();
+        cidrs.dedup();
+        if cidrs.len() != before || controls.allowed_source_cidrs.len() > 1000 {
+            return Err(VaultError::invalid("allowed_source_cidrs: list each network once, at most 1000 of them"));
+        }
+        if controls == org.controls {
+            return Ok(org);
+        }
+        let mut changed = event(org.id, LifecycleKind::ControlsChanged, org.id, actor);
+        changed.details = serde_json::json!({ "before": org.controls, "after": controls });
+        let updated = self.store.update_org(&org.id, &OrgChange::Controls(controls), &changed).await?;
+        self.epoch.bump();
+        Ok(updated)
+    }
+
+    /// The period a statement covers: `[from, to)`, by default the current UTC month.
+    pub fn statement_period(
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<(Timestamp, Timestamp), VaultError> {
+        let now = Timestamp::now();
+        let from = from.unwrap_or_else(|| month_start(to.unwrap_or(now)));
+        let to = to.unwrap_or_else(|| next_month_start(from));
+        if from >= to {
+            return Err(VaultError::invalid(format!("from ({from}) must be before to ({to})")));
+        }
+        Ok((from, to))
+    }
+
+    /// An org's statement for `[from, to)`.
+    pub async fn statement(
+        &self,
+        org: &str,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        source: UsageSource,
+    ) -> Result<Statement, VaultError> {
+        let org = self.org(org).await?;
+        let (from, to) = Self::statement_period(from, to)?;
+        let rows = self.store.usage(Some(&org.id), from, to, source).await?;
+        let (denied, unanswered, groups) = usage_groups(&rows);
+        byok_domain::billing::statement(org.id, from, to, self.prices.currency.clone(), denied, unanswered, groups)
+            .map_err(|e| VaultError::Internal(format!("cannot price org {}'s usage: {e}", org.id)))
+    }
+
+    /// Every org's usage for `[from, to)`, one line per org (operator only).
+    pub async fn usage_report(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<UsageReport, VaultError> {
+        let (from, to) = Self::statement_period(from, to)?;
+        let rows = self.store.usage(None, from, to, UsageSource::Rollup).await?;
+        let mut by_org: BTreeMap<OrgId, Vec<UsageRow>> = BTreeMap::new();
+        for row in rows {
+            by_org.entry(row.org_id).or_default().push(row);
+        }
+        let orgs: BTreeMap<OrgId, Org> = self.store.list_orgs().await?.into_iter().map(|o| (o.id, o)).collect();
+        let mut lines = Vec::new();
+        let mut total = rust_decimal::Decimal::ZERO;
+        for (org_id, rows) in by_org {
+            let (denied, unanswered, groups) = usage_groups(&rows);
+            let s = byok_domain::billing::statement(
+                org_id,
+                from,
+                to,
+                self.prices.currency.clone(),
+                denied,
+                unanswered,
+                groups,
+            )
+            .map_err(|e| VaultError::Internal(format!("cannot price org {org_id}'s usage: {e}")))?;
+            total += rust_decimal::Decimal::from_str_exact(&s.total)
+                .map_err(|e| VaultError::Internal(format!("statement total: {e}")))?;
+            let Some(org) = orgs.get(&org_id) else { continue };
+            lines.push(OrgUsageSummary {
+                org_id,
+                name: org.name.clone(),
+                tier: org.tier,
+                calls: s.calls,
+                denied: s.denied,
+                input_tokens: s.input_tokens,
+                output_tokens: s.output_tokens,
+                platform_fee: s.platform_fee,
+                provider_cost: s.provider_cost,
+                total: s.total,
+            });
+        }
+        lines.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        Ok(UsageReport {
+            from,
+            to,
+            currency: self.prices.currency.clone(),
+            orgs: lines,
+            total: byok_domain::billing::round_amount(total),
+        })
+    }
+}
+
+/// The cost inputs of a usage row (billed calls only).
+pub fn row_cost_input(row: &UsageRow) -> Option<byok_domain::billing::CostInput> {
+    Some(byok_domain::billing::CostInput {
+        team: row.team_id,
+        owner: row.owner?,
+        rate_card: row.rate_card.clone()?,
+        provider_price: row.provider_price.clone(),
+        counts: UsageCounts { calls: row.calls, input_tokens: row.input_tokens, output_tokens: row.output_tokens },
+    })
+}
