@@ -528,6 +528,336 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     .unwrap();
 }
 
+/// Billing input that is wrong is refused with a 4xx naming the problem, and changes
+/// nothing: no row, no org setting, no platform pool.
+#[tokio::test]
+async fn billing_bad_input_is_refused_and_nothing_changes() {
+    for_each_backend("billing_bad_input", |t| async move {
+        let h = harness(t).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "acme", "tier": "katman-a"})).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "enterprise", "tier": "katman-c"})).await;
+        h.ok(Method::POST, "/v1/orgs/acme/teams", json!({"name": "research"})).await;
+        h.ok(
+            Method::POST,
+            "/v1/orgs/acme/credentials",
+            json!({"name": "live", "provider": "openai", "secret": CANARY}),
+        )
+        .await;
+        let card = |per_call: Value| {
+            json!({"per_call": per_call, "per_million_input_tokens": "0.1", "per_million_output_tokens": "0.2"})
+                .to_string()
+        };
+        let cases: Vec<(Method, &str, String, StatusCode, &str)> = vec![
+            (
+                Method::PATCH,
+                "/v1/orgs/acme",
+                json!({"tier": "katman-d"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "katman-d",
+            ),
+            (Method::PATCH, "/v1/orgs/acme", "{}".to_owned(), StatusCode::BAD_REQUEST, "missing field `tier`"),
+            (
+                Method::PATCH,
+                "/v1/orgs/acme",
+                json!({"tier": "katman-b", "name": "x"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "unknown field `name`",
+            ),
+            // Its credential "live" is org-wide and never expires: named in the refusal.
+            (
+                Method::PATCH,
+                "/v1/orgs/acme",
+                json!({"tier": "katman-c"}).to_string(),
+                StatusCode::FORBIDDEN,
+                "(live) has no expires_at",
+            ),
+            (
+                Method::PATCH,
+                "/v1/orgs/ghost",
+                json!({"tier": "katman-b"}).to_string(),
+                StatusCode::NOT_FOUND,
+                "no org 'ghost'",
+            ),
+            (Method::PUT, "/v1/orgs/acme/rate-card", card(json!("0.1")), StatusCode::FORBIDDEN, "katman-c"),
+            (Method::PUT, "/v1/orgs/enterprise/rate-card", card(json!("-1")), StatusCode::BAD_REQUEST, "negative"),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/rate-card",
+                card(json!("abc")),
+                StatusCode::BAD_REQUEST,
+                "not a decimal",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/rate-card",
+                card(json!("1e-3")),
+                StatusCode::BAD_REQUEST,
+                "not a decimal",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/rate-card",
+                card(json!(0.002)),
+                StatusCode::BAD_REQUEST,
+                "decimal strings",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/rate-card",
+                card(json!("0.0000000000001")),
+                StatusCode::BAD_REQUEST,
+                "more than 12 digits",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/rate-card",
+                json!({"per_call": "0.1", "per_million_input_tokens": "0.1"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "missing field `per_million_output_tokens`",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/acme/budget",
+                json!({"monthly_limit": "-5"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "negative",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/acme/budget",
+                json!({"monthly_limit": 5}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "decimal strings",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/acme/budget",
+                json!({"teams": {"ghosts": "1"}}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "no team 'ghosts'",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/acme/controls",
+                json!({"max_credential_age_days": 30}).to_string(),
+                StatusCode::FORBIDDEN,
+                "katman-c",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"allowed_source_cidrs": ["10.0.0.1/8"]}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "host bits",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"allowed_source_cidrs": ["10.0.0.0/33"]}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "not a CIDR",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"allowed_source_cidrs": ["nope"]}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "not a CIDR",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"max_credential_age_days": 0}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "out of range",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"max_credential_age_days": -1}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "invalid value",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
+                json!({"max_age": 3}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "unknown field `max_age`",
+            ),
+            (
+                Method::GET,
+                "/v1/orgs/acme/usage?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+                "must be before",
+            ),
+            (Method::GET, "/v1/orgs/acme/usage?from=yesterday", String::new(), StatusCode::BAD_REQUEST, "RFC 3339"),
+            (
+                Method::GET,
+                "/v1/orgs/acme/usage?source=cache",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+                "rollup or audit",
+            ),
+            (
+                Method::GET,
+                "/v1/orgs/acme/usage?month=1",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+                "unknown query parameter",
+            ),
+            (
+                Method::GET,
+                "/v1/usage?to=2020-01-01T00:00:00Z&from=2021-01-01T00:00:00Z",
+                String::new(),
+                StatusCode::BAD_REQUEST,
+                "must be before",
+            ),
+            (
+                Method::POST,
+                "/v1/platform/credentials",
+                json!({"name": "p", "provider": "openai", "secret": CANARY_2, "scope": {"teams": ["research"]}})
+                    .to_string(),
+                StatusCode::BAD_REQUEST,
+                "do not apply",
+            ),
+            (
+                Method::POST,
+                "/v1/platform/credentials",
+                json!({"name": "p", "provider": "openai", "secret": CANARY_2, "scope": {"model_families": ["gpt4o"]}})
+                    .to_string(),
+                StatusCode::BAD_REQUEST,
+                "unknown model family 'gpt4o'",
+            ),
+            (
+                Method::POST,
+                "/v1/platform/credentials",
+                json!({"name": "has space", "provider": "openai", "secret": CANARY_2}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "may contain only",
+            ),
+            (Method::GET, "/v1/platform/credentials/nope", String::new(), StatusCode::NOT_FOUND, "platform pool"),
+            (
+                Method::POST,
+                "/v1/platform/credentials/nope/revoke",
+                "{}".to_owned(),
+                StatusCode::NOT_FOUND,
+                "platform pool",
+            ),
+            // The platform pool is not an org: no org path reaches it.
+            (Method::GET, "/v1/orgs/_platform", String::new(), StatusCode::NOT_FOUND, "no org"),
+        ];
+        let before = (h.counts().await, h.op(Method::GET, "/v1/orgs", json!({})).await.json);
+        let keyring = h.keyring_bytes();
+        let operator = h.operator.clone();
+        for (method, path, body, status, fragment) in cases {
+            let body = (!body.is_empty()).then_some(body);
+            let answer = h.call(method.clone(), path, Some(&operator), body.as_deref()).await;
+            assert_eq!(answer.status, status, "{method} {path} {body:?}: {}", answer.raw);
+            let message =
+                answer.json["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message: {}", answer.raw));
+            assert!(message.contains(fragment), "{method} {path} {body:?}: message {message:?} lacks {fragment:?}");
+            let after = (h.counts().await, h.op(Method::GET, "/v1/orgs", json!({})).await.json);
+            assert_eq!(after, before, "{method} {path} {body:?} changed something");
+            assert_eq!(h.keyring_bytes(), keyring, "{method} {path} {body:?} changed the keyring");
+        }
+        let platform = h.op(Method::GET, "/v1/platform/credentials", json!({})).await;
+        assert_eq!(platform.json["credentials"], json!([]), "no platform pool was made by refused requests");
+
+        // What works, to be sure the refusals were about the input.
+        let org = h.ok(Method::PATCH, "/v1/orgs/enterprise", json!({"tier": "katman-b"})).await;
+        assert_eq!(org["tier"], "katman-b");
+        let view = h
+            .ok(Method::PUT, "/v1/orgs/acme/budget", json!({"monthly_limit": "50.00", "teams": {"research": "10"}}))
+            .await;
+        assert_eq!((view["monthly_limit"].clone(), view["teams"]["research"].clone()), (json!("50"), json!("10")));
+        assert_eq!(view["spent_this_month"], "0.000000");
+        let statement = h.ok(Method::GET, "/v1/orgs/acme/usage", json!({})).await;
+        assert_eq!((statement["calls"].clone(), statement["total"].clone()), (json!(0), json!("0.000000")));
+    })
+    .await
+    .unwrap();
+}
+
+/// The operator alone changes tiers, negotiates cards, manages the platform pool and
+/// sees every org's usage; an org admin manages its own budget and controls.
+#[tokio::test]
+async fn billing_powers_are_the_operators() {
+    for_each_backend("billing_powers", |t| async move {
+        let h = harness(t).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "corp", "tier": "katman-c"})).await;
+        h.ok(Method::POST, "/v1/orgs/corp/teams", json!({"name": "research"})).await;
+        h.ok(
+            Method::POST,
+            "/v1/platform/credentials",
+            json!({"name": "shared", "provider": "openai", "secret": CANARY}),
+        )
+        .await;
+        let admin =
+            h.ok(Method::POST, "/v1/orgs/corp/admin-tokens", json!({})).await["token"].as_str().unwrap().to_owned();
+        let card = r#"{"per_call":"0.1","per_million_input_tokens":"0.1","per_million_output_tokens":"0.1"}"#;
+        let counts = h.counts().await;
+        let refused: Vec<(Method, &str, Option<&str>)> = vec![
+            (Method::PATCH, "/v1/orgs/corp", Some(r#"{"tier":"katman-a"}"#)),
+            (Method::PUT, "/v1/orgs/corp/rate-card", Some(card)),
+            (Method::DELETE, "/v1/orgs/corp/rate-card", None),
+            (Method::GET, "/v1/usage", None),
+            (Method::GET, "/v1/platform/credentials", None),
+            (Method::GET, "/v1/platform/credentials/shared", None),
+            (
+                Method::POST,
+                "/v1/platform/credentials",
+                Some(r#"{"name":"x","provider":"openai","secret":"sk-x-123456789"}"#),
+            ),
+            (Method::PATCH, "/v1/platform/credentials/shared", Some(r#"{"priority":1}"#)),
+            (Method::POST, "/v1/platform/credentials/shared/rotate", Some(r#"{"secret":"sk-y-123456789"}"#)),
+            (Method::POST, "/v1/platform/credentials/shared/disable", None),
+            (Method::POST, "/v1/platform/credentials/shared/revoke", None),
+            (Method::GET, "/v1/platform/credentials/shared/lifecycle", None),
+            (Method::GET, "/v1/platform/audit/verify", None),
+        ];
+        for (method, path, body) in refused {
+            let answer = h.call(method.clone(), path, Some(&admin), body).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {path}: {}", answer.raw);
+            assert!(answer.raw.contains("only the operator"), "{method} {path}: {}", answer.raw);
+        }
+        assert_eq!(h.counts().await, counts, "nothing was written by refused requests");
+        // Its own budget, controls, card and statement are the org admin's to see and set.
+        for (method, path, body) in [
+            (Method::PUT, "/v1/orgs/corp/budget", Some(r#"{"monthly_limit":"12.5"}"#)),
+            (
+                Method::PUT,
+                "/v1/orgs/corp/controls",
+                Some(r#"{"max_credential_age_days":90,"allowed_source_cidrs":["10.0.0.0/8"]}"#),
+            ),
+            (Method::GET, "/v1/orgs/corp/controls", None),
+            (Method::GET, "/v1/orgs/corp/rate-card", None),
+            (Method::GET, "/v1/orgs/corp/usage", None),
+        ] {
+            let answer = h.call(method.clone(), path, Some(&admin), body).await;
+            assert_eq!(answer.status, StatusCode::OK, "{method} {path}: {}", answer.raw);
+        }
+        let org = h.call(Method::GET, "/v1/orgs/corp", Some(&admin), None).await.json;
+        assert_eq!(org["controls"]["max_credential_age_days"], 90);
+        assert_eq!(org["budget"]["monthly_limit"], "12.5");
+        // The operator's changes are lifecycle events of the org.
+        h.ok(Method::PUT, "/v1/orgs/corp/rate-card", serde_json::from_str(card).unwrap()).await;
+        let view = h.ok(Method::GET, "/v1/orgs/corp/rate-card", json!({})).await;
+        assert_eq!((view["negotiated"].clone(), view["per_call"].clone()), (json!(true), json!("0.1")));
+        let changed = h.ok(Method::PATCH, "/v1/orgs/corp", json!({"tier": "katman-b"})).await;
+        assert_eq!(changed["tier"], "katman-b");
+        assert!(
+            changed.get("rate_card").is_none() && changed.get("controls").is_none(),
+            "katman-c's own settings go: {changed}"
+        );
+        let view = h.ok(Method::GET, "/v1/orgs/corp/rate-card", json!({})).await;
+        assert_eq!((view["negotiated"].clone(), view["per_call"].clone()), (json!(false), json!("0.0005")));
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn org_admin_tokens_are_confined_to_their_org() {
     for_each_backend("org_admin_tokens_are_confined_to_their_org", |t| async move {

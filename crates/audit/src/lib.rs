@@ -13,7 +13,7 @@
 
 pub mod checkpoint;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use byok_domain::{CallCompletion, ResolutionAudit};
 use byok_store::{AuditEntry, Segment, Store};
@@ -54,15 +54,11 @@ enum Job {
     Completion(CallCompletion),
 }
 
-/// Told of every batch once it is durable (e.g. to learn which metered completions the
-/// store now holds). Runs on the writer task: it must be quick and must not block.
-pub type CommitHook = Arc<dyn Fn(&[AuditEntry]) + Send + Sync>;
-
 /// A handle on the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
-    hook: Arc<OnceLock<CommitHook>>,
+    segment: Arc<str>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -76,14 +72,16 @@ impl AuditWriter {
     /// queue is drained.
     pub fn spawn(store: Store, config: AuditConfig) -> (AuditWriter, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
-        let hook = Arc::new(OnceLock::new());
-        let task = tokio::spawn(run(store, queue, config.max_batch.max(1), Arc::clone(&hook)));
-        (AuditWriter { jobs, hook }, task)
+        // This writer's own chain segment: it is the only appender, so its heads live here.
+        let segment = Segment::new();
+        let id: Arc<str> = Arc::from(segment.id());
+        let task = tokio::spawn(run(store, queue, config.max_batch.max(1), segment));
+        (AuditWriter { jobs, segment: id }, task)
     }
 
-    /// Call `hook` after every committed batch (once; a second hook is refused).
-    pub fn on_commit(&self, hook: CommitHook) -> Result<(), AuditError> {
-        self.hook.set(hook).map_err(|_| AuditError::Unavailable("a commit hook is already set".into()))
+    /// The id of the chain segment this writer appends to (what it wrote carries it).
+    pub fn segment_id(&self) -> &str {
+        &self.segment
     }
 
     /// Append `row` and wait until it is durable.
@@ -113,9 +111,7 @@ impl AuditWriter {
     }
 }
 
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, hook: Arc<OnceLock<CommitHook>>) {
-    // This writer's own chain segment: it is the only appender, so its heads live here.
-    let mut segment = Segment::new();
+async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut segment: Segment) {
     tracing::info!(segment = segment.id(), "audit writer started a chain segment");
     let mut entries = Vec::with_capacity(max_batch);
     let mut acks = Vec::with_capacity(max_batch);
@@ -145,13 +141,8 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, hoo
             }
         }
         let result = store.append_audit(&mut segment, &entries).await;
-        match &result {
-            Ok(()) => {
-                if let Some(hook) = hook.get() {
-                    hook(&entries);
-                }
-            }
-            Err(err) => tracing::error!(error = %err, entries = entries.len(), "audit commit failed"),
+        if let Err(err) = &result {
+            tracing::error!(error = %err, entries = entries.len(), "audit commit failed");
         }
         let outcome = result.map_err(|e| AuditError::Unavailable(e.to_string()));
         for ack in acks.drain(..) {

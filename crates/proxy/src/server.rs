@@ -72,9 +72,7 @@ impl Sidecar {
         let client = upstream_client(config.connect_timeout)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
-        let book = Arc::new(SpendBook::new(vault.store().clone(), config.spend_refresh));
-        let hooked = Arc::clone(&book);
-        audit.on_commit(Arc::new(move |entries| hooked.committed(entries))).map_err(|e| e.to_string())?;
+        let book = Arc::new(SpendBook::new(vault.store().clone(), audit.segment_id(), config.spend_refresh));
         Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config, book }) })
     }
 

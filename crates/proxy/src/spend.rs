@@ -1,90 +1,75 @@
 //! What each org (and team) has spent this UTC month, known on the hot path without a
 //! query per call — for budgets.
 //!
-//! An org's spend is `base + (committed - committed_at_base) + pending`:
-//! * `base`: the month's spend in the store (the usage rollup, every node's calls) when
-//!   it was last read; it is read on the org's first budgeted call of the month and again
-//!   in the background when older than the refresh interval;
-//! * `committed`: this node's metered calls the audit writer has made durable since
-//!   (told by its commit hook), `committed_at_base` its value when the last read began;
-//! * `pending`: this node's calls that completed but are not yet durable.
+//! An org's spend is `mine + others`:
+//! * `mine`: every metered call this node completed this month, counted the moment it
+//!   completes — before the next call on the same connection can start, and whether or
+//!   not its completion is durable yet. (A process counts from its start: what this
+//!   node wrote before a restart belongs to an older audit writer segment and is read
+//!   as the others'.)
+//! * `others`: the month's spend of every *other* audit writer segment, read from the
+//!   usage rollup — on the org's first budgeted call of the month, then again in the
+//!   background whenever it is older than the refresh interval.
 //!
-//! A call is counted the moment it completes (before the next call on the same
-//! connection can start), so on one node the spend a budget sees is exact for every
-//! completed call. A read overlapping a commit may count that commit twice until the
-//! next read: the error is an over-estimate, never an under-estimate. Calls of other
-//! nodes are seen at the next read (the refresh interval).
+//! Rollup rows carry the segment that wrote them, so nothing is counted twice and
+//! nothing is missed: on one node a budget sees exactly the cost of every completed
+//! call; other nodes' calls are seen within the refresh interval.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use byok_domain::billing::{group_amounts, month_start, next_month_start, Spend};
-use byok_domain::{OrgId, TeamId, Timestamp, UsageCounts};
-use byok_store::{AuditEntry, Store, StoreError, UsageSource};
+use byok_domain::{CallCompletion, OrgId, TeamId, Timestamp, UsageCounts};
+use byok_store::{Store, StoreError};
 use rust_decimal::Decimal;
 
 #[derive(Debug, Default)]
 struct OrgSpend {
     /// The month these figures are for.
     month: Option<Timestamp>,
-    base: Option<Spend>,
-    loaded_at: Option<Instant>,
-    committed: Spend,
-    committed_at_base: Spend,
-    pending: Spend,
-    refreshing: bool,
+    mine: Spend,
+    others: Option<Spend>,
+    read_at: Option<Instant>,
+    reading: bool,
 }
 
 impl OrgSpend {
-    fn reset_if_new_month(&mut self, month: Timestamp) {
+    fn for_month(&mut self, month: Timestamp) -> &mut Self {
         if self.month != Some(month) {
             *self = OrgSpend { month: Some(month), ..OrgSpend::default() };
         }
+        self
     }
 
     fn current(&self) -> Option<Spend> {
-        let base = self.base.as_ref()?;
-        let mut out = base.clone();
-        merge(&mut out, &self.committed, Decimal::ONE);
-        merge(&mut out, &self.committed_at_base, Decimal::NEGATIVE_ONE);
-        merge(&mut out, &self.pending, Decimal::ONE);
-        Some(out)
-    }
-}
-
-fn merge(into: &mut Spend, other: &Spend, sign: Decimal) {
-    into.total = (into.total + other.total * sign).max(Decimal::ZERO);
-    for (team, amount) in &other.teams {
-        let slot = into.teams.entry(*team).or_default();
-        *slot = (*slot + *amount * sign).max(Decimal::ZERO);
-    }
-}
-
-fn subtract(from: &mut Spend, team: Option<TeamId>, amount: Decimal) {
-    from.total = (from.total - amount).max(Decimal::ZERO);
-    if let Some(team) = team {
-        if let Some(slot) = from.teams.get_mut(&team) {
-            *slot = (*slot - amount).max(Decimal::ZERO);
+        let mut total = self.others.clone()?;
+        total.total = total.total.saturating_add(self.mine.total);
+        for (team, amount) in &self.mine.teams {
+            let slot = total.teams.entry(*team).or_default();
+            *slot = slot.saturating_add(*amount);
         }
+        Some(total)
     }
-}
-
-/// Spend per org for the current month, shared by every call of this node.
-pub(crate) struct SpendBook {
-    store: Store,
-    refresh: Duration,
-    orgs: Mutex<HashMap<OrgId, Arc<Entry>>>,
 }
 
 struct Entry {
     spend: Mutex<OrgSpend>,
     /// One first read at a time per org.
-    loading: tokio::sync::Mutex<()>,
+    first_read: tokio::sync::Mutex<()>,
 }
 
-/// The cost of one metered completion, exactly as a statement prices it.
-fn cost_of(completion: &byok_domain::CallCompletion) -> Option<(TeamId, Decimal)> {
+/// Spend per org for the current month, shared by every call of this node.
+pub(crate) struct SpendBook {
+    store: Store,
+    /// This node's audit writer segment: its rows are `mine`, counted here.
+    segment: String,
+    refresh: Duration,
+    orgs: Mutex<HashMap<OrgId, Arc<Entry>>>,
+}
+
+/// The cost of one metered, answered call, exactly as a statement prices it.
+fn cost_of(completion: &CallCompletion) -> Option<(TeamId, Decimal)> {
     let metering = completion.metering.as_ref()?;
     if !completion.answered() {
         return None;
@@ -97,98 +82,74 @@ fn cost_of(completion: &byok_domain::CallCompletion) -> Option<(TeamId, Decimal)
     let (fee, cost) =
         group_amounts(metering.credential_owner, &metering.rate_card, metering.provider_price.as_deref(), counts)
             .ok()?;
-    Some((metering.team_id, fee + cost.unwrap_or_default()))
+    Some((metering.team_id, fee.saturating_add(cost.unwrap_or_default())))
 }
 
 impl SpendBook {
-    pub(crate) fn new(store: Store, refresh: Duration) -> Self {
-        Self { store, refresh, orgs: Mutex::default() }
+    pub(crate) fn new(store: Store, segment: &str, refresh: Duration) -> Self {
+        Self { store, segment: segment.to_owned(), refresh, orgs: Mutex::default() }
     }
 
     fn entry(&self, org: OrgId) -> Arc<Entry> {
-        let mut orgs = self.orgs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut orgs = self.orgs.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
-            orgs.entry(org)
-                .or_insert_with(|| Arc::new(Entry { spend: Mutex::default(), loading: tokio::sync::Mutex::new(()) })),
+            orgs.entry(org).or_insert_with(|| {
+                Arc::new(Entry { spend: Mutex::default(), first_read: tokio::sync::Mutex::new(()) })
+            }),
         )
     }
 
-    /// A completed call's usage, the moment it completes.
-    pub(crate) fn completed(&self, completion: &byok_domain::CallCompletion) {
+    /// A call of this node completed.
+    pub(crate) fn completed(&self, completion: &CallCompletion) {
         let Some((team, amount)) = cost_of(completion) else { return };
         let entry = self.entry(completion.org_id);
-        let mut spend = entry.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        spend.reset_if_new_month(month_start(completion.at));
-        spend.pending.add(Some(team), amount);
+        let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
+        spend.for_month(month_start(completion.at)).mine.add(Some(team), amount);
     }
 
-    /// The audit writer made these entries durable.
-    pub(crate) fn committed(&self, entries: &[AuditEntry]) {
-        for entry in entries {
-            let AuditEntry::Completion(completion) = entry else { continue };
-            let Some((team, amount)) = cost_of(completion) else { continue };
-            let Some(org) = self.orgs.lock().ok().and_then(|orgs| orgs.get(&completion.org_id).cloned()) else {
-                continue;
-            };
-            let mut spend = org.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if spend.month != Some(month_start(completion.at)) {
-                continue;
-            }
-            subtract(&mut spend.pending, Some(team), amount);
-            spend.committed.add(Some(team), amount);
-        }
-    }
-
-    /// The org's spend this month (reading it from the store first if this node has not
-    /// yet; refreshing it in the background when it is older than the refresh interval).
+    /// The org's spend this month (reading the other writers' from the store first if
+    /// this node has not yet this month; refreshing it in the background when stale).
     pub(crate) async fn spend(self: &Arc<Self>, org: OrgId) -> Result<Spend, StoreError> {
         let month = month_start(Timestamp::now());
         let entry = self.entry(org);
-        {
-            let mut spend = entry.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            spend.reset_if_new_month(month);
-            if let Some(current) = spend.current() {
-                let stale = spend.loaded_at.is_none_or(|at| at.elapsed() >= self.refresh);
-                if stale && !spend.refreshing {
-                    spend.refreshing = true;
-                    let book = Arc::clone(self);
-                    let entry = Arc::clone(&entry);
-                    tokio::spawn(async move {
-                        if let Err(err) = book.read(org, &entry, month).await {
-                            tracing::debug!(org = %org, error = %err, "budget spend refresh failed");
-                        }
-                    });
-                }
-                return Ok(current);
-            }
-        }
-        let _turn = entry.loading.lock().await;
-        if let Some(current) =
-            entry.spend.lock().ok().and_then(|s| (s.month == Some(month)).then(|| s.current()).flatten())
-        {
+        if let Some(current) = self.current_or_refresh(org, &entry, month) {
             return Ok(current);
         }
-        self.read(org, &entry, month).await?;
-        let spend = entry.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(spend.current().unwrap_or_default())
+        let _turn = entry.first_read.lock().await;
+        if let Some(current) = self.current_or_refresh(org, &entry, month) {
+            return Ok(current);
+        }
+        self.read_others(org, &entry, month).await?;
+        let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(spend.for_month(month).current().unwrap_or_default())
     }
 
-    /// Read the month's spend from the store into `entry`.
-    async fn read(&self, org: OrgId, entry: &Entry, month: Timestamp) -> Result<(), StoreError> {
-        let committed_at_start = {
-            let spend = entry.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            spend.committed.clone()
-        };
-        let result = self.store.usage(Some(&org), month, next_month_start(month), UsageSource::Rollup).await;
-        let mut spend = entry.spend.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        spend.refreshing = false;
-        let rows = result?;
-        let base = byok_domain::billing::spend(rows.iter().filter_map(byok_vault::row_cost_input))
+    fn current_or_refresh(self: &Arc<Self>, org: OrgId, entry: &Arc<Entry>, month: Timestamp) -> Option<Spend> {
+        let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
+        let spend = spend.for_month(month);
+        let current = spend.current()?;
+        if spend.read_at.is_none_or(|at| at.elapsed() >= self.refresh) && !spend.reading {
+            spend.reading = true;
+            let (book, entry) = (Arc::clone(self), Arc::clone(entry));
+            tokio::spawn(async move {
+                if let Err(err) = book.read_others(org, &entry, month).await {
+                    tracing::debug!(org = %org, error = %err, "budget spend refresh failed");
+                }
+            });
+        }
+        Some(current)
+    }
+
+    /// Read the other writers' spend this month into `entry`.
+    async fn read_others(&self, org: OrgId, entry: &Entry, month: Timestamp) -> Result<(), StoreError> {
+        let rows = self.store.usage_of_other_writers(&org, month, next_month_start(month), &self.segment).await;
+        let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
+        spend.reading = false;
+        let others = byok_domain::billing::spend(rows?.iter().filter_map(byok_vault::row_cost_input))
             .map_err(|e| StoreError::Corrupt(format!("cannot price org {org}'s usage: {e}")))?;
         if spend.month == Some(month) {
-            spend.base = Some(base);
-            spend.committed_at_base = committed_at_start;
-            spend.loaded_at = Some(Instant::now());
+            spend.others = Some(others);
+            spend.read_at = Some(Instant::now());
         }
         Ok(())
     }

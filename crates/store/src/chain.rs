@@ -455,7 +455,7 @@ impl Store {
         crate::audit::insert_chained(&mut tx, backend, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
         crate::audit::insert_chained(&mut tx, backend, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions)
             .await?;
-        crate::usage::add_to_rollup(&mut tx, backend, entries).await?;
+        crate::usage::add_to_rollup(&mut tx, backend, &segment.id, entries).await?;
         tx.commit().await.map_err(map_sqlx)?;
         *segment = next;
         Ok(())

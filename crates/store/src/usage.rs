@@ -70,6 +70,7 @@ pub struct UsageRow {
 struct RollupKey {
     org_id: String,
     hour_us: i64,
+    segment: String,
     team_id: String,
     tier: String,
     provider: String,
@@ -102,7 +103,7 @@ fn or_empty(value: Option<&str>) -> String {
 
 /// The rollup increments of a batch of audit entries, keys in order (so concurrent
 /// writers on PostgreSQL lock rollup rows in the same order and cannot deadlock).
-fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
+fn deltas(segment: &str, entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
     let mut out: BTreeMap<RollupKey, Counts> = BTreeMap::new();
     for entry in entries {
         match entry {
@@ -111,6 +112,7 @@ fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
                 let key = RollupKey {
                     org_id: org.to_string(),
                     hour_us: hour_of(row.at),
+                    segment: segment.to_owned(),
                     team_id: row.team_id.map(|t| t.to_string()).unwrap_or_default(),
                     tier: or_empty(row.tier.map(|t| t.as_str())),
                     provider: or_empty(row.provider.map(|p| p.as_str())),
@@ -123,7 +125,7 @@ fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
             }
             AuditEntry::Resolution(_) => {}
             AuditEntry::Completion(completion) => {
-                let Some((key, counts)) = completion_delta(completion) else { continue };
+                let Some((key, counts)) = completion_delta(segment, completion) else { continue };
                 let slot = out.entry(key).or_default();
                 slot.calls += counts.calls;
                 slot.unanswered += counts.unanswered;
@@ -135,11 +137,12 @@ fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
     out.into_iter().collect()
 }
 
-fn completion_delta(c: &CallCompletion) -> Option<(RollupKey, Counts)> {
+fn completion_delta(segment: &str, c: &CallCompletion) -> Option<(RollupKey, Counts)> {
     let m = c.metering.as_ref()?;
     let key = RollupKey {
         org_id: c.org_id.to_string(),
         hour_us: hour_of(c.at),
+        segment: segment.to_owned(),
         team_id: m.team_id.to_string(),
         tier: m.tier.as_str().to_owned(),
         provider: m.provider.as_str().to_owned(),
@@ -161,18 +164,20 @@ fn completion_delta(c: &CallCompletion) -> Option<(RollupKey, Counts)> {
     Some((key, counts))
 }
 
-/// Add a batch's usage to the rollup, inside the transaction that appends the batch.
+/// Add a batch's usage to the rollup, inside the transaction that appends the batch for
+/// the writer `segment`.
 pub(crate) async fn add_to_rollup(
     conn: &mut AnyConnection,
     backend: Backend,
+    segment: &str,
     entries: &[AuditEntry],
 ) -> Result<(), StoreError> {
-    let deltas = deltas(entries);
-    const COLUMNS: usize = 14;
+    let deltas = deltas(segment, entries);
+    const COLUMNS: usize = 15;
     for chunk in deltas.chunks(ROWS_PER_UPSERT) {
         let mut sql = String::from(
-            "INSERT INTO usage_rollup (org_id, hour_us, team_id, tier, provider, model_family, credential_owner, \
-             rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
+            "INSERT INTO usage_rollup (org_id, hour_us, segment, team_id, tier, provider, model_family, \
+             credential_owner, rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
         );
         for row in 0..chunk.len() {
             if row > 0 {
@@ -191,8 +196,8 @@ pub(crate) async fn add_to_rollup(
             sql.push(')');
         }
         sql.push_str(
-            " ON CONFLICT (org_id, hour_us, team_id, tier, provider, model_family, credential_owner, rate_card, \
-             provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
+            " ON CONFLICT (org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, \
+             rate_card, provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
              unanswered = usage_rollup.unanswered + excluded.unanswered, \
              denied = usage_rollup.denied + excluded.denied, \
              input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
@@ -203,6 +208,7 @@ pub(crate) async fn add_to_rollup(
             query = query
                 .bind(key.org_id.clone())
                 .bind(key.hour_us)
+                .bind(key.segment.clone())
                 .bind(key.team_id.clone())
                 .bind(key.tier.clone())
                 .bind(key.provider.clone())
@@ -287,27 +293,51 @@ impl Store {
                     return self.usage_from_audit(org, from, to).await;
                 }
                 let mut rows = self.usage_from_audit(org, from, first_full).await?;
-                rows.extend(self.usage_from_rollup(org, first_full, last_full).await?);
+                rows.extend(self.usage_from_rollup(org, first_full, last_full, None).await?);
                 rows.extend(self.usage_from_audit(org, last_full, to).await?);
                 Ok(rows)
             }
         }
     }
 
-    async fn usage_from_rollup(&self, org: Option<&OrgId>, from: i64, to: i64) -> Result<Vec<UsageRow>, StoreError> {
+    /// The org's usage in whole hours `[from, to)` (both rounded down to the hour) from
+    /// the rollup, leaving out what the audit writer `segment` wrote: a node counts its
+    /// own calls itself and reads only the other nodes'.
+    pub async fn usage_of_other_writers(
+        &self,
+        org: &OrgId,
+        from: Timestamp,
+        to: Timestamp,
+        segment: &str,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.usage_from_rollup(Some(org), hour_of(from), hour_of(to), Some(segment)).await
+    }
+
+    async fn usage_from_rollup(
+        &self,
+        org: Option<&OrgId>,
+        from: i64,
+        to: i64,
+        except_segment: Option<&str>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
         let (clause, n) = org_clause(org);
+        let except = if except_segment.is_some() { format!(" AND segment <> ${}", n + 2) } else { String::new() };
         let sql = format!(
             "SELECT {GROUP_COLUMNS}, CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(unanswered) AS BIGINT) AS unanswered, \
              CAST(SUM(denied) AS BIGINT) AS denied, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens FROM usage_rollup \
-             WHERE {clause}hour_us >= ${n} AND hour_us < ${} GROUP BY {GROUP_COLUMNS}",
+             WHERE {clause}hour_us >= ${n} AND hour_us < ${}{except} GROUP BY {GROUP_COLUMNS}",
             n + 1
         );
         let mut query = sqlx::query::<Any>(&sql);
         if let Some(org) = org {
             query = query.bind(org.to_string());
         }
-        let rows = query.bind(from).bind(to).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        query = query.bind(from).bind(to);
+        if let Some(segment) = except_segment {
+            query = query.bind(segment.to_owned());
+        }
+        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter().map(|row| decode(row, "usage_rollup")).collect()
     }
 

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use byok_audit::{AuditConfig, AuditWriter};
 use byok_crypto::{Dek, Kms, KmsError, LocalKeyring, ProviderSecret, WrappedDek};
 use byok_domain::{
-    Actor, Credential, ModelFamilyRegistry, Org, OrgId, ProviderId, ResolutionAudit, ScopeInput, Team, Tier, Timestamp,
+    Actor, Credential, ModelFamilyRegistry, Org, OrgId, PriceBook, ProviderId, ResolutionAudit, ScopeInput, Team, Tier,
+    Timestamp,
 };
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_proxy::{ProxyConfig, Sidecar, UpstreamBase};
 use byok_store::testing::TestStore;
 use byok_store::AuditFilter;
-use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Vault, VaultPolicy};
+use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
 use tokio::sync::watch;
 
 /// Every canary secret starts with this, so one search of the log finds any of them.
@@ -183,6 +184,16 @@ impl Env {
     }
 
     pub async fn start_with(t: TestStore, mock_config: MockConfig, tune: impl FnOnce(&mut ProxyConfig)) -> Env {
+        Self::start_priced(t, mock_config, PriceBook::default(), tune).await
+    }
+
+    /// An env billing with `prices`.
+    pub async fn start_priced(
+        t: TestStore,
+        mock_config: MockConfig,
+        prices: PriceBook,
+        tune: impl FnOnce(&mut ProxyConfig),
+    ) -> Env {
         log_buffer();
         let keys = Keys::new();
         let mock = MockProvider::start(MockConfig {
@@ -212,7 +223,8 @@ impl Env {
                 .with_timeout(KMS_TIMEOUT),
             ModelFamilyRegistry::seeded(),
             VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() },
-        );
+        )
+        .with_price_book(prices);
         let mut config = ProxyConfig::default();
         for provider in ProviderId::ALL {
             config.upstreams.insert(provider, UpstreamBase::parse(&mock.base_url()).unwrap());
@@ -285,6 +297,51 @@ impl Env {
         };
         let issued = self.vault.issue_workload_token(&actor(), &self.org.id.to_string(), request).await.unwrap();
         issued.text.expose().to_owned()
+    }
+
+    /// Another org of `tier` with a team `research`.
+    pub async fn other_org(&self, tier: Tier) -> (Org, Team) {
+        let org = self.vault.create_org(&actor(), &format!("org-{}", ulid::Ulid::new()), tier).await.unwrap();
+        let team = self.vault.create_team(&actor(), &org.id.to_string(), "research").await.unwrap();
+        (org, team)
+    }
+
+    /// A workload token of `team` in `org`.
+    pub async fn token_in(&self, org: &Org, team: &str) -> String {
+        let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), expires_at: None };
+        let issued = self.vault.issue_workload_token(&actor(), &org.id.to_string(), request).await.unwrap();
+        issued.text.expose().to_owned()
+    }
+
+    /// A credential of `org` (or the platform pool when `None`) holding the key the mock
+    /// accepts for `provider`.
+    pub async fn credential_of(
+        &self,
+        org: Option<&Org>,
+        name: &str,
+        provider: ProviderId,
+        scope: ScopeInput,
+        expires_at: Option<Timestamp>,
+    ) -> Credential {
+        let base_url = (provider == ProviderId::AzureOpenai).then(|| self.mock.base_url());
+        let new = NewCredential {
+            name: name.to_owned(),
+            provider,
+            secret: ProviderSecret::new(self.keys.for_provider(provider).to_owned()).unwrap(),
+            scope,
+            base_url,
+            expires_at,
+            priority: None,
+        };
+        let id;
+        let owner = match org {
+            Some(org) => {
+                id = org.id.to_string();
+                Owner::Org(&id)
+            }
+            None => Owner::Platform,
+        };
+        self.vault.create_credential(&actor(), owner, new).await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -7,8 +7,9 @@
 -- * Every resolution row records the org's tier and the credential's owner; every
 --   completion records how its call is priced (tier, owner, provider, family, the rate
 --   card and provider price codes in force), fixed when the call was made.
--- * usage_rollup: calls, tokens and denials per org, hour and price, maintained in the
---   audit writer's own transactions, so a month's statement reads a few hundred rows.
+-- * usage_rollup: calls, tokens and denials per org, hour, team, price and audit writer
+--   segment, maintained in the audit writer's own transactions, so a month's statement
+--   reads a few hundred rows (and a node can tell its own calls from the others').
 
 ALTER TABLE orgs ADD COLUMN kind TEXT NOT NULL DEFAULT 'tenant';
 ALTER TABLE orgs ADD COLUMN rate_card TEXT;
@@ -41,6 +42,7 @@ CREATE INDEX resolution_audit_org_at_idx ON resolution_audit (org_id, at_us);
 -- Empty text stands for "none" in key columns (NULLs never conflict in a unique key).
 CREATE TABLE usage_rollup (
     org_id           TEXT    NOT NULL,
+    segment          TEXT    NOT NULL,
     hour_us          BIGINT  NOT NULL,
     team_id          TEXT    NOT NULL,
     tier             TEXT    NOT NULL,
@@ -54,5 +56,6 @@ CREATE TABLE usage_rollup (
     denied           BIGINT  NOT NULL,
     input_tokens     BIGINT  NOT NULL,
     output_tokens    BIGINT  NOT NULL,
-    PRIMARY KEY (org_id, hour_us, team_id, tier, provider, model_family, credential_owner, rate_card, provider_price)
+    PRIMARY KEY (org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, rate_card,
+                 provider_price)
 );
