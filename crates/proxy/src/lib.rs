@@ -1,7 +1,8 @@
 //! byok's data plane: the sidecar an application's SDK talks to.
 //!
 //! Every request goes through named phases (see [`phases`]):
-//! `authenticate → classify → resolve → audit → decrypt → inject → forward → stream → meter`.
+//! `route → authenticate → classify → admit → resolve → audit → decrypt → inject → forward
+//! → stream → meter`.
 //!
 //! Invariants (each has a test in `tests/`):
 //! * no request reaches an upstream before its resolution row is durable, and a
@@ -11,7 +12,9 @@
 //! * the plaintext key exists only between `decrypt` and the outbound request (and, to
 //!   redact echoes, in the response redactor), always in zeroizing types; outbound
 //!   credential headers are marked sensitive;
-//! * when audit, store or KMS cannot be used, the call fails closed with 503.
+//! * when audit, store or KMS cannot be used, the call fails closed with 503;
+//! * a katman-b or katman-c call never uses a platform credential; every completion
+//!   carries the price in force when its call was made.
 #![forbid(unsafe_code)]
 
 mod body;
