@@ -667,6 +667,13 @@ async fn billing_bad_input_is_refused_and_nothing_changes() {
             (
                 Method::PUT,
                 "/v1/orgs/enterprise/controls",
+                json!({"allowed_source_cidrs": ["10.0.0.0/8", "10.0.0.0/8"]}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "each network once",
+            ),
+            (
+                Method::PUT,
+                "/v1/orgs/enterprise/controls",
                 json!({"max_credential_age_days": 0}).to_string(),
                 StatusCode::BAD_REQUEST,
                 "out of range",

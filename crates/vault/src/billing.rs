@@ -19,6 +19,9 @@ use crate::Vault;
 /// Longest maximum credential age accepted, in days (100 years).
 pub const MAX_CREDENTIAL_AGE_DAYS: u32 = 36_500;
 
+/// Most networks in a source allow-list.
+const MAX_SOURCE_CIDRS: usize = 1000;
+
 /// The rate card an org is billed with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RateCardView {
@@ -355,11 +358,11 @@ impl Vault {
                 )));
             }
         }
-        let mut cidrs = controls.allowed_source_cidrs.clone();
-        let before = cidrs.len();
-        cidrs.dedup();
-        if cidrs.len() != before || controls.allowed_source_cidrs.len() > 1000 {
-            return Err(VaultError::invalid("allowed_source_cidrs: list each network once, at most 1000 of them"));
+        let distinct: std::collections::HashSet<_> = controls.allowed_source_cidrs.iter().collect();
+        if distinct.len() != controls.allowed_source_cidrs.len() || distinct.len() > MAX_SOURCE_CIDRS {
+            return Err(VaultError::invalid(format!(
+                "allowed_source_cidrs: list each network once, at most {MAX_SOURCE_CIDRS} of them"
+            )));
         }
         if controls == org.controls {
             return Ok(org);
