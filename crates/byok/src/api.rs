@@ -3,6 +3,8 @@
 //! A secret stays a [`SecretString`] inside its body struct until serde writes the
 //! request body; only [`expose_secret_for_serde`] reads it, and only for that.
 
+use std::collections::BTreeMap;
+
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -102,6 +104,56 @@ pub enum Body {
     PurgeAudit(PurgeAudit),
     /// `PUT /v1/orgs/{org}/kms`
     MoveKms(MoveKms),
+    /// `PATCH /v1/orgs/{org}`
+    PatchOrg(PatchOrg),
+    /// `PUT /v1/orgs/{org}/controls`
+    Controls(Controls),
+    /// `PUT /v1/orgs/{org}/rate-card`
+    RateCard(RateCard),
+    /// `PUT /v1/orgs/{org}/budget`
+    Budget(Budget),
+}
+
+/// `{"tier"}`
+#[derive(Debug, Serialize)]
+pub struct PatchOrg {
+    /// The new billing tier.
+    pub tier: String,
+}
+
+/// `{"max_credential_age_days"?, "allowed_source_cidrs"?}`: an org's katman-c controls,
+/// whole (a control left out is removed).
+#[derive(Debug, Default, Serialize)]
+pub struct Controls {
+    /// Maximum age of a credential's current version, in days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_credential_age_days: Option<u32>,
+    /// Networks data-plane calls are accepted from (CIDR).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_cidrs: Vec<String>,
+}
+
+/// `{"per_call","per_million_input_tokens","per_million_output_tokens"}`: amounts as
+/// decimal strings (never JSON numbers, which may be inexact).
+#[derive(Debug, Serialize)]
+pub struct RateCard {
+    /// Platform fee per allowed call.
+    pub per_call: String,
+    /// Platform fee per million input tokens.
+    pub per_million_input_tokens: String,
+    /// Platform fee per million output tokens.
+    pub per_million_output_tokens: String,
+}
+
+/// `{"monthly_limit"?, "teams"?}`: an org's budget, whole (a limit left out is removed).
+#[derive(Debug, Default, Serialize)]
+pub struct Budget {
+    /// The org's limit per UTC calendar month (decimal string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_limit: Option<String>,
+    /// Team limits per UTC calendar month, by team id or name (decimal strings).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, String>,
 }
 
 /// `{"kms"}`

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use byok_domain::{Capability, Mode, ProviderId, Timestamp};
+use byok_domain::{Capability, Cidr, Mode, Money, ProviderId, Timestamp};
+use chrono::{Datelike, NaiveDate};
 use clap::builder::PossibleValuesParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// The default admin API address (the sidecar's default `--admin-addr`).
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:4748";
@@ -30,6 +31,7 @@ Examples:
   byok org create acme --tier katman-b
   byok credential add --org acme --name openai-prod --provider openai < key.txt
   byok token create --org acme --team agents
+  byok billing report --org acme --period 2026-11
   byok audit verify --org acme
   byok audit replay --org acme openai-prod";
 
@@ -118,7 +120,7 @@ pub enum AdminCommand {
     #[command(subcommand)]
     Workflow(WorkflowCommand),
 
-    /// Provider credentials: add, scope, rotate, disable, revoke.
+    /// Provider credentials, an org's or the platform pool's: add, scope, rotate, disable, revoke.
     #[command(subcommand)]
     Credential(CredentialCommand),
 
@@ -137,18 +139,27 @@ pub enum AdminCommand {
     /// The audit: verify its hash chains, replay a credential, query, export, checkpoint.
     #[command(subcommand)]
     Audit(AuditCommand),
+
+    /// Billing: usage statements and fees, negotiated rate cards, monthly budgets.
+    #[command(subcommand, after_help = BILLING_AFTER_HELP)]
+    Billing(BillingCommand),
 }
 
 /// `byok audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute an org's audit hash chains and report the first broken link. Exits 1
-    /// when the audit does not verify, so scripts can gate on it.
+    /// Recompute an org's audit hash chains (or the platform pool's) and report the first
+    /// broken link. Exits 1 when the audit does not verify, so scripts can gate on it.
     #[command(after_help = AUDIT_VERIFY_AFTER_HELP)]
+    #[command(group(ArgGroup::new("whose_audit").required(true).args(["org", "platform"])))]
     Verify {
         /// Org id or name.
         #[arg(long)]
-        org: String,
+        org: Option<String>,
+        /// Verify the platform credential pool's lifecycle-event chain instead of an org's
+        /// audit (operator only).
+        #[arg(long, conflicts_with = "checkpoint")]
+        platform: bool,
         /// A signed checkpoint written earlier by `byok audit checkpoint` ('-' for standard
         /// input): also check its signature and that every chain head it names is still
         /// in place, unchanged.
@@ -201,11 +212,15 @@ reordered or inserted behind byok's back is reported with its chain, position an
 With --checkpoint, the checkpoint's signature is checked too, and every chain head it
 names must still be there with the same hash (which ties it to everything before it).
 
+With --platform, the platform credential pool's lifecycle-event chain is recomputed
+(operator only); the calls platform credentials served are in their orgs' audits.
+
 Exit codes: 0 verified, 1 not verified (or refused), 3 admin API unreachable.
 
 Examples:
   byok audit verify --org acme
-  byok audit verify --org acme --checkpoint acme-2026-01-01.checkpoint.json";
+  byok audit verify --org acme --checkpoint acme-2026-01-01.checkpoint.json
+  byok audit verify --platform";
 
 const AUDIT_REPLAY_AFTER_HELP: &str = "\
 Every page of the timeline is fetched and printed as it arrives. With --json the output
@@ -213,7 +228,8 @@ is one JSON document: {\"credential\": …, \"events\": [every event of every pa
 
 Examples:
   byok audit replay --org acme openai-prod
-  byok audit replay --org acme cred_01J… --json > openai-prod.timeline.json";
+  byok audit replay --org acme cred_01J… --json > openai-prod.timeline.json
+  byok audit replay --platform openai-pool";
 
 const AUDIT_EXPORT_AFTER_HELP: &str = "\
 Standard output carries nothing but JSON Lines, one resolution row per line, in audit
@@ -252,9 +268,9 @@ Examples:
 /// A credential's timeline: `audit replay` and `credential lifecycle`.
 #[derive(Debug, Clone, Args)]
 pub struct TimelineArgs {
-    /// Org id or name.
-    #[arg(long)]
-    pub org: String,
+    /// Whose credential.
+    #[command(flatten)]
+    pub owner: OwnerFlags,
     /// Credential id or name.
     pub cred: String,
     /// Events fetched per page (1–10000; the server's default is 1000).
@@ -423,6 +439,22 @@ pub enum OrgCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Change an org's billing tier (operator only), from its next call on.
+    #[command(after_help = ORG_SET_TIER_AFTER_HELP)]
+    SetTier {
+        /// Org id or name.
+        org: String,
+        /// The new billing tier.
+        #[arg(long, value_parser = PossibleValuesParser::new(TIERS))]
+        tier: String,
+    },
+    /// katman-c controls: maximum credential age, data-plane source-address allow-list.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  byok org controls show --org acme\n  \
+                      byok org controls set --org acme --max-credential-age-days 90 --allow-source 10.20.0.0/16"
+    )]
+    Controls(ControlsCommand),
     /// Issue an org-admin token confined to one org (printed once).
     #[command(after_help = "\
 The token is printed on standard output once and is not shown again; notes go to
@@ -437,6 +469,257 @@ Example:
         #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
         expires_at: Option<String>,
     },
+}
+
+const ORG_SET_TIER_AFTER_HELP: &str = "\
+Calls already made keep the tier and price they were made under (a change splits a
+billing period). katman-a orgs fall back on the platform credential pool when none of
+their own credentials admits a call; katman-b and katman-c never do. Moving to katman-c
+is refused while a credential has no expiry or is org-wide (the error names them);
+leaving katman-c drops the negotiated rate card, retention and controls.
+
+Examples:
+  byok org set-tier acme --tier katman-c
+  byok org set-tier acme --tier katman-a";
+
+/// `byok org controls …`
+#[derive(Debug, Subcommand)]
+pub enum ControlsCommand {
+    /// Show an org's katman-c controls.
+    #[command(after_help = "Example:\n  byok org controls show --org acme")]
+    Show {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Set a katman-c org's controls, replacing them whole: a control not given is removed.
+    #[command(after_help = CONTROLS_SET_AFTER_HELP)]
+    Set(ControlsSetArgs),
+    /// Remove every control of an org.
+    #[command(after_help = "Example:\n  byok org controls clear --org acme")]
+    Clear {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+const CONTROLS_SET_AFTER_HELP: &str = "\
+`set` replaces the org's controls whole: a control not given on this command line is
+removed (so repeat the ones to keep). Only katman-c orgs have controls (operator or org
+admin).
+
+  --max-credential-age-days N  a credential whose current version is older than N days
+                               is refused with rotation_required until it is rotated
+  --allow-source CIDR          data-plane calls are accepted only from these networks
+                               (the TCP peer, or the forwarded-for address from a
+                               trusted proxy); others are refused with source_forbidden
+
+Examples:
+  byok org controls set --org acme --max-credential-age-days 90
+  byok org controls set --org acme --max-credential-age-days 90 \\
+      --allow-source 10.20.0.0/16,127.0.0.1/32";
+
+/// `byok org controls set`
+#[derive(Debug, Clone, Args)]
+pub struct ControlsSetArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Maximum age of a credential's current version, in days (1–36500).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub max_credential_age_days: Option<u32>,
+    /// Accept data-plane calls only from these networks (repeat, or comma-separated).
+    #[arg(long = "allow-source", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allow_sources: Vec<String>,
+}
+
+/// `byok billing …`
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// Usage and fees for a period: one org's statement (--org), or every org's totals
+    /// (--all, operator only).
+    #[command(after_help = BILLING_REPORT_AFTER_HELP)]
+    Report(BillingReportArgs),
+    /// An org's rate card: show it, negotiate one (katman-c, operator only), reset it.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  byok billing rate-card show --org acme\n  \
+                      byok billing rate-card reset --org acme"
+    )]
+    RateCard(RateCardCommand),
+    /// An org's monthly budget: show it with this month's spend, set it, clear it.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  byok billing budget show --org acme\n  \
+                      byok billing budget set --org acme --monthly-limit 50.00 --team research=10.00"
+    )]
+    Budget(BudgetCommand),
+}
+
+const BILLING_AFTER_HELP: &str = "\
+Amounts are exact decimal strings in the configured currency (never floating point).
+
+Examples:
+  byok billing report --org acme --period 2026-11
+  byok billing report --all --csv > usage.csv
+  byok billing budget set --org acme --monthly-limit 50.00
+  byok billing rate-card set --org acme --per-call 0.0010 \\
+      --per-million-input-tokens 0.15 --per-million-output-tokens 0.60";
+
+const BILLING_REPORT_AFTER_HELP: &str = "\
+The period is --period YYYY-MM (a UTC calendar month), or --from and --to (RFC 3339;
+--from inclusive, --to exclusive); without either, the current UTC month.
+
+--org prints the org's statement: one line per (tier, provider, model family, credential
+owner, rate card) with its calls, tokens, platform fee and provider cost, then the totals.
+Amounts are exact decimals rounded half-up to 6 places; the totals are the sums of the
+lines. Denied and unanswered calls are never billed. --source audit recomputes the
+statement from the raw audit rows instead of the usage rollup (slower; they agree).
+
+--all (operator only) prints one line per org with usage in the period.
+
+--json prints the admin API's answer; --csv prints RFC 4180 CSV (a header row, then one
+row per line, CRLF line ends) for a spreadsheet.
+
+Examples:
+  byok billing report --org acme
+  byok billing report --org acme --period 2026-11 --csv > acme-2026-11.csv
+  byok billing report --org acme --from 2026-11-01T00:00:00Z --to 2026-11-15T00:00:00Z
+  byok billing report --all --period 2026-11";
+
+/// `byok billing report`
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("whose_usage").required(true).args(["org", "all"])))]
+pub struct BillingReportArgs {
+    /// One org's statement (id or name).
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Every org's usage, one line per org (operator only).
+    #[arg(long)]
+    pub all: bool,
+    /// A UTC calendar month, e.g. 2026-11.
+    #[arg(long, value_name = "YYYY-MM", value_parser = parse_period, conflicts_with_all = ["from", "to"])]
+    pub period: Option<Period>,
+    /// Start of the period (RFC 3339, inclusive).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339, requires = "to")]
+    pub from: Option<String>,
+    /// End of the period (RFC 3339, exclusive).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339, requires = "from")]
+    pub to: Option<String>,
+    /// Where the statement is computed from: the usage rollup (default) or the raw audit.
+    #[arg(long, value_parser = PossibleValuesParser::new(["rollup", "audit"]), conflicts_with = "all")]
+    pub source: Option<String>,
+    /// Print RFC 4180 CSV instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// A calendar month as `--period` gives it: `[from, to)` in UTC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// The first instant of the month (RFC 3339).
+    pub from: String,
+    /// The first instant of the next month (RFC 3339).
+    pub to: String,
+}
+
+/// `byok billing rate-card …`
+#[derive(Debug, Subcommand)]
+pub enum RateCardCommand {
+    /// Show the rate card an org is billed with (its negotiated card, else its tier's).
+    #[command(after_help = "Example:\n  byok billing rate-card show --org acme")]
+    Show {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Set a katman-c org's negotiated rate card (operator only). Calls already made keep
+    /// the card they were priced with.
+    #[command(after_help = RATE_CARD_SET_AFTER_HELP)]
+    Set(RateCardSetArgs),
+    /// Return an org to its tier's default rate card (operator only).
+    #[command(after_help = "Example:\n  byok billing rate-card reset --org acme")]
+    Reset {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+const RATE_CARD_SET_AFTER_HELP: &str = "\
+All three rates are required. Each is a plain decimal in the configured currency's
+units (digits, an optional '.' and fraction; no sign, exponent or thousands separator),
+kept exact: byok never uses floating point for money. Only katman-c orgs have a
+negotiated card; the others are billed with their tier's card.
+
+Example:
+  byok billing rate-card set --org acme --per-call 0.0010 \\
+      --per-million-input-tokens 0.15 --per-million-output-tokens 0.60";
+
+/// `byok billing rate-card set`
+#[derive(Debug, Clone, Args)]
+pub struct RateCardSetArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// Platform fee per allowed call.
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, allow_negative_numbers = true)]
+    pub per_call: String,
+    /// Platform fee per million input tokens.
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, allow_negative_numbers = true)]
+    pub per_million_input_tokens: String,
+    /// Platform fee per million output tokens.
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, allow_negative_numbers = true)]
+    pub per_million_output_tokens: String,
+}
+
+/// `byok billing budget …`
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Show an org's monthly limits and what it and its teams spent this UTC month.
+    #[command(after_help = "Example:\n  byok billing budget show --org acme")]
+    Show {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Set an org's monthly budget, replacing it whole: a limit not given is removed.
+    #[command(after_help = BUDGET_SET_AFTER_HELP)]
+    Set(BudgetSetArgs),
+    /// Remove every limit of an org's budget.
+    #[command(after_help = "Example:\n  byok billing budget clear --org acme")]
+    Clear {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+const BUDGET_SET_AFTER_HELP: &str = "\
+`set` replaces the whole budget: the org's limit and every team limit not given on this
+command line are removed (so repeat the ones to keep). Limits are per UTC calendar month,
+in the configured currency, as plain decimals. A call that would start once the org's or
+its team's spend this month has reached its limit is refused with budget_exceeded (HTTP
+429) and nothing is sent upstream. Operator or org admin.
+
+Examples:
+  byok billing budget set --org acme --monthly-limit 50.00
+  byok billing budget set --org acme --monthly-limit 50.00 --team research=10.00 --team agents=25";
+
+/// `byok billing budget set`
+#[derive(Debug, Clone, Args)]
+pub struct BudgetSetArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// The org's limit per UTC calendar month.
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, allow_negative_numbers = true)]
+    pub monthly_limit: Option<String>,
+    /// A team's limit per UTC calendar month, as TEAM=AMOUNT (team id or name; repeat for
+    /// more teams).
+    #[arg(long = "team", value_name = "TEAM=AMOUNT", value_parser = parse_team_limit)]
+    pub teams: Vec<(String, String)>,
 }
 
 /// `byok team …`
@@ -488,13 +771,17 @@ pub enum CredentialCommand {
     /// Add a provider credential; the secret is read from stdin, a file or an env var.
     #[command(after_help = CREDENTIAL_ADD_AFTER_HELP)]
     Add(CredentialAddArgs),
-    /// List an org's credentials.
+    /// List an org's credentials, or the platform pool's.
+    #[command(after_help = "Examples:\n  byok credential list --org acme\n  byok credential list --platform")]
     List {
-        /// Org id or name.
-        #[arg(long)]
-        org: String,
+        /// Whose credentials.
+        #[command(flatten)]
+        owner: OwnerFlags,
     },
     /// Show one credential with its versions.
+    #[command(
+        after_help = "Examples:\n  byok credential show --org acme openai-prod\n  byok credential show --platform openai-pool"
+    )]
     Show(CredentialRef),
     /// Change a credential's scope, expiry or priority.
     #[command(after_help = CREDENTIAL_UPDATE_AFTER_HELP)]
@@ -504,18 +791,44 @@ pub enum CredentialCommand {
 The new secret is read like for `credential add`: --secret-file FILE (- for stdin),
 --secret-env VAR, else standard input when it is not a terminal, else a hidden prompt.
 
-Example:
-  byok credential rotate --org acme openai-prod --secret-file new-key.txt")]
+Examples:
+  byok credential rotate --org acme openai-prod --secret-file new-key.txt
+  byok credential rotate --platform openai-pool --secret-env NEW_OPENAI_KEY")]
     Rotate(CredentialRotateArgs),
     /// Disable a credential (it stops serving calls; `enable` undoes it).
+    #[command(
+        after_help = "Examples:\n  byok credential disable --org acme openai-prod\n  byok credential disable --platform openai-pool"
+    )]
     Disable(CredentialRef),
     /// Enable a disabled credential.
+    #[command(
+        after_help = "Examples:\n  byok credential enable --org acme openai-prod\n  byok credential enable --platform openai-pool"
+    )]
     Enable(CredentialRef),
     /// Revoke a credential for good.
+    #[command(
+        after_help = "Examples:\n  byok credential revoke --org acme openai-prod\n  byok credential revoke --platform openai-pool"
+    )]
     Revoke(CredentialRef),
     /// Show a credential's lifecycle: every event and every call in order (the same as
-    /// `byok audit replay`).
+    /// `byok audit replay`). A platform credential's calls come from every org it served.
+    #[command(
+        after_help = "Examples:\n  byok credential lifecycle --org acme openai-prod\n  byok credential lifecycle --platform openai-pool --json"
+    )]
     Lifecycle(TimelineArgs),
+}
+
+/// Whose credentials a command is about: one org's (`--org`) or the platform pool's
+/// (`--platform`); exactly one of them.
+#[derive(Debug, Clone, Default, Args)]
+#[group(required = true, multiple = false)]
+pub struct OwnerFlags {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// The operator's platform credential pool instead of an org's (operator only).
+    #[arg(long)]
+    pub platform: bool,
 }
 
 const CREDENTIAL_ADD_AFTER_HELP: &str = "\
@@ -526,8 +839,14 @@ input when it is not a terminal, else from a prompt that does not echo.
 Scope lists are allow-lists; an empty list means \"any\". List flags repeat or take
 comma-separated values.
 
+With --platform the credential joins the operator's platform pool (operator only). Platform
+credentials serve katman-a orgs that have no credential of their own admitting a call
+(never katman-b or katman-c); their provider cost is billed to the org. --team and
+--workflow do not apply to them: restrict them by --model-family, --capability or --mode.
+
 Examples:
   byok credential add --org acme --name openai-prod --provider openai < key.txt
+  byok credential add --platform --name openai-pool --provider openai --secret-file key.txt
   pass show openai | byok credential add --org acme --name openai-agents \\
       --provider openai --team agents --capability chat,embeddings
   byok credential add --org acme --name azure --provider azure-openai \\
@@ -541,14 +860,15 @@ values. --clear-scope resets every list to \"any\" (or only the named ones:
 Examples:
   byok credential update --org acme openai-prod --team agents --team research
   byok credential update --org acme openai-prod --clear-scope=teams
-  byok credential update --org acme openai-prod --no-expiry --priority 10";
+  byok credential update --org acme openai-prod --no-expiry --priority 10
+  byok credential update --platform openai-pool --model-family gpt-4o,gpt-4o-mini";
 
-/// A credential named within an org.
+/// A credential named within an org or the platform pool.
 #[derive(Debug, Clone, Args)]
 pub struct CredentialRef {
-    /// Org id or name.
-    #[arg(long)]
-    pub org: String,
+    /// Whose credential.
+    #[command(flatten)]
+    pub owner: OwnerFlags,
     /// Credential id or name.
     pub cred: String,
 }
@@ -597,9 +917,9 @@ pub struct SecretFlags {
 /// `byok credential add`
 #[derive(Debug, Clone, Args)]
 pub struct CredentialAddArgs {
-    /// Org id or name.
-    #[arg(long)]
-    pub org: String,
+    /// Whose credential.
+    #[command(flatten)]
+    pub owner: OwnerFlags,
     /// Name of the credential.
     #[arg(long)]
     pub name: String,
@@ -641,9 +961,9 @@ pub enum ScopeDimension {
 /// `byok credential update`
 #[derive(Debug, Clone, Args)]
 pub struct CredentialUpdateArgs {
-    /// Org id or name.
-    #[arg(long)]
-    pub org: String,
+    /// Whose credential.
+    #[command(flatten)]
+    pub owner: OwnerFlags,
     /// Credential id or name.
     pub cred: String,
     /// New expiry (RFC 3339).
@@ -673,9 +993,9 @@ pub struct CredentialUpdateArgs {
 /// `byok credential rotate`
 #[derive(Debug, Clone, Args)]
 pub struct CredentialRotateArgs {
-    /// Org id or name.
-    #[arg(long)]
-    pub org: String,
+    /// Whose credential.
+    #[command(flatten)]
+    pub owner: OwnerFlags,
     /// Credential id or name.
     pub cred: String,
     /// Where to read the new secret.
@@ -725,6 +1045,42 @@ Examples:
         /// Token id (tok_…).
         id: String,
     },
+}
+
+/// Accept a plain non-negative decimal amount (`0.0010`, `50`), keeping the text as typed.
+fn parse_amount(text: &str) -> Result<String, String> {
+    Money::parse(text).map(|_| text.to_owned()).map_err(|e| e.to_string())
+}
+
+/// Accept `TEAM=AMOUNT` for `--team` of `billing budget set`.
+fn parse_team_limit(text: &str) -> Result<(String, String), String> {
+    let (team, amount) =
+        text.split_once('=').ok_or_else(|| format!("'{text}' is not TEAM=AMOUNT; example: research=10.00"))?;
+    if team.trim().is_empty() {
+        return Err(format!("'{text}' names no team; example: research=10.00"));
+    }
+    Ok((team.to_owned(), parse_amount(amount)?))
+}
+
+/// Accept a CIDR network (`10.20.0.0/16`, `fd00::/8`), as the admin API does.
+fn parse_cidr(text: &str) -> Result<String, String> {
+    Cidr::parse(text).map(|net| net.to_string())
+}
+
+/// Accept `YYYY-MM` as the UTC calendar month `[first day, first day of the next month)`.
+fn parse_period(text: &str) -> Result<Period, String> {
+    let bad = || format!("'{text}' is not a month; give YYYY-MM, e.g. 2026-11");
+    let (year, month) = text.split_once('-').ok_or_else(bad)?;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(year, 4) || !digits(month, 2) {
+        return Err(bad());
+    }
+    let year: i32 = year.parse().map_err(|_| bad())?;
+    let month: u32 = month.parse().map_err(|_| bad())?;
+    let first = NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(bad)?;
+    let next = first.checked_add_months(chrono::Months::new(1)).filter(|next| next.year() <= 9999).ok_or_else(bad)?;
+    let stamp = |day: NaiveDate| format!("{:04}-{:02}-01T00:00:00Z", day.year(), day.month());
+    Ok(Period { from: stamp(first), to: stamp(next) })
 }
 
 /// Accept an RFC 3339 timestamp, keeping the text as typed.

@@ -75,10 +75,10 @@ pub enum CliError {
     /// `byok audit verify` ran, and the audit did not verify: a broken link, a checkpoint
     /// head that is gone, or a signature that does not match. The report itself has
     /// already been printed; this sets the exit code so scripts can gate on it.
-    #[error("the audit of org {org} did not verify: {why}")]
+    #[error("the audit of {whose} did not verify: {why}")]
     AuditNotVerified {
-        /// The org, as named on the command line.
-        org: String,
+        /// Whose audit: `org acme` (as named on the command line), `the platform pool`.
+        whose: String,
         /// What failed, in a few words.
         why: String,
     },
@@ -114,6 +114,15 @@ impl CliError {
                  (the first of these that is set is used)"
                     .to_owned(),
             ),
+            CliError::Api { status: 403, code, message }
+                if code == "forbidden" && message.starts_with("only the operator token") =>
+            {
+                Some(
+                    "this needs the operator token (<data-dir>/operator.token on the sidecar's host); an org-admin \
+                     token cannot do it"
+                        .to_owned(),
+                )
+            }
             CliError::Api { status: 403, code, .. } if code == "forbidden" => Some(
                 "this admin token may not act on that org: an org-admin token is confined to its own org".to_owned(),
             ),

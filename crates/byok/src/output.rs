@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::error::CliError;
 
 mod audit;
+mod billing;
 
 pub use audit::{checkpoint_written, timeline_entry, timeline_header, NO_EVENTS};
 
@@ -21,6 +22,10 @@ pub use audit::{checkpoint_written, timeline_entry, timeline_header, NO_EVENTS};
 pub enum View {
     /// One org.
     Org,
+    /// One org, after `org set-tier`.
+    OrgTierChanged,
+    /// `{"max_credential_age_days"?, "allowed_source_cidrs"?}`: an org's katman-c controls.
+    Controls,
     /// `{"orgs":[…]}`.
     OrgList,
     /// A freshly issued org-admin token (shown once).
@@ -37,6 +42,8 @@ pub enum View {
     Credential(CredentialAction),
     /// `{"credentials":[…]}`.
     CredentialList,
+    /// `{"credentials":[…]}` of the platform pool.
+    PlatformCredentialList,
     /// `{"credential", "events":[…]}`: a credential's timeline.
     Lifecycle,
     /// A freshly issued workload token (shown once).
@@ -53,6 +60,8 @@ pub enum View {
     KmsMigration,
     /// `{"ok","checked","first_bad"?}`: an audit chain verification.
     AuditVerify,
+    /// The same, of the platform pool's lifecycle-event chain.
+    PlatformAuditVerify,
     /// `{"ok","signature_valid","heads_changed","verify"}`: a checkpoint check.
     CheckpointCheck,
     /// `{"rows":[…], "next_after_seq"?}`: one page of resolution rows.
@@ -63,6 +72,18 @@ pub enum View {
     AuditPurged,
     /// `{"key_id","public_key","algorithm"}`.
     AuditPublicKey,
+    /// `{"org_id","tier","negotiated","currency","per_call",…}`: the card an org is billed with.
+    RateCard,
+    /// `{"org_id","currency","monthly_limit"?,"teams","spent_this_month",…}`.
+    Budget,
+    /// An org's statement (`GET /v1/orgs/{org}/usage`) as a table.
+    Statement,
+    /// The same as RFC 4180 CSV, one row per line.
+    StatementCsv,
+    /// Every org's usage (`GET /v1/usage`) as a table.
+    UsageReport,
+    /// The same as RFC 4180 CSV, one row per org.
+    UsageReportCsv,
 }
 
 /// What just happened to a credential (chooses the headline).
@@ -110,6 +131,22 @@ pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
     let mut out = Rendered::default();
     match view {
         View::Org => out.stdout = org_table(answer),
+        View::OrgTierChanged => {
+            out.stdout = org_table(answer);
+            out.note_after = format!(
+                "Org {} is on {} from its next call on; calls already made keep the tier and price they were \
+                 made under.\n",
+                cell(answer, "name"),
+                cell(answer, "tier")
+            );
+        }
+        View::Controls => out.stdout = billing::controls(answer),
+        View::RateCard => out.stdout = billing::rate_card(answer),
+        View::Budget => out.stdout = billing::budget(answer),
+        View::Statement => out.stdout = billing::statement(answer),
+        View::StatementCsv => out.stdout = billing::statement_csv(answer),
+        View::UsageReport => out.stdout = billing::usage_report(answer),
+        View::UsageReportCsv => out.stdout = billing::usage_report_csv(answer),
         View::OrgList => out.stdout = list_table(answer, "orgs", "no orgs yet", ORG_COLUMNS),
         View::Team => out.stdout = kv_table(answer, TEAM_COLUMNS),
         View::TeamList => out.stdout = list_table(answer, "teams", "no teams in this org", TEAM_COLUMNS),
@@ -118,9 +155,13 @@ pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
             out.stdout = list_table(answer, "workflows", "no workflows in this org", WORKFLOW_COLUMNS)
         }
         View::Credential(action) => out.stdout = credential(answer, action),
-        View::CredentialList => out.stdout = credential_list(answer),
+        View::CredentialList => out.stdout = credential_list(answer, "(no credentials in this org)\n"),
+        View::PlatformCredentialList => {
+            out.stdout = credential_list(answer, "(no credentials in the platform pool)\n");
+        }
         View::Lifecycle => out.stdout = audit::timeline(answer),
         View::AuditVerify => out.stdout = audit::verify_report(org, answer),
+        View::PlatformAuditVerify => out.stdout = audit::platform_verify_report(answer),
         View::CheckpointCheck => out.stdout = audit::checkpoint_check(org, answer),
         View::AuditRows => out = audit::audit_rows(answer),
         View::Checkpoint => out = audit::checkpoint(answer),
@@ -376,20 +417,28 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
         }
     };
     let mut table = new_table();
+    let platform = cred.get("owner").and_then(Value::as_str) == Some("platform");
     for (label, field) in [
         ("id", "id"),
         ("name", "name"),
         ("org", "org_id"),
+        ("owner", "owner"),
         ("provider", "provider"),
         ("state", "state"),
         ("version", "version"),
         ("fingerprint", "fingerprint"),
     ] {
-        table.add_row(vec![label.to_owned(), cell(cred, field)]);
+        // A platform credential's org id is the pool's own, which no command takes.
+        if !(platform && field == "org_id") {
+            table.add_row(vec![label.to_owned(), cell(cred, field)]);
+        }
     }
     table.add_row(vec!["scope".to_owned(), scope_summary(cred.get("scope"))]);
     table.add_row(vec!["base url".to_owned(), cell(cred, "base_url")]);
     table.add_row(vec!["expires".to_owned(), or_never(cred, "expires_at")]);
+    if !matches!(cred.get("rotate_by"), None | Some(Value::Null)) {
+        table.add_row(vec!["rotate by".to_owned(), cell(cred, "rotate_by")]);
+    }
     for (label, field) in [("priority", "priority"), ("created", "created_at"), ("updated", "updated_at")] {
         table.add_row(vec![label.to_owned(), cell(cred, field)]);
     }
@@ -407,18 +456,26 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
     out
 }
 
-fn credential_list(answer: &Value) -> String {
+fn credential_list(answer: &Value, empty: &str) -> String {
     let items = answer.get("credentials").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
-        return "(no credentials in this org)\n".to_owned();
+        return empty.to_owned();
     }
+    // katman-c orgs with a maximum credential age: when each credential must be rotated.
+    let rotate_by = items.iter().any(|item| !matches!(item.get("rotate_by"), None | Some(Value::Null)));
     let mut table = new_table();
     let mut header: Vec<&str> = CREDENTIAL_LIST_COLUMNS.iter().map(|(header, _)| *header).collect();
     header.insert(4, "SCOPE");
+    if rotate_by {
+        header.push("ROTATE BY");
+    }
     table.set_header(header);
     for item in items {
         let mut row: Vec<String> = CREDENTIAL_LIST_COLUMNS.iter().map(|(_, field)| cell(item, field)).collect();
         row.insert(4, scope_summary(item.get("scope")));
+        if rotate_by {
+            row.push(cell(item, "rotate_by"));
+        }
         table.add_row(row);
     }
     format!("{table}\n")
@@ -560,6 +617,13 @@ mod tests {
                    "resolution": {"call_id": "c1", "outcome": "allowed", "secret": CANARY},
                    "completion": {"status": "completed", "secret": CANARY}}]}),
             cred.clone(),
+            json!({"org": "org_1", "currency": "USD", "calls": 1, "secret": CANARY, "lines": [{"tier": "katman-a",
+                   "calls": 1, "secret": CANARY, "rate_card": {"per_call": "0.002", "secret": CANARY}}]}),
+            json!({"orgs": [{"org_id": "org_1", "name": "acme", "secret": CANARY}], "total": "0", "secret": CANARY}),
+            json!({"org_id": "org_1", "tier": "katman-c", "negotiated": true, "per_call": "0.001", "secret": CANARY}),
+            json!({"org_id": "org_1", "monthly_limit": "5", "teams": {"research": "1"}, "secret": CANARY,
+                   "team_spent_this_month": {"research": "0.1"}, "spent_this_month": "0.2"}),
+            json!({"max_credential_age_days": 9, "allowed_source_cidrs": ["10.0.0.0/8"], "secret": CANARY}),
         ];
         let views = [
             View::Org,
@@ -584,6 +648,16 @@ mod tests {
             View::AuditRows,
             View::AuditPurged,
             View::AuditPublicKey,
+            View::OrgTierChanged,
+            View::Controls,
+            View::PlatformCredentialList,
+            View::PlatformAuditVerify,
+            View::RateCard,
+            View::Budget,
+            View::Statement,
+            View::StatementCsv,
+            View::UsageReport,
+            View::UsageReportCsv,
         ];
         for view in views {
             for answer in &answers {
@@ -604,6 +678,31 @@ mod tests {
         }
         let list = render(View::CredentialList, &json!({"credentials": [credential_json()]})).stdout;
         assert!(list.contains("SCOPE") && list.contains("gpt-4o"), "{list}");
+    }
+
+    #[test]
+    fn platform_credentials_show_their_owner_and_rotation_deadlines_show() {
+        let mut platform = credential_json();
+        platform["owner"] = json!("platform");
+        let text = render(View::Credential(CredentialAction::Shown), &platform).stdout;
+        assert!(text.contains("platform") && !text.contains("org_01JTEST"), "{text}");
+        let empty = render(View::PlatformCredentialList, &json!({"credentials": []})).stdout;
+        assert_eq!(empty, "(no credentials in the platform pool)\n");
+
+        let mut due = credential_json();
+        due["rotate_by"] = json!("2026-03-01T00:00:00Z");
+        let text = render(View::Credential(CredentialAction::Shown), &due).stdout;
+        assert!(text.contains("rotate by") && text.contains("2026-03-01T00:00:00Z"), "{text}");
+        let list = render(View::CredentialList, &json!({"credentials": [due, credential_json()]})).stdout;
+        assert!(list.contains("ROTATE BY") && list.contains("2026-03-01T00:00:00Z"), "{list}");
+        let list = render(View::CredentialList, &json!({"credentials": [credential_json()]})).stdout;
+        assert!(!list.contains("ROTATE BY"), "{list}");
+
+        let call = json!({"credential": platform, "events": [{"type": "call",
+            "resolution": {"call_id": "c1", "at": "t1", "outcome": "allowed", "org_id": "org_01JOTHER",
+                           "credential_owner": "platform", "team_id": "team_1"}, "completion": null}]});
+        let text = render(View::Lifecycle, &call).stdout;
+        assert!(text.contains("org org_01JOTHER · team team_1"), "{text}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{org_path, Planned};
+use super::{org_path, owner_path, Planned};
 use crate::api::{ApiRequest, Body, PurgeAudit};
 use crate::cli::{AuditCommand, AuditExportArgs, AuditFilterFlags, AuditQueryArgs, TimelineArgs};
 use crate::client::AdminClient;
@@ -32,14 +32,24 @@ const MAX_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 pub fn plan(command: &AuditCommand) -> Result<Planned, CliError> {
     check(command)?;
     Ok(match command {
-        AuditCommand::Verify { org, checkpoint: None } => {
+        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: None } => {
             Planned { request: ApiRequest::get(&org_path(org, &["audit", "verify"])), view: View::AuditVerify }
         }
-        AuditCommand::Verify { org, checkpoint: Some(path) } => Planned {
+        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: Some(path) } => Planned {
             request: ApiRequest::post(&org_path(org, &["audit", "verify"]), Body::Checkpoint(read_checkpoint(path)?)),
             view: View::CheckpointCheck,
         },
-        AuditCommand::Replay(args) => Planned { request: timeline_request(args), view: View::Lifecycle },
+        AuditCommand::Verify { org: None, platform: true, checkpoint: None } => Planned {
+            request: ApiRequest::get(&["v1", "platform", "audit", "verify"]),
+            view: View::PlatformAuditVerify,
+        },
+        AuditCommand::Verify { .. } => {
+            return Err(CliError::Usage(
+                "give either --org ORG or --platform (a checkpoint is an org's, so --checkpoint needs --org)"
+                    .to_owned(),
+            ))
+        }
+        AuditCommand::Replay(args) => Planned { request: timeline_request(args)?, view: View::Lifecycle },
         AuditCommand::Export(AuditExportArgs { org, filters, page_size }) => {
             Planned { request: filtered_rows(org, filters).with_query("limit", page_size), view: View::AuditRows }
         }
@@ -84,9 +94,9 @@ pub fn check(command: &AuditCommand) -> Result<(), CliError> {
 }
 
 /// `GET …/credentials/{cred}/lifecycle[?limit=N]`: the first page of a timeline.
-pub fn timeline_request(args: &TimelineArgs) -> ApiRequest {
-    ApiRequest::get(&org_path(&args.org, &["credentials", &args.cred, "lifecycle"]))
-        .with_optional_query("limit", args.limit)
+pub fn timeline_request(args: &TimelineArgs) -> Result<ApiRequest, CliError> {
+    Ok(ApiRequest::get(&owner_path(&args.owner, &["credentials", &args.cred, "lifecycle"])?)
+        .with_optional_query("limit", args.limit))
 }
 
 /// `GET /v1/orgs/{org}/audit` with the filters given.
@@ -142,9 +152,10 @@ pub async fn run(client: &AdminClient, command: &AuditCommand, json: bool) -> Re
         AuditCommand::Export(_) => export(client, planned.request).await,
         AuditCommand::Verify { org, .. } => {
             let answer = client.send(&planned.request).await?;
-            let rendered = if json { render_json(&answer) } else { render_for(planned.view, Some(org), &answer) };
+            let rendered = if json { render_json(&answer) } else { render_for(planned.view, org.as_deref(), &answer) };
             emit(&rendered)?;
-            verdict(org, planned.view, &answer)
+            let whose = org.as_ref().map_or_else(|| "the platform pool".to_owned(), |org| format!("org {org}"));
+            verdict(&whose, planned.view, &answer)
         }
         AuditCommand::Checkpoint { out: Some(path), .. } => {
             let answer = client.send(&planned.request).await?;
@@ -163,8 +174,9 @@ pub async fn run(client: &AdminClient, command: &AuditCommand, json: bool) -> Re
 }
 
 /// `Ok` when a verification answer says `ok`, else [`CliError::AuditNotVerified`]
-/// saying in a few words what failed.
-pub fn verdict(org: &str, view: View, answer: &Value) -> Result<(), CliError> {
+/// saying in a few words what failed. `whose` names the audit: `org acme`, `the
+/// platform pool`.
+pub fn verdict(whose: &str, view: View, answer: &Value) -> Result<(), CliError> {
     if answer.get("ok").and_then(Value::as_bool) == Some(true) {
         return Ok(());
     }
@@ -196,7 +208,7 @@ pub fn verdict(org: &str, view: View, answer: &Value) -> Result<(), CliError> {
     if reasons.is_empty() {
         reasons.push("the admin API did not say ok".to_owned());
     }
-    Err(CliError::AuditNotVerified { org: org.to_owned(), why: reasons.join("; ") })
+    Err(CliError::AuditNotVerified { whose: whose.to_owned(), why: reasons.join("; ") })
 }
 
 /// Write a signed checkpoint to a new file (never over an existing one).
@@ -256,7 +268,7 @@ pub(super) async fn replay_to(
     json: bool,
     out: &mut dyn Sink,
 ) -> Result<(), CliError> {
-    let mut request = timeline_request(args);
+    let mut request = timeline_request(args)?;
     let progress = Progress::start("events");
     let mut count: u64 = 0;
     loop {

@@ -3,10 +3,10 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{org_path, Planned};
+use super::{owner_path, Planned};
 use crate::api::{ApiRequest, Body, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential};
 use crate::cli::{
-    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, ScopeDimension, ScopeFlags,
+    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, ScopeDimension, ScopeFlags,
 };
 use crate::client::AdminClient;
 use crate::error::CliError;
@@ -17,11 +17,12 @@ use crate::secret_input::SecretReader;
 pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
     Ok(match command {
         CredentialCommand::Add(args) => plan_add(args, secrets)?,
-        CredentialCommand::List { org } => {
-            Planned { request: ApiRequest::get(&org_path(org, &["credentials"])), view: View::CredentialList }
-        }
-        CredentialCommand::Show(CredentialRef { org, cred }) => Planned {
-            request: ApiRequest::get(&org_path(org, &["credentials", cred])),
+        CredentialCommand::List { owner } => Planned {
+            request: ApiRequest::get(&owner_path(owner, &["credentials"])?),
+            view: if owner.platform { View::PlatformCredentialList } else { View::CredentialList },
+        },
+        CredentialCommand::Show(CredentialRef { owner, cred }) => Planned {
+            request: ApiRequest::get(&owner_path(owner, &["credentials", cred])?),
             view: View::Credential(CredentialAction::Shown),
         },
         CredentialCommand::Update(args) => {
@@ -34,27 +35,35 @@ pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Resu
             let secret = secrets.read(&args.secret, &format!("the new version of credential '{}'", args.cred))?;
             Planned {
                 request: ApiRequest::post(
-                    &org_path(&args.org, &["credentials", &args.cred, "rotate"]),
+                    &owner_path(&args.owner, &["credentials", &args.cred, "rotate"])?,
                     Body::RotateCredential(RotateCredential { secret }),
                 ),
                 view: View::Credential(CredentialAction::Rotated),
             }
         }
-        CredentialCommand::Disable(target) => state_change(target, "disable"),
-        CredentialCommand::Enable(target) => state_change(target, "enable"),
-        CredentialCommand::Revoke(target) => state_change(target, "revoke"),
+        CredentialCommand::Disable(target) => state_change(target, "disable")?,
+        CredentialCommand::Enable(target) => state_change(target, "enable")?,
+        CredentialCommand::Revoke(target) => state_change(target, "revoke")?,
         CredentialCommand::Lifecycle(args) => {
-            Planned { request: super::audit::timeline_request(args), view: View::Lifecycle }
+            Planned { request: super::audit::timeline_request(args)?, view: View::Lifecycle }
         }
     })
 }
 
+/// Refuse an add that cannot apply, before a secret is read.
+pub fn check_add(args: &CredentialAddArgs) -> Result<(), CliError> {
+    check_platform_scope(&args.owner, &args.scope)?;
+    owner_path(&args.owner, &[]).map(drop)
+}
+
 fn plan_add(args: &CredentialAddArgs, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
+    check_add(args)?;
+    let path = owner_path(&args.owner, &["credentials"])?;
     let secret = secrets.read(&args.secret, &format!("credential '{}'", args.name))?;
     let ScopeFlags { model_families, capabilities, modes, teams, workflows } = args.scope.clone();
     Ok(Planned {
         request: ApiRequest::post(
-            &org_path(&args.org, &["credentials"]),
+            &path,
             Body::CreateCredential(CreateCredential {
                 name: args.name.clone(),
                 provider: args.provider.clone(),
@@ -69,14 +78,27 @@ fn plan_add(args: &CredentialAddArgs, secrets: &mut SecretReader<'_>) -> Result<
     })
 }
 
-fn state_change(target: &CredentialRef, action: &str) -> Planned {
-    Planned {
+fn state_change(target: &CredentialRef, action: &str) -> Result<Planned, CliError> {
+    Ok(Planned {
         request: ApiRequest::post(
-            &org_path(&target.org, &["credentials", &target.cred, action]),
+            &owner_path(&target.owner, &["credentials", &target.cred, action])?,
             Body::Expiry(ExpiryOnly::default()),
         ),
         view: View::Credential(CredentialAction::StateChanged),
+    })
+}
+
+/// Refuse team and workflow lists for a platform credential before reading its secret:
+/// it serves every katman-a org, so they cannot apply.
+fn check_platform_scope(owner: &OwnerFlags, scope: &ScopeFlags) -> Result<(), CliError> {
+    if owner.platform && !(scope.teams.is_empty() && scope.workflows.is_empty()) {
+        return Err(CliError::Usage(
+            "--team and --workflow do not apply to a platform credential (it serves every katman-a org); \
+             restrict it by --model-family, --capability or --mode"
+                .to_owned(),
+        ));
     }
+    Ok(())
 }
 
 /// Whether any scope flag (or `--clear-scope`) was given, so the current scope is needed.
@@ -90,8 +112,9 @@ pub fn changes_scope(args: &CredentialUpdateArgs) -> bool {
         || !flags.workflows.is_empty()
 }
 
-/// Refuse an update that changes nothing.
+/// Refuse an update that changes nothing, or that cannot apply.
 pub fn check_update(args: &CredentialUpdateArgs) -> Result<(), CliError> {
+    check_platform_scope(&args.owner, &args.scope)?;
     if changes_scope(args) || args.expires_at.is_some() || args.no_expiry || args.priority.is_some() {
         Ok(())
     } else {
@@ -144,7 +167,7 @@ pub fn plan_update(args: &CredentialUpdateArgs, current: Option<&ScopeLists>) ->
     Ok(Planned {
         request: ApiRequest::new(
             Method::PATCH,
-            &org_path(&args.org, &["credentials", &args.cred]),
+            &owner_path(&args.owner, &["credentials", &args.cred])?,
             Some(Body::UpdateCredential(UpdateCredential { scope, expires_at, priority: args.priority })),
         ),
         view: View::Credential(CredentialAction::Updated),
@@ -165,7 +188,7 @@ pub fn current_scope(credential: &Value) -> Result<ScopeLists, CliError> {
 /// Fetch the credential when its scope is to change, then plan the PATCH.
 pub async fn plan_update_from_server(client: &AdminClient, args: &CredentialUpdateArgs) -> Result<Planned, CliError> {
     let current = if changes_scope(args) {
-        let answer = client.send(&ApiRequest::get(&org_path(&args.org, &["credentials", &args.cred]))).await?;
+        let answer = client.send(&ApiRequest::get(&owner_path(&args.owner, &["credentials", &args.cred])?)).await?;
         Some(current_scope(&answer)?)
     } else {
         None

@@ -5,6 +5,7 @@
 //! tested as a table without a server.
 
 mod audit;
+mod billing;
 mod credential;
 mod kek;
 mod org;
@@ -13,7 +14,7 @@ mod token;
 mod workflow;
 
 use crate::api::ApiRequest;
-use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OrgCommand};
+use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OrgCommand, OwnerFlags};
 use crate::client::{resolve_admin_token, AdminClient};
 use crate::error::CliError;
 use crate::output::{emit, render, render_json, View};
@@ -32,7 +33,7 @@ pub struct Planned {
 /// credential first and is planned by [`run`] instead.
 pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Planned, CliError> {
     match command {
-        AdminCommand::Org(cmd) => Ok(org::plan(cmd)),
+        AdminCommand::Org(cmd) => org::plan(cmd),
         AdminCommand::Team(cmd) => Ok(team::plan(cmd)),
         AdminCommand::Workflow(cmd) => Ok(workflow::plan(cmd)),
         AdminCommand::Credential(cmd) => credential::plan(cmd, secrets),
@@ -43,14 +44,24 @@ pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Pl
             Err(CliError::Usage("`byok kms migrate` works on the data directory, not through the admin API".into()))
         }
         AdminCommand::Audit(cmd) => audit::plan(cmd),
+        AdminCommand::Billing(cmd) => billing::plan(cmd),
     }
 }
 
 /// Run one admin-API command: find the admin token, plan, send, print.
 pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliError> {
-    // Refuse an impossible update before asking for a token or a secret.
-    if let AdminCommand::Credential(CredentialCommand::Update(args)) = command {
-        credential::check_update(args)?;
+    // Refuse an impossible command line before asking for a token or a secret.
+    match command {
+        AdminCommand::Credential(CredentialCommand::Update(args)) => credential::check_update(args)?,
+        AdminCommand::Credential(CredentialCommand::Add(args)) => credential::check_add(args)?,
+        // Planned without a secret, so every local refusal comes out of planning.
+        AdminCommand::Org(cmd) => {
+            org::plan(cmd)?;
+        }
+        AdminCommand::Billing(cmd) => {
+            billing::plan(cmd)?;
+        }
+        _ => {}
     }
     if let AdminCommand::Org(OrgCommand::Delete { org, yes: false }) = command {
         return Err(CliError::Usage(format!(
@@ -95,7 +106,7 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     }
     let planned = match command {
         AdminCommand::Credential(CredentialCommand::Update(args)) => {
-            credential::plan_update_from_server(&client, args).await?
+            credential::plan_update_from_server(&client, args).await.map_err(explain_401)?
         }
         other => plan(other, &mut SecretReader::from_process())?,
     };
@@ -126,6 +137,19 @@ fn org_path<'a>(org: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     let mut path = vec!["v1", "orgs", org];
     path.extend_from_slice(rest);
     path
+}
+
+/// Path `v1/orgs/{org}/{rest…}` for `--org ORG`, `v1/platform/{rest…}` for `--platform`.
+fn owner_path<'a>(owner: &'a OwnerFlags, rest: &[&'a str]) -> Result<Vec<&'a str>, CliError> {
+    match (owner.org.as_deref(), owner.platform) {
+        (Some(org), false) => Ok(org_path(org, rest)),
+        (None, true) => {
+            let mut path = vec!["v1", "platform"];
+            path.extend_from_slice(rest);
+            Ok(path)
+        }
+        _ => Err(CliError::Usage("give either --org ORG or --platform (the operator's credential pool)".to_owned())),
+    }
 }
 
 #[cfg(test)]

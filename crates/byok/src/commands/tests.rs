@@ -261,6 +261,205 @@ fn command_lines_become_requests() {
             "",
             Request("GET", "v1/orgs", Value::Null),
         ),
+        // Tiers and katman-c controls.
+        ("org set-tier acme --tier katman-c", "", Request("PATCH", "v1/orgs/acme", json!({"tier": "katman-c"}))),
+        ("org set-tier acme --tier katman-d", "", Error(&["katman-d", "katman-a, katman-b, katman-c"])),
+        ("org set-tier acme", "", Error(&["--tier"])),
+        ("org controls show --org acme", "", Request("GET", "v1/orgs/acme/controls", Value::Null)),
+        (
+            "org controls set --org acme --max-credential-age-days 90",
+            "",
+            Request("PUT", "v1/orgs/acme/controls", json!({"max_credential_age_days": 90})),
+        ),
+        (
+            "org controls set --org acme --max-credential-age-days 30 --allow-source 10.20.0.0/16,127.0.0.1/32 \
+             --allow-source fd00::/8",
+            "",
+            Request(
+                "PUT",
+                "v1/orgs/acme/controls",
+                json!({"max_credential_age_days": 30,
+                       "allowed_source_cidrs": ["10.20.0.0/16", "127.0.0.1/32", "fd00::/8"]}),
+            ),
+        ),
+        (
+            "org controls set --org acme --allow-source 10.0.0.0/8",
+            "",
+            Request("PUT", "v1/orgs/acme/controls", json!({"allowed_source_cidrs": ["10.0.0.0/8"]})),
+        ),
+        ("org controls set --org acme", "", Error(&["nothing to set", "byok org controls clear --org acme"])),
+        ("org controls set --org acme --allow-source 10.20.0.1/16", "", Error(&["--allow-source", "10.20.0.0/16"])),
+        ("org controls set --org acme --allow-source intranet", "", Error(&["--allow-source", "intranet"])),
+        (
+            "org controls set --org acme --allow-source 10.0.0.0/8,10.0.0.0/8",
+            "",
+            Error(&["10.0.0.0/8", "more than once"]),
+        ),
+        ("org controls set --org acme --max-credential-age-days 0", "", Error(&["--max-credential-age-days", "0"])),
+        ("org controls clear --org acme", "", Request("DELETE", "v1/orgs/acme/controls", Value::Null)),
+        // Statements and reports.
+        ("billing report --org acme", "", Request("GET", "v1/orgs/acme/usage", Value::Null)),
+        (
+            "billing report --org acme --period 2026-11",
+            "",
+            Request("GET", "v1/orgs/acme/usage?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z", Value::Null),
+        ),
+        (
+            "billing report --org acme --period 2026-12 --source audit --csv",
+            "",
+            Request(
+                "GET",
+                "v1/orgs/acme/usage?from=2026-12-01T00:00:00Z&to=2027-01-01T00:00:00Z&source=audit",
+                Value::Null,
+            ),
+        ),
+        (
+            "billing report --org acme --from 2026-11-01T00:00:00+02:00 --to 2026-11-15T00:00:00Z",
+            "",
+            Request("GET", "v1/orgs/acme/usage?from=2026-11-01T00:00:00+02:00&to=2026-11-15T00:00:00Z", Value::Null),
+        ),
+        ("billing report --all", "", Request("GET", "v1/usage", Value::Null)),
+        (
+            "billing report --all --period 2027-02 --csv",
+            "",
+            Request("GET", "v1/usage?from=2027-02-01T00:00:00Z&to=2027-03-01T00:00:00Z", Value::Null),
+        ),
+        ("billing report --org acme --period 2026-13", "", Error(&["2026-13", "--period", "YYYY-MM"])),
+        ("billing report --org acme --period 2026-1", "", Error(&["2026-1", "--period"])),
+        ("billing report --org acme --period november", "", Error(&["november", "--period"])),
+        ("billing report --org acme --all", "", Error(&["--org", "--all", "cannot be used with"])),
+        ("billing report", "", Error(&["--org", "--all"])),
+        ("billing report --org acme --csv --json", "", Error(&["--csv", "--json", "cannot be used with"])),
+        (
+            "billing report --org acme --period 2026-11 --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z",
+            "",
+            Error(&["--period", "cannot be used with"]),
+        ),
+        ("billing report --org acme --from 2026-11-01T00:00:00Z", "", Error(&["--to"])),
+        (
+            "billing report --org acme --from 2026-12-01T00:00:00Z --to 2026-11-01T00:00:00Z",
+            "",
+            Error(&["--from", "must be before --to"]),
+        ),
+        ("billing report --all --source audit", "", Error(&["--source", "--all", "cannot be used with"])),
+        ("billing report --org acme --source raw", "", Error(&["raw", "rollup, audit"])),
+        // Rate cards.
+        ("billing rate-card show --org acme", "", Request("GET", "v1/orgs/acme/rate-card", Value::Null)),
+        (
+            "billing rate-card set --org acme --per-call 0.0010 --per-million-input-tokens 0.15 \
+             --per-million-output-tokens 1",
+            "",
+            Request(
+                "PUT",
+                "v1/orgs/acme/rate-card",
+                json!({"per_call": "0.0010", "per_million_input_tokens": "0.15", "per_million_output_tokens": "1"}),
+            ),
+        ),
+        (
+            "billing rate-card set --org acme --per-call 1e-3 --per-million-input-tokens 0.15 \
+             --per-million-output-tokens 1",
+            "",
+            Error(&["--per-call", "1e-3", "not a decimal amount"]),
+        ),
+        (
+            "billing rate-card set --org acme --per-call 0.001 --per-million-input-tokens -0.15 \
+             --per-million-output-tokens 1",
+            "",
+            Error(&["--per-million-input-tokens", "negative"]),
+        ),
+        (
+            "billing rate-card set --org acme --per-call 0.001 --per-million-input-tokens 0.15 \
+             --per-million-output-tokens 1,5",
+            "",
+            Error(&["--per-million-output-tokens", "1,5"]),
+        ),
+        ("billing rate-card set --org acme --per-call 0.001", "", Error(&["--per-million-input-tokens"])),
+        ("billing rate-card reset --org acme", "", Request("DELETE", "v1/orgs/acme/rate-card", Value::Null)),
+        // Budgets.
+        ("billing budget show --org acme", "", Request("GET", "v1/orgs/acme/budget", Value::Null)),
+        (
+            "billing budget set --org acme --monthly-limit 50.00",
+            "",
+            Request("PUT", "v1/orgs/acme/budget", json!({"monthly_limit": "50.00"})),
+        ),
+        (
+            "billing budget set --org acme --monthly-limit 50 --team research=10.00 --team team_01JA=2.5",
+            "",
+            Request(
+                "PUT",
+                "v1/orgs/acme/budget",
+                json!({"monthly_limit": "50", "teams": {"research": "10.00", "team_01JA": "2.5"}}),
+            ),
+        ),
+        (
+            "billing budget set --org acme --team research=10",
+            "",
+            Request("PUT", "v1/orgs/acme/budget", json!({"teams": {"research": "10"}})),
+        ),
+        ("billing budget set --org acme", "", Error(&["nothing to set", "byok billing budget clear --org acme"])),
+        ("billing budget set --org acme --team research", "", Error(&["--team", "TEAM=AMOUNT"])),
+        ("billing budget set --org acme --team =5", "", Error(&["--team", "names no team"])),
+        ("billing budget set --org acme --team research=ten", "", Error(&["--team", "ten", "not a decimal"])),
+        ("billing budget set --org acme --monthly-limit $50", "", Error(&["--monthly-limit", "$50"])),
+        (
+            "billing budget set --org acme --team research=1 --team research=2",
+            "",
+            Error(&["research", "more than once"]),
+        ),
+        ("billing budget clear --org acme", "", Request("DELETE", "v1/orgs/acme/budget", Value::Null)),
+        // The platform credential pool.
+        (
+            "credential add --platform --name openai-pool --provider openai --model-family gpt-4o",
+            "sk-canary-argv-7d3a\n",
+            Request(
+                "POST",
+                "v1/platform/credentials",
+                json!({"name": "openai-pool", "provider": "openai", "secret": CANARY,
+                       "scope": {"model_families": ["gpt-4o"], "capabilities": [], "modes": [], "teams": [],
+                                 "workflows": []}}),
+            ),
+        ),
+        (
+            "credential add --platform --name p --provider openai --team agents",
+            "sk-canary-argv-7d3a",
+            Error(&["--team", "platform credential", "katman-a"]),
+        ),
+        (
+            "credential add --org acme --platform --name p --provider openai",
+            "sk-canary-argv-7d3a",
+            Error(&["--org", "--platform", "cannot be used with"]),
+        ),
+        ("credential add --name p --provider openai", "sk-canary-argv-7d3a", Error(&["--org", "--platform"])),
+        ("credential list --platform", "", Request("GET", "v1/platform/credentials", Value::Null)),
+        ("credential list --org acme --platform", "", Error(&["--org", "--platform", "cannot be used with"])),
+        ("credential list", "", Error(&["--org", "--platform"])),
+        (
+            "credential show --platform openai-pool",
+            "",
+            Request("GET", "v1/platform/credentials/openai-pool", Value::Null),
+        ),
+        (
+            "credential rotate --platform openai-pool --secret-env OPENAI_KEY",
+            "",
+            Request("POST", "v1/platform/credentials/openai-pool/rotate", json!({"secret": CANARY})),
+        ),
+        ("credential disable --platform p", "", Request("POST", "v1/platform/credentials/p/disable", json!({}))),
+        ("credential enable --platform p", "", Request("POST", "v1/platform/credentials/p/enable", json!({}))),
+        ("credential revoke --platform p", "", Request("POST", "v1/platform/credentials/p/revoke", json!({}))),
+        ("credential revoke --org acme --platform p", "", Error(&["--org", "--platform", "cannot be used with"])),
+        (
+            "credential lifecycle --platform p --limit 5",
+            "",
+            Request("GET", "v1/platform/credentials/p/lifecycle?limit=5", Value::Null),
+        ),
+        ("audit replay --platform p", "", Request("GET", "v1/platform/credentials/p/lifecycle", Value::Null)),
+        ("audit verify --platform", "", Request("GET", "v1/platform/audit/verify", Value::Null)),
+        ("audit verify --org acme --platform", "", Error(&["--org", "--platform", "cannot be used with"])),
+        (
+            "audit verify --platform --checkpoint c.json",
+            "",
+            Error(&["--platform", "--checkpoint", "cannot be used with"]),
+        ),
     ];
     for (argv, stdin, expected) in cases {
         let got = planned(argv, stdin);
@@ -365,6 +564,32 @@ fn update_merges_only_the_given_dimensions() {
         let body = serde_json::to_value(planned.request.body.as_ref().unwrap()).unwrap();
         assert_eq!(body, expected, "{argv}");
     }
+}
+
+#[test]
+fn update_works_on_the_platform_pool_too() {
+    let args = ["byok", "credential", "update", "--platform", "openai-pool", "--mode", "stream"];
+    let Command::Admin(AdminCommand::Credential(CredentialCommand::Update(args))) =
+        Cli::try_parse_from(args).unwrap().command
+    else {
+        panic!("not credential update");
+    };
+    let current = ScopeLists { model_families: vec!["gpt-4o".into()], ..ScopeLists::default() };
+    let planned = plan_update(&args, Some(&current)).unwrap();
+    assert_eq!(planned.request.method, reqwest::Method::PATCH);
+    assert_eq!(target(&planned.request), "v1/platform/credentials/openai-pool");
+    let body = serde_json::to_value(planned.request.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["scope"]["model_families"], json!(["gpt-4o"]));
+    assert_eq!(body["scope"]["modes"], json!(["stream"]));
+
+    let with_team = ["byok", "credential", "update", "--platform", "openai-pool", "--team", "agents"];
+    let Command::Admin(AdminCommand::Credential(CredentialCommand::Update(args))) =
+        Cli::try_parse_from(with_team).unwrap().command
+    else {
+        panic!("not credential update");
+    };
+    let err = super::credential::check_update(&args).unwrap_err();
+    assert!(matches!(err, CliError::Usage(_)) && err.to_string().contains("--team"), "{err}");
 }
 
 #[test]
@@ -481,7 +706,7 @@ fn verification_sets_the_exit_code() {
         ),
     ];
     for (view, answer, expected) in cases {
-        let result = super::audit::verdict("acme", view, &answer);
+        let result = super::audit::verdict("org acme", view, &answer);
         match expected {
             None => assert!(result.is_ok(), "{answer}: {result:?}"),
             Some(needles) => {
@@ -590,7 +815,11 @@ async fn replay_follows_next_and_prints_one_document() {
             ),
         ]
     };
-    let args = crate::cli::TimelineArgs { org: "acme".into(), cred: "openai-prod".into(), limit: Some(1) };
+    let args = crate::cli::TimelineArgs {
+        owner: crate::cli::OwnerFlags { org: Some("acme".into()), platform: false },
+        cred: "openai-prod".into(),
+        limit: Some(1),
+    };
 
     let (url, server) = fake_admin_api(answers());
     let mut out = Collected::default();

@@ -74,12 +74,14 @@ fn call_entry(event: &Value) -> (String, Vec<String>) {
     if present(r, "detail") {
         lines.push(cell(r, "detail"));
     }
-    lines.push(format!(
-        "team {} · workflow {} · token {}",
-        cell(r, "team_id"),
-        cell(r, "workflow_id"),
-        cell(r, "token_id")
-    ));
+    let caller =
+        format!("team {} · workflow {} · token {}", cell(r, "team_id"), cell(r, "workflow_id"), cell(r, "token_id"));
+    // A platform credential serves many orgs: say whose call it was.
+    if r.get("credential_owner").and_then(Value::as_str) == Some("platform") {
+        lines.push(format!("org {} · {caller}", cell(r, "org_id")));
+    } else {
+        lines.push(caller);
+    }
     let mut model = format!("model {}", cell(r, "model"));
     if present(r, "model_family") {
         model.push_str(&format!(" (family {})", cell(r, "model_family")));
@@ -164,8 +166,12 @@ fn audit_of(org: Option<&str>) -> String {
 
 /// A `VerifyReport` (`{"ok","checked","first_bad"?}`).
 pub fn verify_report(org: Option<&str>, report: &Value) -> String {
+    verify_report_of(&audit_of(org), report)
+}
+
+/// A `VerifyReport` of the audit named `subject`.
+fn verify_report_of(subject: &str, report: &Value) -> String {
     let checked = cell(report, "checked");
-    let subject = audit_of(org);
     if report.get("ok").and_then(Value::as_bool) == Some(true) {
         return format!("{subject} verified: {checked} entries, all links intact\n");
     }
@@ -180,6 +186,11 @@ pub fn verify_report(org: Option<&str>, report: &Value) -> String {
     table.add_row(vec!["problem".to_owned(), format!("{problem}: {}", problem_text(&problem))]);
     table.add_row(vec!["detail".to_owned(), cell(bad, "detail")]);
     format!("{subject} NOT verified: first broken link ({checked} entries checked):\n{table}\n")
+}
+
+/// A `VerifyReport` of the platform pool's lifecycle-event chain.
+pub fn platform_verify_report(report: &Value) -> String {
+    verify_report_of("audit of the platform pool", report)
 }
 
 /// A `CheckpointCheck` (`{"ok","signature_valid","heads_changed","verify"}`).
