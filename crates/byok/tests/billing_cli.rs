@@ -192,7 +192,8 @@ fn billing_commands_drive_tiers_budgets_rate_cards_and_the_platform_pool() {
     let csv = cli.run("billing report --org acme --csv").ok();
     assert_eq!(
         csv.stdout,
-        "tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost\r\n"
+        "tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost,\
+         per_call,per_million_input_tokens,per_million_output_tokens\r\n"
     );
     let all = cli.run("billing report --all --csv").ok();
     assert!(

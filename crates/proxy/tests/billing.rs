@@ -373,6 +373,17 @@ async fn statements_meter_every_call_exactly() {
             assert_eq!(s.total, sum_amounts([s.platform_fee.as_str(), s.provider_cost.as_str()]));
             assert_eq!(s.unpriced_calls, 0);
         }
+        // The operator's report: one line per org, each its statement's totals.
+        let report = env.vault.usage_report(None, None).await.unwrap();
+        assert_eq!(report.orgs.len(), orgs.len());
+        for (org, ..) in &orgs {
+            let s = env.vault.statement(&org.id.to_string(), None, None, UsageSource::Rollup).await.unwrap();
+            let line = report.orgs.iter().find(|l| l.org_id == org.id).unwrap();
+            assert_eq!((line.calls, line.denied, &line.total), (s.calls, s.denied, &s.total));
+        }
+        assert_eq!(report.calls, 8 * orgs.len() as u64);
+        assert_eq!(report.total, sum_amounts(report.orgs.iter().map(|l| l.total.as_str())));
+        assert_eq!(report.total, sum_amounts([report.platform_fee.as_str(), report.provider_cost.as_str()]));
         env.stop().await;
     })
     .await

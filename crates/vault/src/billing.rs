@@ -108,6 +108,18 @@ pub struct UsageReport {
     pub currency: byok_domain::Currency,
     /// One line per org with any usage, by name.
     pub orgs: Vec<OrgUsageSummary>,
+    /// Billed calls of every org.
+    pub calls: u64,
+    /// Refused calls of every org.
+    pub denied: u64,
+    /// Input tokens of every org.
+    pub input_tokens: u64,
+    /// Output tokens of every org.
+    pub output_tokens: u64,
+    /// The sum of every org's platform fee.
+    pub platform_fee: String,
+    /// The sum of every org's provider cost.
+    pub provider_cost: String,
     /// The sum of every org's total.
     pub total: String,
 }
@@ -374,13 +386,16 @@ impl Vault {
         Ok(updated)
     }
 
-    /// The period a statement covers: `[from, to)`, by default the current UTC month.
+    /// The period a statement covers: `[from, to)`, by default the current UTC month;
+    /// with only `from`, up to the end of its month; with only `to`, from the start of
+    /// the month before it.
     pub fn statement_period(
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<(Timestamp, Timestamp), VaultError> {
-        let now = Timestamp::now();
-        let from = from.unwrap_or_else(|| month_start(to.unwrap_or(now)));
+        // Without `from`: the month holding the last instant before `to` (or now).
+        let last = to.and_then(|to| Timestamp::from_micros(to.as_micros() - 1)).unwrap_or_else(Timestamp::now);
+        let from = from.unwrap_or_else(|| month_start(last));
         let to = to.unwrap_or_else(|| next_month_start(from));
         if from >= to {
             return Err(VaultError::invalid(format!("from ({from}) must be before to ({to})")));
@@ -417,9 +432,18 @@ impl Vault {
             by_org.entry(row.org_id).or_default().push(row);
         }
         let orgs: BTreeMap<OrgId, Org> = self.store.list_orgs().await?.into_iter().map(|o| (o.id, o)).collect();
+        let amount = |text: &str| {
+            rust_decimal::Decimal::from_str_exact(text)
+                .map_err(|e| VaultError::Internal(format!("statement amount: {e}")))
+        };
         let mut lines = Vec::new();
-        let mut total = rust_decimal::Decimal::ZERO;
+        let (mut fee, mut cost) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
         for (org_id, rows) in by_org {
+            // Usage rows only ever name orgs; one that is not a tenant would be a bug.
+            let Some(org) = orgs.get(&org_id) else {
+                tracing::warn!(org = %org_id, "usage of an unknown org left out of the report");
+                continue;
+            };
             let (denied, unanswered, groups) = usage_groups(&rows);
             let s = byok_domain::billing::statement(
                 org_id,
@@ -431,9 +455,8 @@ impl Vault {
                 groups,
             )
             .map_err(|e| VaultError::Internal(format!("cannot price org {org_id}'s usage: {e}")))?;
-            total += rust_decimal::Decimal::from_str_exact(&s.total)
-                .map_err(|e| VaultError::Internal(format!("statement total: {e}")))?;
-            let Some(org) = orgs.get(&org_id) else { continue };
+            fee += amount(&s.platform_fee)?;
+            cost += amount(&s.provider_cost)?;
             lines.push(OrgUsageSummary {
                 org_id,
                 name: org.name.clone(),
@@ -448,12 +471,19 @@ impl Vault {
             });
         }
         lines.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        let sum = |f: fn(&OrgUsageSummary) -> u64| lines.iter().map(f).fold(0u64, u64::saturating_add);
         Ok(UsageReport {
             from,
             to,
             currency: self.prices.currency.clone(),
+            calls: sum(|l| l.calls),
+            denied: sum(|l| l.denied),
+            input_tokens: sum(|l| l.input_tokens),
+            output_tokens: sum(|l| l.output_tokens),
+            platform_fee: byok_domain::billing::round_amount(fee),
+            provider_cost: byok_domain::billing::round_amount(cost),
+            total: byok_domain::billing::round_amount(fee + cost),
             orgs: lines,
-            total: byok_domain::billing::round_amount(total),
         })
     }
 }
@@ -467,4 +497,32 @@ pub fn row_cost_input(row: &UsageRow) -> Option<byok_domain::billing::CostInput>
         provider_price: row.provider_price.clone(),
         counts: UsageCounts { calls: row.calls, input_tokens: row.input_tokens, output_tokens: row.output_tokens },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_periods_default_to_calendar_months() {
+        let t = |text: &str| Timestamp::parse_rfc3339(text).unwrap();
+        let period = |from: Option<&str>, to: Option<&str>| {
+            Vault::statement_period(from.map(t), to.map(t)).map(|(a, b)| (a.to_string(), b.to_string()))
+        };
+        assert_eq!(
+            period(Some("2026-11-15T10:00:00Z"), None).unwrap(),
+            ("2026-11-15T10:00:00.000000Z".into(), "2026-12-01T00:00:00.000000Z".into())
+        );
+        assert_eq!(
+            period(None, Some("2026-12-01T00:00:00Z")).unwrap(),
+            ("2026-11-01T00:00:00.000000Z".into(), "2026-12-01T00:00:00.000000Z".into())
+        );
+        assert_eq!(
+            period(None, Some("2026-12-01T00:00:00.000001Z")).unwrap().0,
+            "2026-12-01T00:00:00.000000Z".to_owned()
+        );
+        assert!(period(Some("2026-12-01T00:00:00Z"), Some("2026-12-01T00:00:00Z")).is_err());
+        let (from, to) = Vault::statement_period(None, None).unwrap();
+        assert!(from <= Timestamp::now() && Timestamp::now() < to);
+    }
 }

@@ -22,8 +22,9 @@ const STATEMENT_FIELDS: [&str; 9] = [
     "platform_fee",
     "provider_cost",
 ];
-/// The same as table headers.
-const STATEMENT_HEADERS: [&str; 9] = [
+/// The same as table headers, and the rate card each line was priced with (lines of the
+/// same tier, provider, family and owner differ only by it after a card change).
+const STATEMENT_HEADERS: [&str; 10] = [
     "TIER",
     "PROVIDER",
     "MODEL FAMILY",
@@ -33,7 +34,10 @@ const STATEMENT_HEADERS: [&str; 9] = [
     "OUTPUT TOKENS",
     "PLATFORM FEE",
     "PROVIDER COST",
+    "RATES (CALL / 1M IN / 1M OUT)",
 ];
+/// A line's rate card, as CSV names its columns.
+const RATE_FIELDS: [&str; 3] = ["per_call", "per_million_input_tokens", "per_million_output_tokens"];
 /// The first numeric column of a statement line.
 const STATEMENT_FIRST_NUMBER: usize = 4;
 
@@ -98,7 +102,10 @@ pub fn statement(answer: &Value) -> String {
     } else {
         let mut table = number_table(&STATEMENT_HEADERS, STATEMENT_FIRST_NUMBER);
         for line in lines {
-            table.add_row(STATEMENT_FIELDS.iter().map(|field| cell(line, field)));
+            let mut row: Vec<String> = STATEMENT_FIELDS.iter().map(|field| cell(line, field)).collect();
+            let card = line.get("rate_card").unwrap_or(&Value::Null);
+            row.push(RATE_FIELDS.iter().map(|field| cell(card, field)).collect::<Vec<_>>().join(" / "));
+            table.add_row(row);
         }
         let mut totals = vec!["total".to_owned(), String::new(), String::new(), String::new()];
         totals.extend(
@@ -106,6 +113,7 @@ pub fn statement(answer: &Value) -> String {
                 .iter()
                 .map(|field| cell(answer, field)),
         );
+        totals.push(String::new());
         table.add_row(totals);
         out.push_str(&format!("{table}\n"));
     }
@@ -136,15 +144,32 @@ pub fn usage_report(answer: &Value) -> String {
         for org in orgs {
             table.add_row(REPORT_FIELDS.iter().map(|field| cell(org, field)));
         }
+        let mut totals = vec!["total".to_owned(), String::new(), String::new()];
+        totals.extend(REPORT_FIELDS[REPORT_FIRST_NUMBER..].iter().map(|field| cell(answer, field)));
+        table.add_row(totals);
         out.push_str(&format!("{table}\n"));
     }
     out.push_str(&format!("Total: {} {}\n", cell(answer, "total"), cell(answer, "currency")));
     out
 }
 
-/// An org's statement as CSV: a header row, then one row per line.
+/// An org's statement as CSV: a header row, then one row per line, with the line's rate
+/// card in the last three columns.
 pub fn statement_csv(answer: &Value) -> String {
-    csv(&STATEMENT_FIELDS, items(answer, "lines"))
+    let flat: Vec<Value> = items(answer, "lines")
+        .iter()
+        .map(|line| {
+            let mut flat = line.clone();
+            if let (Some(object), Some(card)) = (flat.as_object_mut(), line.get("rate_card")) {
+                for field in RATE_FIELDS {
+                    object.insert(field.to_owned(), card.get(field).cloned().unwrap_or(Value::Null));
+                }
+            }
+            flat
+        })
+        .collect();
+    let fields: Vec<&str> = STATEMENT_FIELDS.iter().chain(RATE_FIELDS.iter()).copied().collect();
+    csv(&fields, &flat)
 }
 
 /// Every org's usage as CSV: a header row, then one row per org.
@@ -280,13 +305,13 @@ mod tests {
     fn statement_table_lists_lines_totals_and_what_was_not_billed() {
         let expected = "\
 Statement of org org_01JTEST from 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z (amounts in USD):
-┌──────────┬──────────┬────────────────┬──────────┬───────┬──────────────┬───────────────┬──────────────┬───────────────┐
-│ TIER     ┆ PROVIDER ┆ MODEL FAMILY   ┆ OWNER    ┆ CALLS ┆ INPUT TOKENS ┆ OUTPUT TOKENS ┆ PLATFORM FEE ┆ PROVIDER COST │
-╞══════════╪══════════╪════════════════╪══════════╪═══════╪══════════════╪═══════════════╪══════════════╪═══════════════╡
-│ katman-b ┆ openai   ┆ gpt-4o         ┆ org      ┆    20 ┆          100 ┆           100 ┆     0.041000 ┆      0.000000 │
-│ katman-a ┆ openai   ┆ gpt-4o, \"mini\" ┆ platform ┆     1 ┆         1000 ┆          2000 ┆     0.004000 ┆      0.012500 │
-│ total    ┆          ┆                ┆          ┆    21 ┆         1100 ┆          2100 ┆     0.045000 ┆      0.012500 │
-└──────────┴──────────┴────────────────┴──────────┴───────┴──────────────┴───────────────┴──────────────┴───────────────┘
+┌──────────┬──────────┬────────────────┬──────────┬───────┬──────────────┬───────────────┬──────────────┬───────────────┬───────────────────────────────┐
+│ TIER     ┆ PROVIDER ┆ MODEL FAMILY   ┆ OWNER    ┆ CALLS ┆ INPUT TOKENS ┆ OUTPUT TOKENS ┆ PLATFORM FEE ┆ PROVIDER COST ┆ RATES (CALL / 1M IN / 1M OUT) │
+╞══════════╪══════════╪════════════════╪══════════╪═══════╪══════════════╪═══════════════╪══════════════╪═══════════════╪═══════════════════════════════╡
+│ katman-b ┆ openai   ┆ gpt-4o         ┆ org      ┆    20 ┆          100 ┆           100 ┆     0.041000 ┆      0.000000 ┆            0.0005 / 0.1 / 0.4 │
+│ katman-a ┆ openai   ┆ gpt-4o, \"mini\" ┆ platform ┆     1 ┆         1000 ┆          2000 ┆     0.004000 ┆      0.012500 ┆             0.002 / 0.4 / 1.6 │
+│ total    ┆          ┆                ┆          ┆    21 ┆         1100 ┆          2100 ┆     0.045000 ┆      0.012500 ┆                               │
+└──────────┴──────────┴────────────────┴──────────┴───────┴──────────────┴───────────────┴──────────────┴───────────────┴───────────────────────────────┘
 Total: 0.057500 USD (platform fees 0.045000 + provider costs 0.012500)
 Not billed: 3 denied and 1 unanswered calls. Platform-served calls without a provider price (provider cost 0): 0.
 ";
@@ -303,15 +328,19 @@ Not billed: 3 denied and 1 unanswered calls. Platform-served calls without a pro
         let text = statement(&answer);
         assert!(text.contains("(no billed calls in this period)\nTotal: 0.000000 EUR"), "{text}");
         assert!(text.contains("Not billed: 2 denied"), "{text}");
-        assert_eq!(statement_csv(&answer), "tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost\r\n");
+        assert_eq!(
+            statement_csv(&answer),
+            "tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost,\
+             per_call,per_million_input_tokens,per_million_output_tokens\r\n"
+        );
     }
 
     #[test]
     fn statement_csv_is_rfc_4180() {
         let expected = "\
-tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost\r
-katman-b,openai,gpt-4o,org,20,100,100,0.041000,0.000000\r
-katman-a,openai,\"gpt-4o, \"\"mini\"\"\",platform,1,1000,2000,0.004000,0.012500\r
+tier,provider,model_family,credential_owner,calls,input_tokens,output_tokens,platform_fee,provider_cost,per_call,per_million_input_tokens,per_million_output_tokens\r
+katman-b,openai,gpt-4o,org,20,100,100,0.041000,0.000000,0.0005,0.1,0.4\r
+katman-a,openai,\"gpt-4o, \"\"mini\"\"\",platform,1,1000,2000,0.004000,0.012500,0.002,0.4,1.6\r
 ";
         assert_eq!(statement_csv(&statement_answer()), expected);
     }
@@ -322,13 +351,15 @@ katman-a,openai,\"gpt-4o, \"\"mini\"\"\",platform,1,1000,2000,0.004000,0.012500\
             "orgs": [{"org_id": "org_1", "name": "acme", "tier": "katman-a", "calls": 5, "denied": 1,
                       "input_tokens": 10, "output_tokens": 20, "platform_fee": "0.010024",
                       "provider_cost": "0.000000", "total": "0.010024"}],
-            "total": "0.010024"});
+            "calls": 5, "denied": 1, "input_tokens": 10, "output_tokens": 20, "platform_fee": "0.010024",
+            "provider_cost": "0.000000", "total": "0.010024"});
         let expected = "\
 Usage of every org from 2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z (amounts in USD):
 ┌───────┬──────┬──────────┬───────┬────────┬──────────────┬───────────────┬──────────────┬───────────────┬──────────┐
 │ ORG   ┆ NAME ┆ TIER     ┆ CALLS ┆ DENIED ┆ INPUT TOKENS ┆ OUTPUT TOKENS ┆ PLATFORM FEE ┆ PROVIDER COST ┆    TOTAL │
 ╞═══════╪══════╪══════════╪═══════╪════════╪══════════════╪═══════════════╪══════════════╪═══════════════╪══════════╡
 │ org_1 ┆ acme ┆ katman-a ┆     5 ┆      1 ┆           10 ┆            20 ┆     0.010024 ┆      0.000000 ┆ 0.010024 │
+│ total ┆      ┆          ┆     5 ┆      1 ┆           10 ┆            20 ┆     0.010024 ┆      0.000000 ┆ 0.010024 │
 └───────┴──────┴──────────┴───────┴────────┴──────────────┴───────────────┴──────────────┴───────────────┴──────────┘
 Total: 0.010024 USD
 ";
