@@ -6,6 +6,9 @@ and passes the sidecar's address and a workload token in the environment:
     BYOK_PROXY        http://127.0.0.1:PORT
     BYOK_TOKEN        a workload token of the team that may use both credentials
     BYOK_DENIED_TOKEN a workload token of a team no credential admits
+    BYOK_STARTUP_TOKEN a workload token of a katman-a org with no credential of its own,
+                      served by the platform pool, whose budget allows one call
+    BYOK_PLATFORM_CREDENTIALS the platform pool's credential ids, comma-separated
 
 Prints one JSON object with what each step saw; exits non-zero on the first failure.
 """
@@ -130,5 +133,32 @@ try:
 except anthropic.AuthenticationError as error:
     seen["anthropic_bad_token"] = {"status": error.status_code, "message": str(error)}
     check(error.status_code == 401, "wrong status for a bad token on the Anthropic route")
+
+# --- Billing tiers -----------------------------------------------------------------
+# A katman-a org without keys of its own is served by the platform pool, until its
+# monthly budget is spent: then the SDKs raise their rate-limit error with byok's code.
+startup_token = os.environ["BYOK_STARTUP_TOKEN"]
+platform = os.environ["BYOK_PLATFORM_CREDENTIALS"].split(",")
+startup = openai.OpenAI(base_url=f"{proxy}/openai/v1", api_key=startup_token, max_retries=0)
+served = startup.chat.completions.with_raw_response.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "on the platform's key"}]
+)
+check(served.headers.get("x-byok-credential") in platform, "katman-a was not served by the platform pool")
+check(served.parse().usage.prompt_tokens > 0, "the platform-served call has no usage")
+try:
+    startup.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    check(False, "a spent budget still served a call")
+except openai.RateLimitError as error:
+    seen["openai_budget"] = {"status": error.status_code, "code": error.code, "message": error.message}
+    check(error.code == "budget_exceeded" and "monthly budget" in error.message, "wrong 429 for a spent budget")
+startup_ant = anthropic.Anthropic(base_url=f"{proxy}/anthropic", api_key=startup_token, max_retries=0)
+try:
+    startup_ant.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    check(False, "a spent budget still served an Anthropic call")
+except anthropic.RateLimitError as error:
+    body = error.body if isinstance(error.body, dict) else {}
+    seen["anthropic_budget"] = {"status": error.status_code, "body": body}
+    check(body.get("error", {}).get("code") == "budget_exceeded", "the Anthropic 429 does not name budget_exceeded")
+    check("monthly budget" in str(error), "the Anthropic 429's message does not say why")
 
 print(json.dumps(seen, indent=2))

@@ -122,6 +122,32 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
         .unwrap()
         .to_owned();
 
+    // A katman-a org with no key of its own: the platform pool serves it, one call's worth.
+    let mut platform = Vec::new();
+    for (name, provider, secret) in
+        [("shared-openai", "openai", OPENAI_KEY), ("shared-claude", "anthropic", ANTHROPIC_KEY)]
+    {
+        let body = json!({"name": name, "provider": provider, "secret": secret});
+        platform.push(
+            admin(&http, &server, operator, "/v1/platform/credentials", body).await["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    admin(&http, &server, operator, "/v1/orgs", json!({"name": "startup", "tier": "katman-a"})).await;
+    admin(&http, &server, operator, "/v1/orgs/startup/teams", json!({"name": "app"})).await;
+    let budget = http
+        .put(format!("{}/v1/orgs/startup/budget", server.admin_url))
+        .bearer_auth(operator)
+        .json(&json!({"monthly_limit": "0.000001"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(budget.status().is_success());
+    let startup = admin(&http, &server, operator, "/v1/orgs/startup/tokens", json!({"team": "app"})).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let platform = platform.join(",");
+
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sdk_e2e.py");
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
@@ -129,6 +155,8 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
             .env("BYOK_PROXY", &server.proxy_url)
             .env("BYOK_TOKEN", &token)
             .env("BYOK_DENIED_TOKEN", &denied)
+            .env("BYOK_STARTUP_TOKEN", &startup)
+            .env("BYOK_PLATFORM_CREDENTIALS", &platform)
             .output()
             .map(|out| (out, server))
     })
@@ -154,7 +182,8 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
     // Every SDK call has its audit row; the named calls are allowed, the denial is denied.
     let store = Store::open_sqlite(&server.data_dir.path().join("byok.db")).await.unwrap();
     let orgs = store.list_orgs().await.unwrap();
-    let org = &orgs[0].id;
+    let org = &orgs.iter().find(|o| o.name.as_str() == "acme").unwrap().id;
+    let startup = &orgs.iter().find(|o| o.name.as_str() == "startup").unwrap().id;
     for call_id in ["sdk-openai-sync", "sdk-openai-stream", "sdk-anthropic-sync", "sdk-anthropic-stream"] {
         let rows = store
             .list_audit(Some(org), &AuditFilter { call_id: Some(call_id.into()), ..AuditFilter::default() })
@@ -169,11 +198,25 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
         .unwrap();
     assert_eq!(denied_rows.len(), 1, "the out-of-scope team's call");
     assert_eq!(denied_rows[0].reason.as_deref(), Some("scope_denied"));
-    let allowed = store
-        .list_audit(Some(org), &AuditFilter { outcome: Some(Outcome::Allowed), ..AuditFilter::default() })
+    let allowed_of = |org| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(Some(org), &AuditFilter { outcome: Some(Outcome::Allowed), ..AuditFilter::default() })
+                .await
+                .unwrap()
+        }
+    };
+    let (allowed, served) = (allowed_of(org).await, allowed_of(startup).await);
+    assert_eq!(allowed.len() + served.len(), requests.len(), "one allowed row per request that reached the provider");
+    // The startup's one call was the platform's, and refused ones were refused for its budget.
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].credential_owner, Some(byok_domain::CredentialOwner::Platform));
+    let refused = store
+        .list_audit(Some(startup), &AuditFilter { outcome: Some(Outcome::Denied), ..AuditFilter::default() })
         .await
         .unwrap();
-    assert_eq!(allowed.len(), requests.len(), "one allowed row per request that reached the provider");
+    assert_eq!(refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(), [Some("budget_exceeded"); 2]);
     store.close().await;
     drop(server);
     mock.shutdown().await;

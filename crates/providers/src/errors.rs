@@ -13,12 +13,15 @@ pub struct ErrorBody {
     pub body: Vec<u8>,
 }
 
-fn openai_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        400..=499 => "invalid_request_error",
+fn openai_type(status: u16, code: &str) -> &'static str {
+    match (status, code) {
+        (401, _) => "authentication_error",
+        (403, _) => "permission_error",
+        (404, _) => "not_found_error",
+        // OpenAI's own 429s: a spent quota, or a rate limit.
+        (429, "budget_exceeded") => "insufficient_quota",
+        (429, _) => "requests",
+        (400..=499, _) => "invalid_request_error",
         _ => "api_error",
     }
 }
@@ -29,6 +32,7 @@ fn anthropic_type(status: u16) -> &'static str {
         403 => "permission_error",
         404 => "not_found_error",
         413 => "request_too_large",
+        429 => "rate_limit_error",
         400..=499 => "invalid_request_error",
         529 | 503 => "overloaded_error",
         _ => "api_error",
@@ -54,7 +58,7 @@ fn google_status(status: u16) -> &'static str {
 pub fn error_body(api: Api, status: u16, code: &str, message: &str) -> ErrorBody {
     let value = match api {
         Api::OpenAi | Api::AzureOpenAi | Api::Bedrock => json!({
-            "error": { "message": message, "type": openai_type(status), "param": null, "code": code }
+            "error": { "message": message, "type": openai_type(status, code), "param": null, "code": code }
         }),
         Api::Anthropic => json!({
             "type": "error",
@@ -90,6 +94,10 @@ mod tests {
         assert_eq!(anthropic["type"], "error");
         assert_eq!(anthropic["error"]["type"], "authentication_error");
         assert_eq!(anthropic["error"]["message"], "bad");
+        let spent = parse(&error_body(Api::OpenAi, 429, "budget_exceeded", "spent"));
+        assert_eq!(spent["error"]["type"], "insufficient_quota");
+        let limited = parse(&error_body(Api::Anthropic, 429, "budget_exceeded", "spent"));
+        assert_eq!(limited["error"]["type"], "rate_limit_error");
         let gemini = parse(&error_body(Api::Gemini, 503, "audit_unavailable", "down"));
         assert_eq!(gemini["error"]["code"], 503);
         assert_eq!(gemini["error"]["status"], "UNAVAILABLE");
