@@ -30,7 +30,7 @@ use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
 use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
-use crate::phases::resolve::{find_pinned, resolve_credential, Resolved, CREDENTIAL_HEADER};
+use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, CREDENTIAL_HEADER};
 use crate::phases::route::route;
 use crate::spend::SpendBook;
 
@@ -233,24 +233,10 @@ impl Inner {
             None
         };
         let elsewhere = match pin {
-            Some(reference)
-                if find_pinned(&caller.org, reference).is_none()
-                    && platform.as_deref().is_none_or(|p| find_pinned(p, reference).is_none()) =>
-            {
-                match self.directory.credential_anywhere(&org.id, reference).await.map_err(store_down)? {
-                    Some(own) => Some((own, CredentialOwner::Org)),
-                    None => match &platform {
-                        Some(pool) => self
-                            .directory
-                            .credential_anywhere(&pool.org.id, reference)
-                            .await
-                            .map_err(store_down)?
-                            .map(|c| (c, CredentialOwner::Platform)),
-                        None => None,
-                    },
-                }
-            }
-            _ => None,
+            Some(reference) => pinned_elsewhere(&self.directory, &caller.org, platform.as_deref(), reference)
+                .await
+                .map_err(store_down)?,
+            None => None,
         };
         let chosen = resolve_credential(&caller.org, platform.as_deref(), &call, pin, elsewhere, Timestamp::now())
             .map_err(|refused| {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use byok_domain::{CallScope, Credential, CredentialId, CredentialOwner, CredentialState, Tier, Timestamp};
 
 use super::{Code, Refusal};
-use crate::cache::{CachedCredential, OrgSnapshot};
+use crate::cache::{CachedCredential, Directory, OrgSnapshot};
 
 /// Header pinning a credential by id or name.
 pub const CREDENTIAL_HEADER: &str = "x-byok-credential";
@@ -88,6 +88,24 @@ fn scope_refusal(credential: &Credential, call: &CallScope) -> Option<Refusal> {
 pub(crate) fn find_pinned<'a>(org: &'a OrgSnapshot, reference: &str) -> Option<&'a Arc<CachedCredential>> {
     let by_id = reference.parse::<CredentialId>().ok();
     org.credentials.iter().find(|c| Some(c.credential.id) == by_id || c.credential.name.as_str() == reference)
+}
+
+/// A pinned credential that is in neither snapshot (another provider's, to be refused by
+/// name rather than as unknown): the org's own first, then the platform pool's.
+pub(crate) async fn pinned_elsewhere(
+    directory: &Directory,
+    org: &OrgSnapshot,
+    platform: Option<&OrgSnapshot>,
+    reference: &str,
+) -> Result<Option<(Arc<CachedCredential>, CredentialOwner)>, byok_store::StoreError> {
+    if find_pinned(org, reference).is_some() || platform.is_some_and(|p| find_pinned(p, reference).is_some()) {
+        return Ok(None);
+    }
+    if let Some(own) = directory.credential_anywhere(&org.org.id, reference).await? {
+        return Ok(Some((own, CredentialOwner::Org)));
+    }
+    let Some(platform) = platform else { return Ok(None) };
+    Ok(directory.credential_anywhere(&platform.org.id, reference).await?.map(|c| (c, CredentialOwner::Platform)))
 }
 
 /// The katman-c maximum credential age of the org, in days.
