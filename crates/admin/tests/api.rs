@@ -795,12 +795,27 @@ async fn billing_powers_are_the_operators() {
         let h = harness(t).await;
         h.ok(Method::POST, "/v1/orgs", json!({"name": "corp", "tier": "katman-c"})).await;
         h.ok(Method::POST, "/v1/orgs/corp/teams", json!({"name": "research"})).await;
-        h.ok(
-            Method::POST,
-            "/v1/platform/credentials",
-            json!({"name": "shared", "provider": "openai", "secret": CANARY}),
-        )
-        .await;
+        let shared = h
+            .ok(
+                Method::POST,
+                "/v1/platform/credentials",
+                json!({"name": "shared", "provider": "openai", "secret": CANARY}),
+            )
+            .await;
+        // The pool is stored like an org, but no org route reaches it, not even by its id.
+        let pool = shared["org_id"].as_str().unwrap().to_owned();
+        for (method, path) in [
+            (Method::GET, format!("/v1/orgs/{pool}")),
+            (Method::GET, format!("/v1/orgs/{pool}/credentials")),
+            (Method::POST, format!("/v1/orgs/{pool}/teams")),
+            (Method::POST, format!("/v1/orgs/{pool}/credentials/shared/revoke")),
+            (Method::DELETE, format!("/v1/orgs/{pool}")),
+        ] {
+            let answer = h.op(method.clone(), &path, json!({"name": "x"})).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {path}: {}", answer.raw);
+        }
+        let listed = h.op(Method::GET, "/v1/orgs", json!({})).await.json;
+        assert!(listed["orgs"].as_array().unwrap().iter().all(|o| o["id"] != pool.as_str()), "{listed}");
         let admin =
             h.ok(Method::POST, "/v1/orgs/corp/admin-tokens", json!({})).await["token"].as_str().unwrap().to_owned();
         let card = r#"{"per_call":"0.1","per_million_input_tokens":"0.1","per_million_output_tokens":"0.1"}"#;
