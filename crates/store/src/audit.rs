@@ -73,7 +73,7 @@ pub struct AuditFilter {
 ///
 /// On SQLite, anonymous `?` placeholders: sqlx looks every `$N` up by name, which costs
 /// more than the insert itself for a batch of thousands of values.
-fn placeholders(rows: usize, columns: usize, backend: Backend) -> String {
+pub(crate) fn placeholders(rows: usize, columns: usize, backend: Backend) -> String {
     let mut sql = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {

@@ -410,25 +410,21 @@ impl Store {
                     .execute(&mut *tx)
                     .await
             }
-            OrgChange::RateCard(card) => {
-                sqlx::query::<Any>(&format!("UPDATE orgs SET rate_card = $1 WHERE id = $2 AND {live}"))
-                    .bind(card.as_ref().map(PricedCard::code))
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-            }
-            OrgChange::Budget(budget) => {
-                let json = if budget.is_empty() { None } else { Some(to_json(budget, "budget")?) };
-                sqlx::query::<Any>(&format!("UPDATE orgs SET budget = $1 WHERE id = $2 AND {live}"))
-                    .bind(json)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-            }
-            OrgChange::Controls(controls) => {
-                let json = if controls.is_empty() { None } else { Some(to_json(controls, "controls")?) };
-                sqlx::query::<Any>(&format!("UPDATE orgs SET controls = $1 WHERE id = $2 AND {live}"))
-                    .bind(json)
+            setting => {
+                // Each other change sets one nullable text column (cleared when empty).
+                let (column, value) = match setting {
+                    OrgChange::RateCard(card) => ("rate_card", card.as_ref().map(PricedCard::code)),
+                    OrgChange::Budget(budget) => {
+                        ("budget", (!budget.is_empty()).then(|| to_json(budget, "budget")).transpose()?)
+                    }
+                    OrgChange::Controls(controls) => {
+                        ("controls", (!controls.is_empty()).then(|| to_json(controls, "controls")).transpose()?)
+                    }
+                    // Matched above; here only for exhaustiveness.
+                    OrgChange::Tier { to, .. } => ("tier", Some(to.as_str().to_owned())),
+                };
+                sqlx::query::<Any>(&format!("UPDATE orgs SET {column} = $1 WHERE id = $2 AND {live}"))
+                    .bind(value)
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await

@@ -179,22 +179,7 @@ pub(crate) async fn add_to_rollup(
             "INSERT INTO usage_rollup (org_id, hour_us, segment, team_id, tier, provider, model_family, \
              credential_owner, rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
         );
-        for row in 0..chunk.len() {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for column in 0..COLUMNS {
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                match backend {
-                    Backend::Sqlite => sql.push('?'),
-                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + column + 1)),
-                }
-            }
-            sql.push(')');
-        }
+        sql.push_str(&crate::audit::placeholders(chunk.len(), COLUMNS, backend));
         sql.push_str(
             " ON CONFLICT (org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, \
              rate_card, provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
