@@ -16,6 +16,7 @@
 #   BENCH_STREAM_REQUESTS BENCH_STREAM_WARMUP BENCH_STREAM_CONCURRENCY BENCH_STREAM_DELAY_MS
 #   BENCH_LOADGEN_THREADS BENCH_NGINX_WORKERS BENCH_TARGETS BENCH_SKIP_BUILD BENCH_KEEP_TMP
 #   BENCH_BYOK_LOG BENCH_WRK BENCH_PROFILE (perf|strace) TMPDIR
+#   BENCH_BYOK_BIN BENCH_BYOK_LABEL BENCH_BYOK_SETUP BENCH_RESULTS_JSON (another byok build; bench/billing uses them)
 # See bench/README.md.
 set -euo pipefail
 
@@ -40,6 +41,10 @@ if [[ "${BENCH_QUICK:-0}" == 1 ]]; then : "${BENCH_ROUNDS:=1}"; fi
 ROUNDS="${BENCH_ROUNDS:-3}"                  # throughput rounds (targets interleaved); the median is reported
 PROFILE="${BENCH_PROFILE:-}"                 # perf | strace | empty
 RESULTS_DIR="$BENCH_DIR/results"
+RESULTS_JSON="${BENCH_RESULTS_JSON:-$RESULTS_DIR/latest.json}"
+BYOK_LABEL="${BENCH_BYOK_LABEL:-byok}"       # how the byok target is named in the table and the JSON
+BYOK_SETUP="${BENCH_BYOK_SETUP:-}"           # a shell command run after byok's setup (see README)
+[[ "$BYOK_LABEL" =~ ^[A-Za-z0-9._-]{1,16}$ ]] || { echo "bench: BENCH_BYOK_LABEL must be 1-16 of [A-Za-z0-9._-]" >&2; exit 2; }
 
 for n in "$DURATION" "$WARMUP"; do
   [[ "$n" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench: '$n' is not a number of seconds" >&2; exit 2; }
@@ -61,7 +66,7 @@ need_pkgs=()
 PATH="$PATH:/usr/sbin:/sbin"   # nginx lives in /usr/sbin, often not on a normal user's PATH
 want() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
 want pgrep procps
-want nginx nginx
+[[ " $TARGETS " == *" nginx "* ]] && want nginx nginx
 want curl curl
 want sqlite3 sqlite3
 [[ "${BENCH_WRK:-0}" == 1 ]] && want wrk wrk
@@ -80,7 +85,7 @@ if ((${#need_pkgs[@]})); then
     die "missing tools; please install: ${need_pkgs[*]} (e.g. sudo apt-get install -y ${need_pkgs[*]})"
   fi
 fi
-NGINX_BIN="$(command -v nginx)"
+NGINX_BIN="$(command -v nginx || true)"
 command -v cargo >/dev/null || die "cargo not found (https://rustup.rs)"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -88,7 +93,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   log "building release binaries (byok, byok-mock-provider, byok-loadgen); the first build takes a while"
   (cd "$ROOT" && cargo build --release --quiet -p byok -p byok-mock-provider -p byok-loadgen) || die "cargo build failed"
 fi
-BYOK="$TARGET_DIR/release/byok"
+BYOK="${BENCH_BYOK_BIN:-$TARGET_DIR/release/byok}"
 MOCK="$TARGET_DIR/release/byok-mock-provider"
 LOADGEN="$TARGET_DIR/release/byok-loadgen"
 for b in "$BYOK" "$MOCK" "$LOADGEN"; do [[ -x "$b" ]] || die "missing binary $b (build without BENCH_SKIP_BUILD=1)"; done
@@ -241,6 +246,11 @@ if [[ " $TARGETS " == *" byok "* ]]; then
     --secret-env BENCH_OPENAI_KEY >>"$TMP/setup.log" 2>&1 || die "credential add failed: $(cat "$TMP/setup.log")"
   BYOK_TOKEN="$("$BYOK" token create --org bench --team agents 2>>"$TMP/setup.log")" || die "token create failed: $(cat "$TMP/setup.log")"
   [[ "$BYOK_TOKEN" == byok_* ]] || die "unexpected token output"
+  if [[ -n "$BYOK_SETUP" ]]; then
+    log "BENCH_BYOK_SETUP: $BYOK_SETUP"
+    BYOK_BIN="$BYOK" BENCH_ORG=bench bash -c "$BYOK_SETUP" >>"$TMP/setup.log" 2>&1 \
+      || die "BENCH_BYOK_SETUP failed: $(tail -20 "$TMP/setup.log")"
+  fi
   unset BYOK_ADMIN_URL BYOK_DATA_DIR
 fi
 
@@ -257,6 +267,12 @@ target_auth() {
     direct) echo "authorization: Bearer $MOCK_KEY" ;;
     nginx) echo "authorization: Bearer not-the-key" ;;   # nginx overwrites it with the real key
     byok) echo "authorization: Bearer $BYOK_TOKEN" ;;
+  esac
+}
+target_label() {
+  case "$1" in
+    byok) echo "$BYOK_LABEL" ;;
+    *) echo "$1" ;;
   esac
 }
 target_pids() {
@@ -440,13 +456,13 @@ if [[ -n "$BYOK_PID" ]]; then
 fi
 
 # ---------------------------------------------------------------- report
-mkdir -p "$RESULTS_DIR"
+mkdir -p "$RESULTS_DIR" "$(dirname "$RESULTS_JSON")"
 row_json() {
   local t="$1" cpu_proxy cpu_mock busy outside
   read -r cpu_proxy cpu_mock busy outside <"$TMP/cpu.$t"
   local total; total="$(jnum requests_total "$TMP/tp.$t.json")"
-  printf '{"target":"%s","url":"%s","throughput":%s,"rps_all_rounds":[%s],"stream":%s,"host_cpu_busy_pct_during_throughput":%s,"host_cpu_pct_used_by_other_processes":%s,"cpu_us_per_request":{"proxy":%s,"mock":%s,"loadgen":%s}' \
-    "$t" "$(target_url "$t")" "$(cat "$TMP/tp.$t.json")" "$(cat "$TMP/rounds.$t")" "$(cat "$TMP/ttfb.$t.json")" "$busy" "$outside" \
+  printf '{"target":"%s","label":"%s","url":"%s","throughput":%s,"rps_all_rounds":[%s],"stream":%s,"host_cpu_busy_pct_during_throughput":%s,"host_cpu_pct_used_by_other_processes":%s,"cpu_us_per_request":{"proxy":%s,"mock":%s,"loadgen":%s}' \
+    "$t" "$(target_label "$t")" "$(target_url "$t")" "$(cat "$TMP/tp.$t.json")" "$(cat "$TMP/rounds.$t")" "$(cat "$TMP/ttfb.$t.json")" "$busy" "$outside" \
     "$(awk -v c="$cpu_proxy" -v n="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')" \
     "$(awk -v c="$cpu_mock" -v n="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')" \
     "$(awk -v c="$(jnum loadgen_cpu_s "$TMP/tp.$t.json")" -v n="$total" 'BEGIN { printf "%.1f", n ? c * 1e6 / n : 0 }')"
@@ -462,7 +478,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 {
   printf '{\n  "generated_at": "%s",\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  printf '  "host": {"cpus": %s, "kernel": "%s", "nginx": "%s"},\n' "$(nproc)" "$(uname -r)" "$("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')"
+  printf '  "host": {"cpus": %s, "kernel": "%s", "nginx": "%s"},\n' "$(nproc)" "$(uname -r)" "$([[ -n "$NGINX_BIN" ]] && "$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///')"
   printf '  "settings": {"rounds": %s, "connections": %s, "warmup_s": %s, "duration_s": %s, "stream_requests": %s, "stream_concurrency": %s, "stream_delay_ms": %s, "loadgen_threads": %s, "nginx_worker_processes": "%s", "byok_log": "%s"},\n' \
     "$ROUNDS" "$CONNECTIONS" "$WARMUP" "$DURATION" "$STREAM_REQUESTS" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS" "$LOADGEN_THREADS" "$NGINX_WORKERS" "${BYOK_LOG_LEVEL:-default(info)}"
   printf '  "targets": [\n'
@@ -474,7 +490,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   done
   printf '\n  ],\n'
   if [[ -n "$BYOK_PID" ]]; then
-    printf '  "byok": {"store": "sqlite (WAL, synchronous=FULL)", "kms": "local keyring", "audit": "on, durable before use (group commit)",\n'
+    printf '  "byok": {"label": "%s", "binary": "%s", "setup_hook": %s, "store": "sqlite (WAL, synchronous=FULL)",' "$BYOK_LABEL" "$BYOK" "$([[ -n "$BYOK_SETUP" ]] && echo true || echo false)"
+    printf '  "kms": "local keyring", "audit": "on, durable before use (group commit)",\n'
     printf '           "audit_rows": %s, "audit_rows_allowed": %s, "audit_rows_hashed": %s, "call_completions": %s, "completion_statuses": {%s}, "completion_upstream_statuses": {%s}, "allowed_rows_without_completion": %s, "requests_sent": %s, "audit_matches_requests": %s,\n' \
       "$AUDIT_ROWS" "$AUDIT_ALLOWED" "$AUDIT_HASHED" "$COMPLETIONS" "$COMPLETION_STATUSES" "$UPSTREAM_STATUSES" "$NO_COMPLETION" "$AUDIT_EXPECTED" "$AUDIT_OK"
     printf '           "rss_kb_after_setup": %s, "rss_kb_after_load": %s, "rss_kb_peak": %s, "log_warn_lines": %s, "log_error_lines": %s,\n' \
@@ -485,8 +502,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     "$( [[ -f $TMP/tp.byok.json && -f $TMP/tp.nginx.json ]] && ratio "$(rps byok)" "$(rps nginx)" || echo n/a)" \
     "$( [[ -f $TMP/tp.byok.json && -f $TMP/tp.direct.json ]] && ratio "$(rps byok)" "$(rps direct)" || echo n/a)" \
     "$( [[ -f $TMP/tp.nginx.json && -f $TMP/tp.direct.json ]] && ratio "$(rps nginx)" "$(rps direct)" || echo n/a)"
-} >"$RESULTS_DIR/latest.json"
-if command -v jq >/dev/null; then jq . "$RESULTS_DIR/latest.json" >/dev/null || die "internal: latest.json is not valid JSON"; fi
+} >"$RESULTS_JSON"
+if command -v jq >/dev/null; then jq . "$RESULTS_JSON" >/dev/null || die "internal: $RESULTS_JSON is not valid JSON"; fi
 
 echo
 printf 'byok benchmark — %s CPUs, %s connections, %ss measured (+%ss warm-up), median of %s rounds; stream: %s requests, %s at a time, mock %s ms/event\n' \
@@ -509,7 +526,7 @@ for t in $TARGETS; do
   wrkcol=""
   [[ -f "$TMP/wrk.$t.txt" ]] && wrkcol="$(awk '/^Requests\/sec:/ { printf "  %9.0f", $2 }' "$TMP/wrk.$t.txt")"
   grep -qs 'Non-2xx' "$TMP"/wrk."$t".*.txt && FAILED=1
-  printf '%-7s %9.0f %8.2f %8.2f %9s  %9.2f %9.2f %10.1f  %9s %9s %9s %5s%%%s\n' "$t" "$(rps "$t")" \
+  printf '%-7s %9.0f %8.2f %8.2f %9s  %9.2f %9.2f %10.1f  %9s %9s %9s %5s%%%s\n' "$(target_label "$t")" "$(rps "$t")" \
     "$(jnum p50_ms "$tp")" "$(jnum p99_ms "$tp")" "$bad" \
     "$(jnum ttfb_p50_ms "$st")" "$(jnum ttfb_p99_ms "$st")" "$(jnum stream_p50_ms "$st")" \
     "$([[ -n "$(target_pids "$t")" ]] && awk -v c="$cpu_proxy" -v n="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", c / hz * 1e6 / n }' || echo -)" \
@@ -538,7 +555,7 @@ fi
 if ((NOISE_PCT > 10)); then
   printf 'WARNING: up to %s%% of the host CPU went to processes outside the benchmark during a run: absolute numbers are noisy; compare CPU us/req and re-run on a quiet machine.\n' "$NOISE_PCT"
 fi
-printf 'JSON: %s\n' "${RESULTS_DIR#"$ROOT"/}/latest.json"
+printf 'JSON: %s\n' "${RESULTS_JSON#"$ROOT"/}"
 for t in $TARGETS; do
   for f in "$TMP"/tp."$t".[0-9]*.json "$TMP/ttfb.$t.json"; do
     err="$(grep -o '"first_error":"[^"]*' "$f" | cut -d'"' -f4- || true)"
@@ -546,6 +563,6 @@ for t in $TARGETS; do
   done
 done
 if ((FAILED)); then
-  log "FAILED: some target answered non-2xx or failed requests, or byok's audit/shutdown check failed (details above and in $RESULTS_DIR/latest.json)"
+  log "FAILED: some target answered non-2xx or failed requests, or byok's audit/shutdown check failed (details above and in $RESULTS_JSON)"
   exit 1
 fi

@@ -8,6 +8,10 @@
 //!    group-commit writer alone (no HTTP).
 //! 2. Replay of a credential with 10^6 resolutions (each with its completion): first page,
 //!    the whole timeline page by page, and verify of the chain.
+//! 3. Statements of an org with 10^6 metered calls in one month: `Vault::statement` from
+//!    the usage rollup (whole hours) against the same from the raw audit rows, for the
+//!    month and for a period with ragged edges, checked byte for byte; and what keeping
+//!    the rollup costs the append path (the same fill without metering, interleaved).
 //!
 //! SQLite always; PostgreSQL as well when `BYOK_BENCH_POSTGRES_URL` names a server (a
 //! fresh database is created for each run and dropped afterwards).
@@ -21,15 +25,16 @@ use anyhow::Context;
 use byok_audit::{AuditConfig, AuditWriter};
 use byok_crypto::{LocalKeyring, ProviderSecret};
 use byok_domain::{
-    Actor, CallCompletion, Capability, CredentialId, Mode, ModelFamilyRegistry, OrgId, Outcome, ProviderId,
-    ResolutionAudit, ScopeInput, Tier, Timestamp,
+    Actor, CallCompletion, Capability, CredentialId, CredentialOwner, Metering, Mode, ModelFamilyRegistry, Money,
+    OrgId, Outcome, PriceBook, ProviderId, ProviderPrice, ResolutionAudit, ScopeInput, TeamId, Tier, Timestamp,
+    TokenId,
 };
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_proxy::Sidecar;
 use byok_proxy::UpstreamBase;
 use byok_store::testing::{TestStore, POSTGRES_URL_VAR};
-use byok_store::{AuditEntry, AuditFilter, Backend, Segment, Store};
-use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Vault, VaultPolicy};
+use byok_store::{AuditEntry, AuditFilter, Backend, Segment, Store, UsageSource};
+use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
 use clap::Parser;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,7 +43,9 @@ const BENCH_POSTGRES_VAR: &str = "BYOK_BENCH_POSTGRES_URL";
 const OPENAI_KEY: &str = "sk-bench-audit-openai-0123456789abcdef";
 
 #[derive(Debug, Clone, Parser)]
-#[command(about = "byok audit benchmark: append rate under load, and replay of 10^6 calls")]
+#[command(
+    about = "byok audit benchmark: append rate under load, replay of 10^6 calls, statements of 10^6 metered calls"
+)]
 struct Args {
     /// Concurrent clients driving the sidecar (and appenders driving the writer alone).
     #[arg(long, default_value_t = 32)]
@@ -49,10 +56,11 @@ struct Args {
     /// Unmeasured seconds of load before the sidecar run.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Calls (resolutions, each with a completion) of the replayed credential.
+    /// Calls (resolutions, each with a completion) of the replayed credential, and metered
+    /// calls of the org whose statements are measured.
     #[arg(long, default_value_t = 1_000_000)]
     calls: u64,
-    /// Entries per `append_audit` transaction while filling the replay store.
+    /// Entries per `append_audit` transaction while filling the replay and statement stores.
     #[arg(long, default_value_t = 20_000)]
     fill_batch: usize,
     /// Rounds of the append-rate runs (interleaved; medians are reported).
@@ -68,12 +76,16 @@ struct Args {
     /// experiment: the timeline's completion lookup filters on both columns.
     #[arg(long)]
     extra_index: bool,
-    /// Before replaying, run `ANALYZE` (planner statistics; PostgreSQL's autovacuum does
-    /// this on its own sooner or later, SQLite never unless asked) — an experiment.
+    /// Before replaying (or measuring statements), run `ANALYZE` (planner statistics;
+    /// PostgreSQL's autovacuum does this on its own sooner or later, SQLite never unless
+    /// asked) — an experiment.
     #[arg(long)]
     analyze: bool,
-    /// Which parts: `append`, `replay`, or both (default).
-    #[arg(long, value_delimiter = ',', default_value = "append,replay")]
+    /// How many times each statement is computed (min and median are reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Which parts: `append`, `replay`, `statement` (default: all three).
+    #[arg(long, value_delimiter = ',', default_value = "append,replay,statement")]
     parts: Vec<String>,
     /// Backends: `sqlite`, `postgres` (needs BYOK_BENCH_POSTGRES_URL); default both
     /// when the variable is set, else SQLite.
@@ -83,6 +95,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(part) = args.parts.iter().find(|p| !["append", "replay", "statement"].contains(&p.as_str())) {
+        anyhow::bail!("unknown part '{part}': use append, replay or statement");
+    }
+    anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
     let postgres = std::env::var(BENCH_POSTGRES_VAR).ok().filter(|u| !u.trim().is_empty());
     // The store's test support creates (and drops) fresh PostgreSQL databases through
     // this variable; set before any thread starts.
@@ -119,6 +135,9 @@ fn main() -> anyhow::Result<()> {
             }
             if args.parts.iter().any(|p| p == "replay") {
                 replay(&args, backend).await?;
+            }
+            if args.parts.iter().any(|p| p == "statement") {
+                statements(&args, backend).await?;
             }
         }
         Ok(())
@@ -666,4 +685,446 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Statements of an org with 10^6 metered calls in one month
+// ---------------------------------------------------------------------------------------
+
+const ANTHROPIC_KEY: &str = "sk-ant-bench-audit-0123456789abcdef";
+const PLATFORM_KEY: &str = "sk-ant-bench-platform-0123456789abcdef";
+/// The month the calls are spread over.
+const MONTH_FROM: &str = "2026-11-01T00:00:00Z";
+const MONTH_TO: &str = "2026-12-01T00:00:00Z";
+/// The org moves from katman-a to katman-b here: a second rate card, and the end of its
+/// platform-served calls.
+const TIER_CHANGE: &str = "2026-11-16T00:00:00Z";
+/// A period with ragged edges: partial first and last hours.
+const RAGGED_FROM: &str = "2026-11-03T10:17:23.5Z";
+const RAGGED_TO: &str = "2026-11-20T08:02:00Z";
+/// The platform's price of the one platform-served family (per million tokens).
+const PLATFORM_FAMILY: &str = "claude-sonnet";
+
+/// A call's dice: a fixed hash of its number (splitmix64), so that the mix is the same in
+/// both stores and in every run, and team, model, outcome and tokens are independent.
+fn dice(call: u64) -> u64 {
+    let mut z = call.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The model mix: 5 in 10 gpt-4o-mini, 3 in 10 gpt-4o, 2 in 10 a Claude Sonnet (served by
+/// the platform pool while the org is on katman-a).
+fn model_of(dice: u64) -> (&'static str, &'static str, ProviderId) {
+    match dice % 10 {
+        0..=4 => ("gpt-4o-mini", "gpt-4o-mini", ProviderId::Openai),
+        5..=7 => ("gpt-4o-2024-08-06", "gpt-4o", ProviderId::Openai),
+        _ => ("claude-sonnet-4-5", PLATFORM_FAMILY, ProviderId::Anthropic),
+    }
+}
+
+/// What a call is: about 1 % denied (no completion), 0.25 % allowed but never answered by
+/// the provider (a completion without status), the rest answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Answered,
+    Unanswered,
+    Denied,
+}
+
+fn kind_of(dice: u64) -> CallKind {
+    match (dice >> 16) % 400 {
+        0..=3 => CallKind::Denied,
+        4 => CallKind::Unanswered,
+        _ => CallKind::Answered,
+    }
+}
+
+/// One org with two teams (a token each), its own OpenAI and Anthropic credentials, and
+/// the platform pool's Anthropic credential.
+struct StatementFixture {
+    vault: Vault,
+    org: OrgId,
+    teams: [TeamId; 2],
+    tokens: [TokenId; 2],
+    openai: (CredentialId, String),
+    anthropic: (CredentialId, String),
+    platform: (CredentialId, String),
+    card_a: String,
+    card_b: String,
+    platform_price: Option<String>,
+    tier_change_us: i64,
+    _keys: tempfile::TempDir,
+}
+
+fn statement_price_book() -> anyhow::Result<PriceBook> {
+    let mut book = PriceBook::default();
+    book.provider_prices
+        .insert(PLATFORM_FAMILY.to_owned(), ProviderPrice { input: Money::parse("3")?, output: Money::parse("15")? });
+    Ok(book)
+}
+
+async fn statement_fixture(store: Store) -> anyhow::Result<StatementFixture> {
+    let keys = tempfile::tempdir()?;
+    let kms = KmsHandle::new(Arc::new(LocalKeyring::open(keys.path().join("keyring.json"))?), 2);
+    let book = statement_price_book()?;
+    let vault =
+        Vault::new(store, kms, ModelFamilyRegistry::seeded(), VaultPolicy::default()).with_price_book(book.clone());
+    let org = vault.create_org(&Actor::System, "acme", Tier::KatmanA).await?;
+    let mut teams = Vec::new();
+    let mut tokens = Vec::new();
+    for name in ["agents", "research"] {
+        teams.push(vault.create_team(&Actor::System, "acme", name).await?.id);
+        let token = NewWorkloadToken { team: name.into(), workflows: Vec::new(), expires_at: None };
+        tokens.push(vault.issue_workload_token(&Actor::System, "acme", token).await?.token.id);
+    }
+    let new = |name: &str, provider: ProviderId, key: &str| -> anyhow::Result<NewCredential> {
+        Ok(NewCredential {
+            name: name.into(),
+            provider,
+            secret: ProviderSecret::new(key.into())?,
+            scope: ScopeInput::default(),
+            base_url: None,
+            expires_at: None,
+            priority: None,
+        })
+    };
+    let openai =
+        vault.create_credential(&Actor::System, "acme", new("openai", ProviderId::Openai, OPENAI_KEY)?).await?;
+    let anthropic = vault
+        .create_credential(&Actor::System, "acme", new("anthropic", ProviderId::Anthropic, ANTHROPIC_KEY)?)
+        .await?;
+    let platform = vault
+        .create_credential(&Actor::System, Owner::Platform, new("pool-anthropic", ProviderId::Anthropic, PLATFORM_KEY)?)
+        .await?;
+    Ok(StatementFixture {
+        vault,
+        org: org.id,
+        teams: [teams[0], teams[1]],
+        tokens: [tokens[0], tokens[1]],
+        openai: (openai.id, openai.fingerprint),
+        anthropic: (anthropic.id, anthropic.fingerprint),
+        platform: (platform.id, platform.fingerprint),
+        card_a: book.card_for(Tier::KatmanA, None).code(),
+        card_b: book.card_for(Tier::KatmanB, None).code(),
+        platform_price: book.provider_price(Some(PLATFORM_FAMILY)).map(|p| p.code()),
+        tier_change_us: Timestamp::parse_rfc3339(TIER_CHANGE)?.as_micros(),
+        _keys: keys,
+    })
+}
+
+/// What one call adds to a statement, and when it counts (completion time for calls,
+/// resolution time for denials).
+struct CallFacts {
+    kind: CallKind,
+    counts_at_us: i64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// Append call `n` at `at_us` to `entries`: its resolution row and, unless denied, its
+/// completion — metered as the data plane meters it, or with `metering: None`.
+fn push_call(fx: &StatementFixture, n: u64, at_us: i64, metered: bool, entries: &mut Vec<AuditEntry>) -> CallFacts {
+    let d = dice(n);
+    let (model, family, provider) = model_of(d);
+    let kind = kind_of(d);
+    let who = ((d >> 8) % 2) as usize;
+    let tier = if at_us < fx.tier_change_us { Tier::KatmanA } else { Tier::KatmanB };
+    let owner = if provider == ProviderId::Anthropic && tier == Tier::KatmanA {
+        CredentialOwner::Platform
+    } else {
+        CredentialOwner::Org
+    };
+    let (credential, fingerprint) = match (provider, owner) {
+        (ProviderId::Openai, _) => &fx.openai,
+        (_, CredentialOwner::Org) => &fx.anthropic,
+        (_, CredentialOwner::Platform) => &fx.platform,
+    };
+    let at = Timestamp::from_micros(at_us).expect("timestamp");
+    let denied = kind == CallKind::Denied;
+    let row = ResolutionAudit {
+        seq: 0,
+        at,
+        call_id: format!("stmt-{n:09}"),
+        org_id: Some(fx.org),
+        team_id: Some(fx.teams[who]),
+        workflow_id: None,
+        token_id: Some(fx.tokens[who]),
+        credential_id: (!denied).then_some(*credential),
+        credential_version: (!denied).then_some(1),
+        fingerprint: (!denied).then(|| fingerprint.clone()),
+        provider: Some(provider),
+        model: Some(model.into()),
+        model_family: Some(family.into()),
+        capability: Some(Capability::Chat),
+        mode: Some(Mode::Sync),
+        outcome: if denied { Outcome::Denied } else { Outcome::Allowed },
+        reason: denied.then(|| "scope_denied".into()),
+        detail: denied.then(|| format!("no credential of org {} admits model {model} for this team", fx.org)),
+        tier: Some(tier),
+        credential_owner: (!denied).then_some(owner),
+    };
+    entries.push(AuditEntry::Resolution(row));
+    if denied {
+        return CallFacts { kind, counts_at_us: at_us, input_tokens: 0, output_tokens: 0 };
+    }
+    // 0.3 s to 2 s upstream latency; a few hundred to a few thousand tokens.
+    let latency_us = 300_000 + ((d >> 24) % 1_700_000) as i64;
+    let answered = kind == CallKind::Answered;
+    let (input, output) = (40 + (d >> 32) % 4_000, 5 + (d >> 44) % 900);
+    let done_us = at_us + latency_us;
+    let card = if tier == Tier::KatmanA { &fx.card_a } else { &fx.card_b };
+    let completion = CallCompletion {
+        call_id: format!("stmt-{n:09}"),
+        org_id: fx.org,
+        credential_id: *credential,
+        at: Timestamp::from_micros(done_us).expect("timestamp"),
+        upstream_status: answered.then_some(200),
+        latency_us,
+        input_tokens: answered.then_some(input),
+        output_tokens: answered.then_some(output),
+        status: if answered { "completed".into() } else { "upstream_unreachable".into() },
+        metering: metered.then(|| Metering {
+            team_id: fx.teams[who],
+            tier,
+            credential_owner: owner,
+            provider,
+            model_family: Some(family.into()),
+            rate_card: card.clone(),
+            provider_price: match owner {
+                CredentialOwner::Platform => fx.platform_price.clone(),
+                CredentialOwner::Org => None,
+            },
+        }),
+    };
+    entries.push(AuditEntry::Completion(completion));
+    CallFacts {
+        kind,
+        counts_at_us: done_us,
+        input_tokens: if answered { input } else { 0 },
+        output_tokens: if answered { output } else { 0 },
+    }
+}
+
+/// What a statement for `[from_us, to_us)` must show, counted while filling.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    from_us: i64,
+    to_us: i64,
+    calls: u64,
+    unanswered: u64,
+    denied: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Expected {
+    fn new(from: Timestamp, to: Timestamp) -> Self {
+        Expected {
+            from_us: from.as_micros(),
+            to_us: to.as_micros(),
+            calls: 0,
+            unanswered: 0,
+            denied: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+        }
+    }
+
+    fn count(&mut self, facts: &CallFacts) {
+        if facts.counts_at_us < self.from_us || facts.counts_at_us >= self.to_us {
+            return;
+        }
+        match facts.kind {
+            CallKind::Answered => {
+                self.calls += 1;
+                self.input_tokens += facts.input_tokens;
+                self.output_tokens += facts.output_tokens;
+            }
+            CallKind::Unanswered => self.unanswered += 1,
+            CallKind::Denied => self.denied += 1,
+        }
+    }
+}
+
+async fn timed_append(store: &Store, segment: &mut Segment, entries: &[AuditEntry]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    store.append_audit(segment, entries).await?;
+    Ok(started.elapsed())
+}
+
+/// Rows of `resolution_audit`, `call_completions` and `usage_rollup`.
+async fn table_counts(db: &TestStore) -> anyhow::Result<(i64, i64, i64)> {
+    let rows = db.query_i64("SELECT COUNT(*) FROM resolution_audit").await?;
+    let completions = db.query_i64("SELECT COUNT(*) FROM call_completions").await?;
+    let rollup = db.query_i64("SELECT COUNT(*) FROM usage_rollup").await?;
+    Ok((rows, completions, rollup))
+}
+
+fn min_median(times: &[Duration]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    (ms(sorted[0]), ms(sorted[sorted.len() / 2]))
+}
+
+async fn statements(args: &Args, backend: Backend) -> anyhow::Result<()> {
+    let (month_from, month_to) = (Timestamp::parse_rfc3339(MONTH_FROM)?, Timestamp::parse_rfc3339(MONTH_TO)?);
+    let (ragged_from, ragged_to) = (Timestamp::parse_rfc3339(RAGGED_FROM)?, Timestamp::parse_rfc3339(RAGGED_TO)?);
+    anyhow::ensure!(args.calls >= 1, "--calls must be at least 1");
+    let step_us = (month_to.as_micros() - month_from.as_micros()) / i64::try_from(args.calls)?;
+    anyhow::ensure!(step_us >= 1, "--calls is more than one call per microsecond of the month");
+
+    // Two fresh stores filled with the same calls, batch by batch in turn (so that drift
+    // on a shared machine hits both alike): one metered, one with `metering: None` on
+    // every completion (the rollup then only counts the denials).
+    let metered_db = fresh(backend).await?;
+    let plain_db = fresh(backend).await?;
+    let metered = statement_fixture(metered_db.store().clone()).await?;
+    let plain = statement_fixture(plain_db.store().clone()).await?;
+    let (mut metered_segment, mut plain_segment) = (Segment::new(), Segment::new());
+    let (mut metered_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
+    let mut month = Expected::new(month_from, month_to);
+    let mut ragged = Expected::new(ragged_from, ragged_to);
+    let per_batch = (args.fill_batch / 2).max(1) as u64;
+    let (mut metered_entries, mut plain_entries) =
+        (Vec::with_capacity(args.fill_batch + 1), Vec::with_capacity(args.fill_batch + 1));
+    let started = Instant::now();
+    let (mut i, mut batch, mut next_report) = (0u64, 0u64, 100_000u64);
+    while i < args.calls {
+        metered_entries.clear();
+        plain_entries.clear();
+        let end = (i + per_batch).min(args.calls);
+        for n in i..end {
+            let at_us = month_from.as_micros() + i64::try_from(n)? * step_us;
+            let facts = push_call(&metered, n, at_us, true, &mut metered_entries);
+            push_call(&plain, n, at_us, false, &mut plain_entries);
+            month.count(&facts);
+            ragged.count(&facts);
+        }
+        if batch % 2 == 0 {
+            metered_time += timed_append(metered_db.store(), &mut metered_segment, &metered_entries).await?;
+            plain_time += timed_append(plain_db.store(), &mut plain_segment, &plain_entries).await?;
+        } else {
+            plain_time += timed_append(plain_db.store(), &mut plain_segment, &plain_entries).await?;
+            metered_time += timed_append(metered_db.store(), &mut metered_segment, &metered_entries).await?;
+        }
+        batch += 1;
+        i = end;
+        if i >= next_report || i == args.calls {
+            eprintln!(
+                "  filled {i} calls into both stores ({:.0} s; appends: metered {:.1} s, unmetered {:.1} s)",
+                started.elapsed().as_secs_f64(),
+                metered_time.as_secs_f64(),
+                plain_time.as_secs_f64()
+            );
+            next_report += 100_000;
+        }
+    }
+    let (rows, completions, rollup_rows) = table_counts(&metered_db).await?;
+    let (_, _, plain_rollup_rows) = table_counts(&plain_db).await?;
+    drop(plain);
+    plain_db.store().close().await;
+    drop(plain_db);
+
+    let denied = month.denied;
+    println!(
+        "-- statements: one org, {} calls evenly over November 2026 ({} resolution rows, {} completions; {} denied, \
+         {} unanswered); 2 teams; gpt-4o-mini 50 %, gpt-4o 30 % (OpenAI, own credential), claude-sonnet 20 % \
+         (Anthropic: platform pool while katman-a, own credential after the move to katman-b on the 16th)",
+        args.calls, rows, completions, denied, month.unanswered
+    );
+    let (metered_rate, plain_rate) = (rate(args.calls, metered_time), rate(args.calls, plain_time));
+    println!(
+        "fill, transactions of {} entries, the two stores in turn batch by batch (time inside append_audit):",
+        args.fill_batch
+    );
+    println!(
+        "  metered (rollup kept):             {:>7.1} s  {metered_rate:>8.0} calls/s  ({rollup_rows} usage_rollup rows)",
+        metered_time.as_secs_f64()
+    );
+    println!(
+        "  unmetered (metering: None):        {:>7.1} s  {plain_rate:>8.0} calls/s  ({plain_rollup_rows} usage_rollup rows: \
+         the denials)",
+        plain_time.as_secs_f64()
+    );
+    println!(
+        "  metered / unmetered append time:   {:.3}x ({:+.1} %)",
+        metered_time.as_secs_f64() / plain_time.as_secs_f64().max(1e-9),
+        (metered_time.as_secs_f64() / plain_time.as_secs_f64().max(1e-9) - 1.0) * 100.0
+    );
+
+    if args.analyze {
+        let started = Instant::now();
+        metered_db.execute("ANALYZE").await?;
+        println!("experiment: ANALYZE in {:.1} s", started.elapsed().as_secs_f64());
+    }
+
+    // Each statement `repeats` times, the periods and sources in turn (the source order
+    // alternating between rounds); every answer must be the same bytes.
+    let vault = &metered.vault;
+    let org = metered.org.to_string();
+    let periods = [("whole month", month_from, month_to, month), ("ragged edges", ragged_from, ragged_to, ragged)];
+    let sources = [UsageSource::Rollup, UsageSource::Audit];
+    let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    let mut answers: [Option<(Vec<u8>, byok_domain::Statement)>; 2] = [None, None];
+    for round in 0..args.repeats {
+        for (p, (label, from, to, expected)) in periods.iter().enumerate() {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for s in order {
+                let started = Instant::now();
+                let statement = vault.statement(&org, Some(*from), Some(*to), sources[s]).await?;
+                times[p][s].push(started.elapsed());
+                let bytes = serde_json::to_vec(&statement)?;
+                match &answers[p] {
+                    Some((first, _)) => assert!(
+                        *first == bytes,
+                        "{label}: the statement from {:?} differs from the first one:\n{}\nvs\n{}",
+                        sources[s],
+                        String::from_utf8_lossy(first),
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                    None => {
+                        assert_eq!(statement.calls, expected.calls, "{label}: calls");
+                        assert_eq!(statement.denied, expected.denied, "{label}: denied");
+                        assert_eq!(statement.unanswered, expected.unanswered, "{label}: unanswered");
+                        assert_eq!(statement.input_tokens, expected.input_tokens, "{label}: input tokens");
+                        assert_eq!(statement.output_tokens, expected.output_tokens, "{label}: output tokens");
+                        answers[p] = Some((bytes, statement));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "Vault::statement, {} times each (periods and sources in turn), ms:     first      min   median",
+        args.repeats
+    );
+    for (p, (label, from, to, _)) in periods.iter().enumerate() {
+        for (s, name) in ["rollup (whole hours) + raw edges", "raw audit rows (baseline)"].iter().enumerate() {
+            let (min, median) = min_median(&times[p][s]);
+            println!("  {label:<12} {:<34} {:>8.1} {min:>8.1} {median:>8.1}", name, ms(times[p][s][0]),);
+        }
+        let (_, rollup) = min_median(&times[p][0]);
+        let (_, audit) = min_median(&times[p][1]);
+        let (_, statement) = answers[p].as_ref().expect("measured");
+        println!(
+            "  {label:<12} [{} .. {}): rollup {:.0}x faster (medians); {} calls (= answered calls inserted), {} denied, \
+             {} unanswered, {} lines, total {} {}",
+            from.to_rfc3339(),
+            to.to_rfc3339(),
+            audit / rollup.max(1e-9),
+            statement.calls,
+            statement.denied,
+            statement.unanswered,
+            statement.lines.len(),
+            statement.total,
+            statement.currency
+        );
+    }
+    println!("both sources gave byte-identical statements (serde_json), every time");
+    drop(metered);
+    metered_db.store().close().await;
+    drop(metered_db);
+    Ok(())
 }
