@@ -1,6 +1,7 @@
 //! The sidecar: runs the phases for each request and renders refusals in the
 //! provider's own error shape.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::{HeaderMap, Response};
 use axum::Router;
 use byok_audit::AuditWriter;
-use byok_domain::{CredentialOwner, Metering, Outcome, ResolutionAudit, Timestamp};
+use byok_domain::{CredentialOwner, Metering, Outcome, PriceBook, ResolutionAudit, Tier, Timestamp};
 use byok_providers::{Api, UsageTap};
 use byok_vault::Vault;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -51,6 +52,36 @@ struct Inner {
     client: UpstreamClient,
     config: ProxyConfig,
     book: Arc<SpendBook>,
+    codes: PriceCodes,
+}
+
+/// The price book's rate card and provider price codes, formatted once (every completion
+/// records the codes in force).
+struct PriceCodes {
+    cards: HashMap<Tier, String>,
+    provider_prices: HashMap<String, String>,
+}
+
+impl PriceCodes {
+    fn new(book: &PriceBook) -> Self {
+        let tiers = [Tier::KatmanA, Tier::KatmanB, Tier::KatmanC];
+        Self {
+            cards: tiers.into_iter().map(|tier| (tier, book.card_for(tier, None).code())).collect(),
+            provider_prices: book
+                .provider_prices
+                .keys()
+                .filter_map(|family| Some((family.clone(), book.provider_price(Some(family))?.code())))
+                .collect(),
+        }
+    }
+
+    /// The code of the card an org of `tier` with `negotiated` card is billed with.
+    fn card(&self, book: &PriceBook, tier: Tier, negotiated: Option<&byok_domain::PricedCard>) -> String {
+        match (tier, negotiated) {
+            (Tier::KatmanC, Some(card)) => card.code(),
+            _ => self.cards.get(&tier).cloned().unwrap_or_else(|| book.card_for(tier, None).code()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -73,7 +104,8 @@ impl Sidecar {
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
         let book = Arc::new(SpendBook::new(vault.store().clone(), audit.segment_id(), config.spend_refresh));
-        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config, book }) })
+        let codes = PriceCodes::new(vault.price_book());
+        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config, book, codes }) })
     }
 
     /// Poll the store for changes made through other nodes until `stop` is set.
@@ -227,7 +259,7 @@ impl Inner {
             Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credentials: {e}")))
         };
         let pin = parts.headers.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok()).map(str::trim);
-        let platform = if org.tier == byok_domain::Tier::KatmanA || pin.is_some() {
+        let platform = if org.tier == Tier::KatmanA || pin.is_some() {
             self.directory.platform(route.spec.id).await.map_err(store_down)?
         } else {
             None
@@ -266,10 +298,10 @@ impl Inner {
         })?;
         // From here on the call has its allowed row; whatever happens, it gets a completion,
         // priced by the tier and cards in force now.
-        let card = prices.card_for(org.tier, org.rate_card.as_ref());
-        let provider_price = match owner {
-            CredentialOwner::Platform => prices.provider_price(call.model_family.as_deref()).map(|p| p.code()),
-            CredentialOwner::Org => None,
+        let rate_card = self.codes.card(prices, org.tier, org.rate_card.as_ref());
+        let provider_price = match (owner, call.model_family.as_deref()) {
+            (CredentialOwner::Platform, Some(family)) => self.codes.provider_prices.get(family).cloned(),
+            _ => None,
         };
         let mut pending = PendingCompletion::new(Meter {
             audit: self.audit.clone(),
@@ -284,7 +316,7 @@ impl Inner {
                 credential_owner: owner,
                 provider: route.spec.id,
                 model_family: call.model_family.clone(),
-                rate_card: card.code(),
+                rate_card,
                 provider_price,
             },
             book: Arc::clone(&self.book),

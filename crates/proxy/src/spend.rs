@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use byok_domain::billing::{group_amounts, month_start, next_month_start, Spend};
-use byok_domain::{CallCompletion, OrgId, TeamId, Timestamp, UsageCounts};
+use byok_domain::billing::{month_start, next_month_start, Spend};
+use byok_domain::{CallCompletion, CallPricing, OrgId, PricedCard, PricedProviderPrice, TeamId, Timestamp};
 use byok_store::{Store, StoreError};
 use rust_decimal::Decimal;
 
@@ -42,14 +42,11 @@ impl OrgSpend {
         self
     }
 
-    fn current(&self) -> Option<Spend> {
-        let mut total = self.others.clone()?;
-        total.total = total.total.saturating_add(self.mine.total);
-        for (team, amount) in &self.mine.teams {
-            let slot = total.teams.entry(*team).or_default();
-            *slot = slot.saturating_add(*amount);
-        }
-        Some(total)
+    /// The org's and `team`'s spend, once the other writers' has been read.
+    fn current(&self, team: TeamId) -> Option<(Decimal, Decimal)> {
+        let others = self.others.as_ref()?;
+        let of_team = |spend: &Spend| spend.teams.get(&team).copied().unwrap_or_default();
+        Some((others.total.saturating_add(self.mine.total), of_team(others).saturating_add(of_team(&self.mine))))
     }
 }
 
@@ -66,28 +63,51 @@ pub(crate) struct SpendBook {
     segment: String,
     refresh: Duration,
     orgs: Mutex<HashMap<OrgId, Arc<Entry>>>,
+    /// Rate cards and provider prices by their code, parsed once (there are a handful).
+    cards: Mutex<HashMap<String, PricedCard>>,
+    provider_prices: Mutex<HashMap<String, PricedProviderPrice>>,
 }
 
-/// The cost of one metered, answered call, exactly as a statement prices it.
-fn cost_of(completion: &CallCompletion) -> Option<(TeamId, Decimal)> {
-    let metering = completion.metering.as_ref()?;
-    if !completion.answered() {
-        return None;
+/// A parsed price by its code, parsing it the first time.
+fn parsed<T: Clone>(cache: &Mutex<HashMap<String, T>>, code: &str, parse: fn(&str) -> Result<T, String>) -> Option<T> {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = cache.get(code) {
+        return Some(found.clone());
     }
-    let counts = UsageCounts {
-        calls: 1,
-        input_tokens: completion.input_tokens.unwrap_or(0),
-        output_tokens: completion.output_tokens.unwrap_or(0),
-    };
-    let (fee, cost) =
-        group_amounts(metering.credential_owner, &metering.rate_card, metering.provider_price.as_deref(), counts)
-            .ok()?;
-    Some((metering.team_id, fee.saturating_add(cost.unwrap_or_default())))
+    let value = parse(code).ok()?;
+    cache.insert(code.to_owned(), value.clone());
+    Some(value)
 }
 
 impl SpendBook {
     pub(crate) fn new(store: Store, segment: &str, refresh: Duration) -> Self {
-        Self { store, segment: segment.to_owned(), refresh, orgs: Mutex::default() }
+        Self {
+            store,
+            segment: segment.to_owned(),
+            refresh,
+            orgs: Mutex::default(),
+            cards: Mutex::default(),
+            provider_prices: Mutex::default(),
+        }
+    }
+
+    /// The cost of one metered, answered call, exactly as a statement prices it.
+    fn cost_of(&self, completion: &CallCompletion) -> Option<(TeamId, Decimal)> {
+        let metering = completion.metering.as_ref()?;
+        if !completion.answered() {
+            return None;
+        }
+        let pricing = CallPricing {
+            tier: metering.tier,
+            owner: metering.credential_owner,
+            rate_card: parsed(&self.cards, &metering.rate_card, PricedCard::parse_code)?,
+            provider_price: match &metering.provider_price {
+                Some(code) => Some(parsed(&self.provider_prices, code, PricedProviderPrice::parse_code)?),
+                None => None,
+            },
+        };
+        let cost = pricing.cost(completion.input_tokens.unwrap_or(0), completion.output_tokens.unwrap_or(0)).ok()?;
+        Some((metering.team_id, cost))
     }
 
     fn entry(&self, org: OrgId) -> Arc<Entry> {
@@ -101,33 +121,40 @@ impl SpendBook {
 
     /// A call of this node completed.
     pub(crate) fn completed(&self, completion: &CallCompletion) {
-        let Some((team, amount)) = cost_of(completion) else { return };
+        let Some((team, amount)) = self.cost_of(completion) else { return };
         let entry = self.entry(completion.org_id);
         let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
         spend.for_month(month_start(completion.at)).mine.add(Some(team), amount);
     }
 
-    /// The org's spend this month (reading the other writers' from the store first if
-    /// this node has not yet this month; refreshing it in the background when stale).
-    pub(crate) async fn spend(self: &Arc<Self>, org: OrgId) -> Result<Spend, StoreError> {
+    /// The org's and `team`'s spend this month (reading the other writers' from the
+    /// store first if this node has not yet this month; refreshing it in the background
+    /// when stale).
+    pub(crate) async fn spent(self: &Arc<Self>, org: OrgId, team: TeamId) -> Result<(Decimal, Decimal), StoreError> {
         let month = month_start(Timestamp::now());
         let entry = self.entry(org);
-        if let Some(current) = self.current_or_refresh(org, &entry, month) {
+        if let Some(current) = self.current_or_refresh(org, team, &entry, month) {
             return Ok(current);
         }
         let _turn = entry.first_read.lock().await;
-        if let Some(current) = self.current_or_refresh(org, &entry, month) {
+        if let Some(current) = self.current_or_refresh(org, team, &entry, month) {
             return Ok(current);
         }
         self.read_others(org, &entry, month).await?;
         let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(spend.for_month(month).current().unwrap_or_default())
+        Ok(spend.for_month(month).current(team).unwrap_or_default())
     }
 
-    fn current_or_refresh(self: &Arc<Self>, org: OrgId, entry: &Arc<Entry>, month: Timestamp) -> Option<Spend> {
+    fn current_or_refresh(
+        self: &Arc<Self>,
+        org: OrgId,
+        team: TeamId,
+        entry: &Arc<Entry>,
+        month: Timestamp,
+    ) -> Option<(Decimal, Decimal)> {
         let mut spend = entry.spend.lock().unwrap_or_else(PoisonError::into_inner);
         let spend = spend.for_month(month);
-        let current = spend.current()?;
+        let current = spend.current(team)?;
         if spend.read_at.is_none_or(|at| at.elapsed() >= self.refresh) && !spend.reading {
             spend.reading = true;
             let (book, entry) = (Arc::clone(self), Arc::clone(entry));

@@ -85,31 +85,30 @@ pub(crate) async fn check_budget(
     if budget.monthly_limit.is_none() && team_limit.is_none() {
         return Ok(());
     }
-    let spend = book.spend(org.id).await.map_err(|e| {
+    let (spent, team_spent) = book.spent(org.id, team).await.map_err(|e| {
         Refusal::new(Code::StoreUnavailable, format!("cannot read org {}'s spend for its budget: {e}", org.id))
     })?;
     if let Some(limit) = budget.monthly_limit {
-        if spend.total >= limit.decimal() {
+        if spent >= limit.decimal() {
             return Err(Refusal::new(
                 Code::BudgetExceeded,
                 format!(
                     "org {} has spent {} {currency} of its monthly budget of {limit} {currency} (this UTC month)",
                     org.id,
-                    round_amount(spend.total)
+                    round_amount(spent)
                 ),
             ));
         }
     }
     if let Some(limit) = team_limit {
-        let spent = spend.teams.get(&team).copied().unwrap_or_default();
-        if spent >= limit.decimal() {
+        if team_spent >= limit.decimal() {
             return Err(Refusal::new(
                 Code::BudgetExceeded,
                 format!(
                     "team {team} of org {} has spent {} {currency} of its monthly budget of {limit} {currency} \
                      (this UTC month)",
                     org.id,
-                    round_amount(spent)
+                    round_amount(team_spent)
                 ),
             ));
         }
