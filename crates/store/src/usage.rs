@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use byok_domain::{CallCompletion, CredentialOwner, OrgId, Outcome, ProviderId, TeamId, Tier, Timestamp};
+use byok_domain::{CredentialOwner, OrgId, Outcome, ProviderId, TeamId, Tier, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
@@ -65,19 +65,19 @@ pub struct UsageRow {
     pub output_tokens: u64,
 }
 
-/// A rollup row's key; empty text stands for "none".
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct RollupKey {
-    org_id: String,
+/// A rollup row's key within one writer segment, borrowed from the batch's entries (no
+/// allocation per entry); written as text, with empty text for "none".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RollupKey<'a> {
+    org_id: OrgId,
     hour_us: i64,
-    segment: String,
-    team_id: String,
-    tier: String,
-    provider: String,
-    model_family: String,
-    credential_owner: String,
-    rate_card: String,
-    provider_price: String,
+    team_id: Option<TeamId>,
+    tier: Option<Tier>,
+    provider: Option<ProviderId>,
+    model_family: Option<&'a str>,
+    credential_owner: Option<CredentialOwner>,
+    rate_card: Option<&'a str>,
+    provider_price: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,71 +97,54 @@ fn tokens(value: Option<u64>) -> i64 {
     value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn or_empty(value: Option<&str>) -> String {
-    value.unwrap_or_default().to_owned()
-}
-
-/// The rollup increments of a batch of audit entries, keys in order (so concurrent
-/// writers on PostgreSQL lock rollup rows in the same order and cannot deadlock).
-fn deltas(segment: &str, entries: &[AuditEntry]) -> Vec<(RollupKey, Counts)> {
-    let mut out: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+/// The rollup increments of a batch of audit entries, keys in order (a writer segment's
+/// rows are its own, so writers never contend on them; the order keeps the statement
+/// deterministic).
+fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey<'_>, Counts)> {
+    let mut out: BTreeMap<RollupKey<'_>, Counts> = BTreeMap::new();
     for entry in entries {
         match entry {
             AuditEntry::Resolution(row) if row.outcome == Outcome::Denied => {
-                let Some(org) = row.org_id else { continue };
+                let Some(org_id) = row.org_id else { continue };
                 let key = RollupKey {
-                    org_id: org.to_string(),
+                    org_id,
                     hour_us: hour_of(row.at),
-                    segment: segment.to_owned(),
-                    team_id: row.team_id.map(|t| t.to_string()).unwrap_or_default(),
-                    tier: or_empty(row.tier.map(|t| t.as_str())),
-                    provider: or_empty(row.provider.map(|p| p.as_str())),
-                    model_family: or_empty(row.model_family.as_deref()),
-                    credential_owner: String::new(),
-                    rate_card: String::new(),
-                    provider_price: String::new(),
+                    team_id: row.team_id,
+                    tier: row.tier,
+                    provider: row.provider,
+                    model_family: row.model_family.as_deref(),
+                    credential_owner: None,
+                    rate_card: None,
+                    provider_price: None,
                 };
                 out.entry(key).or_default().denied += 1;
             }
             AuditEntry::Resolution(_) => {}
-            AuditEntry::Completion(completion) => {
-                let Some((key, counts)) = completion_delta(segment, completion) else { continue };
+            AuditEntry::Completion(c) => {
+                let Some(m) = c.metering.as_ref() else { continue };
+                let key = RollupKey {
+                    org_id: c.org_id,
+                    hour_us: hour_of(c.at),
+                    team_id: Some(m.team_id),
+                    tier: Some(m.tier),
+                    provider: Some(m.provider),
+                    model_family: m.model_family.as_deref(),
+                    credential_owner: Some(m.credential_owner),
+                    rate_card: Some(&m.rate_card),
+                    provider_price: m.provider_price.as_deref(),
+                };
                 let slot = out.entry(key).or_default();
-                slot.calls += counts.calls;
-                slot.unanswered += counts.unanswered;
-                slot.input_tokens = slot.input_tokens.saturating_add(counts.input_tokens);
-                slot.output_tokens = slot.output_tokens.saturating_add(counts.output_tokens);
+                if c.answered() {
+                    slot.calls += 1;
+                    slot.input_tokens = slot.input_tokens.saturating_add(tokens(c.input_tokens));
+                    slot.output_tokens = slot.output_tokens.saturating_add(tokens(c.output_tokens));
+                } else {
+                    slot.unanswered += 1;
+                }
             }
         }
     }
     out.into_iter().collect()
-}
-
-fn completion_delta(segment: &str, c: &CallCompletion) -> Option<(RollupKey, Counts)> {
-    let m = c.metering.as_ref()?;
-    let key = RollupKey {
-        org_id: c.org_id.to_string(),
-        hour_us: hour_of(c.at),
-        segment: segment.to_owned(),
-        team_id: m.team_id.to_string(),
-        tier: m.tier.as_str().to_owned(),
-        provider: m.provider.as_str().to_owned(),
-        model_family: or_empty(m.model_family.as_deref()),
-        credential_owner: m.credential_owner.as_str().to_owned(),
-        rate_card: m.rate_card.clone(),
-        provider_price: or_empty(m.provider_price.as_deref()),
-    };
-    let counts = if c.answered() {
-        Counts {
-            calls: 1,
-            input_tokens: tokens(c.input_tokens),
-            output_tokens: tokens(c.output_tokens),
-            ..Counts::default()
-        }
-    } else {
-        Counts { unanswered: 1, ..Counts::default() }
-    };
-    Some((key, counts))
 }
 
 /// Add a batch's usage to the rollup, inside the transaction that appends the batch for
@@ -172,7 +155,7 @@ pub(crate) async fn add_to_rollup(
     segment: &str,
     entries: &[AuditEntry],
 ) -> Result<(), StoreError> {
-    let deltas = deltas(segment, entries);
+    let deltas = deltas(entries);
     const COLUMNS: usize = 15;
     for chunk in deltas.chunks(ROWS_PER_UPSERT) {
         let mut sql = String::from(
@@ -189,18 +172,19 @@ pub(crate) async fn add_to_rollup(
              output_tokens = usage_rollup.output_tokens + excluded.output_tokens",
         );
         let mut query = sqlx::query::<Any>(&sql);
+        let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
         for (key, counts) in chunk {
             query = query
-                .bind(key.org_id.clone())
+                .bind(key.org_id.to_string())
                 .bind(key.hour_us)
-                .bind(key.segment.clone())
-                .bind(key.team_id.clone())
-                .bind(key.tier.clone())
-                .bind(key.provider.clone())
-                .bind(key.model_family.clone())
-                .bind(key.credential_owner.clone())
-                .bind(key.rate_card.clone())
-                .bind(key.provider_price.clone())
+                .bind(segment.to_owned())
+                .bind(key.team_id.map(|t| t.to_string()).unwrap_or_default())
+                .bind(text(key.tier.map(|t| t.as_str())))
+                .bind(text(key.provider.map(|p| p.as_str())))
+                .bind(text(key.model_family))
+                .bind(text(key.credential_owner.map(|o| o.as_str())))
+                .bind(text(key.rate_card))
+                .bind(text(key.provider_price))
                 .bind(counts.calls)
                 .bind(counts.unanswered)
                 .bind(counts.denied)
