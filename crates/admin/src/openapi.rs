@@ -29,7 +29,7 @@ impl Modify for BearerAuth {
         health::healthz, health::readyz,
         orgs::create_org, orgs::list_orgs, orgs::get_org, orgs::delete_org, orgs::rotate_kek, orgs::kek_status,
         orgs::move_kms, orgs::list_kms,
-        orgs::create_admin_token,
+        orgs::create_admin_token, orgs::list_admin_tokens, orgs::revoke_admin_token,
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
         credentials::create, credentials::list, credentials::show, credentials::update, credentials::rotate,
         credentials::disable, credentials::enable, credentials::revoke, audit::lifecycle,

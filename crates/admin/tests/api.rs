@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use byok_crypto::{LocalKeyring, TokenKind, TokenText};
-use byok_domain::ModelFamilyRegistry;
+use byok_domain::{ModelFamilyRegistry, Timestamp};
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::Backend;
 use byok_vault::{KmsHandle, Vault, VaultPolicy};
@@ -875,6 +875,89 @@ async fn billing_powers_are_the_operators() {
         );
         let view = h.ok(Method::GET, "/v1/orgs/corp/rate-card", json!({})).await;
         assert_eq!((view["negotiated"].clone(), view["per_call"].clone()), (json!(false), json!("0.0005")));
+    })
+    .await
+    .unwrap();
+}
+
+/// Admin tokens have a lifecycle: listed without their text, with their last use;
+/// revoked at once (also through another node sharing the store); an org admin's new
+/// token expires no later than its own; issue and revoke are lifecycle events.
+#[tokio::test]
+async fn admin_tokens_are_listed_and_revoked() {
+    for_each_backend("admin_tokens_lifecycle", |t| async move {
+        let h = harness(t).await;
+        h.ok(Method::POST, "/v1/orgs", json!({"name": "alpha", "tier": "katman-a"})).await;
+        let tomorrow = Timestamp::from_micros(Timestamp::now().as_micros() + 86_400_000_000).unwrap();
+        let a = h.ok(Method::POST, "/v1/orgs/alpha/admin-tokens", json!({"expires_at": tomorrow})).await;
+        let (a_id, a_text) = (a["id"].as_str().unwrap().to_owned(), a["token"].as_str().unwrap().to_owned());
+
+        let listed = h.op(Method::GET, "/v1/orgs/alpha/admin-tokens", json!({})).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+        assert!(!listed.raw.contains(&a_text) && !listed.raw.contains("byokadm_"), "never the text: {}", listed.raw);
+        assert_eq!(listed.json["admin_tokens"][0]["id"], a_id.as_str());
+        assert_eq!(listed.json["admin_tokens"][0]["last_used_at"], Value::Null);
+
+        // The org admin's own use is recorded; its new tokens expire with it at the latest.
+        let b = h.call(Method::POST, "/v1/orgs/alpha/admin-tokens", Some(&a_text), Some("{}")).await;
+        assert_eq!(b.status, StatusCode::CREATED, "{}", b.raw);
+        assert_eq!(b.json["expires_at"], json!(tomorrow), "defaults to the issuer's expiry");
+        let later = Timestamp::from_micros(tomorrow.as_micros() + 1).unwrap();
+        let refused = h
+            .call(
+                Method::POST,
+                "/v1/orgs/alpha/admin-tokens",
+                Some(&a_text),
+                Some(&json!({"expires_at": later}).to_string()),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+        assert!(refused.raw.contains("no later than its own"), "{}", refused.raw);
+        let b_text = b.json["token"].as_str().unwrap().to_owned();
+        let b_id = b.json["id"].as_str().unwrap().to_owned();
+        let listed = h.op(Method::GET, "/v1/orgs/alpha/admin-tokens", json!({})).await.json;
+        let a_row =
+            listed["admin_tokens"].as_array().unwrap().iter().find(|t| t["id"] == a_id.as_str()).unwrap().clone();
+        assert!(a_row["last_used_at"].is_string(), "{a_row}");
+
+        // A second node on the same store: a revocation through one applies on the other at once.
+        let keyring = LocalKeyring::open(h.dir.path().join("keyring.json")).unwrap();
+        let other = byok_admin::router(Vault::new(
+            h.t.store().clone(),
+            KmsHandle::new(Arc::new(keyring), 1),
+            ModelFamilyRegistry::seeded(),
+            VaultPolicy::default(),
+        ));
+        let on_other = |token: String| {
+            let other = other.clone();
+            async move {
+                let request = Request::builder()
+                    .uri("/v1/orgs/alpha")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap();
+                other.oneshot(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(on_other(b_text.clone()).await, StatusCode::OK);
+        let revoked = h.call(Method::DELETE, &format!("/v1/orgs/alpha/admin-tokens/{b_id}"), Some(&a_text), None).await;
+        assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.raw);
+        assert!(revoked.json["revoked_at"].is_string());
+        assert_eq!(on_other(b_text.clone()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(h.call(Method::GET, "/v1/orgs/alpha", Some(&b_text), None).await.status, StatusCode::UNAUTHORIZED);
+        // Idempotent; an unknown id, the operator's own token or another org's is not found.
+        let again = h.op(Method::DELETE, &format!("/v1/orgs/alpha/admin-tokens/{b_id}"), json!({})).await;
+        assert_eq!(again.json["revoked_at"], revoked.json["revoked_at"]);
+        for id in ["adm_01JD7X3M5Q8V6N2K4T9R1B0C7E", "nope"] {
+            let answer = h.op(Method::DELETE, &format!("/v1/orgs/alpha/admin-tokens/{id}"), json!({})).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{id}: {}", answer.raw);
+        }
+        let org_id: byok_domain::OrgId =
+            h.op(Method::GET, "/v1/orgs/alpha", json!({})).await.json["id"].as_str().unwrap().parse().unwrap();
+        let events = h.t.store().list_events(&org_id, &Default::default()).await.unwrap();
+        let kinds: Vec<String> =
+            events.iter().map(|e| e.kind.to_string()).filter(|k| k.starts_with("admin_token")).collect();
+        assert_eq!(kinds, ["admin_token_issued", "admin_token_issued", "admin_token_revoked"]);
     })
     .await
     .unwrap();

@@ -465,9 +465,24 @@ Example:
     AdminToken {
         /// Org id or name.
         org: String,
-        /// When the token stops working (RFC 3339); default: never.
+        /// When the token stops working (RFC 3339); default: never (for a token issued
+        /// by an org admin: when the issuing token stops working, at the latest).
         #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
         expires_at: Option<String>,
+    },
+    /// List an org's admin tokens: ids, creation, expiry, revocation, last use (never their text).
+    #[command(after_help = "Example:\n  byok org admin-tokens acme")]
+    AdminTokens {
+        /// Org id or name.
+        org: String,
+    },
+    /// Revoke an org-admin token: it stops working at once, on every sidecar.
+    #[command(after_help = "Example:\n  byok org revoke-admin-token acme adm_01J…")]
+    RevokeAdminToken {
+        /// Org id or name.
+        org: String,
+        /// Admin token id (adm_…).
+        id: String,
     },
 }
 

@@ -30,6 +30,10 @@ pub enum View {
     OrgList,
     /// A freshly issued org-admin token (shown once).
     AdminTokenCreated,
+    /// `{"admin_tokens":[…]}`.
+    AdminTokenList,
+    /// A revoked org-admin token.
+    AdminTokenRevoked,
     /// One team.
     Team,
     /// `{"teams":[…]}`.
@@ -204,6 +208,10 @@ pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
         }
         View::TokenRevoked => {
             out.stdout = format!("Revoked workload token {} (team {}).\n", cell(answer, "id"), cell(answer, "team_id"))
+        }
+        View::AdminTokenList => out.stdout = admin_token_list(answer),
+        View::AdminTokenRevoked => {
+            out.stdout = format!("Revoked admin token {} (at {}).\n", cell(answer, "id"), cell(answer, "revoked_at"))
         }
     }
     out
@@ -558,6 +566,27 @@ fn token_state(token: &Value, now: DateTime<Utc>) -> &'static str {
     }
 }
 
+fn admin_token_list(answer: &Value) -> String {
+    let items = answer.get("admin_tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if items.is_empty() {
+        return "(no admin tokens in this org)\n".to_owned();
+    }
+    let now = Utc::now();
+    let mut table = new_table();
+    table.set_header(["ID", "STATE", "EXPIRES", "REVOKED", "LAST USED", "CREATED"]);
+    for token in items {
+        table.add_row(vec![
+            cell(token, "id"),
+            token_state(token, now).to_owned(),
+            or_never(token, "expires_at"),
+            cell(token, "revoked_at"),
+            cell(token, "last_used_at"),
+            cell(token, "created_at"),
+        ]);
+    }
+    format!("{table}\n")
+}
+
 fn token_list(answer: &Value) -> String {
     let items = answer.get("tokens").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
@@ -643,6 +672,8 @@ mod tests {
             View::TokenRevoked,
             View::TokenCreated,
             View::AdminTokenCreated,
+            View::AdminTokenList,
+            View::AdminTokenRevoked,
             View::AuditVerify,
             View::CheckpointCheck,
             View::AuditRows,

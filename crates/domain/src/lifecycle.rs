@@ -24,6 +24,8 @@ pub enum LifecycleKind {
     WorkflowCreated,
     /// An org-admin token was issued.
     AdminTokenIssued,
+    /// An org-admin token was revoked.
+    AdminTokenRevoked,
     /// A credential was created (version 1).
     Created,
     /// Scope, expiry or priority changed.
@@ -70,6 +72,7 @@ impl LifecycleKind {
             LifecycleKind::TeamCreated => "team_created",
             LifecycleKind::WorkflowCreated => "workflow_created",
             LifecycleKind::AdminTokenIssued => "admin_token_issued",
+            LifecycleKind::AdminTokenRevoked => "admin_token_revoked",
             LifecycleKind::Created => "created",
             LifecycleKind::ScopeChanged => "scope_changed",
             LifecycleKind::Rotated => "rotated",
@@ -91,11 +94,12 @@ impl LifecycleKind {
         }
     }
 
-    const ALL: [LifecycleKind; 22] = [
+    const ALL: [LifecycleKind; 23] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
         LifecycleKind::AdminTokenIssued,
+        LifecycleKind::AdminTokenRevoked,
         LifecycleKind::Created,
         LifecycleKind::ScopeChanged,
         LifecycleKind::Rotated,

@@ -369,6 +369,9 @@ pub struct AdminToken {
     pub revoked_at: Option<Timestamp>,
     /// When it was issued.
     pub created_at: Timestamp,
+    /// When it last authenticated a request (to the minute).
+    #[serde(default)]
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl AdminToken {
@@ -419,6 +422,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             created_at: Timestamp::now(),
+            last_used_at: None,
         };
         assert!(token.may_access(&mine));
         assert!(!token.may_access(&OrgId::generate()));

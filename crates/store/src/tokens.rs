@@ -11,7 +11,11 @@ use crate::rows::{to_json, Row};
 use crate::store::Store;
 
 const WORKLOAD_COLUMNS: &str = "id, org_id, team_id, workflows, expires_at, revoked_at, created_at";
-const ADMIN_COLUMNS: &str = "id, org_id, expires_at, revoked_at, created_at";
+const ADMIN_COLUMNS: &str = "id, org_id, expires_at, revoked_at, created_at, last_used_at";
+
+/// How stale an admin token's `last_used_at` may get before a use records it again (a
+/// write per request would cost every admin call a transaction).
+const LAST_USED_GRANULARITY_US: i64 = 60_000_000;
 
 fn decode_workload(row: &AnyRow) -> Result<WorkloadToken, StoreError> {
     let r = Row::new(row, "workload_tokens");
@@ -38,6 +42,7 @@ fn decode_admin(row: &AnyRow) -> Result<AdminToken, StoreError> {
         expires_at: r.opt_ts("expires_at")?,
         revoked_at: r.opt_ts("revoked_at")?,
         created_at: r.ts("created_at")?,
+        last_used_at: r.opt_ts("last_used_at")?,
     })
 }
 
@@ -236,29 +241,64 @@ impl Store {
         Ok(count > 0)
     }
 
-    /// Revoke an admin token at `at` and record `event` if given, in one transaction;
-    /// returns the token as it is now. Idempotent like
+    /// The org's admin tokens, oldest first (never their hashes).
+    pub async fn list_admin_tokens(&self, org: &OrgId) -> Result<Vec<AdminToken>, StoreError> {
+        let rows = sqlx::query::<Any>(&format!(
+            "SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE org_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(org.to_string())
+        .fetch_all(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(decode_admin).collect()
+    }
+
+    /// Record that `token` was used at `at`, unless its last use is already recorded as
+    /// less than a minute before (at most one write per token and minute).
+    pub async fn touch_admin_token(&self, token: &AdminToken, at: Timestamp) -> Result<(), StoreError> {
+        if token.last_used_at.is_some_and(|last| at.as_micros() - last.as_micros() < LAST_USED_GRANULARITY_US) {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>(
+            "UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(at.as_micros())
+        .bind(token.id.to_string())
+        .bind(at.as_micros() - LAST_USED_GRANULARITY_US)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Revoke an org-admin token of `org` at `at` and record `event`, in one
+    /// transaction; returns the token as it is now. Idempotent like
     /// [`revoke_workload_token`](Self::revoke_workload_token). [`StoreError::NotFound`]
-    /// if there is no such token.
+    /// if `org` has no such token (the operator token belongs to no org: it cannot be
+    /// revoked this way).
     pub async fn revoke_admin_token(
         &self,
+        org: &OrgId,
         id: &byok_domain::AdminTokenId,
         at: Timestamp,
-        event: Option<&NewEvent>,
+        event: &NewEvent,
     ) -> Result<AdminToken, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query::<Any>("UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at.as_micros())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+        let done = sqlx::query::<Any>(
+            "UPDATE admin_tokens SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at.as_micros())
+        .bind(org.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         if done.rows_affected() > 0 {
-            if let Some(event) = event {
-                insert_event(&mut tx, self.backend(), event).await?;
-            }
+            insert_event(&mut tx, self.backend(), event).await?;
         }
-        let token = sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE id = $1"))
+        let token = sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await
@@ -266,7 +306,7 @@ impl Store {
             .as_ref()
             .map(decode_admin)
             .transpose()?
-            .ok_or_else(|| StoreError::NotFound { what: format!("admin token {id} does not exist") })?;
+            .ok_or_else(|| StoreError::NotFound { what: format!("admin token {id} does not exist in {org}") })?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(token)
     }

@@ -345,6 +345,7 @@ async fn conflicts_are_named_and_leave_nothing_behind() {
             expires_at: None,
             revoked_at: None,
             created_at: at(0),
+            last_used_at: None,
         };
         let admin_hash = TokenHash::of("byokadm_same");
         store.insert_admin_token(&admin, &admin_hash, None).await.unwrap();
@@ -652,6 +653,7 @@ async fn admin_tokens_round_trip() {
             expires_at: None,
             revoked_at: None,
             created_at: at(0),
+            last_used_at: None,
         };
         store.insert_admin_token(&operator, &TokenHash::of("byokadm_op"), None).await.unwrap();
         assert!(store.has_operator_token().await.unwrap());
@@ -663,6 +665,7 @@ async fn admin_tokens_round_trip() {
             expires_at: Some(at(1_000_000)),
             revoked_at: None,
             created_at: at(3),
+            last_used_at: None,
         };
         store
             .insert_admin_token(
@@ -679,9 +682,27 @@ async fn admin_tokens_round_trip() {
         );
         assert_eq!(store.find_admin_token_by_hash(&TokenHash::of("byokadm_no")).await.unwrap(), None);
 
-        let revoked = store.revoke_admin_token(&org_admin.id, at(77), None).await.unwrap();
+        assert_eq!(store.list_admin_tokens(&org.id).await.unwrap(), vec![org_admin.clone()]);
+        // A use is recorded, then not again within the minute.
+        store.touch_admin_token(&org_admin, at(10)).await.unwrap();
+        let used = store.list_admin_tokens(&org.id).await.unwrap().remove(0);
+        assert_eq!(used.last_used_at, Some(at(10)));
+        store.touch_admin_token(&used, at(20)).await.unwrap();
+        assert_eq!(store.list_admin_tokens(&org.id).await.unwrap()[0].last_used_at, Some(at(10)));
+        store.touch_admin_token(&org_admin, at(61_000_000)).await.unwrap();
+        assert_eq!(store.list_admin_tokens(&org.id).await.unwrap()[0].last_used_at, Some(at(61_000_000)));
+
+        let events_before = store.list_events(&org.id, &EventFilter::default()).await.unwrap().len();
+        let revoke_event = event(org.id, LifecycleKind::AdminTokenRevoked, org_admin.id.to_string());
+        let revoked = store.revoke_admin_token(&org.id, &org_admin.id, at(77), &revoke_event).await.unwrap();
         assert_eq!(revoked.revoked_at, Some(at(77)));
-        assert_eq!(store.revoke_admin_token(&org_admin.id, at(88), None).await.unwrap(), revoked);
+        let again = event(org.id, LifecycleKind::AdminTokenRevoked, org_admin.id.to_string());
+        assert_eq!(store.revoke_admin_token(&org.id, &org_admin.id, at(88), &again).await.unwrap(), revoked);
+        let events = store.list_events(&org.id, &EventFilter::default()).await.unwrap();
+        assert_eq!(events.len(), events_before + 1, "a second revocation records nothing");
+        // The operator token belongs to no org: not revocable through one.
+        let err = store.revoke_admin_token(&org.id, &operator.id, at(90), &again).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 
         let ghost_org = AdminToken {
             id: AdminTokenId::generate(),

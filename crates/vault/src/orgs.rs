@@ -167,23 +167,35 @@ impl Vault {
         Ok(self.store.list_workflows(&org.id).await?)
     }
 
-    /// Issue an org-admin token confined to `org`. The text is returned once.
+    /// Issue an org-admin token confined to `org`, by `issuer`. The text is returned once.
+    /// An org admin's new token expires no later than its own (by default, with it).
     pub async fn issue_org_admin_token(
         &self,
-        actor: &Actor,
+        issuer: &AdminToken,
         org: &str,
         expires_at: Option<Timestamp>,
     ) -> Result<IssuedAdminToken, VaultError> {
         let org = self.live_org(org).await?;
         validate::expiry("expires_at", expires_at, Timestamp::now())?;
+        let expires_at = match (issuer.is_operator(), issuer.expires_at, expires_at) {
+            (false, Some(limit), None) => Some(limit),
+            (false, Some(limit), Some(at)) if at > limit => {
+                return Err(VaultError::invalid(format!(
+                    "expires_at: {at} is later than this admin token's own expiry ({limit}); an org admin's new \
+                     token expires no later than its own"
+                )))
+            }
+            (_, _, at) => at,
+        };
         let token = AdminToken {
             id: AdminTokenId::generate(),
             scope: AdminTokenScope::Org { org_id: org.id },
             expires_at,
             revoked_at: None,
             created_at: Timestamp::now(),
+            last_used_at: None,
         };
-        let mut issued = event(org.id, LifecycleKind::AdminTokenIssued, token.id, actor);
+        let mut issued = event(org.id, LifecycleKind::AdminTokenIssued, token.id, &Actor::AdminToken { id: issuer.id });
         issued.details = serde_json::json!({ "expires_at": expires_at });
         self.insert_admin_token(token, Some(&issued)).await
     }

@@ -68,6 +68,7 @@ impl Vault {
             expires_at: None,
             revoked_at: None,
             created_at: Timestamp::now(),
+            last_used_at: None,
         };
         self.store.insert_admin_token(&token, &hash, None).await?;
         Ok(token)
@@ -78,9 +79,33 @@ impl Vault {
         if !presented.starts_with(TokenKind::Admin.prefix()) {
             return Ok(None);
         }
+        // Read on every request, never cached: a revocation through any node applies to
+        // the very next request everywhere.
         let token = self.store.find_admin_token_by_hash(&TokenHash::of(presented)).await?;
         let now = Timestamp::now();
-        Ok(token.filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now)))
+        let Some(token) = token.filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now)) else {
+            return Ok(None);
+        };
+        if let Err(err) = self.store.touch_admin_token(&token, now).await {
+            // Knowing when a token was last used is not worth refusing the request.
+            tracing::warn!(token = %token.id, error = %err, "could not record an admin token's use");
+        }
+        Ok(Some(token))
+    }
+
+    /// The org's admin tokens (never their text).
+    pub async fn list_admin_tokens(&self, org: &str) -> Result<Vec<AdminToken>, VaultError> {
+        let org = self.org(org).await?;
+        Ok(self.store.list_admin_tokens(&org.id).await?)
+    }
+
+    /// Revoke an org-admin token of `org` (idempotent); it stops working at once, on
+    /// every node.
+    pub async fn revoke_admin_token(&self, actor: &Actor, org: &str, id: &str) -> Result<AdminToken, VaultError> {
+        let org = self.org(org).await?;
+        let id: AdminTokenId = id.parse().map_err(|e| VaultError::NotFound(format!("{e}")))?;
+        let revoked = event(org.id, LifecycleKind::AdminTokenRevoked, id, actor);
+        Ok(self.store.revoke_admin_token(&org.id, &id, Timestamp::now(), &revoked).await?)
     }
 
     /// Issue a workload token bound to a team (and optionally workflows).

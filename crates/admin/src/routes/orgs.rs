@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use byok_domain::{AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
+use byok_domain::{AdminToken, AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
 use byok_vault::{KekStatus, KmsInfo, Vault};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +112,41 @@ pub(crate) async fn get_org(
     Ok(Json(admin.org(&vault, &org).await?))
 }
 
+/// The org's admin tokens (never their text).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AdminTokenList {
+    admin_tokens: Vec<AdminToken>,
+}
+
+/// The org's admin tokens: ids, creation, expiry, revocation and last use (to the
+/// minute); never their text.
+#[utoipa::path(get, path = "/v1/orgs/{org}/admin-tokens", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = AdminTokenList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_admin_tokens(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<AdminTokenList>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(AdminTokenList { admin_tokens: vault.list_admin_tokens(&org.id.to_string()).await? }))
+}
+
+/// Revoke an org-admin token: it stops working at once, on every node (admin tokens are
+/// checked against the store on every request). Idempotent; recorded as an
+/// `admin_token_revoked` lifecycle event.
+#[utoipa::path(delete, path = "/v1/orgs/{org}/admin-tokens/{id}", tag = "orgs", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name"), ("id" = String, Path, description = "admin token id (adm_…)")),
+    responses((status = 200, body = AdminToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke_admin_token(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, id)): Path<(String, String)>,
+) -> Result<Json<AdminToken>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    Ok(Json(vault.revoke_admin_token(&admin.actor(), &org.id.to_string(), &id).await?))
+}
+
 /// Issue an org-admin token confined to this org.
 #[utoipa::path(post, path = "/v1/orgs/{org}/admin-tokens", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateAdminTokenRequest,
@@ -123,7 +158,7 @@ pub(crate) async fn create_admin_token(
     JsonBody(body): JsonBody<CreateAdminTokenRequest>,
 ) -> Result<(StatusCode, Json<IssuedAdminTokenResponse>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let issued = vault.issue_org_admin_token(&admin.actor(), &org.id.to_string(), body.expires_at).await?;
+    let issued = vault.issue_org_admin_token(&admin.0, &org.id.to_string(), body.expires_at).await?;
     let response = IssuedAdminTokenResponse {
         id: issued.token.id,
         token: issued.text.expose().to_owned(),

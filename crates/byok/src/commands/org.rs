@@ -46,6 +46,13 @@ pub fn plan(command: &OrgCommand) -> Result<Planned, CliError> {
             ),
             view: View::AdminTokenCreated,
         },
+        OrgCommand::AdminTokens { org } => {
+            Planned { request: ApiRequest::get(&org_path(org, &["admin-tokens"])), view: View::AdminTokenList }
+        }
+        OrgCommand::RevokeAdminToken { org, id } => Planned {
+            request: ApiRequest::new(Method::DELETE, &org_path(org, &["admin-tokens", id]), None),
+            view: View::AdminTokenRevoked,
+        },
     })
 }
 

@@ -76,6 +76,13 @@ fn command_lines_become_requests() {
         ("kms migrate --dry-run", "", Error(&["data directory", "admin API"])),
         ("org show acme", "", Request("GET", "v1/orgs/acme", Value::Null)),
         ("org admin-token acme", "", Request("POST", "v1/orgs/acme/admin-tokens", json!({}))),
+        ("org admin-tokens acme", "", Request("GET", "v1/orgs/acme/admin-tokens", Value::Null)),
+        (
+            "org revoke-admin-token acme adm_01JD7X3M5Q8V6N2K4T9R1B0C7E",
+            "",
+            Request("DELETE", "v1/orgs/acme/admin-tokens/adm_01JD7X3M5Q8V6N2K4T9R1B0C7E", Value::Null),
+        ),
+        ("org revoke-admin-token acme", "", Error(&["<ID>"])),
         (
             "org admin-token acme --expires-at 2026-01-01T00:00:00Z",
             "",
