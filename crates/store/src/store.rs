@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor as _, Transaction};
+use sqlx::{Any, AnyPool, Connection as _, Executor as _, Transaction};
 
 use crate::error::{map_sqlx, redact_url, StoreError};
 
@@ -22,6 +22,9 @@ const SQLITE_READERS: u32 = 4;
 const POSTGRES_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a pooled connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the verdict of a write probe ([`Store::check_writable`]) stands: readiness
+/// may be asked many times a second, and the probe writes, so it runs at most this often.
+const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +68,8 @@ struct Inner {
     writer: AnyPool,
     /// Where the database is, with any password removed (for logs and `Debug`).
     location: String,
+    /// Whether the store can write, as last seen (shared with the pools' hooks).
+    health: Arc<WriteHealth>,
 }
 
 impl fmt::Debug for Store {
@@ -111,8 +116,11 @@ impl Store {
             .ok_or_else(|| StoreError::Config(format!("the path '{}' is not valid UTF-8", absolute.display())))?;
         let url = format!("sqlite://{}?mode=rwc", percent_encode(text));
         let location = format!("sqlite://{text}");
+        create_private(&absolute);
 
-        let writer = sqlite_pool_options(1, false).connect(&url).await.map_err(|e| open_error(&location, e))?;
+        let health = Arc::new(WriteHealth::default());
+        let writer =
+            sqlite_pool_options(1, false, &health).connect(&url).await.map_err(|e| open_error(&location, e))?;
         let mode = sqlx::query_scalar::<Any, String>("PRAGMA journal_mode = WAL")
             .fetch_one(&writer)
             .await
@@ -121,25 +129,29 @@ impl Store {
             return Err(StoreError::Unavailable(format!("{location}: SQLite refused WAL journal mode (got '{mode}')")));
         }
         SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-        let reader =
-            sqlite_pool_options(SQLITE_READERS, true).connect(&url).await.map_err(|e| open_error(&location, e))?;
+        let reader = sqlite_pool_options(SQLITE_READERS, true, &health)
+            .connect(&url)
+            .await
+            .map_err(|e| open_error(&location, e))?;
         tracing::info!(store = %location, "opened SQLite store");
-        Ok(Store { inner: Arc::new(Inner { backend: Backend::Sqlite, reader, writer, location }) })
+        Ok(Store { inner: Arc::new(Inner { backend: Backend::Sqlite, reader, writer, location, health }) })
     }
 
     async fn open_postgres(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let location = redact_url(url);
+        let health = Arc::new(WriteHealth::default());
         let pool = AnyPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(discard_if_in_transaction(&health))
             .connect(url)
             .await
             .map_err(|e| open_error(&location, e))?;
         POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(store = %location, "opened PostgreSQL store");
         Ok(Store {
-            inner: Arc::new(Inner { backend: Backend::Postgres, reader: pool.clone(), writer: pool, location }),
+            inner: Arc::new(Inner { backend: Backend::Postgres, reader: pool.clone(), writer: pool, location, health }),
         })
     }
 
@@ -160,6 +172,64 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(map_sqlx)
+    }
+
+    /// Check that the store can write (for `/readyz`): [`ping`](Self::ping) reads, and a
+    /// store whose disk is full still answers reads.
+    ///
+    /// Two signals. A write probe — a write transaction that changes nothing but is
+    /// really written and synced: on SQLite it rewrites `user_version` (page 1 goes to
+    /// the WAL, which fails when the disk is full), on PostgreSQL it takes a transaction
+    /// id (which fails on a read-only standby; a primary that cannot write its WAL stops).
+    /// Its verdict stands for a second (`WRITE_PROBE_INTERVAL`), so frequent readiness
+    /// checks cost at most one small transaction a second; while a probe runs, other
+    /// callers get the last verdict. And the real writes: one that failed so badly that
+    /// its connection had to be replaced (see `discard_if_in_transaction`) keeps the
+    /// store not ready for a second after it, even if the probe squeezes into WAL space
+    /// that a failed commit left allocated — so under load the answer follows the real
+    /// writes.
+    ///
+    /// The error says `store cannot write: …` and why.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let health = &self.inner.health;
+        let probed = match health.verdict_or_claim() {
+            Verdict::Known(verdict) => verdict,
+            Verdict::Probe { claimed } => {
+                // Releases the claim however the probe ends, also if this future is dropped.
+                let _claim = ProbeClaim { health, claimed };
+                let outcome = self.probe_write().await.map_err(|err| match err {
+                    StoreError::Unavailable(why) => why,
+                    other => other.to_string(),
+                });
+                if let Err(why) = &outcome {
+                    tracing::warn!(store = %self.inner.location, error = %why, "the store cannot write");
+                }
+                health.record_probe(outcome.clone());
+                outcome
+            }
+        };
+        probed.and_then(|()| health.recent_failed_write()).map_err(cannot_write)
+    }
+
+    /// One write transaction that changes nothing but is written (see
+    /// [`check_writable`](Self::check_writable)).
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        match self.inner.backend {
+            Backend::Sqlite => {
+                // Rewriting the same value dirties page 1: the commit appends it to the
+                // WAL and syncs, like any write. Nothing in byok reads `user_version`.
+                let version = sqlx::query_scalar::<Any, i64>("PRAGMA user_version")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+                tx.execute(format!("PRAGMA user_version = {version}").as_str()).await.map_err(map_sqlx)?;
+            }
+            Backend::Postgres => {
+                tx.execute("SELECT txid_current()").await.map_err(map_sqlx)?;
+            }
+        }
+        tx.commit().await.map_err(map_sqlx)
     }
 
     /// Close every connection; later calls fail with [`StoreError::Unavailable`].
@@ -195,18 +265,171 @@ impl Store {
     }
 }
 
-fn sqlite_pool_options(max: u32, read_only: bool) -> AnyPoolOptions {
-    AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(move |conn, _meta| {
-        Box::pin(async move {
-            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
-            conn.execute("PRAGMA foreign_keys = ON").await?;
-            conn.execute("PRAGMA synchronous = FULL").await?;
-            if read_only {
-                conn.execute("PRAGMA query_only = ON").await?;
-            }
-            Ok(())
+fn sqlite_pool_options(max: u32, read_only: bool, health: &Arc<WriteHealth>) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                if read_only {
+                    conn.execute("PRAGMA query_only = ON").await?;
+                }
+                Ok(())
+            })
         })
-    })
+        .before_acquire(discard_if_in_transaction(health))
+}
+
+/// The pools' `before_acquire` hook: a pooled connection that sqlx still counts as
+/// inside a transaction is closed (which rolls back whatever is open on it) and the pool
+/// opens a fresh one, instead of every later `begin` failing with "attempted to call
+/// begin_with at non-zero transaction depth".
+///
+/// Why it happens. When a write fails with `SQLITE_FULL` (disk full) or `SQLITE_IOERR`
+/// at `COMMIT` — or in a statement that has no statement journal — SQLite rolls the
+/// whole transaction back by itself and returns to autocommit. sqlx does not notice:
+/// its transaction depth stays 1, the `Transaction` is dropped, the `ROLLBACK` it queues
+/// fails ("cannot rollback - no transaction is active") and only a successful
+/// `COMMIT`/`ROLLBACK` lowers the depth. The connection goes back to the pool at depth
+/// 1, and on SQLite the writer pool has only that one connection: every write failed
+/// until a restart.
+///
+/// Why here and this way. The depth cannot be repaired from outside sqlx (a raw
+/// `ROLLBACK` fails the same way and does not touch the counter), so the connection is
+/// replaced. Checking before a connection is handed out covers every caller in one
+/// place and costs one atomic load: by then the pool's own release check has flushed the
+/// rollback a dropped transaction queued, so the depth is settled, and a transaction
+/// that merely failed and was rolled back normally (a conflict, a stale revision) keeps
+/// its connection. On PostgreSQL sqlx lowers the depth when it queues the rollback of a
+/// dropped transaction (a failed `COMMIT` ends the transaction there anyway) and a
+/// broken connection fails the pool's ping, so this is a safety net there.
+///
+/// A replaced connection means a write failed for want of a working disk: readiness
+/// says the store cannot write for a while after it (see [`Store::check_writable`]).
+fn discard_if_in_transaction(
+    health: &Arc<WriteHealth>,
+) -> impl for<'c> Fn(
+    &'c mut sqlx::AnyConnection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>
+       + Send
+       + Sync
+       + 'static {
+    let health = Arc::clone(health);
+    move |conn, _meta| {
+        let usable = !conn.is_in_transaction();
+        if !usable {
+            tracing::warn!(
+                "a store connection was left inside a failed transaction (the database ended it on its own, e.g. \
+                 disk full); replacing the connection"
+            );
+            health.record_failed_write();
+        }
+        Box::pin(std::future::ready(Ok(usable)))
+    }
+}
+
+/// What the store last learned about whether it can write.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// The last probe's verdict and when it was reached.
+    probe: Option<(Instant, Result<(), String>)>,
+    /// Whether a probe is running.
+    probing: bool,
+    /// When a write last failed so that its connection had to be replaced.
+    failed_write: Option<Instant>,
+}
+
+enum Verdict {
+    /// Use this probe verdict.
+    Known(Result<(), String>),
+    /// Probe now; `claimed` when this caller holds the probe claim.
+    Probe { claimed: bool },
+}
+
+impl WriteHealth {
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn verdict_or_claim(&self) -> Verdict {
+        let mut state = self.state();
+        match (&state.probe, state.probing) {
+            (Some((at, verdict)), _) if at.elapsed() < WRITE_PROBE_INTERVAL => Verdict::Known(verdict.clone()),
+            // Another caller is probing; until its verdict is in, the last one stands.
+            (Some((_, verdict)), true) => Verdict::Known(verdict.clone()),
+            (None, true) => Verdict::Probe { claimed: false },
+            (_, false) => {
+                state.probing = true;
+                Verdict::Probe { claimed: true }
+            }
+        }
+    }
+
+    fn record_probe(&self, verdict: Result<(), String>) {
+        self.state().probe = Some((Instant::now(), verdict));
+    }
+
+    fn record_failed_write(&self) {
+        self.state().failed_write = Some(Instant::now());
+    }
+
+    /// `Err` while a write failed (its connection replaced) within the last interval.
+    fn recent_failed_write(&self) -> Result<(), String> {
+        match self.state().failed_write {
+            Some(at) if at.elapsed() < WRITE_PROBE_INTERVAL => Err(format!(
+                "a write transaction failed {} ms ago and its connection had to be replaced (disk full or I/O error)",
+                at.elapsed().as_millis()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Held while a probe runs; lets the next caller probe when it goes.
+struct ProbeClaim<'a> {
+    health: &'a WriteHealth,
+    claimed: bool,
+}
+
+impl Drop for ProbeClaim<'_> {
+    fn drop(&mut self) {
+        if self.claimed {
+            self.health.state().probing = false;
+        }
+    }
+}
+
+fn cannot_write(why: String) -> StoreError {
+    StoreError::Unavailable(format!("store cannot write: {why}"))
+}
+
+/// Create the SQLite file `path` empty with mode 0600 if it does not exist yet. SQLite
+/// creates a missing database with 0644 (less the umask), and gives `-wal` and `-shm`
+/// the database file's permission bits, so creating it first keeps all three private.
+/// An empty file is a new database to SQLite. Any failure is left for SQLite's own open
+/// to report.
+fn create_private(path: &Path) {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    if let Err(err) = options.open(path) {
+        if err.kind() != std::io::ErrorKind::AlreadyExists {
+            tracing::debug!(path = %path.display(), error = %err, "cannot create the SQLite file ahead of SQLite");
+        }
+    }
 }
 
 fn open_error(location: &str, err: sqlx::Error) -> StoreError {

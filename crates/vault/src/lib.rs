@@ -137,9 +137,14 @@ impl Vault {
         &self.epoch
     }
 
-    /// Whether the store and the KMS are both usable.
+    /// Whether the store and the KMS are both usable: the store answers a read and can
+    /// write (a store whose disk is full still answers reads, but every call would fail
+    /// closed on its audit row). The write check is a small write transaction at most
+    /// once a second (see [`Store::check_writable`]); its error says
+    /// `store cannot write: …`.
     pub async fn check_ready(&self) -> Result<(), VaultError> {
         self.store.ping().await?;
+        self.store.check_writable().await?;
         self.kms.check_health().await?;
         Ok(())
     }

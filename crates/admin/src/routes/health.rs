@@ -23,7 +23,10 @@ pub(crate) async fn healthz() -> Json<HealthStatus> {
     Json(HealthStatus { status: "ok", reason: None })
 }
 
-/// The store and the KMS are both reachable.
+/// The store answers and can write, and the KMS is reachable. A store that cannot write
+/// (a full disk, a read-only database) is not ready: the reason says
+/// `store cannot write: …`. The write check runs at most once a second, however often
+/// this is asked.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = HealthStatus), (status = 503, body = HealthStatus)))]
 pub(crate) async fn readyz(State(vault): State<Vault>) -> Response {
