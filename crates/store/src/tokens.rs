@@ -297,16 +297,17 @@ impl Store {
         if done.rows_affected() > 0 {
             insert_event(&mut tx, self.backend(), event).await?;
         }
-        let token = sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE org_id = $1 AND id = $2"))
-            .bind(org.to_string())
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx)?
-            .as_ref()
-            .map(decode_admin)
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound { what: format!("admin token {id} does not exist in {org}") })?;
+        let token =
+            sqlx::query::<Any>(&format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE org_id = $1 AND id = $2"))
+                .bind(org.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?
+                .as_ref()
+                .map(decode_admin)
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound { what: format!("admin token {id} does not exist in {org}") })?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(token)
     }
