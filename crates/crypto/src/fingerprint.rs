@@ -58,12 +58,12 @@ mod tests {
     fn same_key_same_secret_same_fingerprint_only() {
         let key = FingerprintKey::generate();
         let other = FingerprintKey::generate();
-        let a = ProviderSecret::new("sk-a".into()).unwrap();
-        let b = ProviderSecret::new("sk-b".into()).unwrap();
+        let a = ProviderSecret::new("sk-a-0123456789abcdef".into()).unwrap();
+        let b = ProviderSecret::new("sk-b-0123456789abcdef".into()).unwrap();
         let fa = fingerprint(&key, &a);
         assert_eq!(fa.len(), 35);
         assert!(fa.starts_with("fp_"));
-        assert_eq!(fa, fingerprint(&key, &ProviderSecret::new("sk-a".into()).unwrap()));
+        assert_eq!(fa, fingerprint(&key, &ProviderSecret::new("sk-a-0123456789abcdef".into()).unwrap()));
         assert_ne!(fa, fingerprint(&key, &b));
         assert_ne!(fa, fingerprint(&other, &a));
     }

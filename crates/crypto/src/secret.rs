@@ -8,6 +8,14 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
+/// The shortest provider key accepted, in bytes. Every real provider key is longer (OpenAI
+/// `sk-…` 51+, Anthropic ~108, Gemini 39, Azure 32, Mistral 32, Groq 56, AWS secret keys
+/// 40). Below this a key cannot be masked safely when an upstream echoes it: the sidecar
+/// masks its raw text without regard to case, and its hex and base64 forms; those of a
+/// short key (a few characters of base64) turn up in ordinary text, so either innocent
+/// text is mangled or a form is let through. A key that short is also guessable.
+pub const MIN_SECRET_LEN: usize = 16;
+
 /// The longest provider key accepted, in bytes. Real keys are well under 1 KiB; AWS
 /// session tokens and service-account JSON can be a few KiB.
 pub const MAX_SECRET_LEN: usize = 16 * 1024;
@@ -19,6 +27,12 @@ pub enum SecretError {
     /// Empty or only whitespace.
     #[error("secret must not be empty")]
     Empty,
+    /// Shorter than [`MIN_SECRET_LEN`].
+    #[error(
+        "secret is too short: provider keys are at least {MIN_SECRET_LEN} bytes (byok cannot reliably mask a shorter key \
+         when a provider echoes it, and a key that short is guessable)"
+    )]
+    TooShort,
     /// Longer than [`MAX_SECRET_LEN`].
     #[error("secret is too long ({len} bytes; at most {MAX_SECRET_LEN})")]
     TooLong {
@@ -39,8 +53,21 @@ pub struct ProviderSecret(SecretString);
 
 impl ProviderSecret {
     /// Validate and wrap. A single trailing newline (as `echo` or a file adds) is removed
-    /// before validation; anything else is refused rather than silently altered.
+    /// before validation; anything else is refused rather than silently altered. A secret
+    /// shorter than [`MIN_SECRET_LEN`] is refused.
     pub fn new(text: String) -> Result<Self, SecretError> {
+        Self::validated(text, MIN_SECRET_LEN)
+    }
+
+    /// Rebuild from opened plaintext bytes (already validated when sealed). The minimum
+    /// length is not applied: a secret sealed before it existed still opens (the sidecar
+    /// still masks its echoes, in their textual forms).
+    pub(crate) fn from_opened(bytes: Zeroizing<Vec<u8>>) -> Result<Self, SecretError> {
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| SecretError::ControlCharacter { position: 0 })?;
+        Self::validated(text, 1)
+    }
+
+    fn validated(text: String, min_len: usize) -> Result<Self, SecretError> {
         let text = Zeroizing::new(text);
         let trimmed = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text);
         if trimmed.trim().is_empty() {
@@ -52,13 +79,10 @@ impl ProviderSecret {
         if let Some(position) = trimmed.bytes().position(|b| b.is_ascii_control()) {
             return Err(SecretError::ControlCharacter { position });
         }
+        if trimmed.len() < min_len {
+            return Err(SecretError::TooShort);
+        }
         Ok(Self(SecretString::from(trimmed.to_owned())))
-    }
-
-    /// Rebuild from opened plaintext bytes (already validated when sealed).
-    pub(crate) fn from_opened(bytes: Zeroizing<Vec<u8>>) -> Result<Self, SecretError> {
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| SecretError::ControlCharacter { position: 0 })?;
-        Self::new(text)
     }
 
     /// The key, for the one place that must use it (sealing, header injection).
@@ -115,7 +139,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let secret = ProviderSecret::new("sk-canary-123".into()).unwrap();
+        let secret = ProviderSecret::new("sk-canary-0123456789".into()).unwrap();
         assert!(!format!("{secret:?}").contains("canary"));
         let dek = Dek::generate();
         assert_eq!(format!("{dek:?}"), "Dek([REDACTED])");
@@ -125,19 +149,46 @@ mod tests {
     fn validation_names_the_problem_without_the_secret() {
         assert_eq!(ProviderSecret::new(String::new()).unwrap_err(), SecretError::Empty);
         assert_eq!(ProviderSecret::new(" \n".into()).unwrap_err(), SecretError::Empty);
-        let err = ProviderSecret::new("sk-abc\ndef".into()).unwrap_err();
-        assert_eq!(err, SecretError::ControlCharacter { position: 6 });
+        let err = ProviderSecret::new("sk-abc-0123456789\ndef".into()).unwrap_err();
+        assert_eq!(err, SecretError::ControlCharacter { position: 17 });
         assert!(!err.to_string().contains("sk-abc"));
         assert!(matches!(ProviderSecret::new("x".repeat(MAX_SECRET_LEN + 1)), Err(SecretError::TooLong { .. })));
-        assert_eq!(ProviderSecret::new("sk-ok\n".into()).unwrap().expose(), "sk-ok");
-        assert_eq!(ProviderSecret::new("sk-ok\r\n".into()).unwrap().expose(), "sk-ok");
+        assert_eq!(ProviderSecret::new("sk-ok-0123456789\n".into()).unwrap().expose(), "sk-ok-0123456789");
+        assert_eq!(ProviderSecret::new("sk-ok-0123456789\r\n".into()).unwrap().expose(), "sk-ok-0123456789");
+    }
+
+    /// Short secrets are refused at creation, with the minimum in the message; the limit
+    /// counts the secret without the trailing newline that is removed.
+    #[test]
+    fn short_secrets_are_refused_with_the_minimum_in_the_message() {
+        for short in ["x", "sk-x", "sk-x-123456789", "sk-0123456789ab", "sk-0123456789ab\n", "sk-0123456789ab\r\n"] {
+            let err = ProviderSecret::new(short.into()).unwrap_err();
+            assert_eq!(err, SecretError::TooShort, "{short:?}");
+            let message = err.to_string();
+            assert!(message.contains(&format!("at least {MIN_SECRET_LEN} bytes")), "{message}");
+            assert!(!message.contains("sk-"), "{message}");
+        }
+        assert_eq!(MIN_SECRET_LEN, 16);
+        assert!(ProviderSecret::new("sk-0123456789abc".into()).is_ok(), "exactly the minimum");
+        // Emptiness and control characters are named before length.
+        assert_eq!(ProviderSecret::new("a\tb".into()).unwrap_err(), SecretError::ControlCharacter { position: 1 });
+    }
+
+    /// A secret sealed before the minimum existed still opens.
+    #[test]
+    fn short_secrets_sealed_before_still_open() {
+        let opened = ProviderSecret::from_opened(Zeroizing::new(b"sk-x".to_vec())).unwrap();
+        assert_eq!(opened.expose(), "sk-x");
+        assert!(ProviderSecret::from_opened(Zeroizing::new(Vec::new())).is_err());
     }
 
     #[test]
     fn deserializes_with_validation() {
-        let ok: ProviderSecret = serde_json::from_str("\"sk-1\"").unwrap();
-        assert_eq!(ok.expose(), "sk-1");
+        let ok: ProviderSecret = serde_json::from_str("\"sk-1-0123456789abcdef\"").unwrap();
+        assert_eq!(ok.expose(), "sk-1-0123456789abcdef");
         let err = serde_json::from_str::<ProviderSecret>("\"a\\u0007b\"").unwrap_err();
         assert!(err.to_string().contains("control character"));
+        let err = serde_json::from_str::<ProviderSecret>("\"sk-1\"").unwrap_err();
+        assert!(err.to_string().contains("at least 16 bytes"), "{err}");
     }
 }

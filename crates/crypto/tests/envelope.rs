@@ -31,18 +31,18 @@ fn local_keyring_passes_the_kms_conformance_suite() {
 fn sealed_secret_opens_with_its_own_context() {
     let (_dir, kms) = keyring();
     let ctx = context(&kms);
-    let sealed = seal(&kms, &ctx, &secret("sk-canary-opens")).unwrap();
+    let sealed = seal(&kms, &ctx, &secret("sk-canary-opens-1")).unwrap();
     assert_eq!(sealed.aead, "A256GCM");
     assert_eq!(sealed.wrapped_dek.kek_version, 1);
-    assert!(!sealed.ciphertext.windows(15).any(|w| w == b"sk-canary-opens"));
-    assert_eq!(open(&kms, &ctx, &sealed).unwrap().expose(), "sk-canary-opens");
+    assert!(!sealed.ciphertext.windows(17).any(|w| w == b"sk-canary-opens-1"));
+    assert_eq!(open(&kms, &ctx, &sealed).unwrap().expose(), "sk-canary-opens-1");
 }
 
 #[test]
 fn sealed_secret_refuses_any_other_context() {
     let (_dir, kms) = keyring();
     let ctx = context(&kms);
-    let sealed = seal(&kms, &ctx, &secret("sk-bound")).unwrap();
+    let sealed = seal(&kms, &ctx, &secret("sk-bound-0123456789abcdef")).unwrap();
     let other_org = context(&kms).org;
     let cases = [
         ("other credential", SecretContext { credential: CredentialId::generate(), ..ctx }),
@@ -61,8 +61,8 @@ fn ciphertexts_swapped_between_credentials_fail() {
     let (_dir, kms) = keyring();
     let a = context(&kms);
     let b = SecretContext { credential: CredentialId::generate(), ..a };
-    let sealed_a = seal(&kms, &a, &secret("sk-a")).unwrap();
-    let sealed_b = seal(&kms, &b, &secret("sk-b")).unwrap();
+    let sealed_a = seal(&kms, &a, &secret("sk-a-0123456789abcdef")).unwrap();
+    let sealed_b = seal(&kms, &b, &secret("sk-b-0123456789abcdef")).unwrap();
     // Whole record swapped.
     assert!(matches!(open(&kms, &b, &sealed_a), Err(CryptoError::Integrity)));
     // Only the ciphertext swapped (the DEK stays).
@@ -80,7 +80,7 @@ fn ciphertexts_swapped_between_credentials_fail() {
 fn every_flipped_bit_fails() {
     let (_dir, kms) = keyring();
     let ctx = context(&kms);
-    let sealed = seal(&kms, &ctx, &secret("sk-flip")).unwrap();
+    let sealed = seal(&kms, &ctx, &secret("sk-flip-0123456789abcdef")).unwrap();
     for byte in 0..sealed.ciphertext.len() {
         for bit in 0..8 {
             let mut bad = sealed.clone();
@@ -137,7 +137,7 @@ fn keyring_readable_by_others_is_refused() {
 fn crypto_shredded_org_cannot_open_its_ciphertexts() {
     let (_dir, kms) = keyring();
     let ctx = context(&kms);
-    let sealed = seal(&kms, &ctx, &secret("sk-shred")).unwrap();
+    let sealed = seal(&kms, &ctx, &secret("sk-shred-0123456789abcdef")).unwrap();
     kms.destroy_org_keks(&ctx.org).unwrap();
     assert!(matches!(open(&kms, &ctx, &sealed), Err(CryptoError::Kms(_))));
 }

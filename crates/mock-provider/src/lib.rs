@@ -46,6 +46,8 @@
 mod anthropic;
 mod auth;
 mod body;
+mod compress;
+mod echo;
 mod errors;
 mod gemini;
 mod openai;
@@ -63,6 +65,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use echo::{BodyCoding, Echo, EchoPlace, KeyForm};
 pub use record::{Provider, RecordedRequest};
 pub use script::{ScriptedResponse, StreamBreak};
 

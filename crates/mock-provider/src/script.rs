@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::echo::Echo;
+
 /// A response a test scripts with [`crate::MockProvider::set_next_response`] or
 /// [`crate::MockProvider::set_every_response`].
 ///
@@ -51,6 +53,21 @@ pub enum ScriptedResponse {
     /// header (`headers`) and the provider, and the key again in the `x-mock-echo-key`
     /// response header. For tests that a proxy scrubs keys from what flows back.
     EchoKey,
+    /// The presented key quoted back in another form and place, as a JSON body or an SSE
+    /// stream, optionally compressed (see [`Echo`]). For tests that a proxy scrubs every
+    /// form of the key, not only its exact bytes.
+    EchoKeyAs(Echo),
+    /// Exactly this status and these headers, and a body written as these pieces, each its
+    /// own chunk (chunked transfer encoding). For streams a test builds byte by byte, e.g.
+    /// a compressed stream that turns corrupt half-way.
+    RawChunks {
+        /// The status code (an invalid one becomes 500).
+        status: u16,
+        /// Response headers; pairs that are not valid HTTP headers are skipped.
+        headers: Vec<(String, String)>,
+        /// The body's pieces, in order.
+        chunks: Vec<Vec<u8>>,
+    },
     /// Never answers: no response head is sent until the client gives up (the request is then
     /// recorded as finished but not completed, with no status) or the mock shuts down (then
     /// the connection is cut). For timeout tests.
@@ -80,6 +97,11 @@ impl ScriptedResponse {
     /// `then`, after waiting `delay`.
     pub fn delayed(delay: Duration, then: ScriptedResponse) -> Self {
         ScriptedResponse::Delayed { delay, then: Box::new(then) }
+    }
+
+    /// The presented key echoed as `echo` describes.
+    pub fn echo_key_as(echo: Echo) -> Self {
+        ScriptedResponse::EchoKeyAs(echo)
     }
 
     /// A JSON response with `status` and `body`.

@@ -174,6 +174,10 @@ async fn respond(
             reply
         }
         Some(ScriptedResponse::EchoKey) => echo_key(incoming),
+        Some(ScriptedResponse::EchoKeyAs(echo)) => crate::echo::reply(&echo, incoming.auth.presented.as_deref()),
+        Some(ScriptedResponse::RawChunks { status, headers, chunks }) => {
+            crate::echo::raw_chunks(status, &headers, &chunks)
+        }
     };
     into_response(shared, reply, planned_break, tracker)
 }

@@ -12,5 +12,7 @@ mod usage;
 
 pub use classify::{classify, Classification};
 pub use errors::{error_body, ErrorBody};
-pub use registry::{spec, Api, Injection, ProviderSpec, CREDENTIAL_HEADERS};
+pub use registry::{
+    check_hostname, looks_like_ipv4, spec, Api, HostPattern, Injection, ProviderSpec, CREDENTIAL_HEADERS,
+};
 pub use usage::{Usage, UsageTap};

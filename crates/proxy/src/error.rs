@@ -101,13 +101,22 @@ impl Code {
 pub struct Refusal {
     /// The code.
     pub code: Code,
-    /// What happened, for a person.
+    /// What happened, for a person: the application receives it.
     pub message: String,
+    /// What the operator's log gets besides the message, never the application (why an
+    /// upstream could not be reached: resolver, socket and TLS errors, addresses).
+    pub detail: Option<String>,
 }
 
 impl Refusal {
     /// A refusal with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), detail: None }
+    }
+
+    /// This refusal with `detail` for the log only.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 }

@@ -22,6 +22,7 @@ mod cache;
 mod config;
 mod error;
 pub(crate) mod phases;
+mod redact;
 mod server;
 mod spend;
 

@@ -100,7 +100,7 @@ enum Failure {
 impl Sidecar {
     /// A sidecar over `vault`, writing audit rows through `audit`.
     pub fn new(vault: Vault, audit: AuditWriter, config: ProxyConfig) -> Result<Self, String> {
-        let client = upstream_client(config.connect_timeout)?;
+        let client = upstream_client(&config)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
         let book = Arc::new(SpendBook::new(vault.store().clone(), audit.segment_id(), config.spend_refresh));
@@ -191,7 +191,13 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
             refusal_response(api, &refusal)
         }
         Err(Failure::AfterAudit(refusal, meter)) => {
-            tracing::warn!(call_id = %call_id, code = refusal.code.as_str(), message = %refusal.message, "call failed after resolution");
+            tracing::warn!(
+                call_id = %call_id,
+                code = refusal.code.as_str(),
+                message = %refusal.message,
+                detail = refusal.detail.as_deref().unwrap_or(""),
+                "call failed after resolution"
+            );
             if let Some(meter) = meter {
                 meter.record(refusal.code.as_str(), None);
             }
@@ -344,18 +350,31 @@ impl Inner {
 
         // 9. stream and meter
         let (mut head, incoming) = upstream_response.into_parts();
+        // Of the upstream's head only the status, version and headers go on: hyper keeps a
+        // non-canonical reason phrase (which may quote the key) in the extensions and would
+        // write it out again; the client gets the canonical one.
+        head.extensions.clear();
         let listed = connection_listed(&head.headers);
         let names: Vec<HeaderName> = head.headers.keys().filter(|n| is_hop_by_hop(n, &listed)).cloned().collect();
         for name in names {
             head.headers.remove(&name);
         }
+        // A compressed answer is decoded before it is masked; one byok cannot decode is
+        // refused before anything reaches the client.
+        let has_body = parts.method != axum::http::Method::HEAD
+            && !head.status.is_informational()
+            && !matches!(head.status.as_u16(), 204 | 304);
+        let coding = match crate::body::take_coding(&mut head.headers, has_body) {
+            Ok(coding) => coding,
+            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(head.status.as_u16()).map(Box::new))),
+        };
         redactor.headers(&mut head.headers);
         if let Ok(value) = HeaderValue::from_str(&credential.id.to_string()) {
             head.headers.insert(HeaderName::from_static(CREDENTIAL_HEADER), value);
         }
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let tap = UsageTap::new(route.spec.api, content_type);
-        let body = MeteredBody::new(incoming, tap, redactor, pending.take(head.status.as_u16()));
+        let body = MeteredBody::new(incoming, coding, tap, redactor, pending.take(head.status.as_u16()));
         Ok(Response::from_parts(head, Body::new(body)))
     }
 }

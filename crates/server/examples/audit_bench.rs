@@ -236,7 +236,11 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
             };
             let keyring = LocalKeyring::open(data_dir.path().join("keyring.json"))?;
             let kms = KmsHandle::new(Arc::new(keyring), settings.kms_max_concurrency);
-            let policy = VaultPolicy { allow_plain_http_base_url: true, retention: settings.retention };
+            let policy = VaultPolicy {
+                allow_plain_http_base_url: true,
+                retention: settings.retention,
+                ..VaultPolicy::default()
+            };
             let vault = Vault::new(store.clone(), kms, settings.model_families(), policy);
             let (audit, audit_task) = AuditWriter::spawn(store, AuditConfig { max_batch, ..AuditConfig::default() });
             let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;

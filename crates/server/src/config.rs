@@ -11,7 +11,7 @@ use byok_domain::{
 };
 use byok_kms_pkcs11::Pkcs11Config;
 use byok_proxy::{ProxyConfig, UpstreamBase};
-use byok_vault::RetentionPolicy;
+use byok_vault::{HostPattern, RetentionPolicy};
 use serde::Deserialize;
 
 /// The default data directory.
@@ -53,7 +53,7 @@ struct ConfigFile {
     kms: KmsSection,
     #[serde(default)]
     proxy: ProxySection,
-    /// provider id → upstream override.
+    /// provider id → upstream override, credential hosts, precedence.
     #[serde(default)]
     upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default)]
@@ -143,12 +143,37 @@ struct ProxySection {
     trusted_proxies: Vec<Cidr>,
     /// How often an org's month spend is read again from the store (budgets).
     spend_refresh_secs: Option<u64>,
+    /// Let any upstream — a credential's `base_url` included — be dialled on a loopback,
+    /// private, link-local, unique-local, CGNAT or cloud-metadata address (default
+    /// `false`: only the origins of `[upstreams.<id>] base_url` may be).
+    allow_private_upstreams: Option<bool>,
 }
 
+/// `[upstreams.<id>]`: the operator's say over one provider's upstream (SPEC §3).
+///
+/// * `base_url`: where the provider's calls go instead of the registry's default (also
+///   `BYOK_UPSTREAM_<ID>`, which wins over the file). The operator names it, so it may be
+///   plain http and on a private or loopback address: its origin is dialled without the
+///   address check.
+/// * `override_credentials` (default `false`): whether `base_url` also wins over a
+///   credential's admin-set `base_url`. By default a credential's `base_url` wins — it
+///   may name the org's own resource (an Azure OpenAI endpoint), and it is held at write
+///   time to the provider's hosts; set it to send every call of the provider to
+///   `base_url` whatever the credentials say (a gateway every call must pass).
+/// * `allowed_hosts`: hosts a credential's `base_url` may name besides the provider's
+///   own (`*.openai.azure.com`, `api.openai.com`, …): exact names, `*.` followed by a
+///   domain of at least two labels (`*` stands for exactly one label), or IP addresses —
+///   the only way a credential's `base_url` can be an IP address. A credential's
+///   upstream that resolves to a non-public address is still refused when dialled unless
+///   its origin is `base_url`'s or `[proxy] allow_private_upstreams` is set.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpstreamSection {
-    base_url: String,
+    base_url: Option<String>,
+    #[serde(default)]
+    override_credentials: bool,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +217,9 @@ pub struct Settings {
     pub customer_kms: Vec<CustomerKms>,
     /// Accept `http://` credential base URLs.
     pub allow_plain_http_base_url: bool,
+    /// Hosts credential base URLs may name besides the provider's own
+    /// (`[upstreams.<id>] allowed_hosts`).
+    pub allowed_hosts: HashMap<ProviderId, Vec<HostPattern>>,
     /// Operator model families (added to or replacing the seed).
     pub model_families: BTreeMap<String, Vec<String>>,
     /// Audit retention by tier.
@@ -216,6 +244,7 @@ impl Settings {
             kms: KmsChoice::Local,
             customer_kms: Vec::new(),
             allow_plain_http_base_url: true,
+            allowed_hosts: HashMap::new(),
             model_families: BTreeMap::new(),
             retention: RetentionPolicy::default(),
             purge_interval: Duration::from_secs(3600),
@@ -238,6 +267,7 @@ impl Settings {
         let defaults_retention = RetentionPolicy::default();
         let default_proxy: SocketAddr = DEFAULT_PROXY_ADDR.parse().context("built-in proxy address")?;
         let proxy = proxy_config(&file)?;
+        let allowed_hosts = allowed_hosts(&file)?;
         let kms_max_concurrency = file.kms.max_concurrency.unwrap_or(8);
         let kms = match (file.kms.backend.as_deref().unwrap_or("local"), &file.kms.pkcs11) {
             ("local", _) => KmsChoice::Local,
@@ -294,6 +324,7 @@ impl Settings {
             kms,
             customer_kms,
             allow_plain_http_base_url: file.credentials.allow_plain_http_base_url.unwrap_or(false),
+            allowed_hosts,
             model_families: file.model_families,
             retention: RetentionPolicy {
                 katman_a_days: file.audit.katman_a.unwrap_or(defaults_retention.katman_a_days),
@@ -341,14 +372,38 @@ fn price_book(section: &BillingSection, families: &ModelFamilyRegistry) -> anyho
     Ok(book)
 }
 
-/// `[upstreams.<id>] base_url` from the file, overridden by `BYOK_UPSTREAM_<ID>` (id
-/// upper-cased, `-` → `_`); `[proxy]` tuning.
-fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
-    let mut upstreams = HashMap::new();
+/// `[upstreams.<id>] allowed_hosts`, parsed.
+fn allowed_hosts(file: &ConfigFile) -> anyhow::Result<HashMap<ProviderId, Vec<HostPattern>>> {
+    let mut hosts = HashMap::new();
     for (id, section) in &file.upstreams {
         let provider: ProviderId = id.parse().map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
-        let base = UpstreamBase::parse(&section.base_url).map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
-        upstreams.insert(provider, base);
+        let patterns = section
+            .allowed_hosts
+            .iter()
+            .map(|text| HostPattern::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("[upstreams.{id}] allowed_hosts: {e}"))?;
+        if !patterns.is_empty() {
+            hosts.insert(provider, patterns);
+        }
+    }
+    Ok(hosts)
+}
+
+/// `[upstreams.<id>] base_url` from the file, overridden by `BYOK_UPSTREAM_<ID>` (id
+/// upper-cased, `-` → `_`), with the file's `override_credentials`; `[proxy]` tuning.
+fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
+    let mut upstreams = HashMap::new();
+    let mut overriding = Vec::new();
+    for (id, section) in &file.upstreams {
+        let provider: ProviderId = id.parse().map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
+        if section.override_credentials {
+            overriding.push(provider);
+        }
+        if let Some(base_url) = &section.base_url {
+            let base = UpstreamBase::parse(base_url).map_err(|e| anyhow::anyhow!("[upstreams.{id}]: {e}"))?;
+            upstreams.insert(provider, base);
+        }
     }
     for provider in ProviderId::ALL {
         let var = format!("BYOK_UPSTREAM_{}", provider.as_str().to_ascii_uppercase().replace('-', "_"));
@@ -358,6 +413,16 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
                 upstreams.insert(provider, base);
             }
         }
+    }
+    for provider in overriding {
+        let Some(base) = upstreams.remove(&provider) else {
+            anyhow::bail!(
+                "[upstreams.{provider}] override_credentials = true needs a base_url (in the section or \
+                 BYOK_UPSTREAM_{})",
+                provider.as_str().to_ascii_uppercase().replace('-', "_")
+            );
+        };
+        upstreams.insert(provider, base.with_override_credentials(true));
     }
     let defaults = ProxyConfig::default();
     let section = &file.proxy;
@@ -369,6 +434,7 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
         dek_cache_ttl: section.dek_cache_ttl_secs.map_or(defaults.dek_cache_ttl, Duration::from_secs),
         dek_cache_max_uses: section.dek_cache_max_uses.unwrap_or(defaults.dek_cache_max_uses),
         trusted_proxies: section.trusted_proxies.clone(),
+        allow_private_upstreams: section.allow_private_upstreams.unwrap_or(defaults.allow_private_upstreams),
         spend_refresh: match section.spend_refresh_secs {
             Some(0) => anyhow::bail!("proxy.spend_refresh_secs must be at least 1"),
             Some(secs) => Duration::from_secs(secs),
@@ -425,6 +491,54 @@ mod tests {
         std::fs::write(&path, "[upstreams.openai]\nbase_url = \"http://user:pw@127.0.0.1:9000\"\n").unwrap();
         let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
         assert!(err.contains("user info"), "{err}");
+    }
+
+    #[test]
+    fn upstream_sections_set_hosts_precedence_and_private_upstreams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        // Nothing configured: no extra hosts, credentials win, private upstreams refused.
+        let settings = Settings::load(None, &ServeArgs::default()).unwrap();
+        assert!(settings.allowed_hosts.is_empty());
+        assert!(!settings.proxy.allow_private_upstreams);
+        std::fs::write(
+            &path,
+            "[proxy]\nallow_private_upstreams = true\n\
+             [upstreams.openai]\nallowed_hosts = [\"llm.internal.example\", \"*.corp.example\", \"10.0.0.7\"]\n\
+             [upstreams.anthropic]\nbase_url = \"http://127.0.0.1:9000\"\noverride_credentials = true\n\
+             [upstreams.azure-openai]\nbase_url = \"http://127.0.0.1:9001\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(None, &args).unwrap();
+        assert!(settings.proxy.allow_private_upstreams);
+        let shown: Vec<String> = settings.allowed_hosts[&ProviderId::Openai].iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["llm.internal.example", "*.corp.example", "10.0.0.7"]);
+        assert!(!settings.proxy.upstreams.contains_key(&ProviderId::Openai));
+        let anthropic = &settings.proxy.upstreams[&ProviderId::Anthropic];
+        assert_eq!(anthropic.as_str(), "http://127.0.0.1:9000");
+        assert!(anthropic.overrides_credentials());
+        assert!(!settings.proxy.upstreams[&ProviderId::AzureOpenai].overrides_credentials());
+        assert_eq!(settings.allowed_hosts.len(), 1);
+
+        for (text, needle) in [
+            ("[upstreams.openai]\nallowed_hosts = [\"llm*.corp.example\"]\n", "allowed_hosts: 'llm*.corp.example'"),
+            ("[upstreams.openai]\nallowed_hosts = [\"llm.*.example\"]\n", "whole first label"),
+            ("[upstreams.openai]\nallowed_hosts = [\"*.example\"]\n", "too broad"),
+            ("[upstreams.openai]\nallowed_hosts = [\"0x7f.1\"]\n", "non-canonical"),
+            ("[upstreams.openai]\nallowed_hosts = [\"2130706433\"]\n", "non-canonical"),
+            ("[upstreams.openai]\nallowed_hosts = [\"https://llm.example\"]\n", "[upstreams.openai] allowed_hosts"),
+            ("[upstreams.openai]\nallowed_hosts = [\"\"]\n", "must not be empty"),
+            ("[upstreams.openai]\nallowed_hosts = \"llm.example\"\n", "invalid type"),
+            ("[upstreams.openia]\nallowed_hosts = [\"llm.example\"]\n", "openia"),
+            ("[upstreams.groq]\noverride_credentials = true\n", "override_credentials = true needs a base_url"),
+            ("[upstreams.groq]\nbase_url = \"http://x\"\noverride_credential = true\n", "override_credential"),
+            ("[proxy]\nallow_private_upstreams = \"yes\"\n", "invalid type"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

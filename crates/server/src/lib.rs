@@ -124,7 +124,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         store,
         kms,
         settings.model_families(),
-        VaultPolicy { allow_plain_http_base_url: settings.allow_plain_http_base_url, retention: settings.retention },
+        VaultPolicy {
+            allow_plain_http_base_url: settings.allow_plain_http_base_url,
+            allowed_hosts: settings.allowed_hosts.clone(),
+            retention: settings.retention,
+        },
     )
     .with_audit_signer(Arc::new(signer))
     .with_price_book(settings.prices.clone());

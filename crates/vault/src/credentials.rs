@@ -210,7 +210,7 @@ impl Vault {
         // a refused request leaves nothing behind.
         let name = validate::name("name", &new.name)?;
         let base_url = match &new.base_url {
-            Some(url) => Some(validate::base_url(url, self.policy.allow_plain_http_base_url)?),
+            Some(url) => Some(validate::base_url(url, new.provider, &self.policy)?),
             None if new.provider.requires_base_url() => {
                 return Err(VaultError::invalid(format!(
                     "base_url: provider {} has no public endpoint; give the resource URL (e.g. https://NAME.openai.azure.com)",

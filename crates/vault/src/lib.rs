@@ -26,11 +26,14 @@ mod orgs;
 mod tokens;
 mod validate;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use byok_domain::{ModelFamilyRegistry, PriceBook};
+use byok_domain::{ModelFamilyRegistry, PriceBook, ProviderId};
 use byok_store::Store;
+
+pub use byok_providers::HostPattern;
 
 pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
 pub use billing::{
@@ -47,10 +50,24 @@ pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 /// Operator policy the vault enforces on admin input.
 #[derive(Debug, Clone, Default)]
 pub struct VaultPolicy {
-    /// Accept `http://` credential base URLs (local model servers, tests). Off by default.
+    /// Accept `http://` credential base URLs (local model servers, tests). Off by default;
+    /// the host rules apply to them all the same.
     pub allow_plain_http_base_url: bool,
+    /// Hosts a credential's `base_url` may name beyond the provider's own (the registry's
+    /// [`byok_providers::ProviderSpec::credential_hosts`]), per provider:
+    /// `[upstreams.<id>] allowed_hosts`. An IP address is accepted only if it is listed
+    /// here as such.
+    pub allowed_hosts: HashMap<ProviderId, Vec<HostPattern>>,
     /// Audit retention by tier.
     pub retention: RetentionPolicy,
+}
+
+impl VaultPolicy {
+    /// This policy, also accepting base URLs for `provider` whose host matches `pattern`.
+    pub fn allow_host(mut self, provider: ProviderId, pattern: HostPattern) -> Self {
+        self.allowed_hosts.entry(provider).or_default().push(pattern);
+        self
+    }
 }
 
 /// A counter bumped after every committed change, so caches of the data plane in the

@@ -1,9 +1,10 @@
 //! Input rules shared by several operations. Each returns a message that names the
 //! field and what is wrong with it.
 
-use byok_domain::{ModelFamilyRegistry, Name, Timestamp};
+use byok_domain::{ModelFamilyRegistry, Name, ProviderId, Timestamp};
 
 use crate::error::VaultError;
+use crate::VaultPolicy;
 
 /// A name field.
 pub(crate) fn name(field: &str, text: &str) -> Result<Name, VaultError> {
@@ -40,21 +41,28 @@ pub(crate) fn model_families(registry: &ModelFamilyRegistry, families: &[String]
     Ok(out)
 }
 
-/// A credential's base URL: absolute, https (http only if the operator allows it), a
-/// host, no credentials, query or fragment. Returned normalized without a trailing `/`.
-pub(crate) fn base_url(text: &str, allow_plain_http: bool) -> Result<String, VaultError> {
-    let bad = |why: &str| VaultError::invalid(format!("base_url '{text}': {why}"));
-    let url = url::Url::parse(text).map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
+/// A credential's base URL (SPEC §3, upstream safety): absolute, `https` (`http` only
+/// where the operator allows it), no user info, query or fragment, and a host the
+/// provider's patterns or the operator's `allowed_hosts` for it admit. An IP address —
+/// in whatever notation — is refused unless the operator allowed exactly that address,
+/// and then only in its canonical notation. Returned normalized (lower case, IDNA
+/// `xn--` form, no trailing dot in the host, no trailing `/`). Messages never repeat the
+/// URL's user info or query.
+pub(crate) fn base_url(text: &str, provider: ProviderId, policy: &VaultPolicy) -> Result<String, VaultError> {
+    let parsed = url::Url::parse(text);
+    let shown = match &parsed {
+        Ok(url) => redacted_url(url),
+        Err(_) => redacted_text(text),
+    };
+    let bad = |why: &str| VaultError::invalid(format!("base_url '{shown}': {why}"));
+    let mut url = parsed.map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
     match url.scheme() {
         "https" => {}
-        "http" if allow_plain_http => {}
+        "http" if policy.allow_plain_http_base_url => {}
         "http" => {
             return Err(bad("plain http is not allowed; use https (the operator can allow http for local servers)"))
         }
         other => return Err(bad(&format!("scheme '{other}' is not allowed; use https"))),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("it must not contain user info (put keys in the secret, not the URL)"));
@@ -62,7 +70,102 @@ pub(crate) fn base_url(text: &str, allow_plain_http: bool) -> Result<String, Vau
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("it must not contain a query or fragment"));
     }
+    let builtin = byok_providers::spec(provider).credential_host_patterns();
+    let extra = policy.allowed_hosts.get(&provider).map_or(&[][..], Vec::as_slice);
+    let patterns = || builtin.iter().chain(extra);
+    let not_allowed = |host: &str| {
+        let listed: Vec<String> = patterns().map(ToString::to_string).collect();
+        let listed = if listed.is_empty() { "none".to_owned() } else { listed.join(", ") };
+        bad(&format!(
+            "host '{host}' is not one of {provider}'s hosts ({listed}); the operator can allow more with \
+             [upstreams.{provider}] allowed_hosts"
+        ))
+    };
+    let ip = match url.host() {
+        None => return Err(bad("it has no host")),
+        Some(url::Host::Domain("")) => return Err(bad("it has no host")),
+        Some(url::Host::Domain(domain)) => {
+            let host = domain.strip_suffix('.').unwrap_or(domain).to_owned();
+            byok_providers::check_hostname(&host).map_err(|why| bad(&format!("not a valid host name ({why})")))?;
+            if !patterns().any(|p| p.matches_domain(&host)) {
+                return Err(not_allowed(&host));
+            }
+            if host.len() != domain.len() {
+                url.set_host(Some(&host)).map_err(|e| bad(&format!("not a valid host ({e})")))?;
+            }
+            None
+        }
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+    };
+    if let Some(ip) = ip {
+        let canonical = url.host_str().unwrap_or_default().to_owned();
+        let written = written_host(text);
+        if !written.eq_ignore_ascii_case(&canonical) {
+            return Err(bad(&format!(
+                "the host is an IP address in a non-canonical notation ('{}' is {canonical}); IP addresses are refused",
+                redacted_text(&written)
+            )));
+        }
+        if !extra.iter().any(|p| p.matches_ip(ip)) {
+            return Err(bad(&format!(
+                "the host {canonical} is an IP address; only addresses the operator lists in \
+                 [upstreams.{provider}] allowed_hosts are accepted"
+            )));
+        }
+    }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The host as written in `text`: after the scheme and its slashes, before the port or path.
+fn written_host(text: &str) -> String {
+    let rest = text.trim().split_once(':').map_or(text, |(_, rest)| rest);
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let host_port = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
+    if host_port.starts_with('[') {
+        return host_port.split_once(']').map_or(host_port.to_owned(), |(ip, _)| format!("{ip}]"));
+    }
+    host_port.split(':').next().unwrap_or_default().to_owned()
+}
+
+/// `url` for a message: user info, query and fragment replaced by `***`.
+fn redacted_url(url: &url::Url) -> String {
+    let mut shown = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        shown.push_str("***@");
+    }
+    shown.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if url.query().is_some() || url.fragment().is_some() {
+        shown.push_str("?***");
+    }
+    shown
+}
+
+/// Text that is not a URL, for a message: everything from the authority (after the first
+/// `//`, or from the start) to the last `@`, and anything from a `?` or `#` on, replaced
+/// by `***`; control characters dropped; at most 200 characters.
+fn redacted_text(text: &str) -> String {
+    let (mut head, cut) = match text.find(['?', '#']) {
+        Some(at) => (text[..at].to_owned(), true),
+        None => (text.to_owned(), false),
+    };
+    if let Some(at) = head.rfind('@') {
+        let start = ["//", "\\\\", "/\\", "\\/"]
+            .iter()
+            .filter_map(|s| head.find(s).map(|i| i + 2))
+            .min()
+            .filter(|start| *start <= at)
+            .unwrap_or(0);
+        head.replace_range(start..at, "***");
+    }
+    if cut {
+        head.push_str("?***");
+    }
+    head.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// Deduplicate and sort a list.
@@ -78,26 +181,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls() {
-        let ok = [
-            ("https://acme.openai.azure.com", "https://acme.openai.azure.com"),
-            ("https://gw.example.com/v1/", "https://gw.example.com/v1"),
-        ];
-        for (input, expected) in ok {
-            assert_eq!(base_url(input, false).unwrap(), expected);
+    fn redaction_never_shows_user_info_or_query() {
+        for (text, shown) in [
+            ("https://user:pw@x.example/v1?key=sk-1#f", "https://***@x.example/v1?***"),
+            ("https://sk-1@[::1", "https://***@[::1"),
+            ("ht tp://sk-1@x/a?key=sk-2", "ht tp://***@x/a?***"),
+            ("sk-1@x.example", "***@x.example"),
+            ("https:\\\\u:sk-1@x y", "https:\\\\***@x y"),
+            ("https:/\\u:sk-1@x y/p", "https:/\\***@x y/p"),
+            ("https:u:sk-1@x y", "***@x y"),
+        ] {
+            let rendered = match url::Url::parse(text) {
+                Ok(url) => redacted_url(&url),
+                Err(_) => redacted_text(text),
+            };
+            assert_eq!(rendered, shown, "{text}");
         }
-        let bad = [
-            ("acme.openai.azure.com", "absolute"),
-            ("http://127.0.0.1:9000", "plain http"),
-            ("ftp://x.example", "scheme"),
-            ("https://user:pw@x.example", "user info"),
-            ("https://x.example/?key=1", "query"),
-        ];
-        for (input, why) in bad {
-            let err = base_url(input, false).unwrap_err().to_string();
-            assert!(err.contains(why), "{input}: {err}");
-        }
-        assert_eq!(base_url("http://127.0.0.1:9000", true).unwrap(), "http://127.0.0.1:9000");
     }
 
     #[test]

@@ -19,18 +19,23 @@ use crate::config::ProxyConfig;
 const HOP_BY_HOP: [&str; 9] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect", "host"];
 
-/// Where this call goes: the credential's `base_url`, else the operator's override,
-/// else the registry's default.
+/// Where this call goes: the operator's override when it says it overrides credentials
+/// (`[upstreams.<id>] override_credentials = true`), else the credential's `base_url`,
+/// else the operator's override, else the registry's default.
 pub(crate) fn upstream_base<'a>(
     credential: &'a Credential,
     provider: ProviderId,
     default: Option<&'static str>,
     config: &'a ProxyConfig,
 ) -> Result<&'a str, Refusal> {
+    let operator = config.upstreams.get(&provider);
+    if let Some(base) = operator.filter(|base| base.overrides_credentials()) {
+        return Ok(base.as_str());
+    }
     if let Some(base) = credential.base_url.as_deref() {
         return Ok(base);
     }
-    if let Some(base) = config.upstreams.get(&provider) {
+    if let Some(base) = operator {
         return Ok(base.as_str());
     }
     default.ok_or_else(|| {

@@ -17,7 +17,7 @@ use byok_mock_provider::{MockConfig, MockProvider};
 use byok_proxy::{ProxyConfig, Sidecar, UpstreamBase};
 use byok_store::testing::TestStore;
 use byok_store::AuditFilter;
-use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
+use byok_vault::{HostPattern, KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
 use tokio::sync::watch;
 
 /// Every canary secret starts with this, so one search of the log finds any of them.
@@ -222,7 +222,9 @@ impl Env {
                 .with_kms(byok_domain::KmsName::parse(CUSTOMER_KMS).unwrap(), Arc::clone(&customer) as Arc<dyn Kms>, 2)
                 .with_timeout(KMS_TIMEOUT),
             ModelFamilyRegistry::seeded(),
-            VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() },
+            // Azure OpenAI credentials name their resource: here the mock, on loopback.
+            VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() }
+                .allow_host(ProviderId::AzureOpenai, HostPattern::parse("127.0.0.1").unwrap()),
         )
         .with_price_book(prices);
         let mut config = ProxyConfig::default();
