@@ -5,89 +5,9 @@
 
 mod support;
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::process::Stdio;
-
-use serde_json::{json, Value};
+use serde_json::json;
+use support::cli::Cli;
 use support::{clean_command, free_port, Server};
-
-/// One CLI run.
-#[derive(Debug, Clone)]
-struct Run {
-    argv: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        assert_eq!(self.code, 0, "{self:?}");
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}): {}", self.argv, self.stdout))
-    }
-
-    fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "`byok {}` failed:\n{}\n{}", self.argv, self.stdout, self.stderr);
-        self
-    }
-
-    fn fails(self, code: i32, needles: &[&str]) -> Self {
-        assert_eq!(self.code, code, "`byok {}`: wrong exit code:\n{}\n{}", self.argv, self.stdout, self.stderr);
-        for needle in needles {
-            assert!(self.stderr.contains(needle), "`byok {}`: '{needle}' not in stderr: {}", self.argv, self.stderr);
-        }
-        self
-    }
-}
-
-/// Runs the CLI against one server and remembers every output.
-struct Cli<'a> {
-    server: &'a Server,
-    runs: RefCell<Vec<Run>>,
-}
-
-impl<'a> Cli<'a> {
-    fn new(server: &'a Server) -> Self {
-        Self { server, runs: RefCell::new(Vec::new()) }
-    }
-
-    /// `byok ARGV` with the operator token (found through `--data-dir`).
-    fn run(&self, argv: &str) -> Run {
-        self.run_with(argv, None, &[])
-    }
-
-    /// `byok ARGV` with `stdin` piped in and `env` set; with `BYOK_ADMIN_TOKEN` in `env`,
-    /// that token is used instead of the operator's.
-    fn run_with(&self, argv: &str, stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
-        let mut command = clean_command();
-        command
-            .args(["--admin-url", &self.server.admin_url])
-            .arg("--data-dir")
-            .arg(self.server.data_dir.path())
-            .args(argv.split_whitespace())
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let output = child.wait_with_output().unwrap();
-        let run = Run {
-            argv: argv.to_owned(),
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
-        self.runs.borrow_mut().push(run.clone());
-        run
-    }
-}
 
 #[test]
 fn billing_commands_drive_tiers_budgets_rate_cards_and_the_platform_pool() {

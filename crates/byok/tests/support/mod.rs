@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cli;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_byok");
 
 /// Environment variables that would let the developer's own setup leak into the test.
