@@ -2,20 +2,23 @@
 //! round trip when nothing changed.
 //!
 //! * Workload tokens and per-org snapshots (org, credentials, workflows) are stamped
-//!   with the change epoch they were loaded at; any committed change (this node's
-//!   vault bumps the epoch at once, other nodes' changes are seen by polling the
-//!   store's event sequence) makes them stale, and they are reloaded on next use.
+//!   with the invalidation generations of their org (and token) at load time; a
+//!   committed change makes stale only what its lifecycle event names — one token, or
+//!   one org — and that is reloaded on next use (see [`Directory`]).
 //! * Unwrapped DEKs are kept for a bounded time and number of uses, in zeroizing
 //!   memory, and dropped (zeroized) on eviction. Plaintext keys are never cached.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use byok_crypto::{Dek, SealedSecret, TokenHash};
-use byok_domain::{Credential, CredentialId, CredentialOwner, Org, OrgId, ProviderId, WorkflowId, WorkloadToken};
-use byok_store::StoreError;
+use byok_domain::{
+    Credential, CredentialId, CredentialOwner, LifecycleKind, Org, OrgId, ProviderId, TokenId, WorkflowId,
+    WorkloadToken,
+};
+use byok_store::{ChangeNote, Heard, StoreError};
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
 
@@ -57,70 +60,260 @@ impl OrgSnapshot {
     }
 }
 
-/// Cached directory data, invalidated by change epoch.
+/// What a change can make stale: everything cached about one org, or one workload token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Scope {
+    Org(OrgId),
+    Token(TokenId),
+}
+
+/// Invalidation generations. A cached entry is stamped with the generations in force
+/// before it was read from the store and is used only while they are still current, so
+/// an invalidation that happens while a load is in flight is never lost.
+#[derive(Default)]
+struct Generations {
+    /// Bumped when anything may have changed (a gap in what the poll read, an unknown
+    /// kind, the generation map overflowing).
+    all: AtomicU64,
+    /// Bumped, before any generation moves, on every invalidation of any scope.
+    changes: AtomicU64,
+    /// Per scope; a scope never invalidated is at 0.
+    by_scope: RwLock<HashMap<Scope, u64>>,
+}
+
+/// The generations an entry was loaded under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    all: u64,
+    org: u64,
+    token: u64,
+}
+
+impl Generations {
+    fn of(&self, scope: Scope) -> u64 {
+        self.by_scope.read().map_or(u64::MAX, |gens| gens.get(&scope).copied().unwrap_or(0))
+    }
+
+    fn stamp(&self, org: OrgId, token: Option<TokenId>) -> Stamp {
+        Stamp {
+            all: self.all.load(Ordering::SeqCst),
+            org: self.of(Scope::Org(org)),
+            token: token.map_or(0, |t| self.of(Scope::Token(t))),
+        }
+    }
+
+    fn invalidate(&self, scope: Scope) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        match self.by_scope.write() {
+            Ok(mut gens) if gens.len() < MAX_ENTRIES => *gens.entry(scope).or_default() += 1,
+            Ok(mut gens) => {
+                // Dropping the map resets every scope to 0: only a new `all` keeps old
+                // stamps from matching again.
+                gens.clear();
+                self.all.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(_) => {
+                self.all.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn invalidate_all(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.all.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Events read per poll; a full page means the poll fell behind and cannot tell what
+/// changed cheaply, so everything is invalidated instead.
+const CHANGES_PAGE: u32 = 1_000;
+/// Seqs remembered as already applied from notifications (beyond this, the poll applies
+/// them again: harmless).
+const MAX_HEARD: usize = 10_000;
+/// How long the listener waits before connecting again after losing its connection.
+const LISTEN_RETRY: Duration = Duration::from_millis(500);
+
+/// Cached directory data, invalidated per org (and per token) as changes are heard of.
+///
+/// Every committed change has a lifecycle event naming its org, kind and subject. This
+/// node's vault bumps its [`byok_vault::ChangeEpoch`] after each commit; the next lookup
+/// that sees the epoch moved first reads the events since the last one applied (one
+/// query per change, not per call), so a change through this node applies to the very
+/// next call. Other nodes' changes arrive as PostgreSQL notifications and, as the
+/// fallback, by polling the same events. A token event drops that token; any other
+/// event of an org drops what is cached about that org; an unknown kind or a gap drops
+/// everything.
 pub(crate) struct Directory {
     vault: Vault,
-    remote_epoch: AtomicU64,
-    tokens: RwLock<HashMap<TokenHash, (u64, Arc<WorkloadToken>)>>,
-    orgs: RwLock<HashMap<(OrgId, ProviderId), (u64, Arc<OrgSnapshot>)>>,
+    gens: Generations,
+    tokens: RwLock<HashMap<TokenHash, (Stamp, Arc<WorkloadToken>)>>,
+    orgs: RwLock<HashMap<(OrgId, ProviderId), (Stamp, Arc<OrgSnapshot>)>>,
     /// The platform pool's snapshot per provider (`None`: there is no pool yet).
-    platform: RwLock<HashMap<ProviderId, (u64, Option<Arc<OrgSnapshot>>)>>,
+    platform: RwLock<HashMap<ProviderId, (Stamp, Option<Arc<OrgSnapshot>>)>>,
+    /// Serializes reading the events (the poll, catching up after a local change).
+    catching_up: tokio::sync::Mutex<()>,
+    /// The last event `seq` applied (-1: not read yet).
+    last_seq: AtomicI64,
+    /// The local change epoch the events have been read up to.
+    synced_epoch: AtomicU64,
+    /// Seqs above `last_seq` already applied from notifications.
+    heard: Mutex<BTreeSet<i64>>,
 }
 
 impl Directory {
     pub(crate) fn new(vault: Vault) -> Self {
+        let synced_epoch = AtomicU64::new(vault.epoch().current());
         Self {
             vault,
-            remote_epoch: AtomicU64::new(0),
+            gens: Generations::default(),
             tokens: RwLock::default(),
             orgs: RwLock::default(),
             platform: RwLock::default(),
+            catching_up: tokio::sync::Mutex::new(()),
+            last_seq: AtomicI64::new(-1),
+            synced_epoch,
+            heard: Mutex::default(),
         }
     }
 
-    fn epoch(&self) -> u64 {
-        self.vault.epoch().current().wrapping_add(self.remote_epoch.load(Ordering::Acquire))
+    /// Drop what `change` made stale.
+    fn apply(&self, change: &ChangeNote) {
+        match change.kind {
+            None => self.gens.invalidate_all(),
+            Some(LifecycleKind::TokenIssued | LifecycleKind::TokenRevoked) => match change.subject.parse::<TokenId>() {
+                Ok(token) => self.gens.invalidate(Scope::Token(token)),
+                Err(_) => self.gens.invalidate(Scope::Org(change.org)),
+            },
+            // Admin tokens and audit retention are nothing this directory holds.
+            Some(LifecycleKind::AdminTokenIssued | LifecycleKind::AdminTokenRevoked | LifecycleKind::AuditPurged) => {}
+            // Anything else about the org (its tier, controls, KMS, credentials,
+            // workflows, …); the platform pool is an org of its own.
+            Some(_) => self.gens.invalidate(Scope::Org(change.org)),
+        }
     }
 
-    /// Another node changed something: everything cached is stale.
-    pub(crate) fn remote_change(&self) {
-        self.remote_epoch.fetch_add(1, Ordering::AcqRel);
+    /// Apply the events committed since the last one applied. The caller holds
+    /// `catching_up`.
+    async fn read_changes(&self) -> Result<(), StoreError> {
+        let epoch = self.vault.epoch().current();
+        let store = self.vault.store();
+        let last = self.last_seq.load(Ordering::SeqCst);
+        if last < 0 {
+            // Whatever was cached before the first read may be stale.
+            let latest = store.latest_event_seq().await?;
+            self.gens.invalidate_all();
+            self.last_seq.store(latest, Ordering::SeqCst);
+            self.synced_epoch.store(epoch, Ordering::SeqCst);
+            return Ok(());
+        }
+        let changes = store.changes_after(last, CHANGES_PAGE).await?;
+        let mut applied = last;
+        if changes.len() >= CHANGES_PAGE as usize {
+            let latest = store.latest_event_seq().await?;
+            tracing::debug!(behind = changes.len(), "change poll fell behind; invalidating every cache");
+            self.gens.invalidate_all();
+            applied = latest.max(last);
+        } else {
+            let heard =
+                self.heard.lock().map(|mut heard| changes.iter().map(|c| heard.remove(&c.seq)).collect::<Vec<_>>());
+            for (i, change) in changes.iter().enumerate() {
+                let already = heard.as_ref().is_ok_and(|h| h.get(i).copied().unwrap_or(false));
+                if !already {
+                    self.apply(change);
+                }
+                applied = applied.max(change.seq);
+            }
+        }
+        self.last_seq.store(applied, Ordering::SeqCst);
+        if let Ok(mut heard) = self.heard.lock() {
+            heard.retain(|seq| *seq > applied);
+        }
+        self.synced_epoch.store(epoch, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Read the events now (the poll's tick, a listener's reconnection).
+    async fn catch_up(&self) {
+        let _turn = self.catching_up.lock().await;
+        if let Err(err) = self.read_changes().await {
+            tracing::debug!(error = %err, "change poll failed");
+        }
+    }
+
+    /// Before a lookup: if this node's vault committed a change since the events were
+    /// last read, read them (so the change applies to this very call).
+    async fn sync_local(&self) {
+        if self.synced_epoch.load(Ordering::SeqCst) == self.vault.epoch().current() {
+            return;
+        }
+        let _turn = self.catching_up.lock().await;
+        if self.synced_epoch.load(Ordering::SeqCst) == self.vault.epoch().current() {
+            return;
+        }
+        if let Err(err) = self.read_changes().await {
+            // Cannot tell what changed: everything is stale.
+            tracing::debug!(error = %err, "reading changes failed; invalidating every cache");
+            self.gens.invalidate_all();
+        }
+    }
+
+    /// A change notification from another node (or this one).
+    fn heard(&self, change: &ChangeNote) {
+        if change.seq <= self.last_seq.load(Ordering::SeqCst) {
+            return; // the poll was first
+        }
+        self.apply(change);
+        if let Ok(mut heard) = self.heard.lock() {
+            if heard.len() >= MAX_HEARD {
+                heard.clear();
+            }
+            heard.insert(change.seq);
+        }
     }
 
     /// The workload token with this hash, if it exists (valid or not).
     pub(crate) async fn token(&self, hash: &TokenHash) -> Result<Option<Arc<WorkloadToken>>, StoreError> {
-        let epoch = self.epoch();
+        self.sync_local().await;
         if let Ok(tokens) = self.tokens.read() {
             if let Some((at, token)) = tokens.get(hash) {
-                if *at == epoch {
+                if *at == self.gens.stamp(token.org_id, Some(token.id)) {
                     return Ok(Some(Arc::clone(token)));
                 }
             }
         }
+        // The token's org and id are known only once it is read: it is cached only if
+        // nothing was invalidated meanwhile (else its stamp could postdate its data).
+        let changes = self.gens.changes.load(Ordering::SeqCst);
         let Some(token) = self.vault.store().find_workload_token_by_hash(hash).await? else {
             return Ok(None);
         };
+        tracing::debug!(org = %token.org_id, token = %token.id, "directory loaded a workload token");
         let token = Arc::new(token);
-        if let Ok(mut tokens) = self.tokens.write() {
-            if tokens.len() >= MAX_ENTRIES {
-                tokens.clear();
+        let stamp = self.gens.stamp(token.org_id, Some(token.id));
+        if self.gens.changes.load(Ordering::SeqCst) == changes {
+            if let Ok(mut tokens) = self.tokens.write() {
+                if tokens.len() >= MAX_ENTRIES {
+                    tokens.clear();
+                }
+                tokens.insert(*hash, (stamp, Arc::clone(&token)));
             }
-            tokens.insert(*hash, (epoch, Arc::clone(&token)));
         }
         Ok(Some(token))
     }
 
     /// The org's snapshot for `provider`, loading it if stale.
     pub(crate) async fn org(&self, id: &OrgId, provider: ProviderId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
-        let epoch = self.epoch();
+        self.sync_local().await;
+        let stamp = self.gens.stamp(*id, None);
         if let Ok(orgs) = self.orgs.read() {
             if let Some((at, snapshot)) = orgs.get(&(*id, provider)) {
-                if *at == epoch {
+                if *at == stamp {
                     return Ok(Some(Arc::clone(snapshot)));
                 }
             }
         }
         let store = self.vault.store();
+        tracing::debug!(org = %id, provider = %provider.as_str(), "directory loads an org snapshot");
         let Some(org) = store.get_org(id).await? else {
             return Ok(None);
         };
@@ -141,7 +334,7 @@ impl Directory {
             if orgs.len() >= MAX_ENTRIES {
                 orgs.clear();
             }
-            orgs.insert((*id, provider), (epoch, Arc::clone(&snapshot)));
+            orgs.insert((*id, provider), (stamp, Arc::clone(&snapshot)));
         }
         Ok(Some(snapshot))
     }
@@ -149,15 +342,23 @@ impl Directory {
     /// The platform pool's snapshot for `provider`, loading it if stale; `None` when
     /// there is no platform pool.
     pub(crate) async fn platform(&self, provider: ProviderId) -> Result<Option<Arc<OrgSnapshot>>, StoreError> {
-        let epoch = self.epoch();
+        self.sync_local().await;
+        // "No pool" has no org to key on: any change at all makes it stale.
+        let no_pool = Stamp {
+            all: self.gens.all.load(Ordering::SeqCst),
+            org: self.gens.changes.load(Ordering::SeqCst),
+            token: 0,
+        };
         if let Ok(platform) = self.platform.read() {
             if let Some((at, snapshot)) = platform.get(&provider) {
-                if *at == epoch {
+                let current = snapshot.as_ref().map_or(no_pool, |s| self.gens.stamp(s.org.id, None));
+                if *at == current {
                     return Ok(snapshot.clone());
                 }
             }
         }
         let store = self.vault.store();
+        // The pool's org is unknown until read: stamped like a token (see `token`).
         let snapshot = match store.platform_org().await? {
             None => None,
             Some(org) => {
@@ -174,8 +375,11 @@ impl Directory {
                 Some(Arc::new(OrgSnapshot { org, credentials, workflows: HashMap::new() }))
             }
         };
-        if let Ok(mut platform) = self.platform.write() {
-            platform.insert(provider, (epoch, snapshot.clone()));
+        let stamp = snapshot.as_ref().map_or(no_pool, |s| self.gens.stamp(s.org.id, None));
+        if self.gens.changes.load(Ordering::SeqCst) == no_pool.org {
+            if let Ok(mut platform) = self.platform.write() {
+                platform.insert(provider, (stamp, snapshot.clone()));
+            }
         }
         Ok(snapshot)
     }
@@ -214,13 +418,18 @@ impl Directory {
             .cloned()
     }
 
-    /// Poll the store for changes made by other nodes until `stop` fires.
+    /// Follow changes made through other nodes until `stop` fires: PostgreSQL
+    /// notifications as they come, and the store's events every `every` (the fallback,
+    /// which also catches what a listener missed while it reconnected).
     pub(crate) async fn watch_remote_changes(
         self: Arc<Self>,
         every: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut last = None;
+        tokio::join!(Arc::clone(&self).listen(stop.clone()), self.poll(every, stop));
+    }
+
+    async fn poll(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -228,14 +437,41 @@ impl Directory {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            match self.vault.store().latest_event_seq().await {
-                Ok(seq) => {
-                    if last.is_some_and(|l| l != seq) {
-                        self.remote_change();
+            self.catch_up().await;
+        }
+    }
+
+    async fn listen(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let connected = tokio::select! {
+                connected = self.vault.store().listen_for_changes() => connected,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match connected {
+                Ok(None) => return, // nothing to listen to: the poll alone
+                Ok(Some(mut listener)) => {
+                    // Whatever committed before the listener was up.
+                    self.catch_up().await;
+                    loop {
+                        let heard = tokio::select! {
+                            heard = listener.next() => heard,
+                            _ = stop.wait_for(|s| *s) => return,
+                        };
+                        match heard {
+                            Ok(Heard::Change(change)) => self.heard(&change),
+                            Ok(Heard::Unreadable | Heard::Reconnected) => self.catch_up().await,
+                            Err(err) => {
+                                tracing::debug!(error = %err, "change listener lost its connection");
+                                break;
+                            }
+                        }
                     }
-                    last = Some(seq);
                 }
-                Err(err) => tracing::debug!(error = %err, "change poll failed"),
+                Err(err) => tracing::debug!(error = %err, "change listener cannot connect; polling meanwhile"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LISTEN_RETRY) => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     }
@@ -388,6 +624,28 @@ mod tests {
             let (_, hit) = off.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
             assert!(!hit);
         }
+    }
+
+    #[test]
+    fn invalidation_moves_only_the_stamps_it_names() {
+        let gens = Generations::default();
+        let (a, b) = (OrgId::generate(), OrgId::generate());
+        let (t1, t2) = (TokenId::generate(), TokenId::generate());
+        let (a_t1, a_t2, b_org) = (gens.stamp(a, Some(t1)), gens.stamp(a, Some(t2)), gens.stamp(b, None));
+        gens.invalidate(Scope::Token(t1));
+        assert_ne!(gens.stamp(a, Some(t1)), a_t1, "the revoked token is stale");
+        assert_eq!(gens.stamp(a, Some(t2)), a_t2, "another token of the org is not");
+        gens.invalidate(Scope::Org(a));
+        assert_ne!(gens.stamp(a, Some(t2)), a_t2, "an org change makes its tokens stale");
+        assert_eq!(gens.stamp(b, None), b_org, "another org is untouched");
+        gens.invalidate_all();
+        assert_ne!(gens.stamp(b, None), b_org, "invalidating everything reaches every org");
+        // A full generation map is dropped, and with it every stamp.
+        let b_org = gens.stamp(b, None);
+        for _ in 0..MAX_ENTRIES {
+            gens.invalidate(Scope::Token(TokenId::generate()));
+        }
+        assert_ne!(gens.stamp(b, None), b_org);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Lifecycle events: written inside the transaction of the change they record, read
-//! back in `seq` order.
+//! back in `seq` order. On PostgreSQL each one is also announced to other nodes on
+//! commit (`notify.rs`).
 
 use byok_domain::{Actor, CredentialId, EventId, LifecycleEvent, LifecycleKind, OrgId, Timestamp};
 use sqlx::any::AnyRow;
@@ -9,6 +10,7 @@ use byok_crypto::chain::{ChainHash, GENESIS};
 
 use crate::chain::{chain, Field};
 use crate::error::{map_insert, map_sqlx, StoreError};
+use crate::notify::announce;
 use crate::rows::{to_json, Row};
 use crate::store::{Backend, Store};
 
@@ -123,24 +125,36 @@ pub(crate) async fn insert_event(
         Field::Text(Some(details)),
     ];
     let chained = chain("event", prev, fields);
-    let mut query = sqlx::query::<Any>(
+    // PostgreSQL: the new `seq` is read back for the change notification.
+    let sql = if backend == Backend::Postgres {
         "INSERT INTO lifecycle_events \
          (chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    );
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq"
+    } else {
+        "INSERT INTO lifecycle_events \
+         (chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    };
+    let mut query = sqlx::query::<Any>(sql);
     for field in &chained.fields {
         query = match field {
             Field::Text(value) => query.bind(value.clone()),
             Field::Int(value) => query.bind(*value),
         };
     }
-    query.bind(chained.prev.to_vec()).bind(chained.hash.to_vec()).execute(&mut *conn).await.map_err(|e| {
+    let inserted = query.bind(chained.prev.to_vec()).bind(chained.hash.to_vec()).fetch_optional(&mut *conn).await;
+    let inserted = inserted.map_err(|e| {
         map_insert(
             e,
             |_| format!("an event with id {} already exists", event.id),
             |_| format!("org {} does not exist", event.org_id),
         )
     })?;
+    if let Some(row) = inserted {
+        // Other nodes hear of the change when (and only if) this transaction commits.
+        let seq = Row::new(&row, "lifecycle_events").int("seq")?;
+        announce(conn, &event.org_id, event.kind, seq, &event.subject).await?;
+    }
     Ok(())
 }
 

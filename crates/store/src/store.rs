@@ -70,6 +70,10 @@ struct Inner {
     location: String,
     /// Whether the store can write, as last seen (shared with the pools' hooks).
     health: Arc<WriteHealth>,
+    /// PostgreSQL: the URL a change listener connects to (never logged).
+    listen_url: Option<String>,
+    /// Whether this node listens for change notifications (see `notify.rs`).
+    listening: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Store {
@@ -134,7 +138,17 @@ impl Store {
             .await
             .map_err(|e| open_error(&location, e))?;
         tracing::info!(store = %location, "opened SQLite store");
-        Ok(Store { inner: Arc::new(Inner { backend: Backend::Sqlite, reader, writer, location, health }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend: Backend::Sqlite,
+                reader,
+                writer,
+                location,
+                health,
+                listen_url: None,
+                listening: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
     }
 
     async fn open_postgres(url: &str) -> Result<Store, StoreError> {
@@ -151,7 +165,15 @@ impl Store {
         POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(store = %location, "opened PostgreSQL store");
         Ok(Store {
-            inner: Arc::new(Inner { backend: Backend::Postgres, reader: pool.clone(), writer: pool, location, health }),
+            inner: Arc::new(Inner {
+                backend: Backend::Postgres,
+                reader: pool.clone(),
+                writer: pool,
+                location,
+                health,
+                listen_url: Some(url.to_owned()),
+                listening: std::sync::atomic::AtomicBool::new(true),
+            }),
         })
     }
 
@@ -236,6 +258,16 @@ impl Store {
     pub async fn close(&self) {
         self.inner.reader.close().await;
         self.inner.writer.close().await;
+    }
+
+    /// PostgreSQL: the URL a change listener connects to.
+    pub(crate) fn listen_url(&self) -> Option<&str> {
+        self.inner.listen_url.as_deref()
+    }
+
+    /// Whether this node listens for change notifications (see `notify.rs`).
+    pub(crate) fn listening(&self) -> &std::sync::atomic::AtomicBool {
+        &self.inner.listening
     }
 
     /// The pool for reads outside a transaction.

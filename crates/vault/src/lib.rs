@@ -71,8 +71,12 @@ impl VaultPolicy {
 }
 
 /// A counter bumped after every committed change, so caches of the data plane in the
-/// same process can tell, with one atomic load, that what they hold may be stale.
-/// (Changes made by other nodes are noticed by polling the store's event sequence.)
+/// same process can tell, with one atomic load, that something changed. What changed is
+/// in the lifecycle event each change commits first (org, kind, subject): on seeing the
+/// epoch move, the data plane reads the events since the last one it applied
+/// ([`Store::changes_after`]) and drops only what they name, before serving its next
+/// call. (Changes made by other nodes arrive as PostgreSQL notifications, with polling
+/// the same events as the fallback.)
 #[derive(Debug, Default)]
 pub struct ChangeEpoch(AtomicU64);
 
