@@ -30,7 +30,9 @@ pub fn router(vault: Vault) -> Router {
     routes::router().with_state(vault)
 }
 
-/// Serve the admin API on `listener` until `shutdown` completes.
+/// Serve the admin API on `listener` until `shutdown` completes, without connection
+/// limits. `byok serve` serves [`router`] through `byok_proxy::serve_router` instead, which
+/// applies the `[proxy]` header-read and idle timeouts, connection cap and head limits.
 pub async fn serve(
     listener: TcpListener,
     vault: Vault,

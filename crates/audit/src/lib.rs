@@ -8,7 +8,12 @@
 //! every caller in the batch gets the error and must fail closed.
 //!
 //! Call completions (status, latency, usage) ride along in the same batches but nobody
-//! waits for them.
+//! waits for them. A completion recorded through [`AuditWriter::bound`] names its own
+//! resolution row, so it is paired with that row alone, whichever other calls share its
+//! (caller-chosen) call id.
+//!
+//! Text a caller chooses (call id, model, a denial message quoting the request) is
+//! escaped and length-capped ([`ResolutionAudit::with_bounded_text`]) before it is queued.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -50,8 +55,29 @@ impl Default for AuditConfig {
 const COMPLETION_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Job {
-    Resolution(ResolutionAudit, oneshot::Sender<Result<(), AuditError>>),
-    Completion(CallCompletion),
+    Resolution(ResolutionAudit, oneshot::Sender<Result<RowRef, AuditError>>),
+    /// A completion, with the position of the row it is bound to.
+    Completion(CallCompletion, Option<i64>),
+}
+
+/// A durable resolution row: the writer segment it is in and its position in that
+/// segment's chain for its org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowRef {
+    segment: Arc<str>,
+    position: i64,
+}
+
+impl RowRef {
+    /// The writer segment holding the row.
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// The row's position in its segment's chain for its org.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
 }
 
 /// A handle on the writer task. Cheap to clone.
@@ -59,6 +85,8 @@ enum Job {
 pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
     segment: Arc<str>,
+    /// The row completions recorded through this handle are bound to (its position).
+    bound_to: Option<i64>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -76,7 +104,7 @@ impl AuditWriter {
         let segment = Segment::new();
         let id: Arc<str> = Arc::from(segment.id());
         let task = tokio::spawn(run(store, queue, config.max_batch.max(1), segment));
-        (AuditWriter { jobs, segment: id }, task)
+        (AuditWriter { jobs, segment: id, bound_to: None }, task)
     }
 
     /// The id of the chain segment this writer appends to (what it wrote carries it).
@@ -84,19 +112,32 @@ impl AuditWriter {
         &self.segment
     }
 
-    /// Append `row` and wait until it is durable.
-    pub async fn append(&self, row: ResolutionAudit) -> Result<(), AuditError> {
+    /// Append `row` and wait until it is durable; returns where it was written.
+    pub async fn append(&self, row: ResolutionAudit) -> Result<RowRef, AuditError> {
         let (ack, done) = oneshot::channel();
         self.jobs
-            .send(Job::Resolution(row, ack))
+            .send(Job::Resolution(row.with_bounded_text(), ack))
             .await
             .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?;
         done.await.map_err(|_| AuditError::Unavailable("the audit writer stopped before committing".into()))?
     }
 
-    /// Record a call's completion (not waited for).
+    /// A handle on the same writer whose completions are bound to `row` (which this
+    /// writer appended): replay pairs them with that row alone. A row of another writer
+    /// cannot be named from this one's segment; its completions stay unbound.
+    pub fn bound(&self, row: &RowRef) -> AuditWriter {
+        let bound_to = if row.segment == self.segment {
+            Some(row.position)
+        } else {
+            tracing::warn!(segment = row.segment(), "a completion cannot be bound to another writer's row");
+            None
+        };
+        AuditWriter { jobs: self.jobs.clone(), segment: Arc::clone(&self.segment), bound_to }
+    }
+
+    /// Record a call's completion (not waited for), bound to this handle's row if it has one.
     pub fn complete(&self, completion: CallCompletion) {
-        match self.jobs.try_send(Job::Completion(completion)) {
+        match self.jobs.try_send(Job::Completion(completion.with_bounded_text(), self.bound_to)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {
                 let jobs = self.jobs.clone();
@@ -114,17 +155,22 @@ impl AuditWriter {
 async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut segment: Segment) {
     tracing::info!(segment = segment.id(), "audit writer started a chain segment");
     let mut entries = Vec::with_capacity(max_batch);
-    let mut acks = Vec::with_capacity(max_batch);
+    // Each waiting caller, with the index of its row in `entries`.
+    let mut acks: Vec<(usize, oneshot::Sender<Result<RowRef, AuditError>>)> = Vec::with_capacity(max_batch);
+    let segment_id: Arc<str> = Arc::from(segment.id());
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
         loop {
             while let Some(job) = next.take() {
                 match job {
                     Job::Resolution(row, ack) => {
+                        acks.push((entries.len(), ack));
                         entries.push(AuditEntry::Resolution(row));
-                        acks.push(ack);
                     }
-                    Job::Completion(completion) => entries.push(AuditEntry::Completion(completion)),
+                    Job::Completion(completion, None) => entries.push(AuditEntry::Completion(completion)),
+                    Job::Completion(completion, Some(resolution)) => {
+                        entries.push(AuditEntry::BoundCompletion { completion, resolution })
+                    }
                 }
                 if entries.len() < max_batch {
                     next = queue.try_recv().ok();
@@ -140,13 +186,19 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut
                 Ok(None) | Err(_) => break,
             }
         }
+        // Where each entry lands, known before the commit (the segment moves only after it).
+        let positions = segment.positions(&entries);
         let result = store.append_audit(&mut segment, &entries).await;
         if let Err(err) = &result {
             tracing::error!(error = %err, entries = entries.len(), "audit commit failed");
         }
         let outcome = result.map_err(|e| AuditError::Unavailable(e.to_string()));
-        for ack in acks.drain(..) {
-            let _ = ack.send(outcome.clone());
+        for (index, ack) in acks.drain(..) {
+            let answer = outcome.clone().map(|()| RowRef {
+                segment: Arc::clone(&segment_id),
+                position: positions.get(index).copied().unwrap_or_default(),
+            });
+            let _ = ack.send(answer);
         }
         entries.clear();
     }

@@ -83,8 +83,11 @@ async fn env(t: TestStore, at: impl Fn(usize) -> Timestamp) -> Env {
     vault.change_credential_state(&Actor::System, "acme", "main", byok_vault::StateChange::Enable).await.unwrap();
     let (writer, task) = AuditWriter::spawn(t.store().clone(), AuditConfig::default());
     for i in 0..CALLS {
-        writer.append(row(&org, &credential, i, at(i))).await.unwrap();
-        writer.complete(CallCompletion {
+        let written = writer.append(row(&org, &credential, i, at(i))).await.unwrap();
+        // Every fifth completion names its row; the others are as written before
+        // completions did: both kinds verify side by side.
+        let recorder = if bound(i) { writer.bound(&written) } else { writer.clone() };
+        recorder.complete(CallCompletion {
             call_id: format!("call-{i:03}"),
             org_id: org.id,
             credential_id: credential.id,
@@ -100,6 +103,11 @@ async fn env(t: TestStore, at: impl Fn(usize) -> Timestamp) -> Env {
     drop(writer);
     task.await.unwrap();
     Env { t, _dir: dir, org, credential }
+}
+
+/// Whether call `i`'s completion is bound to its row.
+fn bound(i: usize) -> bool {
+    i.is_multiple_of(5)
 }
 
 async fn verify(env: &Env) -> VerifyReport {
@@ -120,6 +128,32 @@ async fn an_untouched_audit_verifies() {
         let events = env.t.count("lifecycle_events").await.unwrap() as u64;
         assert_eq!(report.checked, events + 2 * CALLS as u64);
         let _ = &env.credential;
+    })
+    .await
+    .unwrap();
+}
+
+/// A bound completion names its row's position; the others name none.
+#[tokio::test]
+async fn a_bound_completion_names_its_rows_position() {
+    for_each_backend("a_bound_completion_names_its_rows_position", |t| async move {
+        let env = env(t, now).await;
+        for i in 0..CALLS {
+            let named = env
+                .t
+                .query_i64(&format!(
+                    "SELECT CAST(COALESCE(MAX(c.resolution_seq), -1) AS BIGINT) FROM call_completions c \
+                     WHERE c.call_id = 'call-{i:03}'"
+                ))
+                .await
+                .unwrap();
+            let position = env
+                .t
+                .query_i64(&format!("SELECT segment_seq FROM resolution_audit WHERE call_id = 'call-{i:03}'"))
+                .await
+                .unwrap();
+            assert_eq!(named, if bound(i) { position } else { -1 }, "call {i}");
+        }
     })
     .await
     .unwrap();
@@ -162,6 +196,27 @@ async fn every_kind_of_tampering_is_found_at_its_entry() {
         (
             "add billing fields to an older completion",
             vec!["UPDATE call_completions SET tier = 'katman-a' WHERE call_id = 'call-011'"],
+            Problem::Changed,
+            "calls/",
+            24,
+        ),
+        (
+            "pair a completion with another row",
+            vec!["UPDATE call_completions SET resolution_seq = 1 WHERE call_id = 'call-010'"],
+            Problem::Changed,
+            "calls/",
+            22,
+        ),
+        (
+            "unbind a completion from its row",
+            vec!["UPDATE call_completions SET resolution_seq = NULL WHERE call_id = 'call-005'"],
+            Problem::Changed,
+            "calls/",
+            12,
+        ),
+        (
+            "bind an older completion to a row",
+            vec!["UPDATE call_completions SET resolution_seq = 23 WHERE call_id = 'call-011'"],
             Problem::Changed,
             "calls/",
             24,

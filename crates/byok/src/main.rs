@@ -31,11 +31,26 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            // A server's message may quote caller-supplied text: shown with control
+            // characters escaped, never interpreted by the terminal.
+            eprintln!("error: {}", printable_lines(&error.to_string()));
             if let Some(hint) = error.hint(&cli.global.admin_url) {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", printable_lines(&hint));
             }
             error.exit_code()
         }
+    }
+}
+
+/// `text` with the control characters of each line escaped (its own line breaks kept).
+fn printable_lines(text: &str) -> String {
+    text.split('\n').map(byok_domain::audit::escaped_text).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_lines_keep_their_breaks_and_lose_their_control_characters() {
+        assert_eq!(super::printable_lines("a\n  b\u{1b}[2Jc\u{202e}"), "a\n  b\\u{1b}[2Jc\\u{202e}");
     }
 }

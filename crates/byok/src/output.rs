@@ -1,9 +1,13 @@
 //! What a command prints: tables for people, the API's JSON for scripts.
 //!
 //! Tables show only named fields of an answer, so a field the CLI does not know about
-//! (a secret, should a server ever send one) is never shown. Rendering is pure — it
-//! returns text — and [`emit`] is the one place that writes to stdout.
+//! (a secret, should a server ever send one) is never shown. Every text taken from an
+//! answer goes through [`printable`]: values come from callers too (a model name, a
+//! denial quoting a header), and a control character in one must not drive the terminal
+//! or break a table's lines. Rendering is pure — it returns text — and [`emit`] is the
+//! one place that writes to stdout.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
@@ -337,14 +341,21 @@ fn new_table() -> Table {
     table
 }
 
-/// A value as table text: `-` for missing or null, lists comma-separated.
+/// `text` from an answer, safe to print: control characters (and the bidirectional
+/// overrides that reorder a line) escaped as `\u{1b}`, `\n`, ….
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    byok_domain::audit::escaped_text(text)
+}
+
+/// A value as table text: `-` for missing or null, lists comma-separated, control
+/// characters escaped ([`printable`]).
 fn text_of(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => "-".to_owned(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => printable(s).into_owned(),
         Some(Value::Array(items)) if items.is_empty() => "-".to_owned(),
         Some(Value::Array(items)) => items.iter().map(|v| text_of(Some(v))).collect::<Vec<_>>().join(", "),
-        Some(other) => other.to_string(),
+        Some(other) => printable(&other.to_string()).into_owned(),
     }
 }
 
@@ -492,8 +503,8 @@ fn credential_list(answer: &Value, empty: &str) -> String {
 fn actor_text(actor: Option<&Value>) -> String {
     match actor {
         Some(actor) => match (actor.get("kind").and_then(Value::as_str), actor.get("id").and_then(Value::as_str)) {
-            (Some(kind), Some(id)) => format!("{kind} {id}"),
-            (Some(kind), None) => kind.to_owned(),
+            (Some(kind), Some(id)) => format!("{} {}", printable(kind), printable(id)),
+            (Some(kind), None) => printable(kind).into_owned(),
             _ => text_of(Some(actor)),
         },
         None => "-".to_owned(),
@@ -540,10 +551,10 @@ fn flatten(map: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
         match value {
             Value::Object(inner) => {
                 for (inner_key, inner_value) in inner {
-                    out.push((format!("{key}.{inner_key}"), text_of(Some(inner_value))));
+                    out.push((format!("{}.{}", printable(key), printable(inner_key)), text_of(Some(inner_value))));
                 }
             }
-            other => out.push((key.clone(), text_of(Some(other)))),
+            other => out.push((printable(key).into_owned(), text_of(Some(other)))),
         }
     }
     out
@@ -631,10 +642,10 @@ mod tests {
         })
     }
 
-    #[test]
-    fn no_view_shows_a_secret_field() {
+    /// An answer of every shape a view reads, each with a field no view may show.
+    fn sample_answers() -> Vec<Value> {
         let cred = credential_json();
-        let answers = [
+        vec![
             json!({"orgs": [{"id": "org_1", "name": "acme", "secret": CANARY}]}),
             json!({"credentials": [cred.clone()]}),
             json!({"credential": cred.clone(), "events": [{"seq": 1, "kind": "created", "secret": CANARY,
@@ -653,8 +664,27 @@ mod tests {
             json!({"org_id": "org_1", "monthly_limit": "5", "teams": {"research": "1"}, "secret": CANARY,
                    "team_spent_this_month": {"research": "0.1"}, "spent_this_month": "0.2"}),
             json!({"max_credential_age_days": 9, "allowed_source_cidrs": ["10.0.0.0/8"], "secret": CANARY}),
-        ];
-        let views = [
+            json!({"credential": cred, "events": [{"type": "call", "resolution": {"call_id": "c1", "at": "t1",
+                   "outcome": "denied", "reason": "scope_denied", "detail": "unknown workflow 'w'", "org_id": "o",
+                   "credential_owner": "platform", "model": "m", "model_family": "f", "fingerprint": "fp"},
+                   "completion": null},
+                   {"type": "lifecycle", "kind": "updated", "at": "t2", "version": 1, "fingerprint": "fp",
+                    "actor": {"kind": "admin_token", "id": "adm_1"},
+                    "details": {"before": {"scope": {"teams": ["a"]}}, "after": {"scope": {"teams": ["b"]}}}}]}),
+            json!({"rows": [{"seq": 1, "at": "t", "call_id": "c1", "outcome": "denied", "reason": "r",
+                   "detail": "d", "credential_id": "cred_1", "credential_version": 1, "team_id": "team_1",
+                   "workflow_id": "wf_1", "token_id": "tok_1", "model": "m", "provider": "openai",
+                   "capability": "chat", "mode": "sync"}], "next_after_seq": 1}),
+            json!({"ok": false, "checked": 3, "first_bad": {"chain": "calls/s", "seq": 2, "row": "r",
+                   "problem": "changed", "detail": "d"}}),
+            json!({"id": "tok_1", "token": "byok_t", "team_id": "team_1", "org_id": "org_1",
+                   "workflows": ["wf_1"], "expires_at": "e", "revoked_at": "r"}),
+        ]
+    }
+
+    /// Every view.
+    fn all_views() -> Vec<View> {
+        vec![
             View::Org,
             View::OrgList,
             View::Team,
@@ -689,8 +719,68 @@ mod tests {
             View::StatementCsv,
             View::UsageReport,
             View::UsageReportCsv,
-        ];
-        for view in views {
+            View::KekStatus,
+            View::KmsList,
+            View::KmsMigration,
+        ]
+    }
+
+    /// What a caller might put in any text that ends up in an answer: terminal escapes (clear
+    /// screen, set title), a bell, a carriage return, a C1 CSI, a right-to-left override,
+    /// a backspace, a tab and a line break.
+    const INJECTED: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}\r\u{9b}31m\u{202e}\u{8}\tINJECTED\nINJECTED";
+
+    /// `value` with INJECTED appended to every string, and to every key of the maps whose
+    /// keys are data (event details, team budgets).
+    fn poisoned(value: &Value, data_keys: bool) -> Value {
+        match value {
+            Value::String(text) => Value::String(format!("{text}{INJECTED}")),
+            Value::Array(items) => Value::Array(items.iter().map(|v| poisoned(v, data_keys)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(key, v)| {
+                        let children =
+                            data_keys || matches!(key.as_str(), "details" | "teams" | "team_spent_this_month");
+                        let key = if data_keys { format!("{key}{INJECTED}") } else { key.clone() };
+                        (key, poisoned(v, children))
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn no_view_prints_a_control_character_from_an_answer() {
+        let csv = [View::StatementCsv, View::UsageReportCsv];
+        let mut escaped_seen = 0;
+        for answer in sample_answers() {
+            let answer = poisoned(&answer, false);
+            for view in all_views() {
+                let rendered = render(view, &answer);
+                let text = format!("{}{}{}", rendered.note_before, rendered.stdout, rendered.note_after);
+                let mut chars = text.chars().peekable();
+                while let Some(c) = chars.next() {
+                    let line_end = c == '\n' || (c == '\r' && csv.contains(&view) && chars.peek() == Some(&'\n'));
+                    assert!(!c.is_control() || line_end, "{view:?} printed {c:?}:\n{text}");
+                    assert!(!('\u{202a}'..='\u{202e}').contains(&c), "{view:?} printed {c:?}:\n{text}");
+                }
+                assert!(!text.contains("\nINJECTED"), "{view:?} printed a caller's line break:\n{text}");
+                escaped_seen += text.matches("\\u{1b}[2J").count();
+            }
+        }
+        assert!(escaped_seen > 100, "the injected text is shown, escaped ({escaped_seen} times)");
+        // Keys that are data (event details, team names) are escaped too.
+        let details = details_summary(Some(&json!({"note\u{1b}[2J": "x", "scope": {"teams\r": ["a"]}})));
+        assert_eq!(details, "note\\u{1b}[2J: x\nscope.teams\\r: a");
+        let actor = actor_text(Some(&json!({"kind": "admin_token\u{7}", "id": "adm\u{9b}1"})));
+        assert_eq!(actor, "admin_token\\u{7} adm\\u{9b}1");
+    }
+
+    #[test]
+    fn no_view_shows_a_secret_field() {
+        let answers = sample_answers();
+        for view in all_views() {
             for answer in &answers {
                 let rendered = render(view, answer);
                 assert!(!rendered.stdout.contains(CANARY), "{view:?} printed the secret");

@@ -1,6 +1,7 @@
 //! `CredentialResolutionAudit`: one row per call, allowed or denied, written before the
 //! credential is used; and the call's completion, recorded against the same call id.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,89 @@ pub struct ResolutionAudit {
     pub credential_owner: Option<CredentialOwner>,
 }
 
+/// Longest call id the audit keeps, in bytes (the sidecar generates one for a longer
+/// `x-byok-call-id`).
+pub const CALL_ID_MAX_LEN: usize = 128;
+/// Longest model name the audit keeps, in bytes (the longest real model ids, Bedrock
+/// inference-profile ARNs, are about 100).
+pub const MODEL_MAX_LEN: usize = 256;
+/// Longest denial message the audit keeps, in bytes (messages may quote what the caller
+/// sent: a workflow or credential reference, a path).
+pub const DETAIL_MAX_LEN: usize = 1024;
+
+/// `text` as the audit keeps text that came from a caller: control characters (and the
+/// bidirectional overrides that reorder what a terminal shows) escaped as `\u{…}`
+/// (`\n`, `\t`, `\r` for those), then cut at a character boundary to at most `max`
+/// bytes, ending in `…` when cut. Applying it twice changes nothing.
+pub fn bounded_text(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max && !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let escaped = escaped_text(text);
+    if escaped.len() <= max {
+        return escaped;
+    }
+    const MARK: char = '…';
+    let mut end = max.saturating_sub(MARK.len_utf8());
+    while !escaped.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + MARK.len_utf8());
+    out.push_str(&escaped[..end]);
+    if max >= MARK.len_utf8() {
+        out.push(MARK);
+    }
+    Cow::Owned(out)
+}
+
+/// `text` with its control characters (and the bidirectional overrides that reorder
+/// what a terminal shows) escaped as `\u{…}` (`\n`, `\t`, `\r` for those): safe to put
+/// in front of a person, in a log line or a table cell. Applying it twice changes nothing.
+pub fn escaped_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters, and the formatting characters that reorder displayed text
+/// (bidirectional embeddings, overrides and isolates).
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn bound_in_place(text: &mut String, max: usize) {
+    if let Cow::Owned(bounded) = bounded_text(text, max) {
+        *text = bounded;
+    }
+}
+
+impl ResolutionAudit {
+    /// The row with the text a caller could choose made safe to keep (see
+    /// [`bounded_text`]): the call id to [`CALL_ID_MAX_LEN`], the model to
+    /// [`MODEL_MAX_LEN`], the denial message (which may quote the request) to
+    /// [`DETAIL_MAX_LEN`]. The other text fields are byok's own (ids, codes, the
+    /// registry's family names).
+    pub fn with_bounded_text(mut self) -> Self {
+        bound_in_place(&mut self.call_id, CALL_ID_MAX_LEN);
+        if let Some(model) = &mut self.model {
+            bound_in_place(model, MODEL_MAX_LEN);
+        }
+        if let Some(detail) = &mut self.detail {
+            bound_in_place(detail, DETAIL_MAX_LEN);
+        }
+        self
+    }
+}
+
 /// How a call ended, recorded against its call id when it completes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallCompletion {
@@ -168,6 +252,13 @@ pub struct CallCompletion {
 }
 
 impl CallCompletion {
+    /// The completion with its call id bounded exactly as its resolution row's is (see
+    /// [`ResolutionAudit::with_bounded_text`]).
+    pub fn with_bounded_text(mut self) -> Self {
+        bound_in_place(&mut self.call_id, CALL_ID_MAX_LEN);
+        self
+    }
+
     /// Whether the provider answered (only such calls are billed).
     pub fn answered(&self) -> bool {
         self.upstream_status.is_some_and(|s| s >= 100)
@@ -192,4 +283,63 @@ pub struct Metering {
     pub rate_card: String,
     /// The provider price in force for platform-served calls: `CUR:per_million_in:per_million_out`.
     pub provider_price: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_text_is_escaped_and_capped_once_and_for_all() {
+        let cases: [(&str, usize, &str); 7] = [
+            ("gpt-4o", 256, "gpt-4o"),
+            ("gpt\u{1b}[31m-4o\n", 256, "gpt\\u{1b}[31m-4o\\n"),
+            ("a\tb\u{7f}\u{9b}", 256, "a\\tb\\u{7f}\\u{9b}"),
+            ("abc\u{202e}def", 256, "abc\\u{202e}def"),
+            ("abcdefghij", 8, "abcde…"),
+            // Never cut inside a character.
+            ("ééééé", 7, "éé…"),
+            ("\u{1b}\u{1b}", 12, "\\u{1b}\\u{1b}"),
+        ];
+        for (text, max, expected) in cases {
+            let once = bounded_text(text, max);
+            assert_eq!(once, expected, "{text:?}");
+            assert!(once.len() <= max, "{text:?}");
+            assert_eq!(bounded_text(&once, max), once, "{text:?}: a second pass changes nothing");
+        }
+        assert!(matches!(bounded_text("plain", 10), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_row_keeps_bounded_caller_text_only() {
+        let row = ResolutionAudit {
+            seq: 0,
+            at: Timestamp::now(),
+            call_id: "c".repeat(500),
+            org_id: None,
+            team_id: None,
+            workflow_id: None,
+            token_id: None,
+            credential_id: None,
+            credential_version: None,
+            fingerprint: None,
+            provider: None,
+            model: Some(format!("m\u{1b}{}", "x".repeat(1000))),
+            model_family: None,
+            capability: None,
+            mode: None,
+            outcome: Outcome::Denied,
+            reason: Some("scope_denied".into()),
+            detail: Some(format!("workflow: unknown workflow '{}'", "w".repeat(70_000))),
+            tier: None,
+            credential_owner: None,
+        }
+        .with_bounded_text();
+        assert!(row.call_id.len() <= CALL_ID_MAX_LEN);
+        let model = row.model.unwrap_or_default();
+        assert!(model.starts_with("m\\u{1b}x") && model.len() <= MODEL_MAX_LEN, "{model}");
+        let detail = row.detail.unwrap_or_default();
+        assert!(detail.starts_with("workflow: unknown workflow 'www") && detail.len() <= DETAIL_MAX_LEN);
+        assert_eq!(row.reason.as_deref(), Some("scope_denied"));
+    }
 }

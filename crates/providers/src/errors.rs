@@ -45,7 +45,7 @@ fn google_status(status: u16) -> &'static str {
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
-        413 => "INVALID_ARGUMENT",
+        413 | 414 | 431 => "INVALID_ARGUMENT",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",

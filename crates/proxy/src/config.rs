@@ -94,6 +94,8 @@ pub struct ProxyConfig {
     /// How often an org's month spend is read again from the store (other nodes' calls
     /// reach budgets within this).
     pub spend_refresh: Duration,
+    /// Bounds on the listener's connections and request heads.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ProxyConfig {
@@ -110,6 +112,87 @@ impl Default for ProxyConfig {
             change_poll_interval: Duration::from_millis(250),
             trusted_proxies: Vec::new(),
             spend_refresh: Duration::from_secs(2),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// Bounds on the connections a listener serves and on the request heads it reads
+/// (`[proxy] header_read_timeout_secs`, `idle_timeout_secs`, `max_connections`,
+/// `max_uri_bytes`, `max_header_bytes`). `byok serve` applies them to both listeners.
+///
+/// A client cannot hold a connection without sending a request: the head must arrive
+/// whole within [`Self::header_read_timeout`], and a kept-alive connection with no request
+/// is closed after [`Self::idle_timeout`]. A request in flight (its body, its streamed
+/// answer) is bounded by neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time a client has to send a whole request head, counted from the accept for a new
+    /// connection and from the first byte of the next request on a kept-alive one; then
+    /// the connection is closed without an answer.
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout: Duration,
+    /// Most connections served at once. Further connections are not accepted until one
+    /// ends: they wait in the kernel's listen backlog (clients see a slow connect, not a
+    /// refusal), so a burst is absorbed and nothing beyond the cap costs byok memory.
+    pub max_connections: usize,
+    /// Longest request target (path and query) accepted; longer ones get 414
+    /// `uri_too_long` in the provider's error shape.
+    pub max_uri_bytes: usize,
+    /// Largest header block accepted (each field counted as name, value and 4 bytes of
+    /// framing); larger ones get 431 `headers_too_large` in the provider's error shape.
+    /// A head beyond twice both limits is cut off by the HTTP parser with a bare 431.
+    pub max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    /// Most connections that may be configured.
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// Longest request target that may be configured: the HTTP parser's own limit.
+    pub const MAX_URI_BYTES: usize = 65_534;
+    /// Largest header block that may be configured.
+    pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+    /// Smallest URI and header limits that may be configured.
+    pub const MIN_HEAD_BYTES: usize = 1024;
+    /// Longest header-read timeout that may be configured.
+    pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Longest idle timeout that may be configured.
+    pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+    /// Check every bound; the error names the `[proxy]` key that is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        let timeouts = [
+            ("header_read_timeout_secs", self.header_read_timeout, Self::MAX_HEADER_READ_TIMEOUT),
+            ("idle_timeout_secs", self.idle_timeout, Self::MAX_IDLE_TIMEOUT),
+        ];
+        for (key, value, max) in timeouts {
+            if value.is_zero() || value > max {
+                return Err(format!("proxy.{key} must be between 1 and {}", max.as_secs()));
+            }
+        }
+        let sizes = [
+            ("max_connections", self.max_connections, 1, Self::MAX_CONNECTIONS),
+            ("max_uri_bytes", self.max_uri_bytes, Self::MIN_HEAD_BYTES, Self::MAX_URI_BYTES),
+            ("max_header_bytes", self.max_header_bytes, Self::MIN_HEAD_BYTES, Self::MAX_HEADER_BYTES),
+        ];
+        for (key, value, min, max) in sizes {
+            if !(min..=max).contains(&value) {
+                return Err(format!("proxy.{key} must be between {min} and {max}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum Code {
     InvalidRequest,
     /// 413: the request body is too large.
     RequestTooLarge,
+    /// 414: the request target is longer than the listener accepts.
+    UriTooLong,
+    /// 431: the request's header block is larger than the listener accepts.
+    HeadersTooLarge,
     /// 503: the audit row could not be made durable.
     AuditUnavailable,
     /// 503: the KMS cannot be used.
@@ -62,6 +66,8 @@ impl Code {
             Code::UnknownProvider => "unknown_provider",
             Code::InvalidRequest => "invalid_request",
             Code::RequestTooLarge => "request_too_large",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeadersTooLarge => "headers_too_large",
             Code::AuditUnavailable => "audit_unavailable",
             Code::KmsUnavailable => "kms_unavailable",
             Code::StoreUnavailable => "store_unavailable",
@@ -87,6 +93,8 @@ impl Code {
             Code::UnknownProvider => StatusCode::NOT_FOUND,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::AuditUnavailable | Code::KmsUnavailable | Code::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -21,10 +21,45 @@ mod body;
 mod cache;
 mod config;
 mod error;
+mod listen;
 pub(crate) mod phases;
 mod redact;
 mod server;
 mod spend;
 
-pub use config::{ProxyConfig, UpstreamBase};
+pub use config::{ConnectionLimits, ProxyConfig, UpstreamBase};
+pub use listen::serve_router;
 pub use server::{serve, Sidecar};
+
+/// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): not an API, no stability
+/// promise. Each runs one piece of the data plane exactly as a call does.
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::http::Uri;
+    use byok_providers::ProviderSpec;
+    use bytes::Bytes;
+
+    /// The `route` phase on a request target: `Ok((provider, upstream path, query))`,
+    /// `Err(refusal message)`, or `None` when the bytes are not a request target at all.
+    #[allow(clippy::type_complexity)]
+    pub fn route(target: &[u8]) -> Option<Result<(&'static ProviderSpec, String, Option<String>), String>> {
+        let uri = Uri::try_from(target).ok()?;
+        Some(
+            crate::phases::route::route(&uri)
+                .map(|route| (route.spec, route.upstream_path, route.query))
+                .map_err(|refusal| refusal.message),
+        )
+    }
+
+    /// The response redactor for `key` over a body arriving as `chunks`: everything it
+    /// lets out, in order (each pushed chunk's output, then what `finish` releases).
+    pub fn redact_chunks<'a>(key: &[u8], chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+        let mut redactor = crate::redact::Redactor::new(key);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend_from_slice(&redactor.push(Bytes::copy_from_slice(chunk)));
+        }
+        out.extend_from_slice(&redactor.finish());
+        out
+    }
+}

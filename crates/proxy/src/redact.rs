@@ -65,6 +65,8 @@
 //! cannot be zeroized, its case-insensitive mode has no fast prefilter for patterns like
 //! these, and escaped occurrences need the decoded view anyway.
 
+use std::collections::HashSet;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::{Bytes, BytesMut};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -225,6 +227,9 @@ fn decode_unit(text: &[u8], at: usize) -> Unit {
 enum Follow {
     /// The whole pattern, ending (exclusive) here.
     Full(usize),
+    /// The whole pattern, ending here at the latest; another reading was cut off by the
+    /// end of the text and may still end later.
+    FullAndPartial(usize),
     /// The text ended while it still matched.
     Partial,
     Fail,
@@ -358,6 +363,10 @@ impl Forms {
                         }
                         match Self::follow(text, at, pattern, i) {
                             Follow::Full(end) => found.push((at - i, end)),
+                            Follow::FullAndPartial(end) => {
+                                found.push((at - i, end));
+                                partial(at - i);
+                            }
                             Follow::Partial => partial(at - i),
                             Follow::Fail => {}
                         }
@@ -374,6 +383,10 @@ impl Forms {
             if pattern[0] == first {
                 match Self::follow(text, start, pattern, 0) {
                     Follow::Full(end) => found.push((start, end)),
+                    Follow::FullAndPartial(end) => {
+                        found.push((start, end));
+                        partial(start);
+                    }
                     Follow::Partial => partial(start),
                     Follow::Fail => {}
                 }
@@ -382,33 +395,70 @@ impl Forms {
     }
 
     /// Follows `pattern` from its character `from` at `text[at..]`, each character literal
-    /// or escaped.
-    fn follow(text: &[u8], mut at: usize, pattern: &[u8], from: usize) -> Follow {
-        let mut i = from;
-        while i < pattern.len() {
-            let Some(&byte) = text.get(at) else { return Follow::Partial };
-            if byte == b'\\' || byte == b'%' {
-                match decode_unit(text, at) {
-                    Unit::Complete { bytes, n, len } => {
-                        let fits = pattern.len() - i >= n && (0..n).all(|k| fold(bytes[k]) == pattern[i + k]);
-                        if fits {
-                            at += len;
-                            i += n;
-                            continue;
-                        }
-                    }
-                    // It may become this character's escape.
-                    Unit::Incomplete => return Follow::Partial,
-                    Unit::None => {}
+    /// or escaped. An escape that decodes to the very character it starts with (`%25` is
+    /// `%`, `\\` and `\u005c` are `\`) can also be read literally, and a half-written one
+    /// at the end of the text may be literal too: every reading is followed (escapes
+    /// first; each state once) and the longest match wins. A key holding `%25` or `\\`,
+    /// or ending in `%` or `\`, is thus found as it is written, not only escaped.
+    fn follow(text: &[u8], at: usize, pattern: &[u8], from: usize) -> Follow {
+        let (mut full, mut partial) = (None, false);
+        // The other readings still to follow; nothing is allocated unless an escape can be
+        // read two ways.
+        let mut others: Vec<(usize, usize)> = Vec::new();
+        let mut queued: Option<HashSet<(usize, usize)>> = None;
+        let mut next = Some((at, from));
+        while let Some((mut at, mut i)) = next.take().or_else(|| others.pop()) {
+            let mut literal_too = |at: usize, i: usize| {
+                if queued.get_or_insert_with(HashSet::new).insert((at, i)) {
+                    others.push((at, i));
                 }
+            };
+            let reading = loop {
+                if i == pattern.len() {
+                    break Follow::Full(at);
+                }
+                let Some(&byte) = text.get(at) else { break Follow::Partial };
+                if byte == b'\\' || byte == b'%' {
+                    match decode_unit(text, at) {
+                        Unit::Complete { bytes, n, len } => {
+                            let fits = pattern.len() - i >= n && (0..n).all(|k| fold(bytes[k]) == pattern[i + k]);
+                            if fits {
+                                if byte == pattern[i] {
+                                    literal_too(at + 1, i + 1);
+                                }
+                                at += len;
+                                i += n;
+                                continue;
+                            }
+                        }
+                        // It may become this character's escape.
+                        Unit::Incomplete => {
+                            partial = true;
+                            if byte != pattern[i] {
+                                break Follow::Fail;
+                            }
+                        }
+                        Unit::None => {}
+                    }
+                }
+                if fold(byte) != pattern[i] {
+                    break Follow::Fail;
+                }
+                at += 1;
+                i += 1;
+            };
+            match reading {
+                Follow::Full(end) => full = full.max(Some(end)),
+                Follow::Partial => partial = true,
+                Follow::FullAndPartial(_) | Follow::Fail => {}
             }
-            if fold(byte) != pattern[i] {
-                return Follow::Fail;
-            }
-            at += 1;
-            i += 1;
         }
-        Follow::Full(at)
+        match (full, partial) {
+            (Some(end), false) => Follow::Full(end),
+            (Some(end), true) => Follow::FullAndPartial(end),
+            (None, true) => Follow::Partial,
+            (None, false) => Follow::Fail,
+        }
     }
 
     /// Whether `text` is `prefix`, literally and without regard to case.
@@ -833,6 +883,24 @@ mod tests {
                 expected,
                 "chunks of {size}"
             );
+        }
+    }
+
+    /// A key holding `%25` or `\\`, or ending in `%` or `\`, is found as it is written (an
+    /// escape that decodes to its own first character is read both ways), at the very end
+    /// of a body too, and escaped.
+    #[test]
+    fn keys_with_escape_characters_are_found_as_written() {
+        for key in ["sk-ab%25cdefghijklmn", "sk-ab\\\\cdefghijklmn", "sk-abcdefghijklmn%", "sk-abcdefghijklmn\\"] {
+            let escaped = key.replace('%', "%25");
+            for body in [format!("key: {key}"), format!("key: {key} tail"), format!("x {escaped} y")] {
+                let masked = mask_once(key, body.as_bytes());
+                assert!(!masked.windows(key.len()).any(|w| w == key.as_bytes()), "{key} in {body}");
+                assert!(String::from_utf8(masked.clone()).unwrap().contains("*****"), "{key} in {body}");
+                for size in 1..=body.len() {
+                    assert_eq!(run_in_chunks(key, body.as_bytes(), size), masked, "{key} in {body}, chunks of {size}");
+                }
+            }
         }
     }
 

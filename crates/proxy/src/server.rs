@@ -100,6 +100,7 @@ enum Failure {
 impl Sidecar {
     /// A sidecar over `vault`, writing audit rows through `audit`.
     pub fn new(vault: Vault, audit: AuditWriter, config: ProxyConfig) -> Result<Self, String> {
+        config.connections.check()?;
         let client = upstream_client(&config)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
@@ -121,25 +122,31 @@ impl Sidecar {
 }
 
 /// Serve the data plane on `listener` until `shutdown` completes; in-flight calls,
-/// streams included, are drained.
+/// streams included, are drained. Connections and request heads are bounded by the
+/// config's [`ConnectionLimits`](crate::ConnectionLimits); a refused head is answered in
+/// the error shape of the provider its path names.
 pub async fn serve(
     listener: TcpListener,
     sidecar: Sidecar,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address is needed for katman-c source allow-lists.
-    axum::serve(listener, sidecar.router().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = sidecar.inner.config.connections;
+    crate::listen::serve_with(listener, sidecar.router(), limits, crate::listen::provider_shape, shutdown).await
 }
 
+/// The call id: the caller's `x-byok-call-id` when it is short, plain text (letters,
+/// digits, `-_.:`), else a fresh ULID. A caller's id is kept as given even when other
+/// calls used it (an SDK's retry, another team's call): each completion is bound to its
+/// own resolution row, so a shared id never pairs one call's row with another's outcome.
 fn call_id(headers: &HeaderMap) -> String {
     headers
         .get(CALL_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|id| {
-            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            !id.is_empty()
+                && id.len() <= byok_domain::audit::CALL_ID_MAX_LEN
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned)
 }
@@ -173,7 +180,7 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
     let started = Instant::now();
     let call_id = call_id(request.headers());
     let mut record = blank_record(call_id.clone());
-    let mut api = Api::OpenAi;
+    let mut api = crate::listen::provider_shape(request.uri());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let result = sidecar.inner.process(request, peer, &mut record, &mut api, started).await;
     let mut response = match result {
@@ -299,7 +306,7 @@ impl Inner {
         // 5. audit: durable before the credential is read.
         record.outcome = Outcome::Allowed;
         record.at = Timestamp::now();
-        self.audit.append(record.clone()).await.map_err(|e| {
+        let row = self.audit.append(record.clone()).await.map_err(|e| {
             Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
         })?;
         // From here on the call has its allowed row; whatever happens, it gets a completion,
@@ -309,8 +316,10 @@ impl Inner {
             (CredentialOwner::Platform, Some(family)) => self.codes.provider_prices.get(family).cloned(),
             _ => None,
         };
+        // The completion names this row: the call id is the caller's and may be shared by
+        // other calls (another team's, a retry), so it cannot pair the two on its own.
         let mut pending = PendingCompletion::new(Meter {
-            audit: self.audit.clone(),
+            audit: self.audit.bound(&row),
             call_id: record.call_id.clone(),
             org_id: org.id,
             credential_id: credential.id,

@@ -10,7 +10,7 @@ use byok_domain::{
     Cidr, Currency, FamilyPattern, KmsName, ModelFamilyRegistry, PriceBook, ProviderId, ProviderPrice, RateCard, Tier,
 };
 use byok_kms_pkcs11::Pkcs11Config;
-use byok_proxy::{ProxyConfig, UpstreamBase};
+use byok_proxy::{ConnectionLimits, ProxyConfig, UpstreamBase};
 use byok_vault::{HostPattern, RetentionPolicy};
 use serde::Deserialize;
 
@@ -147,6 +147,16 @@ struct ProxySection {
     /// private, link-local, unique-local, CGNAT or cloud-metadata address (default
     /// `false`: only the origins of `[upstreams.<id>] base_url` may be).
     allow_private_upstreams: Option<bool>,
+    /// Seconds a client has to send a whole request head (both listeners).
+    header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request (both listeners).
+    idle_timeout_secs: Option<u64>,
+    /// Most connections each listener serves at once; more wait in the listen backlog.
+    max_connections: Option<usize>,
+    /// Longest request target (414 `uri_too_long` beyond).
+    max_uri_bytes: Option<usize>,
+    /// Largest request header block (431 `headers_too_large` beyond).
+    max_header_bytes: Option<usize>,
 }
 
 /// `[upstreams.<id>]`: the operator's say over one provider's upstream (SPEC §3).
@@ -426,6 +436,15 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
     }
     let defaults = ProxyConfig::default();
     let section = &file.proxy;
+    let limits = defaults.connections;
+    let connections = ConnectionLimits {
+        header_read_timeout: section.header_read_timeout_secs.map_or(limits.header_read_timeout, Duration::from_secs),
+        idle_timeout: section.idle_timeout_secs.map_or(limits.idle_timeout, Duration::from_secs),
+        max_connections: section.max_connections.unwrap_or(limits.max_connections),
+        max_uri_bytes: section.max_uri_bytes.unwrap_or(limits.max_uri_bytes),
+        max_header_bytes: section.max_header_bytes.unwrap_or(limits.max_header_bytes),
+    };
+    connections.check().map_err(anyhow::Error::msg)?;
     Ok(ProxyConfig {
         upstreams,
         max_request_body: section.max_request_body_bytes.unwrap_or(defaults.max_request_body),
@@ -440,6 +459,7 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
             Some(secs) => Duration::from_secs(secs),
             None => defaults.spend_refresh,
         },
+        connections,
         ..defaults
     })
 }
@@ -605,6 +625,52 @@ mod tests {
             ("[proxy]\ntrusted_proxies = [\"nope\"]\n".to_owned(), "not a CIDR"),
         ] {
             std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let defaults = Settings::load(None, &ServeArgs::default()).unwrap().proxy.connections;
+        assert_eq!(defaults, ConnectionLimits::default());
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.max_connections, 4096);
+        assert_eq!((defaults.max_uri_bytes, defaults.max_header_bytes), (8192, 65536));
+        std::fs::write(
+            &path,
+            "[proxy]\nheader_read_timeout_secs = 5\nidle_timeout_secs = 30\nmax_connections = 100\n\
+             max_uri_bytes = 4096\nmax_header_bytes = 16384\n",
+        )
+        .unwrap();
+        let limits = Settings::load(None, &args).unwrap().proxy.connections;
+        assert_eq!(
+            limits,
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 100,
+                max_uri_bytes: 4096,
+                max_header_bytes: 16384,
+            }
+        );
+        for (text, needle) in [
+            ("header_read_timeout_secs = 0", "proxy.header_read_timeout_secs must be between 1 and 3600"),
+            ("header_read_timeout_secs = 3601", "proxy.header_read_timeout_secs"),
+            ("idle_timeout_secs = 0", "proxy.idle_timeout_secs must be between 1 and 86400"),
+            ("max_connections = 0", "proxy.max_connections must be between 1 and 1000000"),
+            ("max_connections = 1000001", "proxy.max_connections"),
+            ("max_uri_bytes = 100", "proxy.max_uri_bytes must be between 1024 and 65534"),
+            ("max_uri_bytes = 70000", "proxy.max_uri_bytes"),
+            ("max_header_bytes = 512", "proxy.max_header_bytes must be between 1024 and 1048576"),
+            ("max_connections = -1", "max_connections"),
+            ("idle_timeout = 5", "idle_timeout"),
+        ] {
+            std::fs::write(&path, format!("[proxy]\n{text}\n")).unwrap();
             let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }

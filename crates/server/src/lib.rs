@@ -157,7 +157,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     let watcher_task = sidecar.spawn_change_watcher(stopped.clone());
     tokio::spawn(purge_periodically(vault.clone(), settings.purge_interval, stopped.clone()));
-    let admin_task = tokio::spawn(byok_admin::serve(admin_listener, vault.clone(), until_stopped(stopped.clone())));
+    // The admin API gets the data plane's connection limits too (`[proxy]`).
+    let admin_task = tokio::spawn(byok_proxy::serve_router(
+        admin_listener,
+        byok_admin::router(vault.clone()),
+        settings.proxy.connections,
+        until_stopped(stopped.clone()),
+    ));
     let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
     tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
     tracing::info!(%proxy_addr, "data plane listening");

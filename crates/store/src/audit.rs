@@ -1,6 +1,8 @@
 //! The `CredentialResolutionAudit` and call completions: append-only, written in
 //! batches (the audit writer's group commit), read back per org.
 
+use std::collections::HashMap;
+
 use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Outcome, ResolutionAudit, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::Any;
@@ -48,6 +50,15 @@ pub(crate) async fn insert_chained(
         query.execute(&mut **tx).await.map_err(map_sqlx)?;
     }
     Ok(())
+}
+
+/// A resolution row and where it stands in its chain: its writer segment and its
+/// position there (both absent on rows written before the chain existed).
+#[derive(Debug, Clone)]
+pub(crate) struct PlacedRow {
+    pub(crate) resolution: ResolutionAudit,
+    pub(crate) segment: Option<String>,
+    pub(crate) position: Option<i64>,
 }
 
 /// Which audit rows [`Store::list_audit`] returns (all conditions must hold).
@@ -233,8 +244,9 @@ impl Store {
         rows.iter().map(decode_audit).collect()
     }
 
-    /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order. A
-    /// platform credential's rows belong to the orgs it served (`org = None`).
+    /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order, with
+    /// where each stands in its chain. A platform credential's rows belong to the orgs it
+    /// served (`org = None`).
     pub(crate) async fn audit_rows_for_timeline(
         &self,
         org: Option<&OrgId>,
@@ -242,9 +254,9 @@ impl Store {
         at_us: i64,
         seq_floor: i64,
         limit: i64,
-    ) -> Result<Vec<ResolutionAudit>, StoreError> {
+    ) -> Result<Vec<PlacedRow>, StoreError> {
         let sql = format!(
-            "SELECT seq, {AUDIT_COLUMNS} FROM resolution_audit WHERE credential_id = $1 \
+            "SELECT seq, {AUDIT_COLUMNS}, segment, segment_seq FROM resolution_audit WHERE credential_id = $1 \
              AND (at_us, seq) > ($2, $3) ORDER BY at_us, seq LIMIT $4"
         );
         let rows = sqlx::query::<Any>(&sql)
@@ -255,48 +267,181 @@ impl Store {
             .fetch_all(self.reader())
             .await
             .map_err(map_sqlx)?;
-        // An org's credential's rows all carry its org; the check guards against a mix-up.
-        rows.iter()
-            .map(decode_audit)
-            .filter(|r| r.as_ref().map_or(true, |r| org.is_none_or(|org| r.org_id == Some(*org))))
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let resolution = decode_audit(row)?;
+            // An org's credential's rows all carry its org; the check guards against a mix-up.
+            if org.is_some_and(|org| resolution.org_id != Some(*org)) {
+                continue;
+            }
+            let r = Row::new(row, "resolution_audit");
+            out.push(PlacedRow { segment: r.opt_text("segment")?, position: r.opt_int("segment_seq")?, resolution });
+        }
+        Ok(out)
     }
 
-    /// The completions of these calls (one query per 500): each of the same org as a row
-    /// of its call id.
-    pub(crate) async fn completions_for(&self, rows: &[ResolutionAudit]) -> Result<Vec<CallCompletion>, StoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
+    /// The completion of each of `rows` (in the same order; `None` while a call has none).
+    ///
+    /// A completion names its resolution row (its segment, org and position), so it is
+    /// paired with that row alone, whichever other rows share its call id. Completions
+    /// written before they named their row are paired with an allowed row of their call
+    /// id, org, writer segment and credential (and team, when they record one).
+    pub(crate) async fn completions_for(&self, rows: &[PlacedRow]) -> Result<Vec<Option<CallCompletion>>, StoreError> {
+        let mut out: Vec<Option<CallCompletion>> = vec![None; rows.len()];
+        // Only an allowed row has a completion.
+        let calls: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].resolution.outcome == Outcome::Allowed && rows[i].resolution.org_id.is_some())
+            .collect();
+        let bound = self.bound_completions(rows, &calls).await?;
+        let mut unpaired = Vec::new();
+        for &i in &calls {
+            let row = &rows[i];
+            let key = row.resolution.org_id.zip(row.segment.clone()).zip(row.position);
+            match key.and_then(|key| bound.get(&key)) {
+                Some(completion) => out[i] = Some(completion.clone()),
+                None => unpaired.push(i),
+            }
         }
+        for (i, completion) in self.unbound_completions(rows, &unpaired).await? {
+            out[i] = Some(completion);
+        }
+        Ok(out)
+    }
+
+    /// The completions bound to `rows[calls]`, by (org, segment, position).
+    async fn bound_completions(
+        &self,
+        rows: &[PlacedRow],
+        calls: &[usize],
+    ) -> Result<HashMap<((OrgId, String), i64), CallCompletion>, StoreError> {
+        // Grouped by chain: one `org_id = … AND segment = … AND resolution_seq IN (…)` term
+        // per chain a chunk of rows is in (a page is usually in one or two).
+        let mut chains: Vec<((OrgId, &str), Vec<i64>)> = Vec::new();
+        for &i in calls {
+            let row = &rows[i];
+            let (Some(org), Some(segment), Some(position)) = (row.resolution.org_id, &row.segment, row.position) else {
+                continue;
+            };
+            match chains.iter_mut().find(|(chain, _)| *chain == (org, segment.as_str())) {
+                Some((_, positions)) => positions.push(position),
+                None => chains.push(((org, segment.as_str()), vec![position])),
+            }
+        }
+        let mut found = HashMap::new();
+        let mut terms: Vec<((OrgId, &str), &[i64])> = Vec::new();
+        for (chain, positions) in &chains {
+            for chunk in positions.chunks(500) {
+                terms.push((*chain, chunk));
+            }
+        }
+        let mut batch: Vec<((OrgId, &str), &[i64])> = Vec::new();
+        let mut batch_len = 0;
+        for (i, term) in terms.iter().enumerate() {
+            batch.push(*term);
+            batch_len += term.1.len();
+            if batch_len >= 500 || i + 1 == terms.len() {
+                self.bound_batch(&batch, &mut found).await?;
+                batch.clear();
+                batch_len = 0;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn bound_batch(
+        &self,
+        terms: &[((OrgId, &str), &[i64])],
+        found: &mut HashMap<((OrgId, String), i64), CallCompletion>,
+    ) -> Result<(), StoreError> {
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            match self.backend() {
+                // Positional on SQLite: sqlx looks every `$N` up by name.
+                Backend::Sqlite => "?".to_owned(),
+                Backend::Postgres => format!("${n}"),
+            }
+        };
+        let mut clauses = Vec::with_capacity(terms.len());
+        for (_, positions) in terms {
+            let org = next();
+            let segment = next();
+            let list: Vec<String> = positions.iter().map(|_| next()).collect();
+            clauses
+                .push(format!("(org_id = {org} AND segment = {segment} AND resolution_seq IN ({}))", list.join(", ")));
+        }
+        let sql = format!(
+            "SELECT {COMPLETION_COLUMNS}, segment, resolution_seq FROM call_completions WHERE {} ORDER BY seq",
+            clauses.join(" OR ")
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        for ((org, segment), positions) in terms {
+            query = query.bind(org.to_string()).bind(*segment);
+            for position in *positions {
+                query = query.bind(*position);
+            }
+        }
+        for row in query.fetch_all(self.reader()).await.map_err(map_sqlx)? {
+            let completion = decode_completion(&row)?;
+            let r = Row::new(&row, "call_completions");
+            let (Some(segment), Some(position)) = (r.opt_text("segment")?, r.opt_int("resolution_seq")?) else {
+                continue;
+            };
+            found.insert(((completion.org_id, segment), position), completion);
+        }
+        Ok(())
+    }
+
+    /// Completions that name no row, for `rows[unpaired]`: the latest of each row's call
+    /// id, org, segment and credential (and team, when the completion records one).
+    async fn unbound_completions(
+        &self,
+        rows: &[PlacedRow],
+        unpaired: &[usize],
+    ) -> Result<Vec<(usize, CallCompletion)>, StoreError> {
         let mut out = Vec::new();
-        for chunk in rows.chunks(500) {
-            // By call id only (the org is checked on the rows): with an `org_id = …` term
-            // SQLite may walk the org's index instead of the call-id index. Positional
-            // placeholders on SQLite: sqlx looks every `$N` up by name.
+        for chunk in unpaired.chunks(500) {
             let list: Vec<String> = match self.backend() {
                 Backend::Sqlite => vec!["?".to_owned(); chunk.len()],
                 Backend::Postgres => (0..chunk.len()).map(|i| format!("${}", i + 1)).collect(),
             };
+            // By call id only (the rest is checked here): with an `org_id = …` term SQLite
+            // may walk the org's index instead of the call-id index.
             let sql = format!(
-                "SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id IN ({}) ORDER BY seq",
+                "SELECT {COMPLETION_COLUMNS}, segment FROM call_completions \
+                 WHERE call_id IN ({}) AND resolution_seq IS NULL ORDER BY seq",
                 list.join(", ")
             );
             let mut query = sqlx::query::<Any>(&sql);
-            for row in chunk {
-                query = query.bind(row.call_id.clone());
+            for &i in chunk {
+                query = query.bind(rows[i].resolution.call_id.clone());
             }
-            let found = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
-            for row in &found {
-                let completion = decode_completion(row)?;
-                if chunk.iter().any(|r| r.call_id == completion.call_id && r.org_id == Some(completion.org_id)) {
-                    out.push(completion);
+            let mut candidates = Vec::new();
+            for row in query.fetch_all(self.reader()).await.map_err(map_sqlx)? {
+                let segment = Row::new(&row, "call_completions").opt_text("segment")?;
+                candidates.push((segment, decode_completion(&row)?));
+            }
+            for &i in chunk {
+                let row = &rows[i];
+                let r = &row.resolution;
+                // The latest that fits (completions are in `seq` order).
+                let found = candidates.iter().rev().find(|(segment, c)| {
+                    c.call_id == r.call_id
+                        && Some(c.org_id) == r.org_id
+                        && *segment == row.segment
+                        && Some(c.credential_id) == r.credential_id
+                        && c.metering.as_ref().is_none_or(|m| Some(m.team_id) == r.team_id)
+                });
+                if let Some((_, completion)) = found {
+                    out.push((i, completion.clone()));
                 }
             }
         }
         Ok(out)
     }
 
-    /// The completions recorded for `call_id`, oldest first.
+    /// The completions recorded for `call_id`, oldest first: of every org and team that
+    /// used that call id (a caller chooses it). Replay pairs a completion with its own row.
     pub async fn list_completions(&self, call_id: &str) -> Result<Vec<CallCompletion>, StoreError> {
         let sql = format!("SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id = $1 ORDER BY seq");
         let rows = sqlx::query::<Any>(&sql).bind(call_id).fetch_all(self.reader()).await.map_err(map_sqlx)?;

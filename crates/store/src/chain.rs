@@ -77,8 +77,28 @@ impl Default for Segment {
 pub enum AuditEntry {
     /// A resolution row.
     Resolution(ResolutionAudit),
-    /// A call completion.
+    /// A call completion bound to no row: replay pairs it with a row of its call id, org,
+    /// segment and credential (as it pairs completions written before bindings existed).
     Completion(CallCompletion),
+    /// A call completion bound to its own resolution row, which replay pairs it with
+    /// whatever other row shares its call id: `resolution` is that row's position in
+    /// this segment's chain of the completion's org (see [`Segment::positions`]).
+    BoundCompletion {
+        /// The completion.
+        completion: CallCompletion,
+        /// Its resolution row's position.
+        resolution: i64,
+    },
+}
+
+impl AuditEntry {
+    /// The org whose chain the entry extends.
+    fn org(&self) -> Option<OrgId> {
+        match self {
+            AuditEntry::Resolution(row) => row.org_id,
+            AuditEntry::Completion(c) | AuditEntry::BoundCompletion { completion: c, .. } => Some(c.org_id),
+        }
+    }
 }
 
 /// A chained field value, exactly as written to its column.
@@ -94,24 +114,31 @@ impl Field {
     }
 }
 
-/// How many fields each kind of entry had before columns were added to it. Fields added
-/// later (the extension) are hashed only when at least one of them is set, so entries
-/// written before they existed still verify — and setting or clearing an extension field
-/// of any entry changes what is hashed, so it is caught like any other change.
-fn base_len(kind: &str) -> usize {
+/// Where each extension of a kind's fields starts: the columns added to it after it was
+/// first written, in the order they were added (each extension runs to the next one's
+/// start, the last to the end). An extension is hashed only when a field of it or of a
+/// later extension is set, so entries written before it existed still verify — and
+/// setting or clearing an extension field of any entry changes what is hashed, so it is
+/// caught like any other change.
+fn extensions(kind: &str) -> &'static [usize] {
     match kind {
-        "resolution" => RESOLUTION_BASE_FIELDS,
-        "completion" => COMPLETION_BASE_FIELDS,
-        _ => usize::MAX,
+        // The billing fields.
+        "resolution" => &[RESOLUTION_BASE_FIELDS],
+        // Metering (7 fields), then the position of the resolution row it is bound to.
+        "completion" => &[COMPLETION_BASE_FIELDS, COMPLETION_BASE_FIELDS + 7],
+        _ => &[],
     }
 }
 
 fn hashed_fields<'f>(kind: &str, fields: &'f [Field]) -> &'f [Field] {
-    let base = base_len(kind);
-    match fields.get(base..) {
-        Some(extension) if extension.iter().all(Field::is_null) => &fields[..base],
-        _ => fields,
+    let mut end = fields.len();
+    for &start in extensions(kind).iter().rev() {
+        match fields.get(start..end) {
+            Some(extension) if extension.iter().all(Field::is_null) => end = start,
+            _ => break,
+        }
     }
+    &fields[..end]
 }
 
 fn link(kind: &str, prev: &ChainHash, fields: &[Field]) -> ChainHash {
@@ -133,7 +160,7 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
 }
 
 /// Columns of a chained resolution row, in hash order: the first
-/// [`RESOLUTION_BASE_FIELDS`], then the extension (see [`base_len`]).
+/// [`RESOLUTION_BASE_FIELDS`], then the extension (see [`extensions`]).
 pub(crate) const RESOLUTION_CHAIN_COLUMNS: &str = "segment, segment_seq, at_us, call_id, org_id, team_id, workflow_id, \
      token_id, credential_id, credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, \
      reason, detail, tier, credential_owner";
@@ -168,15 +195,16 @@ pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) 
 }
 
 /// Columns of a chained completion, in hash order: the first [`COMPLETION_BASE_FIELDS`],
-/// then the extension (see [`base_len`]).
+/// then the extensions (see [`extensions`]): metering, then the resolution row's position.
 pub(crate) const COMPLETION_CHAIN_COLUMNS: &str = "segment, segment_seq, call_id, org_id, credential_id, at_us, \
      upstream_status, latency_us, input_tokens, output_tokens, status, team_id, tier, credential_owner, provider, \
-     model_family, rate_card, provider_price";
+     model_family, rate_card, provider_price, resolution_seq";
 
 const COMPLETION_BASE_FIELDS: usize = 11;
 
-/// The values of a completion's chained columns, in order.
-pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion) -> Vec<Field> {
+/// The values of a completion's chained columns, in order; `resolution` is the position
+/// of the row it is bound to.
+pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion, resolution: Option<i64>) -> Vec<Field> {
     vec![
         Field::Text(Some(segment.to_owned())),
         Field::Int(Some(seq)),
@@ -196,6 +224,7 @@ pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion) -> 
         Field::Text(c.metering.as_ref().and_then(|m| m.model_family.clone())),
         Field::Text(c.metering.as_ref().map(|m| m.rate_card.clone())),
         Field::Text(c.metering.as_ref().and_then(|m| m.provider_price.clone())),
+        Field::Int(resolution),
     ]
 }
 
@@ -217,6 +246,21 @@ pub(crate) fn chain(kind: &str, prev: ChainHash, fields: Vec<Field>) -> Chained 
 }
 
 impl Segment {
+    /// The position each of `entries` takes in its org's chain of this segment when they
+    /// are appended next, in order ([`Store::append_audit`] assigns exactly these).
+    pub fn positions(&self, entries: &[AuditEntry]) -> Vec<i64> {
+        let mut heads: HashMap<Option<OrgId>, i64> = HashMap::new();
+        entries
+            .iter()
+            .map(|entry| {
+                let org = entry.org();
+                let head = heads.entry(org).or_insert_with(|| self.heads.get(&org).map_or(0, |h| h.seq));
+                *head += 1;
+                *head
+            })
+            .collect()
+    }
+
     /// Number and link `entries` in order; returns the resolution rows and completions
     /// to insert. The segment's heads move only in the copy returned, which the caller
     /// keeps once the transaction has committed.
@@ -225,20 +269,19 @@ impl Segment {
         let mut rows = Vec::new();
         let mut completions = Vec::new();
         for entry in entries {
+            let org = entry.org();
+            let (seq, prev) = next.next(org);
+            let chained = match entry {
+                AuditEntry::Resolution(row) => chain("resolution", prev, resolution_fields(&next.id, seq, row)),
+                AuditEntry::Completion(c) => chain("completion", prev, completion_fields(&next.id, seq, c, None)),
+                AuditEntry::BoundCompletion { completion, resolution } => {
+                    chain("completion", prev, completion_fields(&next.id, seq, completion, Some(*resolution)))
+                }
+            };
+            next.advance(org, seq, chained.hash);
             match entry {
-                AuditEntry::Resolution(row) => {
-                    let (seq, prev) = next.next(row.org_id);
-                    let chained = chain("resolution", prev, resolution_fields(&next.id, seq, row));
-                    next.advance(row.org_id, seq, chained.hash);
-                    rows.push(chained);
-                }
-                AuditEntry::Completion(c) => {
-                    let org = Some(c.org_id);
-                    let (seq, prev) = next.next(org);
-                    let chained = chain("completion", prev, completion_fields(&next.id, seq, c));
-                    next.advance(org, seq, chained.hash);
-                    completions.push(chained);
-                }
+                AuditEntry::Resolution(_) => rows.push(chained),
+                AuditEntry::Completion(_) | AuditEntry::BoundCompletion { .. } => completions.push(chained),
             }
         }
         (next, rows, completions)
@@ -348,6 +391,7 @@ fn read_fields(row: &AnyRow, columns: &str) -> Result<Vec<Field>, StoreError> {
                     | "latency_us"
                     | "input_tokens"
                     | "output_tokens"
+                    | "resolution_seq"
             );
             if int_column {
                 row.try_get::<Option<i64>, _>(column).map(Field::Int)

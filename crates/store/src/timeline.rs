@@ -20,7 +20,8 @@ pub enum TimelineItem {
     Call {
         /// The resolution row.
         resolution: ResolutionAudit,
-        /// The completion recorded against its call id, once the call ended.
+        /// The call's completion, once it ended (bound to this row, not merely to its call
+        /// id, which another call may share).
         completion: Option<CallCompletion>,
     },
 }
@@ -108,15 +109,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(ResolutionAudit, Option<CallCompletion>)>, StoreError> {
         let rows = self.audit_rows_for_timeline(org, credential, at_us, seq_floor, limit).await?;
-        // By call id: a page of 10 000 would otherwise compare every row with every completion.
-        let completions: std::collections::HashMap<(String, OrgId), CallCompletion> =
-            self.completions_for(&rows).await?.into_iter().map(|c| ((c.call_id.clone(), c.org_id), c)).collect();
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let completion = row.org_id.and_then(|org| completions.get(&(row.call_id.clone(), org)).cloned());
-                (row, completion)
-            })
-            .collect())
+        let completions = self.completions_for(&rows).await?;
+        Ok(rows.into_iter().map(|row| row.resolution).zip(completions).collect())
     }
 }

@@ -120,7 +120,7 @@ fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey<'_>, Counts)> {
                 out.entry(key).or_default().denied += 1;
             }
             AuditEntry::Resolution(_) => {}
-            AuditEntry::Completion(c) => {
+            AuditEntry::Completion(c) | AuditEntry::BoundCompletion { completion: c, .. } => {
                 let Some(m) = c.metering.as_ref() else { continue };
                 let key = RollupKey {
                     org_id: c.org_id,

@@ -1115,3 +1115,134 @@ mod usage {
         .unwrap();
     }
 }
+
+mod replay {
+    use byok_domain::{CallCompletion, CredentialOwner, Metering, Outcome, ResolutionAudit};
+    use byok_store::{AuditEntry, Segment, TimelineItem};
+
+    use super::*;
+
+    fn row(cred: &Credential, team: TeamId, call_id: &str, offset: i64, outcome: Outcome) -> ResolutionAudit {
+        ResolutionAudit {
+            seq: 0,
+            at: at(1_000 + offset),
+            call_id: call_id.to_owned(),
+            org_id: Some(cred.org_id),
+            team_id: Some(team),
+            workflow_id: None,
+            token_id: None,
+            credential_id: Some(cred.id),
+            credential_version: Some(1),
+            fingerprint: Some(cred.fingerprint.clone()),
+            provider: Some(ProviderId::Openai),
+            model: Some("gpt-4o".into()),
+            model_family: Some("gpt-4o".into()),
+            capability: Some(Capability::Chat),
+            mode: Some(Mode::Sync),
+            outcome,
+            reason: (outcome == Outcome::Denied).then(|| "scope_denied".to_owned()),
+            detail: None,
+            tier: Some(Tier::KatmanB),
+            credential_owner: Some(CredentialOwner::Org),
+        }
+    }
+
+    fn completion(row: &ResolutionAudit, status: u16) -> CallCompletion {
+        CallCompletion {
+            call_id: row.call_id.clone(),
+            org_id: row.org_id.unwrap(),
+            credential_id: row.credential_id.unwrap(),
+            at: at(5_000),
+            upstream_status: Some(status),
+            latency_us: 10,
+            input_tokens: None,
+            output_tokens: None,
+            status: "completed".into(),
+            metering: Some(Metering {
+                team_id: row.team_id.unwrap(),
+                tier: Tier::KatmanB,
+                credential_owner: CredentialOwner::Org,
+                provider: ProviderId::Openai,
+                model_family: Some("gpt-4o".into()),
+                rate_card: "USD:0.001:0.2:0.8".into(),
+                provider_price: None,
+            }),
+        }
+    }
+
+    /// Calls sharing a call id — two teams', a retry's — each replay with their own
+    /// completion; completions written before they named their row are still paired by
+    /// call id, team and writer segment; a denied row or a call still running has none.
+    #[tokio::test]
+    async fn a_completion_pairs_with_its_own_row_whatever_its_call_id() {
+        for_each_backend("a_completion_pairs_with_its_own_row_whatever_its_call_id", |t| async move {
+            let store = t.store();
+            let org = new_org(store, "acme").await;
+            let (a, b) = (new_team(store, &org, "alpha").await.id, new_team(store, &org, "beta").await.id);
+            let cred = new_credential(store, &org, "main").await;
+
+            // A segment written the old way: completions name no row.
+            let mut old = Segment::new();
+            let l1 = row(&cred, a, "legacy", 1, Outcome::Allowed);
+            let l2 = row(&cred, b, "legacy", 2, Outcome::Allowed);
+            let l3 = row(&cred, a, "legacy", 3, Outcome::Denied);
+            let entries = [l1.clone(), l2.clone(), l3].map(AuditEntry::Resolution);
+            store.append_audit(&mut old, &entries).await.unwrap();
+            let entries = [completion(&l2, 202), completion(&l1, 201)].map(AuditEntry::Completion);
+            store.append_audit(&mut old, &entries).await.unwrap();
+
+            // A segment whose completions name their rows.
+            let mut new = Segment::new();
+            let n1 = row(&cred, a, "shared", 11, Outcome::Allowed);
+            let n2 = row(&cred, b, "shared", 12, Outcome::Allowed);
+            let n3 = row(&cred, a, "shared", 13, Outcome::Allowed);
+            // Still running, with the id of the old segment's calls.
+            let n4 = row(&cred, a, "legacy", 14, Outcome::Allowed);
+            let entries = [n1.clone(), n2.clone(), n3.clone(), n4].map(AuditEntry::Resolution);
+            let positions = new.positions(&entries);
+            store.append_audit(&mut new, &entries).await.unwrap();
+            let bound = |row: &ResolutionAudit, status: u16, i: usize| AuditEntry::BoundCompletion {
+                completion: completion(row, status),
+                resolution: positions[i],
+            };
+            let entries = [bound(&n3, 503, 2), bound(&n1, 200, 0), bound(&n2, 429, 1)];
+            store.append_audit(&mut new, &entries).await.unwrap();
+
+            let (items, next) = store.credential_timeline(&org.id, Some(&org.id), &cred.id, None, 100).await.unwrap();
+            assert!(next.is_none());
+            let calls: Vec<(String, bool, Outcome, Option<u16>)> = items
+                .iter()
+                .filter_map(|item| match item {
+                    TimelineItem::Call { resolution, completion } => Some((
+                        resolution.call_id.clone(),
+                        resolution.team_id == Some(a),
+                        resolution.outcome,
+                        completion.as_ref().and_then(|c| c.upstream_status),
+                    )),
+                    TimelineItem::Lifecycle(_) => None,
+                })
+                .collect();
+            let expected = [
+                ("legacy", true, Outcome::Allowed, Some(201)),
+                ("legacy", false, Outcome::Allowed, Some(202)),
+                ("legacy", true, Outcome::Denied, None),
+                ("shared", true, Outcome::Allowed, Some(200)),
+                ("shared", false, Outcome::Allowed, Some(429)),
+                ("shared", true, Outcome::Allowed, Some(503)),
+                ("legacy", true, Outcome::Allowed, None),
+            ]
+            .map(|(id, team_a, outcome, status)| (id.to_owned(), team_a, outcome, status));
+            assert_eq!(calls, expected);
+            // Every completion is of its row's team.
+            for item in &items {
+                if let TimelineItem::Call { resolution, completion: Some(c) } = item {
+                    assert_eq!(c.metering.as_ref().map(|m| m.team_id), resolution.team_id, "{resolution:?}");
+                }
+            }
+            let report = store.verify_audit(Some(&org.id)).await.unwrap();
+            assert!(report.ok, "{report:?}");
+        })
+        .await
+        .unwrap();
+    }
+}

@@ -8,7 +8,7 @@
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde_json::Value;
 
-use super::{cell, new_table, text_of};
+use super::{cell, new_table, printable, text_of};
 
 /// A statement line's columns, as CSV names them (the API's field names).
 const STATEMENT_FIELDS: [&str; 9] = [
@@ -178,14 +178,15 @@ pub fn usage_report_csv(answer: &Value) -> String {
 }
 
 /// RFC 4180: CRLF line ends; a field holding a comma, quote, CR or LF is quoted, its
-/// quotes doubled; a missing or null value is an empty field.
+/// quotes doubled; a missing or null value is an empty field. Control characters in a
+/// value are escaped ([`printable`]) like everywhere else the CLI prints.
 fn csv(fields: &[&str], rows: &[Value]) -> String {
     let mut out = csv_row(fields.iter().map(|field| (*field).to_owned()));
     for row in rows {
         out.push_str(&csv_row(fields.iter().map(|field| match row.get(field) {
             None | Some(Value::Null) => String::new(),
-            Some(Value::String(text)) => text.clone(),
-            Some(other) => other.to_string(),
+            Some(Value::String(text)) => printable(text).into_owned(),
+            Some(other) => printable(&other.to_string()).into_owned(),
         })));
     }
     out
@@ -250,7 +251,7 @@ pub fn budget(answer: &Value) -> String {
     let mut table = number_table(&["TEAM", "MONTHLY LIMIT", "SPENT THIS MONTH"], 1);
     for (team, limit) in teams {
         let spent = text_of(spent.and_then(|spent| spent.get(team)));
-        table.add_row(vec![team.clone(), with_currency(text_of(Some(limit))), with_currency(spent)]);
+        table.add_row(vec![printable(team).into_owned(), with_currency(text_of(Some(limit))), with_currency(spent)]);
     }
     out.push_str(&format!("Team limits:\n{table}\n"));
     out

@@ -1,7 +1,9 @@
 //! Phase 7: build the outbound request. The upstream origin comes from the credential's
 //! admin-set `base_url`, the operator's configuration or the registry — never from the
-//! request. Every client credential header, every `x-byok-*` header and every
-//! hop-by-hop header is removed; the real key is injected, marked sensitive.
+//! request. Every client credential header, every `x-byok-*` header, every hop-by-hop
+//! header and every routing header (`X-Forwarded-Host`, `X-Original-URL`, method
+//! overrides, …) is removed; the path sent is exactly the normal form `classify` read;
+//! the real key is injected, marked sensitive.
 
 use axum::http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, HOST};
 use axum::http::{HeaderMap, Method, Request, Uri};
@@ -18,6 +20,33 @@ use crate::config::ProxyConfig;
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and others a proxy must not forward.
 const HOP_BY_HOP: [&str; 9] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect", "host"];
+
+/// Headers some servers and proxies let choose the route, host, scheme or method in place
+/// of the request line: the call must mean upstream what byok classified.
+const ROUTING_HEADERS: [&str; 10] = [
+    "forwarded",
+    "x-rewrite-url",
+    "x-real-ip",
+    "x-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-proxy-url",
+    "x-http-destinationurl",
+    "front-end-https",
+];
+
+/// Prefixes of routing header families (`X-Forwarded-Host`, `X-Original-URL`,
+/// `X-Envoy-Original-Path`, …).
+const ROUTING_HEADER_PREFIXES: [&str; 3] = ["x-forwarded-", "x-original-", "x-envoy-"];
+
+/// Whether `name` (lower case) is a routing header.
+fn is_routing_header(name: &str) -> bool {
+    ROUTING_HEADERS.contains(&name) || ROUTING_HEADER_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// Query parameters that carry a Google credential: byok never sends a key in a URL.
+const GEMINI_KEY_PARAMETERS: [&str; 2] = ["key", "access_token"];
 
 /// Where this call goes: the operator's override when it says it overrides credentials
 /// (`[upstreams.<id>] override_credentials = true`), else the credential's `base_url`,
@@ -69,8 +98,17 @@ fn upstream_query(route: &Route) -> Option<String> {
     if route.spec.api != Api::Gemini {
         return Some(query.to_owned());
     }
-    // A key in a URL lands in logs: byok never sends one, and drops a client's.
-    let kept: Vec<&str> = query.split('&').filter(|pair| !pair.starts_with("key=") && *pair != "key").collect();
+    // A key in a URL lands in logs: byok never sends one, and drops a client's, by the name
+    // Google reads once it has decoded it (`%6Bey` is `key`). A name that does not decode
+    // was refused by `classify`; it is dropped here too.
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| match byok_providers::query_parameter_names(pair).next().flatten() {
+            Some(name) => !GEMINI_KEY_PARAMETERS.iter().any(|key| name.eq_ignore_ascii_case(key)),
+            None => false,
+        })
+        .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
@@ -83,9 +121,10 @@ pub(crate) fn build_upstream_request(
     body: Bytes,
     secret: &ProviderSecret,
 ) -> Result<Request<Full<Bytes>>, Refusal> {
-    let mut target = String::with_capacity(base.len() + route.upstream_path.len() + 64);
+    let path = route.path.as_str();
+    let mut target = String::with_capacity(base.len() + path.len() + 64);
     target.push_str(base);
-    target.push_str(&route.upstream_path);
+    target.push_str(path);
     if let Some(query) = upstream_query(route) {
         target.push('?');
         target.push_str(&query);
@@ -103,6 +142,7 @@ pub(crate) fn build_upstream_request(
             || name == ACCEPT_ENCODING
             || CREDENTIAL_HEADERS.contains(&lower)
             || lower.starts_with("x-byok-")
+            || is_routing_header(lower)
         {
             continue;
         }

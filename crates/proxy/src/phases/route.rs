@@ -1,9 +1,10 @@
-//! Phase 1: the route. `/{provider}/{upstream path}`; the upstream path is checked for
-//! tricks that could change where a request goes or what it means upstream.
+//! Phase 1: the route. `/{provider}/{upstream path}`; the upstream path is brought to its
+//! one normal form ([`byok_providers::normalize_path`]) — what `classify` reads and what
+//! `inject` sends — or refused if it has none.
 
 use axum::http::Uri;
 use byok_domain::ProviderId;
-use byok_providers::{spec, ProviderSpec};
+use byok_providers::{normalize_path, spec, NormalizedPath, ProviderSpec};
 
 use super::{Code, Refusal};
 
@@ -12,15 +13,20 @@ use super::{Code, Refusal};
 pub struct Route {
     /// The provider's wire facts.
     pub spec: &'static ProviderSpec,
-    /// The path to send upstream (starts with `/`).
+    /// The path to send upstream, in normal form (starts with `/`): what is classified
+    /// and exactly what is sent.
+    pub path: NormalizedPath,
+    /// The same path as text (what the fuzzing entry point reports).
     pub upstream_path: String,
     /// The query string, if any.
     pub query: Option<String>,
 }
 
-/// Split `uri` into provider and upstream path. Refuses absolute request targets and
-/// path tricks: empty segments (`//`), dot segments (`.`, `..`), `@`, backslashes and
-/// percent-encoded separators or dots.
+/// Split `uri` into provider and upstream path. Refuses absolute request targets, unknown
+/// providers and paths with no single reading: dot segments (also as `%2E` or `..;`),
+/// empty segments (`//`), `@`, `;`, backslashes, encoded separators and reserved
+/// characters (`%2F`, `%3A`, `%3F`, `%23`, …), controls and non-ASCII bytes (raw or
+/// encoded: fullwidth dots, overlong UTF-8).
 pub fn route(uri: &Uri) -> Result<Route, Refusal> {
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(Refusal::new(
@@ -37,34 +43,14 @@ pub fn route(uri: &Uri) -> Result<Route, Refusal> {
     let provider: ProviderId = provider
         .parse()
         .map_err(|e: byok_domain::UnknownProvider| Refusal::new(Code::UnknownProvider, e.to_string()))?;
-    check_path(upstream_path)?;
-    Ok(Route { spec: spec(provider), upstream_path: upstream_path.to_owned(), query: uri.query().map(str::to_owned) })
-}
-
-fn check_path(path: &str) -> Result<(), Refusal> {
-    let refuse = |what: &str| Err(Refusal::new(Code::InvalidRequest, format!("request path refused: {what}")));
-    if path.contains('@') {
-        return refuse("'@' is not allowed");
-    }
-    if path.contains('\\') {
-        return refuse("backslashes are not allowed");
-    }
-    let lower = path.to_ascii_lowercase();
-    for encoded in ["%2f", "%5c", "%2e", "%40", "%00", "%25"] {
-        if lower.contains(encoded) {
-            return refuse("percent-encoded separators, dots, '@', '%' or NUL are not allowed");
-        }
-    }
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    for (index, segment) in segments.iter().enumerate() {
-        if *segment == "." || *segment == ".." {
-            return refuse("'.' and '..' segments are not allowed");
-        }
-        if segment.is_empty() && index + 1 != segments.len() {
-            return refuse("empty segments ('//') are not allowed");
-        }
-    }
-    Ok(())
+    let path = normalize_path(upstream_path)
+        .map_err(|e| Refusal::new(Code::InvalidRequest, format!("request path refused: {e}")))?;
+    Ok(Route {
+        spec: spec(provider),
+        upstream_path: path.as_str().to_owned(),
+        path,
+        query: uri.query().map(str::to_owned),
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +79,7 @@ mod tests {
         for (uri, provider, path, query) in ok {
             let route = route(&uri.parse().unwrap()).unwrap();
             assert_eq!(route.spec.id, provider);
+            assert_eq!(route.path.as_str(), path);
             assert_eq!(route.upstream_path, path);
             assert_eq!(route.query.as_deref(), query);
         }
@@ -109,10 +96,17 @@ mod tests {
             ("/openai/v1/%2e%2e/admin", Code::InvalidRequest),
             ("/openai/v1/x%5cy", Code::InvalidRequest),
             ("/openai/v1/x%252fy", Code::InvalidRequest),
+            ("/openai/v1/..;/admin", Code::InvalidRequest),
+            ("/gemini/v1beta/models/gemini-2.5-pro%3AgenerateContent", Code::InvalidRequest),
+            ("/openai/v1/models%3F/x", Code::InvalidRequest),
+            ("/openai/v1/%c0%ae%c0%ae/admin", Code::InvalidRequest),
         ];
         for (uri, code) in refused {
             let err = route(&uri.parse().unwrap()).unwrap_err();
             assert_eq!(err.code, code, "{uri}");
         }
+        // Encoded unreserved characters are decoded: the normal form is what is sent.
+        let route = route(&"/openai/v1/chat/%63ompletions".parse().unwrap()).unwrap();
+        assert_eq!(route.upstream_path, "/v1/chat/completions");
     }
 }
