@@ -51,7 +51,7 @@ pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, key
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"),
         ("credential" = Option<String>, Query), ("call_id" = Option<String>, Query), ("outcome" = Option<String>, Query),
-        ("since" = Option<String>, Query), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query),
+        ("since" = Option<Timestamp>, Query), ("until" = Option<Timestamp>, Query), ("limit" = Option<u32>, Query),
         ("after_seq" = Option<i64>, Query)),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn query(

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use byok_domain::{Org, OrgControls, RateCard, Statement, Tier};
+use byok_domain::{Org, OrgControls, RateCard, Statement, Tier, Timestamp};
 use byok_store::UsageSource;
 use byok_vault::{BudgetInput, BudgetView, RateCardView, UsageReport, Vault};
 use serde::Deserialize;
@@ -193,8 +193,8 @@ fn period(
 /// (slower; the two always agree).
 #[utoipa::path(get, path = "/v1/orgs/{org}/usage", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"),
-        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive"),
         ("source" = Option<String>, Query, description = "`rollup` (default) or `audit`")),
     responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -216,8 +216,8 @@ pub(crate) async fn usage(
 
 /// Every org's usage for `[from, to)`, one line per org (operator only).
 #[utoipa::path(get, path = "/v1/usage", tag = "billing", security(("bearer" = [])),
-    params(("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive")),
+    params(("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive")),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn usage_report(
     State(vault): State<Vault>,

@@ -17,11 +17,14 @@ use crate::extract::JsonBody;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateCredentialRequest {
     /// Unique within the org.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     /// The one provider it serves.
     provider: ProviderId,
-    /// The provider key. Write-only: never returned.
-    #[schema(value_type = String, write_only)]
+    /// The provider key: at least 16 bytes (UTF-8; so fewer characters may do) and at most
+    /// 16 KiB, printable (no control characters). Write-only: never returned.
+    #[schema(value_type = String, write_only, max_length = 16384,
+        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u007F][^\\u0000-\\u001F\\u007F]*$")]
     secret: ProviderSecret,
     /// Allow-lists; empty or absent lists mean "any".
     #[serde(default)]
@@ -64,8 +67,9 @@ fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateRequest {
-    /// The new provider key. Write-only.
-    #[schema(value_type = String, write_only)]
+    /// The new provider key (as for a new credential). Write-only.
+    #[schema(value_type = String, write_only, max_length = 16384,
+        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u007F][^\\u0000-\\u001F\\u007F]*$")]
     secret: ProviderSecret,
 }
 

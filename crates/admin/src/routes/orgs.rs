@@ -16,6 +16,7 @@ use crate::extract::JsonBody;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOrgRequest {
     /// Unique name (letters, digits, `.`, `_`, `-`).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     /// Billing tier.
     tier: Tier,
@@ -54,6 +55,7 @@ pub(crate) struct IssuedAdminTokenResponse {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTeamRequest {
     /// Unique within the org.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
 }
 
@@ -68,6 +70,7 @@ pub(crate) struct TeamList {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateWorkflowRequest {
     /// Unique within the org.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     name: String,
     /// Owning team (id or name).
     #[serde(default)]
@@ -269,6 +272,7 @@ pub(crate) async fn kek_status(
 #[serde(deny_unknown_fields)]
 pub(crate) struct MoveKmsRequest {
     /// `default`, or a customer-managed KMS from `[kms.customer.<name>]` (katman-c only).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     kms: String,
 }
 
