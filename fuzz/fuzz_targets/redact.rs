@@ -83,7 +83,7 @@ fn mixed_char(c: u8, rng: &mut Rng) -> Vec<u8> {
     match rng.next() % 6 {
         0 => u_escape(c, false),
         1 => u_escape(c, true),
-        2 => percent(c, rng.next() % 2 == 0),
+        2 => percent(c, rng.next() & 1 == 0),
         3 if matches!(c, b'/' | b'\\' | b'"') => vec![b'\\', c],
         4 if c.is_ascii_alphabetic() => vec![c ^ 0x20],
         _ => vec![c],
@@ -96,7 +96,7 @@ fn encode(key: &[u8], selector: u8, rng: &mut Rng) -> Vec<u8> {
     match selector % 18 {
         0 => key.to_vec(),
         1 => key.to_ascii_uppercase(),
-        2 => key.iter().map(|c| if rng.next() % 2 == 0 { c.to_ascii_uppercase() } else { *c }).collect(),
+        2 => key.iter().map(|c| if rng.next() & 1 == 0 { c.to_ascii_uppercase() } else { *c }).collect(),
         3 => key.iter().flat_map(|c| u_escape(*c, false)).collect(),
         4 => key.iter().flat_map(|c| u_escape(*c, true)).collect(),
         5 => key.iter().flat_map(|c| mixed_char(*c, rng)).collect(),
