@@ -206,6 +206,33 @@ fn bound_in_place(text: &mut String, max: usize) {
 }
 
 impl ResolutionAudit {
+    /// A denied row for `call_id`, stamped now, with nothing else established yet: what
+    /// the sidecar fills in as the call goes through its phases.
+    pub fn denied(call_id: String) -> Self {
+        Self {
+            seq: 0,
+            at: Timestamp::now(),
+            call_id,
+            org_id: None,
+            team_id: None,
+            workflow_id: None,
+            token_id: None,
+            credential_id: None,
+            credential_version: None,
+            fingerprint: None,
+            provider: None,
+            model: None,
+            model_family: None,
+            capability: None,
+            mode: None,
+            outcome: Outcome::Denied,
+            reason: None,
+            detail: None,
+            tier: None,
+            credential_owner: None,
+        }
+    }
+
     /// The row with the text a caller could choose made safe to keep (see
     /// [`bounded_text`]): the call id to [`CALL_ID_MAX_LEN`], the model to
     /// [`MODEL_MAX_LEN`], the denial message (which may quote the request) to

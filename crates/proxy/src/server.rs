@@ -151,35 +151,10 @@ fn call_id(headers: &HeaderMap) -> String {
         .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned)
 }
 
-fn blank_record(call_id: String) -> ResolutionAudit {
-    ResolutionAudit {
-        seq: 0,
-        at: Timestamp::now(),
-        call_id,
-        org_id: None,
-        team_id: None,
-        workflow_id: None,
-        token_id: None,
-        credential_id: None,
-        credential_version: None,
-        fingerprint: None,
-        provider: None,
-        model: None,
-        model_family: None,
-        capability: None,
-        mode: None,
-        outcome: Outcome::Denied,
-        reason: None,
-        detail: None,
-        tier: None,
-        credential_owner: None,
-    }
-}
-
 async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Body> {
     let started = Instant::now();
     let call_id = call_id(request.headers());
-    let mut record = blank_record(call_id.clone());
+    let mut record = ResolutionAudit::denied(call_id.clone());
     let mut api = crate::listen::provider_shape(request.uri());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let result = sidecar.inner.process(request, peer, &mut record, &mut api, started).await;
