@@ -15,8 +15,11 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable code (`invalid_request`, `not_found`, `conflict`, `forbidden`,
-    /// `tier_forbids`, `unauthorized`, `store_unavailable`, `kms_unavailable`, `internal`).
+    /// Machine-readable code: `invalid_request` (400: the body or a parameter breaks the
+    /// schema), `unauthorized` (401), `forbidden` or `tier_forbids` (403), `not_found`
+    /// (404: the path, or a name in the body, refers to nothing), `conflict` (409),
+    /// `unprocessable` (422: well-formed, but breaks a rule the schema cannot state),
+    /// `store_unavailable` or `kms_unavailable` (503), `internal` (500).
     pub code: &'static str,
     /// What is wrong, for a person.
     pub message: String,
@@ -39,6 +42,11 @@ impl ApiError {
     /// 400 invalid_request.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 422 unprocessable: well-formed, but breaks a rule the schema cannot state.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }
 
     /// 401 unauthorized.
@@ -71,7 +79,9 @@ impl From<VaultError> for ApiError {
         let message = err.to_string();
         match err {
             VaultError::Invalid(_) => Self::invalid(message),
+            VaultError::Unprocessable(_) => Self::unprocessable(message),
             VaultError::NotFound(_) => Self::not_found(message),
+            VaultError::Forbidden(_) => Self::forbidden(message),
             VaultError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             VaultError::TierForbids(_) => Self::new(StatusCode::FORBIDDEN, "tier_forbids", message),
             VaultError::StoreUnavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message),

@@ -1,14 +1,20 @@
 //! A JSON body extractor whose refusals are [`ApiError`]s naming the problem.
 
+use std::fmt;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::error::ApiError;
 
 /// A JSON request body. An empty body reads as `{}`, so optional-only bodies may be
 /// omitted; anything but a JSON object (serde would read an array as the fields in
-/// order), unknown fields and malformed JSON are refused with serde's explanation.
+/// order), a key given twice, unknown fields and malformed JSON are refused with a
+/// message naming the problem. A number with no fractional part is an integer however it
+/// is written (`7.0`, `7e0`), as JSON Schema counts it.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -25,17 +31,94 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Some(_) => return Err(ApiError::invalid("invalid request body: expected a JSON object")),
         };
         let mut deserializer = serde_json::Deserializer::from_slice(text);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let Normalized(tree) = Normalized::deserialize(&mut deserializer)
+            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
+        deserializer.end().map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
+        let value = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path == "." || inner.is_syntax() || inner.is_eof() {
+            if path == "." {
                 ApiError::invalid(format!("invalid request body: {inner}"))
             } else {
                 ApiError::invalid(format!("invalid request body: {path}: {inner}"))
             }
         })?;
-        deserializer.end().map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
         Ok(JsonBody(value))
+    }
+}
+
+/// A JSON tree read with two rules serde_json's own `Value` does not keep: a key given
+/// twice is an error (not the last one winning), and an integral number is an integer.
+struct Normalized(Value);
+
+impl<'de> Deserialize<'de> for Normalized {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NormalizedVisitor).map(Normalized)
+    }
+}
+
+struct NormalizedVisitor;
+
+impl<'de> Visitor<'de> for NormalizedVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // Exactly representable integers only (|v| < 2^53): 7.0 is 7, 1e300 stays a float.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() < EXACT {
+            #[allow(clippy::cast_possible_truncation)]
+            return Ok(Value::from(v as i64));
+        }
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Normalized(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Normalized(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(de::Error::custom(format!("the key '{}' is given twice", shown.escape_debug())));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -69,5 +152,39 @@ mod tests {
             let err = read(refused).await.unwrap_err();
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{refused}");
         }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Counted {
+        n: u32,
+        #[serde(default)]
+        inner: Option<Box<Counted>>,
+    }
+
+    async fn counted(body: &'static str) -> Result<Counted, ApiError> {
+        let request = Request::builder().body(Body::from(body)).unwrap();
+        JsonBody::<Counted>::from_request(request, &()).await.map(|JsonBody(value)| value)
+    }
+
+    /// JSON Schema's integer is any number without a fraction: `7.0` and `7e0` are 7.
+    #[tokio::test]
+    async fn integral_numbers_are_integers() {
+        for seven in [r#"{"n":7}"#, r#"{"n":7.0}"#, r#"{"n":7e0}"#, r#"{"n":0.7e1}"#] {
+            assert_eq!(counted(seven).await.unwrap().n, 7, "{seven}");
+        }
+        for refused in [r#"{"n":7.5}"#, r#"{"n":-1.0}"#, r#"{"n":1e300}"#, r#"{"n":4294967296.0}"#] {
+            assert!(counted(refused).await.is_err(), "{refused}");
+        }
+    }
+
+    /// A key given twice is ambiguous (which one did the caller mean?): refused at any depth.
+    #[tokio::test]
+    async fn a_key_given_twice_is_refused() {
+        for refused in [r#"{"n":1,"n":2}"#, r#"{"n":1,"inner":{"n":2,"n":3}}"#] {
+            let err = counted(refused).await.unwrap_err();
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{refused}");
+        }
+        assert_eq!(counted(r#"{"n":1,"inner":{"n":2}}"#).await.unwrap().inner.unwrap().n, 2);
     }
 }

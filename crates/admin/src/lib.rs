@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod confirm;
 mod error;
 mod extract;
 mod openapi;

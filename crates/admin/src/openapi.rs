@@ -28,23 +28,25 @@ impl Modify for BearerAuth {
     info(title = "byok admin API", description = "Manage orgs, teams, workflows, provider credentials and workload tokens."),
     paths(
         health::healthz, health::readyz,
-        orgs::create_org, orgs::list_orgs, orgs::get_org, orgs::delete_org, orgs::rotate_kek, orgs::kek_status,
+        orgs::create_org, orgs::list_orgs, orgs::get_org, orgs::delete_org, orgs::rotate_kek, orgs::get_kek_status,
         orgs::move_kms, orgs::list_kms,
         orgs::create_admin_token, orgs::list_admin_tokens, orgs::revoke_admin_token,
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
-        credentials::create, credentials::list, credentials::show, credentials::update, credentials::rotate,
-        credentials::disable, credentials::enable, credentials::revoke, audit::lifecycle,
-        audit::query, audit::verify, audit::verify_checkpoint, audit::checkpoint, audit::purge, audit::public_key,
-        tokens::create, tokens::list, tokens::revoke,
-        billing::update_org, billing::get_rate_card, billing::put_rate_card, billing::delete_rate_card,
-        billing::get_budget, billing::put_budget, billing::delete_budget,
-        billing::get_controls, billing::put_controls, billing::delete_controls,
-        billing::usage, billing::usage_report,
-        platform::create_platform_credential, platform::list_platform_credentials, platform::show_platform_credential,
+        credentials::create_credential, credentials::list_credentials, credentials::get_credential, credentials::update_credential, credentials::rotate_credential,
+        credentials::disable_credential, credentials::enable_credential, credentials::revoke_credential, audit::credential_lifecycle,
+        audit::query_audit, audit::verify_audit, audit::verify_audit_checkpoint, audit::create_audit_checkpoint, audit::purge_audit, audit::get_audit_public_key,
+        tokens::create_token, tokens::list_tokens, tokens::revoke_token,
+        billing::update_org, billing::get_rate_card, billing::get_negotiated_rate_card,
+        billing::put_negotiated_rate_card, billing::delete_negotiated_rate_card,
+        billing::get_budget, billing::put_budget, billing::get_controls, billing::put_controls,
+        billing::get_org_usage, billing::get_usage_report,
+        platform::create_platform_credential, platform::list_platform_credentials, platform::get_platform_credential,
         platform::update_platform_credential, platform::rotate_platform_credential,
         platform::disable_platform_credential, platform::enable_platform_credential,
         platform::revoke_platform_credential, platform::platform_credential_lifecycle, platform::verify_platform_audit,
     ),
+    // Types used only as query parameters, which utoipa does not collect by itself.
+    components(schemas(billing::StatementSource, crate::confirm::Confirm)),
     modifiers(&BearerAuth),
     tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "audit"), (name = "billing"),
         (name = "platform"), (name = "health")),
@@ -85,7 +87,8 @@ fn complete_operations(document: &mut Value) {
     let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else { return };
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else { continue };
-        for operation in item.values_mut().filter_map(Value::as_object_mut) {
+        for (method, operation) in item.iter_mut() {
+            let Some(operation) = operation.as_object_mut() else { continue };
             let secured = operation.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
             let parameters = operation.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
             let located = |location: &str| parameters.iter().any(|p| p["in"] == location);
@@ -112,8 +115,11 @@ fn complete_operations(document: &mut Value) {
             if path.contains("{org}") {
                 add.push(("403", "The token may not act on this org (or the operation is the operator's)."));
             }
-            if located("path") {
-                add.push(("404", "No such org, credential or token."));
+            if located("path") || operation.contains_key("requestBody") {
+                add.push(("404", "No such org, credential or token, or a name in the body (a team, a workflow, a KMS) that refers to nothing; the message names the field."));
+            }
+            if method != "get" && !path.contains("/audit") {
+                add.push(("409", "The change conflicts with the current state: a name already taken, a revoked credential, a change made concurrently (read again and retry)."));
             }
             if secured {
                 add.push(("503", "The store or the KMS cannot be used (`store_unavailable`, `kms_unavailable`)."));
@@ -192,6 +198,51 @@ mod tests {
         assert_eq!(optional("/v1/orgs/{org}/budget", "put"), Value::Bool(false));
         assert_eq!(optional("/v1/orgs", "post"), Value::Bool(true));
         assert_eq!(optional("/v1/orgs/{org}/credentials/{cred}/rotate", "post"), Value::Bool(true));
+    }
+
+    /// Every `$ref` names a schema the document has.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Object(object) => {
+                    if let Some(Value::String(target)) = object.get("$ref") {
+                        out.push(target.clone());
+                    }
+                    object.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let document = openapi_document();
+        let mut targets = Vec::new();
+        refs(&document, &mut targets);
+        assert!(!targets.is_empty());
+        for target in targets {
+            let pointer = target.trim_start_matches('#');
+            assert!(document.pointer(pointer).is_some(), "{target} does not resolve");
+        }
+    }
+
+    /// Operation ids are unique (client generators name methods after them) and say
+    /// what they do to what: `list_credentials`, never a bare `list`.
+    #[test]
+    fn operation_ids_are_unique_and_descriptive() {
+        let document = openapi_document();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+                let descriptive = id.contains('_') || matches!(id, "healthz" | "readyz");
+                assert!(descriptive, "{method} {path}: operationId '{id}' does not say what it acts on");
+                assert!(operation["tags"].as_array().is_some_and(|t| !t.is_empty()), "{method} {path}: no tag");
+                if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                    panic!("operationId '{id}' is used by both {other} and {method} {path}");
+                }
+            }
+        }
+        assert!(seen.len() > 50, "{} operations", seen.len());
     }
 
     /// Every secured operation documents 401; every `allOf` is flattened.

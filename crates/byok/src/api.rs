@@ -83,8 +83,10 @@ pub enum Body {
     /// `POST /v1/orgs`
     CreateOrg(CreateOrg),
     /// `POST /v1/orgs/{org}/admin-tokens`; its default, `{}`, is also the body of
-    /// `…/credentials/{cred}/{disable,enable,revoke}`.
+    /// `…/credentials/{cred}/{disable,enable}`.
     Expiry(ExpiryOnly),
+    /// `{"confirm": true}`: `…/credentials/{cred}/revoke`, `…/kek/rotate`.
+    Confirm(Confirm),
     /// `POST /v1/orgs/{org}/teams`
     CreateTeam(CreateTeam),
     /// `POST /v1/orgs/{org}/workflows`
@@ -178,6 +180,18 @@ pub struct ExpiryOnly {
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// `{"confirm": true}`: the body of an operation that cannot be undone (the CLI's own
+/// confirmation, where it asks one, comes before).
+#[derive(Debug, Serialize)]
+pub struct Confirm {
+    confirm: bool,
+}
+
+impl Confirm {
+    /// The caller means it.
+    pub const YES: Confirm = Confirm { confirm: true };
 }
 
 /// `{"name"}`
@@ -281,9 +295,8 @@ pub struct CreateToken {
 /// `{"before"?}`: remove audit entries older than this; absent: the org's retention.
 #[derive(Debug, Default, Serialize)]
 pub struct PurgeAudit {
-    /// RFC 3339.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<String>,
+    /// RFC 3339, or `retention`.
+    pub before: String,
 }
 
 /// The one place a secret is read out of its wrapper: while serde writes the body.

@@ -113,6 +113,7 @@ macro_rules! prefixed_id {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .description(Some(concat!("A ", $kind, " id: '", $prefix, "' followed by a ULID.")))
+                    .pattern(Some(concat!("^", $prefix, "[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")))
                     .examples([serde_json::json!(concat!($prefix, "01JD7X3M5Q8V6N2K4T9R1B0C7E"))])
                     .into()
             }

@@ -180,6 +180,7 @@ impl utoipa::PartialSchema for Cidr {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .description(Some("A network in CIDR notation, its first address (10.20.0.0/16, fd00::/8)."))
+            .pattern(Some(r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$"))
             .examples([serde_json::json!("10.20.0.0/16")])
             .into()
     }

@@ -179,9 +179,11 @@ pub struct ScopeInput {
     pub modes: Vec<Mode>,
     /// Teams by id or name; empty = every team.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::name::Name>)]
     pub teams: Vec<String>,
     /// Workflows by id or name; empty = any.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::name::Name>)]
     pub workflows: Vec<String>,
 }
 

@@ -209,6 +209,26 @@ async fn ambiguous_requests_are_refused_before_anything_is_sent() {
         .header("content-type", "multipart/form-data; boundary=b")
         .says("JSON object"),
         trick("not JSON, gemini", Gemini, "/gemini/v1beta/models/gemini-2.5-flash:generateContent", "hi", Classify),
+        // A JSON array where an object is required, a model that is not a string.
+        trick("JSON array", Openai, "/openai/v1/chat/completions", format!("[{mini}]"), Classify).says("JSON object"),
+        trick(
+            "JSON array, anthropic",
+            Anthropic,
+            "/anthropic/v1/messages",
+            format!("[{}]", anthropic_messages("claude-haiku-4-5", false)),
+            Classify,
+        )
+        .says("JSON object"),
+        trick("model a number", Openai, "/openai/v1/chat/completions", r#"{"model":4,"messages":[]}"#, Classify)
+            .says("must be a string"),
+        trick(
+            "model a list",
+            Openai,
+            "/openai/v1/chat/completions",
+            r#"{"model":["gpt-4o-mini"],"messages":[]}"#,
+            Classify,
+        )
+        .says("must be a string"),
         // Path keywords in another letter case: Azure routes DEPLOYMENTS like deployments.
         trick(
             "DEPLOYMENTS",

@@ -510,7 +510,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             max_credential_age_days: None,
             allowed_source_cidrs: vec![Cidr::parse("10.99.0.0/16").unwrap()],
         };
-        env.vault.set_controls(&actor(), &id, controls).await.unwrap();
+        env.vault.set_controls(&actor(), &id, controls.into()).await.unwrap();
         refused("source_forbidden", 403)(chat(&env, ProviderId::Openai, &token, false, &[]).await);
         expected_denials.push("source_forbidden");
         // …a trusted proxy's X-Forwarded-For is believed…
@@ -529,7 +529,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             .await
             .unwrap();
         let controls = OrgControls { max_credential_age_days: Some(1), allowed_source_cidrs: Vec::new() };
-        env.vault.set_controls(&actor(), &id, controls).await.unwrap();
+        env.vault.set_controls(&actor(), &id, controls.into()).await.unwrap();
         let listed = env.vault.list_credentials(&id).await.unwrap();
         assert_eq!(
             listed[0].rotate_by.map(|t| t.as_micros()),

@@ -81,7 +81,7 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
         let err = env.vault.move_kms(&Actor::System, &env.org.id.to_string(), CUSTOMER_KMS).await.unwrap_err();
         assert!(matches!(&err, VaultError::TierForbids(m) if m.contains("katman-c")), "{err}");
         let err = env.vault.move_kms(&Actor::System, &name, "nope").await.unwrap_err();
-        assert!(matches!(&err, VaultError::Invalid(m) if m.contains("'nope'") && m.contains(CUSTOMER_KMS)), "{err}");
+        assert!(matches!(&err, VaultError::NotFound(m) if m.contains("'nope'") && m.contains(CUSTOMER_KMS)), "{err}");
         assert_eq!(events_of(&env, &org, LifecycleKind::KmsMoved).await.len(), 0);
 
         // Calls keep flowing while the org moves (the DEK cache is off: every call

@@ -59,7 +59,7 @@ impl TimelineCursor {
         let mut parts = text.split('.');
         let cursor = Self {
             at_us: parts.next()?.parse().ok()?,
-            kind: parts.next()?.parse().ok()?,
+            kind: parts.next()?.parse().ok().filter(|kind| *kind <= 1)?,
             seq: parts.next()?.parse().ok()?,
         };
         parts.next().is_none().then_some(cursor)

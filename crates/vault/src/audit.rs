@@ -149,7 +149,7 @@ impl Vault {
     pub async fn verify_checkpoint(&self, org: &str, signed: &SignedCheckpoint) -> Result<CheckpointCheck, VaultError> {
         let org = self.org(org).await?;
         if signed.checkpoint.org_id != org.id {
-            return Err(VaultError::invalid(format!(
+            return Err(VaultError::unprocessable(format!(
                 "the checkpoint is for {}, not for {}",
                 signed.checkpoint.org_id, org.id
             )));
@@ -179,7 +179,7 @@ impl Vault {
         let retention_cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(days) * DAY_MICROS)
             .unwrap_or_else(Timestamp::now);
         if before.is_some_and(|at| at > Timestamp::now()) {
-            return Err(VaultError::invalid(
+            return Err(VaultError::unprocessable(
                 "before: must not be in the future (nothing newer than now can be purged)",
             ));
         }

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 
 use byok_domain::billing::{month_start, next_month_start};
 use byok_domain::{
-    Actor, Budget, CredentialState, KmsName, LifecycleKind, Money, Name, Org, OrgControls, OrgId, OrgState, PricedCard,
-    RateCard, Statement, Tier, Timestamp, UsageCounts, UsageKey,
+    Actor, Budget, Cidr, CredentialState, KmsName, LifecycleKind, Money, Name, Org, OrgControls, OrgId, OrgState,
+    PricedCard, RateCard, Statement, Tier, Timestamp, UsageCounts, UsageKey,
 };
 use byok_store::{OrgChange, UsageRow, UsageSource};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
 use crate::events::event;
-use crate::orgs::as_invalid;
+use crate::orgs::in_field;
 use crate::Vault;
 
 /// Longest maximum credential age accepted, in days (100 years).
@@ -48,7 +48,75 @@ pub struct BudgetInput {
     pub monthly_limit: Option<Money>,
     /// Per-team limits per calendar month, by team id or name.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<byok_domain::Name, Money>)]
     pub teams: BTreeMap<String, Money>,
+}
+
+/// Controls as an admin writes them: networks as text, checked (and listed once each)
+/// when set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlsInput {
+    /// A credential whose current version is older than this many days is refused with
+    /// `rotation_required` until it is rotated.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub max_credential_age_days: Option<u32>,
+    /// Data-plane calls are accepted only from these networks (the TCP peer address, or
+    /// the forwarded-for address from a trusted proxy); empty: from anywhere. A network
+    /// listed twice counts once.
+    #[serde(default)]
+    #[schema(value_type = Vec<byok_domain::Cidr>, max_items = 1000)]
+    pub allowed_source_cidrs: Vec<String>,
+}
+
+impl ControlsInput {
+    /// The controls, or what is wrong with them: a network that is not one (or has host
+    /// bits set) is well-formed text breaking a rule, 422.
+    fn parse(&self) -> Result<OrgControls, VaultError> {
+        if let Some(days) = self.max_credential_age_days {
+            if days == 0 || days > MAX_CREDENTIAL_AGE_DAYS {
+                return Err(VaultError::invalid(format!(
+                    "max_credential_age_days: {days} is out of range; give 1 to {MAX_CREDENTIAL_AGE_DAYS}"
+                )));
+            }
+        }
+        if self.allowed_source_cidrs.len() > MAX_SOURCE_CIDRS {
+            return Err(VaultError::invalid(format!("allowed_source_cidrs: at most {MAX_SOURCE_CIDRS} networks")));
+        }
+        let mut networks = Vec::with_capacity(self.allowed_source_cidrs.len());
+        for (i, text) in self.allowed_source_cidrs.iter().enumerate() {
+            // Text of the documented shape that is still no network (`10.0.0.0/33`, host
+            // bits set) is 422; anything else breaks the schema, 400.
+            let shaped = text.split_once('/').is_some_and(|(addr, prefix)| {
+                (2..=45).contains(&addr.len())
+                    && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                    && (1..=3).contains(&prefix.len())
+                    && prefix.bytes().all(|b| b.is_ascii_digit())
+            });
+            let network = Cidr::parse(text).map_err(|e| {
+                let message = format!("allowed_source_cidrs[{i}]: {e}");
+                if shaped {
+                    VaultError::unprocessable(message)
+                } else {
+                    VaultError::invalid(message)
+                }
+            })?;
+            if !networks.contains(&network) {
+                networks.push(network);
+            }
+        }
+        Ok(OrgControls { max_credential_age_days: self.max_credential_age_days, allowed_source_cidrs: networks })
+    }
+}
+
+impl From<OrgControls> for ControlsInput {
+    fn from(controls: OrgControls) -> Self {
+        Self {
+            max_credential_age_days: controls.max_credential_age_days,
+            allowed_source_cidrs: controls.allowed_source_cidrs.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// An org's budget with this month's spend.
@@ -312,7 +380,7 @@ impl Vault {
         let org = self.live_org(org).await?;
         let mut budget = Budget { monthly_limit: input.monthly_limit, teams: BTreeMap::new() };
         for (reference, limit) in &input.teams {
-            let team = self.team(&org.id, reference).await.map_err(as_invalid("teams"))?;
+            let team = self.team(&org.id, reference).await.map_err(in_field("teams"))?;
             budget.teams.insert(team.id, *limit);
         }
         if budget != org.budget {
@@ -355,8 +423,9 @@ impl Vault {
     }
 
     /// Set a katman-c org's controls (replacing them whole; empty removes them).
-    pub async fn set_controls(&self, actor: &Actor, org: &str, controls: OrgControls) -> Result<Org, VaultError> {
+    pub async fn set_controls(&self, actor: &Actor, org: &str, input: ControlsInput) -> Result<Org, VaultError> {
         let org = self.live_org(org).await?;
+        let controls = input.parse()?;
         if org.tier != Tier::KatmanC && !controls.is_empty() {
             return Err(VaultError::TierForbids(format!(
                 "org {} is on {}: credential age limits and source allow-lists are katman-c controls",
@@ -369,12 +438,6 @@ impl Vault {
                     "max_credential_age_days: {days} is out of range; give 1 to {MAX_CREDENTIAL_AGE_DAYS}"
                 )));
             }
-        }
-        let distinct: std::collections::HashSet<_> = controls.allowed_source_cidrs.iter().collect();
-        if distinct.len() != controls.allowed_source_cidrs.len() || distinct.len() > MAX_SOURCE_CIDRS {
-            return Err(VaultError::invalid(format!(
-                "allowed_source_cidrs: list each network once, at most {MAX_SOURCE_CIDRS} of them"
-            )));
         }
         if controls == org.controls {
             return Ok(org);
@@ -398,7 +461,7 @@ impl Vault {
         let from = from.unwrap_or_else(|| month_start(last));
         let to = to.unwrap_or_else(|| next_month_start(from));
         if from >= to {
-            return Err(VaultError::invalid(format!("from ({from}) must be before to ({to})")));
+            return Err(VaultError::unprocessable(format!("from ({from}) must be before to ({to})")));
         }
         Ok((from, to))
     }

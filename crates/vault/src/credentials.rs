@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::VaultError;
 use crate::events::credential_event;
-use crate::orgs::as_invalid;
+use crate::orgs::in_field;
 use crate::{validate, Vault};
 
 /// What to create a credential from.
@@ -138,7 +138,7 @@ impl Vault {
     /// Platform credentials serve every katman-a org: teams and workflows do not apply.
     fn check_platform_scope(owner: CredentialOwner, scope: &ScopeInput) -> Result<(), VaultError> {
         if owner == CredentialOwner::Platform && (!scope.teams.is_empty() || !scope.workflows.is_empty()) {
-            return Err(VaultError::invalid(
+            return Err(VaultError::unprocessable(
                 "scope: a platform credential serves every katman-a org, so scope.teams and scope.workflows do not \
                  apply to it; restrict it by model_families, capabilities or modes",
             ));
@@ -150,11 +150,11 @@ impl Vault {
     async fn resolve_scope(&self, org: &Org, input: &ScopeInput) -> Result<Scope, VaultError> {
         let mut teams = Vec::with_capacity(input.teams.len());
         for reference in &input.teams {
-            teams.push(self.team(&org.id, reference).await.map_err(as_invalid("scope.teams"))?.id);
+            teams.push(self.team(&org.id, reference).await.map_err(in_field("scope.teams"))?.id);
         }
         let mut workflows = Vec::with_capacity(input.workflows.len());
         for reference in &input.workflows {
-            workflows.push(self.workflow(&org.id, reference).await.map_err(as_invalid("scope.workflows"))?.id);
+            workflows.push(self.workflow(&org.id, reference).await.map_err(in_field("scope.workflows"))?.id);
         }
         Ok(Scope {
             model_families: validate::model_families(&self.families, &input.model_families)?,
@@ -212,7 +212,7 @@ impl Vault {
         let base_url = match &new.base_url {
             Some(url) => Some(validate::base_url(url, new.provider, &self.policy)?),
             None if new.provider.requires_base_url() => {
-                return Err(VaultError::invalid(format!(
+                return Err(VaultError::unprocessable(format!(
                     "base_url: provider {} has no public endpoint; give the resource URL (e.g. https://NAME.openai.azure.com)",
                     new.provider
                 )))
@@ -334,7 +334,8 @@ impl Vault {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", before.id)));
         }
         if patch.scope.is_none() && patch.expires_at.is_none() && patch.priority.is_none() {
-            return Err(VaultError::invalid("nothing to change: give scope, expires_at or priority"));
+            // An empty patch changes nothing (as a JSON merge patch of `{}` would).
+            return Ok(before);
         }
         let now = Timestamp::now();
         let mut after = before.clone();

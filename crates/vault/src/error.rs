@@ -10,12 +10,19 @@ pub enum VaultError {
     /// The request is malformed or breaks a rule; the message says which.
     #[error("{0}")]
     Invalid(String),
+    /// Well-formed input that breaks a rule no schema can state (an expiry in the past,
+    /// a model family the registry does not know, a cursor from no previous page).
+    #[error("{0}")]
+    Unprocessable(String),
     /// A referenced thing does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The change conflicts with the current state (duplicate name, revoked credential).
     #[error("{0}")]
     Conflict(String),
+    /// The configuration keeps this org from it (a KMS reserved for other orgs).
+    #[error("{0}")]
+    Forbidden(String),
     /// The org's tier forbids it.
     #[error("{0}")]
     TierForbids(String),
@@ -33,6 +40,10 @@ pub enum VaultError {
 impl VaultError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::Invalid(message.into())
+    }
+
+    pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
+        Self::Unprocessable(message.into())
     }
 }
 

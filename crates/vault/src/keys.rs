@@ -235,7 +235,7 @@ impl Vault {
         let to = KmsName::parse(to).map_err(|e| VaultError::invalid(format!("kms: {e}")))?;
         if !self.kms.contains(&to) {
             let names: Vec<String> = self.kms.names().iter().map(ToString::to_string).collect();
-            return Err(VaultError::invalid(format!(
+            return Err(VaultError::NotFound(format!(
                 "kms: no KMS named '{to}' is configured (configured: {}); add [kms.customer.{to}] to the configuration",
                 names.join(", ")
             )));
@@ -249,7 +249,7 @@ impl Vault {
         if let Some(reserved) = self.kms.reserved_for(&to) {
             let (id, name) = (org.id.to_string(), org.name.to_string());
             if !reserved.iter().any(|o| *o == id || *o == name) {
-                return Err(VaultError::invalid(format!(
+                return Err(VaultError::Forbidden(format!(
                     "kms: '{to}' is reserved for {} ([kms.customer.{to}] orgs); org {} ({name}) may not use it",
                     reserved.join(", "),
                     org.id

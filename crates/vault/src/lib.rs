@@ -35,9 +35,9 @@ use byok_store::Store;
 
 pub use byok_providers::HostPattern;
 
-pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy};
+pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy, MAX_PAGE};
 pub use billing::{
-    row_cost_input, usage_groups, BudgetInput, BudgetView, OrgUsageSummary, RateCardView, UsageReport,
+    row_cost_input, usage_groups, BudgetInput, BudgetView, ControlsInput, OrgUsageSummary, RateCardView, UsageReport,
     MAX_CREDENTIAL_AGE_DAYS,
 };
 pub use credentials::{rotate_by, CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange};

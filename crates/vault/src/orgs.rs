@@ -10,6 +10,9 @@ use crate::events::event;
 use crate::tokens::IssuedAdminToken;
 use crate::{validate, Vault};
 
+/// The longest negotiated audit retention, in days (a century).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 impl Vault {
     /// Create an org with its first KEK and its fingerprint key.
     ///
@@ -33,8 +36,8 @@ impl Vault {
                 "retention_days is negotiated on katman-c only; {tier} keeps its tier's retention"
             )));
         }
-        if retention_days == Some(0) {
-            return Err(VaultError::invalid("retention_days must be at least 1"));
+        if retention_days.is_some_and(|days| days == 0 || days > MAX_RETENTION_DAYS) {
+            return Err(VaultError::invalid(format!("retention_days must be from 1 to {MAX_RETENTION_DAYS}")));
         }
         if self.store.find_org_by_name(name.as_str()).await?.is_some() {
             return Err(VaultError::Conflict(format!("an org named '{name}' already exists")));
@@ -137,7 +140,7 @@ impl Vault {
         let org = self.live_org(org).await?;
         let name = validate::name("name", name)?;
         let team_id = match team {
-            Some(reference) => Some(self.team(&org.id, reference).await.map_err(as_invalid("team"))?.id),
+            Some(reference) => Some(self.team(&org.id, reference).await.map_err(in_field("team"))?.id),
             None => None,
         };
         if self.store.find_workflow_by_name(&org.id, name.as_str()).await?.is_some() {
@@ -180,7 +183,7 @@ impl Vault {
         let expires_at = match (issuer.is_operator(), issuer.expires_at, expires_at) {
             (false, Some(limit), None) => Some(limit),
             (false, Some(limit), Some(at)) if at > limit => {
-                return Err(VaultError::invalid(format!(
+                return Err(VaultError::unprocessable(format!(
                     "expires_at: {at} is later than this admin token's own expiry ({limit}); an org admin's new \
                      token expires no later than its own"
                 )))
@@ -201,11 +204,11 @@ impl Vault {
     }
 }
 
-/// A reference inside a request body that does not resolve is bad input (400), not a
-/// missing resource in the path (404).
-pub(crate) fn as_invalid(field: &'static str) -> impl Fn(VaultError) -> VaultError {
+/// A reference inside a request body that does not resolve answers 404 like one in the
+/// path, its message naming the field.
+pub(crate) fn in_field(field: &'static str) -> impl Fn(VaultError) -> VaultError {
     move |err| match err {
-        VaultError::NotFound(message) => VaultError::Invalid(format!("{field}: {message}")),
+        VaultError::NotFound(message) => VaultError::NotFound(format!("{field}: {message}")),
         other => other,
     }
 }

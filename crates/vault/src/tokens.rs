@@ -6,7 +6,7 @@ use byok_store::NewEvent;
 
 use crate::error::VaultError;
 use crate::events::event;
-use crate::orgs::as_invalid;
+use crate::orgs::in_field;
 use crate::{validate, Vault};
 
 /// A freshly issued admin token: the only time its text exists outside the holder.
@@ -117,12 +117,12 @@ impl Vault {
     ) -> Result<IssuedWorkloadToken, VaultError> {
         let org = self.live_org(org).await?;
         validate::expiry("expires_at", request.expires_at, Timestamp::now())?;
-        let team = self.team(&org.id, &request.team).await.map_err(as_invalid("team"))?;
+        let team = self.team(&org.id, &request.team).await.map_err(in_field("team"))?;
         let mut workflows = Vec::with_capacity(request.workflows.len());
         for reference in &request.workflows {
-            let workflow = self.workflow(&org.id, reference).await.map_err(as_invalid("workflows"))?;
+            let workflow = self.workflow(&org.id, reference).await.map_err(in_field("workflows"))?;
             if let Some(owner) = workflow.team_id.filter(|owner| *owner != team.id) {
-                return Err(VaultError::invalid(format!(
+                return Err(VaultError::unprocessable(format!(
                     "workflows: workflow '{}' belongs to team {owner}, not to {}",
                     workflow.name, team.id
                 )));

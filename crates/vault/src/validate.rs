@@ -1,20 +1,24 @@
 //! Input rules shared by several operations. Each returns a message that names the
 //! field and what is wrong with it.
 
-use byok_domain::{ModelFamilyRegistry, Name, ProviderId, Timestamp};
+use byok_domain::{ModelFamilyRegistry, Name, NameError, ProviderId, Timestamp};
 
 use crate::error::VaultError;
 use crate::VaultPolicy;
 
 /// A name field.
 pub(crate) fn name(field: &str, text: &str) -> Result<Name, VaultError> {
-    Name::parse(text).map_err(|e| VaultError::invalid(format!("{field}: {e}")))
+    Name::parse(text).map_err(|e| match e {
+        // The only rule the name's pattern cannot state.
+        NameError::LooksLikeId(_) => VaultError::unprocessable(format!("{field}: {e}")),
+        _ => VaultError::invalid(format!("{field}: {e}")),
+    })
 }
 
 /// An expiry must lie in the future.
 pub(crate) fn expiry(field: &str, at: Option<Timestamp>, now: Timestamp) -> Result<(), VaultError> {
     match at {
-        Some(at) if at <= now => Err(VaultError::invalid(format!(
+        Some(at) if at <= now => Err(VaultError::unprocessable(format!(
             "{field}: {at} is in the past; give a future time (RFC 3339, e.g. 2030-01-01T00:00:00Z)"
         ))),
         _ => Ok(()),
@@ -28,7 +32,7 @@ pub(crate) fn model_families(registry: &ModelFamilyRegistry, families: &[String]
     for family in families {
         if !registry.contains(family) {
             let known: Vec<&str> = registry.family_names().collect();
-            return Err(VaultError::invalid(format!(
+            return Err(VaultError::unprocessable(format!(
                 "scope.model_families: unknown model family '{family}'; known families: {}",
                 known.join(", ")
             )));
@@ -54,7 +58,7 @@ pub(crate) fn base_url(text: &str, provider: ProviderId, policy: &VaultPolicy) -
         Ok(url) => redacted_url(url),
         Err(_) => redacted_text(text),
     };
-    let bad = |why: &str| VaultError::invalid(format!("base_url '{shown}': {why}"));
+    let bad = |why: &str| VaultError::unprocessable(format!("base_url '{shown}': {why}"));
     let mut url = parsed.map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
     match url.scheme() {
         "https" => {}

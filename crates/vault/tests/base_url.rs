@@ -2,7 +2,7 @@
 //! upstream safety): https only (http where the operator allows it), no user info, query
 //! or fragment, a host the provider's patterns or the operator's `allowed_hosts` admit,
 //! and no IP address in any notation unless the operator lists exactly that address.
-//! Refusals are 400 (`VaultError::Invalid`) and never repeat user info or a query.
+//! Refusals are 422 (`VaultError::Unprocessable`) and never repeat user info or a query.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -179,7 +179,7 @@ async fn refused_base_urls_name_the_problem() {
             Ok(stored) => panic!("{which:?} {provider} {input} was accepted as {stored}"),
             Err(err) => err,
         };
-        assert!(matches!(err, VaultError::Invalid(_)), "{input}: {err:?}");
+        assert!(matches!(err, VaultError::Unprocessable(_)), "{input}: {err:?}");
         let text = err.to_string();
         assert!(text.contains(why), "{which:?} {provider} {input}: {text}");
         assert!(text.starts_with("base_url '"), "{text}");

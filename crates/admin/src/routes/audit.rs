@@ -8,7 +8,7 @@ use axum::Json;
 use byok_audit::{PublicKey, SignedCheckpoint};
 use byok_domain::{Credential, Outcome, Timestamp};
 use byok_store::{AuditFilter, TimelineItem, VerifyReport};
-use byok_vault::{AuditPage, CheckpointCheck, Owner, PurgeReport, Vault};
+use byok_vault::{AuditPage, CheckpointCheck, Owner, PurgeReport, Vault, MAX_PAGE};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Admin;
@@ -45,16 +45,31 @@ pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, key
         .transpose()
 }
 
+/// The longest call id a filter may name (the audit keeps at most this many bytes).
+const MAX_CALL_ID_CHARS: usize = byok_domain::audit::CALL_ID_MAX_LEN;
+
+/// `limit`: a page size from 1 to [`MAX_PAGE`], refused outside it.
+pub(crate) fn page_size(params: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+    let limit = params.get("limit").map(|v| (v, v.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n))));
+    match limit {
+        None => Ok(None),
+        Some((_, Some(n))) => Ok(Some(n)),
+        Some((v, None)) => Err(ApiError::invalid(format!("limit: '{v}' is not a page size from 1 to {MAX_PAGE}"))),
+    }
+}
+
 /// Query the org's resolution rows. Filters: `credential` (id or name), `call_id`,
 /// `outcome` (allowed|denied), `since`, `until` (RFC 3339), `limit` (≤ 10000),
 /// `after_seq` (paging: the previous page's `next_after_seq`).
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"),
-        ("credential" = Option<String>, Query), ("call_id" = Option<String>, Query), ("outcome" = Option<String>, Query),
-        ("since" = Option<Timestamp>, Query), ("until" = Option<Timestamp>, Query), ("limit" = Option<u32>, Query),
-        ("after_seq" = Option<i64>, Query)),
+        ("credential" = Option<String>, Query, max_length = 64, description = "credential id or name"),
+        ("call_id" = Option<String>, Query, max_length = 128, description = "at most 128 characters"), ("outcome" = Option<Outcome>, Query),
+        ("since" = Option<Timestamp>, Query), ("until" = Option<Timestamp>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "rows per page (default 1000)"),
+        ("after_seq" = Option<i64>, Query, description = "the previous page's `next_after_seq`")),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
-pub(crate) async fn query(
+pub(crate) async fn query_audit(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -70,6 +85,12 @@ pub(crate) async fn query(
         .get("outcome")
         .map(|v| v.parse::<Outcome>().map_err(|e| ApiError::invalid(format!("outcome: {e}"))))
         .transpose()?;
+    if let Some(call_id) = p.get("call_id").filter(|id| id.chars().count() > MAX_CALL_ID_CHARS) {
+        return Err(ApiError::invalid(format!(
+            "call_id: {} characters; a call id is at most {MAX_CALL_ID_CHARS}",
+            call_id.chars().count()
+        )));
+    }
     let filter = AuditFilter {
         credential,
         call_id: p.get("call_id").cloned(),
@@ -77,7 +98,7 @@ pub(crate) async fn query(
         since: time(&p, "since")?,
         until: time(&p, "until")?,
         after_seq: number(&p, "after_seq")?,
-        limit: number(&p, "limit")?,
+        limit: page_size(&p)?,
     };
     Ok(Json(vault.audit_rows(&org.id.to_string(), filter).await?))
 }
@@ -85,7 +106,7 @@ pub(crate) async fn query(
 /// Recompute the org's audit hash chains; report the first broken link.
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit/verify", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = VerifyReport)))]
-pub(crate) async fn verify(
+pub(crate) async fn verify_audit(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -97,8 +118,8 @@ pub(crate) async fn verify(
 /// Check a checkpoint kept by an auditor: signature, heads still in place, chains intact.
 #[utoipa::path(post, path = "/v1/orgs/{org}/audit/verify", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = SignedCheckpoint,
-    responses((status = 200, body = CheckpointCheck), (status = 400, body = ErrorBody)))]
-pub(crate) async fn verify_checkpoint(
+    responses((status = 200, body = CheckpointCheck), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn verify_audit_checkpoint(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -111,7 +132,7 @@ pub(crate) async fn verify_checkpoint(
 /// A signed checkpoint of the org's audit chains, to keep outside byok.
 #[utoipa::path(post, path = "/v1/orgs/{org}/audit/checkpoints", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 201, body = SignedCheckpoint)))]
-pub(crate) async fn checkpoint(
+pub(crate) async fn create_audit_checkpoint(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -123,32 +144,79 @@ pub(crate) async fn checkpoint(
 /// The public key that signs checkpoints.
 #[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = PublicKey)))]
-pub(crate) async fn public_key(State(vault): State<Vault>, _admin: Admin) -> Result<Json<PublicKey>, ApiError> {
+pub(crate) async fn get_audit_public_key(
+    State(vault): State<Vault>,
+    _admin: Admin,
+) -> Result<Json<PublicKey>, ApiError> {
     Ok(Json(vault.audit_public_key()?))
 }
 
-/// `POST /v1/orgs/{org}/audit/purge`
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+/// `POST /v1/orgs/{org}/audit/purge`: where to cut, always said.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PurgeRequest {
-    /// Remove entries older than this; default: the org's retention.
-    #[serde(default)]
-    before: Option<Timestamp>,
+    /// Remove entries older than this instant, or `"retention"`: older than the org's
+    /// retention period.
+    before: PurgeCut,
 }
 
-/// Remove audit entries past retention (operator only); the rest stays verifiable.
+/// Where a purge cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PurgeCut {
+    /// The org's retention period, counted back from now.
+    Retention,
+    /// An instant (not in the future).
+    At(Timestamp),
+}
+
+impl<'de> Deserialize<'de> for PurgeCut {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "retention" {
+            return Ok(PurgeCut::Retention);
+        }
+        Timestamp::parse_rfc3339(&text).map(PurgeCut::At).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{}' is neither \"retention\" nor an RFC 3339 time (e.g. 2025-01-01T00:00:00Z)",
+                text.chars().take(40).collect::<String>().escape_debug()
+            ))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for PurgeCut {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["retention"])))
+            .item(<Timestamp as utoipa::PartialSchema>::schema())
+            .description(Some("`\"retention\"` or an RFC 3339 instant."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PurgeCut {}
+
+/// Remove audit entries (operator only); the rest stays verifiable. The body says where
+/// to cut: `{"before": "retention"}` removes what is past the org's retention,
+/// `{"before": "<RFC 3339>"}` what is older than that instant (never in the future).
 /// katman-c's retention lock refuses a cut inside the retention period.
 #[utoipa::path(post, path = "/v1/orgs/{org}/audit/purge", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = PurgeRequest,
-    responses((status = 200, body = PurgeReport), (status = 403, body = ErrorBody)))]
-pub(crate) async fn purge(
+    responses((status = 200, body = PurgeReport), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn purge_audit(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
-    JsonBody(body): JsonBody<PurgeRequest>,
+    body: Result<JsonBody<PurgeRequest>, ApiError>,
 ) -> Result<Json<PurgeReport>, ApiError> {
     admin.require_operator("purge audit entries")?;
-    Ok(Json(vault.purge_audit(&admin.actor(), &org, body.before).await?))
+    let JsonBody(body) = body?;
+    let before = match body.before {
+        PurgeCut::Retention => None,
+        PurgeCut::At(at) => Some(at),
+    };
+    Ok(Json(vault.purge_audit(&admin.actor(), &org, before).await?))
 }
 
 /// A credential's life in order.
@@ -168,9 +236,11 @@ pub(crate) struct LifecycleResponse {
 /// default 1000) and `after` (the previous page's `next`).
 #[utoipa::path(get, path = "/v1/orgs/{org}/credentials/{cred}/lifecycle", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name"),
-        ("after" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+        ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}\.[01]\.[0-9]{1,18}$",
+            description = "the previous page's `next`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")),
     responses((status = 200, body = LifecycleResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn lifecycle(
+pub(crate) async fn credential_lifecycle(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -188,7 +258,7 @@ pub(crate) async fn lifecycle_in(
     raw: Option<String>,
 ) -> Result<Json<LifecycleResponse>, ApiError> {
     let p = params(raw, &["after", "limit"])?;
-    let limit = number(&p, "limit")?.unwrap_or(1000);
+    let limit = page_size(&p)?.unwrap_or(1000);
     let (credential, events, next) =
         vault.credential_timeline(owner, cred, p.get("after").map(String::as_str), limit).await?;
     Ok(Json(LifecycleResponse { credential, events, next }))

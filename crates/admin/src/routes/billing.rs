@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use byok_domain::{Org, OrgControls, RateCard, Statement, Tier, Timestamp};
 use byok_store::UsageSource;
-use byok_vault::{BudgetInput, BudgetView, RateCardView, UsageReport, Vault};
+use byok_vault::{BudgetInput, BudgetView, ControlsInput, RateCardView, UsageReport, Vault};
 use serde::Deserialize;
 
 use super::audit::{params, time};
@@ -54,13 +54,34 @@ pub(crate) async fn get_rate_card(
     Ok(Json(vault.rate_card(&org.id.to_string()).await?))
 }
 
+/// The org's negotiated rate card (katman-c), if it has one: 404 when it is billed with
+/// its tier's card.
+#[utoipa::path(get, path = "/v1/orgs/{org}/negotiated-rate-card", tag = "billing", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name")),
+    responses((status = 200, body = RateCardView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_negotiated_rate_card(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+) -> Result<Json<RateCardView>, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let view = vault.rate_card(&org.id.to_string()).await?;
+    if !view.negotiated {
+        return Err(ApiError::not_found(format!(
+            "org {} has no negotiated rate card; it is billed with its tier's card (GET /v1/orgs/{{org}}/rate-card)",
+            org.id
+        )));
+    }
+    Ok(Json(view))
+}
+
 /// Set a katman-c org's negotiated rate card (operator only). Amounts are decimal
 /// strings; calls made before keep the card they were priced with.
-#[utoipa::path(put, path = "/v1/orgs/{org}/rate-card", tag = "billing", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/orgs/{org}/negotiated-rate-card", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = RateCard,
     responses((status = 200, body = RateCardView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub(crate) async fn put_rate_card(
+pub(crate) async fn put_negotiated_rate_card(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -71,11 +92,12 @@ pub(crate) async fn put_rate_card(
     Ok(Json(vault.set_rate_card(&admin.actor(), &org.id.to_string(), Some(card)).await?))
 }
 
-/// Return a katman-c org to its tier's default card (operator only).
-#[utoipa::path(delete, path = "/v1/orgs/{org}/rate-card", tag = "billing", security(("bearer" = [])),
+/// Remove a katman-c org's negotiated card (operator only): it is billed with its tier's
+/// card from its next call on, which the answer shows.
+#[utoipa::path(delete, path = "/v1/orgs/{org}/negotiated-rate-card", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")),
     responses((status = 200, body = RateCardView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn delete_rate_card(
+pub(crate) async fn delete_negotiated_rate_card(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -101,7 +123,7 @@ pub(crate) async fn get_budget(
 /// Set the org's monthly budget (operator or org admin), replacing the old one whole:
 /// `{"monthly_limit": "50.00", "teams": {"research": "10.00"}}`. A call that would start
 /// once the org's or its team's spend this UTC month has reached the limit is refused
-/// with `budget_exceeded` (429) and nothing is sent.
+/// with `budget_exceeded` (429) and nothing is sent. `{}` removes every limit.
 #[utoipa::path(put, path = "/v1/orgs/{org}/budget", tag = "billing", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = BudgetInput,
     responses((status = 200, body = BudgetView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -114,19 +136,6 @@ pub(crate) async fn put_budget(
 ) -> Result<Json<BudgetView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(vault.set_budget(&admin.actor(), &org.id.to_string(), body).await?))
-}
-
-/// Remove every limit of the org's budget (operator or org admin).
-#[utoipa::path(delete, path = "/v1/orgs/{org}/budget", tag = "billing", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name")),
-    responses((status = 200, body = BudgetView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn delete_budget(
-    State(vault): State<Vault>,
-    admin: Admin,
-    Path(org): Path<String>,
-) -> Result<Json<BudgetView>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_budget(&admin.actor(), &org.id.to_string(), BudgetInput::default()).await?))
 }
 
 /// The org's katman-c controls.
@@ -144,32 +153,39 @@ pub(crate) async fn get_controls(
 /// Set a katman-c org's controls (operator or org admin), replacing them whole:
 /// `max_credential_age_days` (a credential whose current version is older is refused
 /// with `rotation_required` until rotated) and `allowed_source_cidrs` (data-plane calls
-/// from elsewhere are refused with `source_forbidden`).
+/// from elsewhere are refused with `source_forbidden`). `{}` removes them.
 #[utoipa::path(put, path = "/v1/orgs/{org}/controls", tag = "billing", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name")), request_body = OrgControls,
-    responses((status = 200, body = OrgControls), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    params(("org" = String, Path, description = "org id or name")), request_body = ControlsInput,
+    responses((status = 200, body = OrgControls), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn put_controls(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
-    JsonBody(controls): JsonBody<OrgControls>,
+    JsonBody(controls): JsonBody<ControlsInput>,
 ) -> Result<Json<OrgControls>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     Ok(Json(vault.set_controls(&admin.actor(), &org.id.to_string(), controls).await?.controls))
 }
 
-/// Remove the org's controls (operator or org admin).
-#[utoipa::path(delete, path = "/v1/orgs/{org}/controls", tag = "billing", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name")),
-    responses((status = 200, body = OrgControls), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn delete_controls(
-    State(vault): State<Vault>,
-    admin: Admin,
-    Path(org): Path<String>,
-) -> Result<Json<OrgControls>, ApiError> {
-    let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_controls(&admin.actor(), &org.id.to_string(), OrgControls::default()).await?.controls))
+/// What a statement is computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum StatementSource {
+    /// The usage rollup (fast).
+    Rollup,
+    /// The raw audit rows (slow; always agrees with the rollup).
+    Audit,
+}
+
+impl StatementSource {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        match text {
+            "rollup" => Ok(Self::Rollup),
+            "audit" => Ok(Self::Audit),
+            other => Err(ApiError::invalid(format!("source: '{other}' is not rollup or audit"))),
+        }
+    }
 }
 
 fn period(
@@ -195,10 +211,10 @@ fn period(
     params(("org" = String, Path, description = "org id or name"),
         ("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
         ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive"),
-        ("source" = Option<String>, Query, description = "`rollup` (default) or `audit`")),
-    responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        ("source" = Option<StatementSource>, Query, description = "`rollup` (default) or `audit`")),
+    responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub(crate) async fn usage(
+pub(crate) async fn get_org_usage(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -206,10 +222,9 @@ pub(crate) async fn usage(
 ) -> Result<Json<Statement>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     let (p, from, to) = period(raw, &["source"])?;
-    let source = match p.get("source").map(String::as_str) {
-        None | Some("rollup") => UsageSource::Rollup,
-        Some("audit") => UsageSource::Audit,
-        Some(other) => return Err(ApiError::invalid(format!("source: '{other}' is not rollup or audit"))),
+    let source = match p.get("source").map(|v| StatementSource::parse(v)).transpose()? {
+        None | Some(StatementSource::Rollup) => UsageSource::Rollup,
+        Some(StatementSource::Audit) => UsageSource::Audit,
     };
     Ok(Json(vault.statement(&org.id.to_string(), from, to, source).await?))
 }
@@ -218,8 +233,8 @@ pub(crate) async fn usage(
 #[utoipa::path(get, path = "/v1/usage", tag = "billing", security(("bearer" = [])),
     params(("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
         ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive")),
-    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(crate) async fn usage_report(
+    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn get_usage_report(
     State(vault): State<Vault>,
     admin: Admin,
     RawQuery(raw): RawQuery,

@@ -9,6 +9,7 @@ use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, Owner, StateC
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::Admin;
+use crate::confirm::{Confirm, ConfirmBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 
@@ -23,8 +24,8 @@ pub(crate) struct CreateCredentialRequest {
     provider: ProviderId,
     /// The provider key: at least 16 bytes (UTF-8; so fewer characters may do) and at most
     /// 16 KiB, printable (no control characters). Write-only: never returned.
-    #[schema(value_type = String, write_only, max_length = 16384,
-        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u007F][^\\u0000-\\u001F\\u007F]*$")]
+    #[schema(value_type = String, write_only, min_length = 16, max_length = 16384,
+        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u0000-\\u001F\\u007F][^\\u0000-\\u001F\\u007F]*(?![\\s\\S])")]
     secret: ProviderSecret,
     /// Allow-lists; empty or absent lists mean "any".
     #[serde(default)]
@@ -68,8 +69,8 @@ fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateRequest {
     /// The new provider key (as for a new credential). Write-only.
-    #[schema(value_type = String, write_only, max_length = 16384,
-        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u007F][^\\u0000-\\u001F\\u007F]*$")]
+    #[schema(value_type = String, write_only, min_length = 16, max_length = 16384,
+        pattern = "^[^\\u0000-\\u001F\\u007F]*[^\\s\\u0000-\\u001F\\u007F][^\\u0000-\\u001F\\u007F]*(?![\\s\\S])")]
     secret: ProviderSecret,
 }
 
@@ -168,8 +169,8 @@ pub(crate) async fn state_in(
 /// Create a credential. The secret is sealed under a fresh DEK and never returned.
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateCredentialRequest,
-    responses((status = 201, body = Credential), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn create(
+    responses((status = 201, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -182,7 +183,7 @@ pub(crate) async fn create(
 /// The org's credentials.
 #[utoipa::path(get, path = "/v1/orgs/{org}/credentials", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = CredentialList)))]
-pub(crate) async fn list(
+pub(crate) async fn list_credentials(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -194,7 +195,7 @@ pub(crate) async fn list(
 #[utoipa::path(get, path = "/v1/orgs/{org}/credentials/{cred}", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = CredentialDetail), (status = 404, body = ErrorBody)))]
-pub(crate) async fn show(
+pub(crate) async fn get_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -206,8 +207,8 @@ pub(crate) async fn show(
 #[utoipa::path(patch, path = "/v1/orgs/{org}/credentials/{cred}", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     request_body = PatchCredentialRequest,
-    responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn update(
+    responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn update_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -222,7 +223,7 @@ pub(crate) async fn update(
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     request_body = RotateRequest,
     responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn rotate(
+pub(crate) async fn rotate_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -247,7 +248,7 @@ async fn change_state(
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/disable", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn disable(
+pub(crate) async fn disable_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -259,7 +260,7 @@ pub(crate) async fn disable(
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/enable", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub(crate) async fn enable(
+pub(crate) async fn enable_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
@@ -267,14 +268,20 @@ pub(crate) async fn enable(
     change_state(&vault, &admin, &org, &cred, StateChange::Enable).await
 }
 
-/// Revoke for good.
+/// Revoke for good: the credential never resolves again and cannot be enabled. The body
+/// must say `{"confirm": true}`.
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/revoke", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
+    request_body = ConfirmBody,
     responses((status = 200, body = Credential), (status = 404, body = ErrorBody)))]
-pub(crate) async fn revoke(
+pub(crate) async fn revoke_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
+    body: Result<JsonBody<ConfirmBody>, ApiError>,
 ) -> Result<Json<Credential>, ApiError> {
-    change_state(&vault, &admin, &org, &cred, StateChange::Revoke).await
+    // The org check comes first: another org's admin learns nothing from a bad body.
+    let target = Target::org(&vault, &admin, &org).await?;
+    let JsonBody(ConfirmBody { confirm: Confirm }) = body?;
+    state_in(&vault, &admin, target, &cred, StateChange::Revoke).await
 }

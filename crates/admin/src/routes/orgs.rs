@@ -1,13 +1,15 @@
 //! Orgs, admin tokens, teams and workflows.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::{AdminToken, AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
 use byok_vault::{KekStatus, KmsInfo, Vault};
 use serde::{Deserialize, Serialize};
 
+use super::audit::params;
 use crate::auth::Admin;
+use crate::confirm::{Confirm, ConfirmBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 
@@ -22,6 +24,7 @@ pub(crate) struct CreateOrgRequest {
     tier: Tier,
     /// Negotiated audit retention in days (katman-c only; default: the tier's).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 36500)]
     retention_days: Option<u32>,
 }
 
@@ -74,6 +77,7 @@ pub(crate) struct CreateWorkflowRequest {
     name: String,
     /// Owning team (id or name).
     #[serde(default)]
+    #[schema(value_type = Option<byok_domain::Name>)]
     team: Option<String>,
 }
 
@@ -85,7 +89,7 @@ pub(crate) struct WorkflowList {
 
 /// Create an org (operator only), with its own KEK.
 #[utoipa::path(post, path = "/v1/orgs", tag = "orgs", request_body = CreateOrgRequest, security(("bearer" = [])),
-    responses((status = 201, body = Org), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Org), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_org(
     State(vault): State<Vault>,
     admin: Admin,
@@ -153,7 +157,7 @@ pub(crate) async fn revoke_admin_token(
 /// Issue an org-admin token confined to this org.
 #[utoipa::path(post, path = "/v1/orgs/{org}/admin-tokens", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateAdminTokenRequest,
-    responses((status = 201, body = IssuedAdminTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = IssuedAdminTokenResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn create_admin_token(
     State(vault): State<Vault>,
     admin: Admin,
@@ -174,7 +178,7 @@ pub(crate) async fn create_admin_token(
 /// Create a team.
 #[utoipa::path(post, path = "/v1/orgs/{org}/teams", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateTeamRequest,
-    responses((status = 201, body = Team), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Team), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_team(
     State(vault): State<Vault>,
     admin: Admin,
@@ -201,7 +205,7 @@ pub(crate) async fn list_teams(
 /// Create a workflow.
 #[utoipa::path(post, path = "/v1/orgs/{org}/workflows", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateWorkflowRequest,
-    responses((status = 201, body = Workflow), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Workflow), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_workflow(
     State(vault): State<Vault>,
     admin: Admin,
@@ -227,29 +231,39 @@ pub(crate) async fn list_workflows(
 
 /// Crypto-shred an org (operator only): its KEKs are destroyed in the KMS, so its
 /// credentials can never be opened again; its audit and lifecycle stay. Idempotent.
+/// The request must say `?confirm=true`.
 #[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name")),
+    params(("org" = String, Path, description = "org id or name"),
+        ("confirm" = Confirm, Query, description = "must be `true`: deletion cannot be undone")),
     responses((status = 200, body = Org), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_org(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Org>, ApiError> {
     admin.require_operator("delete orgs")?;
+    let query = params(raw, &["confirm"])?;
+    // What the path names is looked up first: a name that names nothing is 404.
+    let org = admin.org(&vault, &org).await?.id.to_string();
+    Confirm::from_query(query.get("confirm"), "deleting an org destroys its keys for good")?;
     Ok(Json(vault.delete_org(&admin.actor(), &org).await?))
 }
 
 /// Rotate the org's KEK: a new version is current at once; every DEK is rewrapped to it
-/// in the background (watch `GET /v1/orgs/{org}/kek`).
+/// in the background (watch `GET /v1/orgs/{org}/kek`). The body must say
+/// `{"confirm": true}`.
 #[utoipa::path(post, path = "/v1/orgs/{org}/kek/rotate", tag = "orgs", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name")),
+    params(("org" = String, Path, description = "org id or name")), request_body = ConfirmBody,
     responses((status = 202, body = KekStatus), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rotate_kek(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
+    body: Result<JsonBody<ConfirmBody>, ApiError>,
 ) -> Result<(StatusCode, Json<KekStatus>), ApiError> {
     let org = admin.org(&vault, &org).await?;
+    let JsonBody(ConfirmBody { confirm: Confirm }) = body?;
     let status = vault.rotate_kek(&admin.actor(), &org.id.to_string()).await?;
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
@@ -258,7 +272,7 @@ pub(crate) async fn rotate_kek(
 #[utoipa::path(get, path = "/v1/orgs/{org}/kek", tag = "orgs", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")),
     responses((status = 200, body = KekStatus), (status = 403, body = ErrorBody)))]
-pub(crate) async fn kek_status(
+pub(crate) async fn get_kek_status(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,

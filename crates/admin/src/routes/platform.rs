@@ -14,6 +14,7 @@ use super::credentials::{
     PatchCredentialRequest, RotateRequest, Target,
 };
 use crate::auth::Admin;
+use crate::confirm::{Confirm, ConfirmBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 
@@ -22,7 +23,7 @@ use crate::extract::JsonBody;
 /// families, capabilities and modes (teams and workflows do not apply).
 #[utoipa::path(post, path = "/v1/platform/credentials", tag = "platform", security(("bearer" = [])),
     request_body = CreateCredentialRequest,
-    responses((status = 201, body = Credential), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 201, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_platform_credential(
     State(vault): State<Vault>,
@@ -46,7 +47,7 @@ pub(crate) async fn list_platform_credentials(
 #[utoipa::path(get, path = "/v1/platform/credentials/{cred}", tag = "platform", security(("bearer" = [])),
     params(("cred" = String, Path, description = "credential id or name")),
     responses((status = 200, body = CredentialDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub(crate) async fn show_platform_credential(
+pub(crate) async fn get_platform_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path(cred): Path<String>,
@@ -57,7 +58,7 @@ pub(crate) async fn show_platform_credential(
 /// Change a platform credential's scope, expiry or priority (operator only).
 #[utoipa::path(patch, path = "/v1/platform/credentials/{cred}", tag = "platform", security(("bearer" = [])),
     params(("cred" = String, Path, description = "credential id or name")), request_body = PatchCredentialRequest,
-    responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn update_platform_credential(
     State(vault): State<Vault>,
@@ -108,16 +109,20 @@ pub(crate) async fn enable_platform_credential(
     state_in(&vault, &admin, Target::platform(&admin)?, &cred, StateChange::Enable).await
 }
 
-/// Revoke a platform credential for good (operator only).
+/// Revoke a platform credential for good (operator only). The body must say
+/// `{"confirm": true}`.
 #[utoipa::path(post, path = "/v1/platform/credentials/{cred}/revoke", tag = "platform", security(("bearer" = [])),
-    params(("cred" = String, Path, description = "credential id or name")),
+    params(("cred" = String, Path, description = "credential id or name")), request_body = ConfirmBody,
     responses((status = 200, body = Credential), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_platform_credential(
     State(vault): State<Vault>,
     admin: Admin,
     Path(cred): Path<String>,
+    body: Result<JsonBody<ConfirmBody>, ApiError>,
 ) -> Result<Json<Credential>, ApiError> {
-    state_in(&vault, &admin, Target::platform(&admin)?, &cred, StateChange::Revoke).await
+    let target = Target::platform(&admin)?;
+    let JsonBody(ConfirmBody { confirm: Confirm }) = body?;
+    state_in(&vault, &admin, target, &cred, StateChange::Revoke).await
 }
 
 /// A platform credential's whole life in order (operator only): its lifecycle events and
@@ -125,7 +130,9 @@ pub(crate) async fn revoke_platform_credential(
 /// org credential's lifecycle.
 #[utoipa::path(get, path = "/v1/platform/credentials/{cred}/lifecycle", tag = "platform", security(("bearer" = [])),
     params(("cred" = String, Path, description = "credential id or name"),
-        ("after" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+        ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}\.[01]\.[0-9]{1,18}$",
+            description = "the previous page's `next`"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")),
     responses((status = 200, body = LifecycleResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn platform_credential_lifecycle(
     State(vault): State<Vault>,

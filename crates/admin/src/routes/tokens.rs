@@ -16,9 +16,11 @@ use crate::extract::JsonBody;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTokenRequest {
     /// The team (id or name) whose calls the token makes.
+    #[schema(value_type = byok_domain::Name)]
     team: String,
     /// Workflows (ids or names) it is restricted to; the token must then name one per call.
     #[serde(default)]
+    #[schema(value_type = Vec<byok_domain::Name>)]
     workflows: Vec<String>,
     /// When it stops working.
     #[serde(default)]
@@ -46,8 +48,8 @@ pub(crate) struct TokenList {
 /// Issue a workload token.
 #[utoipa::path(post, path = "/v1/orgs/{org}/tokens", tag = "tokens", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateTokenRequest,
-    responses((status = 201, body = IssuedTokenResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(crate) async fn create(
+    responses((status = 201, body = IssuedTokenResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn create_token(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -70,7 +72,7 @@ pub(crate) async fn create(
 /// The org's workload tokens.
 #[utoipa::path(get, path = "/v1/orgs/{org}/tokens", tag = "tokens", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), responses((status = 200, body = TokenList)))]
-pub(crate) async fn list(
+pub(crate) async fn list_tokens(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
@@ -83,7 +85,7 @@ pub(crate) async fn list(
 #[utoipa::path(delete, path = "/v1/orgs/{org}/tokens/{id}", tag = "tokens", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("id" = String, Path, description = "token id (tok_…)")),
     responses((status = 200, body = WorkloadToken), (status = 404, body = ErrorBody)))]
-pub(crate) async fn revoke(
+pub(crate) async fn revoke_token(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, id)): Path<(String, String)>,

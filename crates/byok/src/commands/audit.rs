@@ -66,7 +66,7 @@ pub fn plan(command: &AuditCommand) -> Result<Planned, CliError> {
         AuditCommand::Purge { org, before, .. } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["audit", "purge"]),
-                Body::PurgeAudit(PurgeAudit { before: before.clone() }),
+                Body::PurgeAudit(PurgeAudit { before: before.clone().unwrap_or_else(|| "retention".to_owned()) }),
             ),
             view: View::AuditPurged,
         },

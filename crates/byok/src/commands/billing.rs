@@ -28,7 +28,7 @@ pub fn plan(command: &BillingCommand) -> Result<Planned, CliError> {
         })) => Planned {
             request: ApiRequest::new(
                 Method::PUT,
-                &org_path(org, &["rate-card"]),
+                &org_path(org, &["negotiated-rate-card"]),
                 Some(Body::RateCard(api::RateCard {
                     per_call: per_call.clone(),
                     per_million_input_tokens: per_million_input_tokens.clone(),
@@ -38,7 +38,7 @@ pub fn plan(command: &BillingCommand) -> Result<Planned, CliError> {
             view: View::RateCard,
         },
         BillingCommand::RateCard(RateCardCommand::Reset { org }) => Planned {
-            request: ApiRequest::new(Method::DELETE, &org_path(org, &["rate-card"]), None),
+            request: ApiRequest::new(Method::DELETE, &org_path(org, &["negotiated-rate-card"]), None),
             view: View::RateCard,
         },
         BillingCommand::Budget(BudgetCommand::Show { org }) => {
@@ -46,7 +46,10 @@ pub fn plan(command: &BillingCommand) -> Result<Planned, CliError> {
         }
         BillingCommand::Budget(BudgetCommand::Set(args)) => plan_budget(args)?,
         BillingCommand::Budget(BudgetCommand::Clear { org }) => {
-            Planned { request: ApiRequest::new(Method::DELETE, &org_path(org, &["budget"]), None), view: View::Budget }
+            // A budget without limits.
+            let request =
+                ApiRequest::new(Method::PUT, &org_path(org, &["budget"]), Some(Body::Budget(api::Budget::default())));
+            Planned { request, view: View::Budget }
         }
     })
 }

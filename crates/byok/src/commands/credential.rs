@@ -4,7 +4,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{owner_path, Planned};
-use crate::api::{ApiRequest, Body, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential};
+use crate::api::{
+    ApiRequest, Body, Confirm, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential,
+};
 use crate::cli::{
     CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, ScopeDimension, ScopeFlags,
 };
@@ -43,7 +45,13 @@ pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Resu
         }
         CredentialCommand::Disable(target) => state_change(target, "disable")?,
         CredentialCommand::Enable(target) => state_change(target, "enable")?,
-        CredentialCommand::Revoke(target) => state_change(target, "revoke")?,
+        CredentialCommand::Revoke(target) => Planned {
+            request: ApiRequest::post(
+                &owner_path(&target.owner, &["credentials", &target.cred, "revoke"])?,
+                Body::Confirm(Confirm::YES),
+            ),
+            view: View::Credential(CredentialAction::StateChanged),
+        },
         CredentialCommand::Lifecycle(args) => {
             Planned { request: super::audit::timeline_request(args)?, view: View::Lifecycle }
         }

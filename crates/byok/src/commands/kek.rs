@@ -1,7 +1,7 @@
 //! `byok kek …`
 
 use super::{org_path, Planned};
-use crate::api::{ApiRequest, Body, ExpiryOnly, MoveKms};
+use crate::api::{ApiRequest, Body, Confirm, MoveKms};
 use crate::cli::KekCommand;
 use crate::output::View;
 
@@ -9,7 +9,7 @@ use crate::output::View;
 pub fn plan(command: &KekCommand) -> Planned {
     match command {
         KekCommand::Rotate { org, .. } => Planned {
-            request: ApiRequest::post(&org_path(org, &["kek", "rotate"]), Body::Expiry(ExpiryOnly::default())),
+            request: ApiRequest::post(&org_path(org, &["kek", "rotate"]), Body::Confirm(Confirm::YES)),
             view: View::KekStatus,
         },
         KekCommand::Status { org } => {

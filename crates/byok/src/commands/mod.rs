@@ -14,7 +14,7 @@ mod token;
 mod workflow;
 
 use crate::api::ApiRequest;
-use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OrgCommand, OwnerFlags};
+use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OwnerFlags};
 use crate::client::{resolve_admin_token, AdminClient};
 use crate::error::CliError;
 use crate::output::{emit, render, render_json, View};
@@ -62,12 +62,6 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
             billing::plan(cmd)?;
         }
         _ => {}
-    }
-    if let AdminCommand::Org(OrgCommand::Delete { org, yes: false }) = command {
-        return Err(CliError::Usage(format!(
-            "deleting org '{org}' destroys its keys for good (its credentials can never be opened again); \
-             add --yes to confirm"
-        )));
     }
     if let AdminCommand::Audit(cmd) = command {
         audit::check(cmd)?;

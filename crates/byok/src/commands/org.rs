@@ -20,8 +20,16 @@ pub fn plan(command: &OrgCommand) -> Result<Planned, CliError> {
         },
         OrgCommand::List => Planned { request: ApiRequest::get(&["v1", "orgs"]), view: View::OrgList },
         OrgCommand::Show { org } => Planned { request: ApiRequest::get(&org_path(org, &[])), view: View::Org },
-        OrgCommand::Delete { org, .. } => {
-            Planned { request: ApiRequest::new(Method::DELETE, &org_path(org, &[]), None), view: View::Org }
+        OrgCommand::Delete { org, yes: false } => {
+            return Err(CliError::Usage(format!(
+                "deleting org '{org}' destroys its keys for good (its credentials can never be opened again); \
+                 add --yes to confirm"
+            )))
+        }
+        OrgCommand::Delete { org, yes: true } => {
+            // The API wants the confirmation said too.
+            let request = ApiRequest::new(Method::DELETE, &org_path(org, &[]), None).with_query("confirm", true);
+            Planned { request, view: View::Org }
         }
         OrgCommand::SetTier { org, tier } => Planned {
             request: ApiRequest::new(
@@ -36,7 +44,12 @@ pub fn plan(command: &OrgCommand) -> Result<Planned, CliError> {
         }
         OrgCommand::Controls(ControlsCommand::Set(args)) => plan_controls(args)?,
         OrgCommand::Controls(ControlsCommand::Clear { org }) => Planned {
-            request: ApiRequest::new(Method::DELETE, &org_path(org, &["controls"]), None),
+            // No controls.
+            request: ApiRequest::new(
+                Method::PUT,
+                &org_path(org, &["controls"]),
+                Some(Body::Controls(Controls::default())),
+            ),
             view: View::Controls,
         },
         OrgCommand::AdminToken { org, expires_at } => Planned {

@@ -68,7 +68,9 @@ fn command_lines_become_requests() {
         ("org create acme --tier katman-z", "", Error(&["katman-z", "katman-a, katman-b, katman-c"])),
         ("org create acme", "", Error(&["--tier"])),
         ("org list", "", Request("GET", "v1/orgs", Value::Null)),
-        ("kek rotate --org acme", "", Request("POST", "v1/orgs/acme/kek/rotate", json!({}))),
+        ("org delete acme --yes", "", Request("DELETE", "v1/orgs/acme?confirm=true", Value::Null)),
+        ("org delete acme", "", Error(&["--yes", "destroys"])),
+        ("kek rotate --org acme", "", Request("POST", "v1/orgs/acme/kek/rotate", json!({"confirm": true}))),
         ("kek status --org acme", "", Request("GET", "v1/orgs/acme/kek", Value::Null)),
         ("kek move --org acme --kms acme-hsm", "", Request("PUT", "v1/orgs/acme/kms", json!({"kms": "acme-hsm"}))),
         ("kek move --org acme", "", Error(&["--kms"])),
@@ -187,7 +189,7 @@ fn command_lines_become_requests() {
         (
             "credential revoke --org acme cred_01J",
             "",
-            Request("POST", "v1/orgs/acme/credentials/cred_01J/revoke", json!({})),
+            Request("POST", "v1/orgs/acme/credentials/cred_01J/revoke", json!({"confirm": true})),
         ),
         (
             "credential lifecycle --org acme cred_01J",
@@ -254,7 +256,7 @@ fn command_lines_become_requests() {
         ),
         ("audit query --org acme --limit 0", "", Error(&["--limit", "0"])),
         ("audit checkpoint --org acme", "", Request("POST", "v1/orgs/acme/audit/checkpoints", Value::Null)),
-        ("audit purge --org acme", "", Request("POST", "v1/orgs/acme/audit/purge", json!({}))),
+        ("audit purge --org acme", "", Request("POST", "v1/orgs/acme/audit/purge", json!({"before": "retention"}))),
         ("audit purge --org acme --before 2025-01-01T00:00:00Z", "", Error(&["--yes", "retention", "acme"])),
         (
             "audit purge --org acme --before 2025-01-01T00:00:00Z --yes",
@@ -303,7 +305,7 @@ fn command_lines_become_requests() {
             Error(&["10.0.0.0/8", "more than once"]),
         ),
         ("org controls set --org acme --max-credential-age-days 0", "", Error(&["--max-credential-age-days", "0"])),
-        ("org controls clear --org acme", "", Request("DELETE", "v1/orgs/acme/controls", Value::Null)),
+        ("org controls clear --org acme", "", Request("PUT", "v1/orgs/acme/controls", json!({}))),
         // Statements and reports.
         ("billing report --org acme", "", Request("GET", "v1/orgs/acme/usage", Value::Null)),
         (
@@ -358,7 +360,7 @@ fn command_lines_become_requests() {
             "",
             Request(
                 "PUT",
-                "v1/orgs/acme/rate-card",
+                "v1/orgs/acme/negotiated-rate-card",
                 json!({"per_call": "0.0010", "per_million_input_tokens": "0.15", "per_million_output_tokens": "1"}),
             ),
         ),
@@ -381,7 +383,7 @@ fn command_lines_become_requests() {
             Error(&["--per-million-output-tokens", "1,5"]),
         ),
         ("billing rate-card set --org acme --per-call 0.001", "", Error(&["--per-million-input-tokens"])),
-        ("billing rate-card reset --org acme", "", Request("DELETE", "v1/orgs/acme/rate-card", Value::Null)),
+        ("billing rate-card reset --org acme", "", Request("DELETE", "v1/orgs/acme/negotiated-rate-card", Value::Null)),
         // Budgets.
         ("billing budget show --org acme", "", Request("GET", "v1/orgs/acme/budget", Value::Null)),
         (
@@ -413,7 +415,7 @@ fn command_lines_become_requests() {
             "",
             Error(&["research", "more than once"]),
         ),
-        ("billing budget clear --org acme", "", Request("DELETE", "v1/orgs/acme/budget", Value::Null)),
+        ("billing budget clear --org acme", "", Request("PUT", "v1/orgs/acme/budget", json!({}))),
         // The platform credential pool.
         (
             "credential add --platform --name openai-pool --provider openai --model-family gpt-4o",
@@ -452,7 +454,11 @@ fn command_lines_become_requests() {
         ),
         ("credential disable --platform p", "", Request("POST", "v1/platform/credentials/p/disable", json!({}))),
         ("credential enable --platform p", "", Request("POST", "v1/platform/credentials/p/enable", json!({}))),
-        ("credential revoke --platform p", "", Request("POST", "v1/platform/credentials/p/revoke", json!({}))),
+        (
+            "credential revoke --platform p",
+            "",
+            Request("POST", "v1/platform/credentials/p/revoke", json!({"confirm": true})),
+        ),
         ("credential revoke --org acme --platform p", "", Error(&["--org", "--platform", "cannot be used with"])),
         (
             "credential lifecycle --platform p --limit 5",
