@@ -30,10 +30,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// Every route that reads a JSON body; `{org}` and `{cred}` are filled in per input.
-const ROUTES: [(&str, &str); 18] = [
+const ROUTES: [(&str, &str); 21] = [
     ("POST", "/v1/orgs"),
     ("PATCH", "/v1/orgs/{org}"),
-    ("PUT", "/v1/orgs/{org}/rate-card"),
+    ("PUT", "/v1/orgs/{org}/negotiated-rate-card"),
     ("PUT", "/v1/orgs/{org}/budget"),
     ("PUT", "/v1/orgs/{org}/controls"),
     ("PUT", "/v1/orgs/{org}/kms"),
@@ -49,6 +49,9 @@ const ROUTES: [(&str, &str); 18] = [
     ("POST", "/v1/platform/credentials"),
     ("PATCH", "/v1/platform/credentials/{cred}"),
     ("POST", "/v1/platform/credentials/{cred}/rotate"),
+    ("POST", "/v1/orgs/{org}/credentials/{cred}/revoke"),
+    ("POST", "/v1/platform/credentials/{cred}/revoke"),
+    ("POST", "/v1/orgs/{org}/kek/rotate"),
 ];
 
 /// Inputs between two rebuilds of the store.

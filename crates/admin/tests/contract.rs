@@ -199,3 +199,29 @@ async fn semantic_refusals_say_what_is_wrong() {
     .await
     .unwrap();
 }
+
+/// The admin-API fuzz target covers every operation that reads a JSON body (a new one
+/// left out would never be fuzzed; a removed one would fuzz a 405).
+#[test]
+fn the_fuzz_target_covers_every_body() {
+    let target = include_str!("../../../fuzz/fuzz_targets/admin_json.rs");
+    let routes = target.split("const ROUTES").nth(1).and_then(|rest| rest.split("];").next()).unwrap();
+    let fuzzed: std::collections::BTreeSet<(String, String)> = routes
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim().strip_prefix("(\"")?.strip_suffix("\"),")?;
+            let (method, path) = line.split_once("\", \"")?;
+            Some((method.to_ascii_lowercase(), path.to_owned()))
+        })
+        .collect();
+    let document = byok_admin::openapi_document();
+    let mut bodies = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("requestBody").is_some() {
+                bodies.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(fuzzed, bodies, "fuzz/fuzz_targets/admin_json.rs ROUTES and the document's bodies differ");
+}

@@ -135,6 +135,14 @@ impl AuditSigner {
     }
 }
 
+/// Check a checkpoint's signature with a public key given as [`PublicKey::public_key`]
+/// shows it (base64 of the 32 bytes): another node's, as the store lists them.
+pub fn verify_with_encoded(public_key: &str, signed: &SignedCheckpoint) -> bool {
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(public_key) else { return false };
+    let Ok(raw) = <[u8; 32]>::try_from(raw.as_slice()) else { return false };
+    VerifyingKey::from_bytes(&raw).is_ok_and(|public| verify_with(&public, signed))
+}
+
 /// Check a checkpoint's signature with a public key (what an auditor does offline).
 pub fn verify_with(public: &VerifyingKey, signed: &SignedCheckpoint) -> bool {
     if signed.checkpoint.key_id != key_id(public) {
@@ -165,6 +173,11 @@ mod tests {
         assert!(!signer.verify(&forged));
         let other = AuditSigner::load_or_create(&dir.path().join("other.key")).unwrap();
         assert!(!other.verify(&signed));
+        // Another node checks it with the public key the store lists.
+        assert!(verify_with_encoded(&signer.public_key().public_key, &signed));
+        assert!(!verify_with_encoded(&other.public_key().public_key, &signed));
+        assert!(!verify_with_encoded(&signer.public_key().public_key, &forged));
+        assert!(!verify_with_encoded("not base64", &signed));
         assert!(!format!("{signer:?}").contains(&signed.signature));
     }
 }

@@ -25,7 +25,7 @@ use byok_store::{AuditEntry, Segment, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use checkpoint::{AuditSigner, CheckpointBody, PublicKey, SignedCheckpoint};
+pub use checkpoint::{verify_with_encoded, AuditSigner, CheckpointBody, PublicKey, SignedCheckpoint};
 
 /// Why a row was not made durable.
 #[derive(Debug, Clone, thiserror::Error)]

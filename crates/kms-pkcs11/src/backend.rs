@@ -465,6 +465,13 @@ impl Kms for Pkcs11Kms {
         })
     }
 
+    /// The token's label and serial number: two hosts' SoftHSM2 tokens may share a label,
+    /// never a serial.
+    fn identity(&self) -> Option<String> {
+        let info = self.context.get_token_info(self.slot).ok()?;
+        Some(format!("pkcs11:{}:{}", self.token_label, info.serial_number().trim_end()))
+    }
+
     fn check_health(&self) -> Result<(), KmsError> {
         let _reading = self.reading();
         self.pool.run(|session| {

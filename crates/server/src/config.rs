@@ -9,6 +9,7 @@ use anyhow::Context;
 use byok_domain::{
     Cidr, Currency, FamilyPattern, KmsName, ModelFamilyRegistry, PriceBook, ProviderId, ProviderPrice, RateCard, Tier,
 };
+use byok_kms_aws::AwsKmsConfig;
 use byok_kms_pkcs11::Pkcs11Config;
 use byok_proxy::{ConnectionLimits, ProxyConfig, UpstreamBase};
 use byok_vault::{HostPattern, RetentionPolicy};
@@ -87,10 +88,13 @@ struct KmsSection {
     max_concurrency: Option<usize>,
     /// Seconds a KMS call may take before it fails as unavailable.
     timeout_secs: Option<u64>,
-    /// `local` (default) or `pkcs11`.
+    /// `local` (default), `pkcs11` or `aws-kms`.
     backend: Option<String>,
     pkcs11: Option<Pkcs11Config>,
-    /// name → a customer-managed KMS (a katman-c org's own PKCS#11 token).
+    /// AWS KMS (`backend = "aws-kms"`): region, optional endpoint; credentials come from
+    /// the AWS chain, never from this file.
+    aws: Option<AwsKmsConfig>,
+    /// name → a customer-managed KMS (a katman-c org's own PKCS#11 token or AWS KMS key).
     #[serde(default)]
     customer: BTreeMap<String, CustomerKmsSection>,
 }
@@ -98,14 +102,21 @@ struct KmsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerKmsSection {
-    /// Only `pkcs11`: a customer's KMS is its own token.
+    /// `pkcs11` (the customer's own token) or `aws-kms` (a key in the customer's AWS
+    /// account).
     backend: String,
     /// At most this many calls at once to this KMS (default: `kms.max_concurrency`).
     max_concurrency: Option<usize>,
     /// The orgs (names or ids) this KMS may hold KEKs for; default: any katman-c org.
     orgs: Option<Vec<String>>,
-    /// The token, as in `[kms.pkcs11]`.
+    /// The token, as in `[kms.pkcs11]` (`pkcs11`).
     pkcs11: Option<Pkcs11Config>,
+    /// The customer's key, `arn:aws:kms:<region>:<account>:key/<key id>` (`aws-kms`).
+    key_arn: Option<String>,
+    /// Its region, if not the key's (`aws-kms`).
+    region: Option<String>,
+    /// Another AWS KMS endpoint than the region's (`aws-kms`).
+    endpoint_url: Option<String>,
 }
 
 /// A customer-managed KMS from `[kms.customer.<name>]`.
@@ -113,12 +124,21 @@ struct CustomerKmsSection {
 pub struct CustomerKms {
     /// Its name (what `byok kek move --kms` names).
     pub name: KmsName,
-    /// Its token.
-    pub pkcs11: Pkcs11Config,
+    /// Its token or key.
+    pub backend: CustomerKmsBackend,
     /// At most this many calls at once.
     pub max_concurrency: usize,
     /// The orgs it is reserved for (names or ids), if any.
     pub orgs: Option<Vec<String>>,
+}
+
+/// Where a customer-managed KMS keeps its customer's KEKs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerKmsBackend {
+    /// The customer's PKCS#11 token.
+    Pkcs11(Pkcs11Config),
+    /// A key in the customer's AWS account (`key_arn`).
+    AwsKms(AwsKmsConfig),
 }
 
 /// Which KMS holds the orgs' KEKs.
@@ -128,6 +148,8 @@ pub enum KmsChoice {
     Local,
     /// A PKCS#11 token (an HSM; SoftHSM2 in tests).
     Pkcs11(Pkcs11Config),
+    /// AWS KMS: a KMS key per org and KEK version.
+    AwsKms(AwsKmsConfig),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +290,7 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                refuse_credentials(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
                 toml::from_str::<ConfigFile>(&text)
                     .with_context(|| format!("config file {} is not valid", path.display()))?
             }
@@ -285,7 +308,10 @@ impl Settings {
             ("pkcs11", None) => anyhow::bail!(
                 "kms.backend = \"pkcs11\" needs a [kms.pkcs11] section (module, token_label, pin_file or pin_env)"
             ),
-            (other, _) => anyhow::bail!("kms.backend: unknown backend '{other}'; use \"local\" or \"pkcs11\""),
+            ("aws-kms", _) => KmsChoice::AwsKms(aws_kms_section(file.kms.aws.as_ref())?),
+            (other, _) => {
+                anyhow::bail!("kms.backend: unknown backend '{other}'; use \"local\", \"pkcs11\" or \"aws-kms\"")
+            }
         };
         if kms_max_concurrency == 0 {
             anyhow::bail!("kms.max_concurrency must be at least 1");
@@ -303,25 +329,15 @@ impl Settings {
                     "[kms.customer.default]: 'default' names the installation's own KMS ([kms]); choose another name"
                 );
             }
-            if section.backend != "pkcs11" {
-                anyhow::bail!(
-                    "[kms.customer.{name}] backend = \"{}\": a customer-managed KMS is a PKCS#11 token; use \"pkcs11\"",
-                    section.backend
-                );
-            }
             let max_concurrency = section.max_concurrency.unwrap_or(kms_max_concurrency);
             if max_concurrency == 0 {
                 anyhow::bail!("[kms.customer.{name}] max_concurrency must be at least 1");
             }
-            let pkcs11 = section.pkcs11.clone().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "[kms.customer.{name}] needs a [kms.customer.{name}.pkcs11] section (module, token_label, pin_file or pin_env)"
-                )
-            })?;
+            let backend = customer_backend(name, section)?;
             if section.orgs.as_ref().is_some_and(Vec::is_empty) {
                 anyhow::bail!("[kms.customer.{name}] orgs is empty: name the orgs it serves, or leave it out");
             }
-            customer_kms.push(CustomerKms { name: kms_name, pkcs11, max_concurrency, orgs: section.orgs.clone() });
+            customer_kms.push(CustomerKms { name: kms_name, backend, max_concurrency, orgs: section.orgs.clone() });
         }
         let mut settings = Self {
             data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -356,6 +372,99 @@ impl Settings {
         }
         registry
     }
+}
+
+/// `[kms.aws]`, for `backend = "aws-kms"`: byok's own keys, so no `key_arn`.
+fn aws_kms_section(section: Option<&AwsKmsConfig>) -> anyhow::Result<AwsKmsConfig> {
+    let config = section.cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "kms.backend = \"aws-kms\" needs a [kms.aws] section (region, optionally endpoint_url; credentials come \
+             from the AWS chain, never from this file)"
+        )
+    })?;
+    if config.key_arn.is_some() {
+        anyhow::bail!(
+            "[kms.aws] key_arn: the installation's own KMS creates a key per org and KEK version; a customer's own \
+             key goes in a [kms.customer.<name>] section with backend = \"aws-kms\" (remove key_arn here)"
+        );
+    }
+    config.validate().map_err(|e| anyhow::anyhow!("[kms.aws]: {e}"))?;
+    Ok(config)
+}
+
+/// `[kms.customer.<name>]`: a PKCS#11 token (`[kms.customer.<name>.pkcs11]`) or a key in
+/// the customer's AWS account (`key_arn`, optional `region`, `endpoint_url`).
+fn customer_backend(name: &str, section: &CustomerKmsSection) -> anyhow::Result<CustomerKmsBackend> {
+    let aws_settings = section.key_arn.is_some() || section.region.is_some() || section.endpoint_url.is_some();
+    match section.backend.as_str() {
+        "pkcs11" => {
+            if aws_settings {
+                anyhow::bail!(
+                    "[kms.customer.{name}] key_arn, region and endpoint_url are settings of backend = \"aws-kms\"; \
+                     a pkcs11 customer KMS takes a [kms.customer.{name}.pkcs11] section"
+                );
+            }
+            let pkcs11 = section.pkcs11.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[kms.customer.{name}] needs a [kms.customer.{name}.pkcs11] section (module, token_label, pin_file or pin_env)"
+                )
+            })?;
+            Ok(CustomerKmsBackend::Pkcs11(pkcs11))
+        }
+        "aws-kms" => {
+            if section.pkcs11.is_some() {
+                anyhow::bail!(
+                    "[kms.customer.{name}.pkcs11] is for backend = \"pkcs11\"; an aws-kms customer KMS takes key_arn \
+                     (and optionally region, endpoint_url) in [kms.customer.{name}]"
+                );
+            }
+            let key_arn = section.key_arn.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[kms.customer.{name}] backend = \"aws-kms\" needs key_arn = \"arn:aws:kms:<region>:<account>:key/<key id>\": \
+                     the customer's key, granted to this installation's AWS role"
+                )
+            })?;
+            let config = AwsKmsConfig {
+                region: section.region.clone(),
+                endpoint_url: section.endpoint_url.clone(),
+                ..AwsKmsConfig::for_customer_key(key_arn)
+            };
+            config.validate().map_err(|e| anyhow::anyhow!("[kms.customer.{name}]: {e}"))?;
+            Ok(CustomerKmsBackend::AwsKms(config))
+        }
+        other => anyhow::bail!(
+            "[kms.customer.{name}] backend = \"{other}\": a customer-managed KMS is a PKCS#11 token or a key in the \
+             customer's AWS account; use \"pkcs11\" or \"aws-kms\""
+        ),
+    }
+}
+
+/// AWS credentials never belong in the configuration file. Looked for in the raw
+/// `[kms]`, `[kms.aws]` and `[kms.customer.<name>]` tables, before the typed parse, whose
+/// error would quote the offending line — the secret included.
+fn refuse_credentials(text: &str) -> anyhow::Result<()> {
+    // A file that is not TOML is reported by the typed parse.
+    let Ok(file) = toml::from_str::<toml::Table>(text) else { return Ok(()) };
+    let Some(kms) = file.get("kms").and_then(toml::Value::as_table) else { return Ok(()) };
+    let mut sections = vec![("[kms]".to_owned(), kms)];
+    if let Some(aws) = kms.get("aws").and_then(toml::Value::as_table) {
+        sections.push(("[kms.aws]".to_owned(), aws));
+    }
+    for (name, section) in kms.get("customer").and_then(toml::Value::as_table).into_iter().flatten() {
+        if let Some(section) = section.as_table() {
+            sections.push((format!("[kms.customer.{name}]"), section));
+        }
+    }
+    for (section, table) in sections {
+        if let Some(setting) = table.keys().find(|key| byok_kms_aws::is_credential_setting(key)) {
+            anyhow::bail!(
+                "{section} {setting}: credentials do not belong in the configuration file; {}. Remove {setting} \
+                 (and rotate those credentials: they have been stored in a file)",
+                byok_kms_aws::CREDENTIALS_COME_FROM
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `[billing]`: the defaults, with the operator's currency, cards and provider prices.
@@ -574,7 +683,9 @@ mod tests {
         let settings = Settings::load(None, &args).unwrap();
         assert_eq!(settings.customer_kms.len(), 1);
         assert_eq!(settings.customer_kms[0].name.as_str(), "acme-hsm");
-        assert_eq!(settings.customer_kms[0].pkcs11.token_label, "acme");
+        assert!(
+            matches!(&settings.customer_kms[0].backend, CustomerKmsBackend::Pkcs11(token) if token.token_label == "acme")
+        );
         assert_eq!(settings.customer_kms[0].max_concurrency, 8);
         for (text, needle) in [
             (section("default", "pkcs11", token), "'default' names"),
@@ -588,6 +699,73 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn aws_kms_sections_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let arn = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        std::fs::write(
+            &path,
+            format!(
+                "[kms]\nbackend = \"aws-kms\"\n[kms.aws]\nregion = \"eu-central-1\"\nendpoint_url = \"http://127.0.0.1:5000\"\n\
+                 [kms.customer.acme-aws]\nbackend = \"aws-kms\"\nkey_arn = \"{arn}\"\norgs = [\"acme\"]\n"
+            ),
+        )
+        .unwrap();
+        let settings = Settings::load(None, &args).unwrap();
+        let KmsChoice::AwsKms(own) = &settings.kms else { panic!("{:?}", settings.kms) };
+        assert_eq!(own.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(own.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let CustomerKmsBackend::AwsKms(customer) = &settings.customer_kms[0].backend else { panic!() };
+        assert_eq!(customer.key_arn.as_deref(), Some(arn));
+        assert_eq!(settings.customer_kms[0].orgs, Some(vec!["acme".to_owned()]));
+
+        let own = |body: &str| format!("[kms]\nbackend = \"aws-kms\"\n{body}");
+        let customer = |body: &str| format!("[kms.customer.acme-aws]\nbackend = \"aws-kms\"\n{body}");
+        for (text, needle) in [
+            (own(""), "needs a [kms.aws] section"),
+            (own("[kms.aws]\n"), "[kms.aws]: aws-kms configuration: `region` is missing"),
+            (own("[kms.aws]\nregion = \"eu-central-1\"\nendpoint_url = \"http://kms.example.com\"\n"), "plain http"),
+            (own(&format!("[kms.aws]\nregion = \"eu-central-1\"\nkey_arn = \"{arn}\"\n")), "[kms.customer.<name>]"),
+            (own("[kms.aws]\nregion = \"eu-central-1\"\nregoin = \"x\"\n"), "regoin"),
+            ("[kms]\nbackend = \"aws\"\n".to_owned(), "\"aws-kms\""),
+            (customer(""), "needs key_arn"),
+            (customer("key_arn = \"alias/acme\"\n"), "[kms.customer.acme-aws]: aws-kms configuration: key_arn"),
+            (customer(&format!("key_arn = \"{arn}\"\nregion = \"us-east-1\"\n")), "its own region"),
+            (
+                customer(&format!(
+                    "key_arn = \"{arn}\"\n[kms.customer.acme-aws.pkcs11]\nmodule = \"m.so\"\ntoken_label = \"t\"\n"
+                )),
+                "is for backend = \"pkcs11\"",
+            ),
+            (
+                format!("[kms.customer.acme]\nbackend = \"pkcs11\"\nkey_arn = \"{arn}\"\n"),
+                "settings of backend = \"aws-kms\"",
+            ),
+            (customer(&format!("key_arn = \"{arn}\"\nkeyarn = \"x\"\n")), "keyarn"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+
+        // Credentials are refused by name, wherever they are put, and never repeated.
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        for text in [
+            own(&format!("[kms.aws]\nregion = \"eu-central-1\"\nsecret_access_key = \"{secret}\"\n")),
+            own(&format!("[kms.aws]\nregion = \"eu-central-1\"\nAWS_SECRET_ACCESS_KEY = \"{secret}\"\n")),
+            own(&format!("aws = {{ region = \"eu-central-1\", session_token = \"{secret}\" }}\n")),
+            format!("[kms]\naccess_key_id = \"{secret}\"\n"),
+            customer(&format!("key_arn = \"{arn}\"\naccess_key_id = \"{secret}\"\n")),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains("credentials do not belong") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+            assert!(!err.contains("wJalr"), "the error repeats the secret: {err}");
         }
     }
 

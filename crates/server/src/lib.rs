@@ -6,7 +6,9 @@
 
 mod config;
 mod datadir;
+mod fleet;
 mod hardening;
+mod logging;
 mod migrate;
 
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use byok_vault::{KmsHandle, Vault, VaultPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{CustomerKms, KmsChoice, ServeArgs, Settings};
+pub use config::{CustomerKms, CustomerKmsBackend, KmsChoice, ServeArgs, Settings};
 pub use migrate::{migrate_kms, MigrateArgs};
 
 /// A running server.
@@ -101,23 +103,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 .context("cannot open the PKCS#11 KMS")?;
             Arc::new(kms)
         }
+        KmsChoice::AwsKms(config) => {
+            let config = config.clone();
+            // As a token's login does at open: a wrong region or endpoint, or missing
+            // credentials, stop the start here rather than fail every call.
+            let kms = tokio::task::spawn_blocking(move || -> anyhow::Result<byok_kms_aws::AwsKms> {
+                let kms = byok_kms_aws::AwsKms::open(&config)?;
+                byok_crypto::Kms::check_health(&kms)?;
+                Ok(kms)
+            })
+            .await
+            .context("AWS KMS initialization failed")?
+            .context("cannot use the AWS KMS of [kms.aws]")?;
+            Arc::new(kms)
+        }
     };
     // More calls at once than the token has sessions would only queue inside the backend
     // while holding blocking threads.
     let default_concurrency = match &settings.kms {
         KmsChoice::Pkcs11(config) => settings.kms_max_concurrency.min(config.max_sessions),
-        KmsChoice::Local => settings.kms_max_concurrency,
+        KmsChoice::Local | KmsChoice::AwsKms(_) => settings.kms_max_concurrency,
     };
     let mut kms = KmsHandle::new(backend, default_concurrency).with_timeout(settings.kms_timeout);
     for customer in &settings.customer_kms {
-        let config = customer.pkcs11.clone();
-        let opened = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&config))
-            .await
-            .context("PKCS#11 initialization failed")?
-            .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
-        tracing::info!(kms = %customer.name, token = %customer.pkcs11.token_label, "customer-managed KMS ready");
-        let concurrency = customer.max_concurrency.min(customer.pkcs11.max_sessions);
-        kms = kms.with_reserved_kms(customer.name.clone(), Arc::new(opened), concurrency, customer.orgs.clone());
+        let (opened, concurrency) = open_customer_kms(customer).await?;
+        kms = kms.with_reserved_kms(customer.name.clone(), opened, concurrency, customer.orgs.clone());
     }
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(
@@ -132,7 +142,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .with_audit_signer(Arc::new(signer))
     .with_price_book(settings.prices.clone());
+    fleet::check(&vault).await?;
     check_org_keys(&vault).await?;
+    fleet::join(&vault).await?;
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
     if !resumed.is_empty() {
@@ -181,6 +193,46 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     })
 }
 
+/// Open a customer-managed KMS; also how many calls it may take at once.
+///
+/// A customer's AWS key that does not answer or refuses now is only logged: one
+/// customer's outage must not keep the node from serving every other org (its orgs' calls
+/// fail as `kms_unavailable` until it is back).
+async fn open_customer_kms(customer: &CustomerKms) -> anyhow::Result<(Arc<dyn byok_crypto::Kms>, usize)> {
+    match &customer.backend {
+        CustomerKmsBackend::Pkcs11(config) => {
+            let token = config.clone();
+            let opened = tokio::task::spawn_blocking(move || byok_kms_pkcs11::Pkcs11Kms::open(&token))
+                .await
+                .context("PKCS#11 initialization failed")?
+                .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
+            tracing::info!(kms = %customer.name, token = %config.token_label, "customer-managed KMS ready");
+            Ok((Arc::new(opened), customer.max_concurrency.min(config.max_sessions)))
+        }
+        CustomerKmsBackend::AwsKms(config) => {
+            let key = config.clone();
+            let (opened, health) = tokio::task::spawn_blocking(move || {
+                byok_kms_aws::AwsKms::open(&key).map(|kms| {
+                    let health = byok_crypto::Kms::check_health(&kms);
+                    (kms, health)
+                })
+            })
+            .await
+            .context("AWS KMS initialization failed")?
+            .with_context(|| format!("cannot open the customer-managed KMS '{}'", customer.name))?;
+            let key_arn = opened.customer_key_arn().unwrap_or_default().to_owned();
+            match health {
+                Ok(()) => tracing::info!(kms = %customer.name, key = %key_arn, "customer-managed KMS ready"),
+                Err(err) => tracing::warn!(
+                    kms = %customer.name, key = %key_arn, error = %err,
+                    "customer-managed KMS not usable now; its orgs' calls fail until it is"
+                ),
+            }
+            Ok((Arc::new(opened), customer.max_concurrency))
+        }
+    }
+}
+
 /// Refuse to start when an org's current KEK is not in the KMS the store says holds it:
 /// every call of that org would fail. The usual cause is a configuration that does not
 /// match the data directory (a migrated one started with the local keyring, a missing
@@ -196,6 +248,7 @@ async fn check_org_keys(vault: &Vault) -> anyhow::Result<()> {
         let hint = if org.kms.is_default() {
             match vault.kms().backend_name() {
                 "local" => " If this data directory was migrated with `byok kms migrate`, configure [kms] backend = \"pkcs11\" and its [kms.pkcs11] token.",
+                "aws-kms" => " If this data directory uses the local keyring, configure [kms] backend = \"local\" (`byok kms migrate` moves a keyring into a PKCS#11 token, not into AWS KMS); otherwise check [kms.aws] region and alias_prefix.",
                 _ => " If this data directory still uses the local keyring, run `byok kms migrate` first, or configure [kms] backend = \"local\".",
             }
         } else {
@@ -258,8 +311,7 @@ async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: 
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BYOK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = logging::filter(std::env::var("BYOK_LOG").ok().as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

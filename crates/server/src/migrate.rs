@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use byok_crypto::{Kms, LocalKeyring};
+use byok_domain::KmsName;
 use byok_store::Store;
 use byok_vault::migrate::{Migration, MigrationReport, Progress};
 
@@ -63,6 +64,7 @@ pub async fn migrate_kms(data_dir: Option<PathBuf>, args: MigrateArgs) -> anyhow
         .await
         .context("PKCS#11 initialization failed")?
         .context("cannot open the PKCS#11 token to migrate into")?;
+    let identity = target.identity();
     let bar = progress_bar(args.progress, args.dry_run);
     let shown = bar.clone();
     let migration = Migration::new(store.clone(), Arc::new(source) as Arc<dyn Kms>, Arc::new(target)).with_progress(
@@ -73,8 +75,16 @@ pub async fn migrate_kms(data_dir: Option<PathBuf>, args: MigrateArgs) -> anyhow
     );
     let report = migration.run(args.dry_run).await;
     bar.finish_and_clear();
+    // Every key is in the token now: the fleet's default KMS is the token.
+    let handed_over = match (&report, &identity) {
+        (Ok(_), Some(identity)) if !args.dry_run => {
+            store.reclaim_kms(KmsName::default_kms().as_str(), identity).await.context("cannot record the new KMS")
+        }
+        _ => Ok(()),
+    };
     store.close().await;
     let report = report?;
+    handed_over?;
     if !args.dry_run {
         retire_keyring(&data_dir)?;
     }

@@ -8,7 +8,8 @@
 //!   cross-node lock and no read of the previous row: the head is in memory.
 //!
 //! The fields hashed are exactly the values written, in a fixed order (see
-//! [`byok_crypto::chain`] for the encoding). After a retention purge an anchor keeps the
+//! [`byok_crypto::chain`] for the encoding). After a retention purge — row by row here,
+//! or a whole month's partition on PostgreSQL (`partitions.rs`) — an anchor keeps the
 //! position and hash of the last purged entry of each chain, so the rest still verifies.
 
 use std::collections::HashMap;
@@ -529,20 +530,41 @@ impl Store {
     }
 
     /// The segments with entries (or anchors) for `org`.
+    ///
+    /// Found by skipping through the chain index `(org_id, segment, segment_seq)`: one
+    /// probe per segment (per partition on PostgreSQL), where `SELECT DISTINCT` would read
+    /// every entry of the org — this runs on every purge and every verify.
     async fn segments(&self, org: Option<&OrgId>) -> Result<Vec<String>, StoreError> {
-        let filter = org_filter(org, 1);
-        let sql = format!(
-            "SELECT segment FROM resolution_audit WHERE {filter} AND segment IS NOT NULL \
-             UNION SELECT segment FROM call_completions WHERE {filter} AND segment IS NOT NULL \
-             UNION SELECT segment FROM audit_anchors WHERE {filter}"
-        );
+        let mut segments = std::collections::BTreeSet::new();
+        for table in ["resolution_audit", "call_completions"] {
+            let (first, next) = match org {
+                Some(_) => ("org_id = $1", "t.org_id = $1"),
+                None => ("org_id IS NULL", "t.org_id IS NULL"),
+            };
+            let sql = format!(
+                "WITH RECURSIVE found (segment) AS ( \
+                     SELECT (SELECT segment FROM {table} WHERE {first} AND segment IS NOT NULL \
+                             ORDER BY segment LIMIT 1) \
+                   UNION ALL \
+                     SELECT (SELECT t.segment FROM {table} AS t WHERE {next} AND t.segment > found.segment \
+                             ORDER BY t.segment LIMIT 1) \
+                     FROM found WHERE found.segment IS NOT NULL \
+                 ) \
+                 SELECT segment FROM found WHERE segment IS NOT NULL"
+            );
+            let mut query = sqlx::query_scalar::<Any, String>(&sql);
+            if let Some(org) = org {
+                query = query.bind(org.to_string());
+            }
+            segments.extend(query.fetch_all(self.reader()).await.map_err(map_sqlx)?);
+        }
+        let sql = format!("SELECT segment FROM audit_anchors WHERE {}", org_filter(org, 1));
         let mut query = sqlx::query_scalar::<Any, String>(&sql);
         if let Some(org) = org {
             query = query.bind(org.to_string());
         }
-        let mut segments = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
-        segments.sort();
-        Ok(segments)
+        segments.extend(query.fetch_all(self.reader()).await.map_err(map_sqlx)?);
+        Ok(segments.into_iter().collect())
     }
 
     async fn page(&self, source: &ChainTable, org: Option<&OrgId>, page: Page<'_>) -> Result<Vec<Entry>, StoreError> {
@@ -782,10 +804,23 @@ impl Store {
     /// every chain verifiable: per segment, the longest prefix whose entries are all
     /// older than `before` is removed and an anchor records the last removed entry.
     /// Lifecycle events are never purged. Returns how many entries were removed.
+    ///
+    /// This is the row-wise purge. On PostgreSQL, months that every org's retention has
+    /// passed are dropped whole first ([`Store::drop_expired_audit_partitions`], with the
+    /// same anchors); this removes what an org with a shorter retention than the longest
+    /// must lose before its month goes.
     pub async fn purge_audit(&self, org: Option<&OrgId>, before: Timestamp) -> Result<u64, StoreError> {
         let mut removed = 0u64;
         for segment in self.segments(org).await? {
             let mut tx = self.begin_write().await?;
+            if self.backend() == crate::store::Backend::Postgres {
+                // Never beside a month drop (which moves anchors too); purges share it.
+                sqlx::query::<Any>("SELECT pg_advisory_xact_lock_shared(CAST($1 AS BIGINT))")
+                    .bind(crate::partitions::RETENTION_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
             // The first position that must stay: the oldest entry at or after `before`.
             let mut keep_from: Option<i64> = None;
             let mut last: i64 = 0;
@@ -796,22 +831,24 @@ impl Store {
                     if org.is_some() { 2 } else { 1 }
                 );
                 let p = if org.is_some() { 3 } else { 2 };
-                let sql = format!(
-                    "SELECT CAST(COALESCE(MIN(CASE WHEN at_us >= ${p} THEN segment_seq END), -1) AS BIGINT) AS keep, \
-                     CAST(COALESCE(MAX(segment_seq), 0) AS BIGINT) AS last {base}"
-                );
-                let mut query = sqlx::query::<Any>(&sql);
+                // Two plain MIN/MAX queries: each is one walk along the chain index (on
+                // PostgreSQL the first skips the months before `before`); a single pass
+                // computing both would read every entry of the chain.
+                let keep_sql = format!("SELECT MIN(segment_seq) {base} AND at_us >= ${p}");
+                let last_sql = format!("SELECT MAX(segment_seq) {base}");
+                let mut keep = sqlx::query_scalar::<Any, Option<i64>>(&keep_sql);
+                let mut table_last = sqlx::query_scalar::<Any, Option<i64>>(&last_sql);
                 if let Some(org) = org {
-                    query = query.bind(org.to_string());
+                    keep = keep.bind(org.to_string());
+                    table_last = table_last.bind(org.to_string());
                 }
-                let row =
-                    query.bind(segment.clone()).bind(before.as_micros()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
-                let keep: i64 = row.try_get("keep").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let table_last: i64 = row.try_get("last").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if keep >= 0 {
+                let keep =
+                    keep.bind(segment.clone()).bind(before.as_micros()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
+                let table_last = table_last.bind(segment.clone()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
+                if let Some(keep) = keep {
                     keep_from = Some(keep_from.map_or(keep, |k| k.min(keep)));
                 }
-                last = last.max(table_last);
+                last = last.max(table_last.unwrap_or(0));
             }
             let cut = keep_from.map_or(last, |k| k - 1);
             let anchor = self.anchor(org, &segment).await?;

@@ -12,6 +12,10 @@
 //! * No secret is stored in the clear: credential secrets arrive sealed
 //!   ([`SealedSecret`](byok_crypto::SealedSecret)), tokens arrive as hashes.
 //!
+//! * On PostgreSQL the audit tables are partitioned by month; partitions are made ahead
+//!   of time and dropped whole once every org's retention has passed them
+//!   ([`Store::maintain_audit_partitions`]). SQLite stays unpartitioned.
+//!
 //! With the `testing` feature, [`testing`] offers fresh SQLite files and fresh
 //! PostgreSQL databases for tests in this and other crates.
 #![forbid(unsafe_code)]
@@ -22,7 +26,9 @@ mod credentials;
 mod directory;
 mod error;
 mod events;
+mod fleet;
 mod notify;
+mod partitions;
 mod rows;
 mod store;
 mod timeline;
@@ -38,7 +44,9 @@ pub use credentials::{CredentialRecord, WrappedDekRef};
 pub use directory::OrgChange;
 pub use error::StoreError;
 pub use events::{EventFilter, NewEvent};
+pub use fleet::SigningKeyRecord;
 pub use notify::{ChangeListener, ChangeNote, Heard, CHANNEL as CHANGE_CHANNEL};
+pub use partitions::{AuditMonth, DroppedMonth, PartitionReport, RetentionCuts, MONTHS_AHEAD};
 pub use store::{Backend, Store};
 pub use timeline::{TimelineCursor, TimelineItem};
 pub use usage::{UsageRow, UsageSource};

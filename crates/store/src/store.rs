@@ -164,7 +164,7 @@ impl Store {
             .map_err(|e| open_error(&location, e))?;
         POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(store = %location, "opened PostgreSQL store");
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 backend: Backend::Postgres,
                 reader: pool.clone(),
@@ -174,7 +174,13 @@ impl Store {
                 listen_url: Some(url.to_owned()),
                 listening: std::sync::atomic::AtomicBool::new(true),
             }),
-        })
+        };
+        // The audit partitions of this month and the next ones; if this fails, the DEFAULT
+        // partition takes the rows until the retention job makes them.
+        if let Err(err) = store.ensure_audit_partitions(byok_domain::Timestamp::now()).await {
+            tracing::warn!(error = %err, "cannot create the audit partitions ahead of time");
+        }
+        Ok(store)
     }
 
     /// Which database this store runs on.

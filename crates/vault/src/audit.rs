@@ -76,6 +76,11 @@ pub struct PurgeReport {
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// How far behind their retention the row-wise purge follows the orgs whose entries leave
+/// with whole months (PostgreSQL): a month is dropped up to a month after its first day's
+/// retention has passed, plus a month of slack.
+const WHOLE_MONTHS_LAG_DAYS: u32 = 62;
+
 impl Vault {
     /// Resolution rows of `org` matching `filter` (at most [`MAX_PAGE`]).
     pub async fn audit_rows(&self, org: &str, mut filter: AuditFilter) -> Result<AuditPage, VaultError> {
@@ -138,6 +143,24 @@ impl Vault {
         Ok(self.signer()?.public_key())
     }
 
+    /// Register this node's checkpoint key in the store, so that every node sharing it
+    /// verifies this node's checkpoints.
+    pub async fn register_audit_key(&self) -> Result<(), VaultError> {
+        let key = self.audit_public_key()?;
+        Ok(self.store.register_signing_key(&key.key_id, &key.public_key).await?)
+    }
+
+    /// Every node's checkpoint key (the fleet's), oldest first.
+    pub async fn audit_public_keys(&self) -> Result<Vec<PublicKey>, VaultError> {
+        Ok(self
+            .store
+            .signing_keys()
+            .await?
+            .into_iter()
+            .map(|key| PublicKey { key_id: key.key_id, public_key: key.public_key, algorithm: "ed25519" })
+            .collect())
+    }
+
     /// A signed checkpoint of `org`'s audit chains as they are now.
     pub async fn audit_checkpoint(&self, org: &str) -> Result<SignedCheckpoint, VaultError> {
         let org = self.org(org).await?;
@@ -154,7 +177,11 @@ impl Vault {
                 signed.checkpoint.org_id, org.id
             )));
         }
-        let signature_valid = self.signer()?.verify(signed);
+        // This node's key, or another node's of the fleet (each registers its own).
+        let signature_valid = self.signer()?.verify(signed)
+            || self.store.signing_keys().await?.iter().any(|key| {
+                key.key_id == signed.checkpoint.key_id && byok_audit::verify_with_encoded(&key.public_key, signed)
+            });
         let mut heads_changed = Vec::new();
         for head in &signed.checkpoint.heads {
             if !self.store.head_intact(Some(&org.id), head).await? {
@@ -200,16 +227,58 @@ impl Vault {
     }
 
     /// Purge every org by its retention (the periodic job); rows no org could be
-    /// established for follow the shortest tier retention.
+    /// established for follow the shortest tier retention. On PostgreSQL the audit months
+    /// that every org's retention has passed are dropped whole first (and the partitions
+    /// of the coming months made); then the entries of orgs with a shorter retention than
+    /// the longest go row by row.
     pub async fn purge_all_by_retention(&self) -> Result<u64, VaultError> {
         let mut removed = 0;
-        for org in self.store.list_orgs().await? {
-            removed += self.purge_audit(&Actor::System, &org.id.to_string(), None).await?.removed;
-        }
+        let now = Timestamp::now();
+        let cut_after =
+            |days: u32| Timestamp::from_micros(now.as_micros() - i64::from(days) * DAY_MICROS).unwrap_or(now);
+        let orgs = self.store.list_orgs().await?;
         let shortest = self.policy.retention.katman_a_days.min(self.policy.retention.katman_b_days);
-        let cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(shortest) * DAY_MICROS)
-            .unwrap_or_else(Timestamp::now);
-        removed += self.store.purge_audit(None, cut).await?;
+        let mut cuts = byok_store::RetentionCuts { no_org: Some(cut_after(shortest)), ..Default::default() };
+        for org in &orgs {
+            cuts.orgs.insert(org.id, cut_after(self.policy.retention.days_for(org)));
+        }
+        // A failure here must not stop the row-wise purges below.
+        let partitions = self.store.maintain_audit_partitions(now, &cuts).await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "audit partition maintenance failed");
+            byok_store::PartitionReport::default()
+        });
+        for dropped in &partitions.dropped {
+            for (org_id, count) in &dropped.removed {
+                removed += count;
+                let Some(org) = orgs.iter().find(|o| Some(o.id) == *org_id && o.state == OrgState::Active) else {
+                    continue;
+                };
+                let mut purged = event(org.id, LifecycleKind::AuditPurged, org.id, &Actor::System);
+                purged.details = serde_json::json!({
+                    "before": Timestamp::from_micros(dropped.month.end_us()), "removed": count,
+                    "retention_days": self.policy.retention.days_for(org), "month": dropped.month.to_string(),
+                });
+                self.store.record_event(&purged).await?;
+            }
+        }
+        if let Some(held) = &partitions.held {
+            tracing::info!(reason = %held, "audit partition kept");
+        }
+        // On PostgreSQL the orgs with the longest retention lose their entries with whole
+        // months (above), at most a month after their retention; row by row they are
+        // purged only two months behind it, should a month be held. Everyone else, and
+        // SQLite, row by row at the retention.
+        let partitioned = self.store.backend() == byok_store::Backend::Postgres;
+        let days_for = |org: &Org| self.policy.retention.days_for(org);
+        let longest = orgs.iter().map(days_for).max().unwrap_or(0).max(shortest);
+        let lag =
+            |days: u32| if partitioned && days >= longest { days.saturating_add(WHOLE_MONTHS_LAG_DAYS) } else { days };
+        for org in orgs {
+            let days = days_for(&org);
+            let before = (lag(days) != days).then(|| cut_after(lag(days)));
+            removed += self.purge_audit(&Actor::System, &org.id.to_string(), before).await?.removed;
+        }
+        removed += self.store.purge_audit(None, cut_after(lag(shortest))).await?;
         Ok(removed)
     }
 }

@@ -65,6 +65,9 @@ impl From<KmsError> for VaultError {
     fn from(err: KmsError) -> Self {
         match err {
             KmsError::Unavailable(m) => VaultError::KmsUnavailable(m),
+            // The KMS answers but will not use the key (access denied, key disabled or
+            // pending deletion outside byok): unusable until an operator acts, 503 too.
+            KmsError::Refused(m) => VaultError::KmsUnavailable(format!("the KMS refused: {m}")),
             KmsError::Destroyed(org) => VaultError::Conflict(format!("{org} was deleted (its keys are destroyed)")),
             other => VaultError::Internal(format!("KMS: {other}")),
         }

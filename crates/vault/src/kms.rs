@@ -123,6 +123,11 @@ impl KmsHandle {
         self.kmss.get(&KmsName::default_kms()).map_or("none", |entry| entry.backend.backend_name())
     }
 
+    /// Which KMS `name` is ([`Kms::identity`]), if it is configured and can tell.
+    pub fn identity(&self, name: &KmsName) -> Option<String> {
+        self.kmss.get(name).and_then(|entry| entry.backend.identity())
+    }
+
     /// The process's metrics (KMS counters, DEK cache counters).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

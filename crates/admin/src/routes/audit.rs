@@ -151,6 +151,24 @@ pub(crate) async fn get_audit_public_key(
     Ok(Json(vault.audit_public_key()?))
 }
 
+/// Every node's checkpoint key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct PublicKeyList {
+    /// Oldest first; a checkpoint's `key_id` names the one that signed it.
+    keys: Vec<PublicKey>,
+}
+
+/// The public keys of every node sharing this database (each node signs checkpoints
+/// with its own key and registers it on start): any of them verifies on every node.
+#[utoipa::path(get, path = "/v1/audit/public-keys", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = PublicKeyList)))]
+pub(crate) async fn list_audit_public_keys(
+    State(vault): State<Vault>,
+    _admin: Admin,
+) -> Result<Json<PublicKeyList>, ApiError> {
+    Ok(Json(PublicKeyList { keys: vault.audit_public_keys().await? }))
+}
+
 /// `POST /v1/orgs/{org}/audit/purge`: where to cut, always said.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -70,6 +70,7 @@ pub(crate) fn router() -> Router<Vault> {
         .route("/v1/orgs/{org}/audit/checkpoints", post(audit::create_audit_checkpoint))
         .route("/v1/orgs/{org}/audit/purge", post(audit::purge_audit))
         .route("/v1/audit/public-key", get(audit::get_audit_public_key))
+        .route("/v1/audit/public-keys", get(audit::list_audit_public_keys))
         .route("/v1/orgs/{org}/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/orgs/{org}/tokens/{id}", delete(tokens::revoke_token))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })

@@ -33,7 +33,18 @@ const FORMAT: u32 = 1;
 #[derive(Serialize, Deserialize, Default)]
 struct KeyringFile {
     format: u32,
+    /// Random, made with the file (and added to a file from before ids): which keyring
+    /// this is, so that nodes sharing a database can tell they do not share it.
+    #[serde(default)]
+    id: String,
     orgs: BTreeMap<String, OrgKeys>,
+}
+
+/// A new keyring id: 16 random bytes, hex.
+fn new_keyring_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    crate::chain::hex(&bytes)
 }
 
 #[derive(Serialize, Deserialize, Default, Clone)]
@@ -77,6 +88,7 @@ impl LocalKeyring {
             let bytes = Zeroizing::new(fs::read(&path).map_err(|e| io_error(&path, "read", e))?);
             let file: KeyringFile = serde_json::from_slice(&bytes)
                 .map_err(|e| KmsError::Unavailable(format!("keyring {} is not valid: {e}", path.display())))?;
+            let mut file = file;
             if file.format != FORMAT {
                 return Err(KmsError::Unavailable(format!(
                     "keyring {} has format {}, this build reads format {FORMAT}",
@@ -84,9 +96,13 @@ impl LocalKeyring {
                     file.format
                 )));
             }
+            if file.id.is_empty() {
+                file.id = new_keyring_id();
+                persist(&path, &file)?;
+            }
             file
         } else {
-            let file = KeyringFile { format: FORMAT, orgs: BTreeMap::new() };
+            let file = KeyringFile { format: FORMAT, id: new_keyring_id(), orgs: BTreeMap::new() };
             persist(&path, &file)?;
             file
         };
@@ -111,7 +127,7 @@ impl LocalKeyring {
     /// Apply `change` to a copy, persist it, then publish it: a failed write changes nothing.
     fn update<T>(&self, change: impl FnOnce(&mut KeyringFile) -> Result<T, KmsError>) -> Result<T, KmsError> {
         let mut guard = self.state.write().map_err(|_| KmsError::Unavailable("keyring lock poisoned".into()))?;
-        let mut next = KeyringFile { format: guard.format, orgs: guard.orgs.clone() };
+        let mut next = KeyringFile { format: guard.format, id: guard.id.clone(), orgs: guard.orgs.clone() };
         let out = change(&mut next)?;
         persist(&self.path, &next)?;
         *guard = next;
@@ -219,6 +235,10 @@ fn persist(path: &Path, file: &KeyringFile) -> Result<(), KmsError> {
 impl Kms for LocalKeyring {
     fn backend_name(&self) -> &'static str {
         "local"
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.read().ok().map(|file| format!("local:{}", file.id))
     }
 
     fn create_org_kek(&self, org: &OrgId) -> Result<u32, KmsError> {

@@ -43,6 +43,11 @@ pub enum KmsError {
     /// The wrapping algorithm named in the record is not one this backend implements.
     #[error("unsupported key-wrap algorithm '{0}'")]
     UnsupportedAlgorithm(String),
+    /// The KMS answered and refused: access denied, or a key disabled or scheduled for
+    /// deletion by someone other than byok. Retrying will not help until the KMS's
+    /// policy or the key's state is changed.
+    #[error("KMS refused: {0}")]
+    Refused(String),
 }
 
 /// A DEK wrapped by a KEK: what the store keeps next to a ciphertext.
@@ -109,4 +114,12 @@ pub trait Kms: Send + Sync + 'static {
 
     /// Whether the backend is usable (for `/readyz`).
     fn check_health(&self) -> Result<(), KmsError>;
+
+    /// Which KMS this is, in a form every node that reaches the same keys derives alike
+    /// (`local:<keyring id>`, `pkcs11:<token label>:<serial>`): the nodes sharing a
+    /// database must agree on it, or one node's KEKs are missing on another. `None`: the
+    /// backend cannot tell (nothing is checked).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }

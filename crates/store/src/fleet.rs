@@ -1,0 +1,110 @@
+//! What the nodes sharing one database must agree on: which KMS holds the keys (claimed
+//! by name by the first node), and every node's audit checkpoint key.
+
+use byok_domain::Timestamp;
+use sqlx::{Any, Row};
+
+use crate::error::{map_sqlx, StoreError};
+use crate::Store;
+
+/// A node's audit checkpoint key, as registered in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// `ed25519:<hex>`.
+    pub key_id: String,
+    /// The public key, base64.
+    pub public_key: String,
+    /// When a node first registered it.
+    pub registered_at: Timestamp,
+}
+
+impl Store {
+    /// Claim `kms_name` for `identity` unless another node claimed it first; the identity
+    /// that stands (this one, or the earlier claim).
+    pub async fn claim_kms(&self, kms_name: &str, identity: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>(
+            "INSERT INTO fleet_kms (kms_name, identity, claimed_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (kms_name) DO NOTHING",
+        )
+        .bind(kms_name)
+        .bind(identity)
+        .bind(Timestamp::now().as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        let standing = sqlx::query_scalar::<Any, String>("SELECT identity FROM fleet_kms WHERE kms_name = $1")
+            .bind(kms_name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(standing)
+    }
+
+    /// Who claimed `kms_name`, if anyone did.
+    pub async fn kms_claim(&self, kms_name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar::<Any, String>("SELECT identity FROM fleet_kms WHERE kms_name = $1")
+            .bind(kms_name)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)
+    }
+
+    /// Hand `kms_name` over to `identity` (after every key moved there: `byok kms
+    /// migrate`).
+    pub async fn reclaim_kms(&self, kms_name: &str, identity: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>("DELETE FROM fleet_kms WHERE kms_name = $1")
+            .bind(kms_name)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query::<Any>("INSERT INTO fleet_kms (kms_name, identity, claimed_at_us) VALUES ($1, $2, $3)")
+            .bind(kms_name)
+            .bind(identity)
+            .bind(Timestamp::now().as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Register a node's checkpoint key (idempotent).
+    pub async fn register_signing_key(&self, key_id: &str, public_key: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>(
+            "INSERT INTO audit_signing_keys (key_id, public_key, registered_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(key_id)
+        .bind(public_key)
+        .bind(Timestamp::now().as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    /// Every node's checkpoint key, oldest first.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query::<Any>(
+            "SELECT key_id, public_key, registered_at_us FROM audit_signing_keys ORDER BY registered_at_us, key_id",
+        )
+        .fetch_all(self.reader())
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("audit_signing_keys: {e}"));
+                let at: i64 = row.try_get("registered_at_us").map_err(corrupt)?;
+                Ok(SigningKeyRecord {
+                    key_id: row.try_get("key_id").map_err(corrupt)?,
+                    public_key: row.try_get("public_key").map_err(corrupt)?,
+                    registered_at: Timestamp::from_micros(at)
+                        .ok_or_else(|| StoreError::Corrupt(format!("audit_signing_keys: time {at}")))?,
+                })
+            })
+            .collect()
+    }
+}
