@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use byok_kms_aws::testing::{self, MotoServer, TestAccount};
 use byok_kms_aws::KeyState;
 use byok_mock_provider::{MockConfig, MockProvider};
-use serde_json::{json, Value};
-use support::{clean_command, Server};
+use serde_json::json;
+use support::{admin_json, clean_command, operator_token, Server};
 
 const KEY: &str = "sk-canary-aws-kms-e2e-openai-9f8e7d6c5b4a";
 
@@ -28,18 +28,6 @@ fn byok(argv: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-async fn send(http: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> Value {
-    let mut request = http.request(method, &url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{url}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 /// A chat call's status and body.
@@ -105,7 +93,7 @@ async fn orgs_keep_their_keks_in_aws_kms_and_move_to_their_own_key() {
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
     let server = Server::start_with(&env);
-    let op = std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap().trim().to_owned();
+    let op = operator_token(&server);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", server.admin_url);
     let (get, post) = (reqwest::Method::GET, reqwest::Method::POST);
@@ -113,14 +101,17 @@ async fn orgs_keep_their_keks_in_aws_kms_and_move_to_their_own_key() {
     let mut ids = Vec::new();
     let mut tokens = Vec::new();
     for (org, tier) in [("acme", "katman-c"), ("beta", "katman-b"), ("gamma", "katman-a")] {
-        let created = send(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": org, "tier": tier}))).await;
+        let created =
+            admin_json(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": org, "tier": tier}))).await;
         ids.push(created["id"].as_str().unwrap().to_owned());
-        send(&http, post.clone(), api(&format!("/v1/orgs/{org}/teams")), &op, Some(json!({"name": "core"}))).await;
+        admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/teams")), &op, Some(json!({"name": "core"})))
+            .await;
         let credential = json!({"name": "main", "provider": "openai", "secret": KEY, "scope": {"teams": ["core"]},
             "expires_at": "2099-01-01T00:00:00Z"});
-        send(&http, post.clone(), api(&format!("/v1/orgs/{org}/credentials")), &op, Some(credential)).await;
+        admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/credentials")), &op, Some(credential)).await;
         let issued =
-            send(&http, post.clone(), api(&format!("/v1/orgs/{org}/tokens")), &op, Some(json!({"team": "core"}))).await;
+            admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/tokens")), &op, Some(json!({"team": "core"})))
+                .await;
         tokens.push(issued["token"].as_str().unwrap().to_owned());
     }
     let [acme, beta, gamma] = [&ids[0], &ids[1], &ids[2]];
@@ -138,7 +129,7 @@ async fn orgs_keep_their_keks_in_aws_kms_and_move_to_their_own_key() {
     let (code, stdout, stderr) = byok(&["kek", "move", "--org", "acme", "--kms", "acme-aws"], &admin_env);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("acme-aws"), "{stdout}");
-    let status = send(&http, get.clone(), api("/v1/orgs/acme/kek"), &op, None).await;
+    let status = admin_json(&http, get.clone(), api("/v1/orgs/acme/kek"), &op, None).await;
     assert_eq!((status["kms"].as_str(), status["kek_version"].as_u64()), (Some("acme-aws"), Some(2)), "{status}");
     wait_for_alias_gone(&account, &format!("alias/byok/{acme}"));
     let tags = account.tags(&customer_key.arn).unwrap();

@@ -17,7 +17,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,60 +25,10 @@ use std::time::{Duration, Instant};
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_store::testing::TestStore;
 use byok_store::AuditFilter;
-use serde_json::{json, Value};
-use support::{clean_command, free_port, Server};
+use serde_json::json;
+use support::{admin_json, operator_token, serve_refused, Server};
 
 const KEY: &str = "sk-canary-fleet-openai-5e1f0c2a9b7d3e48";
-
-/// `byok serve` that must refuse to start; its stderr.
-fn serve_refused(data_dir: &Path, env: &[(&str, &str)]) -> String {
-    let mut child = clean_command()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-        .env("BYOK_PROXY_ADDR", format!("127.0.0.1:{}", free_port()))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("byok serve started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success());
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn operator(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap().trim().to_owned()
-}
-
-async fn admin(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut request = http.request(method, &url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{url}: {status} {text}");
-    assert!(!text.contains(KEY), "the key leaked: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
 
 async fn chat(http: &reqwest::Client, proxy_url: &str, token: &str, call_id: &str) -> u16 {
     match http
@@ -104,9 +54,9 @@ async fn a_node_whose_kms_is_not_the_fleets_refuses_to_start() {
     };
     let url = db.url().to_owned();
     let first = Server::start_with(&[("BYOK_DATABASE_URL", &url)]);
-    let op = operator(&first);
+    let op = operator_token(&first);
     let http = reqwest::Client::new();
-    admin(
+    admin_json(
         &http,
         reqwest::Method::POST,
         format!("{}/v1/orgs", first.admin_url),
@@ -128,7 +78,7 @@ async fn a_node_whose_kms_is_not_the_fleets_refuses_to_start() {
     let refused = serve_refused(late.path(), &[("BYOK_DATABASE_URL", empty.url())]);
     assert!(refused.contains("already served with"), "{refused}");
     // The first node is unharmed.
-    let orgs = admin(&http, reqwest::Method::GET, format!("{}/v1/orgs", first.admin_url), &op, None).await;
+    let orgs = admin_json(&http, reqwest::Method::GET, format!("{}/v1/orgs", first.admin_url), &op, None).await;
     assert_eq!(orgs["orgs"][0]["name"], "acme");
 }
 
@@ -236,17 +186,18 @@ async fn three_nodes_on_aws_kms_are_one_system() {
     ];
     env.extend_from_slice(&aws);
     let node = Server::start_with(&env);
-    let op = operator(&node);
+    let op = operator_token(&node);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", node.admin_url);
     let post = reqwest::Method::POST;
-    admin(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
+    admin_json(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
     let mut tokens = Vec::new();
     for team in ["warm", "cold"] {
-        admin(&http, post.clone(), api("/v1/orgs/acme/teams"), &op, Some(json!({"name": team}))).await;
+        admin_json(&http, post.clone(), api("/v1/orgs/acme/teams"), &op, Some(json!({"name": team}))).await;
         let credential = json!({"name": team, "provider": "openai", "secret": KEY, "scope": {"teams": [team]}});
-        admin(&http, post.clone(), api("/v1/orgs/acme/credentials"), &op, Some(credential)).await;
-        let issued = admin(&http, post.clone(), api("/v1/orgs/acme/tokens"), &op, Some(json!({"team": team}))).await;
+        admin_json(&http, post.clone(), api("/v1/orgs/acme/credentials"), &op, Some(credential)).await;
+        let issued =
+            admin_json(&http, post.clone(), api("/v1/orgs/acme/tokens"), &op, Some(json!({"team": team}))).await;
         tokens.push(issued["token"].as_str().unwrap().to_owned());
     }
     assert_eq!(chat(&http, &node.proxy_url, &tokens[0], "warm-1").await, 200);
@@ -284,7 +235,7 @@ async fn three_nodes_on_aws_kms_are_one_system() {
         assert!(Instant::now() < deadline, "the node did not recover from the KMS outage");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    admin(&http, post, api("/v1/orgs/acme/credentials/cold/rotate"), &op, Some(json!({"secret": KEY}))).await;
+    admin_json(&http, post, api("/v1/orgs/acme/credentials/cold/rotate"), &op, Some(json!({"secret": KEY}))).await;
     assert!(mock.request_count() > seen);
     moto.stop();
 }
@@ -303,10 +254,10 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     let (post, get, patch) = (reqwest::Method::POST, reqwest::Method::GET, reqwest::Method::PATCH);
 
     // Any node's operator token works on every node (each registered its own).
-    let ops: Vec<String> = nodes.iter().map(operator).collect();
+    let ops: Vec<String> = nodes.iter().map(operator_token).collect();
     for node in &nodes {
         for op in &ops {
-            admin(&http, get.clone(), format!("{}/v1/orgs", node.admin_url), op, None).await;
+            admin_json(&http, get.clone(), format!("{}/v1/orgs", node.admin_url), op, None).await;
         }
     }
     let op = ops[0].clone();
@@ -314,15 +265,15 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     let api = |node: usize, path: &str| format!("{}{path}", admin_urls[node]);
 
     // Set up through one node, use through the others.
-    admin(&http, post.clone(), api(0, "/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
-    admin(&http, post.clone(), api(1, "/v1/orgs/acme/teams"), &op, Some(json!({"name": "agents"}))).await;
+    admin_json(&http, post.clone(), api(0, "/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
+    admin_json(&http, post.clone(), api(1, "/v1/orgs/acme/teams"), &op, Some(json!({"name": "agents"}))).await;
     let credential = json!({"name": "main", "provider": "openai", "secret": KEY, "scope": {"teams": ["agents"]}});
-    admin(&http, post.clone(), api(2, "/v1/orgs/acme/credentials"), &op, Some(credential)).await;
+    admin_json(&http, post.clone(), api(2, "/v1/orgs/acme/credentials"), &op, Some(credential)).await;
     let issue = |node: usize| {
         let http = http.clone();
         let (url, op) = (api(node, "/v1/orgs/acme/tokens"), op.clone());
         async move {
-            admin(&http, reqwest::Method::POST, url, &op, Some(json!({"team": "agents"}))).await["token"]
+            admin_json(&http, reqwest::Method::POST, url, &op, Some(json!({"team": "agents"}))).await["token"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -333,12 +284,17 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
         assert_eq!(chat(&http, &node.proxy_url, &token, &format!("setup-{i}")).await, 200, "node {i}");
     }
     // A rotation through one node serves through another (the new version opens there).
-    let rotated =
-        admin(&http, post.clone(), api(1, "/v1/orgs/acme/credentials/main/rotate"), &op, Some(json!({"secret": KEY})))
-            .await;
+    let rotated = admin_json(
+        &http,
+        post.clone(),
+        api(1, "/v1/orgs/acme/credentials/main/rotate"),
+        &op,
+        Some(json!({"secret": KEY})),
+    )
+    .await;
     assert_eq!(rotated["version"], 2);
     assert_eq!(chat(&http, &nodes[2].proxy_url, &token, "after-rotation").await, 200);
-    admin(&http, patch, api(2, "/v1/orgs/acme/credentials/main"), &op, Some(json!({"priority": 1}))).await;
+    admin_json(&http, patch, api(2, "/v1/orgs/acme/credentials/main"), &op, Some(json!({"priority": 1}))).await;
 
     // Propagation: a revocation through each node in turn, enforced by all three.
     let proxies: Vec<String> = nodes.iter().map(|n| n.proxy_url.clone()).collect();
@@ -346,7 +302,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     for round in 0..30 {
         let via = round % 3;
         let victim = issue(via).await;
-        let listed = admin(&http, get.clone(), api(via, "/v1/orgs/acme/tokens"), &op, None).await;
+        let listed = admin_json(&http, get.clone(), api(via, "/v1/orgs/acme/tokens"), &op, None).await;
         let id = listed["tokens"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_owned();
         // Warm every node's cache with the token first.
         for proxy in &proxies {
@@ -355,7 +311,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
             assert_eq!(status.as_u16(), 200, "round {round}");
         }
         let started = Instant::now();
-        admin(&http, reqwest::Method::DELETE, api(via, &format!("/v1/orgs/acme/tokens/{id}")), &op, None).await;
+        admin_json(&http, reqwest::Method::DELETE, api(via, &format!("/v1/orgs/acme/tokens/{id}")), &op, None).await;
         let enforced = until_refused_everywhere(&http, &proxies, &victim).await;
         delays.push(started.elapsed().max(enforced));
     }
@@ -366,10 +322,10 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     assert!(max < Duration::from_secs(1), "SPEC: a change is enforced everywhere within 1 s (max {max:?})");
 
     // A checkpoint signed by one node verifies on another.
-    let checkpoint = admin(&http, post.clone(), api(0, "/v1/orgs/acme/audit/checkpoints"), &op, None).await;
-    let checked = admin(&http, post.clone(), api(2, "/v1/orgs/acme/audit/verify"), &op, Some(checkpoint)).await;
+    let checkpoint = admin_json(&http, post.clone(), api(0, "/v1/orgs/acme/audit/checkpoints"), &op, None).await;
+    let checked = admin_json(&http, post.clone(), api(2, "/v1/orgs/acme/audit/verify"), &op, Some(checkpoint)).await;
     assert_eq!((checked["signature_valid"].clone(), checked["ok"].clone()), (json!(true), json!(true)), "{checked}");
-    let keys = admin(&http, get.clone(), api(1, "/v1/audit/public-keys"), &op, None).await;
+    let keys = admin_json(&http, get.clone(), api(1, "/v1/audit/public-keys"), &op, None).await;
     assert_eq!(keys["keys"].as_array().unwrap().len(), 3, "one checkpoint key per node: {keys}");
 
     // Load through all three nodes; node 2 is killed with SIGKILL mid-load and restarted.
@@ -420,7 +376,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     assert_eq!(chat(&http, &restarted.proxy_url, &token, "after-restart").await, 200);
 
     // One audit, verifying, with an allowed row for every answered call.
-    let report = admin(&http, get.clone(), api(1, "/v1/orgs/acme/audit/verify"), &op, None).await;
+    let report = admin_json(&http, get.clone(), api(1, "/v1/orgs/acme/audit/verify"), &op, None).await;
     assert_eq!(report["ok"], true, "{report}");
     let org = db.store().find_org_by_name("acme").await.unwrap().unwrap();
     let rows = db

@@ -10,12 +10,11 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use byok_kms_pkcs11::Pkcs11Config;
 use byok_mock_provider::{MockConfig, MockProvider};
 use serde_json::{json, Value};
-use support::{clean_command, Server};
+use support::{admin_json, clean_command, operator_token, serve_refused, Server};
 
 const KEY: &str = "sk-canary-kms-e2e-openai-0a1b2c3d4e5f6071";
 
@@ -32,33 +31,6 @@ fn byok(argv: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-/// `byok serve` that must refuse to start; its stderr.
-fn serve_refused(data_dir: &Path, env: &[(&str, &str)]) -> String {
-    let mut child = clean_command()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--admin-addr", &format!("127.0.0.1:{}", support::free_port())])
-        .env("BYOK_PROXY_ADDR", format!("127.0.0.1:{}", support::free_port()))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("byok serve started although it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success());
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A second SoftHSM2 token (the customer's), in the same SoftHSM2 configuration as the
@@ -92,18 +64,6 @@ fn token_toml(section: &str, config: &Pkcs11Config) -> String {
     )
 }
 
-async fn send(http: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> Value {
-    let mut request = http.request(method, &url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{url}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
-
 async fn chat(http: &reqwest::Client, server: &Server, token: &str) -> u16 {
     http.post(format!("{}/openai/v1/chat/completions", server.proxy_url))
         .bearer_auth(token)
@@ -128,10 +88,6 @@ async fn keys_state(data_dir: &Path) -> String {
     }
     store.close().await;
     state
-}
-
-fn operator(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,21 +123,23 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
 
     // 1. Local keyring by default, the customer's token configured.
     let server = Server::start_with(&[upstream_env, ("BYOK_CONFIG", &local_config)]);
-    let op = operator(&server);
+    let op = operator_token(&server);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", server.admin_url);
     let post = reqwest::Method::POST;
     let in_a_year = "2099-01-01T00:00:00Z";
     for (org, tier) in [("acme", "katman-c"), ("beta", "katman-b")] {
-        send(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": org, "tier": tier}))).await;
-        send(&http, post.clone(), api(&format!("/v1/orgs/{org}/teams")), &op, Some(json!({"name": "core"}))).await;
+        admin_json(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": org, "tier": tier}))).await;
+        admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/teams")), &op, Some(json!({"name": "core"})))
+            .await;
         let credential = json!({"name": "main", "provider": "openai", "secret": KEY, "scope": {"teams": ["core"]}, "expires_at": in_a_year});
-        send(&http, post.clone(), api(&format!("/v1/orgs/{org}/credentials")), &op, Some(credential)).await;
+        admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/credentials")), &op, Some(credential)).await;
     }
     let mut tokens = Vec::new();
     for org in ["acme", "beta"] {
         let issued =
-            send(&http, post.clone(), api(&format!("/v1/orgs/{org}/tokens")), &op, Some(json!({"team": "core"}))).await;
+            admin_json(&http, post.clone(), api(&format!("/v1/orgs/{org}/tokens")), &op, Some(json!({"team": "core"})))
+                .await;
         tokens.push(issued["token"].as_str().unwrap().to_owned());
     }
     for token in &tokens {
@@ -194,14 +152,14 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("katman-c"), "{}", refused.stderr);
     // The token is reserved for acme: another katman-c org may not use it.
-    send(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "gamma", "tier": "katman-c"}))).await;
+    admin_json(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "gamma", "tier": "katman-c"}))).await;
     let refused = byok(&["kek", "move", "--org", "gamma", "--kms", "acme-hsm"], &admin_env);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("reserved for acme"), "{}", refused.stderr);
     let moved = byok(&["kek", "move", "--org", "acme", "--kms", "acme-hsm"], &admin_env);
     assert_eq!(moved.code, 0, "{}", moved.stderr);
     assert!(moved.stdout.contains("acme-hsm"), "{}", moved.stdout);
-    let status = send(&http, reqwest::Method::GET, api("/v1/orgs/acme/kek"), &op, None).await;
+    let status = admin_json(&http, reqwest::Method::GET, api("/v1/orgs/acme/kek"), &op, None).await;
     assert_eq!((status["kms"].as_str(), status["kek_version"].as_u64()), (Some("acme-hsm"), Some(2)), "{status}");
     assert!(status.get("moving_from").is_none(), "{status}");
     for token in &tokens {
@@ -258,9 +216,10 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
         assert_eq!(chat(&http, &server, token).await, 200);
     }
     let verify =
-        send(&http, reqwest::Method::GET, format!("{}/v1/orgs/beta/audit/verify", server.admin_url), &op, None).await;
+        admin_json(&http, reqwest::Method::GET, format!("{}/v1/orgs/beta/audit/verify", server.admin_url), &op, None)
+            .await;
     assert_eq!(verify["ok"], true, "{verify}");
-    let lifecycle = send(
+    let lifecycle = admin_json(
         &http,
         reqwest::Method::GET,
         format!("{}/v1/orgs/beta/credentials/main/lifecycle", server.admin_url),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
-use support::{free_port, readyz, Server};
+use support::{admin_json, free_port, operator_token, readyz, Server};
 
 const KEY: &str = "sk-canary-pg-outage-openai-7a5c3e1f9b2d";
 
@@ -116,24 +116,6 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
-async fn admin(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut request = http.request(method, &url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{url}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
-
 /// A chat call's status and error code (if any).
 async fn chat(http: &reqwest::Client, proxy: &str, token: &str, call_id: &str) -> (u16, Option<String>) {
     let response = match http
@@ -184,15 +166,15 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
     let upstream = mock.base_url();
     let url = cluster.url();
     let node = Server::start_with(&[("BYOK_DATABASE_URL", &url), ("BYOK_UPSTREAM_OPENAI", &upstream)]);
-    let op = std::fs::read_to_string(node.data_dir.path().join("operator.token")).unwrap().trim().to_owned();
+    let op = operator_token(&node);
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}{path}", node.admin_url);
     let post = reqwest::Method::POST;
-    admin(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
-    admin(&http, post.clone(), api("/v1/orgs/acme/teams"), &op, Some(json!({"name": "agents"}))).await;
+    admin_json(&http, post.clone(), api("/v1/orgs"), &op, Some(json!({"name": "acme", "tier": "katman-b"}))).await;
+    admin_json(&http, post.clone(), api("/v1/orgs/acme/teams"), &op, Some(json!({"name": "agents"}))).await;
     let credential = json!({"name": "main", "provider": "openai", "secret": KEY});
-    admin(&http, post.clone(), api("/v1/orgs/acme/credentials"), &op, Some(credential)).await;
-    let issued = admin(&http, post, api("/v1/orgs/acme/tokens"), &op, Some(json!({"team": "agents"}))).await;
+    admin_json(&http, post.clone(), api("/v1/orgs/acme/credentials"), &op, Some(credential)).await;
+    let issued = admin_json(&http, post, api("/v1/orgs/acme/tokens"), &op, Some(json!({"team": "agents"}))).await;
     let token = issued["token"].as_str().unwrap().to_owned();
 
     // Load: 8 clients, each recording (phase, status, code) per call id.
@@ -309,7 +291,7 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
     assert_eq!(sent_during_outage, 0, "requests reached the provider while the database was down");
 
     // No lost audit row: every answered call has its allowed row, and the audit verifies.
-    let report = admin(&http, reqwest::Method::GET, api("/v1/orgs/acme/audit/verify"), &op, None).await;
+    let report = admin_json(&http, reqwest::Method::GET, api("/v1/orgs/acme/audit/verify"), &op, None).await;
     assert_eq!(report["ok"], true, "{report}");
     let store = Store::open(&url).await.unwrap();
     let org = store.find_org_by_name("acme").await.unwrap().unwrap();

@@ -143,3 +143,55 @@ pub fn readyz(port: u16) -> bool {
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
 }
+
+/// `byok serve` that must refuse to start: waits for it to exit (failing the test if it
+/// serves instead) and returns its stderr.
+pub fn serve_refused(data_dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut child = clean_command()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("BYOK_PROXY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("byok serve started although it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The server's operator token (from its data directory).
+pub fn operator_token(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap().trim().to_owned()
+}
+
+/// An admin-API call that must succeed; its JSON answer.
+pub async fn admin_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut request = http.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
