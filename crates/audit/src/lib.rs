@@ -53,6 +53,11 @@ impl Default for AuditConfig {
 
 /// How long completions alone wait for a resolution row to share its commit.
 const COMPLETION_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+/// While completions wait to be written again after a failed commit: how often the
+/// writer tries with no new work.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most completions kept for another try; beyond, the oldest are dropped (and said so).
+const MAX_RETRY: usize = 100_000;
 
 enum Job {
     Resolution(ResolutionAudit, oneshot::Sender<Result<RowRef, AuditError>>),
@@ -158,8 +163,25 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut
     // Each waiting caller, with the index of its row in `entries`.
     let mut acks: Vec<(usize, oneshot::Sender<Result<RowRef, AuditError>>)> = Vec::with_capacity(max_batch);
     let segment_id: Arc<str> = Arc::from(segment.id());
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
+    // Completions of calls that were answered while a commit failed (the store away):
+    // nobody waits for them, so they are written with a later batch instead of lost.
+    let mut retry: Vec<AuditEntry> = Vec::new();
+    let mut open = true;
+    while open || !retry.is_empty() {
+        let first = if retry.is_empty() {
+            queue.recv().await
+        } else if open {
+            // With completions to retry: the next job, or a try without one.
+            tokio::time::timeout(RETRY_EVERY, queue.recv()).await.unwrap_or(None)
+        } else {
+            None
+        };
+        if first.is_none() && retry.is_empty() {
+            break;
+        }
+        open = open && (first.is_some() || !queue.is_closed());
+        entries.append(&mut retry);
+        let mut next = first;
         loop {
             while let Some(job) = next.take() {
                 match job {
@@ -181,6 +203,9 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut
             if !acks.is_empty() || entries.len() >= max_batch {
                 break;
             }
+            if !open {
+                break;
+            }
             match tokio::time::timeout(COMPLETION_HOLD, queue.recv()).await {
                 Ok(Some(job)) => next = Some(job),
                 Ok(None) | Err(_) => break,
@@ -199,6 +224,26 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut
                 position: positions.get(index).copied().unwrap_or_default(),
             });
             let _ = ack.send(answer);
+        }
+        if outcome.is_err() {
+            // Its resolution rows' callers failed closed (nothing was sent); the
+            // completions belong to calls whose rows committed earlier: keep them.
+            retry.extend(entries.drain(..).filter(|entry| !matches!(entry, AuditEntry::Resolution(_))));
+            if retry.len() > MAX_RETRY {
+                let dropped = retry.len() - MAX_RETRY;
+                retry.drain(..dropped);
+                tracing::error!(dropped, "call completions dropped: the store has been unavailable too long");
+            }
+            if !open {
+                // Stopping with the store away: one try is all there is.
+                if !retry.is_empty() {
+                    tracing::error!(
+                        completions = retry.len(),
+                        "call completions not written: the store is unavailable"
+                    );
+                }
+                break;
+            }
         }
         entries.clear();
     }

@@ -9,7 +9,7 @@
 //! connection) in the provider's error shape (`store_unavailable` or
 //! `audit_unavailable`) and `/readyz` says 503; once it is back, calls succeed again
 //! without touching the node; at the end every call that was answered 200 has its
-//! allowed row and the audit verifies.
+//! allowed row and its completion (status, usage), and the audit verifies.
 //!
 //! Skipped (saying so) when PostgreSQL's server binaries are not installed, unless
 //! `BYOK_REQUIRE_POSTGRES_BIN=1`.
@@ -309,5 +309,14 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
+    // Nor a completion: those of calls answered while the database went away are written
+    // once it is back (nobody waits for them; they are kept, not dropped).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &answered {
+        while store.list_completions(id).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "answered call {id} has no completion row");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     store.close().await;
 }
