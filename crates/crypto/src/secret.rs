@@ -45,6 +45,13 @@ pub enum SecretError {
         /// Byte offset of the first control character.
         position: usize,
     },
+    /// Opened bytes that are not UTF-8 (a corrupt or foreign record: what was sealed was
+    /// validated text).
+    #[error("the opened secret is not UTF-8 (invalid at byte {position})")]
+    NotUtf8 {
+        /// Byte offset of the first invalid sequence.
+        position: usize,
+    },
 }
 
 /// A provider API key in plaintext. Exists only while sealing, and inside the data
@@ -63,8 +70,9 @@ impl ProviderSecret {
     /// length is not applied: a secret sealed before it existed still opens (the sidecar
     /// still masks its echoes, in their textual forms).
     pub(crate) fn from_opened(bytes: Zeroizing<Vec<u8>>) -> Result<Self, SecretError> {
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| SecretError::ControlCharacter { position: 0 })?;
-        Self::validated(text, 1)
+        // Read in place: the only copy is the one `validated` wraps (zeroized on drop).
+        let text = std::str::from_utf8(&bytes).map_err(|e| SecretError::NotUtf8 { position: e.valid_up_to() })?;
+        Self::validated(text.to_owned(), 1)
     }
 
     fn validated(text: String, min_len: usize) -> Result<Self, SecretError> {
@@ -155,6 +163,20 @@ mod tests {
         assert!(matches!(ProviderSecret::new("x".repeat(MAX_SECRET_LEN + 1)), Err(SecretError::TooLong { .. })));
         assert_eq!(ProviderSecret::new("sk-ok-0123456789\n".into()).unwrap().expose(), "sk-ok-0123456789");
         assert_eq!(ProviderSecret::new("sk-ok-0123456789\r\n".into()).unwrap().expose(), "sk-ok-0123456789");
+    }
+
+    /// Opened bytes are read in place; bytes that are not UTF-8 are said to be so (not
+    /// mistaken for a control character), and a short secret sealed before the minimum
+    /// still opens.
+    #[test]
+    fn opened_bytes_are_checked_as_they_are() {
+        let opened = ProviderSecret::from_opened(Zeroizing::new(b"sk-old".to_vec())).unwrap();
+        assert_eq!(opened.expose(), "sk-old");
+        let err = ProviderSecret::from_opened(Zeroizing::new(b"sk-\xff\xfe-0123456789".to_vec())).unwrap_err();
+        assert_eq!(err, SecretError::NotUtf8 { position: 3 });
+        assert!(!err.to_string().contains("sk-"), "{err}");
+        let err = ProviderSecret::from_opened(Zeroizing::new(b"sk-a\x01b".to_vec())).unwrap_err();
+        assert_eq!(err, SecretError::ControlCharacter { position: 4 });
     }
 
     /// Short secrets are refused at creation, with the minimum in the message; the limit

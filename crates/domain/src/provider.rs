@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// A provider id as it appears in routes (`/openai/…`) and in a credential's scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
+// Exhaustive on purpose: a new provider must be a compile error wherever providers are
+// told apart (its wire facts, its injection), never a silent fallback.
 pub enum ProviderId {
     /// OpenAI.
     Openai,

@@ -161,8 +161,23 @@ const REGISTRY: [ProviderSpec; 11] = [
 
 /// The wire facts of `id`.
 pub fn spec(id: ProviderId) -> &'static ProviderSpec {
-    // REGISTRY lists every ProviderId in ProviderId::ALL order; the test below keeps it so.
-    REGISTRY.iter().find(|s| s.id == id).unwrap_or(&REGISTRY[0])
+    // Exhaustive: a provider without an entry does not compile (it would otherwise be
+    // routed, and its key injected, as some other provider). REGISTRY is in
+    // ProviderId::ALL order; the test below keeps it so.
+    let index = match id {
+        ProviderId::Openai => 0,
+        ProviderId::Anthropic => 1,
+        ProviderId::Gemini => 2,
+        ProviderId::AzureOpenai => 3,
+        ProviderId::Mistral => 4,
+        ProviderId::Groq => 5,
+        ProviderId::Openrouter => 6,
+        ProviderId::Together => 7,
+        ProviderId::Deepseek => 8,
+        ProviderId::Xai => 9,
+        ProviderId::Bedrock => 10,
+    };
+    &REGISTRY[index]
 }
 
 /// A host a credential's `base_url` may name: a domain name, where a `*` label stands for
