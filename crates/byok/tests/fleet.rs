@@ -26,25 +26,9 @@ use byok_mock_provider::{MockConfig, MockProvider};
 use byok_store::testing::TestStore;
 use byok_store::AuditFilter;
 use serde_json::json;
-use support::{admin_json, operator_token, serve_refused, Server};
+use support::{admin_json, chat, operator_token, serve_refused, Server};
 
 const KEY: &str = "sk-canary-fleet-openai-5e1f0c2a9b7d3e48";
-
-async fn chat(http: &reqwest::Client, proxy_url: &str, token: &str, call_id: &str) -> u16 {
-    match http
-        .post(format!("{proxy_url}/openai/v1/chat/completions"))
-        .bearer_auth(token)
-        .header("x-byok-call-id", call_id)
-        .timeout(Duration::from_secs(30))
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-    {
-        Ok(response) => response.status().as_u16(),
-        // A node being killed drops its connections.
-        Err(_) => 0,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_whose_kms_is_not_the_fleets_refuses_to_start() {
@@ -200,7 +184,7 @@ async fn three_nodes_on_aws_kms_are_one_system() {
             admin_json(&http, post.clone(), api("/v1/orgs/acme/tokens"), &op, Some(json!({"team": team}))).await;
         tokens.push(issued["token"].as_str().unwrap().to_owned());
     }
-    assert_eq!(chat(&http, &node.proxy_url, &tokens[0], "warm-1").await, 200);
+    assert_eq!(chat(&http, &node.proxy_url, &tokens[0], "warm-1").await.0, 200);
     let pattern = format!("moto_server -H 127.0.0.1 -p {}", moto.endpoint().rsplit(':').next().unwrap());
     let signal = |sig: &str| {
         let status = std::process::Command::new("pkill").args([sig, "-f", &pattern]).status().unwrap();
@@ -208,17 +192,9 @@ async fn three_nodes_on_aws_kms_are_one_system() {
     };
     signal("-STOP");
     // A DEK already opened serves from the cache; one that must be opened cannot be.
-    assert_eq!(chat(&http, &node.proxy_url, &tokens[0], "warm-2").await, 200);
-    let cold = http
-        .post(format!("{}/openai/v1/chat/completions", node.proxy_url))
-        .bearer_auth(&tokens[1])
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = (cold.status().as_u16(), cold.text().await.unwrap());
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("kms_unavailable"), "{body}");
+    assert_eq!(chat(&http, &node.proxy_url, &tokens[0], "warm-2").await.0, 200);
+    let (status, body) = chat(&http, &node.proxy_url, &tokens[1], "cold-1").await;
+    assert_eq!((status, &body["error"]["code"]), (503, &json!("kms_unavailable")), "{body}");
     let rotate = http
         .post(api("/v1/orgs/acme/credentials/cold/rotate"))
         .bearer_auth(&op)
@@ -231,7 +207,7 @@ async fn three_nodes_on_aws_kms_are_one_system() {
     signal("-CONT");
     // Back: the same calls work, with no restart.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while chat(&http, &node.proxy_url, &tokens[1], "cold-again").await != 200 {
+    while chat(&http, &node.proxy_url, &tokens[1], "cold-again").await.0 != 200 {
         assert!(Instant::now() < deadline, "the node did not recover from the KMS outage");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -281,7 +257,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     };
     let token = issue(0).await;
     for (i, node) in nodes.iter().enumerate() {
-        assert_eq!(chat(&http, &node.proxy_url, &token, &format!("setup-{i}")).await, 200, "node {i}");
+        assert_eq!(chat(&http, &node.proxy_url, &token, &format!("setup-{i}")).await.0, 200, "node {i}");
     }
     // A rotation through one node serves through another (the new version opens there).
     let rotated = admin_json(
@@ -293,7 +269,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
     )
     .await;
     assert_eq!(rotated["version"], 2);
-    assert_eq!(chat(&http, &nodes[2].proxy_url, &token, "after-rotation").await, 200);
+    assert_eq!(chat(&http, &nodes[2].proxy_url, &token, "after-rotation").await.0, 200);
     admin_json(&http, patch, api(2, "/v1/orgs/acme/credentials/main"), &op, Some(json!({"priority": 1}))).await;
 
     // Propagation: a revocation through each node in turn, enforced by all three.
@@ -343,7 +319,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
                 let proxy = &proxies[(client + n) % proxies.len()];
                 let call_id = format!("load-{client}-{n}");
                 sent.fetch_add(1, Ordering::Relaxed);
-                if chat(&http, proxy, &token, &call_id).await == 200 {
+                if chat(&http, proxy, &token, &call_id).await.0 == 200 {
                     answered.lock().unwrap().push(call_id);
                 }
                 n += 1;
@@ -373,7 +349,7 @@ async fn fleet_of_three(db: &TestStore, config: &str, extra: &[(&str, &str)]) {
         client.await.unwrap();
     }
     let restarted = &nodes[2];
-    assert_eq!(chat(&http, &restarted.proxy_url, &token, "after-restart").await, 200);
+    assert_eq!(chat(&http, &restarted.proxy_url, &token, "after-restart").await.0, 200);
 
     // One audit, verifying, with an allowed row for every answered call.
     let report = admin_json(&http, get.clone(), api(1, "/v1/orgs/acme/audit/verify"), &op, None).await;

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_store::{AuditFilter, Store};
-use serde_json::{json, Value};
-use support::{admin_json, free_port, operator_token, readyz, Server};
+use serde_json::json;
+use support::{admin_json, chat, free_port, operator_token, readyz, Server};
 
 const KEY: &str = "sk-canary-pg-outage-openai-7a5c3e1f9b2d";
 
@@ -116,27 +116,6 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
-/// A chat call's status and error code (if any).
-async fn chat(http: &reqwest::Client, proxy: &str, token: &str, call_id: &str) -> (u16, Option<String>) {
-    let response = match http
-        .post(format!("{proxy}/openai/v1/chat/completions"))
-        .bearer_auth(token)
-        .header("x-byok-call-id", call_id)
-        .timeout(Duration::from_secs(30))
-        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-    {
-        Ok(response) => response,
-        // No answer at all: recorded, and judged below (never acceptable).
-        Err(err) => return (0, Some(format!("no answer: {err:?}"))),
-    };
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(!body.to_string().contains(KEY), "the key leaked: {body}");
-    (status, body["error"]["code"].as_str().map(str::to_owned))
-}
-
 fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
@@ -199,7 +178,9 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
             while !stop.load(Ordering::Relaxed) {
                 let call_id = format!("c{client}-{n}");
                 let before = *phase.lock().unwrap();
-                let (status, code) = chat(&http, &proxy, &token, &call_id).await;
+                let (status, body) = chat(&http, &proxy, &token, &call_id).await;
+                assert!(!body.to_string().contains(KEY), "the key leaked: {body}");
+                let code = body["error"]["code"].as_str().map(str::to_owned);
                 let after = *phase.lock().unwrap();
                 // Only calls that started and ended in one phase are judged by it.
                 if before == after {
@@ -271,6 +252,7 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
     eprintln!("calls by phase, status and code: {codes:?}");
     // While down: every call refused, failing closed with the store's or the audit's code.
     let unanswered: Vec<_> = codes.iter().filter(|((_, status, _), _)| *status == 0).collect();
+    // (A call without an HTTP answer is recorded as status 0, code `no_answer`.)
     assert!(unanswered.is_empty(), "calls without an HTTP answer: {unanswered:?}\n{}", node.logs());
     for ((phase, status, code), n) in &codes {
         // Before the outage and once the database is back: every call answered.

@@ -340,26 +340,10 @@ mod tests {
     #[test]
     fn a_row_keeps_bounded_caller_text_only() {
         let row = ResolutionAudit {
-            seq: 0,
-            at: Timestamp::now(),
-            call_id: "c".repeat(500),
-            org_id: None,
-            team_id: None,
-            workflow_id: None,
-            token_id: None,
-            credential_id: None,
-            credential_version: None,
-            fingerprint: None,
-            provider: None,
             model: Some(format!("m\u{1b}{}", "x".repeat(1000))),
-            model_family: None,
-            capability: None,
-            mode: None,
-            outcome: Outcome::Denied,
             reason: Some("scope_denied".into()),
             detail: Some(format!("workflow: unknown workflow '{}'", "w".repeat(70_000))),
-            tier: None,
-            credential_owner: None,
+            ..ResolutionAudit::denied("c".repeat(500))
         }
         .with_bounded_text();
         assert!(row.call_id.len() <= CALL_ID_MAX_LEN);

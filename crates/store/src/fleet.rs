@@ -54,20 +54,17 @@ impl Store {
     /// Hand `kms_name` over to `identity` (after every key moved there: `byok kms
     /// migrate`).
     pub async fn reclaim_kms(&self, kms_name: &str, identity: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query::<Any>("DELETE FROM fleet_kms WHERE kms_name = $1")
-            .bind(kms_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        sqlx::query::<Any>("INSERT INTO fleet_kms (kms_name, identity, claimed_at_us) VALUES ($1, $2, $3)")
-            .bind(kms_name)
-            .bind(identity)
-            .bind(Timestamp::now().as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)
+        sqlx::query::<Any>(
+            "INSERT INTO fleet_kms (kms_name, identity, claimed_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (kms_name) DO UPDATE SET identity = excluded.identity, claimed_at_us = excluded.claimed_at_us",
+        )
+        .bind(kms_name)
+        .bind(identity)
+        .bind(Timestamp::now().as_micros())
+        .execute(self.writer())
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
     }
 
     /// Register a node's checkpoint key (idempotent).

@@ -82,3 +82,17 @@ impl From<CryptoError> for VaultError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever keeps a key from being used fails closed as `kms_unavailable` (503), never
+    /// as an internal error: an unreachable KMS, and one that answers but refuses.
+    #[test]
+    fn kms_refusals_are_unavailability() {
+        for err in [KmsError::Unavailable("down".into()), KmsError::Refused("AccessDenied".into())] {
+            assert!(matches!(VaultError::from(err), VaultError::KmsUnavailable(_)));
+        }
+    }
+}

@@ -195,3 +195,24 @@ pub async fn admin_json(
     assert!(status.is_success(), "{url}: {status} {text}");
     serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
 }
+
+/// A chat completion for `gpt-4o` through `proxy` with `call_id`: its status and JSON
+/// body (`0` and `{"error":{"code":"no_answer",…}}` when no HTTP answer came, e.g. from
+/// a node being killed).
+pub async fn chat(http: &reqwest::Client, proxy: &str, token: &str, call_id: &str) -> (u16, serde_json::Value) {
+    let sent = http
+        .post(format!("{proxy}/openai/v1/chat/completions"))
+        .bearer_auth(token)
+        .header("x-byok-call-id", call_id)
+        .timeout(Duration::from_secs(30))
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(err) => (0, serde_json::json!({"error": {"code": "no_answer", "message": format!("{err:?}")}})),
+    }
+}
