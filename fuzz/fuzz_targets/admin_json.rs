@@ -2,6 +2,10 @@
 //! local keyring and audit signer (built once, rebuilt every few thousand inputs so that
 //! what valid bodies create does not pile up).
 //!
+//! No provider is reachable: the data plane's key probe is a stub under which every key is
+//! `unreachable`, except one holding `rejected`, which the provider "rejects" (401), so a
+//! create with `"verify": true` reaches both outcomes.
+//!
 //! Input: `[route, who]` then the body. `route` picks one of the routes that take a JSON
 //! body; `who`'s low bit picks the operator token or an org-admin token of `acme`, the
 //! next bit the org in the path (`acme`, katman-c, or `startup`, katman-a).
@@ -20,17 +24,17 @@ use axum::http::{Method, Request};
 use axum::Router;
 use byok_audit::AuditSigner;
 use byok_crypto::token::{TokenKind, TokenText};
-use byok_crypto::LocalKeyring;
-use byok_domain::ModelFamilyRegistry;
+use byok_crypto::{LocalKeyring, ProviderSecret};
+use byok_domain::{Credential, CredentialHealth, CredentialId, ModelFamilyRegistry, Org, ProviderId};
 use byok_store::Store;
-use byok_vault::{KmsHandle, Vault, VaultPolicy};
+use byok_vault::{KeyProbe, KmsHandle, ProbeFuture, Vault, VaultPolicy, Verification};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tower::ServiceExt;
 
 /// Every route that reads a JSON body; `{org}` and `{cred}` are filled in per input.
-const ROUTES: [(&str, &str); 21] = [
+const ROUTES: [(&str, &str); 22] = [
     ("POST", "/v1/orgs"),
     ("PATCH", "/v1/orgs/{org}"),
     ("PUT", "/v1/orgs/{org}/negotiated-rate-card"),
@@ -52,7 +56,26 @@ const ROUTES: [(&str, &str); 21] = [
     ("POST", "/v1/orgs/{org}/credentials/{cred}/revoke"),
     ("POST", "/v1/platform/credentials/{cred}/revoke"),
     ("POST", "/v1/orgs/{org}/kek/rotate"),
+    ("PUT", "/v1/orgs/{org}/limits"),
 ];
+
+/// The data plane's key probe, with no provider behind it.
+struct NoUpstream;
+
+impl KeyProbe for NoUpstream {
+    fn probe_credential<'a>(&'a self, _: &'a Org, _: &'a Credential) -> ProbeFuture<'a> {
+        Box::pin(async { Ok(Verification::unreachable()) })
+    }
+
+    fn probe_secret<'a>(&'a self, _: ProviderId, _: Option<&'a str>, secret: &'a ProviderSecret) -> ProbeFuture<'a> {
+        let rejected = secret.expose().contains("rejected");
+        Box::pin(async move { Ok(if rejected { Verification::from_status(401) } else { Verification::unreachable() }) })
+    }
+
+    fn local_health(&self, _: &CredentialId) -> Option<CredentialHealth> {
+        None
+    }
+}
 
 /// Inputs between two rebuilds of the store.
 const REBUILD_EVERY: usize = 5_000;
@@ -107,6 +130,7 @@ impl Harness {
                 VaultPolicy::default(),
             )
             .with_audit_signer(Arc::new(signer));
+            vault.set_key_probe(Arc::new(NoUpstream));
             let operator = TokenText::generate(TokenKind::Admin);
             vault.register_operator_token(&operator).await.expect("the operator token");
             let operator = operator.expose().to_owned();

@@ -19,6 +19,8 @@ pub struct ErrorDetail {
     /// schema), `unauthorized` (401), `forbidden` or `tier_forbids` (403), `not_found`
     /// (404: the path, or a name in the body, refers to nothing), `conflict` (409),
     /// `unprocessable` (422: well-formed, but breaks a rule the schema cannot state),
+    /// `credential_invalid` (422: the provider rejected the key of a credential created
+    /// with `"verify": true`; nothing was stored),
     /// `store_unavailable` or `kms_unavailable` (503), `internal` (500).
     pub code: &'static str,
     /// What is wrong, for a person.
@@ -80,6 +82,9 @@ impl From<VaultError> for ApiError {
         match err {
             VaultError::Invalid(_) => Self::invalid(message),
             VaultError::Unprocessable(_) => Self::unprocessable(message),
+            VaultError::CredentialInvalid(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "credential_invalid", message)
+            }
             VaultError::NotFound(_) => Self::not_found(message),
             VaultError::Forbidden(_) => Self::forbidden(message),
             VaultError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, billing, credentials, health, orgs, platform, tokens};
+use crate::routes::{audit, billing, credentials, health, limits, orgs, platform, tokens};
 
 struct BearerAuth;
 
@@ -33,15 +33,16 @@ impl Modify for BearerAuth {
         orgs::create_admin_token, orgs::list_admin_tokens, orgs::revoke_admin_token,
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
         credentials::create_credential, credentials::list_credentials, credentials::get_credential, credentials::update_credential, credentials::rotate_credential,
-        credentials::disable_credential, credentials::enable_credential, credentials::revoke_credential, audit::credential_lifecycle,
+        credentials::verify_credential, credentials::disable_credential, credentials::enable_credential, credentials::revoke_credential, audit::credential_lifecycle,
         audit::query_audit, audit::verify_audit, audit::verify_audit_checkpoint, audit::create_audit_checkpoint, audit::purge_audit, audit::get_audit_public_key, audit::list_audit_public_keys,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         billing::update_org, billing::get_rate_card, billing::get_negotiated_rate_card,
         billing::put_negotiated_rate_card, billing::delete_negotiated_rate_card,
         billing::get_budget, billing::put_budget, billing::get_controls, billing::put_controls,
         billing::get_org_usage, billing::get_usage_report,
+        limits::get_limits, limits::put_limits, limits::delete_limits,
         platform::create_platform_credential, platform::list_platform_credentials, platform::get_platform_credential,
-        platform::update_platform_credential, platform::rotate_platform_credential,
+        platform::update_platform_credential, platform::rotate_platform_credential, platform::verify_platform_credential,
         platform::disable_platform_credential, platform::enable_platform_credential,
         platform::revoke_platform_credential, platform::platform_credential_lifecycle, platform::verify_platform_audit,
     ),
@@ -49,7 +50,7 @@ impl Modify for BearerAuth {
     components(schemas(billing::StatementSource, crate::confirm::Confirm)),
     modifiers(&BearerAuth),
     tags((name = "orgs"), (name = "credentials"), (name = "tokens"), (name = "audit"), (name = "billing"),
-        (name = "platform"), (name = "health")),
+        (name = "limits"), (name = "platform"), (name = "health")),
 )]
 struct ApiDoc;
 

@@ -36,6 +36,7 @@ async fn array_bodies_are_refused() {
             (Method::POST, "/v1/orgs/acme/credentials/oa/revoke", "[true]"),
             (Method::POST, "/v1/orgs/acme/audit/purge", r#"["retention"]"#),
             (Method::PUT, "/v1/orgs/acme/budget", r#"["1.00"]"#),
+            (Method::PUT, "/v1/orgs/acme/limits", r#"[{"rpm":10}]"#),
         ] {
             let answer = h.call(method.clone(), path, Some(&operator), Some(body)).await;
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{method} {path} {body}: {}", answer.raw);

@@ -47,6 +47,7 @@ fn row(org: &Org, credential: &Credential, i: usize, at: Timestamp) -> Resolutio
         // both kinds verify side by side.
         tier: i.is_multiple_of(2).then_some(Tier::KatmanB),
         credential_owner: i.is_multiple_of(2).then_some(CredentialOwner::Org),
+        attempt: None,
     }
 }
 
@@ -77,6 +78,10 @@ async fn env(t: TestStore, at: impl Fn(usize) -> Timestamp) -> Env {
         base_url: None,
         expires_at: None,
         priority: None,
+        weight: None,
+        rpm: None,
+        tpm: None,
+        verify: false,
     };
     let credential = vault.create_credential(&Actor::System, "acme", new).await.unwrap();
     vault.change_credential_state(&Actor::System, "acme", "main", byok_vault::StateChange::Disable).await.unwrap();

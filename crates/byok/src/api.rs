@@ -114,6 +114,43 @@ pub enum Body {
     RateCard(RateCard),
     /// `PUT /v1/orgs/{org}/budget`
     Budget(Budget),
+    /// `PUT /v1/orgs/{org}/limits`, from flags.
+    Limits(Limits),
+    /// `PUT /v1/orgs/{org}/limits`, a document read from a file (passed on unchanged: the
+    /// admin API says what is wrong with it).
+    LimitsDocument(serde_json::Value),
+}
+
+/// One subject's rate limits: `{"rpm"?, "tpm"?}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// Calls per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// Tokens (input + output) per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+impl RateLimit {
+    fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none()
+    }
+}
+
+/// `{"org"?, "teams"?, "tokens"?}`: an org's rate limits, whole (a limit left out is
+/// removed).
+#[derive(Debug, Default, Serialize)]
+pub struct Limits {
+    /// The whole org's.
+    #[serde(skip_serializing_if = "RateLimit::is_empty")]
+    pub org: RateLimit,
+    /// Per team, by id or name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, RateLimit>,
+    /// Per workload token, by id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, RateLimit>,
 }
 
 /// `{"tier"}`
@@ -255,6 +292,18 @@ pub struct CreateCredential {
     /// Priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// Share of the calls within its pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// The provider account's calls per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// The provider account's tokens per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Verify the key with the provider before storing it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// `PATCH /v1/orgs/{org}/credentials/{cred}`
@@ -269,6 +318,15 @@ pub struct UpdateCredential {
     /// New priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// New weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// Absent: unchanged; `Some(None)` (JSON `null`): remove; `Some(Some(n))`: set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<Option<u64>>,
+    /// As `rpm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Option<u64>>,
 }
 
 /// `{"secret"}`
@@ -323,5 +381,18 @@ mod tests {
         assert_eq!(unchanged, serde_json::json!({}));
         let cleared = serde_json::to_value(UpdateCredential { expires_at: Some(None), ..Default::default() }).unwrap();
         assert_eq!(cleared, serde_json::json!({"expires_at": null}));
+        let paces = UpdateCredential { rpm: Some(None), tpm: Some(Some(5)), weight: Some(2), ..Default::default() };
+        assert_eq!(serde_json::to_value(paces).unwrap(), serde_json::json!({"rpm": null, "tpm": 5, "weight": 2}));
+    }
+
+    #[test]
+    fn limits_leave_out_what_is_not_limited() {
+        assert_eq!(serde_json::to_value(Limits::default()).unwrap(), serde_json::json!({}));
+        let mut limits = Limits { org: RateLimit { rpm: Some(600), tpm: None }, ..Limits::default() };
+        limits.teams.insert("research".into(), RateLimit { rpm: None, tpm: Some(5) });
+        assert_eq!(
+            serde_json::to_value(limits).unwrap(),
+            serde_json::json!({"org": {"rpm": 600}, "teams": {"research": {"tpm": 5}}})
+        );
     }
 }

@@ -32,6 +32,7 @@ Examples:
   byok credential add --org acme --name openai-prod --provider openai < key.txt
   byok token create --org acme --team agents
   byok billing report --org acme --period 2026-11
+  byok limits set --org acme --org-rpm 600 --team research=rpm:60,tpm:50000
   byok audit verify --org acme
   byok audit replay --org acme openai-prod";
 
@@ -143,6 +144,99 @@ pub enum AdminCommand {
     /// Billing: usage statements and fees, negotiated rate cards, monthly budgets.
     #[command(subcommand, after_help = BILLING_AFTER_HELP)]
     Billing(BillingCommand),
+
+    /// Rate limits: calls and tokens per minute for an org, its teams and its workload tokens.
+    #[command(subcommand, after_help = LIMITS_AFTER_HELP)]
+    Limits(LimitsCommand),
+}
+
+const LIMITS_AFTER_HELP: &str = "\
+rpm counts the calls admitted in the last 60 seconds; tpm counts the input + output tokens
+of the calls completed in the last 60 seconds (so calls still running can take tpm past its
+limit until they complete). A call over any limit that applies to it (its org's, its team's,
+its workload token's) is refused with rate_limited (HTTP 429) and a Retry-After, and nothing
+is sent upstream. Operator or org admin.
+
+Examples:
+  byok limits show --org acme
+  byok limits set --org acme --org-rpm 600 --org-tpm 200000 --team research=rpm:60,tpm:50000
+  byok limits set --org acme --file limits.json
+  byok limits clear --org acme";
+
+/// `byok limits …`
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Show an org's rate limits.
+    #[command(after_help = "Example:\n  byok limits show --org acme")]
+    Show {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Set an org's rate limits, replacing them whole: a limit not given is removed.
+    #[command(after_help = LIMITS_SET_AFTER_HELP)]
+    Set(LimitsSetArgs),
+    /// Remove every rate limit of an org.
+    #[command(after_help = "Example:\n  byok limits clear --org acme")]
+    Clear {
+        /// Org id or name.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+const LIMITS_SET_AFTER_HELP: &str = "\
+`set` replaces the org's limits whole: every limit not given on this command line is
+removed (so repeat the ones to keep). Each figure is a whole number from 1 to 1000000000;
+a count not given is not limited.
+
+  --org-rpm N, --org-tpm N     the whole org's calls / tokens per minute
+  --team TEAM=LIMITS           a team's (id or name), LIMITS being rpm:N, tpm:N or
+                               rpm:N,tpm:N; repeat for more teams
+  --token TOKEN_ID=LIMITS      a workload token's (tok_…), the same way
+  --file FILE                  the whole document as the admin API takes it, instead
+                               ('-' for standard input):
+                               {\"org\": {\"rpm\": 600}, \"teams\": {\"research\": {\"rpm\": 60}},
+                                \"tokens\": {\"tok_…\": {\"tpm\": 10000}}}
+
+Examples:
+  byok limits set --org acme --org-rpm 600 --org-tpm 200000
+  byok limits set --org acme --team research=rpm:60,tpm:50000 --team agents=tpm:20000 \\
+      --token tok_01JD7X3M5Q8V6N2K4T9R1B0C7E=rpm:10
+  byok limits show --org acme --json > limits.json; byok limits set --org acme --file limits.json";
+
+/// A subject's limits as `--team`/`--token` give them: `rpm:N`, `tpm:N` or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateFlags {
+    /// Calls per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+}
+
+/// `byok limits set`
+#[derive(Debug, Clone, Args)]
+pub struct LimitsSetArgs {
+    /// Org id or name.
+    #[arg(long)]
+    pub org: String,
+    /// The whole org's calls per minute.
+    #[arg(long, value_name = "N", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub org_rpm: Option<u64>,
+    /// The whole org's tokens (input + output) per minute.
+    #[arg(long, value_name = "N", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub org_tpm: Option<u64>,
+    /// A team's limits, as TEAM=rpm:N,tpm:N (team id or name; either count or both; repeat
+    /// for more teams).
+    #[arg(long = "team", value_name = "TEAM=LIMITS", value_parser = parse_team_rates)]
+    pub teams: Vec<(String, RateFlags)>,
+    /// A workload token's limits, as TOKEN_ID=rpm:N,tpm:N (repeat for more tokens).
+    #[arg(long = "token", value_name = "TOKEN_ID=LIMITS", value_parser = parse_token_rates)]
+    pub tokens: Vec<(String, RateFlags)>,
+    /// Read the whole limits document (JSON, as `byok limits show --json` prints it) from
+    /// FILE ('-' for standard input) instead of the flags above.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["org_rpm", "org_tpm", "teams", "tokens"])]
+    pub file: Option<PathBuf>,
 }
 
 /// `byok audit …`
@@ -798,7 +892,7 @@ pub enum CredentialCommand {
         after_help = "Examples:\n  byok credential show --org acme openai-prod\n  byok credential show --platform openai-pool"
     )]
     Show(CredentialRef),
-    /// Change a credential's scope, expiry or priority.
+    /// Change a credential's scope, expiry, priority, weight or provider-account paces.
     #[command(after_help = CREDENTIAL_UPDATE_AFTER_HELP)]
     Update(CredentialUpdateArgs),
     /// Store a new secret version for a credential.
@@ -810,6 +904,10 @@ Examples:
   byok credential rotate --org acme openai-prod --secret-file new-key.txt
   byok credential rotate --platform openai-pool --secret-env NEW_OPENAI_KEY")]
     Rotate(CredentialRotateArgs),
+    /// Verify a credential's key with the provider's cheapest authenticated read; exits 1
+    /// unless the provider accepted it.
+    #[command(after_help = CREDENTIAL_VERIFY_AFTER_HELP)]
+    Verify(CredentialRef),
     /// Disable a credential (it stops serving calls; `enable` undoes it).
     #[command(
         after_help = "Examples:\n  byok credential disable --org acme openai-prod\n  byok credential disable --platform openai-pool"
@@ -854,6 +952,11 @@ input when it is not a terminal, else from a prompt that does not echo.
 Scope lists are allow-lists; an empty list means \"any\". List flags repeat or take
 comma-separated values.
 
+Credentials of equal rank (as specific, same priority) that admit a call form a pool: they
+share its calls in proportion to --weight, and a throttled or failing one is skipped.
+--rpm/--tpm give the provider account's own limits, to which byok paces the key. --verify
+tries the key with the provider first and stores nothing if the provider rejects it.
+
 With --platform the credential joins the operator's platform pool (operator only). Platform
 credentials serve katman-a orgs that have no credential of their own admitting a call
 (never katman-b or katman-c); their provider cost is billed to the org. --team and
@@ -865,17 +968,39 @@ Examples:
   pass show openai | byok credential add --org acme --name openai-agents \\
       --provider openai --team agents --capability chat,embeddings
   byok credential add --org acme --name azure --provider azure-openai \\
-      --base-url https://acme.openai.azure.com --secret-env AZURE_OPENAI_KEY";
+      --base-url https://acme.openai.azure.com --secret-env AZURE_OPENAI_KEY
+  byok credential add --org acme --name openai-2 --provider openai --weight 3 \\
+      --rpm 500 --tpm 200000 --verify --secret-file key2.txt";
+
+const CREDENTIAL_VERIFY_AFTER_HELP: &str = "\
+The sidecar makes the provider's cheapest authenticated read with the credential's current
+key (GET /v1/models; Gemini: /v1beta/models; Bedrock keys cannot be verified yet). It is
+audited like a call and recorded in the credential's lifecycle as `verified`. The answer:
+
+  ok            the provider accepted the key (a failing credential is healthy again)
+  invalid_key   the provider rejected it (401/403): the credential is now failing, and
+                calls skip it until it is rotated, enabled again or verified successfully
+  rate_limited  the provider is throttling (429/529); the key itself may be fine
+  unreachable   no answer that says anything about the key (a timeout, a 5xx)
+
+Exit codes: 0 the provider accepted the key, 1 it did not (or the request was refused),
+3 admin API unreachable.
+
+Examples:
+  byok credential verify --org acme openai-prod
+  byok credential verify --platform openai-pool --json";
 
 const CREDENTIAL_UPDATE_AFTER_HELP: &str = "\
 Each scope dimension given replaces that dimension's list; the others keep their current
 values. --clear-scope resets every list to \"any\" (or only the named ones:
---clear-scope=teams,modes) before the given dimensions are applied.
+--clear-scope=teams,modes) before the given dimensions are applied. --no-rpm and --no-tpm
+remove a provider-account pace.
 
 Examples:
   byok credential update --org acme openai-prod --team agents --team research
   byok credential update --org acme openai-prod --clear-scope=teams
   byok credential update --org acme openai-prod --no-expiry --priority 10
+  byok credential update --org acme openai-prod --weight 3 --rpm 500 --no-tpm
   byok credential update --platform openai-pool --model-family gpt-4o,gpt-4o-mini";
 
 /// A credential named within an org or the platform pool.
@@ -950,12 +1075,35 @@ pub struct CredentialAddArgs {
     /// Tie-breaker among equally specific credentials; higher wins.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i64>,
+    /// Verify the key with the provider before storing it: a key the provider rejects is
+    /// not stored.
+    #[arg(long)]
+    pub verify: bool,
+    /// Pool weight and provider-account paces.
+    #[command(flatten, next_help_heading = "Pool and pacing")]
+    pub pacing: PacingFlags,
     /// Scope allow-lists.
     #[command(flatten, next_help_heading = "Scope (each list empty = any)")]
     pub scope: ScopeFlags,
     /// Where to read the secret.
     #[command(flatten, next_help_heading = "Secret input (never a flag value)")]
     pub secret: SecretFlags,
+}
+
+/// A credential's pool weight and provider-account paces, shared by `credential add` and
+/// `credential update`.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PacingFlags {
+    /// Its share of the calls among the credentials of equal rank that admit a call
+    /// (1–1000; default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000), allow_negative_numbers = true)]
+    pub weight: Option<u16>,
+    /// The provider account's calls per minute: byok paces the key to it.
+    #[arg(long, value_name = "N", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rpm: Option<u64>,
+    /// The provider account's tokens (input + output) per minute.
+    #[arg(long, value_name = "N", value_parser = parse_rate, allow_negative_numbers = true)]
+    pub tpm: Option<u64>,
 }
 
 /// A scope dimension, as named by `--clear-scope=…`.
@@ -990,6 +1138,15 @@ pub struct CredentialUpdateArgs {
     /// New priority.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i64>,
+    /// New weight and paces.
+    #[command(flatten, next_help_heading = "Pool and pacing")]
+    pub pacing: PacingFlags,
+    /// Remove the provider account's calls-per-minute pace.
+    #[arg(long, conflicts_with = "rpm", help_heading = "Pool and pacing")]
+    pub no_rpm: bool,
+    /// Remove the provider account's tokens-per-minute pace.
+    #[arg(long, conflicts_with = "tpm", help_heading = "Pool and pacing")]
+    pub no_tpm: bool,
     /// New lists for the given scope dimensions.
     #[command(flatten, next_help_heading = "Scope (each given list replaces the current one)")]
     pub scope: ScopeFlags,
@@ -1075,6 +1232,47 @@ fn parse_team_limit(text: &str) -> Result<(String, String), String> {
         return Err(format!("'{text}' names no team; example: research=10.00"));
     }
     Ok((team.to_owned(), parse_amount(amount)?))
+}
+
+/// Accept a rate (`--rpm`, `--tpm`, …): a whole number from 1 to 10⁹, as the admin API does.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let max = byok_domain::limits::MAX_RATE;
+    match text.parse::<u64>() {
+        Ok(value) if (1..=max).contains(&value) => Ok(value),
+        _ => Err(format!("'{text}' is not a whole number from 1 to {max}")),
+    }
+}
+
+/// Accept `SUBJECT=rpm:N,tpm:N` (either count, or both, once each).
+fn parse_subject_rates(text: &str, subject: &str, example: &str) -> Result<(String, RateFlags), String> {
+    let usage = format!("give {subject}=rpm:N,tpm:N (either or both); example: {example}");
+    let (who, limits) = text.split_once('=').ok_or_else(|| format!("'{text}' is not {subject}=LIMITS; {usage}"))?;
+    if who.trim().is_empty() {
+        return Err(format!("'{text}' names no {}; {usage}", subject.to_lowercase().replace('_', " ")));
+    }
+    let mut rates = RateFlags::default();
+    for part in limits.split(',') {
+        let (count, value) =
+            part.split_once(':').ok_or_else(|| format!("'{part}' in '{text}' is not rpm:N or tpm:N; {usage}"))?;
+        let slot = match count.trim() {
+            "rpm" => &mut rates.rpm,
+            "tpm" => &mut rates.tpm,
+            other => return Err(format!("'{other}' in '{text}' is neither rpm nor tpm; {usage}")),
+        };
+        if slot.is_some() {
+            return Err(format!("{} is given twice in '{text}'", count.trim()));
+        }
+        *slot = Some(parse_rate(value.trim()).map_err(|e| format!("{}: {e}", count.trim()))?);
+    }
+    Ok((who.to_owned(), rates))
+}
+
+fn parse_team_rates(text: &str) -> Result<(String, RateFlags), String> {
+    parse_subject_rates(text, "TEAM", "research=rpm:60,tpm:50000")
+}
+
+fn parse_token_rates(text: &str) -> Result<(String, RateFlags), String> {
+    parse_subject_rates(text, "TOKEN_ID", "tok_01JD7X3M5Q8V6N2K4T9R1B0C7E=rpm:10")
 }
 
 /// Accept a CIDR network (`10.20.0.0/16`, `fd00::/8`), as the admin API does.

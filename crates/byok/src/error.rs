@@ -83,6 +83,19 @@ pub enum CliError {
         why: String,
     },
 
+    /// `byok credential verify` ran, and the provider did not accept the key (or gave no
+    /// answer that says anything about it). The answer has already been printed; this
+    /// sets the exit code so scripts can gate on it.
+    #[error("credential {cred} is not verified: {reason} ({})", status.as_deref().map_or_else(|| "the provider did not answer".to_owned(), |s| format!("HTTP {s} from the provider")))]
+    KeyNotAccepted {
+        /// The credential, as named on the command line.
+        cred: String,
+        /// The admin API's `reason`: `invalid_key`, `rate_limited`, `unreachable`.
+        reason: String,
+        /// The provider's status, when it answered.
+        status: Option<String>,
+    },
+
     /// `byok serve` failed.
     #[error("{0:#}")]
     Serve(anyhow::Error),
@@ -99,6 +112,7 @@ impl CliError {
             | CliError::ReadFile { .. }
             | CliError::Local(_)
             | CliError::AuditNotVerified { .. }
+            | CliError::KeyNotAccepted { .. }
             | CliError::Serve(_) => EXIT_FAILURE,
         })
     }
@@ -122,6 +136,14 @@ impl CliError {
                      token cannot do it"
                         .to_owned(),
                 )
+            }
+            CliError::KeyNotAccepted { reason, .. } if reason == "invalid_key" => Some(
+                "the provider rejected the key: calls skip this credential until it is rotated \
+                 (`byok credential rotate`), enabled again or verified successfully"
+                    .to_owned(),
+            ),
+            CliError::KeyNotAccepted { reason, .. } if reason == "rate_limited" || reason == "unreachable" => {
+                Some("this says nothing against the key itself; try `byok credential verify` again later".to_owned())
             }
             CliError::Api { status: 403, code, .. } if code == "forbidden" => Some(
                 "this admin token may not act on that org: an org-admin token is confined to its own org".to_owned(),

@@ -18,6 +18,7 @@ use crate::error::CliError;
 
 mod audit;
 mod billing;
+mod limits;
 
 pub use audit::{checkpoint_written, timeline_entry, timeline_header, NO_EVENTS};
 
@@ -52,6 +53,10 @@ pub enum View {
     CredentialList,
     /// `{"credentials":[…]}` of the platform pool.
     PlatformCredentialList,
+    /// `{"ok","status","reason"}`: what the provider said of a credential's key.
+    Verification,
+    /// `{"org"?,"teams"?,"tokens"?}`: an org's rate limits.
+    Limits,
     /// `{"credential", "events":[…]}`: a credential's timeline.
     Lifecycle,
     /// A freshly issued workload token (shown once).
@@ -134,7 +139,8 @@ pub fn render(view: View, answer: &Value) -> Rendered {
 }
 
 /// Render `answer` for a person, naming `org` (as given on the command line) where the
-/// answer itself does not say which org it is about.
+/// answer itself does not say which org it is about (for [`View::Verification`]: the
+/// credential it is about).
 pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
     let mut out = Rendered::default();
     match view {
@@ -168,6 +174,8 @@ pub fn render_for(view: View, org: Option<&str>, answer: &Value) -> Rendered {
             out.stdout = credential_list(answer, "(no credentials in the platform pool)\n");
         }
         View::Lifecycle => out.stdout = audit::timeline(answer),
+        View::Verification => out.stdout = verification(org, answer),
+        View::Limits => out.stdout = limits::limits(answer),
         View::AuditVerify => out.stdout = audit::verify_report(org, answer),
         View::PlatformAuditVerify => out.stdout = audit::platform_verify_report(answer),
         View::CheckpointCheck => out.stdout = audit::checkpoint_check(org, answer),
@@ -312,15 +320,6 @@ const MIGRATION_COLUMNS: Columns = &[
 const TEAM_COLUMNS: Columns = &[("ID", "id"), ("NAME", "name"), ("ORG", "org_id"), ("CREATED", "created_at")];
 const WORKFLOW_COLUMNS: Columns =
     &[("ID", "id"), ("NAME", "name"), ("TEAM", "team_id"), ("ORG", "org_id"), ("CREATED", "created_at")];
-const CREDENTIAL_LIST_COLUMNS: Columns = &[
-    ("ID", "id"),
-    ("NAME", "name"),
-    ("PROVIDER", "provider"),
-    ("STATE", "state"),
-    ("VERSION", "version"),
-    ("PRIORITY", "priority"),
-    ("EXPIRES", "expires_at"),
-];
 const VERSION_COLUMNS: Columns = &[
     ("VERSION", "version"),
     ("FINGERPRINT", "fingerprint"),
@@ -458,7 +457,11 @@ fn credential(cred: &Value, action: CredentialAction) -> String {
     if !matches!(cred.get("rotate_by"), None | Some(Value::Null)) {
         table.add_row(vec!["rotate by".to_owned(), cell(cred, "rotate_by")]);
     }
-    for (label, field) in [("priority", "priority"), ("created", "created_at"), ("updated", "updated_at")] {
+    table.add_row(vec!["priority".to_owned(), cell(cred, "priority")]);
+    table.add_row(vec!["weight".to_owned(), cell(cred, "weight")]);
+    table.add_row(vec!["provider paces".to_owned(), paces_text(cred)]);
+    table.add_row(vec!["health".to_owned(), health_text(cred.get("health"))]);
+    for (label, field) in [("created", "created_at"), ("updated", "updated_at")] {
         table.add_row(vec![label.to_owned(), cell(cred, field)]);
     }
     let mut out = format!("{headline}{table}\n");
@@ -483,21 +486,81 @@ fn credential_list(answer: &Value, empty: &str) -> String {
     // katman-c orgs with a maximum credential age: when each credential must be rotated.
     let rotate_by = items.iter().any(|item| !matches!(item.get("rotate_by"), None | Some(Value::Null)));
     let mut table = new_table();
-    let mut header: Vec<&str> = CREDENTIAL_LIST_COLUMNS.iter().map(|(header, _)| *header).collect();
-    header.insert(4, "SCOPE");
+    let mut header =
+        vec!["ID", "NAME", "PROVIDER", "STATE", "HEALTH", "SCOPE", "VERSION", "PRIORITY", "WEIGHT", "EXPIRES"];
     if rotate_by {
         header.push("ROTATE BY");
     }
     table.set_header(header);
     for item in items {
-        let mut row: Vec<String> = CREDENTIAL_LIST_COLUMNS.iter().map(|(_, field)| cell(item, field)).collect();
-        row.insert(4, scope_summary(item.get("scope")));
+        let mut row = vec![
+            cell(item, "id"),
+            cell(item, "name"),
+            cell(item, "provider"),
+            cell(item, "state"),
+            health_text(item.get("health")),
+            scope_summary(item.get("scope")),
+            cell(item, "version"),
+            cell(item, "priority"),
+            cell(item, "weight"),
+            cell(item, "expires_at"),
+        ];
         if rotate_by {
             row.push(cell(item, "rotate_by"));
         }
         table.add_row(row);
     }
     format!("{table}\n")
+}
+
+/// A credential's health: `ok`, `cooling_down until T (HTTP 429)`, `failing (HTTP 401)`.
+fn health_text(health: Option<&Value>) -> String {
+    let Some(health) = health.filter(|h| h.is_object()) else { return "-".to_owned() };
+    let mut text = cell(health, "state");
+    if let Some(Value::String(until)) = health.get("until") {
+        text.push_str(&format!(" until {}", printable(until)));
+    }
+    if text != "ok" {
+        if let Some(Value::Number(status)) = health.get("last_status") {
+            text.push_str(&format!(" (HTTP {status})"));
+        }
+    }
+    text
+}
+
+/// The provider account's limits a credential is paced to, or `none`.
+fn paces_text(cred: &Value) -> String {
+    let pace = |field: &str, unit: &str| match cred.get(field) {
+        None | Some(Value::Null) => None,
+        value => Some(format!("{} {unit}/min", text_of(value))),
+    };
+    let paces: Vec<String> = [pace("rpm", "calls"), pace("tpm", "tokens")].into_iter().flatten().collect();
+    if paces.is_empty() {
+        "none".to_owned()
+    } else {
+        paces.join(", ")
+    }
+}
+
+/// What the provider said of a credential's key, in one line.
+fn verification(cred: Option<&str>, answer: &Value) -> String {
+    let who = cred.map_or_else(|| "The credential".to_owned(), |cred| format!("Credential {}", printable(cred)));
+    let status = match answer.get("status") {
+        Some(Value::Number(status)) => format!("HTTP {status}"),
+        _ => "no answer".to_owned(),
+    };
+    let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("-");
+    let meaning = match reason {
+        "ok" => "the provider accepted the key",
+        "invalid_key" => {
+            "the provider rejected the key; calls skip this credential (failing) until it is rotated, enabled again \
+             or verified successfully"
+        }
+        "rate_limited" => "the provider is throttling; the key itself may be fine",
+        "unreachable" => "no answer that says anything about the key",
+        _ => "an answer this CLI does not know",
+    };
+    format!("{who}: {} ({status}): {meaning}.\n", printable(reason))
 }
 
 fn actor_text(actor: Option<&Value>) -> String {
@@ -634,7 +697,8 @@ mod tests {
             "scope": {"model_families": ["gpt-4o"], "capabilities": [], "modes": [],
                       "teams": ["team_01JTEST"], "workflows": []},
             "state": "active", "version": 2, "fingerprint": "fp_abc", "base_url": null,
-            "expires_at": null, "priority": 0,
+            "expires_at": null, "priority": 0, "weight": 3, "rpm": 500,
+            "health": {"state": "cooling_down", "until": "2025-01-03T00:00:05Z", "last_status": 429},
             "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z",
             "versions": [{"version": 1, "fingerprint": "fp_old", "kek_version": 1, "created_at": "2025-01-01T00:00:00Z"}],
             // Not part of the contract: a table must not show a field it does not know.
@@ -679,6 +743,10 @@ mod tests {
                    "problem": "changed", "detail": "d"}}),
             json!({"id": "tok_1", "token": "byok_t", "team_id": "team_1", "org_id": "org_1",
                    "workflows": ["wf_1"], "expires_at": "e", "revoked_at": "r"}),
+            json!({"ok": false, "status": 401, "reason": "invalid_key", "secret": CANARY}),
+            // (Only where no other view prints a whole object: a budget's team value is text.)
+            json!({"org": {"rpm": 600}, "teams": {"research": {"tpm": 5}},
+                   "tokens": {"tok_1": {"rpm": 1, "secret": CANARY}}, "secret": CANARY}),
         ]
     }
 
@@ -722,6 +790,8 @@ mod tests {
             View::KekStatus,
             View::KmsList,
             View::KmsMigration,
+            View::Verification,
+            View::Limits,
         ]
     }
 
@@ -739,8 +809,8 @@ mod tests {
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(key, v)| {
-                        let children =
-                            data_keys || matches!(key.as_str(), "details" | "teams" | "team_spent_this_month");
+                        let children = data_keys
+                            || matches!(key.as_str(), "details" | "teams" | "tokens" | "team_spent_this_month");
                         let key = if data_keys { format!("{key}{INJECTED}") } else { key.clone() };
                         (key, poisoned(v, children))
                     })
@@ -799,6 +869,56 @@ mod tests {
         }
         let list = render(View::CredentialList, &json!({"credentials": [credential_json()]})).stdout;
         assert!(list.contains("SCOPE") && list.contains("gpt-4o"), "{list}");
+    }
+
+    #[test]
+    fn credentials_show_their_weight_paces_and_health() {
+        let text = render(View::Credential(CredentialAction::Shown), &credential_json()).stdout;
+        for needle in ["weight", "3", "500 calls/min", "cooling_down until 2025-01-03T00:00:05Z (HTTP 429)"] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        let mut failing = credential_json();
+        failing["health"] = json!({"state": "failing", "until": null, "last_status": 401});
+        failing["tpm"] = json!(90000);
+        let text = render(View::Credential(CredentialAction::Shown), &failing).stdout;
+        assert!(text.contains("failing (HTTP 401)") && text.contains("500 calls/min, 90000 tokens/min"), "{text}");
+        let mut healthy = credential_json();
+        healthy["health"] = json!({"state": "ok", "until": null, "last_status": 401});
+        healthy["rpm"] = Value::Null;
+        let text = render(View::Credential(CredentialAction::Shown), &healthy).stdout;
+        assert!(text.contains("provider paces") && text.contains("none") && !text.contains("HTTP 401"), "{text}");
+
+        let list = render(View::CredentialList, &json!({"credentials": [credential_json(), failing]})).stdout;
+        for needle in ["WEIGHT", "HEALTH", "cooling_down until", "failing (HTTP 401)"] {
+            assert!(list.contains(needle), "{needle} missing from:\n{list}");
+        }
+        // An older server's answer without these fields still renders.
+        let mut old = credential_json();
+        for field in ["weight", "rpm", "health"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let list = render(View::CredentialList, &json!({"credentials": [old]})).stdout;
+        assert!(list.contains("HEALTH"), "{list}");
+    }
+
+    #[test]
+    fn verification_says_what_the_provider_said() {
+        let cases = [
+            (
+                json!({"ok": true, "status": 200, "reason": "ok"}),
+                "Credential openai-prod: ok (HTTP 200): the provider accepted",
+            ),
+            (
+                json!({"ok": false, "status": 401, "reason": "invalid_key"}),
+                "invalid_key (HTTP 401): the provider rejected",
+            ),
+            (json!({"ok": false, "status": 429, "reason": "rate_limited"}), "rate_limited (HTTP 429)"),
+            (json!({"ok": false, "status": null, "reason": "unreachable"}), "unreachable (no answer)"),
+        ];
+        for (answer, expected) in cases {
+            let text = render_for(View::Verification, Some("openai-prod"), &answer).stdout;
+            assert!(text.contains(expected), "{expected} missing from: {text}");
+        }
     }
 
     #[test]

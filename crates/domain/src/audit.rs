@@ -138,6 +138,11 @@ pub struct ResolutionAudit {
     /// Whose credential it was (`org` or `platform`), when there was one.
     #[serde(default)]
     pub credential_owner: Option<CredentialOwner>,
+    /// Which attempt of the call this is (1, 2, … when byok failed over to another
+    /// credential); `None` on rows written before failover existed and on denials
+    /// before a credential was tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 /// Longest call id the audit keeps, in bytes (the sidecar generates one for a longer
@@ -230,6 +235,7 @@ impl ResolutionAudit {
             detail: None,
             tier: None,
             credential_owner: None,
+            attempt: None,
         }
     }
 

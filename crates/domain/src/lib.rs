@@ -11,6 +11,7 @@ pub mod billing;
 pub mod family;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod name;
 pub mod provider;
@@ -25,9 +26,10 @@ pub use billing::{
 pub use family::{FamilyPattern, ModelFamilyRegistry};
 pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
 pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};
+pub use limits::{OrgLimits, RateLimit};
 pub use model::{
-    AdminToken, AdminTokenScope, Cidr, Credential, CredentialState, CredentialVersion, Org, OrgControls, OrgState,
-    Team, Tier, Workflow, WorkloadToken,
+    AdminToken, AdminTokenScope, Cidr, Credential, CredentialHealth, CredentialState, CredentialVersion, HealthState,
+    Org, OrgControls, OrgState, Team, Tier, Workflow, WorkloadToken,
 };
 pub use name::{KmsName, Name, NameError};
 pub use provider::{ProviderId, UnknownProvider};

@@ -62,6 +62,13 @@ pub enum LifecycleKind {
     BudgetChanged,
     /// The org's katman-c controls were set or removed.
     ControlsChanged,
+    /// The provider rejected the credential (401/403): it is `failing` until rotated,
+    /// enabled again or verified.
+    ProviderRejected,
+    /// The credential was verified against the provider (the result in the details).
+    Verified,
+    /// The org's rate limits were set or removed.
+    LimitsChanged,
 }
 
 impl LifecycleKind {
@@ -91,10 +98,13 @@ impl LifecycleKind {
             LifecycleKind::RateCardChanged => "rate_card_changed",
             LifecycleKind::BudgetChanged => "budget_changed",
             LifecycleKind::ControlsChanged => "controls_changed",
+            LifecycleKind::ProviderRejected => "provider_rejected",
+            LifecycleKind::Verified => "verified",
+            LifecycleKind::LimitsChanged => "limits_changed",
         }
     }
 
-    const ALL: [LifecycleKind; 23] = [
+    const ALL: [LifecycleKind; 26] = [
         LifecycleKind::OrgCreated,
         LifecycleKind::TeamCreated,
         LifecycleKind::WorkflowCreated,
@@ -118,6 +128,9 @@ impl LifecycleKind {
         LifecycleKind::RateCardChanged,
         LifecycleKind::BudgetChanged,
         LifecycleKind::ControlsChanged,
+        LifecycleKind::ProviderRejected,
+        LifecycleKind::Verified,
+        LifecycleKind::LimitsChanged,
     ];
 }
 

@@ -98,6 +98,10 @@ pub struct Org {
     /// katman-c controls: maximum credential age, data-plane source allow-list.
     #[serde(default, skip_serializing_if = "OrgControls::is_empty")]
     pub controls: OrgControls,
+    /// Rate limits of the org, its teams and tokens (stored form; the API shows them
+    /// at `/v1/orgs/{org}/limits`).
+    #[serde(default, skip)]
+    pub limits: crate::limits::OrgLimits,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -300,6 +304,80 @@ pub struct Credential {
     /// it is refused with `rotation_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_by: Option<Timestamp>,
+    /// Its share of the calls among credentials of equal rank (a pool), 1–1000.
+    #[serde(default = "default_weight")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub weight: u16,
+    /// The provider account's own calls-per-minute limit: byok paces the key to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub rpm: Option<u64>,
+    /// The provider account's own tokens-per-minute limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub tpm: Option<u64>,
+    /// Whether the provider accepts it: `failing` (durable, fleet-wide) after the provider
+    /// rejected it with 401/403, `cooling_down` (this node's view) while it is throttled.
+    #[serde(default)]
+    pub health: CredentialHealth,
+}
+
+/// The weight a credential gets when none is given.
+pub const DEFAULT_WEIGHT: u16 = 1;
+/// The largest weight.
+pub const MAX_WEIGHT: u16 = 1000;
+
+fn default_weight() -> u16 {
+    DEFAULT_WEIGHT
+}
+
+/// A credential's health state (SPEC 3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Used normally.
+    #[default]
+    Ok,
+    /// Throttled (429/529) or its circuit is open after repeated 5xx: skipped until `until`.
+    CoolingDown,
+    /// The provider rejected it (401/403): skipped until it is rotated, enabled again or
+    /// verified.
+    Failing,
+}
+
+impl HealthState {
+    /// The state as text.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HealthState::Ok => "ok",
+            HealthState::CoolingDown => "cooling_down",
+            HealthState::Failing => "failing",
+        }
+    }
+}
+
+/// A credential's health as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CredentialHealth {
+    /// `ok`, `cooling_down` or `failing`.
+    pub state: HealthState,
+    /// When a cooldown ends (`null` otherwise).
+    pub until: Option<Timestamp>,
+    /// The provider's last status that changed the state (`null` when `ok` from the start).
+    #[schema(minimum = 100, maximum = 599)]
+    pub last_status: Option<u16>,
+}
+
+impl CredentialHealth {
+    /// Failing since the provider answered `status`.
+    pub fn failing(status: u16) -> Self {
+        Self { state: HealthState::Failing, until: None, last_status: Some(status) }
+    }
+
+    /// Whether the durable state is `failing`.
+    pub fn is_failing(&self) -> bool {
+        self.state == HealthState::Failing
+    }
 }
 
 impl Credential {

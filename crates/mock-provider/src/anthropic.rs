@@ -89,6 +89,7 @@ fn messages(request: &Map<String, Value>, id: u64) -> Reply {
     let (words, cut) = reply_words(&prompt, Some(max_tokens));
     let stop_reason = if cut { "max_tokens" } else { "end_turn" };
     let output_tokens = words.len() as u64;
+    let tokens = input_tokens + output_tokens;
     let id = format!("msg_mock{id:08}");
     let message = |content: Value, stop_reason: Value, output_tokens: u64| {
         json!({
@@ -113,7 +114,8 @@ fn messages(request: &Map<String, Value>, id: u64) -> Reply {
         return Reply::json(
             StatusCode::OK,
             &message(json!([{"type": "text", "text": words.join(" ")}]), json!(stop_reason), output_tokens),
-        );
+        )
+        .with_tokens(tokens);
     }
     // Like the real API, `message_start` carries a provisional output count; the final one
     // is in `message_delta`.
@@ -142,6 +144,7 @@ fn messages(request: &Map<String, Value>, id: u64) -> Reply {
         sse_event(name, &event)
     });
     Reply::stream(EVENT_STREAM, Box::new(events), fixed_error_event(errors::anthropic_stream_error()))
+        .with_tokens(tokens)
 }
 
 fn count(request: &Map<String, Value>) -> Reply {

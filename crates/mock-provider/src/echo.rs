@@ -278,7 +278,7 @@ pub(crate) fn reply(echo: &Echo, key: Option<&str>) -> Reply {
         }
         None => ReplyBody::Full(Bytes::from(body)),
     };
-    Reply { status, headers, body }
+    Reply { status, headers, body, tokens: 0 }
 }
 
 /// A streamed answer of exactly these pieces.
@@ -293,6 +293,7 @@ pub(crate) fn raw_chunks(status: u16, headers: &[(String, String)], chunks: &[Ve
             })
             .collect(),
         body: ReplyBody::Stream { events: Box::new(pieces.into_iter()), error_event: fixed_error_event(Bytes::new()) },
+        tokens: 0,
     }
 }
 

@@ -125,7 +125,7 @@ fn openai_error(status: StatusCode) -> (&'static str, &'static str, Option<&'sta
             Some("model_not_found"),
         ),
         429 => ("Rate limit reached for requests. Please try again later.", "requests", Some("rate_limit_exceeded")),
-        503 => ("The engine is currently overloaded, please try again later.", "server_error", None),
+        503 | 529 => ("The engine is currently overloaded, please try again later.", "server_error", None),
         500..=599 => ("The server had an error while processing your request. Sorry about that!", "server_error", None),
         _ => ("byok-mock-provider: scripted error", "invalid_request_error", None),
     }

@@ -137,6 +137,7 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
         request.get("generationConfig").and_then(|config| config.get("maxOutputTokens")).and_then(Value::as_u64);
     let (words, cut) = reply_words(&prompt, max_tokens);
     let candidates_token_count = words.len() as u64;
+    let tokens = prompt_token_count + candidates_token_count;
     let candidate = Candidate {
         model: model.to_owned(),
         response_id: format!("mock{id:08}"),
@@ -149,7 +150,7 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
         }),
     };
     let Some(sse) = stream else {
-        return Reply::json(StatusCode::OK, &candidate.response(words.join(" "), true));
+        return Reply::json(StatusCode::OK, &candidate.response(words.join(" "), true)).with_tokens(tokens);
     };
     let mut pieces = stream_pieces(&words);
     if pieces.is_empty() {
@@ -168,6 +169,7 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
             Box::new(events),
             fixed_error_event(sse_data(&errors::gemini_stream_error())),
         )
+        .with_tokens(tokens)
     } else {
         // A JSON array written element by element, as Google streams it.
         let events = chunks
@@ -184,6 +186,7 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
                 Bytes::from(format!("{opening}{}]", errors::gemini_stream_error()))
             }),
         )
+        .with_tokens(tokens)
     }
 }
 

@@ -11,7 +11,7 @@
 //! | [`Provider::OpenAi`] (and OpenAI-compatible) | `[PREFIX]/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `GET /v1/models[/{id}]` | `Authorization: Bearer` |
 //! | [`Provider::Anthropic`] | `/v1/messages`, `/v1/messages/count_tokens`, `GET /v1/models` (when `anthropic-version` or `x-api-key` is sent) | `x-api-key` only |
 //! | [`Provider::Gemini`] | `/v1beta/models/{model}:generateContent`, `:streamGenerateContent`, `:embedContent`, `:batchEmbedContents`, `:countTokens`, `GET /v1beta/models[/{model}]` | `x-goog-api-key` only |
-//! | [`Provider::AzureOpenAi`] | `/openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings` (with `?api-version=`) | `api-key` |
+//! | [`Provider::AzureOpenAi`] | `/openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `GET /openai/models[/{id}]` (all with `?api-version=`) | `api-key` |
 //!
 //! `[PREFIX]` is any path before the first `/v1/`, so Groq's `/openai/v1/…`, OpenRouter's
 //! `/api/v1/…` and plain `/v1/…` all reach the OpenAI handlers.
@@ -21,6 +21,32 @@
 //! tokens count the words of every message and system prompt; completion tokens count the
 //! words of the reply). `max_tokens` (or `max_completion_tokens`, `maxOutputTokens`) cuts
 //! the reply to that many words and reports the provider's "length" stop reason.
+//!
+//! Each key can be made to misbehave like a throttled or broken key at the real provider
+//! (for failover and key-health tests), on every endpoint of the providers that accept it,
+//! streaming ones and the model listings included:
+//!
+//! | [`KeyFault`] | answer |
+//! | --- | --- |
+//! | [`KeyFault::RateLimit`] | served within `requests_per_minute` (and `tokens_per_minute`) per sliding 60 s, with the provider's rate-limit headers; past it 429 with `retry-after` |
+//! | [`KeyFault::Throttled`] | 429 with `retry-after` and reset headers, until `retry_after` has passed |
+//! | [`KeyFault::ThrottledNoHint`] | 429 without `retry-after` or reset headers |
+//! | [`KeyFault::Revoked`] | the provider's wrong-key answer (401; Gemini 400 `API_KEY_INVALID`) |
+//! | [`KeyFault::Forbidden`] | 403 in the provider's shape |
+//! | [`KeyFault::Status`] | that status in the provider's error shape (500, 502, 503, 504, 529, …) |
+//!
+//! [`MockProvider::set_key_fault`] sets a key's fault until [`MockProvider::clear_key_fault`]
+//! (a `Throttled` fault also clears itself once its time is up);
+//! [`MockProvider::fail_key_times`] faults only the key's next few requests, ahead of any
+//! fault set for it.
+//!
+//! Rate-limit headers: the OpenAI family (OpenAI, OpenAI-compatible, Azure) sends
+//! `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, the resets as durations in
+//! OpenAI's (Go's) format (`20ms`, `8.64s`, `1m0s`); Anthropic sends
+//! `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`, the resets as RFC 3339
+//! timestamps. A reset is when the limit is fully replenished. Every 429 with a hint carries
+//! `retry-after` in whole seconds (rounded up), plus `retry-after-ms` for Azure and a
+//! `RetryInfo` detail in Gemini's body.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -49,6 +75,7 @@ mod body;
 mod compress;
 mod echo;
 mod errors;
+mod faults;
 mod gemini;
 mod openai;
 mod record;
@@ -66,6 +93,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use echo::{BodyCoding, Echo, EchoPlace, KeyForm};
+pub use faults::KeyFault;
 pub use record::{Provider, RecordedRequest};
 pub use script::{ScriptedResponse, StreamBreak};
 
@@ -184,6 +212,28 @@ impl MockProvider {
     /// Drops every queued one-off response and the standing response.
     pub fn clear_scripted_responses(&self) {
         self.shared.scripts.clear();
+    }
+
+    /// Makes every request presenting `key` get `fault` instead of being served, until
+    /// [`MockProvider::clear_key_fault`] (or, for [`KeyFault::Throttled`], until its time is
+    /// up). Replaces the key's previous fault; a rate limit starts with an empty window.
+    pub fn set_key_fault(&self, key: &str, fault: KeyFault) {
+        self.shared.faults.set(key, fault);
+    }
+
+    /// Removes `key`'s fault, and any count left from [`MockProvider::fail_key_times`]: the
+    /// key is served normally again.
+    pub fn clear_key_fault(&self, key: &str) {
+        self.shared.faults.clear(key);
+    }
+
+    /// Answers the next `times` requests presenting `key` as `fault` would (a
+    /// [`KeyFault::RateLimit`] as a limit just used up, a [`KeyFault::Throttled`] with its
+    /// `retry_after` as the hint each time), then serves normally again, or as the fault set
+    /// with [`MockProvider::set_key_fault`] says. Replaces an earlier count for the key;
+    /// `times == 0` cancels it.
+    pub fn fail_key_times(&self, key: &str, fault: KeyFault, times: u32) {
+        self.shared.faults.fail_times(key, fault, times);
     }
 
     /// Polls the recorded requests until `done` holds for them or `timeout` passes.

@@ -21,6 +21,14 @@ const MAX_EMBEDDING_DIMENSIONS: u64 = 4096;
 const MODELS: &[&str] =
     &["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini", "text-embedding-3-small", "text-embedding-3-large"];
 
+/// The models Azure OpenAI's `GET /openai/models` lists: (id, created_at, embeddings model).
+const AZURE_MODELS: &[(&str, u64, bool)] = &[
+    ("gpt-4o-2024-08-06", 1_722_902_400, false),
+    ("gpt-4o-mini-2024-07-18", 1_721_260_800, false),
+    ("gpt-4.1-2025-04-14", 1_744_588_800, false),
+    ("text-embedding-3-small", 1_705_968_000, true),
+];
+
 /// Serves an OpenAI-shaped endpoint. `deployment` is Azure's deployment name, which stands
 /// for the model.
 pub(crate) fn serve(endpoint: &OpenAiEndpoint, body: &[u8], deployment: Option<&str>, id: u64) -> Reply {
@@ -154,6 +162,7 @@ fn chat_completions(request: &Map<String, Value>, model: String, id: u64) -> Rep
     let max_tokens = number(request, &["max_completion_tokens", "max_tokens"]);
     let (words, cut) = reply_words(&prompt, max_tokens);
     let finish_reason = if cut { "length" } else { "stop" };
+    let tokens = prompt_tokens + words.len() as u64;
     let usage = usage(prompt_tokens, words.len() as u64);
     let id = format!("chatcmpl-mock{id:08}");
     let created = unix_now();
@@ -181,7 +190,8 @@ fn chat_completions(request: &Map<String, Value>, model: String, id: u64) -> Rep
                 }],
                 "usage": usage
             }),
-        );
+        )
+        .with_tokens(tokens);
     }
     let template = ChunkTemplate {
         id,
@@ -205,7 +215,7 @@ fn chat_completions(request: &Map<String, Value>, model: String, id: u64) -> Rep
         last,
         usage,
     );
-    Reply::stream(EVENT_STREAM, events, fixed_error_event(errors::openai_stream_error()))
+    Reply::stream(EVENT_STREAM, events, fixed_error_event(errors::openai_stream_error())).with_tokens(tokens)
 }
 
 fn completions(request: &Map<String, Value>, model: String, id: u64) -> Reply {
@@ -216,6 +226,7 @@ fn completions(request: &Map<String, Value>, model: String, id: u64) -> Reply {
     };
     let (words, cut) = reply_words(&prompt, number(request, &["max_tokens"]));
     let finish_reason = if cut { "length" } else { "stop" };
+    let tokens = count_tokens(&prompt) + words.len() as u64;
     let usage = usage(count_tokens(&prompt), words.len() as u64);
     let id = format!("cmpl-mock{id:08}");
     let created = unix_now();
@@ -237,7 +248,8 @@ fn completions(request: &Map<String, Value>, model: String, id: u64) -> Reply {
                 }],
                 "usage": usage
             }),
-        );
+        )
+        .with_tokens(tokens);
     }
     let template = ChunkTemplate {
         id,
@@ -255,7 +267,7 @@ fn completions(request: &Map<String, Value>, model: String, id: u64) -> Reply {
         last,
         usage,
     );
-    Reply::stream(EVENT_STREAM, events, fixed_error_event(errors::openai_stream_error()))
+    Reply::stream(EVENT_STREAM, events, fixed_error_event(errors::openai_stream_error())).with_tokens(tokens)
 }
 
 fn embeddings(request: &Map<String, Value>, model: String) -> Reply {
@@ -309,6 +321,7 @@ fn embeddings(request: &Map<String, Value>, model: String) -> Reply {
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
         }),
     )
+    .with_tokens(tokens)
 }
 
 /// The text of a Responses API `input`: a string, or items with a `content`.
@@ -342,6 +355,7 @@ fn responses(request: &Map<String, Value>, model: String, id: u64) -> Reply {
         inputs.iter().rev().find(|(role, _)| *role == Some("user")).map(|(_, text)| text.clone()).unwrap_or_default();
     let (words, cut) = reply_words(&prompt, number(request, &["max_output_tokens"]));
     let output_tokens = words.len() as u64;
+    let tokens = input_tokens + output_tokens;
     let text = words.join(" ");
     let response_id = format!("resp_mock{id:08}");
     let item_id = format!("msg_mock{id:08}");
@@ -389,7 +403,7 @@ fn responses(request: &Map<String, Value>, model: String, id: u64) -> Reply {
     let done_response = response(final_status, json!([done_item]), usage);
 
     if !flag(request, &["stream"]) {
-        return Reply::json(StatusCode::OK, &done_response);
+        return Reply::json(StatusCode::OK, &done_response).with_tokens(tokens);
     }
     let started = response("in_progress", json!([]), Value::Null);
     let located = json!({"item_id": item_id, "output_index": 0, "content_index": 0});
@@ -433,7 +447,7 @@ fn responses(request: &Map<String, Value>, model: String, id: u64) -> Reply {
             "param": null
         }),
     );
-    Reply::stream(EVENT_STREAM, Box::new(events), fixed_error_event(error_event))
+    Reply::stream(EVENT_STREAM, Box::new(events), fixed_error_event(error_event)).with_tokens(tokens)
 }
 
 fn model_object(id: &str) -> Value {
@@ -443,4 +457,43 @@ fn model_object(id: &str) -> Value {
 fn list_models() -> Reply {
     let data: Vec<Value> = MODELS.iter().map(|id| model_object(id)).collect();
     Reply::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+fn azure_model_object((id, created_at, embeddings): &(&str, u64, bool)) -> Value {
+    json!({
+        "status": "succeeded",
+        "capabilities": {
+            "fine_tune": false,
+            "inference": true,
+            "completion": false,
+            "chat_completion": !embeddings,
+            "embeddings": embeddings
+        },
+        "lifecycle_status": "generally-available",
+        "deprecation": {"inference": 1_830_297_600},
+        "id": id,
+        "created_at": created_at,
+        "object": "model"
+    })
+}
+
+/// Azure OpenAI's resource-level model listing: `GET /openai/models` and
+/// `GET /openai/models/{id}` (other endpoints need a deployment and get Azure's 404).
+pub(crate) fn serve_azure_models(endpoint: &OpenAiEndpoint, id: u64) -> Reply {
+    let reply = match endpoint {
+        OpenAiEndpoint::ListModels => {
+            let data: Vec<Value> = AZURE_MODELS.iter().map(azure_model_object).collect();
+            Reply::json(StatusCode::OK, &json!({"data": data, "object": "list"}))
+        }
+        OpenAiEndpoint::GetModel(model) => match AZURE_MODELS.iter().find(|(known, _, _)| known == model) {
+            Some(found) => Reply::json(StatusCode::OK, &azure_model_object(found)),
+            None => errors::azure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("The specified model '{model}' does not exist in this resource."),
+            ),
+        },
+        _ => errors::azure(StatusCode::NOT_FOUND, "404", "Resource not found"),
+    };
+    reply.with_header("x-request-id", format!("req_mock{id:08}"))
 }

@@ -22,6 +22,9 @@ pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: ReplyBody,
+    /// The tokens the reply reports as used (input plus output), which count against a
+    /// per-key token rate limit ([`crate::KeyFault::RateLimit`]). Zero for errors.
+    pub(crate) tokens: u64,
 }
 
 /// The body of a [`Reply`].
@@ -46,6 +49,7 @@ impl Reply {
             status,
             headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body: ReplyBody::Full(Bytes::from(body.to_string())),
+            tokens: 0,
         }
     }
 
@@ -58,6 +62,7 @@ impl Reply {
                 (axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
             body: ReplyBody::Stream { events, error_event },
+            tokens: 0,
         }
     }
 
@@ -66,6 +71,12 @@ impl Reply {
         if let Ok(value) = HeaderValue::from_str(&value) {
             self.headers.push((HeaderName::from_static(name), value));
         }
+        self
+    }
+
+    /// Sets the tokens the reply reports as used (input plus output).
+    pub(crate) fn with_tokens(mut self, tokens: u64) -> Reply {
+        self.tokens = tokens;
         self
     }
 

@@ -39,8 +39,10 @@ pub(crate) enum GeminiEndpoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     OpenAi(OpenAiEndpoint),
+    /// Azure OpenAI: a deployment's endpoint, or (without a deployment) the resource's model
+    /// listing `GET /openai/models[/{id}]`.
     Azure {
-        deployment: String,
+        deployment: Option<String>,
         endpoint: OpenAiEndpoint,
     },
     Anthropic(AnthropicEndpoint),
@@ -65,7 +67,7 @@ impl Route {
 /// Classifies a request.
 ///
 /// - `/v1beta/…` and `/v1/models/{model}:{action}` are Gemini;
-/// - `/openai/deployments/{deployment}/…` is Azure OpenAI;
+/// - `/openai/deployments/{deployment}/…` and `/openai/models[/{id}]` are Azure OpenAI;
 /// - `/v1/messages…` is Anthropic, and so is `GET /v1/models` when the request carries an
 ///   `anthropic-version` or `x-api-key` header (both providers list models there);
 /// - anything else with a `/v1/` segment is the OpenAI family, whatever path comes before
@@ -76,6 +78,9 @@ pub(crate) fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Rout
     }
     if let Some(rest) = path.strip_prefix("/openai/deployments/") {
         return azure(method, rest);
+    }
+    if path == "/openai/models" || path.starts_with("/openai/models/") {
+        return azure_models(method, &path["/openai/".len()..]);
     }
     if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         return anthropic(method, path);
@@ -120,7 +125,17 @@ fn azure(method: &Method, rest: &str) -> Route {
     match openai_endpoint(method, endpoint) {
         Some(
             endpoint @ (OpenAiEndpoint::ChatCompletions | OpenAiEndpoint::Completions | OpenAiEndpoint::Embeddings),
-        ) if !deployment.is_empty() => Route::Azure { deployment: deployment.to_owned(), endpoint },
+        ) if !deployment.is_empty() => Route::Azure { deployment: Some(deployment.to_owned()), endpoint },
+        _ => Route::NotFound(Provider::AzureOpenAi),
+    }
+}
+
+/// Azure OpenAI's model listing: `rest` is the path after `/openai/`.
+fn azure_models(method: &Method, rest: &str) -> Route {
+    match openai_endpoint(method, rest) {
+        Some(endpoint @ (OpenAiEndpoint::ListModels | OpenAiEndpoint::GetModel(_))) => {
+            Route::Azure { deployment: None, endpoint }
+        }
         _ => Route::NotFound(Provider::AzureOpenAi),
     }
 }
@@ -204,8 +219,21 @@ mod tests {
                 Method::POST,
                 "/openai/deployments/my-gpt/chat/completions",
                 &none,
-                Route::Azure { deployment: "my-gpt".into(), endpoint: OpenAiEndpoint::ChatCompletions },
+                Route::Azure { deployment: Some("my-gpt".into()), endpoint: OpenAiEndpoint::ChatCompletions },
             ),
+            (
+                Method::GET,
+                "/openai/models",
+                &none,
+                Route::Azure { deployment: None, endpoint: OpenAiEndpoint::ListModels },
+            ),
+            (
+                Method::GET,
+                "/openai/models/gpt-4o",
+                &none,
+                Route::Azure { deployment: None, endpoint: OpenAiEndpoint::GetModel("gpt-4o".into()) },
+            ),
+            (Method::POST, "/openai/models", &none, Route::NotFound(Provider::AzureOpenAi)),
             (Method::POST, "/openai/deployments/my-gpt/responses", &none, Route::NotFound(Provider::AzureOpenAi)),
             (Method::GET, "/v1/chat/completions", &none, Route::NotFound(Provider::OpenAi)),
             (Method::GET, "/healthz", &none, Route::NotFound(Provider::Unknown)),

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::auth::{self, Auth};
 use crate::body::{stopped, Break, EventSource, MockBody};
+use crate::faults::{self, Faults, Verdict};
 use crate::record::{Provider, RecordedRequest, Recorder, Tracker};
 use crate::reply::{fixed_error_event, Reply, ReplyBody};
 use crate::routes::{self, Route};
@@ -30,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) recorder: Recorder,
     pub(crate) scripts: Scripts,
+    pub(crate) faults: Faults,
     ids: AtomicU64,
     stop: watch::Receiver<bool>,
 }
@@ -40,6 +42,7 @@ impl Shared {
             recorder: Recorder::new(config.record),
             config,
             scripts: Scripts::default(),
+            faults: Faults::default(),
             ids: AtomicU64::new(1),
             stop,
         }
@@ -147,7 +150,7 @@ async fn respond(
             // The tracker stays alive while hanging: if the client goes away and the server
             // drops this future, the request is recorded as finished, not completed.
             stopped(shared.stop.clone()).await;
-            Reply { status: StatusCode::SERVICE_UNAVAILABLE, headers: Vec::new(), body: ReplyBody::Broken }
+            Reply { status: StatusCode::SERVICE_UNAVAILABLE, headers: Vec::new(), body: ReplyBody::Broken, tokens: 0 }
         }
         Some(ScriptedResponse::Raw { status, headers, body }) => Reply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -158,6 +161,7 @@ async fn respond(
                 })
                 .collect(),
             body: ReplyBody::Full(Bytes::from(body)),
+            tokens: 0,
         },
         Some(ScriptedResponse::ProviderError { status }) => {
             errors::scripted(provider, StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -167,6 +171,7 @@ async fn respond(
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
                 headers: Vec::new(),
                 body: ReplyBody::Full(Bytes::new()),
+                tokens: 0,
             };
             if let Ok(location) = HeaderValue::try_from(location) {
                 reply.headers.push((LOCATION, location));
@@ -182,7 +187,8 @@ async fn respond(
     into_response(shared, reply, planned_break, tracker)
 }
 
-/// The normal behaviour: unknown path, key check, provider-specific checks, endpoint.
+/// The normal behaviour: unknown path, key check, the key's fault, provider-specific
+/// checks, endpoint.
 fn serve(shared: &Shared, incoming: &Incoming) -> Reply {
     let provider = incoming.route.provider();
     if provider == Provider::Unknown {
@@ -191,6 +197,20 @@ fn serve(shared: &Shared, incoming: &Incoming) -> Reply {
     if let Some(rejection) = auth::rejection(provider, &incoming.auth, &shared.config) {
         return rejection;
     }
+    let admission = match incoming.auth.presented.as_deref().map(|key| shared.faults.check(key)) {
+        Some(Verdict::Refuse(refusal)) => return faults::reply(provider, &refusal, &incoming.auth, &shared.config),
+        Some(Verdict::Admitted(admission)) => Some(admission),
+        Some(Verdict::Serve) | None => None,
+    };
+    let reply = serve_endpoint(shared, incoming);
+    match admission.and_then(|admission| shared.faults.charge(&admission, reply.tokens)) {
+        Some(quota) => faults::with_quota(reply, provider, &quota),
+        None => reply,
+    }
+}
+
+/// The endpoint's answer to a request whose key was accepted and is not faulted.
+fn serve_endpoint(shared: &Shared, incoming: &Incoming) -> Reply {
     let id = shared.next_id();
     let body = &incoming.body;
     match &incoming.route {
@@ -204,7 +224,10 @@ fn serve(shared: &Shared, incoming: &Incoming) -> Reply {
                      requests.",
                 );
             }
-            openai::serve(endpoint, body, Some(deployment), id)
+            match deployment {
+                Some(deployment) => openai::serve(endpoint, body, Some(deployment), id),
+                None => openai::serve_azure_models(endpoint, id),
+            }
         }
         Route::Anthropic(endpoint) => {
             if !incoming.headers.contains_key("anthropic-version") {

@@ -278,9 +278,36 @@ pub(crate) struct Meter {
     pub(crate) metering: Metering,
     /// Where this node counts spend for budgets.
     pub(crate) book: Arc<crate::spend::SpendBook>,
+    /// The rate-limit subjects whose `tpm` counts this call's tokens (`None`: none has one).
+    pub(crate) tokens: Option<TokenTally>,
+}
+
+/// Where a completed call's tokens are counted for `tpm` limits.
+pub(crate) struct TokenTally {
+    pub(crate) limiter: Arc<crate::limits::Limiter>,
+    pub(crate) keys: Vec<crate::limits::LimitKey>,
 }
 
 impl Meter {
+    /// This attempt was answered with a status that moved the call to another credential
+    /// (failover): its completion records the status, and no metering — the call is billed
+    /// once, on the attempt that answered the client.
+    pub(crate) fn superseded(self) {
+        let completion = CallCompletion {
+            call_id: self.call_id,
+            org_id: self.org_id,
+            credential_id: self.credential_id,
+            at: Timestamp::now(),
+            upstream_status: (self.upstream_status != 0).then_some(self.upstream_status),
+            latency_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            input_tokens: None,
+            output_tokens: None,
+            status: "failed_over".to_owned(),
+            metering: None,
+        };
+        self.audit.complete(completion);
+    }
+
     pub(crate) fn record(self, status: &str, tap: Option<UsageTap>) {
         let usage = tap.map(UsageTap::finish).unwrap_or_default();
         let completion = CallCompletion {
@@ -295,6 +322,10 @@ impl Meter {
             status: status.to_owned(),
             metering: Some(self.metering),
         };
+        if let Some(tally) = &self.tokens {
+            let tokens = completion.input_tokens.unwrap_or(0).saturating_add(completion.output_tokens.unwrap_or(0));
+            tally.limiter.add_tokens(&tally.keys, tokens);
+        }
         self.book.completed(&completion);
         self.audit.complete(completion);
     }
@@ -308,6 +339,11 @@ pub(crate) struct PendingCompletion(Option<Meter>);
 impl PendingCompletion {
     pub(crate) fn new(meter: Meter) -> Self {
         Self(Some(meter))
+    }
+
+    /// One with nothing to record (what is left behind when its meter was handed over).
+    pub(crate) fn empty() -> Self {
+        Self(None)
     }
 
     /// Hand the completion over, with the upstream's status when there is one.

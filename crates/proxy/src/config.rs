@@ -96,6 +96,11 @@ pub struct ProxyConfig {
     pub spend_refresh: Duration,
     /// Bounds on the listener's connections and request heads.
     pub connections: ConnectionLimits,
+    /// Further attempts with other credentials after a throttled, rejected or failed
+    /// upstream answer (`[proxy] failover_attempts`; 0 turns failover off).
+    pub failover_attempts: u32,
+    /// Where rate limits are counted (`[limits] redis_url`: shared by the fleet).
+    pub limits: crate::limits::LimiterConfig,
 }
 
 impl Default for ProxyConfig {
@@ -113,6 +118,8 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             spend_refresh: Duration::from_secs(2),
             connections: ConnectionLimits::default(),
+            failover_attempts: 2,
+            limits: crate::limits::LimiterConfig::default(),
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum Code {
     SourceForbidden,
     /// 429: the org's or team's monthly budget is spent.
     BudgetExceeded,
+    /// 429: a rate limit is reached, or every candidate credential is cooling down.
+    RateLimited,
+    /// 403: the provider rejected every candidate credential.
+    CredentialFailing,
     /// 404: no such provider route.
     UnknownProvider,
     /// 400: the request target is malformed or tries a path trick.
@@ -63,6 +67,8 @@ impl Code {
             Code::TierForbids => "tier_forbids",
             Code::SourceForbidden => "source_forbidden",
             Code::BudgetExceeded => "budget_exceeded",
+            Code::RateLimited => "rate_limited",
+            Code::CredentialFailing => "credential_failing",
             Code::UnknownProvider => "unknown_provider",
             Code::InvalidRequest => "invalid_request",
             Code::RequestTooLarge => "request_too_large",
@@ -88,8 +94,9 @@ impl Code {
             | Code::CredentialExpired
             | Code::RotationRequired
             | Code::TierForbids
-            | Code::SourceForbidden => StatusCode::FORBIDDEN,
-            Code::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
+            | Code::SourceForbidden
+            | Code::CredentialFailing => StatusCode::FORBIDDEN,
+            Code::BudgetExceeded | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::UnknownProvider => StatusCode::NOT_FOUND,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,12 +121,20 @@ pub struct Refusal {
     /// What the operator's log gets besides the message, never the application (why an
     /// upstream could not be reached: resolver, socket and TLS errors, addresses).
     pub detail: Option<String>,
+    /// Whole seconds the caller should wait (`Retry-After`), for `rate_limited`.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
     /// A refusal with `code` and `message`.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self { code, message: message.into(), detail: None, retry_after: None }
+    }
+
+    /// This refusal with a `Retry-After` of `secs` (at least 1).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// This refusal with `detail` for the log only.

@@ -21,11 +21,15 @@ mod body;
 mod cache;
 mod config;
 mod error;
+mod health;
+pub mod limits;
 mod listen;
 pub(crate) mod phases;
+mod pools;
 mod redact;
 mod server;
 mod spend;
+mod verify;
 
 pub use config::{ConnectionLimits, ProxyConfig, UpstreamBase};
 pub use listen::serve_router;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,10 @@ use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::{HeaderMap, Response};
 use axum::Router;
 use byok_audit::AuditWriter;
-use byok_domain::{CredentialOwner, Metering, Outcome, PriceBook, ResolutionAudit, Tier, Timestamp};
+use byok_domain::{
+    CallScope, Credential, CredentialId, CredentialOwner, Metering, OrgId, OrgLimits, Outcome, PriceBook,
+    ResolutionAudit, TeamId, Tier, Timestamp, TokenId,
+};
 use byok_providers::{Api, UsageTap};
 use byok_vault::Vault;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -21,22 +25,28 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor};
+use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor, TokenTally};
 use crate::cache::{DekCache, Directory};
 use crate::config::ProxyConfig;
 use crate::error::{Code, Refusal};
+use crate::health::{HealthBook, Observed};
+use crate::limits::{Exceeded, Limit, LimitKey, Limiter};
 use crate::phases::admit::{check_budget, check_source, source_address};
 use crate::phases::authenticate::authenticate;
+use crate::phases::authenticate::Caller;
 use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
 use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
-use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, CREDENTIAL_HEADER};
-use crate::phases::route::route;
+use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, Selector, CREDENTIAL_HEADER};
+use crate::phases::route::{route, Route};
+use crate::pools::PoolBook;
 use crate::spend::SpendBook;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
 const CALL_ID_HEADER: &str = "x-byok-call-id";
+/// Header saying how many attempts a call took (1 without failover).
+const ATTEMPTS_HEADER: &str = "x-byok-attempts";
 
 /// The data plane. Cheap to clone.
 #[derive(Clone)]
@@ -44,15 +54,19 @@ pub struct Sidecar {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    vault: Vault,
-    directory: Arc<Directory>,
-    deks: DekCache,
-    audit: AuditWriter,
-    client: UpstreamClient,
-    config: ProxyConfig,
+pub(crate) struct Inner {
+    pub(crate) vault: Vault,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) deks: DekCache,
+    pub(crate) audit: AuditWriter,
+    pub(crate) client: UpstreamClient,
+    pub(crate) config: ProxyConfig,
     book: Arc<SpendBook>,
     codes: PriceCodes,
+    pub(crate) health: HealthBook,
+    pools: PoolBook,
+    limiter: Arc<Limiter>,
+    live_nodes: Arc<AtomicU64>,
 }
 
 /// The price book's rate card and provider price codes, formatted once (every completion
@@ -106,9 +120,79 @@ impl Sidecar {
         let directory = Arc::new(Directory::new(vault.clone()));
         let book = Arc::new(SpendBook::new(vault.store().clone(), audit.segment_id(), config.spend_refresh));
         let codes = PriceCodes::new(vault.price_book());
-        Ok(Self { inner: Arc::new(Inner { vault, directory, deks, audit, client, config, book, codes }) })
+        let live_nodes = Arc::new(AtomicU64::new(1));
+        let limiter = Limiter::new(config.limits.clone(), Arc::clone(&live_nodes)).map_err(|e| e.to_string())?;
+        let sidecar = Self {
+            inner: Arc::new(Inner {
+                vault,
+                directory,
+                deks,
+                audit,
+                client,
+                config,
+                book,
+                codes,
+                health: HealthBook::default(),
+                pools: PoolBook::default(),
+                limiter,
+                live_nodes,
+            }),
+        };
+        sidecar.inner.vault.set_key_probe(Arc::new(sidecar.clone()));
+        Ok(sidecar)
     }
 
+    /// Keep this node's entry in the fleet's node list fresh (every 5 s) until `stop`
+    /// is set, and with it the count of live nodes a rate limit is shared by when the
+    /// shared limit store is unreachable.
+    pub fn spawn_fleet_heartbeat(&self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut stop = stop;
+            let node = inner.audit.segment_id().to_owned();
+            loop {
+                match inner.vault.store().node_heartbeat(&node, NODE_LIVE_WINDOW_US).await {
+                    Ok(live) => inner.live_nodes.store(live, Ordering::Relaxed),
+                    Err(err) => tracing::debug!(error = %err, "fleet heartbeat failed"),
+                }
+                let fallback = match inner.limiter.backend() {
+                    crate::limits::Backend::RedisUnreachable { live_nodes } => Some(live_nodes),
+                    _ => None,
+                };
+                inner.vault.kms().metrics().limits_fallback(fallback.is_some(), fallback.unwrap_or(0));
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                    _ = stop.wait_for(|stop| *stop) => return,
+                }
+            }
+        })
+    }
+
+    /// What enforces rate limits now, for `/readyz` and metrics: `None` when all is as
+    /// configured, else a sentence for the operator.
+    pub fn limits_notice(&self) -> Option<String> {
+        match self.inner.limiter.backend() {
+            crate::limits::Backend::RedisUnreachable { live_nodes } => Some(format!(
+                "limits: the shared limit store (Redis) is unreachable; this node enforces its share of each limit \
+                 (1/{live_nodes})"
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl Sidecar {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// How often a node says it is alive.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A node not heard from for this long is not counted as live.
+const NODE_LIVE_WINDOW_US: i64 = 15_000_000;
+
+impl Sidecar {
     /// Poll the store for changes made through other nodes until `stop` is set.
     pub fn spawn_change_watcher(&self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
         let directory = Arc::clone(&self.inner.directory);
@@ -161,6 +245,9 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
     let mut response = match result {
         Ok(response) => response,
         Err(Failure::Denied(refusal)) => {
+            if refusal.code == Code::RateLimited {
+                sidecar.inner.vault.kms().metrics().rate_limited();
+            }
             record.outcome = Outcome::Denied;
             record.reason = Some(refusal.code.as_str().to_owned());
             record.detail = Some(refusal.message.clone());
@@ -198,6 +285,9 @@ fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
     let mut response = Response::new(Body::from(rendered.body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+    if let Some(secs) = refusal.retry_after {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
 }
 
@@ -242,7 +332,15 @@ impl Inner {
         let prices = self.vault.price_book();
         check_budget(&self.book, org, caller.token.team_id, prices.currency.as_str()).await.map_err(Failure::Denied)?;
 
-        // 4. resolve
+        // 3c. admit: the org's, team's and token's rate limits (known from the snapshot;
+        // nothing is asked of the store).
+        let limited = limit_subjects(&org.limits, org.id, caller.token.team_id, caller.token.id);
+        if !limited.is_empty() {
+            self.limiter.admit(&limited).await.map_err(|exceeded| Failure::Denied(rate_limited(&exceeded)))?;
+        }
+
+        // 4. resolve, and on a throttled, rejected or failed upstream answer, resolve again
+        // among the candidates not tried yet (failover; never for a pin).
         let store_down = |e: byok_store::StoreError| {
             Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credentials: {e}")))
         };
@@ -258,14 +356,113 @@ impl Inner {
                 .map_err(store_down)?,
             None => None,
         };
-        let chosen = resolve_credential(&caller.org, platform.as_deref(), &call, pin, elsewhere, Timestamp::now())
-            .map_err(|refused| {
-                if let Some(resolved) = &refused.credential {
-                    note_credential(record, resolved);
+        let attempts_allowed = if pin.is_some() { 1 } else { 1 + self.config.failover_attempts };
+        let mut tried: Vec<CredentialId> = Vec::new();
+        let mut carried: Option<Carried> = None;
+        let mut attempt: u32 = 0;
+        loop {
+            let selector = Selector { health: &self.health, pools: &self.pools, tried: &tried };
+            let now = Timestamp::now();
+            let resolved =
+                resolve_credential(&caller.org, platform.as_deref(), &call, pin, elsewhere.clone(), now, &selector)
+                    .map_err(|refused| (refused.refusal, refused.credential));
+            let chosen = match resolved {
+                Ok(candidates) => self.paced(candidates).await,
+                Err(refused) => Err(refused),
+            };
+            let chosen = match chosen {
+                Ok(chosen) => chosen,
+                // Nothing else to try: the last answer goes to the client as it is.
+                Err(_) if carried.is_some() => {
+                    return match carried.take() {
+                        Some(carried) => self.deliver_carried(carried, &parts.method, route.spec.api, attempt),
+                        None => Err(Failure::Denied(Refusal::new(Code::Internal, "no answer to deliver"))),
+                    };
                 }
-                Failure::Denied(refused.refusal)
-            })?;
-        note_credential(record, &chosen);
+                Err((refusal, credential)) => {
+                    if let Some(resolved) = &credential {
+                        note_credential(record, resolved);
+                    }
+                    return Err(Failure::Denied(refusal));
+                }
+            };
+            if let Some(previous) = carried.take() {
+                previous.supersede();
+                self.vault.kms().metrics().failover();
+            }
+            attempt += 1;
+            tried.push(chosen.credential.credential.id);
+            record.attempt = Some(attempt);
+            let outcome = self.attempt(&chosen, &route, &parts, &body, &caller, &call, record, started).await?;
+            let more = attempt < attempts_allowed;
+            match outcome {
+                Attempted::Answer(answer) if more && crate::health::fails_over(answer.response.status().as_u16()) => {
+                    carried = Some(Carried::Answer(answer));
+                }
+                Attempted::Answer(answer) => return self.deliver(answer, &parts.method, route.spec.api, attempt),
+                Attempted::Unreachable(refusal, pending) if more => carried = Some(Carried::Refusal(refusal, pending)),
+                Attempted::Unreachable(refusal, mut pending) => {
+                    return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new)));
+                }
+            }
+        }
+    }
+
+    /// The first of `candidates` (in resolution order) whose own rpm/tpm pace has room;
+    /// `rate_limited` when none has.
+    async fn paced(&self, candidates: Vec<Resolved>) -> Result<Resolved, (Refusal, Option<Resolved>)> {
+        let mut soonest: Option<Exceeded> = None;
+        let mut first: Option<Resolved> = None;
+        for candidate in candidates {
+            let credential = &candidate.credential.credential;
+            if credential.rpm.is_none() && credential.tpm.is_none() {
+                return Ok(candidate);
+            }
+            let subject = [(credential_limit_key(&credential.id), Limit { rpm: credential.rpm, tpm: credential.tpm })];
+            match self.limiter.admit(&subject).await {
+                Ok(()) => return Ok(candidate),
+                Err(exceeded) => {
+                    if soonest.as_ref().is_none_or(|s| exceeded.retry_after_secs < s.retry_after_secs) {
+                        soonest = Some(exceeded);
+                    }
+                    first.get_or_insert(candidate);
+                }
+            }
+        }
+        match (soonest, first) {
+            (Some(exceeded), Some(first)) => {
+                let refusal = Refusal::new(
+                    Code::RateLimited,
+                    format!(
+                        "every credential that admits this call is at its provider account's pace ({} {}); retry \
+                         in {} s",
+                        exceeded.metric.as_str(),
+                        exceeded.limit,
+                        exceeded.retry_after_secs
+                    ),
+                )
+                .with_retry_after(exceeded.retry_after_secs);
+                Err((refusal, Some(first)))
+            }
+            _ => Err((Refusal::new(Code::NoCredential, "no credential admits this call"), None)),
+        }
+    }
+
+    /// One attempt with `chosen`: its durable audit row, the key, the upstream request.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        chosen: &Resolved,
+        route: &Route,
+        parts: &axum::http::request::Parts,
+        body: &bytes::Bytes,
+        caller: &Caller,
+        call: &CallScope,
+        record: &mut ResolutionAudit,
+        started: Instant,
+    ) -> Result<Attempted, Failure> {
+        let org = &caller.org.org;
+        note_credential(record, chosen);
         let owner = chosen.owner;
         let credential = &chosen.credential.credential;
         let base = upstream_base(credential, route.spec.id, route.spec.default_upstream, &self.config)
@@ -284,13 +481,18 @@ impl Inner {
         let row = self.audit.append(record.clone()).await.map_err(|e| {
             Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
         })?;
-        // From here on the call has its allowed row; whatever happens, it gets a completion,
-        // priced by the tier and cards in force now.
+        // From here on the attempt has its allowed row; whatever happens, it gets a
+        // completion, priced by the tier and cards in force now.
+        let prices = self.vault.price_book();
         let rate_card = self.codes.card(prices, org.tier, org.rate_card.as_ref());
         let provider_price = match (owner, call.model_family.as_deref()) {
             (CredentialOwner::Platform, Some(family)) => self.codes.provider_prices.get(family).cloned(),
             _ => None,
         };
+        let mut tally = token_keys(&org.limits, org.id, caller.token.team_id, caller.token.id);
+        if credential.tpm.is_some() {
+            tally.push(credential_limit_key(&credential.id));
+        }
         // The completion names this row: the call id is the caller's and may be shared by
         // other calls (another team's, a retry), so it cannot pair the two on its own.
         let mut pending = PendingCompletion::new(Meter {
@@ -310,6 +512,7 @@ impl Inner {
                 provider_price,
             },
             book: Arc::clone(&self.book),
+            tokens: (!tally.is_empty()).then(|| TokenTally { limiter: Arc::clone(&self.limiter), keys: tally }),
         });
 
         // 6. decrypt
@@ -319,7 +522,8 @@ impl Inner {
         };
 
         // 7. inject
-        let upstream = match build_upstream_request(&base, &route, &parts.method, &parts.headers, body, &secret) {
+        let upstream = match build_upstream_request(&base, route, &parts.method, &parts.headers, body.clone(), &secret)
+        {
             Ok(request) => request,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
@@ -327,13 +531,62 @@ impl Inner {
         drop(secret);
 
         // 8. forward
-        let upstream_response = match forward(&self.client, upstream, self.config.response_timeout).await {
-            Ok(response) => response,
-            Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
-        };
+        match forward(&self.client, upstream, self.config.response_timeout).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.observe(credential, record, crate::health::observed(status, response.headers()), Some(status));
+                Ok(Attempted::Answer(Answer { response, pending, redactor, credential: credential.id }))
+            }
+            Err(refusal) if matches!(refusal.code, Code::UpstreamUnreachable | Code::UpstreamTimeout) => {
+                self.observe(credential, record, Observed::Failed, None);
+                Ok(Attempted::Unreachable(refusal, pending))
+            }
+            Err(refusal) => Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
+        }
+    }
 
-        // 9. stream and meter
-        let (mut head, incoming) = upstream_response.into_parts();
+    /// Learn from an upstream answer; a rejection becomes the credential's durable
+    /// `failing` state (recorded by the vault in the background, once).
+    fn observe(&self, credential: &Credential, record: &ResolutionAudit, observed: Observed, status: Option<u16>) {
+        if !self.health.observe(&credential.id, credential.version, observed, status) {
+            return;
+        }
+        let Observed::Rejected(status) = observed else { return };
+        let vault = self.vault.clone();
+        let credential = credential.clone();
+        let call_id = record.call_id.clone();
+        tracing::warn!(credential = %credential.id, status, call_id = %call_id, "the provider rejected a credential");
+        tokio::spawn(async move {
+            if let Err(err) = vault.credential_rejected(credential.org_id, &credential, status, &call_id).await {
+                tracing::error!(credential = %credential.id, error = %err, "could not record that the provider rejected a credential");
+            }
+        });
+    }
+
+    /// A carried answer after the next resolution found nothing else to try.
+    fn deliver_carried(
+        &self,
+        carried: Carried,
+        method: &axum::http::Method,
+        api: Api,
+        attempts: u32,
+    ) -> Result<Response<Body>, Failure> {
+        match carried {
+            Carried::Answer(answer) => self.deliver(answer, method, api, attempts),
+            Carried::Refusal(refusal, mut pending) => Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
+        }
+    }
+
+    /// 9. stream and meter: the answer goes to the client, masked and metered.
+    fn deliver(
+        &self,
+        answer: Answer,
+        method: &axum::http::Method,
+        api: Api,
+        attempts: u32,
+    ) -> Result<Response<Body>, Failure> {
+        let Answer { response, mut pending, redactor, credential } = answer;
+        let (mut head, incoming) = response.into_parts();
         // Of the upstream's head only the status, version and headers go on: hyper keeps a
         // non-canonical reason phrase (which may quote the key) in the extensions and would
         // write it out again; the client gets the canonical one.
@@ -345,7 +598,7 @@ impl Inner {
         }
         // A compressed answer is decoded before it is masked; one byok cannot decode is
         // refused before anything reaches the client.
-        let has_body = parts.method != axum::http::Method::HEAD
+        let has_body = *method != axum::http::Method::HEAD
             && !head.status.is_informational()
             && !matches!(head.status.as_u16(), 204 | 304);
         let coding = match crate::body::take_coding(&mut head.headers, has_body) {
@@ -353,14 +606,107 @@ impl Inner {
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(head.status.as_u16()).map(Box::new))),
         };
         redactor.headers(&mut head.headers);
-        if let Ok(value) = HeaderValue::from_str(&credential.id.to_string()) {
+        if let Ok(value) = HeaderValue::from_str(&credential.to_string()) {
             head.headers.insert(HeaderName::from_static(CREDENTIAL_HEADER), value);
         }
+        head.headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), HeaderValue::from(attempts));
         let content_type = head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let tap = UsageTap::new(route.spec.api, content_type);
+        let tap = UsageTap::new(api, content_type);
         let body = MeteredBody::new(incoming, coding, tap, redactor, pending.take(head.status.as_u16()));
         Ok(Response::from_parts(head, Body::new(body)))
     }
+}
+
+/// An upstream answer not delivered yet.
+struct Answer {
+    response: axum::http::Response<hyper::body::Incoming>,
+    pending: PendingCompletion,
+    redactor: Redactor,
+    credential: CredentialId,
+}
+
+/// What one attempt came to. (One per call, moved a few times: not worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Attempted {
+    /// The upstream answered (any status).
+    Answer(Answer),
+    /// No answer: the connection failed or timed out.
+    Unreachable(Refusal, PendingCompletion),
+}
+
+/// An attempt's outcome kept while the next candidate is resolved: delivered if there is
+/// none, superseded (recorded as `failed_over`, never forwarded) if there is.
+#[allow(clippy::large_enum_variant)]
+enum Carried {
+    Answer(Answer),
+    Refusal(Refusal, PendingCompletion),
+}
+
+impl Carried {
+    fn supersede(self) {
+        let (mut pending, status) = match self {
+            // Dropping the response closes it: nothing of it reaches the client.
+            Carried::Answer(mut answer) => {
+                let status = answer.response.status().as_u16();
+                (std::mem::replace(&mut answer.pending, PendingCompletion::empty()), status)
+            }
+            Carried::Refusal(_, pending) => (pending, 0),
+        };
+        if let Some(meter) = pending.take(status) {
+            meter.superseded();
+        }
+    }
+}
+
+/// The `rate_limited` refusal for a limit that is reached.
+fn rate_limited(exceeded: &Exceeded) -> Refusal {
+    let (kind, _) = exceeded.key.as_str().split_once(':').unwrap_or(("", ""));
+    let subject = match kind {
+        "org" => "the org's",
+        "team" => "the team's",
+        "tok" => "the workload token's",
+        _ => "a",
+    };
+    Refusal::new(
+        Code::RateLimited,
+        format!(
+            "{subject} rate limit of {} {} is reached; retry in {} s",
+            exceeded.limit,
+            exceeded.metric.as_str(),
+            exceeded.retry_after_secs
+        ),
+    )
+    .with_retry_after(exceeded.retry_after_secs)
+}
+
+fn credential_limit_key(id: &CredentialId) -> LimitKey {
+    LimitKey::new(format!("cred:{id}"))
+}
+
+/// The limit subjects of a call by `team` with `token` (only those with a limit).
+fn limit_subjects(limits: &OrgLimits, org: OrgId, team: TeamId, token: TokenId) -> Vec<(LimitKey, Limit)> {
+    if limits.is_empty() {
+        return Vec::new();
+    }
+    let mut subjects = Vec::with_capacity(3);
+    let mut push = |key: String, limit: &byok_domain::RateLimit| {
+        if !limit.is_empty() {
+            subjects.push((LimitKey::new(key), Limit { rpm: limit.rpm, tpm: limit.tpm }));
+        }
+    };
+    push(format!("org:{org}"), &limits.org);
+    if let Some(limit) = limits.teams.get(&team) {
+        push(format!("team:{team}"), limit);
+    }
+    if let Some(limit) = limits.tokens.get(&token) {
+        push(format!("tok:{token}"), limit);
+    }
+    subjects
+}
+
+/// The subjects whose token counts a completion adds to (those with a `tpm`).
+fn token_keys(limits: &OrgLimits, org: OrgId, team: TeamId, token: TokenId) -> Vec<LimitKey> {
+    limit_subjects(limits, org, team, token).into_iter().filter(|(_, l)| l.tpm.is_some()).map(|(k, _)| k).collect()
 }
 
 fn note_credential(record: &mut ResolutionAudit, resolved: &Resolved) {

@@ -73,7 +73,7 @@ async fn a_reused_call_id_never_pairs_one_call_with_anothers_completion() {
         let outsider = env.token_in(&other, "research").await;
 
         call(&env, &research, 200).await;
-        call(&env, &operations, 429).await;
+        call(&env, &operations, 404).await;
         call(&env, &outsider, 400).await;
         // The first team again (an SDK's retry keeps its headers).
         call(&env, &research, 503).await;
@@ -89,7 +89,7 @@ async fn a_reused_call_id_never_pairs_one_call_with_anothers_completion() {
         assert_eq!(completions.len(), 4, "{completions:?}");
 
         let team = env.team.id;
-        assert_eq!(replay(&env, &org, "main").await, [(team, Some(200)), (ops.id, Some(429)), (team, Some(503))]);
+        assert_eq!(replay(&env, &org, "main").await, [(team, Some(200)), (ops.id, Some(404)), (team, Some(503))]);
         assert_eq!(replay(&env, &other.id.to_string(), "main").await, [(other_team.id, Some(400))]);
         for org in [&env.org.id, &other.id] {
             let report = env.t.store().verify_audit(Some(org)).await.unwrap();

@@ -43,6 +43,10 @@ async fn katman_c_org(env: &Env, name: &str) -> (Org, String) {
             base_url: None,
             expires_at: Some(in_a_year),
             priority: Some(i as i32),
+            weight: None,
+            rpm: None,
+            tpm: None,
+            verify: false,
         };
         vault.create_credential(&Actor::System, name, new).await.unwrap();
     }

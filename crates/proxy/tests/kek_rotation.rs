@@ -59,6 +59,10 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
                     base_url: None,
                     expires_at: None,
                     priority: None,
+                    weight: None,
+                    rpm: None,
+                    tpm: None,
+                    verify: false,
                 };
                 vault.create_credential(&Actor::System, &org, new).await.unwrap();
                 created.fetch_add(1, Ordering::Relaxed);

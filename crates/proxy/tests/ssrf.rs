@@ -41,6 +41,10 @@ async fn credential_at(env: &Env, name: &str, base_url: &str) {
         base_url: Some(base_url.to_owned()),
         expires_at: None,
         priority: None,
+        weight: None,
+        rpm: None,
+        tpm: None,
+        verify: false,
     };
     loopback_vault(env).create_credential(&actor(), &env.org.id.to_string(), new).await.unwrap();
 }

@@ -264,6 +264,10 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
         base_url: None,
         expires_at: None,
         priority: None,
+        weight: None,
+        rpm: None,
+        tpm: None,
+        verify: false,
     };
     vault.create_credential(&Actor::System, "bench", new).await?;
     let token = vault
@@ -500,6 +504,7 @@ fn resolution(org: OrgId, credential: CredentialId, fingerprint: &str, i: u64, a
         detail: None,
         tier: None,
         credential_owner: None,
+        attempt: None,
     }
 }
 
@@ -518,6 +523,10 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
         base_url: None,
         expires_at: None,
         priority: None,
+        weight: None,
+        rpm: None,
+        tpm: None,
+        verify: false,
     };
     let credential = vault.create_credential(&Actor::System, "replay", new).await?;
 
@@ -792,6 +801,10 @@ async fn statement_fixture(store: Store) -> anyhow::Result<StatementFixture> {
             base_url: None,
             expires_at: None,
             priority: None,
+            weight: None,
+            rpm: None,
+            tpm: None,
+            verify: false,
         })
     };
     let openai =
@@ -868,6 +881,7 @@ fn push_call(fx: &StatementFixture, n: u64, at_us: i64, metered: bool, entries: 
         detail: denied.then(|| format!("no credential of org {} admits model {model} for this team", fx.org)),
         tier: Some(tier),
         credential_owner: (!denied).then_some(owner),
+        attempt: None,
     };
     entries.push(AuditEntry::Resolution(row));
     if denied {

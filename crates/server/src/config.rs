@@ -66,6 +66,21 @@ struct ConfigFile {
     model_families: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     billing: BillingSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+/// `[limits]`: where rate limits are counted. Without `redis_url` each node counts its own
+/// calls (one node, or a limit per node); with it the fleet shares one count per limit.
+/// `BYOK_LIMITS_REDIS_URL` wins over the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    redis_url: Option<String>,
+    /// Prefix of every key byok writes in Redis (default `byok:limits:`).
+    key_prefix: Option<String>,
+    /// Milliseconds a call waits for Redis before the node enforces its share locally.
+    redis_timeout_ms: Option<u64>,
 }
 
 /// `[billing]`: the currency, a rate card per tier, provider prices by model family.
@@ -179,6 +194,9 @@ struct ProxySection {
     max_uri_bytes: Option<usize>,
     /// Largest request header block (431 `headers_too_large` beyond).
     max_header_bytes: Option<usize>,
+    /// Further attempts with other credentials after a throttled, rejected or failed
+    /// upstream answer (default 2; 0 turns failover off).
+    failover_attempts: Option<u32>,
 }
 
 /// `[upstreams.<id>]`: the operator's say over one provider's upstream (SPEC §3).
@@ -554,6 +572,25 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
         max_header_bytes: section.max_header_bytes.unwrap_or(limits.max_header_bytes),
     };
     connections.check().map_err(anyhow::Error::msg)?;
+    let failover_attempts = section.failover_attempts.unwrap_or(defaults.failover_attempts);
+    if failover_attempts > MAX_FAILOVER_ATTEMPTS {
+        anyhow::bail!("proxy.failover_attempts must be between 0 and {MAX_FAILOVER_ATTEMPTS}, not {failover_attempts}");
+    }
+    let mut limits_config = byok_proxy::limits::LimiterConfig {
+        redis_url: std::env::var("BYOK_LIMITS_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .or_else(|| file.limits.redis_url.clone()),
+        ..Default::default()
+    };
+    if let Some(prefix) = &file.limits.key_prefix {
+        limits_config.key_prefix = prefix.clone();
+    }
+    match file.limits.redis_timeout_ms {
+        Some(0) => anyhow::bail!("limits.redis_timeout_ms must be at least 1"),
+        Some(ms) => limits_config.op_timeout = Duration::from_millis(ms),
+        None => {}
+    }
     Ok(ProxyConfig {
         upstreams,
         max_request_body: section.max_request_body_bytes.unwrap_or(defaults.max_request_body),
@@ -569,9 +606,14 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
             None => defaults.spend_refresh,
         },
         connections,
+        failover_attempts,
+        limits: limits_config,
         ..defaults
     })
 }
+
+/// The most further attempts a call may make (each is a request to the provider).
+const MAX_FAILOVER_ATTEMPTS: u32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -801,6 +843,38 @@ mod tests {
             ("[billing]\ncurrency = \"usd\"\n".to_owned(), "three-letter"),
             ("[proxy]\ntrusted_proxies = [\"10.0.0.1/8\"]\n".to_owned(), "host bits"),
             ("[proxy]\ntrusted_proxies = [\"nope\"]\n".to_owned(), "not a CIDR"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn failover_and_limits_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let defaults = Settings::load(None, &ServeArgs::default()).unwrap().proxy;
+        assert_eq!(defaults.failover_attempts, 2);
+        assert_eq!(defaults.limits.redis_url, None);
+        std::fs::write(
+            &path,
+            "[proxy]\nfailover_attempts = 0\n[limits]\nredis_url = \"redis://127.0.0.1:6379/3\"\n\
+             key_prefix = \"fleet-a:\"\nredis_timeout_ms = 50\n",
+        )
+        .unwrap();
+        let proxy = Settings::load(None, &args).unwrap().proxy;
+        assert_eq!(proxy.failover_attempts, 0);
+        assert_eq!(proxy.limits.redis_url.as_deref(), Some("redis://127.0.0.1:6379/3"));
+        assert_eq!(proxy.limits.key_prefix, "fleet-a:");
+        assert_eq!(proxy.limits.op_timeout, Duration::from_millis(50));
+        for (text, needle) in [
+            ("[proxy]\nfailover_attempts = -1\n", "failover_attempts"),
+            ("[proxy]\nfailover_attempts = 1.5\n", "failover_attempts"),
+            ("[proxy]\nfailover_attempts = 11\n", "proxy.failover_attempts must be between 0 and 10"),
+            ("[limits]\nredis_timeout_ms = 0\n", "limits.redis_timeout_ms"),
+            ("[limits]\nredis = \"x\"\n", "redis"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = format!("{:#}", Settings::load(None, &args).unwrap_err());

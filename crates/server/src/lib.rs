@@ -168,6 +168,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let watcher_task = sidecar.spawn_change_watcher(stopped.clone());
+    sidecar.spawn_fleet_heartbeat(stopped.clone());
     tokio::spawn(purge_periodically(vault.clone(), settings.purge_interval, stopped.clone()));
     // The admin API gets the data plane's connection limits too (`[proxy]`).
     let admin_task = tokio::spawn(byok_proxy::serve_router(

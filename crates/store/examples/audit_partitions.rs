@@ -106,6 +106,7 @@ fn call(org: &OrgShape, i: u64, at_us: i64) -> (ResolutionAudit, Option<CallComp
         reason: denied.then(|| "scope_denied".to_owned()),
         tier: Some(org.tier),
         credential_owner: (!denied).then_some(CredentialOwner::Org),
+        attempt: None,
         ..ResolutionAudit::denied(ulid::Ulid::new().to_string())
     };
     let completion = (!denied).then(|| CallCompletion {

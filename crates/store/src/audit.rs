@@ -17,7 +17,7 @@ const ROWS_PER_INSERT: usize = 200;
 
 const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token_id, credential_id, \
      credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail, tier, \
-     credential_owner";
+     credential_owner, attempt";
 
 const COMPLETION_COLUMNS: &str = "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, \
      output_tokens, status, team_id, tier, credential_owner, provider, model_family, rate_card, provider_price";
@@ -128,6 +128,7 @@ fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
         detail: r.opt_text("detail")?,
         tier: r.opt_parse("tier")?,
         credential_owner: r.opt_parse("credential_owner")?,
+        attempt: r.opt_u32("attempt")?,
     })
 }
 

@@ -123,8 +123,8 @@ impl Field {
 /// caught like any other change.
 fn extensions(kind: &str) -> &'static [usize] {
     match kind {
-        // The billing fields.
-        "resolution" => &[RESOLUTION_BASE_FIELDS],
+        // The billing fields (2), then the failover attempt.
+        "resolution" => &[RESOLUTION_BASE_FIELDS, RESOLUTION_BASE_FIELDS + 2],
         // Metering (7 fields), then the position of the resolution row it is bound to.
         "completion" => &[COMPLETION_BASE_FIELDS, COMPLETION_BASE_FIELDS + 7],
         _ => &[],
@@ -164,7 +164,7 @@ fn opt_u64(value: Option<u64>) -> Option<i64> {
 /// [`RESOLUTION_BASE_FIELDS`], then the extension (see [`extensions`]).
 pub(crate) const RESOLUTION_CHAIN_COLUMNS: &str = "segment, segment_seq, at_us, call_id, org_id, team_id, workflow_id, \
      token_id, credential_id, credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, \
-     reason, detail, tier, credential_owner";
+     reason, detail, tier, credential_owner, attempt";
 
 const RESOLUTION_BASE_FIELDS: usize = 19;
 
@@ -192,6 +192,7 @@ pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) 
         Field::Text(row.detail.clone()),
         text(row.tier.map(|t| t.as_str())),
         text(row.credential_owner.map(|o| o.as_str())),
+        Field::Int(row.attempt.map(i64::from)),
     ]
 }
 
@@ -393,6 +394,7 @@ fn read_fields(row: &AnyRow, columns: &str) -> Result<Vec<Field>, StoreError> {
                     | "input_tokens"
                     | "output_tokens"
                     | "resolution_seq"
+                    | "attempt"
             );
             if int_column {
                 row.try_get::<Option<i64>, _>(column).map(Field::Int)

@@ -36,11 +36,21 @@ pub struct WrappedDekRef {
     pub fingerprint: String,
 }
 
+fn opt_i64(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The stored form of a credential's durable health: the status that made it failing.
+fn failing_status(cred: &Credential) -> Option<i64> {
+    cred.health.is_failing().then(|| i64::from(cred.health.last_status.unwrap_or(0)))
+}
+
 /// The revision a new credential starts with.
 const FIRST_REVISION: i64 = 1;
 
 const CREDENTIAL_COLUMNS: &str = "id, org_id, name, provider, scope, state, version, fingerprint, base_url, \
-                                  expires_at, priority, created_at, updated_at, revision, version_at";
+                                  expires_at, priority, created_at, updated_at, revision, version_at, weight, rpm, tpm, \
+                                  failing_status";
 
 fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
     let r = Row::new(row, "credentials");
@@ -65,6 +75,14 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
             },
             owner: byok_domain::CredentialOwner::Org,
             rotate_by: None,
+            weight: u16::try_from(r.int("weight")?)
+                .map_err(|_| StoreError::Corrupt("credentials.weight: out of range".to_owned()))?,
+            rpm: r.opt_int("rpm")?.map(|v| u64::try_from(v).unwrap_or(0)),
+            tpm: r.opt_int("tpm")?.map(|v| u64::try_from(v).unwrap_or(0)),
+            health: match r.opt_int("failing_status")? {
+                Some(status) => byok_domain::CredentialHealth::failing(u16::try_from(status).unwrap_or(0)),
+                None => byok_domain::CredentialHealth::default(),
+            },
         },
         revision: r.int("revision")?,
     })
@@ -155,8 +173,8 @@ impl Store {
         sqlx::query::<Any>(
             "INSERT INTO credentials \
              (id, org_id, name, provider, scope, state, version, fingerprint, base_url, expires_at, priority, \
-              created_at, updated_at, revision, version_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+              created_at, updated_at, revision, version_at, weight, rpm, tpm, failing_status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(cred.id.to_string())
         .bind(cred.org_id.to_string())
@@ -173,6 +191,10 @@ impl Store {
         .bind(cred.updated_at.as_micros())
         .bind(FIRST_REVISION)
         .bind(cred.version_created_at.as_micros())
+        .bind(i64::from(cred.weight))
+        .bind(opt_i64(cred.rpm))
+        .bind(opt_i64(cred.tpm))
+        .bind(failing_status(cred))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -253,7 +275,8 @@ impl Store {
     }
 
     /// Save the mutable fields of `cred` (scope, state, base URL, expiry, priority,
-    /// `updated_at`) and record `event`, in one transaction, if the stored revision is
+    /// weight, rpm, tpm, `updated_at`; not its health — see
+    /// [`Store::set_credential_failing`]) and record `event`, in one transaction, if the stored revision is
     /// still `expected_revision`; returns the new revision. Id, org, name, provider,
     /// version, fingerprint and `created_at` are not changed.
     ///
@@ -269,7 +292,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>(
             "UPDATE credentials SET scope = $1, state = $2, base_url = $3, expires_at = $4, priority = $5, \
-             updated_at = $6, revision = revision + 1 \
+             updated_at = $6, revision = revision + 1, weight = $10, rpm = $11, tpm = $12 \
              WHERE org_id = $7 AND id = $8 AND revision = $9",
         )
         .bind(scope)
@@ -281,6 +304,9 @@ impl Store {
         .bind(cred.org_id.to_string())
         .bind(cred.id.to_string())
         .bind(expected_revision)
+        .bind(i64::from(cred.weight))
+        .bind(opt_i64(cred.rpm))
+        .bind(opt_i64(cred.tpm))
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
@@ -290,6 +316,62 @@ impl Store {
         insert_event(&mut tx, self.backend(), event).await?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(expected_revision + 1)
+    }
+
+    /// Mark the credential `failing` after the provider answered `status` to its version
+    /// `version` (`Some((status, version))`), or
+    /// clear it (`None`), recording `event` (if any) in the same transaction — only if that
+    /// changes something (a second node's rejection of an already failing key records
+    /// nothing). Revoked credentials are left alone. Returns whether it changed. Health is
+    /// not an admin's edit: the revision does not move, so an admin's change read before a
+    /// rejection still applies.
+    pub async fn set_credential_failing(
+        &self,
+        org: &OrgId,
+        id: &CredentialId,
+        status: Option<(u16, u32)>,
+        event: Option<&NewEvent>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // A rejection names the version the provider rejected: once rotated, a late report
+        // about the old key changes nothing.
+        let (sql, value, version) = match status {
+            Some((status, version)) => (
+                "UPDATE credentials SET failing_status = $1 \
+                 WHERE org_id = $2 AND id = $3 AND failing_status IS NULL AND state <> 'revoked' AND version = $4",
+                Some(i64::from(status)),
+                i64::from(version),
+            ),
+            None => (
+                "UPDATE credentials SET failing_status = $1 \
+                 WHERE org_id = $2 AND id = $3 AND failing_status IS NOT NULL AND state <> 'revoked' AND $4 >= 0",
+                None,
+                0,
+            ),
+        };
+        let done = sqlx::query::<Any>(sql)
+            .bind(value)
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            insert_event(&mut tx, self.backend(), event).await?;
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(true)
+    }
+
+    /// Record `event` about a credential (a verification) and nothing else.
+    pub async fn record_credential_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_event(&mut tx, self.backend(), event).await?;
+        tx.commit().await.map_err(map_sqlx)
     }
 
     /// Make a new sealed version current: insert its version row (version
@@ -311,7 +393,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query::<Any>(
             "UPDATE credentials SET version = $1, fingerprint = $2, updated_at = $3, version_at = $7, \
-             revision = revision + 1 WHERE org_id = $4 AND id = $5 AND revision = $6",
+             failing_status = NULL, revision = revision + 1 WHERE org_id = $4 AND id = $5 AND revision = $6",
         )
         .bind(i64::from(cred.version))
         .bind(cred.fingerprint.as_str())

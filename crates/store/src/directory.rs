@@ -14,7 +14,8 @@ use crate::rows::{to_json, Row};
 use crate::store::Store;
 
 const ORG_COLUMNS: &str =
-    "id, name, kind, tier, state, kek_version, kms, kms_moving_from, retention_days, rate_card, budget, controls, created_at";
+    "id, name, kind, tier, state, kek_version, kms, kms_moving_from, retention_days, rate_card, budget, controls, created_at, \
+     limits";
 
 /// `orgs.kind` of a tenant.
 const TENANT: &str = "tenant";
@@ -63,6 +64,12 @@ fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
         }
         None => OrgControls::default(),
     };
+    let limits = match json_or_default("limits")? {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.limits: bad JSON: {e}")))?
+        }
+        None => byok_domain::OrgLimits::default(),
+    };
     Ok(Org {
         id: r.parse("id")?,
         name,
@@ -75,6 +82,7 @@ fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
         rate_card,
         budget,
         controls,
+        limits,
         created_at: r.ts("created_at")?,
     })
 }
@@ -96,6 +104,8 @@ pub enum OrgChange {
     Budget(Budget),
     /// Set or remove (empty) the controls.
     Controls(OrgControls),
+    /// Set or remove (empty) the rate limits.
+    Limits(byok_domain::OrgLimits),
 }
 
 fn decode_team(row: &AnyRow) -> Result<Team, StoreError> {
@@ -419,6 +429,9 @@ impl Store {
                     }
                     OrgChange::Controls(controls) => {
                         ("controls", (!controls.is_empty()).then(|| to_json(controls, "controls")).transpose()?)
+                    }
+                    OrgChange::Limits(limits) => {
+                        ("limits", (!limits.is_empty()).then(|| to_json(limits, "limits")).transpose()?)
                     }
                     // Matched above; here only for exhaustiveness.
                     OrgChange::Tier { to, .. } => ("tier", Some(to.as_str().to_owned())),

@@ -19,6 +19,36 @@ pub struct SigningKeyRecord {
 }
 
 impl Store {
+    /// Record that `node_id` is alive now and count the nodes seen within `window_us`
+    /// (this one included): what a node's share of a rate limit is divided by when the
+    /// shared limit store is unreachable.
+    pub async fn node_heartbeat(&self, node_id: &str, window_us: i64) -> Result<u64, StoreError> {
+        let now = Timestamp::now().as_micros();
+        let mut tx = self.begin_write().await?;
+        sqlx::query::<Any>(
+            "INSERT INTO fleet_nodes (node_id, last_seen_us) VALUES ($1, $2) \
+             ON CONFLICT (node_id) DO UPDATE SET last_seen_us = excluded.last_seen_us",
+        )
+        .bind(node_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        // Nodes gone for a day are forgotten.
+        sqlx::query::<Any>("DELETE FROM fleet_nodes WHERE last_seen_us < $1")
+            .bind(now.saturating_sub(86_400_000_000))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        let live = sqlx::query_scalar::<Any, i64>("SELECT COUNT(*) FROM fleet_nodes WHERE last_seen_us >= $1")
+            .bind(now.saturating_sub(window_us))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(u64::try_from(live).unwrap_or(1).max(1))
+    }
+
     /// Claim `kms_name` for `identity` unless another node claimed it first; the identity
     /// that stands (this one, or the earlier claim).
     pub async fn claim_kms(&self, kms_name: &str, identity: &str) -> Result<String, StoreError> {

@@ -23,6 +23,7 @@ async fn new_org(store: &Store) -> Org {
         rate_card: None,
         budget: Default::default(),
         controls: Default::default(),
+        limits: Default::default(),
         created_at: Timestamp::now(),
     };
     let wrapped =

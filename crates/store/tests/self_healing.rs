@@ -35,6 +35,7 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         rate_card: None,
         budget: Default::default(),
         controls: Default::default(),
+        limits: Default::default(),
         created_at: now(),
     };
     let wrapped =
@@ -78,6 +79,7 @@ fn row(org: OrgId, call_id: String, pad: usize) -> AuditEntry {
         detail: Some("x".repeat(pad)),
         tier: Some(Tier::KatmanB),
         credential_owner: None,
+        attempt: None,
     })
 }
 

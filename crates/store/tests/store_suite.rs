@@ -77,6 +77,7 @@ async fn new_org(store: &Store, org_name: &str) -> Org {
         rate_card: None,
         budget: Default::default(),
         controls: Default::default(),
+        limits: Default::default(),
         created_at: at(0),
     };
     store
@@ -116,6 +117,10 @@ fn credential(org: &Org, cred_name: &str) -> Credential {
         version_created_at: at(2),
         owner: Default::default(),
         rotate_by: None,
+        weight: 1,
+        rpm: None,
+        tpm: None,
+        health: Default::default(),
     }
 }
 
@@ -1033,6 +1038,7 @@ mod usage {
             detail: None,
             tier: Some(Tier::KatmanB),
             credential_owner: None,
+            attempt: None,
         }
     }
 
@@ -1144,6 +1150,7 @@ mod replay {
             detail: None,
             tier: Some(Tier::KatmanB),
             credential_owner: Some(CredentialOwner::Org),
+            attempt: None,
         }
     }
 

@@ -247,6 +247,7 @@ impl Vault {
                 rate_card: None,
                 budget: Budget::default(),
                 controls: OrgControls::default(),
+                limits: Default::default(),
                 created_at: Timestamp::now(),
             };
             let mut created = event(id, LifecycleKind::OrgCreated, id, actor);

@@ -3,7 +3,7 @@
 use byok_crypto::{fingerprint, ProviderSecret, SecretContext};
 use byok_domain::{
     Actor, Credential, CredentialId, CredentialOwner, CredentialState, CredentialVersion, LifecycleEvent,
-    LifecycleKind, Org, ProviderId, Scope, ScopeInput, Tier, Timestamp,
+    LifecycleKind, Name, Org, ProviderId, Scope, ScopeInput, Tier, Timestamp,
 };
 use byok_store::{CredentialRecord, EventFilter};
 use serde::Serialize;
@@ -30,6 +30,15 @@ pub struct NewCredential {
     pub expires_at: Option<Timestamp>,
     /// Tie-breaker; higher wins.
     pub priority: Option<i32>,
+    /// Share of the calls within its pool (1–1000; default 1).
+    pub weight: Option<u16>,
+    /// The provider account's calls per minute, to pace the key.
+    pub rpm: Option<u64>,
+    /// The provider account's tokens per minute.
+    pub tpm: Option<u64>,
+    /// Verify the key against the provider before storing it; a key the provider
+    /// rejects is refused (`credential_invalid`) and nothing is stored.
+    pub verify: bool,
 }
 
 /// A change to a credential's scope, expiry or priority. `None` leaves a field alone;
@@ -42,6 +51,38 @@ pub struct CredentialPatch {
     pub expires_at: Option<Option<Timestamp>>,
     /// New priority.
     pub priority: Option<i32>,
+    /// New weight.
+    pub weight: Option<u16>,
+    /// New calls-per-minute pace, or `Some(None)` to remove it.
+    pub rpm: Option<Option<u64>>,
+    /// New tokens-per-minute pace, or `Some(None)` to remove it.
+    pub tpm: Option<Option<u64>>,
+}
+
+impl CredentialPatch {
+    fn is_empty(&self) -> bool {
+        self.scope.is_none()
+            && self.expires_at.is_none()
+            && self.priority.is_none()
+            && self.weight.is_none()
+            && self.rpm.is_none()
+            && self.tpm.is_none()
+    }
+}
+
+/// Check a weight and the provider-account paces (400 naming the field).
+fn check_pacing(weight: Option<u16>, rpm: Option<u64>, tpm: Option<u64>) -> Result<(), VaultError> {
+    if let Some(weight) = weight {
+        if !(1..=byok_domain::model::MAX_WEIGHT).contains(&weight) {
+            return Err(VaultError::invalid(format!(
+                "weight: must be a whole number from 1 to {}, not {weight}",
+                byok_domain::model::MAX_WEIGHT
+            )));
+        }
+    }
+    byok_domain::RateLimit { rpm, tpm }
+        .check("credential")
+        .map_err(|e| VaultError::Invalid(e.trim_start_matches("credential.").to_owned()))
 }
 
 /// A state change requested by an admin.
@@ -220,23 +261,39 @@ impl Vault {
             None => None,
         };
         validate::expiry("expires_at", new.expires_at, now)?;
+        check_pacing(new.weight, new.rpm, new.tpm)?;
         if owner == Owner::Platform {
             Self::check_platform_scope(CredentialOwner::Platform, &new.scope)?;
             validate::model_families(&self.families, &new.scope.model_families)?;
         }
-        let pool = self.pool(owner, true, true).await?.ok_or_else(|| VaultError::Internal("no pool".into()))?;
+        // The pool if it exists (the platform pool is made only once nothing else can
+        // refuse the request, verification included).
+        let existing = self.pool(owner, true, false).await?;
+        if let Some(pool) = &existing {
+            self.check_new_credential(pool, &name, &new).await?;
+        }
+        let verification = if new.verify {
+            let result = self.verify_new_secret(new.provider, base_url.as_deref(), &new.secret).await?;
+            if result.reason == crate::VerifyReason::InvalidKey {
+                return Err(VaultError::CredentialInvalid(format!(
+                    "the provider rejected the key (status {}); nothing was stored",
+                    result.status.map_or_else(|| "none".to_owned(), |s| s.to_string())
+                )));
+            }
+            Some(result)
+        } else {
+            None
+        };
+        let pool = match existing {
+            Some(pool) => pool,
+            None => {
+                let pool = self.pool(owner, true, true).await?.ok_or_else(|| VaultError::Internal("no pool".into()))?;
+                self.check_new_credential(&pool, &name, &new).await?;
+                pool
+            }
+        };
         let org = &pool.org;
         let scope = self.resolve_scope(org, &new.scope).await?;
-        if pool.owner == CredentialOwner::Org {
-            Self::check_tier_controls(org, &scope, new.expires_at)?;
-        }
-        if self.store.find_credential_by_name(&org.id, name.as_str()).await?.is_some() {
-            return Err(VaultError::Conflict(format!(
-                "a credential named '{name}' already exists in {}",
-                describe_pool(&pool)
-            )));
-        }
-
         let id = CredentialId::generate();
         let fingerprint = self.fingerprint_of(org, &new.secret).await?;
         let context = SecretContext { org: org.id, credential: id, version: 1, provider: new.provider };
@@ -258,6 +315,10 @@ impl Vault {
             version_created_at: now,
             owner: pool.owner,
             rotate_by: None,
+            weight: new.weight.unwrap_or(byok_domain::model::DEFAULT_WEIGHT),
+            rpm: new.rpm,
+            tpm: new.tpm,
+            health: byok_domain::CredentialHealth::default(),
         };
         let created = credential_event(
             org.id,
@@ -273,12 +334,43 @@ impl Vault {
                 "base_url": credential.base_url,
                 "expires_at": credential.expires_at,
                 "priority": credential.priority,
+                "weight": credential.weight,
+                "rpm": credential.rpm,
+                "tpm": credential.tpm,
                 "kek_version": sealed.wrapped_dek.kek_version,
             }),
         );
         self.store.insert_credential(&credential, &sealed, &created).await?;
+        if let Some(result) = verification {
+            let verified = credential_event(
+                org.id,
+                LifecycleKind::Verified,
+                id,
+                1,
+                &credential.fingerprint,
+                actor,
+                serde_json::to_value(result).unwrap_or_default(),
+            );
+            self.store.record_credential_event(&verified).await?;
+        }
         self.epoch.bump();
         Ok(present(credential, org, pool.owner, now))
+    }
+
+    /// What a new credential must satisfy in its pool: its scope's references, the tier's
+    /// controls, a name not taken.
+    async fn check_new_credential(&self, pool: &Pool, name: &Name, new: &NewCredential) -> Result<(), VaultError> {
+        let scope = self.resolve_scope(&pool.org, &new.scope).await?;
+        if pool.owner == CredentialOwner::Org {
+            Self::check_tier_controls(&pool.org, &scope, new.expires_at)?;
+        }
+        if self.store.find_credential_by_name(&pool.org.id, name.as_str()).await?.is_some() {
+            return Err(VaultError::Conflict(format!(
+                "a credential named '{name}' already exists in {}",
+                describe_pool(pool)
+            )));
+        }
+        Ok(())
     }
 
     async fn credential_record(&self, pool: &Pool, reference: &str) -> Result<CredentialRecord, VaultError> {
@@ -300,7 +392,7 @@ impl Vault {
         let record = self.credential_record(&pool, reference).await?;
         let versions = self.store.list_credential_versions(&record.credential.id).await?;
         Ok(CredentialDetail {
-            credential: present(record.credential, &pool.org, pool.owner, Timestamp::now()),
+            credential: self.with_local_health(present(record.credential, &pool.org, pool.owner, Timestamp::now())),
             versions,
         })
     }
@@ -314,7 +406,7 @@ impl Vault {
             .list_credentials(&pool.org.id)
             .await?
             .into_iter()
-            .map(|r| present(r.credential, &pool.org, pool.owner, now))
+            .map(|r| self.with_local_health(present(r.credential, &pool.org, pool.owner, now)))
             .collect())
     }
 
@@ -333,7 +425,8 @@ impl Vault {
         if before.state == CredentialState::Revoked {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", before.id)));
         }
-        if patch.scope.is_none() && patch.expires_at.is_none() && patch.priority.is_none() {
+        check_pacing(patch.weight, patch.rpm.flatten(), patch.tpm.flatten())?;
+        if patch.is_empty() {
             // An empty patch changes nothing (as a JSON merge patch of `{}` would).
             return Ok(before);
         }
@@ -350,6 +443,15 @@ impl Vault {
         if let Some(priority) = patch.priority {
             after.priority = priority;
         }
+        if let Some(weight) = patch.weight {
+            after.weight = weight;
+        }
+        if let Some(rpm) = patch.rpm {
+            after.rpm = rpm;
+        }
+        if let Some(tpm) = patch.tpm {
+            after.tpm = tpm;
+        }
         if pool.owner == CredentialOwner::Org {
             Self::check_tier_controls(org, &after.scope, after.expires_at)?;
         }
@@ -362,8 +464,14 @@ impl Vault {
             &after.fingerprint,
             actor,
             serde_json::json!({
-                "before": { "scope": before.scope, "expires_at": before.expires_at, "priority": before.priority },
-                "after": { "scope": after.scope, "expires_at": after.expires_at, "priority": after.priority },
+                "before": {
+                    "scope": before.scope, "expires_at": before.expires_at, "priority": before.priority,
+                    "weight": before.weight, "rpm": before.rpm, "tpm": before.tpm,
+                },
+                "after": {
+                    "scope": after.scope, "expires_at": after.expires_at, "priority": after.priority,
+                    "weight": after.weight, "rpm": after.rpm, "tpm": after.tpm,
+                },
             }),
         );
         self.store.update_credential(&after, record.revision, &changed).await?;
@@ -399,6 +507,8 @@ impl Vault {
         credential.fingerprint = fingerprint;
         credential.updated_at = now;
         credential.version_created_at = now;
+        // A new key: whatever the provider said of the old one no longer applies.
+        credential.health = byok_domain::CredentialHealth::default();
         let rotated = credential_event(
             org.id,
             LifecycleKind::Rotated,
@@ -436,7 +546,10 @@ impl Vault {
             StateChange::Enable => (CredentialState::Active, LifecycleKind::Enabled),
             StateChange::Revoke => (CredentialState::Revoked, LifecycleKind::Revoked),
         };
-        if credential.state == target {
+        // Enabling a credential the provider rejected clears `failing` (the admin says the
+        // key works again); otherwise asking for the state it has changes nothing.
+        let clears_failing = change == StateChange::Enable && credential.health.is_failing();
+        if credential.state == target && !clears_failing {
             return Ok(present(credential, org, pool.owner, now));
         }
         if credential.state == CredentialState::Revoked {
@@ -445,16 +558,22 @@ impl Vault {
         let from = credential.state;
         credential.state = target;
         credential.updated_at = now;
-        let changed = credential_event(
-            org.id,
-            kind,
-            credential.id,
-            credential.version,
-            &credential.fingerprint,
-            actor,
-            serde_json::json!({ "from": from, "to": target }),
-        );
-        self.store.update_credential(&credential, record.revision, &changed).await?;
+        let mut details = serde_json::json!({ "from": from, "to": target });
+        if clears_failing {
+            details["cleared"] = serde_json::json!("failing");
+            credential.health = byok_domain::CredentialHealth::default();
+        }
+        let changed =
+            credential_event(org.id, kind, credential.id, credential.version, &credential.fingerprint, actor, details);
+        if from == target {
+            // Only `failing` is cleared: the event says so.
+            self.store.set_credential_failing(&org.id, &credential.id, None, Some(&changed)).await?;
+        } else {
+            self.store.update_credential(&credential, record.revision, &changed).await?;
+            if clears_failing {
+                self.store.set_credential_failing(&org.id, &credential.id, None, None).await?;
+            }
+        }
         self.epoch.bump();
         Ok(present(credential, org, pool.owner, now))
     }

@@ -23,6 +23,10 @@ pub enum VaultError {
     /// The configuration keeps this org from it (a KMS reserved for other orgs).
     #[error("{0}")]
     Forbidden(String),
+    /// The provider rejected the key of a credential being created with `verify`
+    /// (`credential_invalid`); nothing was stored.
+    #[error("{0}")]
+    CredentialInvalid(String),
     /// The org's tier forbids it.
     #[error("{0}")]
     TierForbids(String),

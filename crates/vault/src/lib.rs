@@ -23,6 +23,7 @@ mod kms;
 pub mod metrics;
 pub mod migrate;
 mod orgs;
+mod pools;
 mod tokens;
 mod validate;
 
@@ -45,6 +46,7 @@ pub use error::VaultError;
 pub use keys::KekStatus;
 pub use kms::{KmsHandle, KmsInfo, DEFAULT_KMS_TIMEOUT};
 pub use metrics::Metrics;
+pub use pools::{KeyProbe, LimitsInput, LimitsView, ProbeFuture, Verification, VerifyReason};
 pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 
 /// Operator policy the vault enforces on admin input.
@@ -103,6 +105,7 @@ pub struct Vault {
     jobs: keys::Jobs,
     signer: Option<Arc<byok_audit::AuditSigner>>,
     prices: Arc<PriceBook>,
+    probe: pools::ProbeSlot,
 }
 
 impl std::fmt::Debug for Vault {
@@ -123,6 +126,7 @@ impl Vault {
             jobs: keys::Jobs::default(),
             signer: None,
             prices: Arc::new(PriceBook::default()),
+            probe: pools::ProbeSlot::default(),
         }
     }
 

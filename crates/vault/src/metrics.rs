@@ -11,6 +11,7 @@ use byok_crypto::CryptoError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -53,6 +54,14 @@ pub struct Metrics {
     /// The two series of `dek_cache_lookups`, resolved once: every data-plane call counts one.
     dek_hits: Counter,
     dek_misses: Counter,
+    /// Attempts superseded by another credential (failover).
+    failovers: Counter,
+    /// Calls refused `rate_limited` (a limit, or every candidate cooling down).
+    rate_limited: Counter,
+    /// 1 while the shared limit store is unreachable and this node enforces its share.
+    limits_fallback: Gauge,
+    /// The live nodes a limit is divided by while [`Self::limits_fallback`] is 1.
+    limits_live_nodes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,7 +87,42 @@ impl Default for Metrics {
         );
         let dek_hits = dek_cache.get_or_create(&CacheLabels { result: "hit" }).clone();
         let dek_misses = dek_cache.get_or_create(&CacheLabels { result: "miss" }).clone();
-        Self { registry, kms_ops, kms_seconds, kms_failures, dek_hits, dek_misses }
+        let failovers = Counter::default();
+        let rate_limited = Counter::default();
+        let limits_fallback = Gauge::default();
+        let limits_live_nodes = Gauge::default();
+        registry.register(
+            "failovers",
+            "Attempts answered 429/401/403/5xx or unreachable, retried with another credential",
+            failovers.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Calls refused rate_limited (a limit reached, or every candidate cooling down)",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "limits_fallback",
+            "1 while the shared limit store (Redis) is unreachable and this node enforces its share of each limit",
+            limits_fallback.clone(),
+        );
+        registry.register(
+            "limits_live_nodes",
+            "Live nodes a limit is divided by while the shared limit store is unreachable",
+            limits_live_nodes.clone(),
+        );
+        Self {
+            registry,
+            kms_ops,
+            kms_seconds,
+            kms_failures,
+            dek_hits,
+            dek_misses,
+            failovers,
+            rate_limited,
+            limits_fallback,
+            limits_live_nodes,
+        }
     }
 }
 
@@ -99,6 +143,23 @@ impl Metrics {
     /// Count a data-plane DEK cache lookup.
     pub fn dek_cache_lookup(&self, hit: bool) {
         if hit { &self.dek_hits } else { &self.dek_misses }.inc();
+    }
+
+    /// Count an attempt superseded by another credential.
+    pub fn failover(&self) {
+        self.failovers.inc();
+    }
+
+    /// Count a call refused `rate_limited`.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    /// Whether this node enforces its share of each limit (the shared store is
+    /// unreachable), among `live_nodes`.
+    pub fn limits_fallback(&self, fallback: bool, live_nodes: u64) {
+        self.limits_fallback.set(i64::from(fallback));
+        self.limits_live_nodes.set(if fallback { i64::try_from(live_nodes).unwrap_or(i64::MAX) } else { 0 });
     }
 
     /// (hits, misses) of the data-plane DEK cache since the process started.

@@ -58,6 +58,7 @@ impl Vault {
                 rate_card: None,
                 budget: Default::default(),
                 controls: Default::default(),
+                limits: Default::default(),
                 created_at: Timestamp::now(),
             };
             let mut created = event(id, LifecycleKind::OrgCreated, id, actor);

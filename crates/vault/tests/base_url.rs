@@ -70,6 +70,10 @@ impl Env {
             base_url: Some(base_url.to_owned()),
             expires_at: None,
             priority: None,
+            weight: None,
+            rpm: None,
+            tpm: None,
+            verify: false,
         };
         let created = self.vault(which).create_credential(&Actor::System, "acme", new).await?;
         Ok(created.base_url.unwrap())

@@ -84,6 +84,10 @@ async fn a_keyring_migrates_into_another_backend_resumably() {
                 base_url: None,
                 expires_at: None,
                 priority: None,
+                weight: None,
+                rpm: None,
+                tpm: None,
+                verify: false,
             };
             creds.push(vault.create_credential(&Actor::System, "acme", new).await.unwrap());
         }

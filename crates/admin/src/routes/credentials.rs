@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use byok_crypto::ProviderSecret;
 use byok_domain::{Credential, ProviderId, ScopeInput, Timestamp};
-use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange, Vault};
+use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange, Vault, Verification};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::auth::Admin;
@@ -39,6 +39,26 @@ pub(crate) struct CreateCredentialRequest {
     /// Tie-breaker among equally specific credentials; higher wins. Default 0.
     #[serde(default)]
     priority: Option<i32>,
+    /// Its share of the calls among the admitting credentials of equal rank (same
+    /// specificity and priority: a pool), in proportion to the others' weights. Default 1.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    weight: Option<u16>,
+    /// The provider account's own calls-per-minute limit: byok paces the key to it and
+    /// moves on to another candidate instead of provoking the provider's 429.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    rpm: Option<u64>,
+    /// The provider account's own tokens-per-minute limit (input + output tokens).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    tpm: Option<u64>,
+    /// Verify the key with the provider's cheapest authenticated read before storing it
+    /// (audited, recorded as a `verified` event). A key the provider rejects (401/403) is
+    /// refused with 422 `credential_invalid` and nothing is stored; a provider that is
+    /// throttling or unreachable does not stop the creation. Default false.
+    #[serde(default)]
+    verify: bool,
 }
 
 /// `PATCH /v1/orgs/{org}/credentials/{cred}`
@@ -55,6 +75,20 @@ pub(crate) struct PatchCredentialRequest {
     /// New priority.
     #[serde(default)]
     priority: Option<i32>,
+    /// New weight (share of the calls within its pool).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
+    weight: Option<u16>,
+    /// New calls-per-minute pace of the provider account; `null` removes it; absent
+    /// leaves it.
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
+    rpm: Option<Option<u64>>,
+    /// New tokens-per-minute pace of the provider account; `null` removes it; absent
+    /// leaves it.
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
+    tpm: Option<Option<u64>>,
 }
 
 /// Distinguishes an absent field (outer `None`, via `default`) from `null` (`Some(None)`).
@@ -122,6 +156,10 @@ pub(crate) async fn create_in(
         base_url: body.base_url,
         expires_at: body.expires_at,
         priority: body.priority,
+        weight: body.weight,
+        rpm: body.rpm,
+        tpm: body.tpm,
+        verify: body.verify,
     };
     let credential = vault.create_credential(&admin.actor(), target.owner(), new).await?;
     Ok((StatusCode::CREATED, Json(credential)))
@@ -142,7 +180,14 @@ pub(crate) async fn update_in(
     cred: &str,
     body: PatchCredentialRequest,
 ) -> Result<Json<Credential>, ApiError> {
-    let patch = CredentialPatch { scope: body.scope, expires_at: body.expires_at, priority: body.priority };
+    let patch = CredentialPatch {
+        scope: body.scope,
+        expires_at: body.expires_at,
+        priority: body.priority,
+        weight: body.weight,
+        rpm: body.rpm,
+        tpm: body.tpm,
+    };
     Ok(Json(vault.update_credential(&admin.actor(), target.owner(), cred, patch).await?))
 }
 
@@ -156,6 +201,15 @@ pub(crate) async fn rotate_in(
     Ok(Json(vault.rotate_credential(&admin.actor(), target.owner(), cred, body.secret).await?))
 }
 
+pub(crate) async fn verify_in(
+    vault: &Vault,
+    admin: &Admin,
+    target: Target,
+    cred: &str,
+) -> Result<Json<Verification>, ApiError> {
+    Ok(Json(vault.verify_credential(&admin.actor(), target.owner(), cred).await?))
+}
+
 pub(crate) async fn state_in(
     vault: &Vault,
     admin: &Admin,
@@ -166,7 +220,9 @@ pub(crate) async fn state_in(
     Ok(Json(vault.change_credential_state(&admin.actor(), target.owner(), cred, change).await?))
 }
 
-/// Create a credential. The secret is sealed under a fresh DEK and never returned.
+/// Create a credential. The secret is sealed under a fresh DEK and never returned. With
+/// `"verify": true` the key is first tried against the provider: one it rejects is
+/// refused with 422 `credential_invalid` and nothing is stored.
 #[utoipa::path(post, path = "/v1/orgs/{org}/credentials", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name")), request_body = CreateCredentialRequest,
     responses((status = 201, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -203,7 +259,8 @@ pub(crate) async fn get_credential(
     show_in(&vault, Target::org(&vault, &admin, &org).await?, &cred).await
 }
 
-/// Change scope, expiry or priority.
+/// Change scope, expiry, priority, weight or the provider account's paces (`rpm`, `tpm`;
+/// `null` removes one).
 #[utoipa::path(patch, path = "/v1/orgs/{org}/credentials/{cred}", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
     request_body = PatchCredentialRequest,
@@ -231,6 +288,25 @@ pub(crate) async fn rotate_credential(
 ) -> Result<Json<Credential>, ApiError> {
     let target = Target::org(&vault, &admin, &org).await?;
     rotate_in(&vault, &admin, target, &cred, body).await
+}
+
+/// Verify the credential's current key with the provider's cheapest authenticated read
+/// (`GET /v1/models`, or `/v1beta/models` for Gemini; Bedrock: 422 for now). Audited like a
+/// call and recorded as a `verified` lifecycle event. A 401/403 makes the credential
+/// `failing` (skipped by resolution until rotated, enabled or verified again); a success
+/// clears that. The answer says what the provider said: `ok`, `invalid_key` (401/403),
+/// `rate_limited` (429/529) or `unreachable` (no answer, a timeout, a 5xx). Takes no body.
+#[utoipa::path(post, path = "/v1/orgs/{org}/credentials/{cred}/verify", tag = "credentials", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name")),
+    responses((status = 200, body = Verification), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub(crate) async fn verify_credential(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path((org, cred)): Path<(String, String)>,
+) -> Result<Json<Verification>, ApiError> {
+    let target = Target::org(&vault, &admin, &org).await?;
+    verify_in(&vault, &admin, target, &cred).await
 }
 
 async fn change_state(

@@ -15,26 +15,32 @@ pub(crate) struct HealthStatus {
     /// What is not ready, when not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// What runs otherwise than configured while the node is ready (rate limits enforced
+    /// per node because the shared limit store is unreachable, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    detail: Vec<String>,
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthStatus)))]
 pub(crate) async fn healthz() -> Json<HealthStatus> {
-    Json(HealthStatus { status: "ok", reason: None })
+    Json(HealthStatus { status: "ok", reason: None, detail: Vec::new() })
 }
 
 /// The store answers and can write, and the KMS is reachable. A store that cannot write
 /// (a full disk, a read-only database) is not ready: the reason says
 /// `store cannot write: …`. The write check runs at most once a second, however often
-/// this is asked.
+/// this is asked. While ready, `detail` says what runs otherwise than configured (rate
+/// limits enforced per node because the shared limit store is unreachable).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = HealthStatus), (status = 503, body = HealthStatus)))]
 pub(crate) async fn readyz(State(vault): State<Vault>) -> Response {
+    let detail = vault.data_plane_notices();
     match vault.check_ready().await {
-        Ok(()) => Json(HealthStatus { status: "ok", reason: None }).into_response(),
+        Ok(()) => Json(HealthStatus { status: "ok", reason: None, detail }).into_response(),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(HealthStatus { status: "unavailable", reason: Some(err.to_string()) }),
+            Json(HealthStatus { status: "unavailable", reason: Some(err.to_string()), detail }),
         )
             .into_response(),
     }

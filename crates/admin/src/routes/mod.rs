@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod billing;
 pub(crate) mod credentials;
 pub(crate) mod health;
+pub(crate) mod limits;
 pub(crate) mod orgs;
 pub(crate) mod platform;
 pub(crate) mod tokens;
@@ -32,6 +33,7 @@ pub(crate) fn router() -> Router<Vault> {
         )
         .route("/v1/orgs/{org}/budget", get(billing::get_budget).put(billing::put_budget))
         .route("/v1/orgs/{org}/controls", get(billing::get_controls).put(billing::put_controls))
+        .route("/v1/orgs/{org}/limits", get(limits::get_limits).put(limits::put_limits).delete(limits::delete_limits))
         .route("/v1/orgs/{org}/usage", get(billing::get_org_usage))
         .route("/v1/usage", get(billing::get_usage_report))
         .route(
@@ -43,6 +45,7 @@ pub(crate) fn router() -> Router<Vault> {
             get(platform::get_platform_credential).patch(platform::update_platform_credential),
         )
         .route("/v1/platform/credentials/{cred}/rotate", post(platform::rotate_platform_credential))
+        .route("/v1/platform/credentials/{cred}/verify", post(platform::verify_platform_credential))
         .route("/v1/platform/credentials/{cred}/disable", post(platform::disable_platform_credential))
         .route("/v1/platform/credentials/{cred}/enable", post(platform::enable_platform_credential))
         .route("/v1/platform/credentials/{cred}/revoke", post(platform::revoke_platform_credential))
@@ -61,6 +64,7 @@ pub(crate) fn router() -> Router<Vault> {
             get(credentials::get_credential).patch(credentials::update_credential),
         )
         .route("/v1/orgs/{org}/credentials/{cred}/rotate", post(credentials::rotate_credential))
+        .route("/v1/orgs/{org}/credentials/{cred}/verify", post(credentials::verify_credential))
         .route("/v1/orgs/{org}/credentials/{cred}/disable", post(credentials::disable_credential))
         .route("/v1/orgs/{org}/credentials/{cred}/enable", post(credentials::enable_credential))
         .route("/v1/orgs/{org}/credentials/{cred}/revoke", post(credentials::revoke_credential))

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::Credential;
 use byok_store::VerifyReport;
-use byok_vault::{CredentialDetail, Owner, StateChange, Vault};
+use byok_vault::{CredentialDetail, Owner, StateChange, Vault, Verification};
 
 use super::audit::{lifecycle_in, LifecycleResponse};
 use super::credentials::{
-    create_in, list_in, rotate_in, show_in, state_in, update_in, CreateCredentialRequest, CredentialList,
+    create_in, list_in, rotate_in, show_in, state_in, update_in, verify_in, CreateCredentialRequest, CredentialList,
     PatchCredentialRequest, RotateRequest, Target,
 };
 use crate::auth::Admin;
@@ -55,7 +55,7 @@ pub(crate) async fn get_platform_credential(
     show_in(&vault, Target::platform(&admin)?, &cred).await
 }
 
-/// Change a platform credential's scope, expiry or priority (operator only).
+/// Change a platform credential's scope, expiry, priority, weight or paces (operator only).
 #[utoipa::path(patch, path = "/v1/platform/credentials/{cred}", tag = "platform", security(("bearer" = [])),
     params(("cred" = String, Path, description = "credential id or name")), request_body = PatchCredentialRequest,
     responses((status = 200, body = Credential), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -81,6 +81,21 @@ pub(crate) async fn rotate_platform_credential(
     JsonBody(body): JsonBody<RotateRequest>,
 ) -> Result<Json<Credential>, ApiError> {
     rotate_in(&vault, &admin, Target::platform(&admin)?, &cred, body).await
+}
+
+/// Verify a platform credential's current key with the provider (operator only), as for
+/// an org's credential: audited, recorded as a `verified` event; a 401/403 makes it
+/// `failing`, a success clears that. Takes no body.
+#[utoipa::path(post, path = "/v1/platform/credentials/{cred}/verify", tag = "platform", security(("bearer" = [])),
+    params(("cred" = String, Path, description = "credential id or name")),
+    responses((status = 200, body = Verification), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn verify_platform_credential(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(cred): Path<String>,
+) -> Result<Json<Verification>, ApiError> {
+    verify_in(&vault, &admin, Target::platform(&admin)?, &cred).await
 }
 
 /// Disable a platform credential (operator only).

@@ -11,7 +11,7 @@ use byok_crypto::{LocalKeyring, TokenKind, TokenText};
 use byok_domain::ModelFamilyRegistry;
 use byok_store::testing::TestStore;
 use byok_store::Backend;
-use byok_vault::{KmsHandle, Vault, VaultPolicy};
+use byok_vault::{KeyProbe, KmsHandle, Vault, VaultPolicy};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -44,6 +44,16 @@ pub struct Answer {
 }
 
 pub async fn harness(t: TestStore) -> Harness {
+    harness_with(t, None).await
+}
+
+/// A harness whose vault has `probe` installed as the data plane's key probe (the admin
+/// API alone has none: verification then fails closed).
+pub async fn harness_with_probe(t: TestStore, probe: Arc<dyn KeyProbe>) -> Harness {
+    harness_with(t, Some(probe)).await
+}
+
+async fn harness_with(t: TestStore, probe: Option<Arc<dyn KeyProbe>>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let keyring = LocalKeyring::open(dir.path().join("keyring.json")).unwrap();
     let vault = Vault::new(
@@ -52,6 +62,9 @@ pub async fn harness(t: TestStore) -> Harness {
         ModelFamilyRegistry::seeded(),
         VaultPolicy::default(),
     );
+    if let Some(probe) = probe {
+        vault.set_key_probe(probe);
+    }
     let operator = TokenText::generate(TokenKind::Admin);
     vault.register_operator_token(&operator).await.unwrap();
     let router = byok_admin::router(vault);

@@ -8,7 +8,8 @@ use crate::api::{
     ApiRequest, Body, Confirm, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential,
 };
 use crate::cli::{
-    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, ScopeDimension, ScopeFlags,
+    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, PacingFlags, ScopeDimension,
+    ScopeFlags,
 };
 use crate::client::AdminClient;
 use crate::error::CliError;
@@ -43,6 +44,14 @@ pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Resu
                 view: View::Credential(CredentialAction::Rotated),
             }
         }
+        CredentialCommand::Verify(target) => Planned {
+            request: ApiRequest::new(
+                Method::POST,
+                &owner_path(&target.owner, &["credentials", &target.cred, "verify"])?,
+                None,
+            ),
+            view: View::Verification,
+        },
         CredentialCommand::Disable(target) => state_change(target, "disable")?,
         CredentialCommand::Enable(target) => state_change(target, "enable")?,
         CredentialCommand::Revoke(target) => Planned {
@@ -80,6 +89,10 @@ fn plan_add(args: &CredentialAddArgs, secrets: &mut SecretReader<'_>) -> Result<
                 base_url: args.base_url.clone(),
                 expires_at: args.expires_at.clone(),
                 priority: args.priority,
+                weight: args.pacing.weight,
+                rpm: args.pacing.rpm,
+                tpm: args.pacing.tpm,
+                verify: args.verify,
             }),
         ),
         view: View::Credential(CredentialAction::Added),
@@ -123,12 +136,14 @@ pub fn changes_scope(args: &CredentialUpdateArgs) -> bool {
 /// Refuse an update that changes nothing, or that cannot apply.
 pub fn check_update(args: &CredentialUpdateArgs) -> Result<(), CliError> {
     check_platform_scope(&args.owner, &args.scope)?;
-    if changes_scope(args) || args.expires_at.is_some() || args.no_expiry || args.priority.is_some() {
+    let PacingFlags { weight, rpm, tpm } = args.pacing;
+    let paces = weight.is_some() || rpm.is_some() || tpm.is_some() || args.no_rpm || args.no_tpm;
+    if changes_scope(args) || args.expires_at.is_some() || args.no_expiry || args.priority.is_some() || paces {
         Ok(())
     } else {
         Err(CliError::Usage(
             "nothing to update: give a scope flag (--model-family, --capability, --mode, --team, --workflow, \
-             --clear-scope), --expires-at/--no-expiry or --priority"
+             --clear-scope), --expires-at/--no-expiry, --priority, --weight, --rpm/--no-rpm or --tpm/--no-tpm"
                 .to_owned(),
         ))
     }
@@ -172,11 +187,24 @@ pub fn plan_update(args: &CredentialUpdateArgs, current: Option<&ScopeLists>) ->
         (None, true) => Some(None),
         (None, false) => None,
     };
+    // A pace given is set, `--no-…` removes it (`null`), neither leaves it.
+    let pace = |given: Option<u64>, remove: bool| match (given, remove) {
+        (Some(value), _) => Some(Some(value)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
     Ok(Planned {
         request: ApiRequest::new(
             Method::PATCH,
             &owner_path(&args.owner, &["credentials", &args.cred])?,
-            Some(Body::UpdateCredential(UpdateCredential { scope, expires_at, priority: args.priority })),
+            Some(Body::UpdateCredential(UpdateCredential {
+                scope,
+                expires_at,
+                priority: args.priority,
+                weight: args.pacing.weight,
+                rpm: pace(args.pacing.rpm, args.no_rpm),
+                tpm: pace(args.pacing.tpm, args.no_tpm),
+            })),
         ),
         view: View::Credential(CredentialAction::Updated),
     })
@@ -202,4 +230,16 @@ pub async fn plan_update_from_server(client: &AdminClient, args: &CredentialUpda
         None
     };
     plan_update(args, current.as_ref())
+}
+
+/// `Ok` when a verification answer says the provider accepted the key, else
+/// [`CliError::KeyNotAccepted`] (exit code 1) saying what the provider said. `cred`
+/// names the credential as given on the command line.
+pub fn verdict(cred: &str, answer: &Value) -> Result<(), CliError> {
+    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("no reason given").to_owned();
+    let status = answer.get("status").and_then(Value::as_u64).map(|status| status.to_string());
+    Err(CliError::KeyNotAccepted { cred: cred.to_owned(), reason, status })
 }

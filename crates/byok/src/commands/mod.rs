@@ -8,6 +8,7 @@ mod audit;
 mod billing;
 mod credential;
 mod kek;
+mod limits;
 mod org;
 mod team;
 mod token;
@@ -17,7 +18,7 @@ use crate::api::ApiRequest;
 use crate::cli::{AdminCommand, CredentialCommand, GlobalArgs, KekCommand, KmsCommand, OwnerFlags};
 use crate::client::{resolve_admin_token, AdminClient};
 use crate::error::CliError;
-use crate::output::{emit, render, render_json, View};
+use crate::output::{emit, render, render_for, render_json, View};
 use crate::secret_input::SecretReader;
 
 /// A request to send and how to show its answer.
@@ -45,6 +46,7 @@ pub fn plan(command: &AdminCommand, secrets: &mut SecretReader<'_>) -> Result<Pl
         }
         AdminCommand::Audit(cmd) => audit::plan(cmd),
         AdminCommand::Billing(cmd) => billing::plan(cmd),
+        AdminCommand::Limits(cmd) => limits::plan(cmd),
     }
 }
 
@@ -61,6 +63,8 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
         AdminCommand::Billing(cmd) => {
             billing::plan(cmd)?;
         }
+        // Not planned here: `limits set --file -` reads standard input once, when planned.
+        AdminCommand::Limits(cmd) => limits::check(cmd)?,
         _ => {}
     }
     if let AdminCommand::Audit(cmd) = command {
@@ -111,8 +115,17 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
         ) => kek::wait_for_rewrap(&client, org, answer, global.json).await?,
         _ => answer,
     };
-    let rendered = if global.json { render_json(&answer) } else { render(planned.view, &answer) };
-    emit(&rendered)
+    // A verification names its credential, and sets the exit code from the answer.
+    let verified = match command {
+        AdminCommand::Credential(CredentialCommand::Verify(target)) => Some(target.cred.as_str()),
+        _ => None,
+    };
+    let rendered = if global.json { render_json(&answer) } else { render_for(planned.view, verified, &answer) };
+    emit(&rendered)?;
+    match verified {
+        Some(cred) => credential::verdict(cred, &answer),
+        None => Ok(()),
+    }
 }
 
 /// `BYOK_ADMIN_TOKEN`, if set.

@@ -131,6 +131,95 @@ fn command_lines_become_requests() {
                        "priority": -1}),
             ),
         ),
+        // Pools: weight, the provider account's paces, verification first.
+        (
+            "credential add --org acme --name openai-2 --provider openai --weight 3 --rpm 500 --tpm 200000 --verify",
+            "sk-canary-argv-7d3a\n",
+            Request(
+                "POST",
+                "v1/orgs/acme/credentials",
+                json!({"name": "openai-2", "provider": "openai", "secret": CANARY,
+                       "scope": {"model_families": [], "capabilities": [], "modes": [], "teams": [], "workflows": []},
+                       "weight": 3, "rpm": 500, "tpm": 200000, "verify": true}),
+            ),
+        ),
+        (
+            "credential add --platform --name pool-2 --provider openai --weight 1000 --tpm 1000000000",
+            "sk-canary-argv-7d3a\n",
+            Request(
+                "POST",
+                "v1/platform/credentials",
+                json!({"name": "pool-2", "provider": "openai", "secret": CANARY,
+                       "scope": {"model_families": [], "capabilities": [], "modes": [], "teams": [], "workflows": []},
+                       "weight": 1000, "tpm": 1_000_000_000}),
+            ),
+        ),
+        ("credential add --org acme --name p --provider openai --weight 0", "sk-x", Error(&["--weight", "0"])),
+        ("credential add --org acme --name p --provider openai --weight 1001", "sk-x", Error(&["--weight", "1001"])),
+        (
+            "credential add --org acme --name p --provider openai --rpm 0",
+            "sk-x",
+            Error(&["--rpm", "from 1 to 1000000000"]),
+        ),
+        ("credential add --org acme --name p --provider openai --rpm 1.5", "sk-x", Error(&["--rpm", "1.5"])),
+        (
+            "credential add --org acme --name p --provider openai --tpm 1000000001",
+            "sk-x",
+            Error(&["--tpm", "from 1 to 1000000000"]),
+        ),
+        (
+            "credential add --org acme --name p --provider openai --no-rpm",
+            "sk-x",
+            Error(&["unexpected argument '--no-rpm'"]),
+        ),
+        (
+            "credential verify --org acme openai-prod",
+            "",
+            Request("POST", "v1/orgs/acme/credentials/openai-prod/verify", Value::Null),
+        ),
+        ("credential verify --platform pool", "", Request("POST", "v1/platform/credentials/pool/verify", Value::Null)),
+        ("credential verify openai-prod", "", Error(&["--org", "--platform"])),
+        ("credential verify --org acme", "", Error(&["<CRED>"])),
+        // Rate limits.
+        ("limits show --org acme", "", Request("GET", "v1/orgs/acme/limits", Value::Null)),
+        ("limits show", "", Error(&["--org"])),
+        ("limits clear --org acme", "", Request("DELETE", "v1/orgs/acme/limits", Value::Null)),
+        (
+            "limits set --org acme --org-rpm 600 --org-tpm 200000 --team research=rpm:60,tpm:50000 \
+             --team team_01JA=tpm:20000 --token tok_01JD7X3M5Q8V6N2K4T9R1B0C7E=rpm:10",
+            "",
+            Request(
+                "PUT",
+                "v1/orgs/acme/limits",
+                json!({"org": {"rpm": 600, "tpm": 200000},
+                       "teams": {"research": {"rpm": 60, "tpm": 50000}, "team_01JA": {"tpm": 20000}},
+                       "tokens": {"tok_01JD7X3M5Q8V6N2K4T9R1B0C7E": {"rpm": 10}}}),
+            ),
+        ),
+        (
+            "limits set --org acme --team research=tpm:5,rpm:1",
+            "",
+            Request("PUT", "v1/orgs/acme/limits", json!({"teams": {"research": {"rpm": 1, "tpm": 5}}})),
+        ),
+        ("limits set --org acme --org-tpm 7", "", Request("PUT", "v1/orgs/acme/limits", json!({"org": {"tpm": 7}}))),
+        ("limits set --org acme", "", Error(&["nothing to set", "byok limits clear --org acme"])),
+        ("limits set --org acme --org-rpm 0", "", Error(&["--org-rpm", "from 1 to 1000000000"])),
+        ("limits set --org acme --org-rpm -5", "", Error(&["--org-rpm", "'-5' is not a whole number"])),
+        ("credential add --org acme --name p --provider openai --weight -1", "sk-x", Error(&["--weight", "-1"])),
+        ("limits set --org acme --team research", "", Error(&["--team", "TEAM=LIMITS", "rpm:N"])),
+        ("limits set --org acme --team research=60", "", Error(&["--team", "rpm:N or tpm:N"])),
+        ("limits set --org acme --team research=rps:5", "", Error(&["--team", "'rps'", "neither rpm nor tpm"])),
+        ("limits set --org acme --team research=rpm:0", "", Error(&["--team", "rpm", "from 1 to 1000000000"])),
+        ("limits set --org acme --team research=rpm:1.5", "", Error(&["--team", "1.5"])),
+        ("limits set --org acme --team research=rpm:5,rpm:6", "", Error(&["--team", "rpm is given twice"])),
+        ("limits set --org acme --team =rpm:5", "", Error(&["--team", "names no team"])),
+        ("limits set --org acme --token =rpm:5", "", Error(&["--token", "names no token id"])),
+        (
+            "limits set --org acme --team research=rpm:5 --team research=tpm:9",
+            "",
+            Error(&["--team research", "more than once"]),
+        ),
+        ("limits set --org acme --file limits.json --org-rpm 5", "", Error(&["--file", "cannot be used with"])),
         // A secret is never a flag value.
         (
             "credential add --org acme --name p --provider openai --secret sk-canary-argv-7d3a",
@@ -564,6 +653,9 @@ fn update_merges_only_the_given_dimensions() {
                              "teams": [], "workflows": ["wf_01JB"]}}),
         ),
         ("--no-expiry", json!({"expires_at": null})),
+        ("--weight 3 --rpm 500 --no-tpm", json!({"weight": 3, "rpm": 500, "tpm": null})),
+        ("--no-rpm", json!({"rpm": null})),
+        ("--tpm 9000", json!({"tpm": 9000})),
         (
             "--expires-at 2031-05-01T00:00:00Z --priority -3",
             json!({"expires_at": "2031-05-01T00:00:00Z", "priority": -3}),
@@ -614,6 +706,21 @@ fn update_refuses_nonsense() {
 
     let both = update_args("--expires-at 2031-05-01T00:00:00Z --no-expiry").unwrap_err();
     assert!(both.contains("cannot be used with"), "{both}");
+    for (argv, needles) in [
+        ("--rpm 5 --no-rpm", &["--rpm", "--no-rpm", "cannot be used with"][..]),
+        ("--tpm 5 --no-tpm", &["--tpm", "--no-tpm", "cannot be used with"][..]),
+        ("--weight 0", &["--weight", "0"][..]),
+        ("--weight 1001", &["--weight", "1001"][..]),
+        ("--rpm 0", &["--rpm", "from 1 to 1000000000"][..]),
+        ("--verify", &["unexpected argument '--verify'"][..]),
+    ] {
+        let err = update_args(argv).unwrap_err();
+        for needle in needles {
+            assert!(err.contains(needle), "{argv}: '{needle}' not in: {err}");
+        }
+    }
+    let message = plan_update(&nothing, None).unwrap_err().to_string();
+    assert!(message.contains("--weight") && message.contains("--no-rpm"), "{message}");
     let bad_dim = update_args("--clear-scope=colours").unwrap_err();
     assert!(bad_dim.contains("colours") && bad_dim.contains("model-families"), "{bad_dim}");
     // `update` has no secret flags at all: rotation is its own command.
@@ -868,4 +975,57 @@ async fn replay_follows_next_and_prints_one_document() {
     server.join().unwrap();
     let document: Value = serde_json::from_str(&out.0).unwrap_or_else(|e| panic!("{e}: {}", out.0));
     assert_eq!(document["events"], json!([]));
+}
+
+#[test]
+fn limits_from_a_file_are_passed_on_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let document = json!({"org": {"rpm": 600}, "teams": {"research": {"tpm": 50000}}, "future": true});
+    let good = dir.path().join("limits.json");
+    std::fs::write(&good, serde_json::to_string_pretty(&document).unwrap()).unwrap();
+    let (method, path, body) = planned(&format!("limits set --org acme --file {}", good.display()), "").unwrap();
+    assert_eq!((method.as_str(), path.as_str()), ("PUT", "v1/orgs/acme/limits"));
+    // The admin API judges the document (an unknown field is its to refuse, naming it).
+    assert_eq!(body, document);
+
+    for (name, content, needles) in [
+        ("list.json", "[]", &["list.json", "not a limits document", "not a JSON object"][..]),
+        ("text.json", "org rpm 600", &["text.json", "not JSON"][..]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let err = planned(&format!("limits set --org acme --file {}", path.display()), "").unwrap_err();
+        for needle in needles {
+            assert!(err.contains(needle), "{name}: '{needle}' not in: {err}");
+        }
+    }
+    let missing = dir.path().join("missing.json");
+    let err = planned(&format!("limits set --org acme --file {}", missing.display()), "").unwrap_err();
+    assert!(err.contains("missing.json") && err.contains("cannot read the limits"), "{err}");
+}
+
+#[test]
+fn verification_sets_the_exit_code_and_says_what_to_do() {
+    let accepted = json!({"ok": true, "status": 200, "reason": "ok"});
+    assert!(super::credential::verdict("openai-prod", &accepted).is_ok());
+    let cases = [
+        (json!({"ok": false, "status": 401, "reason": "invalid_key"}), "invalid_key (HTTP 401", Some("rotate")),
+        (json!({"ok": false, "status": 429, "reason": "rate_limited"}), "rate_limited (HTTP 429", Some("again later")),
+        (
+            json!({"ok": false, "status": null, "reason": "unreachable"}),
+            "the provider did not answer",
+            Some("again later"),
+        ),
+        (json!({"status": 200}), "no reason given", None),
+    ];
+    for (answer, needle, hint) in cases {
+        let err = super::credential::verdict("openai-prod", &answer).unwrap_err();
+        assert_eq!(err.exit_code(), std::process::ExitCode::from(crate::error::EXIT_FAILURE));
+        let text = err.to_string();
+        assert!(text.contains("openai-prod") && text.contains(needle), "{answer}: {text}");
+        assert_eq!(err.hint("http://x").is_some(), hint.is_some(), "{answer}");
+        if let (Some(hint), Some(expected)) = (err.hint("http://x"), hint) {
+            assert!(hint.contains(expected), "{answer}: {hint}");
+        }
+    }
 }

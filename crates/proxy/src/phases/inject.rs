@@ -57,11 +57,21 @@ pub(crate) fn upstream_base<'a>(
     default: Option<&'static str>,
     config: &'a ProxyConfig,
 ) -> Result<&'a str, Refusal> {
+    base_for(credential.base_url.as_deref(), provider, default, config)
+}
+
+/// [`upstream_base`] for a credential's `base_url` (also one not stored yet).
+pub(crate) fn base_for<'a>(
+    base_url: Option<&'a str>,
+    provider: ProviderId,
+    default: Option<&'static str>,
+    config: &'a ProxyConfig,
+) -> Result<&'a str, Refusal> {
     let operator = config.upstreams.get(&provider);
     if let Some(base) = operator.filter(|base| base.overrides_credentials()) {
         return Ok(base.as_str());
     }
-    if let Some(base) = credential.base_url.as_deref() {
+    if let Some(base) = base_url {
         return Ok(base);
     }
     if let Some(base) = operator {

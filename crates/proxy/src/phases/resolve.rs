@@ -22,6 +22,8 @@ use byok_domain::{CallScope, Credential, CredentialId, CredentialOwner, Credenti
 
 use super::{Code, Refusal};
 use crate::cache::{CachedCredential, Directory, OrgSnapshot};
+use crate::health::{Availability, HealthBook};
+use crate::pools::PoolBook;
 
 /// Header pinning a credential by id or name.
 pub const CREDENTIAL_HEADER: &str = "x-byok-credential";
@@ -117,17 +119,36 @@ fn max_age(org: &OrgSnapshot) -> Option<u32> {
 enum Unresolved {
     /// The pool has no credential for the provider, or none admits the call by scope.
     NoneAdmits(Refusal, Option<Arc<CachedCredential>>),
-    /// Some admit the call by scope, but none can be used now.
+    /// Some admit the call by scope, but none can be used now (state, age), or every
+    /// usable one is cooling down or failing (health), or was tried already.
     Unusable(Refusal, Arc<CachedCredential>),
 }
 
-/// The most preferred usable credential of `pool` that admits `call`.
+/// What resolution needs besides the snapshot: this node's key health and pool rotation,
+/// and the credentials this call already tried (failover).
+pub(crate) struct Selector<'a> {
+    pub(crate) health: &'a HealthBook,
+    pub(crate) pools: &'a PoolBook,
+    pub(crate) tried: &'a [CredentialId],
+}
+
+/// A rank: specificity, then priority. Credentials of equal rank form a pool.
+fn rank(credential: &Credential) -> (byok_domain::Specificity, i32) {
+    (credential.scope.specificity(), credential.priority)
+}
+
+/// The usable credentials of `pool` that admit `call`, in the order they should be
+/// tried: the most specific rank first, and in it the pool's weighted pick first, then
+/// the rest of that rank; then the next rank. Cooling, failing and already tried
+/// credentials are left out; when that leaves none, the refusal says why
+/// (`rate_limited` with the soonest end of a cooldown, `credential_failing`).
 fn choose(
     pool: &[Arc<CachedCredential>],
     call: &CallScope,
     max_age_days: Option<u32>,
     now: Timestamp,
-) -> Result<Arc<CachedCredential>, Unresolved> {
+    selector: &Selector<'_>,
+) -> Result<Vec<Arc<CachedCredential>>, Unresolved> {
     let mut candidates: Vec<&Arc<CachedCredential>> =
         pool.iter().filter(|c| c.credential.provider == call.provider).collect();
     if candidates.is_empty() {
@@ -140,19 +161,98 @@ fn choose(
     candidates.sort_by(|a, b| preference(&b.credential, &a.credential));
     let admitting: Vec<&Arc<CachedCredential>> =
         candidates.iter().copied().filter(|c| scope_refusal(&c.credential, call).is_none()).collect();
-    if let Some(chosen) = admitting.iter().find(|c| state_refusal(&c.credential, max_age_days, now).is_none()) {
-        return Ok(Arc::clone(chosen));
+    let usable: Vec<&Arc<CachedCredential>> =
+        admitting.iter().copied().filter(|c| state_refusal(&c.credential, max_age_days, now).is_none()).collect();
+    if usable.is_empty() {
+        if let Some(best) = admitting.first() {
+            // Every credential whose scope admits the call is unusable: say why for the best.
+            let refusal = state_refusal(&best.credential, max_age_days, now)
+                .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no usable credential"));
+            return Err(Unresolved::Unusable(refusal, Arc::clone(best)));
+        }
+        let best = candidates[0];
+        let refusal = scope_refusal(&best.credential, call)
+            .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no credential admits this call"));
+        return Err(Unresolved::NoneAdmits(refusal, Some(Arc::clone(best))));
     }
-    if let Some(best) = admitting.first() {
-        // Every credential whose scope admits the call is unusable: say why for the best.
-        let refusal = state_refusal(&best.credential, max_age_days, now)
-            .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no usable credential"));
-        return Err(Unresolved::Unusable(refusal, Arc::clone(best)));
+    let untried: Vec<&Arc<CachedCredential>> =
+        usable.iter().copied().filter(|c| !selector.tried.contains(&c.credential.id)).collect();
+    let Some(first_untried) = untried.first() else {
+        return Err(Unresolved::Unusable(
+            Refusal::new(Code::NoCredential, "every credential that admits this call was tried"),
+            Arc::clone(usable[0]),
+        ));
+    };
+    let first_untried = Arc::clone(first_untried);
+
+    let mut ordered = Vec::with_capacity(untried.len());
+    let mut soonest: Option<Timestamp> = None;
+    let mut failing = Vec::new();
+    let mut start = 0;
+    while start < untried.len() {
+        let this_rank = rank(&untried[start].credential);
+        let end =
+            untried[start..].iter().position(|c| rank(&c.credential) != this_rank).map_or(untried.len(), |n| start + n);
+        // This rank's members in a fixed order (the pool's identity), with whether each
+        // may be tried now.
+        let mut members: Vec<&Arc<CachedCredential>> = untried[start..end].to_vec();
+        members.sort_by_key(|c| c.credential.id);
+        let mut ready = Vec::with_capacity(members.len());
+        for member in members {
+            let credential = &member.credential;
+            match selector.health.availability(&credential.id, credential.version, credential.health.is_failing()) {
+                Availability::Ready | Availability::Probe => ready.push(member),
+                Availability::Cooling { until } => soonest = Some(soonest.map_or(until, |s| s.min(until))),
+                Availability::Failing => failing.push(member),
+            }
+        }
+        let weights: Vec<(CredentialId, u16)> =
+            ready.iter().map(|c| (c.credential.id, c.credential.weight.max(1))).collect();
+        if let Some(pick) = selector.pools.pick(&weights) {
+            ordered.push(Arc::clone(ready[pick]));
+            // The others of the rank follow, heaviest first (the order a failover or a
+            // paced key moves on in).
+            let mut rest: Vec<&Arc<CachedCredential>> =
+                ready.iter().enumerate().filter(|(i, _)| *i != pick).map(|(_, c)| *c).collect();
+            rest.sort_by_key(|c| std::cmp::Reverse(c.credential.weight));
+            ordered.extend(rest.into_iter().map(Arc::clone));
+        }
+        start = end;
     }
-    let best = candidates[0];
-    let refusal = scope_refusal(&best.credential, call)
-        .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no credential admits this call"));
-    Err(Unresolved::NoneAdmits(refusal, Some(Arc::clone(best))))
+    if !ordered.is_empty() {
+        return Ok(ordered);
+    }
+    let refusal = match soonest {
+        Some(until) => {
+            let wait = until.as_micros().saturating_sub(Timestamp::now().as_micros());
+            let secs = u64::try_from(wait).unwrap_or(0).div_ceil(1_000_000).max(1);
+            Refusal::new(
+                Code::RateLimited,
+                format!(
+                    "every {} credential that admits this call is cooling down after the provider throttled it; \
+                     retry in {secs} s",
+                    call.provider
+                ),
+            )
+            .with_retry_after(secs)
+        }
+        None => {
+            let names: Vec<String> =
+                failing.iter().map(|c| format!("{} ({})", c.credential.id, c.credential.name)).collect();
+            Refusal::new(
+                Code::CredentialFailing,
+                format!(
+                    "the provider rejected every credential that admits this call: {}; rotate or verify them",
+                    names.join(", ")
+                ),
+            )
+        }
+    };
+    Err(Unresolved::Unusable(refusal, first_untried))
+}
+
+fn owned(list: Vec<Arc<CachedCredential>>, owner: CredentialOwner) -> Vec<Resolved> {
+    list.into_iter().map(|credential| Resolved { credential, owner }).collect()
 }
 
 fn refused(refusal: Refusal, credential: Option<Arc<CachedCredential>>, owner: CredentialOwner) -> ResolveRefusal {
@@ -170,7 +270,8 @@ pub(crate) fn resolve_credential(
     pin: Option<&str>,
     pinned_elsewhere: Option<(Arc<CachedCredential>, CredentialOwner)>,
     now: Timestamp,
-) -> Result<Resolved, ResolveRefusal> {
+    selector: &Selector<'_>,
+) -> Result<Vec<Resolved>, ResolveRefusal> {
     let tier = org.org.tier;
     if let Some(reference) = pin {
         let (pinned, owner) = find_pinned(org, reference)
@@ -199,14 +300,15 @@ pub(crate) fn resolve_credential(
         }
         let age = if owner == CredentialOwner::Org { max_age(org) } else { None };
         let refusal = scope_refusal(&pinned.credential, call).or_else(|| state_refusal(&pinned.credential, age, now));
+        // A pin is used whatever its health, and never fails over.
         return match refusal {
             Some(refusal) => Err(refused(refusal, Some(pinned), owner)),
-            None => Ok(Resolved { credential: pinned, owner }),
+            None => Ok(vec![Resolved { credential: pinned, owner }]),
         };
     }
 
-    let own = match choose(&org.credentials, call, max_age(org), now) {
-        Ok(credential) => return Ok(Resolved { credential, owner: CredentialOwner::Org }),
+    let own = match choose(&org.credentials, call, max_age(org), now, selector) {
+        Ok(list) => return Ok(owned(list, CredentialOwner::Org)),
         Err(Unresolved::Unusable(refusal, best)) => return Err(refused(refusal, Some(best), CredentialOwner::Org)),
         Err(Unresolved::NoneAdmits(refusal, best)) => (refusal, best),
     };
@@ -219,8 +321,8 @@ pub(crate) fn resolve_credential(
         return Err(own_refusal(own));
     }
     let Some(platform) = platform else { return Err(own_refusal(own)) };
-    match choose(&platform.credentials, call, None, now) {
-        Ok(credential) => Ok(Resolved { credential, owner: CredentialOwner::Platform }),
+    match choose(&platform.credentials, call, None, now, selector) {
+        Ok(list) => Ok(owned(list, CredentialOwner::Platform)),
         Err(Unresolved::Unusable(refusal, best)) | Err(Unresolved::NoneAdmits(refusal, Some(best))) => {
             let message = format!(
                 "no {} credential of org {} admits this call ({}), nor does the platform pool: {}",
@@ -241,6 +343,11 @@ mod tests {
     };
 
     use super::*;
+
+    /// A fresh node's health and pools, nothing tried yet.
+    fn selector() -> Selector<'static> {
+        Selector { health: Box::leak(Box::default()), pools: Box::leak(Box::default()), tried: &[] }
+    }
 
     struct Fixture {
         org: OrgSnapshot,
@@ -268,6 +375,10 @@ mod tests {
             version_created_at: created,
             owner: CredentialOwner::Org,
             rotate_by: None,
+            weight: 1,
+            rpm: None,
+            tpm: None,
+            health: Default::default(),
         }))
     }
 
@@ -284,6 +395,7 @@ mod tests {
             rate_card: None,
             budget: Default::default(),
             controls: OrgControls::default(),
+            limits: Default::default(),
             created_at: Timestamp::now(),
         }
     }
@@ -321,8 +433,8 @@ mod tests {
 
     /// The chosen credential's name and owner, or the refusal's code.
     fn resolve(f: &Fixture, call: &CallScope, pin: Option<&str>) -> Result<(String, CredentialOwner), Code> {
-        resolve_credential(&f.org, Some(&f.platform), call, pin, None, Timestamp::now())
-            .map(|r| (r.credential.credential.name.as_str().to_owned(), r.owner))
+        resolve_credential(&f.org, Some(&f.platform), call, pin, None, Timestamp::now(), &selector())
+            .map(|r| (r[0].credential.credential.name.as_str().to_owned(), r[0].owner))
             .map_err(|r| r.refusal.code)
     }
 
@@ -331,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn most_specific_wins_then_priority_then_newest() {
+    fn most_specific_wins_then_priority_then_the_pool_shares() {
         let f = fixture(|team, wf| {
             vec![
                 credential("org-wide", ProviderId::Openai, Scope::default(), 100, 0),
@@ -360,7 +472,141 @@ mod tests {
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("family".into()));
         let mut other_model = call(&f, ProviderId::Openai, false);
         other_model.model_family = None;
-        assert_eq!(chosen(&f, &other_model, None), Ok("new-high".into()));
+        // old-high and new-high are of equal rank: a pool, sharing the calls (the
+        // selector is fresh per call here, so share with one selector instead).
+        let sel = selector();
+        let picks: Vec<String> = (0..4)
+            .map(|_| {
+                resolve_credential(&f.org, Some(&f.platform), &other_model, None, None, Timestamp::now(), &sel).unwrap()
+                    [0]
+                .credential
+                .credential
+                .name
+                .as_str()
+                .to_owned()
+            })
+            .collect();
+        assert_eq!(picks.iter().filter(|p| *p == "old-high").count(), 2, "{picks:?}");
+        assert_eq!(picks.iter().filter(|p| *p == "new-high").count(), 2, "{picks:?}");
+    }
+
+    fn weighted(name: &str, weight: u16, scope: Scope) -> Arc<CachedCredential> {
+        let cached = credential(name, ProviderId::Openai, scope, 0, 0);
+        let mut credential = cached.credential.clone();
+        credential.weight = weight;
+        Arc::new(CachedCredential::new(credential))
+    }
+
+    fn names(list: &[Resolved]) -> Vec<&str> {
+        list.iter().map(|r| r.credential.credential.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_pool_shares_calls_by_weight_and_lists_the_rest_for_failover() {
+        let f = fixture(|team, _| {
+            vec![
+                weighted("a", 3, Scope::default()),
+                weighted("b", 1, Scope::default()),
+                weighted("team", 1, Scope { teams: vec![team], ..Scope::default() }),
+            ]
+        });
+        let mut scope = call(&f, ProviderId::Openai, false);
+        scope.team = TeamId::generate(); // not the team: only the org-wide pool admits
+        let sel = selector();
+        let mut counts = HashMap::new();
+        for _ in 0..100 {
+            let list = resolve_credential(&f.org, None, &scope, None, None, Timestamp::now(), &sel).unwrap();
+            assert_eq!(list.len(), 2);
+            *counts.entry(names(&list)[0].to_owned()).or_insert(0) += 1;
+        }
+        assert_eq!(counts["a"], 75);
+        assert_eq!(counts["b"], 25);
+    }
+
+    #[test]
+    fn cooling_and_failing_keys_are_skipped_and_named_when_none_is_left() {
+        let f = fixture(|_, _| {
+            vec![weighted("a", 1, Scope::default()), credential("low", ProviderId::Openai, Scope::default(), -5, 0)]
+        });
+        let scope = call(&f, ProviderId::Openai, false);
+        let sel = selector();
+        let id =
+            |name: &str| f.org.credentials.iter().find(|c| c.credential.name.as_str() == name).unwrap().credential.id;
+        sel.health.observe(
+            &id("a"),
+            1,
+            crate::health::Observed::Throttled(Some(std::time::Duration::from_secs(30))),
+            Some(429),
+        );
+        // The throttled key is skipped: the next rank serves.
+        let list = resolve_credential(&f.org, None, &scope, None, None, Timestamp::now(), &sel).unwrap();
+        assert_eq!(names(&list), ["low"]);
+        // Both cooling: rate_limited with the soonest end.
+        sel.health.observe(
+            &id("low"),
+            1,
+            crate::health::Observed::Throttled(Some(std::time::Duration::from_secs(7))),
+            Some(429),
+        );
+        let refused = resolve_credential(&f.org, None, &scope, None, None, Timestamp::now(), &sel).unwrap_err();
+        assert_eq!(refused.refusal.code, Code::RateLimited);
+        let retry = refused.refusal.retry_after.unwrap();
+        assert!((6..=7).contains(&retry), "{retry}");
+        // Both rejected by the provider: credential_failing naming them.
+        let sel = selector();
+        sel.health.observe(&id("a"), 1, crate::health::Observed::Rejected(401), Some(401));
+        sel.health.observe(&id("low"), 1, crate::health::Observed::Rejected(403), Some(403));
+        let refused = resolve_credential(&f.org, None, &scope, None, None, Timestamp::now(), &sel).unwrap_err();
+        assert_eq!(refused.refusal.code, Code::CredentialFailing);
+        assert!(refused.refusal.message.contains("(a)") && refused.refusal.message.contains("(low)"));
+        // A pin is used whatever its health.
+        let pinned = resolve_credential(&f.org, None, &scope, Some("a"), None, Timestamp::now(), &sel).unwrap();
+        assert_eq!(names(&pinned), ["a"]);
+    }
+
+    #[test]
+    fn failover_follows_the_same_rule() {
+        // The only other key is bound to another team, another family, or (katman-b) in the
+        // platform pool: after the first is tried, nothing is left.
+        let f = fixture_with(
+            Tier::KatmanB,
+            |_, _| {
+                vec![
+                    credential("mine", ProviderId::Openai, Scope::default(), 0, 0),
+                    credential(
+                        "other-team",
+                        ProviderId::Openai,
+                        Scope { teams: vec![TeamId::generate()], ..Scope::default() },
+                        9,
+                        0,
+                    ),
+                    credential(
+                        "other-family",
+                        ProviderId::Openai,
+                        Scope { model_families: vec!["o1".into()], ..Scope::default() },
+                        9,
+                        0,
+                    ),
+                ]
+            },
+            vec![credential("platform", ProviderId::Openai, Scope::default(), 0, 0)],
+        );
+        let scope = call(&f, ProviderId::Openai, false);
+        let first =
+            resolve_credential(&f.org, Some(&f.platform), &scope, None, None, Timestamp::now(), &selector()).unwrap();
+        assert_eq!(names(&first), ["mine"]);
+        let tried = [first[0].credential.credential.id];
+        let sel = Selector { tried: &tried, ..selector() };
+        let refused =
+            resolve_credential(&f.org, Some(&f.platform), &scope, None, None, Timestamp::now(), &sel).unwrap_err();
+        assert_eq!(refused.refusal.code, Code::NoCredential);
+        // katman-a: the platform pool serves only when no own credential admits the call,
+        // so a tried own key does not move the call to the platform either.
+        let mut f = f;
+        f.org.org.tier = Tier::KatmanA;
+        let refused =
+            resolve_credential(&f.org, Some(&f.platform), &scope, None, None, Timestamp::now(), &sel).unwrap_err();
+        assert_eq!(refused.refusal.code, Code::NoCredential);
     }
 
     #[test]
@@ -386,6 +632,7 @@ mod tests {
             Some("openai-only"),
             None,
             Timestamp::now(),
+            &selector(),
         )
         .unwrap_err();
         assert_eq!(refused.refusal.code, Code::ScopeDenied);
@@ -548,6 +795,7 @@ mod tests {
             None,
             None,
             Timestamp::now(),
+            &selector(),
         )
         .unwrap_err();
         assert_eq!(refused.refusal.code, Code::ScopeDenied);
@@ -568,7 +816,8 @@ mod tests {
         };
         f.org.credentials = vec![aged("old", 31)];
         let refused =
-            resolve_credential(&f.org, None, &call(&f, ProviderId::Openai, false), None, None, now).unwrap_err();
+            resolve_credential(&f.org, None, &call(&f, ProviderId::Openai, false), None, None, now, &selector())
+                .unwrap_err();
         assert_eq!(refused.refusal.code, Code::RotationRequired);
         assert!(refused.refusal.message.contains("30 days"), "{}", refused.refusal.message);
         // A fresh one of equal rank serves instead; the same limit on katman-b does nothing.

@@ -172,6 +172,27 @@ pub struct Env {
     pub org: Org,
     pub team: Team,
     stop: watch::Sender<bool>,
+    /// The data plane's configuration (a second node starts from it).
+    pub config: ProxyConfig,
+}
+
+/// Serve a data plane over `vault` until `stopped`: its URL and sidecar.
+async fn serve_node(
+    t: &TestStore,
+    vault: &Vault,
+    config: ProxyConfig,
+    stopped: watch::Receiver<bool>,
+) -> (String, Sidecar) {
+    let (audit, _task) = AuditWriter::spawn(t.store().clone(), AuditConfig::default());
+    let sidecar = Sidecar::new(vault.clone(), audit, config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    sidecar.spawn_change_watcher(stopped.clone());
+    let mut until = stopped;
+    tokio::spawn(byok_proxy::serve(listener, sidecar.clone(), async move {
+        let _ = until.wait_for(|s| *s).await;
+    }));
+    (proxy, sidecar)
 }
 
 pub fn actor() -> Actor {
@@ -196,11 +217,13 @@ impl Env {
     ) -> Env {
         log_buffer();
         let keys = Keys::new();
+        // The env's keys, plus any the test's config names (more keys for pools).
+        let with = |key: &String, more: &[String]| std::iter::once(key.clone()).chain(more.iter().cloned()).collect();
         let mock = MockProvider::start(MockConfig {
-            openai_keys: vec![keys.openai.clone()],
-            anthropic_keys: vec![keys.anthropic.clone()],
-            gemini_keys: vec![keys.gemini.clone()],
-            azure_keys: vec![keys.azure.clone()],
+            openai_keys: with(&keys.openai, &mock_config.openai_keys),
+            anthropic_keys: with(&keys.anthropic, &mock_config.anthropic_keys),
+            gemini_keys: with(&keys.gemini, &mock_config.gemini_keys),
+            azure_keys: with(&keys.azure, &mock_config.azure_keys),
             ..mock_config
         })
         .await
@@ -232,16 +255,8 @@ impl Env {
             config.upstreams.insert(provider, UpstreamBase::parse(&mock.base_url()).unwrap());
         }
         tune(&mut config);
-        let (audit, _task) = AuditWriter::spawn(t.store().clone(), AuditConfig::default());
-        let sidecar = Sidecar::new(vault.clone(), audit, config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = watch::channel(false);
-        sidecar.spawn_change_watcher(stopped.clone());
-        let mut until = stopped;
-        tokio::spawn(byok_proxy::serve(listener, sidecar, async move {
-            let _ = until.wait_for(|s| *s).await;
-        }));
+        let (proxy, _) = serve_node(&t, &vault, config.clone(), stopped).await;
         let org = vault.create_org(&actor(), &format!("org-{}", ulid::Ulid::new()), Tier::KatmanB).await.unwrap();
         let team = vault.create_team(&actor(), &org.id.to_string(), "research").await.unwrap();
         Env {
@@ -257,7 +272,29 @@ impl Env {
             org,
             team,
             stop,
+            config,
         }
+    }
+
+    /// Another node on the same store and KMS (its own vault, caches, key health and
+    /// audit writer), serving the data plane until the env stops: its URL and sidecar.
+    pub async fn second_node(&self, tune: impl FnOnce(&mut ProxyConfig)) -> (String, Sidecar) {
+        let vault = Vault::new(
+            self.t.store().clone(),
+            KmsHandle::new(Arc::clone(&self.kms) as Arc<dyn Kms>, 4)
+                .with_kms(
+                    byok_domain::KmsName::parse(CUSTOMER_KMS).unwrap(),
+                    Arc::clone(&self.customer) as Arc<dyn Kms>,
+                    2,
+                )
+                .with_timeout(KMS_TIMEOUT),
+            ModelFamilyRegistry::seeded(),
+            VaultPolicy { allow_plain_http_base_url: true, ..VaultPolicy::default() }
+                .allow_host(ProviderId::AzureOpenai, HostPattern::parse("127.0.0.1").unwrap()),
+        );
+        let mut config = self.config.clone();
+        tune(&mut config);
+        serve_node(&self.t, &vault, config, self.stop.subscribe()).await
     }
 
     /// A credential for `provider` with `scope`, holding the key the mock accepts.
@@ -282,6 +319,10 @@ impl Env {
             base_url,
             expires_at: None,
             priority: None,
+            weight: None,
+            rpm: None,
+            tpm: None,
+            verify: false,
         };
         self.vault.create_credential(&actor(), &self.org.id.to_string(), new).await.unwrap()
     }
@@ -334,6 +375,10 @@ impl Env {
             base_url,
             expires_at,
             priority: None,
+            weight: None,
+            rpm: None,
+            tpm: None,
+            verify: false,
         };
         let id;
         let owner = match org {
