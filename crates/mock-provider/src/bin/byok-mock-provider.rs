@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use byok_mock_provider::{MockConfig, MockProvider};
+use byok_mock_provider::{KeyFault, MockConfig, MockProvider};
 use clap::Parser;
 
 /// A mock of the OpenAI, Anthropic, Gemini and Azure OpenAI APIs.
@@ -39,6 +39,20 @@ struct Args {
     /// Quote wrong keys whole in OpenAI-family 401 messages instead of masking them.
     #[arg(long)]
     echo_full_key_in_401: bool,
+    /// Give a key the provider's own rate limit, `KEY=N` requests per minute (repeatable):
+    /// past it, 429 with the provider's `Retry-After` and reset headers.
+    #[arg(long = "key-rpm", value_parser = key_rpm)]
+    key_rpm: Vec<(String, u32)>,
+    /// Answer every request with this key 401, as a provider does for a revoked key
+    /// (repeatable).
+    #[arg(long = "revoked-key")]
+    revoked_keys: Vec<String>,
+}
+
+fn key_rpm(text: &str) -> Result<(String, u32), String> {
+    let (key, rpm) = text.split_once('=').ok_or_else(|| format!("expected KEY=RPM, not '{text}'"))?;
+    let rpm = rpm.parse::<u32>().map_err(|e| format!("RPM in '{text}': {e}"))?;
+    Ok((key.to_owned(), rpm))
 }
 
 #[tokio::main]
@@ -60,6 +74,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for (key, rpm) in args.key_rpm {
+        mock.set_key_fault(&key, KeyFault::RateLimit { requests_per_minute: rpm, tokens_per_minute: None });
+    }
+    for key in args.revoked_keys {
+        mock.set_key_fault(&key, KeyFault::Revoked);
+    }
     let mut stdout = std::io::stdout();
     if writeln!(stdout, "listening on {}", mock.addr()).and_then(|()| stdout.flush()).is_err() {
         // Whoever waits for the address line is gone; keep serving regardless.

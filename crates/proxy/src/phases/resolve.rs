@@ -3,9 +3,10 @@
 //! Candidates are the org's credentials for the call's provider. A pin
 //! (`x-byok-credential`) must name one that is usable and admits the call, or the call
 //! is refused naming why. Without a pin the most specific admitting, active, unexpired
-//! credential wins: workflow-bound over team-bound over org-wide, then more restricted
-//! dimensions, then higher priority, then newer, then the larger id — a total order,
-//! so the choice is deterministic.
+//! credentials win: workflow-bound over team-bound over org-wide, then more restricted
+//! dimensions, then higher priority. Credentials of equal rank form a pool that shares
+//! the calls by weight (deterministic given the pool's rotation state); keys cooling down
+//! or failing are skipped, and the rest follow in order, for failover.
 //!
 //! Tiers: a katman-a call that *no* credential of its org admits by scope resolves among
 //! the platform pool's credentials the same way (their model-family, capability and
