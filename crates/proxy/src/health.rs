@@ -55,8 +55,9 @@ pub(crate) enum Observed {
 pub(crate) enum Availability {
     /// Use it.
     Ready,
-    /// Its circuit is half-open and this call is the one probe: use it.
-    Probe,
+    /// Its circuit is half-open: the one call that [claims](HealthBook::claim) the probe
+    /// may use it.
+    ProbeDue,
     /// Skip it until `until` (wall clock, for `Retry-After`).
     Cooling { until: Timestamp },
     /// The provider rejected it: skip it.
@@ -110,8 +111,9 @@ impl HealthBook {
     }
 
     /// Whether version `version` of `credential` may be tried now; `durable_failing` is
-    /// the snapshot's state (which, once there, replaces this node's bridge). Taking a
-    /// half-open circuit's probe is a claim: one call gets it.
+    /// the snapshot's state (which, once there, replaces this node's bridge). Nothing is
+    /// claimed here: a call [claims](Self::claim) the probe of a half-open circuit only
+    /// when it is about to use that credential.
     pub(crate) fn availability(&self, credential: &CredentialId, version: u32, durable_failing: bool) -> Availability {
         let now = Instant::now();
         self.with(|entries| {
@@ -135,8 +137,7 @@ impl HealthBook {
                         // Another call is probing: wait for its verdict.
                         Availability::Cooling { until: Timestamp::now() }
                     } else {
-                        entry.probing = Some(now);
-                        Availability::Probe
+                        Availability::ProbeDue
                     }
                 }
                 Some(_) => {
@@ -145,6 +146,24 @@ impl HealthBook {
                 }
                 None => Availability::Ready,
             }
+        })
+    }
+
+    /// A call is about to use `credential`: if its circuit is half-open, this call takes
+    /// the one probe, or — when another call holds it — may not use it (`false`).
+    pub(crate) fn claim(&self, credential: &CredentialId) -> bool {
+        let now = Instant::now();
+        self.with(|entries| {
+            let Some(entry) = entries.get_mut(credential) else { return true };
+            let half_open = entry.circuit_open && entry.until.is_some_and(|(until, _)| now >= until);
+            if !half_open {
+                return true;
+            }
+            if entry.probing.is_some_and(|since| now.duration_since(since) < PROBE_TIMEOUT) {
+                return false;
+            }
+            entry.probing = Some(now);
+            true
         })
     }
 
@@ -412,13 +431,18 @@ mod tests {
         assert!(matches!(book.availability(&id, 1, false), Availability::Cooling { .. }));
         // The open period ends: one call probes, the others wait for it.
         book.with(|e| e.get_mut(&id).unwrap().until = Some((Instant::now(), Timestamp::now())));
-        assert_eq!(book.availability(&id, 1, false), Availability::Probe);
+        // Looking does not take the probe; the first call to use it does.
+        assert_eq!(book.availability(&id, 1, false), Availability::ProbeDue);
+        assert_eq!(book.availability(&id, 1, false), Availability::ProbeDue);
+        assert!(book.claim(&id));
+        assert!(!book.claim(&id));
         assert!(matches!(book.availability(&id, 1, false), Availability::Cooling { .. }));
         // The probe fails: open again.
         book.observe(&id, 1, Observed::Failed, Some(503));
         assert!(matches!(book.availability(&id, 1, false), Availability::Cooling { .. }));
         book.with(|e| e.get_mut(&id).unwrap().until = Some((Instant::now(), Timestamp::now())));
-        assert_eq!(book.availability(&id, 1, false), Availability::Probe);
+        assert_eq!(book.availability(&id, 1, false), Availability::ProbeDue);
+        assert!(book.claim(&id));
         book.observe(&id, 1, Observed::Served, Some(200));
         assert_eq!(book.availability(&id, 1, false), Availability::Ready);
     }

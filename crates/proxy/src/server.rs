@@ -408,26 +408,30 @@ impl Inner {
         }
     }
 
-    /// The first of `candidates` (in resolution order) whose own rpm/tpm pace has room;
+    /// The first of `candidates` (in resolution order) that may be used now — its circuit's
+    /// probe, if half-open, taken by this call — and whose own rpm/tpm pace has room;
     /// `rate_limited` when none has.
     async fn paced(&self, candidates: Vec<Resolved>) -> Result<Resolved, (Refusal, Option<Resolved>)> {
         let mut soonest: Option<Exceeded> = None;
         let mut first: Option<Resolved> = None;
         for candidate in candidates {
             let credential = &candidate.credential.credential;
-            if credential.rpm.is_none() && credential.tpm.is_none() {
-                return Ok(candidate);
-            }
-            let subject = [(credential_limit_key(&credential.id), Limit { rpm: credential.rpm, tpm: credential.tpm })];
-            match self.limiter.admit(&subject).await {
-                Ok(()) => return Ok(candidate),
-                Err(exceeded) => {
+            if credential.rpm.is_some() || credential.tpm.is_some() {
+                let limit = Limit { rpm: credential.rpm, tpm: credential.tpm };
+                if let Err(exceeded) = self.limiter.admit(&[(credential_limit_key(&credential.id), limit)]).await {
                     if soonest.as_ref().is_none_or(|s| exceeded.retry_after_secs < s.retry_after_secs) {
                         soonest = Some(exceeded);
                     }
                     first.get_or_insert(candidate);
+                    continue;
                 }
             }
+            // A half-open circuit lets one call probe; another call moves on. (Claimed last,
+            // so a probe is never taken by a call that then does not use the key.)
+            if self.health.claim(&credential.id) {
+                return Ok(candidate);
+            }
+            first.get_or_insert(candidate);
         }
         match (soonest, first) {
             (Some(exceeded), Some(first)) => {
@@ -442,6 +446,14 @@ impl Inner {
                     ),
                 )
                 .with_retry_after(exceeded.retry_after_secs);
+                Err((refusal, Some(first)))
+            }
+            (None, Some(first)) => {
+                let refusal = Refusal::new(
+                    Code::RateLimited,
+                    "every credential that admits this call is cooling down while another call probes it; retry in 1 s",
+                )
+                .with_retry_after(1);
                 Err((refusal, Some(first)))
             }
             _ => Err((Refusal::new(Code::NoCredential, "no credential admits this call"), None)),

@@ -202,7 +202,7 @@ fn choose(
         for member in members {
             let credential = &member.credential;
             match selector.health.availability(&credential.id, credential.version, credential.health.is_failing()) {
-                Availability::Ready | Availability::Probe => ready.push(member),
+                Availability::Ready | Availability::ProbeDue => ready.push(member),
                 Availability::Cooling { until } => soonest = Some(soonest.map_or(until, |s| s.min(until))),
                 Availability::Failing => failing.push(member),
             }
