@@ -1,9 +1,11 @@
-//! A JSON body extractor whose refusals are [`ApiError`]s naming the problem.
+//! Body and query-string extractors whose refusals are [`ApiError`]s naming the problem.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -44,6 +46,39 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             }
         })?;
         Ok(JsonBody(value))
+    }
+}
+
+/// A query string read into `T` as axum's `Query` reads it, for a
+/// `#[derive(Deserialize, utoipa::IntoParams)]` struct with `#[serde(deny_unknown_fields)]`:
+/// the parameters the handler reads are the ones its document lists. A refusal is 400
+/// `invalid_request` naming the parameter (`limit: …`, `unknown query parameter …`); a
+/// parameter given twice counts with its last value.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        // serde would refuse a repeated field; the last value wins instead, as it always has.
+        let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+        for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+            pairs.retain(|(seen, _)| *seen != key);
+            pairs.push((key, value));
+        }
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let deserializer = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            match inner.strip_prefix("unknown field ") {
+                Some(rest) => ApiError::invalid(format!("unknown query parameter {rest}")),
+                None if path == "." => ApiError::invalid(format!("invalid query string: {inner}")),
+                None => ApiError::invalid(format!("{path}: {inner}")),
+            }
+        })
     }
 }
 
@@ -175,6 +210,41 @@ mod tests {
         }
         for refused in [r#"{"n":7.5}"#, r#"{"n":-1.0}"#, r#"{"n":1e300}"#, r#"{"n":4294967296.0}"#] {
             assert!(counted(refused).await.is_err(), "{refused}");
+        }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Page {
+        after: Option<String>,
+        limit: Option<u32>,
+    }
+
+    async fn page(uri: &'static str) -> Result<Page, ApiError> {
+        let (mut parts, ()) = Request::builder().uri(uri).body(()).unwrap().into_parts();
+        Query::<Page>::from_request_parts(&mut parts, &()).await.map(|Query(value)| value)
+    }
+
+    /// A query string is read as the struct says; a refusal names the parameter.
+    #[tokio::test]
+    async fn query_strings_are_read_or_refused_by_name() {
+        assert_eq!(page("/x").await.unwrap(), Page { after: None, limit: None });
+        assert_eq!(page("/x?").await.unwrap(), Page { after: None, limit: None });
+        assert_eq!(
+            page("/x?after=a+b%2Fc&limit=7").await.unwrap(),
+            Page { after: Some("a b/c".into()), limit: Some(7) }
+        );
+        // Given twice, the last value counts.
+        assert_eq!(page("/x?limit=1&after=z&limit=2").await.unwrap().limit, Some(2));
+        for (uri, fragment) in [
+            ("/x?month=1", "unknown query parameter `month`, expected `after` or `limit`"),
+            ("/x?limit=ten", "limit: "),
+            ("/x?limit=", "limit: "),
+        ] {
+            let err = page(uri).await.unwrap_err();
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{uri}");
+            let message = format!("{err:?}");
+            assert!(message.contains(fragment), "{uri}: {message}");
         }
     }
 

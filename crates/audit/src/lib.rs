@@ -8,7 +8,9 @@
 //! every caller in the batch gets the error and must fail closed.
 //!
 //! Call completions (status, latency, usage) ride along in the same batches but nobody
-//! waits for them. A completion recorded through [`AuditWriter::bound`] names its own
+//! waits for them. When the queue is full, a completion waits for room in a task of its
+//! own; at most as many as the queue holds wait so, beyond that a completion is dropped
+//! (logged and counted, [`AuditWriter::dropped_completions`]). A completion recorded through [`AuditWriter::bound`] names its own
 //! resolution row, so it is paired with that row alone, whichever other calls share its
 //! (caller-chosen) call id.
 //!
@@ -17,12 +19,14 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod manual;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use byok_domain::{CallCompletion, ResolutionAudit};
-use byok_store::{AuditEntry, Segment, Store};
-use tokio::sync::{mpsc, oneshot};
+use byok_store::{AuditAppender, AuditEntry, Segment, Store};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use checkpoint::{verify_with_encoded, AuditSigner, CheckpointBody, PublicKey, SignedCheckpoint};
@@ -41,7 +45,8 @@ pub enum AuditError {
 pub struct AuditConfig {
     /// Most rows committed in one transaction.
     pub max_batch: usize,
-    /// Queue length before callers wait (back-pressure).
+    /// Queue length before callers wait (back-pressure). As many completions again may
+    /// wait for room beside a full queue.
     pub queue: usize,
 }
 
@@ -92,6 +97,10 @@ pub struct AuditWriter {
     segment: Arc<str>,
     /// The row completions recorded through this handle are bound to (its position).
     bound_to: Option<i64>,
+    /// One permit per completion waiting for room beside the full queue.
+    waiting: Arc<Semaphore>,
+    /// Completions dropped because too many were waiting already.
+    dropped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -107,9 +116,21 @@ impl AuditWriter {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
         // This writer's own chain segment: it is the only appender, so its heads live here.
         let segment = Segment::new();
-        let id: Arc<str> = Arc::from(segment.id());
-        let task = tokio::spawn(run(store, queue, config.max_batch.max(1), segment));
-        (AuditWriter { jobs, segment: id, bound_to: None }, task)
+        let writer = AuditWriter::new(jobs, Arc::from(segment.id()), config.queue.max(1));
+        let task = tokio::spawn(run(store.audit_appender(), queue, config.max_batch.max(1), segment));
+        (writer, task)
+    }
+
+    /// A handle on the queue `jobs` of the writer of `segment`, with room for `waiting`
+    /// completions to wait beside it when it is full.
+    fn new(jobs: mpsc::Sender<Job>, segment: Arc<str>, waiting: usize) -> Self {
+        AuditWriter {
+            jobs,
+            segment,
+            bound_to: None,
+            waiting: Arc::new(Semaphore::new(waiting)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The id of the chain segment this writer appends to (what it wrote carries it).
@@ -137,19 +158,35 @@ impl AuditWriter {
             tracing::warn!(segment = row.segment(), "a completion cannot be bound to another writer's row");
             None
         };
-        AuditWriter { jobs: self.jobs.clone(), segment: Arc::clone(&self.segment), bound_to }
+        AuditWriter { bound_to, ..self.clone() }
     }
 
     /// Record a call's completion (not waited for), bound to this handle's row if it has one.
+    ///
+    /// With the queue full, the completion waits for room in a task of its own, unless as
+    /// many completions as the queue holds wait already: then it is dropped (logged at
+    /// warn and counted in [`dropped_completions`](Self::dropped_completions)).
     pub fn complete(&self, completion: CallCompletion) {
         match self.jobs.try_send(Job::Completion(completion.with_bounded_text(), self.bound_to)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                let jobs = self.jobs.clone();
-                tokio::spawn(async move {
-                    let _ = jobs.send(job).await;
-                });
-            }
+            Err(mpsc::error::TrySendError::Full(job)) => match Arc::clone(&self.waiting).try_acquire_owned() {
+                Ok(permit) => {
+                    let jobs = self.jobs.clone();
+                    tokio::spawn(async move {
+                        if jobs.send(job).await.is_err() {
+                            tracing::warn!("call completion dropped: the audit writer has stopped");
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        dropped,
+                        "call completion dropped: the audit queue is full and too many completions wait for room"
+                    );
+                }
+            },
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::warn!("call completion dropped: the audit writer has stopped");
             }
@@ -157,7 +194,15 @@ impl AuditWriter {
     }
 }
 
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut segment: Segment) {
+impl AuditWriter {
+    /// Completions dropped so far because the queue was full and too many completions
+    /// waited for room already (shared by every handle on the writer).
+    pub fn dropped_completions(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn run(store: AuditAppender, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut segment: Segment) {
     tracing::info!(segment = segment.id(), "audit writer started a chain segment");
     let mut entries = Vec::with_capacity(max_batch);
     // Each waiting caller, with the index of its row in `entries`.
@@ -246,5 +291,77 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut
             }
         }
         entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use byok_domain::{CredentialId, OrgId, Timestamp};
+
+    use super::*;
+
+    fn completion(n: usize) -> CallCompletion {
+        CallCompletion {
+            call_id: format!("call-{n}"),
+            org_id: OrgId::generate(),
+            credential_id: CredentialId::generate(),
+            at: Timestamp::now(),
+            upstream_status: Some(200),
+            latency_us: 1,
+            input_tokens: None,
+            output_tokens: None,
+            status: "completed".into(),
+            metering: None,
+        }
+    }
+
+    async fn received(queue: &mut mpsc::Receiver<Job>, count: usize) -> Vec<String> {
+        let mut calls = Vec::new();
+        for _ in 0..count {
+            let job = tokio::time::timeout(Duration::from_secs(5), queue.recv()).await.unwrap().unwrap();
+            let Job::Completion(completion, None) = job else { panic!("not an unbound completion") };
+            calls.push(completion.call_id);
+        }
+        calls.sort();
+        calls
+    }
+
+    async fn all_room_back(writer: &AuditWriter, permits: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while writer.waiting.available_permits() < permits {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn completions_beside_a_full_queue_wait_in_bounded_numbers() {
+        // Nothing drains the queue (one slot) until the test reads it.
+        let (jobs, mut queue) = mpsc::channel(1);
+        let writer = AuditWriter::new(jobs, Arc::from("segment"), 2);
+        let other = writer.bound(&RowRef { segment: Arc::from("another"), position: 1 });
+        for n in 0..3 {
+            writer.complete(completion(n));
+        }
+        // One in the queue, two waiting for room: the bound is reached, over it they drop.
+        writer.complete(completion(3));
+        other.complete(completion(4));
+        assert_eq!(writer.dropped_completions(), 2);
+        assert_eq!(other.dropped_completions(), 2);
+
+        // Every one that waited got into the queue; then their room is free again.
+        assert_eq!(received(&mut queue, 3).await, ["call-0", "call-1", "call-2"]);
+        all_room_back(&writer, 2).await;
+        for n in 5..8 {
+            writer.complete(completion(n));
+        }
+        assert_eq!(writer.dropped_completions(), 2);
+        assert_eq!(received(&mut queue, 3).await, ["call-5", "call-6", "call-7"]);
+        all_room_back(&writer, 2).await;
+        assert!(queue.try_recv().is_err());
     }
 }

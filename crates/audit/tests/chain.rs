@@ -10,9 +10,10 @@ use byok_domain::{
     Actor, CallCompletion, Capability, Credential, CredentialOwner, Metering, Mode, ModelFamilyRegistry, Org, Outcome,
     ProviderId, ResolutionAudit, ScopeInput, TeamId, Tier, Timestamp,
 };
+use byok_kms::KmsHandle;
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{Problem, VerifyReport};
-use byok_vault::{KmsHandle, NewCredential, Vault, VaultPolicy};
+use byok_vault::{NewCredential, Vault, VaultPolicy};
 
 struct Env {
     t: TestStore,

@@ -13,7 +13,8 @@ use crate::scope::{Capability, Mode};
 use crate::time::Timestamp;
 
 /// Whether a resolution let the call through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A credential was chosen and used.
@@ -52,9 +53,8 @@ impl fmt::Display for Outcome {
 
 /// Whose credential served a call: the org's own, or one of the platform's (katman-a
 /// calls that none of the org's credentials admits).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialOwner {
     /// The calling org's own credential.
@@ -94,7 +94,8 @@ impl fmt::Display for CredentialOwner {
 
 /// One resolution: who asked, for what, which credential answered, and the outcome.
 /// Fields the sidecar could not establish (an unknown token has no org) are `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResolutionAudit {
     /// Position in the store's audit order (assigned by the store; 0 before).
     pub seq: i64,
@@ -257,7 +258,8 @@ impl ResolutionAudit {
 }
 
 /// How a call ended, recorded against its call id when it completes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallCompletion {
     /// The call id of the resolution row.
     pub call_id: String,
@@ -300,7 +302,8 @@ impl CallCompletion {
 
 /// What a completion records so that its call can be priced — and re-priced by anyone
 /// holding the audit — exactly as it was when the call was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metering {
     /// The calling token's team.
     pub team_id: TeamId,

@@ -173,6 +173,7 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Money {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -184,6 +185,7 @@ impl utoipa::PartialSchema for Money {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Money {}
 
 /// A currency code: three upper-case letters (ISO 4217 style, e.g. `USD`).
@@ -232,7 +234,8 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// A platform rate card: what the platform charges per call and per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateCard {
     /// Platform fee per allowed call the provider answered.
@@ -270,7 +273,8 @@ impl RateCard {
 
 /// A provider's price for a model family, per million tokens (what the platform pays and
 /// bills on for calls served by its own credentials).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderPrice {
     /// Per million input tokens.
@@ -298,11 +302,12 @@ fn per_million(price: Decimal, tokens: u64) -> Result<Decimal, MoneyError> {
 
 /// A rate card in a currency, as recorded on each call: its [`code`](Self::code) holds
 /// every rate, so the call's price needs nothing else to be known again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PricedCard {
     /// The currency of every rate.
-    #[schema(value_type = String, example = "USD")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "USD"))]
     pub currency: Currency,
     /// The rates.
     pub card: RateCard,
@@ -482,7 +487,8 @@ pub const UNKNOWN_FAMILY: &str = "unknown";
 
 /// One line of a statement: calls of one (tier, provider, model family, credential owner)
 /// priced under one rate card (and provider price).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageLine {
     /// The org's tier when the calls were made.
     pub tier: Tier,
@@ -500,10 +506,10 @@ pub struct UsageLine {
     pub output_tokens: u64,
     /// `calls × per_call + input_tokens × per_million_input_tokens / 10⁶ + output_tokens ×
     /// per_million_output_tokens / 10⁶`, rounded half-up to 6 decimals.
-    #[schema(value_type = String, example = "0.041000")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.041000"))]
     pub platform_fee: String,
     /// The same from the provider prices (platform-served lines only), rounded likewise.
-    #[schema(value_type = String, example = "0.000000")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.000000"))]
     pub provider_cost: String,
     /// The rate card the calls were priced with (fixed when each call was made).
     pub rate_card: RateCard,
@@ -513,7 +519,8 @@ pub struct UsageLine {
 }
 
 /// An org's usage and fees for a period (`from` inclusive, `to` exclusive).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Statement {
     /// The org.
     pub org: OrgId,
@@ -522,7 +529,7 @@ pub struct Statement {
     /// End (exclusive).
     pub to: Timestamp,
     /// The currency of every amount.
-    #[schema(value_type = String, example = "USD")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "USD"))]
     pub currency: Currency,
     /// Calls the provider answered (each billed).
     pub calls: u64,
@@ -535,13 +542,13 @@ pub struct Statement {
     /// Output tokens.
     pub output_tokens: u64,
     /// Sum of the lines' platform fees.
-    #[schema(value_type = String, example = "0.041000")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.041000"))]
     pub platform_fee: String,
     /// Sum of the lines' provider costs.
-    #[schema(value_type = String, example = "0.000000")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.000000"))]
     pub provider_cost: String,
     /// `platform_fee + provider_cost`.
-    #[schema(value_type = String, example = "0.041000")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.041000"))]
     pub total: String,
     /// Platform-served calls of a family without a provider price (provider cost 0).
     pub unpriced_calls: u64,
@@ -723,7 +730,8 @@ pub fn statement(
 }
 
 /// Monthly spending limits of an org and its teams (in the price book's currency).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Budget {
     /// The org's limit per calendar month (UTC); `None`: no org-wide limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

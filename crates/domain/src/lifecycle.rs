@@ -12,7 +12,8 @@ use crate::ids::{AdminTokenId, CredentialId, EventId, OrgId};
 use crate::time::Timestamp;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LifecycleKind {
@@ -152,7 +153,8 @@ impl fmt::Display for LifecycleKind {
 }
 
 /// Who made a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Actor {
     /// An admin token (operator or org-admin), by id.
@@ -185,7 +187,8 @@ impl std::str::FromStr for Actor {
 }
 
 /// One recorded change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LifecycleEvent {
     /// `evt_…`
     pub id: EventId,
@@ -208,7 +211,7 @@ pub struct LifecycleEvent {
     /// When.
     pub at: Timestamp,
     /// Event-specific facts (old and new scope, state, KEK versions); never a secret.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
 }
 

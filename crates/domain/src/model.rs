@@ -14,7 +14,8 @@ use crate::scope::Scope;
 use crate::time::Timestamp;
 
 /// A billing tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Tier {
     /// Full platform features at full cost.
     #[serde(rename = "katman-a")]
@@ -58,7 +59,8 @@ impl fmt::Display for Tier {
 }
 
 /// Whether an org is live or has been crypto-shredded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrgState {
     /// Normal operation.
@@ -68,7 +70,8 @@ pub enum OrgState {
 }
 
 /// An organization (tenant).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Org {
     /// `org_…`
     pub id: OrgId,
@@ -107,13 +110,14 @@ pub struct Org {
 }
 
 /// The SOC2-aligned controls a katman-c org may set (`PUT /v1/orgs/{org}/controls`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrgControls {
     /// A credential whose current version is older than this many days is refused with
     /// `rotation_required` until it is rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 36500)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 36500))]
     pub max_credential_age_days: Option<u32>,
     /// Data-plane calls are accepted only from these networks (the TCP peer address, or
     /// the forwarded-for address from a trusted proxy); empty: from anywhere.
@@ -179,6 +183,7 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Cidr {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -190,10 +195,12 @@ impl utoipa::PartialSchema for Cidr {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Cidr {}
 
 /// A team inside an org.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Team {
     /// `team_…`
     pub id: TeamId,
@@ -206,7 +213,8 @@ pub struct Team {
 }
 
 /// A workflow inside an org, optionally owned by a team.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workflow {
     /// `wf_…`
     pub id: WorkflowId,
@@ -221,7 +229,8 @@ pub struct Workflow {
 }
 
 /// A credential's stored state. `expired` is derived from `expires_at` when read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialState {
     /// Usable.
@@ -267,7 +276,8 @@ impl fmt::Display for CredentialState {
 }
 
 /// A provider credential as the API shows it: never the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credential {
     /// `cred_…`
     pub id: CredentialId,
@@ -306,15 +316,15 @@ pub struct Credential {
     pub rotate_by: Option<Timestamp>,
     /// Its share of the calls among credentials of equal rank (a pool), 1–1000.
     #[serde(default = "default_weight")]
-    #[schema(minimum = 1, maximum = 1000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub weight: u16,
     /// The provider account's own calls-per-minute limit: byok paces the key to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000))]
     pub rpm: Option<u64>,
     /// The provider account's own tokens-per-minute limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000))]
     pub tpm: Option<u64>,
     /// Whether the provider accepts it: `failing` (durable, fleet-wide) after the provider
     /// rejected it with 401/403, `cooling_down` (this node's view) while it is throttled.
@@ -332,7 +342,8 @@ fn default_weight() -> u16 {
 }
 
 /// A credential's health state (SPEC 3.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthState {
     /// Used normally.
@@ -357,14 +368,15 @@ impl HealthState {
 }
 
 /// A credential's health as the API shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialHealth {
     /// `ok`, `cooling_down` or `failing`.
     pub state: HealthState,
     /// When a cooldown ends (`null` otherwise).
     pub until: Option<Timestamp>,
     /// The provider's last status that changed the state (`null` when `ok` from the start).
-    #[schema(minimum = 100, maximum = 599)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 599))]
     pub last_status: Option<u16>,
 }
 
@@ -391,7 +403,8 @@ impl Credential {
 }
 
 /// One version of a credential's secret, without the ciphertext.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialVersion {
     /// 1, 2, …
     pub version: u32,
@@ -404,7 +417,8 @@ pub struct CredentialVersion {
 }
 
 /// A workload token as the API shows it (never its text or hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkloadToken {
     /// `tok_…`
     pub id: TokenId,
@@ -423,7 +437,8 @@ pub struct WorkloadToken {
 }
 
 /// What an admin token may touch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AdminTokenScope {
     /// Every org (the operator token).
@@ -436,7 +451,8 @@ pub enum AdminTokenScope {
 }
 
 /// An admin token as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminToken {
     /// `adm_…`
     pub id: AdminTokenId,

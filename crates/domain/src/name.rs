@@ -98,6 +98,7 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Name {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -107,6 +108,7 @@ impl utoipa::PartialSchema for Name {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Name {}
 
 /// The name of a KMS that holds KEKs: [`KmsName::DEFAULT`] for the installation's own
@@ -173,12 +175,14 @@ impl<'de> Deserialize<'de> for KmsName {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for KmsName {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         <Name as utoipa::PartialSchema>::schema()
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for KmsName {}
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use crate::ids::{TeamId, WorkflowId};
 use crate::provider::ProviderId;
 
 /// What an endpoint does, derived from the request path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Capability {
@@ -101,7 +102,8 @@ impl fmt::Display for Capability {
 }
 
 /// How a call is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// One request, one response.
@@ -144,7 +146,8 @@ impl fmt::Display for Mode {
 }
 
 /// A credential's allow-lists, as stored (teams and workflows by id).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     /// Model families (see the family registry); empty = any model.
@@ -165,7 +168,8 @@ pub struct Scope {
 }
 
 /// A scope as an admin writes it: teams and workflows by id or name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScopeInput {
     /// Model families; empty = any model.
@@ -179,16 +183,17 @@ pub struct ScopeInput {
     pub modes: Vec<Mode>,
     /// Teams by id or name; empty = every team.
     #[serde(default)]
-    #[schema(value_type = Vec<crate::name::Name>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::name::Name>))]
     pub teams: Vec<String>,
     /// Workflows by id or name; empty = any.
     #[serde(default)]
-    #[schema(value_type = Vec<crate::name::Name>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::name::Name>))]
     pub workflows: Vec<String>,
 }
 
 /// One scope dimension, as named in a denial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
     /// The route's provider.

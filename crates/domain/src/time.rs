@@ -63,6 +63,7 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Timestamp {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -72,6 +73,7 @@ impl utoipa::PartialSchema for Timestamp {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Timestamp {}
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use byok_domain::{
     Credential, CredentialId, CredentialOwner, LifecycleKind, Org, OrgId, ProviderId, TokenId, WorkflowId,
     WorkloadToken,
 };
+use byok_store::ResolutionView;
 use byok_store::{ChangeNote, Heard, StoreError};
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
@@ -145,6 +146,8 @@ const LISTEN_RETRY: Duration = Duration::from_millis(500);
 /// everything.
 pub(crate) struct Directory {
     vault: Vault,
+    /// What the directory reads: the store's read-only view (changes go through the vault).
+    store: ResolutionView,
     gens: Generations,
     tokens: RwLock<HashMap<TokenHash, (Stamp, Arc<WorkloadToken>)>>,
     orgs: RwLock<HashMap<(OrgId, ProviderId), (Stamp, Arc<OrgSnapshot>)>>,
@@ -164,6 +167,7 @@ impl Directory {
     pub(crate) fn new(vault: Vault) -> Self {
         let synced_epoch = AtomicU64::new(vault.epoch().current());
         Self {
+            store: vault.resolution_view(),
             vault,
             gens: Generations::default(),
             tokens: RwLock::default(),
@@ -196,7 +200,7 @@ impl Directory {
     /// `catching_up`.
     async fn read_changes(&self) -> Result<(), StoreError> {
         let epoch = self.vault.epoch().current();
-        let store = self.vault.store();
+        let store = &self.store;
         let last = self.last_seq.load(Ordering::SeqCst);
         if last < 0 {
             // Whatever was cached before the first read may be stale.
@@ -284,7 +288,7 @@ impl Directory {
         // The token's org and id are known only once it is read: it is cached only if
         // nothing was invalidated meanwhile (else its stamp could postdate its data).
         let changes = self.gens.changes.load(Ordering::SeqCst);
-        let Some(token) = self.vault.store().find_workload_token_by_hash(hash).await? else {
+        let Some(token) = self.store.find_workload_token_by_hash(hash).await? else {
             return Ok(None);
         };
         tracing::debug!(org = %token.org_id, token = %token.id, "directory loaded a workload token");
@@ -312,7 +316,7 @@ impl Directory {
                 }
             }
         }
-        let store = self.vault.store();
+        let store = &self.store;
         tracing::debug!(org = %id, provider = %provider.as_str(), "directory loads an org snapshot");
         let Some(org) = store.get_org(id).await? else {
             return Ok(None);
@@ -357,7 +361,7 @@ impl Directory {
                 }
             }
         }
-        let store = self.vault.store();
+        let store = &self.store;
         // The pool's org is unknown until read: stamped like a token (see `token`).
         let snapshot = match store.platform_org().await? {
             None => None,
@@ -391,12 +395,17 @@ impl Directory {
         org: &OrgId,
         reference: &str,
     ) -> Result<Option<Arc<CachedCredential>>, StoreError> {
-        let store = self.vault.store();
+        let store = &self.store;
         let record = match reference.parse::<CredentialId>() {
             Ok(id) => store.get_credential(org, &id).await?,
             Err(_) => store.find_credential_by_name(org, reference).await?,
         };
         Ok(record.map(|r| Arc::new(CachedCredential::new(r.credential))))
+    }
+
+    /// The store's read-only view this directory reads.
+    pub(crate) fn store(&self) -> &ResolutionView {
+        &self.store
     }
 
     /// The sealed current version of a cached credential (loaded once per snapshot).
@@ -405,14 +414,11 @@ impl Directory {
         cached
             .sealed
             .get_or_try_init(|| async {
-                self.vault
-                    .store()
-                    .get_sealed_version(&credential.id, credential.version)
-                    .await?
-                    .map(Arc::new)
-                    .ok_or_else(|| StoreError::NotFound {
+                self.store.get_sealed_version(&credential.id, credential.version).await?.map(Arc::new).ok_or_else(
+                    || StoreError::NotFound {
                         what: format!("version {} of credential {}", credential.version, credential.id),
-                    })
+                    },
+                )
             })
             .await
             .cloned()
@@ -444,7 +450,7 @@ impl Directory {
     async fn listen(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let connected = tokio::select! {
-                connected = self.vault.store().listen_for_changes() => connected,
+                connected = self.store.listen_for_changes() => connected,
                 _ = stop.wait_for(|s| *s) => return,
             };
             match connected {

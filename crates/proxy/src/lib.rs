@@ -2,7 +2,7 @@
 //!
 //! Every request goes through named phases (see [`phases`]):
 //! `route → authenticate → classify → admit → resolve → audit → decrypt → inject → forward
-//! → stream → meter`.
+//! → stream → meter`, with `resolve … forward` repeated for each failover attempt.
 //!
 //! Invariants (each has a test in `tests/`):
 //! * no request reaches an upstream before its resolution row is durable, and a
@@ -24,6 +24,7 @@ mod error;
 mod health;
 pub mod limits;
 mod listen;
+pub mod manual;
 pub(crate) mod phases;
 mod pools;
 mod redact;

@@ -18,6 +18,8 @@ use byok_domain::{
     CallScope, Credential, CredentialId, CredentialOwner, Metering, OrgId, OrgLimits, Outcome, PriceBook,
     ResolutionAudit, TeamId, Tier, Timestamp, TokenId,
 };
+use byok_kms::KmsHandle;
+use byok_metrics::Metrics;
 use byok_providers::{Api, UsageTap};
 use byok_vault::Vault;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -56,6 +58,10 @@ pub struct Sidecar {
 
 pub(crate) struct Inner {
     pub(crate) vault: Vault,
+    /// The KMS runtime (unwraps) and the process's metrics: the data plane's own handles
+    /// on them, not reached through the vault.
+    pub(crate) kms: KmsHandle,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) directory: Arc<Directory>,
     pub(crate) deks: DekCache,
     pub(crate) audit: AuditWriter,
@@ -118,12 +124,14 @@ impl Sidecar {
         let client = upstream_client(&config)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
         let directory = Arc::new(Directory::new(vault.clone()));
-        let book = Arc::new(SpendBook::new(vault.store().clone(), audit.segment_id(), config.spend_refresh));
+        let book = Arc::new(SpendBook::new(vault.resolution_view(), audit.segment_id(), config.spend_refresh));
         let codes = PriceCodes::new(vault.price_book());
         let live_nodes = Arc::new(AtomicU64::new(1));
         let limiter = Limiter::new(config.limits.clone(), Arc::clone(&live_nodes)).map_err(|e| e.to_string())?;
         let sidecar = Self {
             inner: Arc::new(Inner {
+                kms: vault.kms().clone(),
+                metrics: Arc::clone(vault.kms().metrics()),
                 vault,
                 directory,
                 deks,
@@ -138,7 +146,7 @@ impl Sidecar {
                 live_nodes,
             }),
         };
-        sidecar.inner.vault.set_key_probe(Arc::new(sidecar.clone()));
+        sidecar.inner.vault.set_key_probe(Arc::new(crate::verify::ProbeHandle::new(&sidecar.inner)));
         Ok(sidecar)
     }
 
@@ -151,7 +159,7 @@ impl Sidecar {
             let mut stop = stop;
             let node = inner.audit.segment_id().to_owned();
             loop {
-                match inner.vault.store().node_heartbeat(&node, NODE_LIVE_WINDOW_US).await {
+                match inner.directory.store().node_heartbeat(&node, NODE_LIVE_WINDOW_US).await {
                     Ok(live) => inner.live_nodes.store(live, Ordering::Relaxed),
                     Err(err) => tracing::debug!(error = %err, "fleet heartbeat failed"),
                 }
@@ -159,7 +167,7 @@ impl Sidecar {
                     crate::limits::Backend::RedisUnreachable { live_nodes } => Some(live_nodes),
                     _ => None,
                 };
-                inner.vault.kms().metrics().limits_fallback(fallback.is_some(), fallback.unwrap_or(0));
+                inner.metrics.limits_fallback(fallback.is_some(), fallback.unwrap_or(0));
                 tokio::select! {
                     _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
                     _ = stop.wait_for(|stop| *stop) => return,
@@ -184,6 +192,10 @@ impl Sidecar {
 impl Sidecar {
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
     }
 }
 
@@ -246,7 +258,7 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
         Ok(response) => response,
         Err(Failure::Denied(refusal)) => {
             if refusal.code == Code::RateLimited {
-                sidecar.inner.vault.kms().metrics().rate_limited();
+                sidecar.inner.metrics.rate_limited();
             }
             record.outcome = Outcome::Denied;
             record.reason = Some(refusal.code.as_str().to_owned());
@@ -388,7 +400,7 @@ impl Inner {
             };
             if let Some(previous) = carried.take() {
                 previous.supersede();
-                self.vault.kms().metrics().failover();
+                self.metrics.failover();
             }
             attempt += 1;
             tried.push(chosen.credential.credential.id);
@@ -528,7 +540,7 @@ impl Inner {
         });
 
         // 6. decrypt
-        let secret = match decrypt(&self.deks, self.vault.kms(), credential, &sealed).await {
+        let secret = match decrypt(&self.deks, &self.kms, credential, &sealed).await {
             Ok(secret) => secret,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use byok_domain::billing::{month_start, next_month_start, Spend};
 use byok_domain::{CallCompletion, CallPricing, OrgId, PricedCard, PricedProviderPrice, TeamId, Timestamp};
-use byok_store::{Store, StoreError};
+use byok_store::{ResolutionView, StoreError};
 use rust_decimal::Decimal;
 
 #[derive(Debug, Default)]
@@ -58,7 +58,7 @@ struct Entry {
 
 /// Spend per org for the current month, shared by every call of this node.
 pub(crate) struct SpendBook {
-    store: Store,
+    store: ResolutionView,
     /// This node's audit writer segment: its rows are `mine`, counted here.
     segment: String,
     refresh: Duration,
@@ -80,7 +80,7 @@ fn parsed<T: Clone>(cache: &Mutex<HashMap<String, T>>, code: &str, parse: fn(&st
 }
 
 impl SpendBook {
-    pub(crate) fn new(store: Store, segment: &str, refresh: Duration) -> Self {
+    pub(crate) fn new(store: ResolutionView, segment: &str, refresh: Duration) -> Self {
         Self {
             store,
             segment: segment.to_owned(),

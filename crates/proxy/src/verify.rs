@@ -20,7 +20,9 @@ use crate::phases::decrypt::decrypt;
 use crate::phases::forward::forward;
 use crate::phases::inject::{base_for, build_upstream_request};
 use crate::phases::route::route;
-use crate::server::Sidecar;
+use std::sync::{Arc, Weak};
+
+use crate::server::{Inner, Sidecar};
 
 /// The path (after `/{provider}`) of each provider's model listing.
 fn models_path(provider: ProviderId) -> Option<&'static str> {
@@ -113,7 +115,7 @@ impl Sidecar {
             .await
             .map_err(|e| VaultError::StoreUnavailable(format!("the verification was not made: {e}")))?;
         let writer = inner.audit.bound(&row);
-        let secret = decrypt(&inner.deks, inner.vault.kms(), credential, &sealed).await;
+        let secret = decrypt(&inner.deks, &inner.kms, credential, &sealed).await;
         let status = match secret {
             Ok(secret) => self.ask(credential.provider, credential.base_url.as_deref(), &secret).await,
             Err(refusal) => Err(VaultError::KmsUnavailable(refusal.message)),
@@ -157,9 +159,27 @@ impl Sidecar {
     }
 }
 
-impl KeyProbe for Sidecar {
+/// The data plane as the vault sees it: a weak handle, so that the vault (which the
+/// sidecar holds) does not keep the sidecar — and its audit writer — alive for ever;
+/// shutdown waits for the last audit writer handle to go.
+pub(crate) struct ProbeHandle(Weak<Inner>);
+
+impl ProbeHandle {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Self {
+        Self(Arc::downgrade(inner))
+    }
+
+    fn sidecar(&self) -> Result<Sidecar, VaultError> {
+        self.0
+            .upgrade()
+            .map(Sidecar::from_inner)
+            .ok_or_else(|| VaultError::Internal("the data plane has stopped".to_owned()))
+    }
+}
+
+impl KeyProbe for ProbeHandle {
     fn probe_credential<'a>(&'a self, org: &'a Org, credential: &'a Credential) -> ProbeFuture<'a> {
-        Box::pin(self.verify_stored(org, credential))
+        Box::pin(async move { self.sidecar()?.verify_stored(org, credential).await })
     }
 
     fn probe_secret<'a>(
@@ -168,17 +188,17 @@ impl KeyProbe for Sidecar {
         base_url: Option<&'a str>,
         secret: &'a ProviderSecret,
     ) -> ProbeFuture<'a> {
-        Box::pin(
-            async move { Ok(self.ask(provider, base_url, secret).await?.unwrap_or_else(Verification::unreachable)) },
-        )
+        Box::pin(async move {
+            Ok(self.sidecar()?.ask(provider, base_url, secret).await?.unwrap_or_else(Verification::unreachable))
+        })
     }
 
     fn local_health(&self, credential: &CredentialId) -> Option<CredentialHealth> {
-        self.inner().health.view(credential)
+        self.0.upgrade().and_then(|inner| inner.health.view(credential))
     }
 
     fn notices(&self) -> Vec<String> {
-        self.limits_notice().into_iter().collect()
+        self.sidecar().ok().and_then(|sidecar| sidecar.limits_notice()).into_iter().collect()
     }
 }
 

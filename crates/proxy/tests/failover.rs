@@ -19,10 +19,11 @@ use byok_domain::{
     CallCompletion, Credential, HealthState, LifecycleKind, ModelFamilyRegistry, Org, OrgId, Outcome, ProviderId,
     ResolutionAudit, ScopeInput, Tier,
 };
+use byok_kms::KmsHandle;
 use byok_mock_provider::{KeyFault, MockConfig, ScriptedResponse};
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{AuditFilter, UsageSource};
-use byok_vault::{HostPattern, KmsHandle, NewCredential, Owner, StateChange, Vault, VaultPolicy, VerifyReason};
+use byok_vault::{HostPattern, NewCredential, Owner, StateChange, Vault, VaultPolicy, VerifyReason};
 use serde_json::Value;
 use support::{actor, anthropic_messages, openai_chat, Env, CANARY_PREFIX};
 

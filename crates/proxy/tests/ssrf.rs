@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use byok_crypto::{Kms, ProviderSecret};
 use byok_domain::{ModelFamilyRegistry, ProviderId, ScopeInput};
+use byok_kms::KmsHandle;
 use byok_mock_provider::{MockConfig, MockProvider, ScriptedResponse};
 use byok_proxy::ProxyConfig;
 use byok_store::testing::TestStore;
-use byok_vault::{HostPattern, KmsHandle, NewCredential, Vault, VaultPolicy};
+use byok_vault::{HostPattern, NewCredential, Vault, VaultPolicy};
 use support::{actor, log_buffer, openai_chat, Env, CANARY_PREFIX, KMS_TIMEOUT};
 
 /// A vault over the env's store and keyring whose operator policy lets openai credentials

@@ -29,12 +29,13 @@ use byok_domain::{
     OrgId, Outcome, PriceBook, ProviderId, ProviderPrice, ResolutionAudit, ScopeInput, TeamId, Tier, Timestamp,
     TokenId,
 };
+use byok_kms::KmsHandle;
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_proxy::Sidecar;
 use byok_proxy::UpstreamBase;
 use byok_store::testing::{TestStore, POSTGRES_URL_VAR};
 use byok_store::{AuditEntry, AuditFilter, Backend, Segment, Store, UsageSource};
-use byok_vault::{KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
+use byok_vault::{NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
 use clap::Parser;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -162,6 +163,7 @@ enum Target {
     Server(byok_server::Running),
     Wired {
         vault: Vault,
+        store: Store,
         proxy: std::net::SocketAddr,
         stop: watch::Sender<bool>,
         proxy_task: JoinHandle<std::io::Result<()>>,
@@ -170,6 +172,13 @@ enum Target {
 }
 
 impl Target {
+    fn store(&self) -> &Store {
+        match self {
+            Target::Server(running) => running.store(),
+            Target::Wired { store, .. } => store,
+        }
+    }
+
     fn vault(&self) -> &Vault {
         match self {
             Target::Server(running) => running.vault(),
@@ -187,11 +196,11 @@ impl Target {
     async fn shutdown(self) -> anyhow::Result<()> {
         match self {
             Target::Server(running) => running.shutdown().await,
-            Target::Wired { vault, stop, proxy_task, audit_task, .. } => {
+            Target::Wired { store, stop, proxy_task, audit_task, .. } => {
                 let _ = stop.send(true);
                 proxy_task.await??;
                 audit_task.await?;
-                vault.store().close().await;
+                store.close().await;
                 Ok(())
             }
         }
@@ -242,7 +251,8 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
                 ..VaultPolicy::default()
             };
             let vault = Vault::new(store.clone(), kms, settings.model_families(), policy);
-            let (audit, audit_task) = AuditWriter::spawn(store, AuditConfig { max_batch, ..AuditConfig::default() });
+            let (audit, audit_task) =
+                AuditWriter::spawn(store.clone(), AuditConfig { max_batch, ..AuditConfig::default() });
             let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let proxy = listener.local_addr()?;
@@ -250,7 +260,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
             let proxy_task = tokio::spawn(byok_proxy::serve(listener, sidecar, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             }));
-            Target::Wired { vault, proxy, stop, proxy_task, audit_task }
+            Target::Wired { vault, store, proxy, stop, proxy_task, audit_task }
         }
     };
     let vault = target.vault().clone();
@@ -332,7 +342,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
     for client in clients {
         client.await?;
     }
-    let store = vault.store().clone();
+    let store = target.store().clone();
     let rows = count_rows(&store, &org.id, from, until).await?;
     let sample = store
         .list_audit(Some(&org.id), &AuditFilter { limit: Some(1), ..AuditFilter::default() })

@@ -290,7 +290,7 @@ impl Settings {
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
-            kms_timeout: byok_vault::DEFAULT_KMS_TIMEOUT,
+            kms_timeout: byok_kms::DEFAULT_KMS_TIMEOUT,
             kms: KmsChoice::Local,
             customer_kms: Vec::new(),
             allow_plain_http_base_url: true,
@@ -337,7 +337,7 @@ impl Settings {
         let kms_timeout = match file.kms.timeout_secs {
             Some(0) => anyhow::bail!("kms.timeout_secs must be at least 1"),
             Some(secs) => Duration::from_secs(secs),
-            None => byok_vault::DEFAULT_KMS_TIMEOUT,
+            None => byok_kms::DEFAULT_KMS_TIMEOUT,
         };
         let mut customer_kms = Vec::new();
         for (name, section) in &file.kms.customer {

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use byok_audit::{AuditConfig, AuditWriter};
 use byok_crypto::LocalKeyring;
+use byok_kms::KmsHandle;
 use byok_proxy::Sidecar;
 use byok_store::Store;
-use byok_vault::{KmsHandle, Vault, VaultPolicy};
+use byok_vault::{Vault, VaultPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -33,11 +34,14 @@ pub struct Running {
     admin_addr: SocketAddr,
     proxy_addr: SocketAddr,
     vault: Vault,
+    /// The store (the server wires it: the audit writer appends to it; it is closed last).
+    store: Store,
     operator_token_path: PathBuf,
     stop: watch::Sender<bool>,
     admin_task: JoinHandle<std::io::Result<()>>,
     proxy_task: JoinHandle<std::io::Result<()>>,
     watcher_task: JoinHandle<()>,
+    purge_task: JoinHandle<()>,
     audit_task: JoinHandle<()>,
     /// Held while the server runs (see `DataDir::lock`).
     _lock: std::fs::File,
@@ -52,6 +56,11 @@ impl Running {
     /// Where the data plane listens.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// The store (for tools and tests that read it directly; changes go through the vault).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The vault behind the API.
@@ -71,9 +80,11 @@ impl Running {
         self.admin_task.await.context("admin listener task failed")??;
         self.proxy_task.await.context("data-plane listener task failed")??;
         let _ = self.watcher_task.await;
+        // A purge under way finishes before the store closes.
+        let _ = self.purge_task.await;
         // The last AuditWriter handles went with the listeners: the writer drains and ends.
         let _ = self.audit_task.await;
-        self.vault.store().close().await;
+        self.store.close().await;
         Ok(())
     }
 }
@@ -131,7 +142,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     let signer = byok_audit::AuditSigner::load_or_create(&data_dir.audit_key_path())?;
     let vault = Vault::new(
-        store,
+        store.clone(),
         kms,
         settings.model_families(),
         VaultPolicy {
@@ -142,9 +153,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .with_audit_signer(Arc::new(signer))
     .with_price_book(settings.prices.clone());
-    fleet::check(&vault).await?;
-    check_org_keys(&vault).await?;
-    fleet::join(&vault).await?;
+    fleet::check(&vault, &store).await?;
+    check_org_keys(&vault, &store).await?;
+    fleet::join(&vault, &store).await?;
     let operator_token_path = data_dir.ensure_operator_token(&vault).await?;
     let resumed = vault.resume_rewraps().await.context("cannot check for unfinished KEK rewraps")?;
     if !resumed.is_empty() {
@@ -161,7 +172,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let proxy_addr = proxy_listener.local_addr()?;
 
-    let (audit, audit_task) = AuditWriter::spawn(vault.store().clone(), AuditConfig::default());
+    let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
     let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
@@ -169,7 +180,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     let watcher_task = sidecar.spawn_change_watcher(stopped.clone());
     sidecar.spawn_fleet_heartbeat(stopped.clone());
-    tokio::spawn(purge_periodically(vault.clone(), settings.purge_interval, stopped.clone()));
+    let purge_task = tokio::spawn(purge_periodically(vault.clone(), settings.purge_interval, stopped.clone()));
     // The admin API gets the data plane's connection limits too (`[proxy]`).
     let admin_task = tokio::spawn(byok_proxy::serve_router(
         admin_listener,
@@ -178,17 +189,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         until_stopped(stopped.clone()),
     ));
     let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
-    tracing::info!(%admin_addr, store = vault.store().backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
+    tracing::info!(%admin_addr, store = store.backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
     tracing::info!(%proxy_addr, "data plane listening");
     Ok(Running {
         admin_addr,
         proxy_addr,
         vault,
+        store,
         operator_token_path,
         stop,
         admin_task,
         proxy_task,
         watcher_task,
+        purge_task,
         audit_task,
         _lock: lock,
     })
@@ -238,10 +251,10 @@ async fn open_customer_kms(customer: &CustomerKms) -> anyhow::Result<(Arc<dyn by
 /// every call of that org would fail. The usual cause is a configuration that does not
 /// match the data directory (a migrated one started with the local keyring, a missing
 /// `[kms.customer.<name>]`).
-async fn check_org_keys(vault: &Vault) -> anyhow::Result<()> {
-    let mut orgs = vault.store().list_orgs().await.context("cannot list orgs")?;
+async fn check_org_keys(vault: &Vault, store: &Store) -> anyhow::Result<()> {
+    let mut orgs = store.list_orgs().await.context("cannot list orgs")?;
     // The platform credential pool keeps its KEK in the default KMS like an org.
-    orgs.extend(vault.store().platform_org().await.context("cannot read the platform pool")?);
+    orgs.extend(store.platform_org().await.context("cannot read the platform pool")?);
     for org in orgs {
         if org.state != byok_domain::OrgState::Active {
             continue;
@@ -300,8 +313,10 @@ async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: 
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            // Stop first: shutdown waits for this task, so no purge starts once asked to stop.
+            biased;
             _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
         }
         match vault.purge_all_by_retention().await {
             Ok(0) => {}

@@ -7,9 +7,10 @@ use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Outcome, Resolu
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
-use crate::chain::{Chained, Field};
+use crate::chain::Chained;
 use crate::error::{map_sqlx, StoreError};
 use crate::rows::Row;
+use crate::sql::Sql;
 use crate::store::{Backend, Store};
 
 /// Rows per multi-row INSERT (keeps PostgreSQL under its bind-parameter limit).
@@ -31,23 +32,10 @@ pub(crate) async fn insert_chained(
     columns: &str,
     entries: &[Chained],
 ) -> Result<(), StoreError> {
-    let count = columns.split(',').count() + 2;
     for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO {table} ({columns}, prev_hash, hash) VALUES {}",
-            placeholders(chunk.len(), count, backend)
-        );
-        let mut query = sqlx::query::<Any>(&sql);
-        for entry in chunk {
-            for field in &entry.fields {
-                query = match field {
-                    Field::Text(value) => query.bind(value.clone()),
-                    Field::Int(value) => query.bind(*value),
-                };
-            }
-            query = query.bind(entry.prev.to_vec()).bind(entry.hash.to_vec());
-        }
-        query.execute(&mut **tx).await.map_err(map_sqlx)?;
+        let mut sql = Sql::new(backend, format!("INSERT INTO {table} ({columns}, prev_hash, hash) VALUES "));
+        sql.push_tuples(chunk, |values, entry| entry.push_values(values));
+        sql.query()?.execute(&mut **tx).await.map_err(map_sqlx)?;
     }
     Ok(())
 }
@@ -78,31 +66,6 @@ pub struct AuditFilter {
     pub after_seq: Option<i64>,
     /// At most this many rows.
     pub limit: Option<u32>,
-}
-
-/// `($1, $2, …), ($n+1, …)` for `rows` rows of `columns` columns.
-///
-/// On SQLite, anonymous `?` placeholders: sqlx looks every `$N` up by name, which costs
-/// more than the insert itself for a batch of thousands of values.
-pub(crate) fn placeholders(rows: usize, columns: usize, backend: Backend) -> String {
-    let mut sql = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => sql.push_str(&format!("${}", row * columns + column + 1)),
-            }
-        }
-        sql.push(')');
-    }
-    sql
 }
 
 fn decode_audit(row: &AnyRow) -> Result<ResolutionAudit, StoreError> {
@@ -154,20 +117,12 @@ fn decode_completion(row: &AnyRow) -> Result<CallCompletion, StoreError> {
 /// before metering existed).
 fn decode_metering(r: &Row<'_>) -> Result<Option<Metering>, StoreError> {
     let Some(rate_card) = r.opt_text("rate_card")? else { return Ok(None) };
-    let required = |col: &str, value: Option<String>| {
-        value.ok_or_else(|| StoreError::Corrupt(format!("call_completions.{col} is missing beside a rate card")))
-    };
+    let missing = |col: &str| r.corrupt(col, "is missing beside a rate card");
     Ok(Some(Metering {
-        team_id: required("team_id", r.opt_text("team_id")?)?
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("call_completions.team_id: {e}")))?,
-        tier: r.opt_parse("tier")?.ok_or_else(|| StoreError::Corrupt("call_completions.tier is missing".into()))?,
-        credential_owner: r
-            .opt_parse("credential_owner")?
-            .ok_or_else(|| StoreError::Corrupt("call_completions.credential_owner is missing".into()))?,
-        provider: r
-            .opt_parse("provider")?
-            .ok_or_else(|| StoreError::Corrupt("call_completions.provider is missing".into()))?,
+        team_id: r.opt_parse("team_id")?.ok_or_else(|| missing("team_id"))?,
+        tier: r.opt_parse("tier")?.ok_or_else(|| missing("tier"))?,
+        credential_owner: r.opt_parse("credential_owner")?.ok_or_else(|| missing("credential_owner"))?,
+        provider: r.opt_parse("provider")?.ok_or_else(|| missing("provider"))?,
         model_family: r.opt_text("model_family")?,
         rate_card,
         provider_price: r.opt_text("provider_price")?,
@@ -182,67 +137,61 @@ impl Store {
         org: Option<&OrgId>,
         filter: &AuditFilter,
     ) -> Result<Vec<ResolutionAudit>, StoreError> {
-        let mut sql = String::from("SELECT seq, ");
-        sql.push_str(AUDIT_COLUMNS);
-        sql.push_str(" FROM resolution_audit WHERE ");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        match org {
-            Some(_) => sql.push_str(&format!("org_id = ${}", next())),
-            None => sql.push_str("org_id IS NULL"),
-        }
-        if filter.credential.is_some() {
-            sql.push_str(&format!(" AND credential_id = ${}", next()));
-        }
-        if filter.call_id.is_some() {
-            sql.push_str(&format!(" AND call_id = ${}", next()));
-        }
-        if filter.outcome.is_some() {
-            sql.push_str(&format!(" AND outcome = ${}", next()));
-        }
-        if filter.since.is_some() {
-            sql.push_str(&format!(" AND at_us >= ${}", next()));
-        }
-        if filter.until.is_some() {
-            sql.push_str(&format!(" AND at_us < ${}", next()));
-        }
-        if filter.after_seq.is_some() {
-            sql.push_str(&format!(" AND seq > ${}", next()));
-        }
-        sql.push_str(" ORDER BY seq");
-        if filter.limit.is_some() {
-            sql.push_str(&format!(" LIMIT ${}", next()));
-        }
-        let mut query = sqlx::query::<Any>(&sql);
-        if let Some(org) = org {
-            query = query.bind(org.to_string());
-        }
+        Ok(self.placed_audit_rows(org, filter).await?.into_iter().map(|row| row.resolution).collect())
+    }
+
+    /// [`Store::list_audit`], each allowed row with its completion when the call has
+    /// ended (the upstream status, tokens, how it ended — `failed_over` for an attempt
+    /// another credential took over).
+    pub async fn list_audit_with_completions(
+        &self,
+        org: Option<&OrgId>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(ResolutionAudit, Option<CallCompletion>)>, StoreError> {
+        let rows = self.placed_audit_rows(org, filter).await?;
+        let completions = self.completions_for(&rows).await?;
+        Ok(rows.into_iter().map(|row| row.resolution).zip(completions).collect())
+    }
+
+    async fn placed_audit_rows(&self, org: Option<&OrgId>, filter: &AuditFilter) -> Result<Vec<PlacedRow>, StoreError> {
+        let mut sql = Sql::new(
+            self.backend(),
+            format!("SELECT seq, {AUDIT_COLUMNS}, segment, segment_seq FROM resolution_audit WHERE "),
+        );
+        sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
         if let Some(credential) = &filter.credential {
-            query = query.bind(credential.to_string());
+            sql.push(" AND credential_id = ").push_bind(credential.to_string());
         }
         if let Some(call_id) = &filter.call_id {
-            query = query.bind(call_id.as_str());
+            sql.push(" AND call_id = ").push_bind(call_id.as_str());
         }
         if let Some(outcome) = filter.outcome {
-            query = query.bind(outcome.as_str());
+            sql.push(" AND outcome = ").push_bind(outcome.as_str());
         }
         if let Some(since) = filter.since {
-            query = query.bind(since.as_micros());
+            sql.push(" AND at_us >= ").push_bind(since.as_micros());
         }
         if let Some(until) = filter.until {
-            query = query.bind(until.as_micros());
+            sql.push(" AND at_us < ").push_bind(until.as_micros());
         }
         if let Some(after) = filter.after_seq {
-            query = query.bind(after);
+            sql.push(" AND seq > ").push_bind(after);
         }
+        sql.push(" ORDER BY seq");
         if let Some(limit) = filter.limit {
-            query = query.bind(i64::from(limit));
+            sql.push(" LIMIT ").push_bind(i64::from(limit));
         }
-        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
-        rows.iter().map(decode_audit).collect()
+        let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let r = Row::new(row, "resolution_audit");
+                Ok(PlacedRow {
+                    resolution: decode_audit(row)?,
+                    segment: r.opt_text("segment")?,
+                    position: r.opt_int("segment_seq")?,
+                })
+            })
+            .collect()
     }
 
     /// The credential's resolution rows after (`at_us`, `seq_floor`) in time order, with
@@ -354,35 +303,23 @@ impl Store {
         terms: &[((OrgId, &str), &[i64])],
         found: &mut HashMap<((OrgId, String), i64), CallCompletion>,
     ) -> Result<(), StoreError> {
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            match self.backend() {
-                // Positional on SQLite: sqlx looks every `$N` up by name.
-                Backend::Sqlite => "?".to_owned(),
-                Backend::Postgres => format!("${n}"),
-            }
-        };
-        let mut clauses = Vec::with_capacity(terms.len());
-        for (_, positions) in terms {
-            let org = next();
-            let segment = next();
-            let list: Vec<String> = positions.iter().map(|_| next()).collect();
-            clauses
-                .push(format!("(org_id = {org} AND segment = {segment} AND resolution_seq IN ({}))", list.join(", ")));
-        }
-        let sql = format!(
-            "SELECT {COMPLETION_COLUMNS}, segment, resolution_seq FROM call_completions WHERE {} ORDER BY seq",
-            clauses.join(" OR ")
+        let mut sql = Sql::new(
+            self.backend(),
+            format!("SELECT {COMPLETION_COLUMNS}, segment, resolution_seq FROM call_completions WHERE "),
         );
-        let mut query = sqlx::query::<Any>(&sql);
-        for ((org, segment), positions) in terms {
-            query = query.bind(org.to_string()).bind(*segment);
+        for (i, ((org, segment), positions)) in terms.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { " OR (" });
+            sql.push("org_id = ").push_bind(org.to_string());
+            sql.push(" AND segment = ").push_bind(*segment);
+            sql.push(" AND resolution_seq IN (");
+            let mut list = sql.separated(", ");
             for position in *positions {
-                query = query.bind(*position);
+                list.push_bind(*position);
             }
+            sql.push("))");
         }
-        for row in query.fetch_all(self.reader()).await.map_err(map_sqlx)? {
+        sql.push(" ORDER BY seq");
+        for row in sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)? {
             let completion = decode_completion(&row)?;
             let r = Row::new(&row, "call_completions");
             let (Some(segment), Some(position)) = (r.opt_text("segment")?, r.opt_int("resolution_seq")?) else {
@@ -402,23 +339,19 @@ impl Store {
     ) -> Result<Vec<(usize, CallCompletion)>, StoreError> {
         let mut out = Vec::new();
         for chunk in unpaired.chunks(500) {
-            let list: Vec<String> = match self.backend() {
-                Backend::Sqlite => vec!["?".to_owned(); chunk.len()],
-                Backend::Postgres => (0..chunk.len()).map(|i| format!("${}", i + 1)).collect(),
-            };
             // By call id only (the rest is checked here): with an `org_id = …` term SQLite
             // may walk the org's index instead of the call-id index.
-            let sql = format!(
-                "SELECT {COMPLETION_COLUMNS}, segment FROM call_completions \
-                 WHERE call_id IN ({}) AND resolution_seq IS NULL ORDER BY seq",
-                list.join(", ")
+            let mut sql = Sql::new(
+                self.backend(),
+                format!("SELECT {COMPLETION_COLUMNS}, segment FROM call_completions WHERE call_id IN ("),
             );
-            let mut query = sqlx::query::<Any>(&sql);
+            let mut list = sql.separated(", ");
             for &i in chunk {
-                query = query.bind(rows[i].resolution.call_id.clone());
+                list.push_bind(rows[i].resolution.call_id.as_str());
             }
+            sql.push(") AND resolution_seq IS NULL ORDER BY seq");
             let mut candidates = Vec::new();
-            for row in query.fetch_all(self.reader()).await.map_err(map_sqlx)? {
+            for row in sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)? {
                 let segment = Row::new(&row, "call_completions").opt_text("segment")?;
                 candidates.push((segment, decode_completion(&row)?));
             }
@@ -443,6 +376,10 @@ impl Store {
 
     /// The completions recorded for `call_id`, oldest first: of every org and team that
     /// used that call id (a caller chooses it). Replay pairs a completion with its own row.
+    ///
+    /// For tests (feature `testing`): the product reads completions beside the rows they
+    /// pair with (the timeline).
+    #[cfg(feature = "testing")]
     pub async fn list_completions(&self, call_id: &str) -> Result<Vec<CallCompletion>, StoreError> {
         let sql = format!("SELECT {COMPLETION_COLUMNS} FROM call_completions WHERE call_id = $1 ORDER BY seq");
         let rows = sqlx::query::<Any>(&sql).bind(call_id).fetch_all(self.reader()).await.map_err(map_sqlx)?;
@@ -456,16 +393,5 @@ impl Store {
             .fetch_one(self.reader())
             .await
             .map_err(map_sqlx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholder_numbering() {
-        assert_eq!(placeholders(2, 3, Backend::Postgres), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 3, Backend::Sqlite), "(?, ?, ?)");
     }
 }

@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use byok_crypto::chain::{hex, ChainHash, Link, GENESIS};
 use byok_domain::{CallCompletion, OrgId, ResolutionAudit, Timestamp};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row as _};
+use sqlx::Any;
 
 use crate::error::{map_sqlx, StoreError};
-use crate::store::Store;
+use crate::rows::Row;
+use crate::sql::{Separated, Sql};
+use crate::store::{Backend, Store};
 
 /// Rows read per page while verifying.
 const VERIFY_PAGE: i64 = 5000;
@@ -241,6 +242,19 @@ pub(crate) struct Chained {
     pub(crate) hash: ChainHash,
 }
 
+impl Chained {
+    /// Bind the entry's values in column order: its fields, then `prev_hash` and `hash`.
+    pub(crate) fn push_values<'q>(&'q self, values: &mut Separated<'_, 'q>) {
+        for field in &self.fields {
+            match field {
+                Field::Text(value) => values.push_bind(value.as_deref()),
+                Field::Int(value) => values.push_bind(*value),
+            };
+        }
+        values.push_bind(self.prev.as_slice()).push_bind(self.hash.as_slice());
+    }
+}
+
 /// Link `fields` of `kind` after `prev`.
 pub(crate) fn chain(kind: &str, prev: ChainHash, fields: Vec<Field>) -> Chained {
     let hash = link(kind, &prev, &fields);
@@ -377,7 +391,7 @@ struct Entry {
     hash: Option<Vec<u8>>,
 }
 
-fn read_fields(row: &AnyRow, columns: &str) -> Result<Vec<Field>, StoreError> {
+fn read_fields(row: &Row<'_>, columns: &str) -> Result<Vec<Field>, StoreError> {
     columns
         .split(',')
         .map(str::trim)
@@ -397,11 +411,10 @@ fn read_fields(row: &AnyRow, columns: &str) -> Result<Vec<Field>, StoreError> {
                     | "attempt"
             );
             if int_column {
-                row.try_get::<Option<i64>, _>(column).map(Field::Int)
+                row.opt_int(column).map(Field::Int)
             } else {
-                row.try_get::<Option<String>, _>(column).map(Field::Text)
+                row.opt_text(column).map(Field::Text)
             }
-            .map_err(|e| StoreError::Corrupt(format!("audit column {column}: {e}")))
         })
         .collect()
 }
@@ -482,11 +495,12 @@ impl Walker {
     }
 }
 
-fn org_filter(org: Option<&OrgId>, first: usize) -> String {
-    match org {
-        Some(_) => format!("org_id = ${first}"),
-        None => "org_id IS NULL".to_owned(),
-    }
+/// `{statement} WHERE org_id = … AND segment = …`: a statement on the entries (or the
+/// anchor) of one chain, `org`'s (`None`: entries without an org) in `segment`.
+fn on_chain<'q>(backend: Backend, statement: &str, org: Option<&OrgId>, segment: &'q str) -> Sql<'q> {
+    let mut sql = Sql::new(backend, format!("{statement} WHERE "));
+    sql.push_eq_or_null("org_id", org.map(OrgId::to_string)).push(" AND segment = ").push_bind(segment);
+    sql
 }
 
 impl Store {
@@ -509,24 +523,13 @@ impl Store {
     }
 
     async fn anchor(&self, org: Option<&OrgId>, segment: &str) -> Result<ChainHead, StoreError> {
-        let sql = format!(
-            "SELECT last_seq, last_hash FROM audit_anchors WHERE {} AND segment = ${}",
-            org_filter(org, 1),
-            if org.is_some() { 2 } else { 1 }
-        );
-        let mut query = sqlx::query::<Any>(&sql);
-        if let Some(org) = org {
-            query = query.bind(org.to_string());
-        }
-        let row = query.bind(segment).fetch_optional(self.reader()).await.map_err(map_sqlx)?;
+        let mut sql = on_chain(self.backend(), "SELECT last_seq, last_hash FROM audit_anchors", org, segment);
+        let row = sql.query()?.fetch_optional(self.reader()).await.map_err(map_sqlx)?;
         match row {
             None => Ok(ChainHead::START),
             Some(row) => {
-                let seq: i64 = row.try_get("last_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let hash: Vec<u8> = row.try_get("last_hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let hash = ChainHash::try_from(hash.as_slice())
-                    .map_err(|_| StoreError::Corrupt("audit_anchors.last_hash is not 32 bytes".into()))?;
-                Ok(ChainHead { seq, hash })
+                let r = Row::new(&row, "audit_anchors");
+                Ok(ChainHead { seq: r.int("last_seq")?, hash: r.chain_hash("last_hash")? })
             }
         }
     }
@@ -539,69 +542,46 @@ impl Store {
     async fn segments(&self, org: Option<&OrgId>) -> Result<Vec<String>, StoreError> {
         let mut segments = std::collections::BTreeSet::new();
         for table in ["resolution_audit", "call_completions"] {
-            let (first, next) = match org {
-                Some(_) => ("org_id = $1", "t.org_id = $1"),
-                None => ("org_id IS NULL", "t.org_id IS NULL"),
-            };
-            let sql = format!(
-                "WITH RECURSIVE found (segment) AS ( \
-                     SELECT (SELECT segment FROM {table} WHERE {first} AND segment IS NOT NULL \
-                             ORDER BY segment LIMIT 1) \
-                   UNION ALL \
-                     SELECT (SELECT t.segment FROM {table} AS t WHERE {next} AND t.segment > found.segment \
-                             ORDER BY t.segment LIMIT 1) \
-                     FROM found WHERE found.segment IS NOT NULL \
-                 ) \
-                 SELECT segment FROM found WHERE segment IS NOT NULL"
+            let mut sql = Sql::new(
+                self.backend(),
+                format!("WITH RECURSIVE found (segment) AS ( SELECT (SELECT segment FROM {table} WHERE "),
             );
-            let mut query = sqlx::query_scalar::<Any, String>(&sql);
-            if let Some(org) = org {
-                query = query.bind(org.to_string());
-            }
-            segments.extend(query.fetch_all(self.reader()).await.map_err(map_sqlx)?);
+            sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
+            sql.push(format_args!(
+                " AND segment IS NOT NULL ORDER BY segment LIMIT 1) \
+                 UNION ALL \
+                   SELECT (SELECT t.segment FROM {table} AS t WHERE "
+            ));
+            sql.push_eq_or_null("t.org_id", org.map(OrgId::to_string));
+            sql.push(
+                " AND t.segment > found.segment ORDER BY t.segment LIMIT 1) \
+                   FROM found WHERE found.segment IS NOT NULL \
+                 ) \
+                 SELECT segment FROM found WHERE segment IS NOT NULL",
+            );
+            segments.extend(sql.query_scalar::<String>()?.fetch_all(self.reader()).await.map_err(map_sqlx)?);
         }
-        let sql = format!("SELECT segment FROM audit_anchors WHERE {}", org_filter(org, 1));
-        let mut query = sqlx::query_scalar::<Any, String>(&sql);
-        if let Some(org) = org {
-            query = query.bind(org.to_string());
-        }
-        segments.extend(query.fetch_all(self.reader()).await.map_err(map_sqlx)?);
+        let mut sql = Sql::new(self.backend(), "SELECT segment FROM audit_anchors WHERE ");
+        sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
+        segments.extend(sql.query_scalar::<String>()?.fetch_all(self.reader()).await.map_err(map_sqlx)?);
         Ok(segments.into_iter().collect())
     }
 
     async fn page(&self, source: &ChainTable, org: Option<&OrgId>, page: Page<'_>) -> Result<Vec<Entry>, StoreError> {
         let ChainTable { table, columns, kind } = *source;
         let Page { filter: chain_filter, order, segment, after } = page;
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        let org_clause = match org {
-            Some(_) => format!("org_id = ${}", next()),
-            None => "org_id IS NULL".to_owned(),
-        };
-        let segment_clause = match segment {
-            Some(_) => format!(" AND segment = ${}", next()),
-            None => String::new(),
-        };
-        let sql = format!(
-            "SELECT seq, prev_hash, hash, {columns} FROM {table} WHERE {org_clause}{segment_clause} AND {chain_filter} \
-             AND {order} > ${} ORDER BY {order} LIMIT ${}",
-            next(),
-            next()
-        );
-        let mut query = sqlx::query::<Any>(&sql);
-        if let Some(org) = org {
-            query = query.bind(org.to_string());
-        }
+        let mut sql = Sql::new(self.backend(), format!("SELECT seq, prev_hash, hash, {columns} FROM {table} WHERE "));
+        sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
         if let Some(segment) = segment {
-            query = query.bind(segment.to_owned());
+            sql.push(" AND segment = ").push_bind(segment);
         }
-        let rows = query.bind(after).bind(VERIFY_PAGE).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        sql.push(format_args!(" AND {chain_filter} AND {order} > ")).push_bind(after);
+        sql.push(format_args!(" ORDER BY {order} LIMIT ")).push_bind(VERIFY_PAGE);
+        let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
-                let fields = read_fields(row, columns)?;
+                let r = Row::new(row, table);
+                let fields = read_fields(&r, columns)?;
                 let seq = match fields.first() {
                     Some(Field::Int(seq)) if order == "chain_seq" => *seq,
                     _ => match fields.get(1) {
@@ -611,12 +591,12 @@ impl Store {
                 };
                 Ok(Entry {
                     table,
-                    row_seq: row.try_get("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    row_seq: r.int("seq")?,
                     seq,
                     fields,
                     kind,
-                    prev: row.try_get("prev_hash").map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    hash: row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    prev: r.opt_blob("prev_hash")?,
+                    hash: r.opt_blob("hash")?,
                 })
             })
             .collect()
@@ -724,31 +704,23 @@ impl Store {
             .await
             .map_err(map_sqlx)?;
             if let Some(row) = row {
-                let seq: Option<i64> = row.try_get("chain_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let hash: Option<Vec<u8>> = row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let r = Row::new(&row, "lifecycle_events");
                 heads.push(HeadRecord {
                     chain: "events".into(),
-                    seq: seq.unwrap_or(0),
-                    hash: hex(&hash.unwrap_or_default()),
+                    seq: r.opt_int("chain_seq")?.unwrap_or(0),
+                    hash: hex(&r.opt_blob("hash")?.unwrap_or_default()),
                 });
             }
         }
         for segment in self.segments(org).await? {
             let mut best = self.anchor(org, &segment).await?;
             for table in ["resolution_audit", "call_completions"] {
-                let sql = format!(
-                    "SELECT segment_seq, hash FROM {table} WHERE {} AND segment = ${} ORDER BY segment_seq DESC LIMIT 1",
-                    org_filter(org, 1),
-                    if org.is_some() { 2 } else { 1 }
-                );
-                let mut query = sqlx::query::<Any>(&sql);
-                if let Some(org) = org {
-                    query = query.bind(org.to_string());
-                }
-                if let Some(row) = query.bind(segment.clone()).fetch_optional(self.reader()).await.map_err(map_sqlx)? {
-                    let seq: Option<i64> =
-                        row.try_get("segment_seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let hash: Option<Vec<u8>> = row.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let select = format!("SELECT segment_seq, hash FROM {table}");
+                let mut sql = on_chain(self.backend(), &select, org, &segment);
+                sql.push(" ORDER BY segment_seq DESC LIMIT 1");
+                if let Some(row) = sql.query()?.fetch_optional(self.reader()).await.map_err(map_sqlx)? {
+                    let r = Row::new(&row, table);
+                    let (seq, hash) = (r.opt_int("segment_seq")?, r.opt_blob("hash")?);
                     if let (Some(seq), Some(hash)) = (seq, hash.and_then(|h| ChainHash::try_from(h.as_slice()).ok())) {
                         if seq > best.seq {
                             best = ChainHead { seq, hash };
@@ -776,25 +748,13 @@ impl Store {
         }
         let tables: &[&str] = if segment.is_some() { &[table, "call_completions"] } else { &[table] };
         for table in tables {
-            let mut n = 0;
-            let mut next = || {
-                n += 1;
-                n
-            };
-            let org_clause = match org {
-                Some(_) => format!("org_id = ${}", next()),
-                None => "org_id IS NULL".to_owned(),
-            };
-            let segment_clause = if segment.is_some() { format!(" AND segment = ${}", next()) } else { String::new() };
-            let sql = format!("SELECT hash FROM {table} WHERE {org_clause}{segment_clause} AND {order} = ${}", next());
-            let mut query = sqlx::query_scalar::<Any, Option<Vec<u8>>>(&sql);
-            if let Some(org) = org {
-                query = query.bind(org.to_string());
-            }
+            let mut sql = Sql::new(self.backend(), format!("SELECT hash FROM {table} WHERE "));
+            sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
             if let Some(segment) = &segment {
-                query = query.bind(segment.clone());
+                sql.push(" AND segment = ").push_bind(segment.as_str());
             }
-            let found = query.bind(head.seq).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+            sql.push(format_args!(" AND {order} = ")).push_bind(head.seq);
+            let found = sql.query_scalar::<Option<Vec<u8>>>()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
             if found.into_iter().flatten().any(|hash| hex(&hash) == head.hash) {
                 return Ok(true);
             }
@@ -827,26 +787,17 @@ impl Store {
             let mut keep_from: Option<i64> = None;
             let mut last: i64 = 0;
             for table in ["resolution_audit", "call_completions"] {
-                let base = format!(
-                    "FROM {table} WHERE {} AND segment = ${}",
-                    org_filter(org, 1),
-                    if org.is_some() { 2 } else { 1 }
-                );
-                let p = if org.is_some() { 3 } else { 2 };
                 // Two plain MIN/MAX queries: each is one walk along the chain index (on
                 // PostgreSQL the first skips the months before `before`); a single pass
                 // computing both would read every entry of the chain.
-                let keep_sql = format!("SELECT MIN(segment_seq) {base} AND at_us >= ${p}");
-                let last_sql = format!("SELECT MAX(segment_seq) {base}");
-                let mut keep = sqlx::query_scalar::<Any, Option<i64>>(&keep_sql);
-                let mut table_last = sqlx::query_scalar::<Any, Option<i64>>(&last_sql);
-                if let Some(org) = org {
-                    keep = keep.bind(org.to_string());
-                    table_last = table_last.bind(org.to_string());
-                }
-                let keep =
-                    keep.bind(segment.clone()).bind(before.as_micros()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
-                let table_last = table_last.bind(segment.clone()).fetch_one(&mut *tx).await.map_err(map_sqlx)?;
+                let select = format!("SELECT MIN(segment_seq) FROM {table}");
+                let mut keep = on_chain(self.backend(), &select, org, &segment);
+                keep.push(" AND at_us >= ").push_bind(before.as_micros());
+                let keep = keep.query_scalar::<Option<i64>>()?.fetch_one(&mut *tx).await.map_err(map_sqlx)?;
+                let select = format!("SELECT MAX(segment_seq) FROM {table}");
+                let mut table_last = on_chain(self.backend(), &select, org, &segment);
+                let table_last =
+                    table_last.query_scalar::<Option<i64>>()?.fetch_one(&mut *tx).await.map_err(map_sqlx)?;
                 if let Some(keep) = keep {
                     keep_from = Some(keep_from.map_or(keep, |k| k.min(keep)));
                 }
@@ -861,19 +812,10 @@ impl Store {
             // The hash of the entry at `cut` becomes the anchor.
             let mut cut_hash: Option<Vec<u8>> = None;
             for table in ["resolution_audit", "call_completions"] {
-                let sql = format!(
-                    "SELECT hash FROM {table} WHERE {} AND segment = ${} AND segment_seq = ${}",
-                    org_filter(org, 1),
-                    if org.is_some() { 2 } else { 1 },
-                    if org.is_some() { 3 } else { 2 }
-                );
-                let mut query = sqlx::query_scalar::<Any, Option<Vec<u8>>>(&sql);
-                if let Some(org) = org {
-                    query = query.bind(org.to_string());
-                }
-                if let Some(hash) =
-                    query.bind(segment.clone()).bind(cut).fetch_optional(&mut *tx).await.map_err(map_sqlx)?.flatten()
-                {
+                let mut sql = on_chain(self.backend(), &format!("SELECT hash FROM {table}"), org, &segment);
+                sql.push(" AND segment_seq = ").push_bind(cut);
+                let query = sql.query_scalar::<Option<Vec<u8>>>()?;
+                if let Some(hash) = query.fetch_optional(&mut *tx).await.map_err(map_sqlx)?.flatten() {
                     cut_hash = Some(hash);
                 }
             }
@@ -884,29 +826,12 @@ impl Store {
                 )));
             };
             for table in ["resolution_audit", "call_completions"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {} AND segment = ${} AND segment_seq <= ${}",
-                    org_filter(org, 1),
-                    if org.is_some() { 2 } else { 1 },
-                    if org.is_some() { 3 } else { 2 }
-                );
-                let mut query = sqlx::query::<Any>(&sql);
-                if let Some(org) = org {
-                    query = query.bind(org.to_string());
-                }
-                removed +=
-                    query.bind(segment.clone()).bind(cut).execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
+                let mut sql = on_chain(self.backend(), &format!("DELETE FROM {table}"), org, &segment);
+                sql.push(" AND segment_seq <= ").push_bind(cut);
+                removed += sql.query()?.execute(&mut *tx).await.map_err(map_sqlx)?.rows_affected();
             }
-            let delete = format!(
-                "DELETE FROM audit_anchors WHERE {} AND segment = ${}",
-                org_filter(org, 1),
-                if org.is_some() { 2 } else { 1 }
-            );
-            let mut query = sqlx::query::<Any>(&delete);
-            if let Some(org) = org {
-                query = query.bind(org.to_string());
-            }
-            query.bind(segment.clone()).execute(&mut *tx).await.map_err(map_sqlx)?;
+            let mut delete = on_chain(self.backend(), "DELETE FROM audit_anchors", org, &segment);
+            delete.query()?.execute(&mut *tx).await.map_err(map_sqlx)?;
             sqlx::query::<Any>(
                 "INSERT INTO audit_anchors (org_id, segment, last_seq, last_hash, purged_at) VALUES ($1, $2, $3, $4, $5)",
             )

@@ -8,6 +8,7 @@ use sqlx::{Any, AnyConnection};
 use crate::error::{map_insert, map_sqlx, StoreError};
 use crate::events::{insert_event, NewEvent};
 use crate::rows::{to_json, Row};
+use crate::sql::Sql;
 use crate::store::Store;
 
 /// A credential as stored, with its revision for optimistic concurrency.
@@ -75,8 +76,7 @@ fn decode_credential(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
             },
             owner: byok_domain::CredentialOwner::Org,
             rotate_by: None,
-            weight: u16::try_from(r.int("weight")?)
-                .map_err(|_| StoreError::Corrupt("credentials.weight: out of range".to_owned()))?,
+            weight: u16::try_from(r.int("weight")?).map_err(|_| r.corrupt("weight", "out of range"))?,
             rpm: r.opt_int("rpm")?.map(|v| u64::try_from(v).unwrap_or(0)),
             tpm: r.opt_int("tpm")?.map(|v| u64::try_from(v).unwrap_or(0)),
             health: match r.opt_int("failing_status")? {
@@ -484,18 +484,17 @@ impl Store {
         below: u32,
         limit: Option<u32>,
     ) -> Result<Vec<WrappedDekRef>, StoreError> {
-        let mut sql = String::from(
+        let mut sql = Sql::new(
+            self.backend(),
             "SELECT credential_id, version, dek_alg, kek_version, wrapped_dek, kek_kms, fingerprint FROM credential_versions \
-             WHERE org_id = $1 AND kek_version < $2 ORDER BY credential_id, version",
+             WHERE org_id = ",
         );
-        if limit.is_some() {
-            sql.push_str(" LIMIT $3");
-        }
-        let mut query = sqlx::query::<Any>(&sql).bind(org.to_string()).bind(i64::from(below));
+        sql.push_bind(org.to_string()).push(" AND kek_version < ").push_bind(i64::from(below));
+        sql.push(" ORDER BY credential_id, version");
         if let Some(limit) = limit {
-            query = query.bind(i64::from(limit));
+            sql.push(" LIMIT ").push_bind(i64::from(limit));
         }
-        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
                 let r = Row::new(row, "credential_versions");

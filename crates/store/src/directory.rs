@@ -42,34 +42,18 @@ fn parse_org_state(text: &str) -> Result<OrgState, String> {
 fn decode_org(row: &AnyRow) -> Result<Org, StoreError> {
     let r = Row::new(row, "orgs");
     let state_text = r.text("state")?;
-    let state = parse_org_state(&state_text).map_err(|e| StoreError::Corrupt(format!("orgs.state: {e}")))?;
+    let state = parse_org_state(&state_text).map_err(|e| r.corrupt("state", e))?;
     let name = match r.text("kind")?.as_str() {
         PLATFORM => Name::platform(),
         _ => r.parse_name("name")?,
     };
     let rate_card = r
         .opt_text("rate_card")?
-        .map(|code| PricedCard::parse_code(&code).map_err(|e| StoreError::Corrupt(format!("orgs.rate_card: {e}"))))
+        .map(|code| PricedCard::parse_code(&code).map_err(|e| r.corrupt("rate_card", e)))
         .transpose()?;
-    let json_or_default = |col: &str| -> Result<Option<String>, StoreError> { r.opt_text(col) };
-    let budget = match json_or_default("budget")? {
-        Some(text) => {
-            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.budget: bad JSON: {e}")))?
-        }
-        None => Budget::default(),
-    };
-    let controls = match json_or_default("controls")? {
-        Some(text) => {
-            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.controls: bad JSON: {e}")))?
-        }
-        None => OrgControls::default(),
-    };
-    let limits = match json_or_default("limits")? {
-        Some(text) => {
-            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("orgs.limits: bad JSON: {e}")))?
-        }
-        None => byok_domain::OrgLimits::default(),
-    };
+    let budget: Budget = r.opt_json("budget")?.unwrap_or_default();
+    let controls: OrgControls = r.opt_json("controls")?.unwrap_or_default();
+    let limits: byok_domain::OrgLimits = r.opt_json("limits")?.unwrap_or_default();
     Ok(Org {
         id: r.parse("id")?,
         name,

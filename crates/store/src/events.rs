@@ -6,12 +6,13 @@ use byok_domain::{Actor, CredentialId, EventId, LifecycleEvent, LifecycleKind, O
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
-use byok_crypto::chain::{ChainHash, GENESIS};
+use byok_crypto::chain::GENESIS;
 
-use crate::chain::{chain, Field};
+use crate::chain::{chain, Field, EVENT_CHAIN_COLUMNS};
 use crate::error::{map_insert, map_sqlx, StoreError};
 use crate::notify::announce;
 use crate::rows::{to_json, Row};
+use crate::sql::Sql;
 use crate::store::{Backend, Store};
 
 /// A lifecycle event to record; the store assigns its `seq`.
@@ -105,10 +106,7 @@ pub(crate) async fn insert_event(
         None => (1, GENESIS),
         Some(row) => {
             let r = Row::new(&row, "lifecycle_events");
-            let hash = r.blob("hash")?;
-            let prev = ChainHash::try_from(hash.as_slice())
-                .map_err(|_| StoreError::Corrupt("lifecycle_events.hash is not 32 bytes".into()))?;
-            (r.int("chain_seq")? + 1, prev)
+            (r.int("chain_seq")? + 1, r.chain_hash("hash")?)
         }
     };
     let fields = vec![
@@ -125,24 +123,14 @@ pub(crate) async fn insert_event(
         Field::Text(Some(details)),
     ];
     let chained = chain("event", prev, fields);
-    // PostgreSQL: the new `seq` is read back for the change notification.
-    let sql = if backend == Backend::Postgres {
-        "INSERT INTO lifecycle_events \
-         (chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq"
-    } else {
-        "INSERT INTO lifecycle_events \
-         (chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-    };
-    let mut query = sqlx::query::<Any>(sql);
-    for field in &chained.fields {
-        query = match field {
-            Field::Text(value) => query.bind(value.clone()),
-            Field::Int(value) => query.bind(*value),
-        };
+    let mut sql =
+        Sql::new(backend, format!("INSERT INTO lifecycle_events ({EVENT_CHAIN_COLUMNS}, prev_hash, hash) VALUES "));
+    sql.push_tuples([&chained], |values, chained| chained.push_values(values));
+    if backend == Backend::Postgres {
+        // The new `seq` is read back for the change notification.
+        sql.push(" RETURNING seq");
     }
-    let inserted = query.bind(chained.prev.to_vec()).bind(chained.hash.to_vec()).fetch_optional(&mut *conn).await;
+    let inserted = sql.query()?.fetch_optional(&mut *conn).await;
     let inserted = inserted.map_err(|e| {
         map_insert(
             e,
@@ -178,40 +166,22 @@ fn decode_event(row: &AnyRow) -> Result<LifecycleEvent, StoreError> {
 impl Store {
     /// The org's lifecycle events that match `filter`, in `seq` order.
     pub async fn list_events(&self, org: &OrgId, filter: &EventFilter) -> Result<Vec<LifecycleEvent>, StoreError> {
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = $1");
-        let mut n = 1;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        if filter.subject.is_some() {
-            sql.push_str(&format!(" AND subject = ${}", next()));
-        }
-        if filter.credential.is_some() {
-            sql.push_str(&format!(" AND credential_id = ${}", next()));
-        }
-        if filter.after_seq.is_some() {
-            sql.push_str(&format!(" AND seq > ${}", next()));
-        }
-        sql.push_str(" ORDER BY seq");
-        if filter.limit.is_some() {
-            sql.push_str(&format!(" LIMIT ${}", next()));
-        }
-
-        let mut query = sqlx::query::<Any>(&sql).bind(org.to_string());
+        let mut sql = Sql::new(self.backend(), format!("SELECT {EVENT_COLUMNS} FROM lifecycle_events WHERE org_id = "));
+        sql.push_bind(org.to_string());
         if let Some(subject) = &filter.subject {
-            query = query.bind(subject.as_str());
+            sql.push(" AND subject = ").push_bind(subject.as_str());
         }
         if let Some(credential) = &filter.credential {
-            query = query.bind(credential.to_string());
+            sql.push(" AND credential_id = ").push_bind(credential.to_string());
         }
         if let Some(after) = filter.after_seq {
-            query = query.bind(after);
+            sql.push(" AND seq > ").push_bind(after);
         }
+        sql.push(" ORDER BY seq");
         if let Some(limit) = filter.limit {
-            query = query.bind(i64::from(limit));
+            sql.push(" LIMIT ").push_bind(i64::from(limit));
         }
-        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter().map(decode_event).collect()
     }
 }

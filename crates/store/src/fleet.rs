@@ -2,9 +2,10 @@
 //! by name by the first node), and every node's audit checkpoint key.
 
 use byok_domain::Timestamp;
-use sqlx::{Any, Row};
+use sqlx::Any;
 
 use crate::error::{map_sqlx, StoreError};
+use crate::rows::Row;
 use crate::Store;
 
 /// A node's audit checkpoint key, as registered in the store.
@@ -123,13 +124,11 @@ impl Store {
         .map_err(map_sqlx)?;
         rows.iter()
             .map(|row| {
-                let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("audit_signing_keys: {e}"));
-                let at: i64 = row.try_get("registered_at_us").map_err(corrupt)?;
+                let r = Row::new(row, "audit_signing_keys");
                 Ok(SigningKeyRecord {
-                    key_id: row.try_get("key_id").map_err(corrupt)?,
-                    public_key: row.try_get("public_key").map_err(corrupt)?,
-                    registered_at: Timestamp::from_micros(at)
-                        .ok_or_else(|| StoreError::Corrupt(format!("audit_signing_keys: time {at}")))?,
+                    key_id: r.text("key_id")?,
+                    public_key: r.text("public_key")?,
+                    registered_at: r.ts("registered_at_us")?,
                 })
             })
             .collect()

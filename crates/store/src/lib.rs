@@ -1,8 +1,10 @@
 //! byok's persistence: one API over SQLite (the default: a single file in WAL mode) and
 //! PostgreSQL (several sidecars sharing one store).
 //!
-//! * Every query is written once, in portable SQL with `$1, $2, …` placeholders, and runs
-//!   through `sqlx`'s `Any` driver on either backend. Only the DDL differs, so there are
+//! * Every query is written once, in portable SQL, and runs through `sqlx`'s `Any` driver
+//!   on either backend: fixed statements with `$1, $2, …` placeholders, statements whose
+//!   shape depends on their input (filters, lists, multi-row inserts) built with each
+//!   value bound where its placeholder is written (`sql.rs`). Only the DDL differs, so there are
 //!   two migration directories (`migrations/sqlite`, `migrations/postgres`); migrations
 //!   run on [`Store::open`].
 //! * Every mutating method writes its entity *and* its lifecycle event in one
@@ -30,10 +32,12 @@ mod fleet;
 mod notify;
 mod partitions;
 mod rows;
+mod sql;
 mod store;
 mod timeline;
 mod tokens;
 mod usage;
+mod view;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -50,3 +54,4 @@ pub use partitions::{AuditMonth, DroppedMonth, PartitionReport, RetentionCuts, M
 pub use store::{Backend, Store};
 pub use timeline::{TimelineCursor, TimelineItem};
 pub use usage::{UsageRow, UsageSource};
+pub use view::{AuditAppender, ResolutionView};

@@ -39,9 +39,11 @@ use std::fmt;
 
 use byok_domain::{OrgId, Timestamp};
 use serde::Serialize;
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::error::{map_sqlx, StoreError};
+use crate::rows::Row;
+use crate::sql::Sql;
 use crate::store::{Backend, Store};
 
 /// Months after the current one whose partitions are made ahead of time.
@@ -551,17 +553,11 @@ impl Store {
         for ((org, segment), _) in &stragglers {
             let Some(end) = chains.get(&(org.clone(), segment.clone())) else { continue };
             for table in TABLES {
-                let (org_clause, n) = if org.is_some() { ("org_id = $1 AND ", 2) } else { ("org_id IS NULL AND ", 1) };
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {org_clause}segment = ${n} AND segment_seq <= ${} \
-                     AND (at_us < {lo} OR at_us >= {hi})",
-                    n + 1
-                );
-                let mut query = sqlx::query::<Any>(&sql);
-                if let Some(org) = org {
-                    query = query.bind(org.clone());
-                }
-                straggler_rows += query.bind(segment.clone()).bind(end.seq).execute(&mut *tx).await?.rows_affected();
+                let mut sql = Sql::new(self.backend(), format!("DELETE FROM {table} WHERE "));
+                sql.push_eq_or_null("org_id", org.as_deref()).push(" AND segment = ").push_bind(segment.as_str());
+                sql.push(" AND segment_seq <= ").push_bind(end.seq);
+                sql.push(format_args!(" AND (at_us < {lo} OR at_us >= {hi})"));
+                straggler_rows += sql.query()?.execute(&mut *tx).await?.rows_affected();
             }
         }
         sqlx::query::<Any>(&format!("DROP TABLE {}", partitions.join(", "))).execute(&mut *tx).await?;
@@ -636,11 +632,9 @@ async fn chain_ends(tx: &mut Transaction<'static, Any>, partition: &str) -> Resu
     let mut out = Vec::new();
     for sql in [with_org, without_org] {
         for row in sqlx::query::<Any>(&sql).fetch_all(&mut **tx).await? {
-            let corrupt = |e: sqlx::Error| Fail::Store(StoreError::Corrupt(format!("{partition}: {e}")));
-            let org: Option<String> = row.try_get("org_id").map_err(corrupt)?;
-            let segment: String = row.try_get("segment").map_err(corrupt)?;
-            let seq: i64 = row.try_get("segment_seq").map_err(corrupt)?;
-            let hash: Option<Vec<u8>> = row.try_get("hash").map_err(corrupt)?;
+            let r = Row::new(&row, partition);
+            let (org, segment, seq, hash) =
+                (r.opt_text("org_id")?, r.text("segment")?, r.int("segment_seq")?, r.opt_blob("hash")?);
             let Some(hash) = hash.filter(|h| h.len() == 32) else {
                 return Err(Fail::Store(StoreError::Corrupt(format!(
                     "{partition}: entry {seq} of chain {segment} has no valid hash; verify the audit"
@@ -684,11 +678,9 @@ async fn find_stragglers(
                     .collect(),
             );
             for row in sqlx::query::<Any>(&sql).bind(json.to_string()).fetch_all(&mut **tx).await? {
-                let corrupt = |e: sqlx::Error| Fail::Store(StoreError::Corrupt(format!("{table}: {e}")));
-                let org: Option<String> = row.try_get("org_id").map_err(corrupt)?;
-                let segment: String = row.try_get("segment").map_err(corrupt)?;
-                let n: i64 = row.try_get("n").map_err(corrupt)?;
-                let newest: i64 = row.try_get("newest").map_err(corrupt)?;
+                let r = Row::new(&row, table);
+                let (org, segment, n, newest) =
+                    (r.opt_text("org_id")?, r.text("segment")?, r.int("n")?, r.int("newest")?);
                 out.push(((if with_org { org } else { None }, segment), u64::try_from(n).unwrap_or(0), newest));
             }
         }
@@ -715,11 +707,8 @@ async fn previous_anchors(
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
-            let corrupt = |e: sqlx::Error| Fail::Store(StoreError::Corrupt(format!("audit_anchors: {e}")));
-            let org: Option<String> = row.try_get("org_id").map_err(corrupt)?;
-            let segment: String = row.try_get("segment").map_err(corrupt)?;
-            let seq: i64 = row.try_get("last_seq").map_err(corrupt)?;
-            out.insert((org, segment), seq);
+            let r = Row::new(&row, "audit_anchors");
+            out.insert((r.opt_text("org_id")?, r.text("segment")?), r.int("last_seq")?);
         }
     }
     Ok(out)

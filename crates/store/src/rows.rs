@@ -7,6 +7,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+use byok_crypto::chain::ChainHash;
 use byok_domain::{Name, Timestamp};
 use serde::de::DeserializeOwned;
 use sqlx::any::AnyRow;
@@ -17,16 +18,18 @@ use crate::error::{clip, StoreError};
 /// A row of `table`, read column by column.
 pub(crate) struct Row<'r> {
     row: &'r AnyRow,
-    table: &'static str,
+    table: &'r str,
 }
 
 impl<'r> Row<'r> {
     /// Wrap `row`, which came from `table` (for messages).
-    pub(crate) fn new(row: &'r AnyRow, table: &'static str) -> Self {
+    pub(crate) fn new(row: &'r AnyRow, table: &'r str) -> Self {
         Self { row, table }
     }
 
-    fn corrupt(&self, col: &str, why: impl Display) -> StoreError {
+    /// The error for a value of `col` that is wrong for another reason than those
+    /// caught here (a check across columns, a parser of its own).
+    pub(crate) fn corrupt(&self, col: &str, why: impl Display) -> StoreError {
         StoreError::Corrupt(format!("{}.{col}: {why}", self.table))
     }
 
@@ -62,6 +65,17 @@ impl<'r> Row<'r> {
         self.get::<Vec<u8>>(col)
     }
 
+    /// A nullable blob column.
+    pub(crate) fn opt_blob(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get::<Option<Vec<u8>>>(col)
+    }
+
+    /// A non-null blob column holding a chain hash (32 bytes).
+    pub(crate) fn chain_hash(&self, col: &str) -> Result<ChainHash, StoreError> {
+        let bytes = self.blob(col)?;
+        ChainHash::try_from(bytes.as_slice()).map_err(|_| self.corrupt(col, "is not 32 bytes"))
+    }
+
     /// A text column parsed with `FromStr` (ids, enums).
     pub(crate) fn parse<T>(&self, col: &str) -> Result<T, StoreError>
     where
@@ -90,6 +104,32 @@ impl<'r> Row<'r> {
                 text.parse().map(Some).map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text))))
             }
         }
+    }
+
+    /// A nullable text column in which empty text also means none (the usage rollup's
+    /// keys).
+    pub(crate) fn nonempty_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.opt_text(col)?.filter(|text| !text.is_empty()))
+    }
+
+    /// A [`nonempty_text`](Self::nonempty_text) column parsed with `FromStr`.
+    pub(crate) fn nonempty_parse<T>(&self, col: &str) -> Result<Option<T>, StoreError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.nonempty_text(col)? {
+            None => Ok(None),
+            Some(text) => {
+                text.parse().map(Some).map_err(|e| self.corrupt(col, format!("'{}' does not parse: {e}", clip(&text))))
+            }
+        }
+    }
+
+    /// A non-null integer column that must not be negative.
+    pub(crate) fn u64(&self, col: &str) -> Result<u64, StoreError> {
+        let value = self.int(col)?;
+        u64::try_from(value).map_err(|_| self.corrupt(col, format!("{value} is negative")))
     }
 
     /// A non-null integer column that must fit a `u32`.
@@ -134,6 +174,16 @@ impl<'r> Row<'r> {
     pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError> {
         let text = self.text(col)?;
         serde_json::from_str(&text).map_err(|e| self.corrupt(col, format!("bad JSON: {e}")))
+    }
+
+    /// A nullable JSON text column.
+    pub(crate) fn opt_json<T: DeserializeOwned>(&self, col: &str) -> Result<Option<T>, StoreError> {
+        match self.opt_text(col)? {
+            None => Ok(None),
+            Some(text) => {
+                serde_json::from_str(&text).map(Some).map_err(|e| self.corrupt(col, format!("bad JSON: {e}")))
+            }
+        }
     }
 }
 

@@ -233,6 +233,9 @@ impl Store {
     }
 
     /// Whether an operator token exists (first start creates one).
+    ///
+    /// For tests (feature `testing`): nothing else asks.
+    #[cfg(feature = "testing")]
     pub async fn has_operator_token(&self) -> Result<bool, StoreError> {
         let count = sqlx::query_scalar::<Any, i64>("SELECT COUNT(*) FROM admin_tokens WHERE org_id IS NULL")
             .fetch_one(self.reader())

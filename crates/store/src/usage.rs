@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 use byok_domain::{CredentialOwner, OrgId, Outcome, ProviderId, TeamId, Tier, Timestamp};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection};
+use sqlx::AnyConnection;
 
 use crate::chain::AuditEntry;
 use crate::error::{map_sqlx, StoreError};
 use crate::rows::Row;
+use crate::sql::Sql;
 use crate::store::{Backend, Store};
 
 /// One hour in microseconds: the rollup's granularity.
@@ -156,14 +157,32 @@ pub(crate) async fn add_to_rollup(
     entries: &[AuditEntry],
 ) -> Result<(), StoreError> {
     let deltas = deltas(entries);
-    const COLUMNS: usize = 15;
+    let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
     for chunk in deltas.chunks(ROWS_PER_UPSERT) {
-        let mut sql = String::from(
+        let mut sql = Sql::new(
+            backend,
             "INSERT INTO usage_rollup (org_id, hour_us, segment, team_id, tier, provider, model_family, \
              credential_owner, rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
         );
-        sql.push_str(&crate::audit::placeholders(chunk.len(), COLUMNS, backend));
-        sql.push_str(
+        sql.push_tuples(chunk, |values, (key, counts)| {
+            values
+                .push_bind(key.org_id.to_string())
+                .push_bind(key.hour_us)
+                .push_bind(segment)
+                .push_bind(key.team_id.map(|t| t.to_string()).unwrap_or_default())
+                .push_bind(text(key.tier.map(|t| t.as_str())))
+                .push_bind(text(key.provider.map(|p| p.as_str())))
+                .push_bind(text(key.model_family))
+                .push_bind(text(key.credential_owner.map(|o| o.as_str())))
+                .push_bind(text(key.rate_card))
+                .push_bind(text(key.provider_price))
+                .push_bind(counts.calls)
+                .push_bind(counts.unanswered)
+                .push_bind(counts.denied)
+                .push_bind(counts.input_tokens)
+                .push_bind(counts.output_tokens);
+        });
+        sql.push(
             " ON CONFLICT (org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, \
              rate_card, provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
              unanswered = usage_rollup.unanswered + excluded.unanswered, \
@@ -171,27 +190,7 @@ pub(crate) async fn add_to_rollup(
              input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
              output_tokens = usage_rollup.output_tokens + excluded.output_tokens",
         );
-        let mut query = sqlx::query::<Any>(&sql);
-        let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
-        for (key, counts) in chunk {
-            query = query
-                .bind(key.org_id.to_string())
-                .bind(key.hour_us)
-                .bind(segment.to_owned())
-                .bind(key.team_id.map(|t| t.to_string()).unwrap_or_default())
-                .bind(text(key.tier.map(|t| t.as_str())))
-                .bind(text(key.provider.map(|p| p.as_str())))
-                .bind(text(key.model_family))
-                .bind(text(key.credential_owner.map(|o| o.as_str())))
-                .bind(text(key.rate_card))
-                .bind(text(key.provider_price))
-                .bind(counts.calls)
-                .bind(counts.unanswered)
-                .bind(counts.denied)
-                .bind(counts.input_tokens)
-                .bind(counts.output_tokens);
-        }
-        query.execute(&mut *conn).await.map_err(map_sqlx)?;
+        sql.query()?.execute(&mut *conn).await.map_err(map_sqlx)?;
     }
     Ok(())
 }
@@ -200,42 +199,34 @@ const GROUP_COLUMNS: &str =
     "org_id, team_id, tier, provider, model_family, credential_owner, rate_card, provider_price";
 
 fn decode(row: &AnyRow, table: &'static str) -> Result<UsageRow, StoreError> {
-    let r = Row::new(row, table);
     // Empty text is the rollup's "none".
-    let text = |col: &str| -> Result<Option<String>, StoreError> { Ok(r.opt_text(col)?.filter(|v| !v.is_empty())) };
-    fn parsed<T: std::str::FromStr>(table: &str, col: &str, value: Option<String>) -> Result<Option<T>, StoreError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        value.map(|v| v.parse().map_err(|e| StoreError::Corrupt(format!("{table}.{col}: {e}")))).transpose()
-    }
-    let count = |col: &str| -> Result<u64, StoreError> {
-        let value = r.int(col)?;
-        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{table}.{col}: {value} is negative")))
-    };
+    let r = Row::new(row, table);
     Ok(UsageRow {
         org_id: r.parse("org_id")?,
-        team_id: parsed(table, "team_id", text("team_id")?)?,
-        tier: parsed(table, "tier", text("tier")?)?,
-        provider: parsed(table, "provider", text("provider")?)?,
-        model_family: text("model_family")?,
-        owner: parsed(table, "credential_owner", text("credential_owner")?)?,
-        rate_card: text("rate_card")?,
-        provider_price: text("provider_price")?,
-        calls: count("calls")?,
-        unanswered: count("unanswered")?,
-        denied: count("denied")?,
-        input_tokens: count("input_tokens")?,
-        output_tokens: count("output_tokens")?,
+        team_id: r.nonempty_parse("team_id")?,
+        tier: r.nonempty_parse("tier")?,
+        provider: r.nonempty_parse("provider")?,
+        model_family: r.nonempty_text("model_family")?,
+        owner: r.nonempty_parse("credential_owner")?,
+        rate_card: r.nonempty_text("rate_card")?,
+        provider_price: r.nonempty_text("provider_price")?,
+        calls: r.u64("calls")?,
+        unanswered: r.u64("unanswered")?,
+        denied: r.u64("denied")?,
+        input_tokens: r.u64("input_tokens")?,
+        output_tokens: r.u64("output_tokens")?,
     })
 }
 
-/// `org_id = $1 AND ` (or nothing for every org) and the number of the next placeholder.
-fn org_clause(org: Option<&OrgId>) -> (&'static str, usize) {
-    match org {
-        Some(_) => ("org_id = $1 AND ", 2),
-        None => ("", 1),
+/// `{select} WHERE [org_id = … AND ]{column} >= from AND {column} < to`: `org`'s rows (every
+/// org's when `None`) in `[from, to)`.
+fn in_period(backend: Backend, select: &str, org: Option<&OrgId>, column: &str, from: i64, to: i64) -> Sql<'static> {
+    let mut sql = Sql::new(backend, format!("{select} WHERE "));
+    if let Some(org) = org {
+        sql.push("org_id = ").push_bind(org.to_string()).push(" AND ");
     }
+    sql.push(format_args!("{column} >= ")).push_bind(from).push(format_args!(" AND {column} < ")).push_bind(to);
+    sql
 }
 
 impl Store {
@@ -289,24 +280,17 @@ impl Store {
         to: i64,
         except_segment: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        let (clause, n) = org_clause(org);
-        let except = if except_segment.is_some() { format!(" AND segment <> ${}", n + 2) } else { String::new() };
-        let sql = format!(
+        let select = format!(
             "SELECT {GROUP_COLUMNS}, CAST(SUM(calls) AS BIGINT) AS calls, CAST(SUM(unanswered) AS BIGINT) AS unanswered, \
              CAST(SUM(denied) AS BIGINT) AS denied, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
-             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens FROM usage_rollup \
-             WHERE {clause}hour_us >= ${n} AND hour_us < ${}{except} GROUP BY {GROUP_COLUMNS}",
-            n + 1
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens FROM usage_rollup"
         );
-        let mut query = sqlx::query::<Any>(&sql);
-        if let Some(org) = org {
-            query = query.bind(org.to_string());
-        }
-        query = query.bind(from).bind(to);
+        let mut sql = in_period(self.backend(), &select, org, "hour_us", from, to);
         if let Some(segment) = except_segment {
-            query = query.bind(segment.to_owned());
+            sql.push(" AND segment <> ").push_bind(segment.to_owned());
         }
-        let rows = query.fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        sql.push(format_args!(" GROUP BY {GROUP_COLUMNS}"));
+        let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
         rows.iter().map(|row| decode(row, "usage_rollup")).collect()
     }
 
@@ -314,7 +298,6 @@ impl Store {
         if from >= to {
             return Ok(Vec::new());
         }
-        let (clause, n) = org_clause(org);
         let answered = "upstream_status >= 100";
         let completions = format!(
             "SELECT {GROUP_COLUMNS}, \
@@ -323,26 +306,21 @@ impl Store {
              CAST(0 AS BIGINT) AS denied, \
              CAST(COALESCE(SUM(CASE WHEN {answered} THEN COALESCE(input_tokens, 0) ELSE 0 END), 0) AS BIGINT) AS input_tokens, \
              CAST(COALESCE(SUM(CASE WHEN {answered} THEN COALESCE(output_tokens, 0) ELSE 0 END), 0) AS BIGINT) AS output_tokens \
-             FROM call_completions WHERE {clause}at_us >= ${n} AND at_us < ${} AND rate_card IS NOT NULL \
-             GROUP BY {GROUP_COLUMNS}",
-            n + 1
+             FROM call_completions"
         );
-        let denied = format!(
-            "SELECT org_id, team_id, tier, provider, model_family, CAST(NULL AS TEXT) AS credential_owner, \
+        let mut completions = in_period(self.backend(), &completions, org, "at_us", from, to);
+        completions.push(format_args!(" AND rate_card IS NOT NULL GROUP BY {GROUP_COLUMNS}"));
+        let denied = "SELECT org_id, team_id, tier, provider, model_family, CAST(NULL AS TEXT) AS credential_owner, \
              CAST(NULL AS TEXT) AS rate_card, CAST(NULL AS TEXT) AS provider_price, CAST(0 AS BIGINT) AS calls, \
              CAST(0 AS BIGINT) AS unanswered, CAST(COUNT(*) AS BIGINT) AS denied, CAST(0 AS BIGINT) AS input_tokens, \
-             CAST(0 AS BIGINT) AS output_tokens FROM resolution_audit \
-             WHERE {clause}at_us >= ${n} AND at_us < ${} AND org_id IS NOT NULL AND outcome = 'denied' \
-             GROUP BY org_id, team_id, tier, provider, model_family",
-            n + 1
+             CAST(0 AS BIGINT) AS output_tokens FROM resolution_audit";
+        let mut denied = in_period(self.backend(), denied, org, "at_us", from, to);
+        denied.push(
+            " AND org_id IS NOT NULL AND outcome = 'denied' GROUP BY org_id, team_id, tier, provider, model_family",
         );
         let mut out = Vec::new();
-        for (sql, table) in [(completions, "call_completions"), (denied, "resolution_audit")] {
-            let mut query = sqlx::query::<Any>(&sql);
-            if let Some(org) = org {
-                query = query.bind(org.to_string());
-            }
-            let rows = query.bind(from).bind(to).fetch_all(self.reader()).await.map_err(map_sqlx)?;
+        for (mut sql, table) in [(completions, "call_completions"), (denied, "resolution_audit")] {
+            let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
             for row in &rows {
                 out.push(decode(row, table)?);
             }

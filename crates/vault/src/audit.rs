@@ -44,10 +44,31 @@ impl RetentionPolicy {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The rows, in `seq` order.
-    pub rows: Vec<ResolutionAudit>,
+    pub rows: Vec<AuditRow>,
     /// Pass as `after_seq` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after_seq: Option<i64>,
+}
+
+/// A resolution row with, for an allowed one whose call has ended, its completion: the
+/// upstream status of that attempt, its tokens and how it ended (`failed_over` when
+/// another credential took the call over).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditRow {
+    /// The resolution row.
+    #[serde(flatten)]
+    pub resolution: ResolutionAudit,
+    /// Its completion, once the call ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion: Option<byok_domain::CallCompletion>,
+}
+
+impl std::ops::Deref for AuditRow {
+    type Target = ResolutionAudit;
+
+    fn deref(&self) -> &ResolutionAudit {
+        &self.resolution
+    }
 }
 
 /// The result of checking a checkpoint against the audit as it is now.
@@ -82,12 +103,19 @@ const DAY_MICROS: i64 = 86_400_000_000;
 const WHOLE_MONTHS_LAG_DAYS: u32 = 62;
 
 impl Vault {
-    /// Resolution rows of `org` matching `filter` (at most [`MAX_PAGE`]).
+    /// Resolution rows of `org` matching `filter` (at most [`MAX_PAGE`]), each with its
+    /// completion once its call ended.
     pub async fn audit_rows(&self, org: &str, mut filter: AuditFilter) -> Result<AuditPage, VaultError> {
         let org = self.org(org).await?;
         let limit = filter.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
         filter.limit = Some(limit);
-        let rows = self.store.list_audit(Some(&org.id), &filter).await?;
+        let rows: Vec<AuditRow> = self
+            .store
+            .list_audit_with_completions(Some(&org.id), &filter)
+            .await?
+            .into_iter()
+            .map(|(resolution, completion)| AuditRow { resolution, completion })
+            .collect();
         let next_after_seq = (rows.len() as u32 == limit).then(|| rows.last().map(|r| r.seq)).flatten();
         Ok(AuditPage { rows, next_after_seq })
     }

@@ -19,8 +19,6 @@ mod credentials;
 mod error;
 mod events;
 mod keys;
-mod kms;
-pub mod metrics;
 pub mod migrate;
 mod orgs;
 mod pools;
@@ -32,11 +30,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use byok_domain::{ModelFamilyRegistry, PriceBook, ProviderId};
-use byok_store::Store;
+use byok_kms::KmsHandle;
+use byok_store::{ResolutionView, Store};
 
 pub use byok_providers::HostPattern;
 
-pub use audit::{AuditPage, CheckpointCheck, PurgeReport, RetentionPolicy, MAX_PAGE};
+pub use audit::{AuditPage, AuditRow, CheckpointCheck, PurgeReport, RetentionPolicy, MAX_PAGE};
 pub use billing::{
     row_cost_input, usage_groups, BudgetInput, BudgetView, ControlsInput, OrgUsageSummary, RateCardView, UsageReport,
     MAX_CREDENTIAL_AGE_DAYS,
@@ -44,8 +43,6 @@ pub use billing::{
 pub use credentials::{rotate_by, CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange};
 pub use error::VaultError;
 pub use keys::KekStatus;
-pub use kms::{KmsHandle, KmsInfo, DEFAULT_KMS_TIMEOUT};
-pub use metrics::Metrics;
 pub use pools::{KeyProbe, LimitsInput, LimitsView, ProbeFuture, Verification, VerifyReason};
 pub use tokens::{IssuedAdminToken, IssuedWorkloadToken, NewWorkloadToken};
 
@@ -142,9 +139,10 @@ impl Vault {
         self
     }
 
-    /// The store (for readiness checks and read-only queries).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The data plane's read-only view of the store: every change goes through the
+    /// vault, so what the sidecar holds cannot make one.
+    pub fn resolution_view(&self) -> ResolutionView {
+        self.store.resolution_view()
     }
 
     /// The KMS handle.

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use byok_crypto::{Kms, LocalKeyring, ProviderSecret};
 use byok_domain::{Actor, ModelFamilyRegistry, ProviderId, ScopeInput, Tier};
+use byok_kms::KmsHandle;
 use byok_store::testing::TestStore;
-use byok_vault::{HostPattern, KmsHandle, NewCredential, Vault, VaultError, VaultPolicy};
+use byok_vault::{HostPattern, NewCredential, Vault, VaultError, VaultPolicy};
 
 use ProviderId::{Anthropic, AzureOpenai as Azure, Openai};
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use byok_crypto::{Dek, Kms, KmsError, LocalKeyring, ProviderSecret, SecretContext, WrappedDek};
 use byok_domain::{Actor, LifecycleKind, OrgId, ProviderId, ScopeInput, Tier};
+use byok_kms::KmsHandle;
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::EventFilter;
 use byok_vault::migrate::Migration;
-use byok_vault::{KmsHandle, NewCredential, Vault, VaultPolicy};
+use byok_vault::{NewCredential, Vault, VaultPolicy};
 
 /// A keyring that stops wrapping after a budget (a token that goes away mid-run).
 struct Flaky {

@@ -1,104 +1,95 @@
 //! The audit: query and export, verify, checkpoints, replay, retention.
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_audit::{PublicKey, SignedCheckpoint};
 use byok_domain::{Credential, Outcome, Timestamp};
 use byok_store::{AuditFilter, TimelineItem, VerifyReport};
 use byok_vault::{AuditPage, CheckpointCheck, Owner, PurgeReport, Vault, MAX_PAGE};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::JsonBody;
-
-/// Parse a query string, refusing parameters not in `known`.
-pub(crate) fn params(raw: Option<String>, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    let mut out = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if !known.contains(&key.as_ref()) {
-            return Err(ApiError::invalid(format!("unknown query parameter '{key}'; known: {}", known.join(", "))));
-        }
-        out.insert(key.into_owned(), value.into_owned());
-    }
-    Ok(out)
-}
-
-pub(crate) fn time(params: &HashMap<String, String>, key: &str) -> Result<Option<Timestamp>, ApiError> {
-    params
-        .get(key)
-        .map(|v| {
-            Timestamp::parse_rfc3339(v).map_err(|_| {
-                ApiError::invalid(format!("{key}: '{v}' is not an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)"))
-            })
-        })
-        .transpose()
-}
-
-pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
-    params
-        .get(key)
-        .map(|v| v.parse::<T>().map_err(|_| ApiError::invalid(format!("{key}: '{v}' is not a valid number"))))
-        .transpose()
-}
+use crate::extract::{JsonBody, Query};
 
 /// The longest call id a filter may name (the audit keeps at most this many bytes).
 const MAX_CALL_ID_CHARS: usize = byok_domain::audit::CALL_ID_MAX_LEN;
 
+// The documented bounds (`#[param]` takes literals) are the enforced ones.
+const _: () = assert!(MAX_PAGE == 10_000 && MAX_CALL_ID_CHARS == 128);
+
 /// `limit`: a page size from 1 to [`MAX_PAGE`], refused outside it.
-pub(crate) fn page_size(params: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
-    let limit = params.get("limit").map(|v| (v, v.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n))));
-    match limit {
-        None => Ok(None),
-        Some((_, Some(n))) => Ok(Some(n)),
-        Some((v, None)) => Err(ApiError::invalid(format!("limit: '{v}' is not a page size from 1 to {MAX_PAGE}"))),
+fn page_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(de::Error::custom(format!("'{text}' is not a page size from 1 to {MAX_PAGE}"))),
     }
+}
+
+/// `call_id`: at most [`MAX_CALL_ID_CHARS`] characters.
+fn call_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let call_id = String::deserialize(deserializer)?;
+    match call_id.chars().count() {
+        n if n > MAX_CALL_ID_CHARS => {
+            Err(de::Error::custom(format!("{n} characters; a call id is at most {MAX_CALL_ID_CHARS}")))
+        }
+        _ => Ok(Some(call_id)),
+    }
+}
+
+/// `GET /v1/orgs/{org}/audit`: the filters, all optional.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// credential id or name
+    #[param(max_length = 64)]
+    credential: Option<String>,
+    /// at most 128 characters
+    #[serde(default, deserialize_with = "call_id")]
+    #[param(max_length = 128)]
+    call_id: Option<String>,
+    outcome: Option<Outcome>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    /// rows per page (default 1000)
+    #[serde(default, deserialize_with = "page_size")]
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// the previous page's `next_after_seq`
+    after_seq: Option<i64>,
 }
 
 /// Query the org's resolution rows. Filters: `credential` (id or name), `call_id`,
 /// `outcome` (allowed|denied), `since`, `until` (RFC 3339), `limit` (≤ 10000),
 /// `after_seq` (paging: the previous page's `next_after_seq`).
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit", tag = "audit", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name"),
-        ("credential" = Option<String>, Query, max_length = 64, description = "credential id or name"),
-        ("call_id" = Option<String>, Query, max_length = 128, description = "at most 128 characters"), ("outcome" = Option<Outcome>, Query),
-        ("since" = Option<Timestamp>, Query), ("until" = Option<Timestamp>, Query),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "rows per page (default 1000)"),
-        ("after_seq" = Option<i64>, Query, description = "the previous page's `next_after_seq`")),
+    params(("org" = String, Path, description = "org id or name"), AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub(crate) async fn query_audit(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<AuditQuery>, ApiError>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let p = params(raw, &["credential", "call_id", "outcome", "since", "until", "limit", "after_seq"])?;
-    let credential = match p.get("credential") {
+    let Query(query) = query?;
+    let credential = match &query.credential {
         Some(reference) => Some(vault.credential(&org.id.to_string(), reference).await?.credential.id),
         None => None,
     };
-    let outcome = p
-        .get("outcome")
-        .map(|v| v.parse::<Outcome>().map_err(|e| ApiError::invalid(format!("outcome: {e}"))))
-        .transpose()?;
-    if let Some(call_id) = p.get("call_id").filter(|id| id.chars().count() > MAX_CALL_ID_CHARS) {
-        return Err(ApiError::invalid(format!(
-            "call_id: {} characters; a call id is at most {MAX_CALL_ID_CHARS}",
-            call_id.chars().count()
-        )));
-    }
     let filter = AuditFilter {
         credential,
-        call_id: p.get("call_id").cloned(),
-        outcome,
-        since: time(&p, "since")?,
-        until: time(&p, "until")?,
-        after_seq: number(&p, "after_seq")?,
-        limit: page_size(&p)?,
+        call_id: query.call_id,
+        outcome: query.outcome,
+        since: query.since,
+        until: query.until,
+        after_seq: query.after_seq,
+        limit: query.limit,
     };
     Ok(Json(vault.audit_rows(&org.id.to_string(), filter).await?))
 }
@@ -249,23 +240,36 @@ pub(crate) struct LifecycleResponse {
     next: Option<String>,
 }
 
+/// `GET …/credentials/{cred}/lifecycle`: the page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LifecycleQuery {
+    /// the previous page's `next`
+    #[param(pattern = r"^[0-9]{1,18}\.[01]\.[0-9]{1,18}$")]
+    after: Option<String>,
+    /// items per page (default 1000)
+    #[serde(default, deserialize_with = "page_size")]
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
 /// The credential's whole life in order: every lifecycle event and every call it served
 /// or refused, with the version and fingerprint in force. Paged: `limit` (≤ 10000,
 /// default 1000) and `after` (the previous page's `next`).
 #[utoipa::path(get, path = "/v1/orgs/{org}/credentials/{cred}/lifecycle", tag = "credentials", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ("cred" = String, Path, description = "credential id or name"),
-        ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}\.[01]\.[0-9]{1,18}$",
-            description = "the previous page's `next`"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")),
+        LifecycleQuery),
     responses((status = 200, body = LifecycleResponse), (status = 404, body = ErrorBody)))]
 pub(crate) async fn credential_lifecycle(
     State(vault): State<Vault>,
     admin: Admin,
     Path((org, cred)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<LifecycleQuery>, ApiError>,
 ) -> Result<Json<LifecycleResponse>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    lifecycle_in(&vault, Owner::Org(&org.id.to_string()), &cred, raw).await
+    let Query(query) = query?;
+    lifecycle_in(&vault, Owner::Org(&org.id.to_string()), &cred, query).await
 }
 
 /// A page of a credential's timeline (an org's or the platform pool's).
@@ -273,11 +277,9 @@ pub(crate) async fn lifecycle_in(
     vault: &Vault,
     owner: Owner<'_>,
     cred: &str,
-    raw: Option<String>,
+    query: LifecycleQuery,
 ) -> Result<Json<LifecycleResponse>, ApiError> {
-    let p = params(raw, &["after", "limit"])?;
-    let limit = page_size(&p)?.unwrap_or(1000);
-    let (credential, events, next) =
-        vault.credential_timeline(owner, cred, p.get("after").map(String::as_str), limit).await?;
+    let limit = query.limit.unwrap_or(1000);
+    let (credential, events, next) = vault.credential_timeline(owner, cred, query.after.as_deref(), limit).await?;
     Ok(Json(LifecycleResponse { credential, events, next }))
 }

@@ -1,17 +1,18 @@
 //! Billing tiers: tier changes, negotiated rate cards, budgets, katman-c controls and
 //! statements.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use byok_domain::{Org, OrgControls, RateCard, Statement, Tier, Timestamp};
 use byok_store::UsageSource;
 use byok_vault::{BudgetInput, BudgetView, ControlsInput, RateCardView, UsageReport, Vault};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-use super::audit::{params, time};
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Query};
 
 /// `PATCH /v1/orgs/{org}`
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -178,28 +179,38 @@ pub(crate) enum StatementSource {
     Audit,
 }
 
-impl StatementSource {
-    fn parse(text: &str) -> Result<Self, ApiError> {
-        match text {
+impl<'de> Deserialize<'de> for StatementSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
             "rollup" => Ok(Self::Rollup),
             "audit" => Ok(Self::Audit),
-            other => Err(ApiError::invalid(format!("source: '{other}' is not rollup or audit"))),
+            other => Err(de::Error::custom(format!("'{other}' is not rollup or audit"))),
         }
     }
 }
 
-fn period(
-    raw: Option<String>,
-    extra: &[&str],
-) -> Result<
-    (std::collections::HashMap<String, String>, Option<byok_domain::Timestamp>, Option<byok_domain::Timestamp>),
-    ApiError,
-> {
-    let mut known = vec!["from", "to"];
-    known.extend_from_slice(extra);
-    let p = params(raw, &known)?;
-    let (from, to) = (time(&p, "from")?, time(&p, "to")?);
-    Ok((p, from, to))
+/// `GET /v1/orgs/{org}/usage`: the period and where the statement comes from.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatementQuery {
+    /// RFC 3339, inclusive
+    from: Option<Timestamp>,
+    /// RFC 3339, exclusive
+    to: Option<Timestamp>,
+    /// `rollup` (default) or `audit`
+    source: Option<StatementSource>,
+}
+
+/// `GET /v1/usage`: the period.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsageQuery {
+    /// RFC 3339, inclusive
+    from: Option<Timestamp>,
+    /// RFC 3339, exclusive
+    to: Option<Timestamp>,
 }
 
 /// The org's statement for `[from, to)` (RFC 3339; default: the current UTC month):
@@ -208,21 +219,18 @@ fn period(
 /// `source=audit` recomputes it from the raw audit rows instead of the usage rollup
 /// (slower; the two always agree).
 #[utoipa::path(get, path = "/v1/orgs/{org}/usage", tag = "billing", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name"),
-        ("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive"),
-        ("source" = Option<StatementSource>, Query, description = "`rollup` (default) or `audit`")),
+    params(("org" = String, Path, description = "org id or name"), StatementQuery),
     responses((status = 200, body = Statement), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_org_usage(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<StatementQuery>, ApiError>,
 ) -> Result<Json<Statement>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let (p, from, to) = period(raw, &["source"])?;
-    let source = match p.get("source").map(|v| StatementSource::parse(v)).transpose()? {
+    let Query(StatementQuery { from, to, source }) = query?;
+    let source = match source {
         None | Some(StatementSource::Rollup) => UsageSource::Rollup,
         Some(StatementSource::Audit) => UsageSource::Audit,
     };
@@ -231,15 +239,14 @@ pub(crate) async fn get_org_usage(
 
 /// Every org's usage for `[from, to)`, one line per org (operator only).
 #[utoipa::path(get, path = "/v1/usage", tag = "billing", security(("bearer" = [])),
-    params(("from" = Option<Timestamp>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<Timestamp>, Query, description = "RFC 3339, exclusive")),
+    params(UsageQuery),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(crate) async fn get_usage_report(
     State(vault): State<Vault>,
     admin: Admin,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<UsageQuery>, ApiError>,
 ) -> Result<Json<UsageReport>, ApiError> {
     admin.require_operator("see every org's usage")?;
-    let (_, from, to) = period(raw, &[])?;
+    let Query(UsageQuery { from, to }) = query?;
     Ok(Json(vault.usage_report(from, to).await?))
 }

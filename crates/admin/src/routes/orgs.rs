@@ -1,17 +1,18 @@
 //! Orgs, admin tokens, teams and workflows.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::{AdminToken, AdminTokenId, Org, OrgId, Team, Tier, Timestamp, Workflow};
-use byok_vault::{KekStatus, KmsInfo, Vault};
+use byok_kms::KmsInfo;
+use byok_vault::{KekStatus, Vault};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
-use super::audit::params;
 use crate::auth::Admin;
 use crate::confirm::{Confirm, ConfirmBody};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Query};
 
 /// `POST /v1/orgs`
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -229,24 +230,34 @@ pub(crate) async fn list_workflows(
     Ok(Json(WorkflowList { workflows: vault.list_workflows(&org.id.to_string()).await? }))
 }
 
+/// `DELETE /v1/orgs/{org}`: the confirmation, read as text and checked once the org is
+/// found (a name that names nothing is 404 first).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteOrgQuery {
+    /// must be `true`: deletion cannot be undone
+    #[param(value_type = Confirm, required = true)]
+    confirm: Option<String>,
+}
+
 /// Crypto-shred an org (operator only): its KEKs are destroyed in the KMS, so its
 /// credentials can never be opened again; its audit and lifecycle stay. Idempotent.
 /// The request must say `?confirm=true`.
 #[utoipa::path(delete, path = "/v1/orgs/{org}", tag = "orgs", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name"),
-        ("confirm" = Confirm, Query, description = "must be `true`: deletion cannot be undone")),
+    params(("org" = String, Path, description = "org id or name"), DeleteOrgQuery),
     responses((status = 200, body = Org), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_org(
     State(vault): State<Vault>,
     admin: Admin,
     Path(org): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<DeleteOrgQuery>, ApiError>,
 ) -> Result<Json<Org>, ApiError> {
     admin.require_operator("delete orgs")?;
-    let query = params(raw, &["confirm"])?;
+    let Query(query) = query?;
     // What the path names is looked up first: a name that names nothing is 404.
     let org = admin.org(&vault, &org).await?.id.to_string();
-    Confirm::from_query(query.get("confirm"), "deleting an org destroys its keys for good")?;
+    Confirm::from_query(query.confirm.as_ref(), "deleting an org destroys its keys for good")?;
     Ok(Json(vault.delete_org(&admin.actor(), &org).await?))
 }
 

@@ -1,14 +1,14 @@
 //! The platform credential pool (operator only): the same operations as an org's
 //! credentials, under `/v1/platform/credentials`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_domain::Credential;
 use byok_store::VerifyReport;
 use byok_vault::{CredentialDetail, Owner, StateChange, Vault, Verification};
 
-use super::audit::{lifecycle_in, LifecycleResponse};
+use super::audit::{lifecycle_in, LifecycleQuery, LifecycleResponse};
 use super::credentials::{
     create_in, list_in, rotate_in, show_in, state_in, update_in, verify_in, CreateCredentialRequest, CredentialList,
     PatchCredentialRequest, RotateRequest, Target,
@@ -16,7 +16,7 @@ use super::credentials::{
 use crate::auth::Admin;
 use crate::confirm::{Confirm, ConfirmBody};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Query};
 
 /// Add a credential to the platform pool (operator only). katman-a calls that none of
 /// their org's credentials admits resolve among these; its scope may restrict model
@@ -144,19 +144,17 @@ pub(crate) async fn revoke_platform_credential(
 /// every call it served or refused, of every org (each row names its org). Paged like an
 /// org credential's lifecycle.
 #[utoipa::path(get, path = "/v1/platform/credentials/{cred}/lifecycle", tag = "platform", security(("bearer" = [])),
-    params(("cred" = String, Path, description = "credential id or name"),
-        ("after" = Option<String>, Query, pattern = r"^[0-9]{1,18}\.[01]\.[0-9]{1,18}$",
-            description = "the previous page's `next`"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")),
+    params(("cred" = String, Path, description = "credential id or name"), LifecycleQuery),
     responses((status = 200, body = LifecycleResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn platform_credential_lifecycle(
     State(vault): State<Vault>,
     admin: Admin,
     Path(cred): Path<String>,
-    RawQuery(raw): RawQuery,
+    query: Result<Query<LifecycleQuery>, ApiError>,
 ) -> Result<Json<LifecycleResponse>, ApiError> {
     admin.require_operator("read the platform credential pool")?;
-    lifecycle_in(&vault, Owner::Platform, &cred, raw).await
+    let Query(query) = query?;
+    lifecycle_in(&vault, Owner::Platform, &cred, query).await
 }
 
 /// Recompute the platform pool's lifecycle-event hash chain (operator only).

@@ -4,7 +4,7 @@
 use byok_crypto::envelope::open_with_dek;
 use byok_crypto::{ProviderSecret, SealedSecret, SecretContext};
 use byok_domain::Credential;
-use byok_vault::KmsHandle;
+use byok_kms::KmsHandle;
 
 use super::{Code, Refusal};
 use crate::cache::DekCache;

@@ -13,11 +13,12 @@ use byok_domain::{
     Actor, Credential, ModelFamilyRegistry, Org, OrgId, PriceBook, ProviderId, ResolutionAudit, ScopeInput, Team, Tier,
     Timestamp,
 };
+use byok_kms::KmsHandle;
 use byok_mock_provider::{MockConfig, MockProvider};
 use byok_proxy::{ProxyConfig, Sidecar, UpstreamBase};
 use byok_store::testing::TestStore;
 use byok_store::AuditFilter;
-use byok_vault::{HostPattern, KmsHandle, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
+use byok_vault::{HostPattern, NewCredential, NewWorkloadToken, Owner, Vault, VaultPolicy};
 use tokio::sync::watch;
 
 /// Every canary secret starts with this, so one search of the log finds any of them.

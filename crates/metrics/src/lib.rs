@@ -1,8 +1,11 @@
-//! Prometheus metrics (`GET /metrics` on the admin listener): how often and how fast
-//! each KMS is used, and how often the data plane's DEK cache spares it.
+//! Prometheus metrics (`GET /metrics` on the admin listener), one registry for the
+//! process: how often and how fast each KMS is used (the KMS runtime), how often the
+//! data plane's DEK cache spares it, how often calls fail over or are rate limited, and
+//! whether rate limits are enforced per node (the data plane).
 //!
 //! Nothing here carries a secret or an org's data: labels are KMS names, operation
 //! kinds and cache results.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -128,7 +131,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The counters of the KMS called `kms`.
-    pub(crate) fn for_kms(&self, kms: &str) -> KmsMetrics {
+    pub fn for_kms(&self, kms: &str) -> KmsMetrics {
         // One statement per lookup: a family's guard must be gone before the next
         // `get_or_create`, which may take the family's write lock.
         let op = |op| OpLabels { kms: kms.to_owned(), op };
@@ -177,7 +180,7 @@ impl Metrics {
 
 /// One KMS's counters.
 #[derive(Clone)]
-pub(crate) struct KmsMetrics {
+pub struct KmsMetrics {
     unwraps: Counter,
     wraps: Counter,
     unwrap_seconds: Histogram,
@@ -201,22 +204,22 @@ impl KmsMetrics {
     }
 
     /// Run and count an unwrap.
-    pub(crate) fn unwrap<T>(&self, op: impl FnOnce() -> Result<T, CryptoError>) -> Result<T, CryptoError> {
+    pub fn unwrap<T>(&self, op: impl FnOnce() -> Result<T, CryptoError>) -> Result<T, CryptoError> {
         Self::time(&self.unwraps, &self.unwrap_seconds, op)
     }
 
     /// Run and count a wrap.
-    pub(crate) fn wrap<T>(&self, op: impl FnOnce() -> Result<T, CryptoError>) -> Result<T, CryptoError> {
+    pub fn wrap<T>(&self, op: impl FnOnce() -> Result<T, CryptoError>) -> Result<T, CryptoError> {
         Self::time(&self.wraps, &self.wrap_seconds, op)
     }
 
     /// Count a failed call.
-    pub(crate) fn failed(&self) {
+    pub fn failed(&self) {
         self.failures.inc();
     }
 
     /// (unwraps, wraps, failures) since the process started.
-    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+    pub fn counts(&self) -> (u64, u64, u64) {
         (self.unwraps.get(), self.wraps.get(), self.failures.get())
     }
 }

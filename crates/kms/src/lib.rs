@@ -1,4 +1,8 @@
-//! Async access to the configured KMSs.
+//! byok's KMS runtime: async access to the configured KMSs.
+//!
+//! The `Kms` trait and the local keyring live in `byok-crypto`, each other backend in a
+//! crate of its own (`byok-kms-pkcs11`, `byok-kms-aws`); this crate is what every caller
+//! goes through — the vault for wraps, rotations and moves, the data plane for unwraps.
 //!
 //! A node has the installation's own KMS (`default`) and any number of customer-managed
 //! ones (a katman-c org's own PKCS#11 token). Every wrapped key records which KMS holds
@@ -9,6 +13,7 @@
 //! blocking thread pool, and a semaphore *per KMS* bounds how many run at once: a burst
 //! cannot exhaust an HSM's sessions or the blocking pool, and a slow or hung customer
 //! token holds only its own permits, never the other orgs' KMS.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use byok_crypto::{
 use byok_domain::{KmsName, OrgId};
 use tokio::sync::Semaphore;
 
-use crate::metrics::{KmsMetrics, Metrics};
+use byok_metrics::{KmsMetrics, Metrics};
 
 struct Entry {
     backend: Arc<dyn Kms>,
@@ -52,11 +57,12 @@ impl std::fmt::Debug for KmsHandle {
 }
 
 /// One configured KMS, as `GET /v1/kms` shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KmsInfo {
     /// `default` or the customer-managed KMS's name.
     pub name: KmsName,
-    /// `local` or `pkcs11`.
+    /// `local`, `pkcs11` or `aws-kms`.
     pub backend: &'static str,
     /// The orgs it is reserved for (names or ids), if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
