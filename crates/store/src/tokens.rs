@@ -232,18 +232,6 @@ impl Store {
             .transpose()
     }
 
-    /// Whether an operator token exists (first start creates one).
-    ///
-    /// For tests (feature `testing`): nothing else asks.
-    #[cfg(feature = "testing")]
-    pub async fn has_operator_token(&self) -> Result<bool, StoreError> {
-        let count = sqlx::query_scalar::<Any, i64>("SELECT COUNT(*) FROM admin_tokens WHERE org_id IS NULL")
-            .fetch_one(self.reader())
-            .await
-            .map_err(map_sqlx)?;
-        Ok(count > 0)
-    }
-
     /// The org's admin tokens, oldest first (never their hashes).
     pub async fn list_admin_tokens(&self, org: &OrgId) -> Result<Vec<AdminToken>, StoreError> {
         let rows = sqlx::query::<Any>(&format!(

@@ -651,7 +651,7 @@ async fn workload_tokens_round_trip_and_revoke_once() {
 async fn admin_tokens_round_trip() {
     for_each_backend("admin_tokens_round_trip", |t| async move {
         let store = t.store();
-        assert!(!store.has_operator_token().await.unwrap());
+        assert!(store.find_admin_token_by_hash(&TokenHash::of("byokadm_op")).await.unwrap().is_none());
         let operator = AdminToken {
             id: AdminTokenId::generate(),
             scope: AdminTokenScope::Operator,
@@ -661,7 +661,8 @@ async fn admin_tokens_round_trip() {
             last_used_at: None,
         };
         store.insert_admin_token(&operator, &TokenHash::of("byokadm_op"), None).await.unwrap();
-        assert!(store.has_operator_token().await.unwrap());
+        let found = store.find_admin_token_by_hash(&TokenHash::of("byokadm_op")).await.unwrap().unwrap();
+        assert_eq!((found.id, found.scope.clone()), (operator.id, AdminTokenScope::Operator));
 
         let org = new_org(store, "acme").await;
         let org_admin = AdminToken {
