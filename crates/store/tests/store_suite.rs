@@ -662,7 +662,7 @@ async fn admin_tokens_round_trip() {
         };
         store.insert_admin_token(&operator, &TokenHash::of("byokadm_op"), None).await.unwrap();
         let found = store.find_admin_token_by_hash(&TokenHash::of("byokadm_op")).await.unwrap().unwrap();
-        assert_eq!((found.id, found.scope.clone()), (operator.id, AdminTokenScope::Operator));
+        assert_eq!((found.id, found.scope), (operator.id, AdminTokenScope::Operator));
 
         let org = new_org(store, "acme").await;
         let org_admin = AdminToken {
