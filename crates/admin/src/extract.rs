@@ -36,7 +36,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let Normalized(tree) = Normalized::deserialize(&mut deserializer)
             .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
         deserializer.end().map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
-        let value = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let value = serde_path_to_error::deserialize(Strict(tree)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." {
@@ -79,6 +79,124 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                 None => ApiError::invalid(format!("{path}: {inner}")),
             }
         })
+    }
+}
+
+/// A JSON tree read into a type so that a struct is only ever read from a JSON object:
+/// serde's derive (and `Value`'s deserializer) would also read an array as the struct's
+/// fields in order (`{"teams": {"research": [60, null]}}` as `{"rpm": 60}`), a shape no
+/// schema documents. Everything else is `Value`'s own deserializer.
+struct Strict(Value);
+
+impl<'de> Deserializer<'de> for Strict {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Array(items) => {
+                let len = items.len();
+                let mut seq = StrictSeq(items.into_iter());
+                let value = visitor.visit_seq(&mut seq)?;
+                match seq.0.len() {
+                    0 => Ok(value),
+                    _ => Err(de::Error::invalid_length(len, &"fewer elements in the array")),
+                }
+            }
+            Value::Object(map) => visitor.visit_map(StrictMap { entries: map.into_iter(), value: None }),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Object(map) => visitor.visit_map(StrictMap { entries: map.into_iter(), value: None }),
+            other => Err(de::Error::invalid_type(unexpected(&other), &"a JSON object")),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            other => visitor.visit_some(Strict(other)),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+fn unexpected(value: &Value) -> de::Unexpected<'_> {
+    match value {
+        Value::Null => de::Unexpected::Unit,
+        Value::Bool(b) => de::Unexpected::Bool(*b),
+        Value::Number(_) => de::Unexpected::Other("a number"),
+        Value::String(s) => de::Unexpected::Str(s),
+        Value::Array(_) => de::Unexpected::Seq,
+        Value::Object(_) => de::Unexpected::Map,
+    }
+}
+
+struct StrictSeq(std::vec::IntoIter<Value>);
+
+impl<'de> SeqAccess<'de> for StrictSeq {
+    type Error = serde_json::Error;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Self::Error> {
+        self.0.next().map(|value| seed.deserialize(Strict(value))).transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+struct StrictMap {
+    entries: serde_json::map::IntoIter,
+    value: Option<Value>,
+}
+
+impl<'de> MapAccess<'de> for StrictMap {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+        match self.entries.next() {
+            Some((key, value)) => {
+                self.value = Some(value);
+                seed.deserialize(de::value::StringDeserializer::<serde_json::Error>::new(key)).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(Strict(value)),
+            None => Err(de::Error::custom("a map value was asked for before its key")),
+        }
     }
 }
 
@@ -210,6 +328,27 @@ mod tests {
         }
         for refused in [r#"{"n":7.5}"#, r#"{"n":-1.0}"#, r#"{"n":1e300}"#, r#"{"n":4294967296.0}"#] {
             assert!(counted(refused).await.is_err(), "{refused}");
+        }
+    }
+
+    /// A struct inside a body is read only from a JSON object, at any depth: an array is
+    /// not its fields in order (what serde's derive would make of it).
+    #[tokio::test]
+    async fn nested_structs_are_objects_only() {
+        async fn limits(body: &'static str) -> Result<byok_vault::LimitsInput, ApiError> {
+            let request = Request::builder().method("PUT").uri("/").body(axum::body::Body::from(body)).unwrap();
+            JsonBody::<byok_vault::LimitsInput>::from_request(request, &()).await.map(|JsonBody(value)| value)
+        }
+        let read = limits(r#"{"org": {"rpm": 1}, "teams": {"research": {"rpm": 60, "tpm": null}}}"#).await.unwrap();
+        assert_eq!(read.teams["research"].rpm, Some(60));
+        for refused in [
+            r#"{"teams": {"0": [null, null]}}"#,
+            r#"{"org": [1, 2]}"#,
+            r#"{"org": []}"#,
+            r#"{"tokens": {"tok_x": [5]}}"#,
+        ] {
+            let err = limits(refused).await.unwrap_err();
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{refused}");
         }
     }
 
