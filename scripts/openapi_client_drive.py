@@ -297,7 +297,7 @@ class Driver:
         rows = [r for r in page.rows if r.call_id == call_id]
         check(len(rows) == 1, f"audit rows for {call_id}: {len(rows)} of {len(page.rows)}")
         row = rows[0]
-        check(isinstance(row, m.ResolutionAudit) and row.seq >= 1, f"audit row: {row!r}")
+        check(isinstance(row, m.AuditRow) and row.seq >= 1, f"audit row: {row!r}")
         check(row.outcome == m.Outcome.DENIED and row.reason == "scope_denied", f"audit outcome: {row!r}")
         check(row.org_id == org.id and row.team_id == team.id and row.token_id == issued.id, f"audit ids: {row!r}")
         check(row.credential_id == cred.id and row.credential_version == 1, f"audit credential: {row!r}")
