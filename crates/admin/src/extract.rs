@@ -27,7 +27,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-        let text: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        // JSON's whitespace only (RFC 8259: space, tab, line feed, carriage return).
+        let text: &[u8] = match bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
             None => b"{}",
             Some(b'{') => &bytes,
             Some(_) => return Err(ApiError::invalid("invalid request body: expected a JSON object")),
@@ -301,7 +302,7 @@ mod tests {
         assert_eq!(read("").await.unwrap(), Optional::default());
         assert_eq!(read(" \n").await.unwrap(), Optional::default());
         assert_eq!(read(r#" {"before":"x"} "#).await.unwrap(), Optional { before: Some("x".into()) });
-        for refused in ["[]", "[null]", r#"["x"]"#, "null", "1", "\"x\"", r#"{"other":1}"#, "{} {}", "{"] {
+        for refused in ["[]", "[null]", r#"["x"]"#, "null", "1", "\"x\"", r#"{"other":1}"#, "{} {}", "{", "\x0c", " \x0b "] {
             let err = read(refused).await.unwrap_err();
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{refused}");
         }
