@@ -302,7 +302,9 @@ mod tests {
         assert_eq!(read("").await.unwrap(), Optional::default());
         assert_eq!(read(" \n").await.unwrap(), Optional::default());
         assert_eq!(read(r#" {"before":"x"} "#).await.unwrap(), Optional { before: Some("x".into()) });
-        for refused in ["[]", "[null]", r#"["x"]"#, "null", "1", "\"x\"", r#"{"other":1}"#, "{} {}", "{", "\x0c", " \x0b "] {
+        for refused in
+            ["[]", "[null]", r#"["x"]"#, "null", "1", "\"x\"", r#"{"other":1}"#, "{} {}", "{", "\x0c", " \x0b "]
+        {
             let err = read(refused).await.unwrap_err();
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST, "{refused}");
         }
