@@ -78,7 +78,7 @@ impl ApiError {
 
 impl From<VaultError> for ApiError {
     fn from(err: VaultError) -> Self {
-        let message = err.to_string();
+        let message = byok_domain::error::report(&err);
         match err {
             VaultError::Invalid(_) => Self::invalid(message),
             VaultError::Unprocessable(_) => Self::unprocessable(message),

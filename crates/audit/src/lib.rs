@@ -35,9 +35,15 @@ pub use checkpoint::{verify_with_encoded, AuditSigner, CheckpointBody, PublicKey
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    /// The commit failed (the message says why) or the writer has stopped.
-    #[error("audit store unavailable: {0}")]
-    Unavailable(String),
+    /// The commit failed; every row of its batch shares the store's error.
+    #[error("audit store unavailable")]
+    Unavailable(#[source] Arc<byok_store::StoreError>),
+    /// The writer has stopped (shutdown, or its task ended): nothing more is written.
+    #[error("audit store unavailable: the audit writer has stopped")]
+    Stopped,
+    /// The writer stopped after taking the row and before its commit.
+    #[error("audit store unavailable: the audit writer stopped before committing")]
+    StoppedBeforeCommit,
 }
 
 /// Tuning for the writer.
@@ -141,11 +147,8 @@ impl AuditWriter {
     /// Append `row` and wait until it is durable; returns where it was written.
     pub async fn append(&self, row: ResolutionAudit) -> Result<RowRef, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.jobs
-            .send(Job::Resolution(row.with_bounded_text(), ack))
-            .await
-            .map_err(|_| AuditError::Unavailable("the audit writer has stopped".into()))?;
-        done.await.map_err(|_| AuditError::Unavailable("the audit writer stopped before committing".into()))?
+        self.jobs.send(Job::Resolution(row.with_bounded_text(), ack)).await.map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::StoppedBeforeCommit)?
     }
 
     /// A handle on the same writer whose completions are bound to `row` (which this
@@ -260,9 +263,9 @@ async fn run(store: AuditAppender, mut queue: mpsc::Receiver<Job>, max_batch: us
         let positions = segment.positions(&entries);
         let result = store.append_audit(&mut segment, &entries).await;
         if let Err(err) = &result {
-            tracing::error!(error = %err, entries = entries.len(), "audit commit failed");
+            tracing::error!(error = %byok_domain::error::Report(err), entries = entries.len(), "audit commit failed");
         }
-        let outcome = result.map_err(|e| AuditError::Unavailable(e.to_string()));
+        let outcome = result.map_err(|e| AuditError::Unavailable(Arc::new(e)));
         for (index, ack) in acks.drain(..) {
             let answer = outcome.clone().map(|()| RowRef {
                 segment: Arc::clone(&segment_id),

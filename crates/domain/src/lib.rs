@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod billing;
+pub mod error;
 pub mod family;
 pub mod ids;
 pub mod lifecycle;
@@ -23,6 +24,7 @@ pub use billing::{
     Budget, CallPricing, Currency, Money, MoneyError, PriceBook, PricedCard, PricedProviderPrice, ProviderPrice,
     RateCard, Statement, UsageCounts, UsageKey, UsageLine,
 };
+pub use error::BoxError;
 pub use family::{FamilyPattern, ModelFamilyRegistry};
 pub use ids::{AdminTokenId, CredentialId, EventId, IdError, OrgId, TeamId, TokenId, WorkflowId};
 pub use lifecycle::{Actor, LifecycleEvent, LifecycleKind};

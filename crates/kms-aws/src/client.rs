@@ -97,7 +97,7 @@ impl Client {
             None => format!("region {}", config.region),
         };
         let bridge = Bridge::new()
-            .map_err(|e| KmsError::Unavailable(format!("AWS KMS ({place}): cannot start the SDK's runtime: {e}")))?;
+            .map_err(|e| KmsError::unavailable_by(format!("AWS KMS ({place}): cannot start the SDK's runtime"), e))?;
         let http_client =
             aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
         let region = Region::new(config.region.clone());
@@ -111,10 +111,10 @@ impl Client {
                     .region(region.clone())
                     .http_client(http_client.clone());
                 let shared = bridge.run(WAIT_LIMIT, loader.load()).map_err(|_| {
-                    KmsError::Unavailable(format!("AWS KMS ({place}): loading the AWS configuration did not finish"))
+                    KmsError::unavailable(format!("AWS KMS ({place}): loading the AWS configuration did not finish"))
                 })?;
                 shared.credentials_provider().ok_or_else(|| {
-                    KmsError::Refused(format!("AWS KMS ({place}): no AWS credentials provider could be set up"))
+                    KmsError::refused(format!("AWS KMS ({place}): no AWS credentials provider could be set up"))
                 })?
             }
         };

@@ -46,13 +46,13 @@ impl Failure {
     /// The [`KmsError`] a caller that has no better explanation reports.
     pub(crate) fn into_kms_error(self) -> KmsError {
         match self.kind {
-            FailureKind::Unavailable => KmsError::Unavailable(self.message),
+            FailureKind::Unavailable => KmsError::unavailable(self.message),
             FailureKind::BadCiphertext => KmsError::Integrity,
             FailureKind::NotFound
             | FailureKind::AlreadyExists
             | FailureKind::KeyState
             | FailureKind::Denied
-            | FailureKind::Rejected => KmsError::Refused(self.message),
+            | FailureKind::Rejected => KmsError::refused(self.message),
         }
     }
 }
@@ -197,11 +197,13 @@ mod tests {
     fn failures_become_kms_errors() {
         let make = |kind| Failure { kind, message: "AWS KMS (region r): cannot x: y".into() };
         assert!(
-            matches!(make(FailureKind::Unavailable).into_kms_error(), KmsError::Unavailable(m) if m.contains("AWS KMS"))
+            matches!(make(FailureKind::Unavailable).into_kms_error(), KmsError::Unavailable { reason: m, .. } if m.contains("AWS KMS"))
         );
         assert!(matches!(make(FailureKind::BadCiphertext).into_kms_error(), KmsError::Integrity));
         for kind in [FailureKind::Denied, FailureKind::KeyState, FailureKind::Rejected, FailureKind::NotFound] {
-            assert!(matches!(make(kind).into_kms_error(), KmsError::Refused(m) if m.contains("AWS KMS")));
+            assert!(
+                matches!(make(kind).into_kms_error(), KmsError::Refused { reason: m, .. } if m.contains("AWS KMS"))
+            );
         }
     }
 }

@@ -336,7 +336,7 @@ fn a_disabled_key_is_refused_not_unavailable() {
     let current = kms.kek_key(&org, 1).unwrap();
     account.disable(&current.key_id).unwrap();
     for result in [kms.wrap_dek(&org, &Dek::generate()).map(drop), kms.current_kek_version(&org).map(drop)] {
-        let Err(KmsError::Refused(message)) = result else { panic!("expected a refusal: {result:?}") };
+        let Err(KmsError::Refused { reason: message, .. }) = result else { panic!("expected a refusal: {result:?}") };
         assert!(message.contains("disabled") && message.contains("EnableKey"), "{message}");
         assert!(message.contains(&current.arn) && message.contains("AWS KMS (region us-east-1"), "{message}");
     }
@@ -348,12 +348,15 @@ fn a_disabled_key_is_refused_not_unavailable() {
     customer.check_health().unwrap();
     account.disable(&key_id).unwrap();
     let health = customer.check_health();
-    assert!(matches!(&health, Err(KmsError::Refused(m)) if m.contains("disabled")), "{health:?}");
+    assert!(matches!(&health, Err(KmsError::Refused { reason: m, .. }) if m.contains("disabled")), "{health:?}");
     account.enable(&key_id).unwrap();
     customer.check_health().unwrap();
     account.schedule_deletion(&key_id, 7).unwrap();
     let health = customer.check_health();
-    assert!(matches!(&health, Err(KmsError::Refused(m)) if m.contains("pending deletion")), "{health:?}");
+    assert!(
+        matches!(&health, Err(KmsError::Refused { reason: m, .. }) if m.contains("pending deletion")),
+        "{health:?}"
+    );
 }
 
 #[test]
@@ -372,7 +375,9 @@ fn kms_down_is_kms_unavailable() {
         kms.current_kek_version(&org).map(drop),
     ];
     for result in results {
-        let Err(KmsError::Unavailable(message)) = &result else { panic!("expected unavailable: {result:?}") };
+        let Err(KmsError::Unavailable { reason: message, .. }) = &result else {
+            panic!("expected unavailable: {result:?}")
+        };
         assert!(message.contains(&format!("AWS KMS (region eu-west-1, endpoint {endpoint})")), "{message}");
     }
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
@@ -386,9 +391,12 @@ fn kms_down_is_kms_unavailable() {
     kms.check_health().unwrap();
     server.stop();
     let unwrap = kms.unwrap_dek(&org, &wrapped);
-    assert!(matches!(&unwrap, Err(KmsError::Unavailable(m)) if m.contains("unwrap a DEK")), "{unwrap:?}");
-    assert!(matches!(kms.check_health(), Err(KmsError::Unavailable(_))));
-    assert!(matches!(kms.rotate_kek(&org), Err(KmsError::Unavailable(_))));
+    assert!(
+        matches!(&unwrap, Err(KmsError::Unavailable { reason: m, .. }) if m.contains("unwrap a DEK")),
+        "{unwrap:?}"
+    );
+    assert!(matches!(kms.check_health(), Err(KmsError::Unavailable { .. })));
+    assert!(matches!(kms.rotate_kek(&org), Err(KmsError::Unavailable { .. })));
 }
 
 /// An HTTP server that answers every request with `status` and a KMS-style JSON error
@@ -436,13 +444,29 @@ fn throttling_and_server_errors_are_unavailable_and_refusals_are_not() {
     let org = OrgId::generate();
     let record = WrappedDek { kek_version: 1, alg: AWS_KMS_ALG.into(), bytes: vec![1; 64], kms: Default::default() };
     let table: [(u16, &str, fn(&KmsError) -> bool); 9] = [
-        (400, "ThrottlingException", |e| matches!(e, KmsError::Unavailable(m) if m.contains("ThrottlingException"))),
-        (429, "TooManyRequestsException", |e| matches!(e, KmsError::Unavailable(_))),
-        (500, "KMSInternalException", |e| matches!(e, KmsError::Unavailable(m) if m.contains("HTTP 500"))),
-        (503, "", |e| matches!(e, KmsError::Unavailable(m) if m.contains("HTTP 503"))),
-        (400, "AccessDeniedException", |e| matches!(e, KmsError::Refused(m) if m.contains("AccessDeniedException"))),
-        (400, "DisabledException", |e| matches!(e, KmsError::Refused(m) if m.contains("DisabledException"))),
-        (400, "KMSInvalidStateException", |e| matches!(e, KmsError::Refused(_))),
+        (
+            400,
+            "ThrottlingException",
+            |e| matches!(e, KmsError::Unavailable { reason: m, .. } if m.contains("ThrottlingException")),
+        ),
+        (429, "TooManyRequestsException", |e| matches!(e, KmsError::Unavailable { .. })),
+        (
+            500,
+            "KMSInternalException",
+            |e| matches!(e, KmsError::Unavailable { reason: m, .. } if m.contains("HTTP 500")),
+        ),
+        (503, "", |e| matches!(e, KmsError::Unavailable { reason: m, .. } if m.contains("HTTP 503"))),
+        (
+            400,
+            "AccessDeniedException",
+            |e| matches!(e, KmsError::Refused { reason: m, .. } if m.contains("AccessDeniedException")),
+        ),
+        (
+            400,
+            "DisabledException",
+            |e| matches!(e, KmsError::Refused { reason: m, .. } if m.contains("DisabledException")),
+        ),
+        (400, "KMSInvalidStateException", |e| matches!(e, KmsError::Refused { .. })),
         (400, "InvalidCiphertextException", |e| matches!(e, KmsError::Integrity)),
         (400, "IncorrectKeyException", |e| matches!(e, KmsError::Integrity)),
     ];
@@ -457,7 +481,7 @@ fn throttling_and_server_errors_are_unavailable_and_refusals_are_not() {
         let result = kms.unwrap_dek(&org, &record);
         let error = result.err().unwrap_or_else(|| panic!("{status} {code}: unwrapped"));
         assert!(expected(&error), "{status} {code}: {error:?}");
-        if matches!(error, KmsError::Unavailable(_) | KmsError::Refused(_)) {
+        if matches!(error, KmsError::Unavailable { .. } | KmsError::Refused { .. }) {
             assert!(error.to_string().contains(&format!("endpoint {endpoint}")), "{error}");
             assert!(error.to_string().contains("scripted-request"), "the request id is named: {error}");
         }
@@ -548,7 +572,10 @@ fn check_health_tells_reachable_from_refused() {
     customer.check_health().unwrap();
     let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
     let health = open(&server.customer_config(missing)).check_health();
-    assert!(matches!(&health, Err(KmsError::Refused(m)) if m.contains("NotFoundException")), "{health:?}");
+    assert!(
+        matches!(&health, Err(KmsError::Refused { reason: m, .. }) if m.contains("NotFoundException")),
+        "{health:?}"
+    );
 }
 
 #[test]

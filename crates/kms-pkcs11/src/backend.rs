@@ -316,7 +316,7 @@ impl Kms for Pkcs11Kms {
             let (current, _) = current_kek(session, org)?;
             let next = current
                 .checked_add(1)
-                .ok_or_else(|| KmsError::Unavailable(format!("{org} has run out of KEK version numbers")))?;
+                .ok_or_else(|| KmsError::unavailable(format!("{org} has run out of KEK version numbers")))?;
             self.generate_kek(session, org, next)?;
             Ok(next)
         })
@@ -393,7 +393,7 @@ impl Kms for Pkcs11Kms {
             match keks.last_key_value() {
                 Some((current, _)) if *current == version => return Ok(()),
                 Some((current, _)) if *current > version => {
-                    return Err(KmsError::Unavailable(format!(
+                    return Err(KmsError::unavailable(format!(
                         "{org} already has KEK version {current} in token '{}'; cannot create version {version}",
                         self.token_label
                     ))
@@ -429,7 +429,7 @@ impl Kms for Pkcs11Kms {
         self.pool.run(|session| {
             let keks = live_keks(session, org)?;
             if keks.last_key_value().map(|(current, _)| *current) == Some(version) {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "KEK version {version} of {org} is current and cannot be retired"
                 ))
                 .into());
@@ -477,13 +477,13 @@ impl Kms for Pkcs11Kms {
         self.pool.run(|session| {
             let state = session.get_session_info().doing("read the session state")?.session_state();
             if !matches!(state, SessionState::RwUser) {
-                return Err(Failure::CloseSession(KmsError::Unavailable(
-                    "the PKCS#11 session is not logged in as user".into(),
+                return Err(Failure::CloseSession(KmsError::unavailable(
+                    "the PKCS#11 session is not logged in as user",
                 )));
             }
             let token = self.context.get_token_info(self.slot).doing("read the token's state")?;
             if token.user_pin_locked() {
-                return Err(KmsError::Unavailable("the token's user PIN is locked".into()).into());
+                return Err(KmsError::unavailable("the token's user PIN is locked").into());
             }
             Ok(())
         })
@@ -542,7 +542,7 @@ fn org_keks(session: &Session, org: &OrgId) -> Result<BTreeMap<u32, ObjectHandle
         });
         if let Some(version) = version {
             if keks.insert(version, handle).is_some() {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "the token holds two objects labelled {}; remove the newer one",
                     kek_label(org, version)
                 ))
@@ -608,7 +608,7 @@ fn kek_handle(session: &Session, org: &OrgId, version: u32) -> Result<ObjectHand
         [handle] => Ok(*handle),
         [] if org_keks(session, org)?.is_empty() => Err(KmsError::UnknownOrg(*org).into()),
         [] => Err(KmsError::UnknownVersion { org: *org, version }.into()),
-        _ => Err(KmsError::Unavailable(format!(
+        _ => Err(KmsError::unavailable(format!(
             "the token holds several objects labelled {}; remove the newer ones",
             kek_label(org, version)
         ))
@@ -696,13 +696,13 @@ fn shared_context(module: &Path) -> Result<Pkcs11, OpenError> {
         return Ok(context.clone());
     }
     let context = Pkcs11::new(&key).map_err(|error| {
-        KmsError::Unavailable(format!("cannot load the PKCS#11 module {}: {}", module.display(), describe(&error)))
+        KmsError::unavailable(format!("cannot load the PKCS#11 module {}: {}", module.display(), describe(&error)))
     })?;
     match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         // Already initialized by other code in this process: usable all the same.
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(error) => {
-            return Err(KmsError::Unavailable(format!(
+            return Err(KmsError::unavailable(format!(
                 "cannot initialize the PKCS#11 module {}: {}",
                 module.display(),
                 describe(&error)

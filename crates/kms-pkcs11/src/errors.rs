@@ -84,7 +84,7 @@ pub(crate) fn classify(doing: &str, error: &Error) -> KmsError {
 
 /// An [`KmsError::Unavailable`] naming the operation and the return value.
 pub(crate) fn unavailable(doing: &str, error: &Error) -> KmsError {
-    KmsError::Unavailable(format!("PKCS#11 token: cannot {doing}: {}", describe(error)))
+    KmsError::unavailable(format!("PKCS#11 token: cannot {doing}: {}", describe(error)))
 }
 
 /// A short description: `C_UnwrapKey returned CKR_DEVICE_ERROR`. cryptoki's own `Display`
@@ -166,7 +166,7 @@ mod tests {
         for (rv, integrity) in table {
             let kms = classify("unwrap a DEK", &Error::Pkcs11(rv, Function::UnwrapKey));
             assert_eq!(matches!(kms, KmsError::Integrity), integrity, "{rv:?}");
-            assert_eq!(matches!(kms, KmsError::Unavailable(_)), !integrity, "{rv:?}");
+            assert_eq!(matches!(kms, KmsError::Unavailable { .. }), !integrity, "{rv:?}");
         }
     }
 

@@ -109,7 +109,7 @@ impl SessionPool {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "all {} PKCS#11 sessions stayed busy for {}s",
                     self.max,
                     CHECKOUT_TIMEOUT.as_secs()
@@ -128,8 +128,8 @@ impl SessionPool {
         match info.session_state() {
             SessionState::RwUser => {}
             SessionState::RwSecurityOfficer => {
-                return Err(KmsError::Unavailable(
-                    "the token is logged in as security officer by this process; byok needs the user role".into(),
+                return Err(KmsError::unavailable(
+                    "the token is logged in as security officer by this process; byok needs the user role",
                 ));
             }
             _ => match session.login(UserType::User, Some(&self.pin)) {
@@ -140,7 +140,7 @@ impl SessionPool {
                     return Err(pin_refused());
                 }
                 Err(Error::Pkcs11(RvError::PinLocked, _)) => {
-                    return Err(KmsError::Unavailable("the token's user PIN is locked".into()));
+                    return Err(KmsError::unavailable("the token's user PIN is locked"));
                 }
                 Err(err) => return Err(unavailable("log in to the token", &err)),
             },
@@ -150,7 +150,7 @@ impl SessionPool {
 }
 
 fn pin_refused() -> KmsError {
-    KmsError::Unavailable("the token refused the user PIN; fix the PIN source and restart".into())
+    KmsError::unavailable("the token refused the user PIN; fix the PIN source and restart")
 }
 
 /// A place among the `max` open sessions, taken by a checked-out session. Dropped while

@@ -208,7 +208,7 @@ fn child_process_sees_the_same_token() {
     std::env::set_var("BYOK_TEST_WRONG_PIN", canary);
     let wrong = Pkcs11Config { pin_file: None, pin_env: Some("BYOK_TEST_WRONG_PIN".into()), ..config.clone() };
     let err = Pkcs11Kms::open(&wrong).unwrap_err();
-    assert!(matches!(err, OpenError::Kms(KmsError::Unavailable(_))), "{err}");
+    assert!(matches!(err, OpenError::Kms(KmsError::Unavailable { .. })), "{err}");
     assert!(err.to_string().contains("PIN"), "{err}");
     assert!(!err.to_string().contains(canary) && !format!("{err:?}").contains(canary));
 
@@ -318,7 +318,7 @@ fn configuration_mistakes_are_named() {
     );
 
     let module = Pkcs11Config { module: "/nonexistent/libpkcs11.so".into(), ..config.clone() };
-    assert!(matches!(Pkcs11Kms::open(&module), Err(OpenError::Kms(KmsError::Unavailable(_)))));
+    assert!(matches!(Pkcs11Kms::open(&module), Err(OpenError::Kms(KmsError::Unavailable { .. }))));
 
     let kms = open(&config);
     let pin = std::fs::read_to_string(config.pin_file.as_ref().unwrap()).unwrap();

@@ -81,7 +81,7 @@ pub struct KmsInfo {
 }
 
 fn not_configured(name: &KmsName) -> CryptoError {
-    CryptoError::Kms(KmsError::Unavailable(format!(
+    CryptoError::Kms(KmsError::unavailable(format!(
         "KMS '{name}' is not configured on this node (add [kms.customer.{name}] to its configuration)"
     )))
 }
@@ -181,17 +181,17 @@ impl KmsHandle {
             let permit = Arc::clone(&worker.permits)
                 .acquire_owned()
                 .await
-                .map_err(|_| CryptoError::Kms(KmsError::Unavailable("KMS handle closed".into())))?;
+                .map_err(|_| CryptoError::Kms(KmsError::unavailable("KMS handle closed")))?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 job(worker.backend.as_ref(), &worker.metrics)
             })
             .await
-            .map_err(|e| CryptoError::Kms(KmsError::Unavailable(format!("KMS worker failed: {e}"))))?
+            .map_err(|e| CryptoError::Kms(KmsError::unavailable_by("KMS worker failed", e)))?
         };
         let result = match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(CryptoError::Kms(KmsError::Unavailable(format!(
+            Err(_) => Err(CryptoError::Kms(KmsError::unavailable(format!(
                 "KMS '{name}' did not answer within {} ms",
                 timeout.as_millis()
             )))),
@@ -318,7 +318,7 @@ impl KmsHandle {
             }
         }
         out.into_iter()
-            .map(|item| item.ok_or_else(|| CryptoError::Kms(KmsError::Unavailable("a DEK was not rewrapped".into()))))
+            .map(|item| item.ok_or_else(|| CryptoError::Kms(KmsError::unavailable("a DEK was not rewrapped"))))
             .collect()
     }
 

@@ -240,7 +240,7 @@ impl Directory {
     async fn catch_up(&self) {
         let _turn = self.catching_up.lock().await;
         if let Err(err) = self.read_changes().await {
-            tracing::debug!(error = %err, "change poll failed");
+            tracing::debug!(error = %byok_domain::error::Report(&err), "change poll failed");
         }
     }
 
@@ -256,7 +256,7 @@ impl Directory {
         }
         if let Err(err) = self.read_changes().await {
             // Cannot tell what changed: everything is stale.
-            tracing::debug!(error = %err, "reading changes failed; invalidating every cache");
+            tracing::debug!(error = %byok_domain::error::Report(&err), "reading changes failed; invalidating every cache");
             self.gens.invalidate_all();
         }
     }
@@ -467,13 +467,15 @@ impl Directory {
                             Ok(Heard::Change(change)) => self.heard(&change),
                             Ok(Heard::Unreadable | Heard::Reconnected) => self.catch_up().await,
                             Err(err) => {
-                                tracing::debug!(error = %err, "change listener lost its connection");
+                                tracing::debug!(error = %byok_domain::error::Report(&err), "change listener lost its connection");
                                 break;
                             }
                         }
                     }
                 }
-                Err(err) => tracing::debug!(error = %err, "change listener cannot connect; polling meanwhile"),
+                Err(err) => {
+                    tracing::debug!(error = %byok_domain::error::Report(&err), "change listener cannot connect; polling meanwhile")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(LISTEN_RETRY) => {}

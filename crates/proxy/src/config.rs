@@ -28,16 +28,17 @@ impl UpstreamBase {
     /// Parse and check an upstream base: `http` or `https`, a host, no user info, query
     /// or fragment. Plain `http` is allowed here because only the operator sets these.
     /// Credentials' `base_url`s keep precedence (see the type's documentation).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("upstream '{text}' is not an absolute URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let url = url::Url::parse(text).map_err(|source| ConfigError::UpstreamUrl { text: text.to_owned(), source })?;
+        let invalid = |reason: &str| ConfigError::Upstream { text: text.to_owned(), reason: reason.to_owned() };
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("upstream '{text}' must be http or https"));
+            return Err(invalid("must be http or https"));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("upstream '{text}' has no host"));
+            return Err(invalid("has no host"));
         }
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
-            return Err("an upstream must not contain user info, a query or a fragment".to_owned());
+            return Err(ConfigError::UpstreamParts);
         }
         Ok(Self { url: url.as_str().trim_end_matches('/').to_owned(), override_credentials: false })
     }
@@ -168,14 +169,14 @@ impl ConnectionLimits {
     pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
     /// Check every bound; the error names the `[proxy]` key that is out of range.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let timeouts = [
             ("header_read_timeout_secs", self.header_read_timeout, Self::MAX_HEADER_READ_TIMEOUT),
             ("idle_timeout_secs", self.idle_timeout, Self::MAX_IDLE_TIMEOUT),
         ];
         for (key, value, max) in timeouts {
             if value.is_zero() || value > max {
-                return Err(format!("proxy.{key} must be between 1 and {}", max.as_secs()));
+                return Err(ConfigError::OutOfRange { key, min: 1, max: max.as_secs() });
             }
         }
         let sizes = [
@@ -185,7 +186,7 @@ impl ConnectionLimits {
         ];
         for (key, value, min, max) in sizes {
             if !(min..=max).contains(&value) {
-                return Err(format!("proxy.{key} must be between {min} and {max}"));
+                return Err(ConfigError::OutOfRange { key, min: min as u64, max: max as u64 });
             }
         }
         Ok(())
@@ -202,4 +203,47 @@ impl Default for ConnectionLimits {
             max_header_bytes: 64 * 1024,
         }
     }
+}
+
+/// Why the data plane's configuration cannot be used. Each names the setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An upstream base that is not a URL.
+    #[error("upstream '{text}' is not an absolute URL")]
+    UpstreamUrl {
+        /// What was given.
+        text: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// An upstream base with the wrong scheme or no host.
+    #[error("upstream '{text}' {reason}")]
+    Upstream {
+        /// What was given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An upstream base with user info, a query or a fragment (not echoed: user info may
+    /// be a password).
+    #[error("an upstream must not contain user info, a query or a fragment")]
+    UpstreamParts,
+    /// A `[proxy]` bound out of its range.
+    #[error("proxy.{key} must be between {min} and {max}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// The `[limits]` settings.
+    #[error("[limits]")]
+    Limits(#[source] crate::limits::LimiterError),
+    /// The TLS stack for upstream connections could not be set up.
+    #[error("TLS configuration failed")]
+    Tls(#[source] rustls::Error),
 }

@@ -32,7 +32,8 @@ mod server;
 mod spend;
 mod verify;
 
-pub use config::{ConnectionLimits, ProxyConfig, UpstreamBase};
+pub use config::{ConfigError, ConnectionLimits, ProxyConfig, UpstreamBase};
+pub use error::{classify, Code, Fault, Refusal};
 pub use listen::serve_router;
 pub use server::{serve, Sidecar};
 

@@ -211,6 +211,7 @@ impl fmt::Debug for LimiterConfig {
 
 /// Why a [`Limiter`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LimiterError {
     /// `redis_url` is not a usable Redis URL (the password, if any, is not shown).
     #[error("invalid rate-limit redis_url {url:?}")]

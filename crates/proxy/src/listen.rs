@@ -116,7 +116,7 @@ async fn accept_failed(err: io::Error) {
     ) {
         return;
     }
-    tracing::error!(error = %err, "cannot accept a connection");
+    tracing::error!(error = %byok_domain::error::Report(&err), "cannot accept a connection");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
@@ -171,7 +171,7 @@ async fn serve_connection(
         tokio::select! {
             served = connection.as_mut() => {
                 if let Err(err) = served {
-                    tracing::trace!(%peer, error = %err, "connection ended");
+                    tracing::trace!(%peer, error = %byok_domain::error::Report(&err), "connection ended");
                 }
                 return;
             }

@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 
 use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor, TokenTally};
 use crate::cache::{DekCache, Directory};
-use crate::config::ProxyConfig;
-use crate::error::{Code, Refusal};
+use crate::config::{ConfigError, ProxyConfig};
+use crate::error::{Code, Fault, Refusal};
 use crate::health::{HealthBook, Observed};
 use crate::limits::{Exceeded, Limit, LimitKey, Limiter};
 use crate::phases::admit::{check_budget, check_source, source_address};
@@ -119,7 +119,7 @@ enum Failure {
 
 impl Sidecar {
     /// A sidecar over `vault`, writing audit rows through `audit`.
-    pub fn new(vault: Vault, audit: AuditWriter, config: ProxyConfig) -> Result<Self, String> {
+    pub fn new(vault: Vault, audit: AuditWriter, config: ProxyConfig) -> Result<Self, ConfigError> {
         config.connections.check()?;
         let client = upstream_client(&config)?;
         let deks = DekCache::new(config.dek_cache_ttl, config.dek_cache_max_uses, config.dek_cache_capacity);
@@ -127,7 +127,7 @@ impl Sidecar {
         let book = Arc::new(SpendBook::new(vault.resolution_view(), audit.segment_id(), config.spend_refresh));
         let codes = PriceCodes::new(vault.price_book());
         let live_nodes = Arc::new(AtomicU64::new(1));
-        let limiter = Limiter::new(config.limits.clone(), Arc::clone(&live_nodes)).map_err(|e| e.to_string())?;
+        let limiter = Limiter::new(config.limits.clone(), Arc::clone(&live_nodes)).map_err(ConfigError::Limits)?;
         let sidecar = Self {
             inner: Arc::new(Inner {
                 kms: vault.kms().clone(),
@@ -161,7 +161,7 @@ impl Sidecar {
             loop {
                 match inner.directory.store().node_heartbeat(&node, NODE_LIVE_WINDOW_US).await {
                     Ok(live) => inner.live_nodes.store(live, Ordering::Relaxed),
-                    Err(err) => tracing::debug!(error = %err, "fleet heartbeat failed"),
+                    Err(err) => tracing::debug!(error = %byok_domain::error::Report(&err), "fleet heartbeat failed"),
                 }
                 let fallback = match inner.limiter.backend() {
                     crate::limits::Backend::RedisUnreachable { live_nodes } => Some(live_nodes),
@@ -265,10 +265,16 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
             record.detail = Some(refusal.message.clone());
             if refusal.code != Code::AuditUnavailable {
                 if let Err(err) = sidecar.inner.audit.append(record).await {
-                    tracing::error!(call_id = %call_id, error = %err, "could not audit a denied call");
+                    tracing::error!(call_id = %call_id, error = %byok_domain::error::Report(&err), "could not audit a denied call");
                 }
             }
-            tracing::debug!(call_id = %call_id, code = refusal.code.as_str(), "call refused");
+            tracing::debug!(
+                call_id = %call_id,
+                code = refusal.code.as_str(),
+                fault = ?refusal.fault(),
+                retryable = refusal.retryable(),
+                "call refused"
+            );
             refusal_response(api, &refusal)
         }
         Err(Failure::AfterAudit(refusal, meter)) => {
@@ -277,6 +283,8 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
                 code = refusal.code.as_str(),
                 message = %refusal.message,
                 detail = refusal.detail.as_deref().unwrap_or(""),
+                fault = ?refusal.fault(),
+                retryable = refusal.retryable(),
                 "call failed after resolution"
             );
             if let Some(meter) = meter {
@@ -354,7 +362,7 @@ impl Inner {
         // 4. resolve, and on a throttled, rejected or failed upstream answer, resolve again
         // among the candidates not tried yet (failover; never for a pin).
         let store_down = |e: byok_store::StoreError| {
-            Failure::Denied(Refusal::new(Code::StoreUnavailable, format!("cannot look up credentials: {e}")))
+            Failure::Denied(Refusal::failed(Code::StoreUnavailable, "cannot look up credentials", e))
         };
         let pin = parts.headers.get(CREDENTIAL_HEADER).and_then(|v| v.to_str().ok()).map(str::trim);
         let platform = if org.tier == Tier::KatmanA || pin.is_some() {
@@ -493,18 +501,21 @@ impl Inner {
             .map_err(Failure::Denied)?
             .to_owned();
         let sealed = self.directory.sealed(&chosen.credential).await.map_err(|e| {
-            Failure::Denied(Refusal::new(
+            Failure::Denied(Refusal::failed(
                 Code::StoreUnavailable,
-                format!("cannot load credential {}: {e}", credential.id),
+                format_args!("cannot load credential {}", credential.id),
+                e,
             ))
         })?;
 
         // 5. audit: durable before the credential is read.
         record.outcome = Outcome::Allowed;
         record.at = Timestamp::now();
-        let row = self.audit.append(record.clone()).await.map_err(|e| {
-            Failure::Denied(Refusal::new(Code::AuditUnavailable, format!("the call was not made: {e}")))
-        })?;
+        let row = self
+            .audit
+            .append(record.clone())
+            .await
+            .map_err(|e| Failure::Denied(Refusal::failed(Code::AuditUnavailable, "the call was not made", e)))?;
         // From here on the attempt has its allowed row; whatever happens, it gets a
         // completion, priced by the tier and cards in force now.
         let prices = self.vault.price_book();
@@ -561,7 +572,8 @@ impl Inner {
                 self.observe(credential, record, crate::health::observed(status, response.headers()), Some(status));
                 Ok(Attempted::Answer(Answer { response, pending, redactor, credential: credential.id }))
             }
-            Err(refusal) if matches!(refusal.code, Code::UpstreamUnreachable | Code::UpstreamTimeout) => {
+            // No answer from the upstream (unreachable, timed out): another key may do.
+            Err(refusal) if refusal.fault() == Fault::Upstream && refusal.retryable() => {
                 self.observe(credential, record, Observed::Failed, None);
                 Ok(Attempted::Unreachable(refusal, pending))
             }
@@ -582,7 +594,7 @@ impl Inner {
         tracing::warn!(credential = %credential.id, status, call_id = %call_id, "the provider rejected a credential");
         tokio::spawn(async move {
             if let Err(err) = vault.credential_rejected(credential.org_id, &credential, status, &call_id).await {
-                tracing::error!(credential = %credential.id, error = %err, "could not record that the provider rejected a credential");
+                tracing::error!(credential = %credential.id, error = %byok_domain::error::Report(&err), "could not record that the provider rejected a credential");
             }
         });
     }

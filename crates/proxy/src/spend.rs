@@ -160,7 +160,7 @@ impl SpendBook {
             let (book, entry) = (Arc::clone(self), Arc::clone(entry));
             tokio::spawn(async move {
                 if let Err(err) = book.read_others(org, &entry, month).await {
-                    tracing::debug!(org = %org, error = %err, "budget spend refresh failed");
+                    tracing::debug!(org = %org, error = %byok_domain::error::Report(&err), "budget spend refresh failed");
                 }
             });
         }

@@ -7,11 +7,12 @@
 //! vault records the result (`verified`, and `failing` on 401/403).
 
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use byok_crypto::ProviderSecret;
+use byok_crypto::{KmsError, ProviderSecret};
 use byok_domain::{
     Capability, Credential, CredentialHealth, CredentialId, CredentialOwner, Mode, Org, Outcome, ProviderId,
     ResolutionAudit, Timestamp,
 };
+use byok_store::StoreError;
 use byok_vault::{KeyProbe, ProbeFuture, VaultError, Verification, VerifyReason};
 use http_body_util::BodyExt;
 
@@ -52,8 +53,8 @@ impl Sidecar {
         })?;
         let uri: Uri = format!("/{provider}{path}")
             .parse()
-            .map_err(|e| VaultError::Internal(format!("verification path of {provider}: {e}")))?;
-        let route = route(&uri).map_err(|r| VaultError::Internal(format!("verification route: {}", r.message)))?;
+            .map_err(|e| VaultError::internal_by(format!("verification path of {provider}"), e))?;
+        let route = route(&uri).map_err(|r| VaultError::internal(format!("verification route: {}", r.message)))?;
         let base = base_for(base_url, provider, route.spec.default_upstream, &inner.config)
             .map_err(|r| VaultError::Unprocessable(r.message))?;
         let mut headers = HeaderMap::new();
@@ -61,7 +62,7 @@ impl Sidecar {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
         let request = build_upstream_request(base, &route, &Method::GET, &headers, bytes::Bytes::new(), secret)
-            .map_err(|r| VaultError::Internal(format!("cannot build the verification request: {}", r.message)))?;
+            .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
         let timeout = inner.config.response_timeout.min(std::time::Duration::from_secs(30));
         match forward(&inner.client, request, timeout).await {
             Ok(response) => {
@@ -109,16 +110,14 @@ impl Sidecar {
         record.outcome = Outcome::Allowed;
         record.at = Timestamp::now();
         let started = std::time::Instant::now();
-        let row = inner
-            .audit
-            .append(record.clone())
-            .await
-            .map_err(|e| VaultError::StoreUnavailable(format!("the verification was not made: {e}")))?;
+        let row = inner.audit.append(record.clone()).await.map_err(|e| {
+            VaultError::StoreUnavailable(StoreError::unavailable_by("the verification was not made", e))
+        })?;
         let writer = inner.audit.bound(&row);
         let secret = decrypt(&inner.deks, &inner.kms, credential, &sealed).await;
         let status = match secret {
             Ok(secret) => self.ask(credential.provider, credential.base_url.as_deref(), &secret).await,
-            Err(refusal) => Err(VaultError::KmsUnavailable(refusal.message)),
+            Err(refusal) => Err(VaultError::KmsUnavailable(KmsError::unavailable(refusal.message))),
         };
         let answered = status.as_ref().ok().copied().flatten().and_then(|v| v.status);
         writer.complete(byok_domain::CallCompletion {
@@ -170,10 +169,7 @@ impl ProbeHandle {
     }
 
     fn sidecar(&self) -> Result<Sidecar, VaultError> {
-        self.0
-            .upgrade()
-            .map(Sidecar::from_inner)
-            .ok_or_else(|| VaultError::Internal("the data plane has stopped".to_owned()))
+        self.0.upgrade().map(Sidecar::from_inner).ok_or_else(|| VaultError::internal("the data plane has stopped"))
     }
 }
 

@@ -231,7 +231,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
         ..MockConfig::default()
     })
     .await?;
-    let upstream = UpstreamBase::parse(&mock.base_url()).map_err(anyhow::Error::msg)?;
+    let upstream = UpstreamBase::parse(&mock.base_url())?;
     let mut settings = byok_server::Settings::for_tests(data_dir.path());
     // SQLite: the server's own file in its data dir, as `byok serve` would have it.
     settings.database_url = db.as_ref().map(|db| db.url().to_owned());
@@ -253,7 +253,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
             let vault = Vault::new(store.clone(), kms, settings.model_families(), policy);
             let (audit, audit_task) =
                 AuditWriter::spawn(store.clone(), AuditConfig { max_batch, ..AuditConfig::default() });
-            let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
+            let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone())?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let proxy = listener.local_addr()?;
             let (stop, mut stopped) = watch::channel(false);

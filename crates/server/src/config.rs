@@ -571,7 +571,7 @@ fn proxy_config(file: &ConfigFile) -> anyhow::Result<ProxyConfig> {
         max_uri_bytes: section.max_uri_bytes.unwrap_or(limits.max_uri_bytes),
         max_header_bytes: section.max_header_bytes.unwrap_or(limits.max_header_bytes),
     };
-    connections.check().map_err(anyhow::Error::msg)?;
+    connections.check()?;
     let failover_attempts = section.failover_attempts.unwrap_or(defaults.failover_attempts);
     if failover_attempts > MAX_FAILOVER_ATTEMPTS {
         anyhow::bail!("proxy.failover_attempts must be between 0 and {MAX_FAILOVER_ATTEMPTS}, not {failover_attempts}");

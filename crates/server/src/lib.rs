@@ -173,7 +173,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let proxy_addr = proxy_listener.local_addr()?;
 
     let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-    let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone()).map_err(anyhow::Error::msg)?;
+    let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone())?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -238,7 +238,7 @@ async fn open_customer_kms(customer: &CustomerKms) -> anyhow::Result<(Arc<dyn by
             match health {
                 Ok(()) => tracing::info!(kms = %customer.name, key = %key_arn, "customer-managed KMS ready"),
                 Err(err) => tracing::warn!(
-                    kms = %customer.name, key = %key_arn, error = %err,
+                    kms = %customer.name, key = %key_arn, error = %byok_domain::error::Report(&err),
                     "customer-managed KMS not usable now; its orgs' calls fail until it is"
                 ),
             }
@@ -321,7 +321,7 @@ async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: 
         match vault.purge_all_by_retention().await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "purged audit entries past retention"),
-            Err(err) => tracing::warn!(error = %err, "audit retention purge failed"),
+            Err(err) => tracing::warn!(error = %byok_domain::error::Report(&err), "audit retention purge failed"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! with their password removed, and decoded values are echoed only from non-secret
 //! columns (ids, names, enum text), cut to a short length.
 
+use byok_domain::BoxError;
 use sqlx::error::ErrorKind;
 
 /// Why a store operation failed.
@@ -12,8 +13,14 @@ use sqlx::error::ErrorKind;
 pub enum StoreError {
     /// The database cannot be reached or used right now (connection, I/O, pool, busy,
     /// disk full). Callers answer `503 store_unavailable`; a retry may succeed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What could not be done.
+        reason: String,
+        /// The driver's or the system's error, if there was one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A uniqueness rule was violated; `what` is a readable sentence naming the thing,
     /// e.g. "an org named 'acme' already exists".
     #[error("{what}")]
@@ -49,7 +56,17 @@ impl StoreError {
     /// Whether this error means "the store is down" (as opposed to a problem with the
     /// request or the data).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// The store cannot be used: `reason`, with no further cause.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable { reason: reason.into(), source: None }
+    }
+
+    /// The store cannot be used: `reason`, because of `source`.
+    pub fn unavailable_by(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { reason: reason.into(), source: Some(source.into()) }
     }
 }
 
@@ -92,8 +109,8 @@ pub(crate) fn map_sqlx(err: sqlx::Error) -> StoreError {
                 ErrorKind::ForeignKeyViolation => {
                     StoreError::NotFound { what: format!("a referenced row does not exist ({})", db.message()) }
                 }
-                _ if code.is_empty() => StoreError::Unavailable(format!("database error: {}", db.message())),
-                _ => StoreError::Unavailable(format!("database error {code}: {}", db.message())),
+                _ if code.is_empty() => StoreError::unavailable(format!("database error: {}", db.message())),
+                _ => StoreError::unavailable(format!("database error {code}: {}", db.message())),
             }
         }
         sqlx::Error::ColumnDecode { index, source } => {
@@ -107,9 +124,10 @@ pub(crate) fn map_sqlx(err: sqlx::Error) -> StoreError {
         sqlx::Error::TypeNotFound { type_name } => StoreError::Corrupt(format!("unknown database type '{type_name}'")),
         sqlx::Error::Migrate(e) => StoreError::Migration(e.to_string()),
         sqlx::Error::Configuration(e) => StoreError::Config(e.to_string()),
-        sqlx::Error::PoolTimedOut => StoreError::Unavailable("timed out waiting for a database connection".to_owned()),
-        sqlx::Error::PoolClosed => StoreError::Unavailable("the store is closed".to_owned()),
-        other => StoreError::Unavailable(other.to_string()),
+        sqlx::Error::PoolTimedOut => StoreError::unavailable("timed out waiting for a database connection"),
+        sqlx::Error::PoolClosed => StoreError::unavailable("the store is closed"),
+        // I/O, TLS, protocol: the driver's error is the cause, kept whole.
+        other => StoreError::unavailable_by("cannot use the database", other),
     }
 }
 

@@ -130,7 +130,7 @@ impl Store {
             .await
             .map_err(|e| open_error(&location, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!("{location}: SQLite refused WAL journal mode (got '{mode}')")));
+            return Err(StoreError::unavailable(format!("{location}: SQLite refused WAL journal mode (got '{mode}')")));
         }
         SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         let reader = sqlite_pool_options(SQLITE_READERS, true, &health)
@@ -178,7 +178,7 @@ impl Store {
         // The audit partitions of this month and the next ones; if this fails, the DEFAULT
         // partition takes the rows until the retention job makes them.
         if let Err(err) = store.ensure_audit_partitions(byok_domain::Timestamp::now()).await {
-            tracing::warn!(error = %err, "cannot create the audit partitions ahead of time");
+            tracing::warn!(error = %byok_domain::error::Report(&err), "cannot create the audit partitions ahead of time");
         }
         Ok(store)
     }
@@ -226,8 +226,13 @@ impl Store {
                 // Releases the claim however the probe ends, also if this future is dropped.
                 let _claim = ProbeClaim { health, claimed };
                 let outcome = self.probe_write().await.map_err(|err| match err {
-                    StoreError::Unavailable(why) => why,
-                    other => other.to_string(),
+                    // The verdict is kept and shared by every caller until the next
+                    // probe: it keeps the cause as text.
+                    StoreError::Unavailable { reason, source } => match source {
+                        Some(source) => format!("{reason}: {}", byok_domain::error::report(source.as_ref())),
+                        None => reason,
+                    },
+                    other => byok_domain::error::report(&other),
                 });
                 if let Err(why) = &outcome {
                     tracing::warn!(store = %self.inner.location, error = %why, "the store cannot write");
@@ -447,7 +452,7 @@ impl Drop for ProbeClaim<'_> {
 }
 
 fn cannot_write(why: String) -> StoreError {
-    StoreError::Unavailable(format!("store cannot write: {why}"))
+    StoreError::unavailable(format!("store cannot write: {why}"))
 }
 
 /// Create the SQLite file `path` empty with mode 0600 if it does not exist yet. SQLite
@@ -465,14 +470,16 @@ fn create_private(path: &Path) {
     }
     if let Err(err) = options.open(path) {
         if err.kind() != std::io::ErrorKind::AlreadyExists {
-            tracing::debug!(path = %path.display(), error = %err, "cannot create the SQLite file ahead of SQLite");
+            tracing::debug!(path = %path.display(), error = %byok_domain::error::Report(&err), "cannot create the SQLite file ahead of SQLite");
         }
     }
 }
 
 fn open_error(location: &str, err: sqlx::Error) -> StoreError {
     match map_sqlx(err) {
-        StoreError::Unavailable(why) => StoreError::Unavailable(format!("cannot open {location}: {why}")),
+        StoreError::Unavailable { reason, source } => {
+            StoreError::Unavailable { reason: format!("cannot open {location}: {reason}"), source }
+        }
         StoreError::Config(why) => StoreError::Config(format!("{location}: {why}")),
         other => other,
     }

@@ -54,7 +54,7 @@ enum Place {
 impl TestStore {
     /// A store on a new SQLite file in a new temporary directory (removed on drop).
     pub async fn sqlite() -> Result<TestStore, StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(format!("cannot create a temp dir: {e}")))?;
+        let dir = tempfile::tempdir().map_err(|e| StoreError::unavailable_by("cannot create a temp dir", e))?;
         let path = dir.path().join("byok.db");
         let store = Store::open_sqlite(&path).await?;
         let url = format!("sqlite://{}", path.display());

@@ -842,7 +842,7 @@ async fn migrations_are_idempotent_and_data_survives_reopen() {
         assert_eq!(t.count("_sqlx_migrations").await.unwrap(), migrations as i64, "each migration applied once");
         first.close().await;
         second.close().await;
-        assert!(matches!(first.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(first.ping().await, Err(StoreError::Unavailable { .. })));
         t.store().ping().await.unwrap();
     })
     .await
@@ -894,7 +894,7 @@ async fn sqlite_urls_and_bad_urls() {
     assert!(matches!(Store::open("mysql://localhost/x").await, Err(StoreError::Config(_))));
     assert!(matches!(Store::open("sqlite::memory:").await, Err(StoreError::Config(_))));
     let missing_dir = dir.path().join("no/such/dir/byok.db");
-    assert!(matches!(Store::open_sqlite(&missing_dir).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(Store::open_sqlite(&missing_dir).await, Err(StoreError::Unavailable { .. })));
 }
 
 #[tokio::test]

@@ -163,7 +163,7 @@ impl Vault {
     }
 
     fn signer(&self) -> Result<&byok_audit::AuditSigner, VaultError> {
-        self.signer.as_deref().ok_or_else(|| VaultError::Internal("no audit signing key is configured".into()))
+        self.signer.as_deref().ok_or_else(|| VaultError::internal("no audit signing key is configured"))
     }
 
     /// The public key that signs checkpoints.
@@ -272,7 +272,7 @@ impl Vault {
         }
         // A failure here must not stop the row-wise purges below.
         let partitions = self.store.maintain_audit_partitions(now, &cuts).await.unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "audit partition maintenance failed");
+            tracing::warn!(error = %byok_domain::error::Report(&err), "audit partition maintenance failed");
             byok_store::PartitionReport::default()
         });
         for dropped in &partitions.dropped {

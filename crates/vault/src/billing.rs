@@ -263,7 +263,7 @@ impl Vault {
             }
             Err(err) => {
                 if let Err(destroy) = self.kms.destroy_org_keks(&KmsName::default_kms(), id).await {
-                    tracing::warn!(error = %destroy, "could not destroy the KEK of a platform pool that was not made");
+                    tracing::warn!(error = %byok_domain::error::Report(&destroy), "could not destroy the KEK of a platform pool that was not made");
                 }
                 // Another node may have made it meanwhile.
                 match self.store.platform_org().await? {
@@ -401,7 +401,7 @@ impl Vault {
         let rows =
             self.store.usage(Some(&org.id), month_start(now), next_month_start(now), UsageSource::Rollup).await?;
         let spend = byok_domain::billing::spend(rows.iter().filter_map(row_cost_input))
-            .map_err(|e| VaultError::Internal(format!("cannot price this month's usage: {e}")))?;
+            .map_err(|e| VaultError::internal_by("cannot price this month's usage", e))?;
         let mut teams = BTreeMap::new();
         let mut team_spent = BTreeMap::new();
         for (team_id, limit) in &org.budget.teams {
@@ -480,7 +480,7 @@ impl Vault {
         let rows = self.store.usage(Some(&org.id), from, to, source).await?;
         let (denied, unanswered, groups) = usage_groups(&rows);
         byok_domain::billing::statement(org.id, from, to, self.prices.currency.clone(), denied, unanswered, groups)
-            .map_err(|e| VaultError::Internal(format!("cannot price org {}'s usage: {e}", org.id)))
+            .map_err(|e| VaultError::internal_by(format!("cannot price org {}'s usage", org.id), e))
     }
 
     /// Every org's usage for `[from, to)`, one line per org (operator only).
@@ -497,8 +497,7 @@ impl Vault {
         }
         let orgs: BTreeMap<OrgId, Org> = self.store.list_orgs().await?.into_iter().map(|o| (o.id, o)).collect();
         let amount = |text: &str| {
-            rust_decimal::Decimal::from_str_exact(text)
-                .map_err(|e| VaultError::Internal(format!("statement amount: {e}")))
+            rust_decimal::Decimal::from_str_exact(text).map_err(|e| VaultError::internal_by("statement amount", e))
         };
         let mut lines = Vec::new();
         let (mut fee, mut cost) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
@@ -518,7 +517,7 @@ impl Vault {
                 unanswered,
                 groups,
             )
-            .map_err(|e| VaultError::Internal(format!("cannot price org {org_id}'s usage: {e}")))?;
+            .map_err(|e| VaultError::internal_by(format!("cannot price org {org_id}'s usage"), e))?;
             fee += amount(&s.platform_fee)?;
             cost += amount(&s.provider_cost)?;
             lines.push(OrgUsageSummary {

@@ -231,7 +231,7 @@ impl Vault {
             .store
             .org_fingerprint_key(&org.id)
             .await?
-            .ok_or_else(|| VaultError::Internal(format!("org {} has no fingerprint key", org.id)))?;
+            .ok_or_else(|| VaultError::internal(format!("org {} has no fingerprint key", org.id)))?;
         let key = self.kms.unwrap_fingerprint_key(org.id, wrapped).await?;
         Ok(fingerprint(&key, secret))
     }
@@ -287,7 +287,7 @@ impl Vault {
         let pool = match existing {
             Some(pool) => pool,
             None => {
-                let pool = self.pool(owner, true, true).await?.ok_or_else(|| VaultError::Internal("no pool".into()))?;
+                let pool = self.pool(owner, true, true).await?.ok_or_else(|| VaultError::internal("no pool"))?;
                 self.check_new_credential(&pool, &name, &new).await?;
                 pool
             }

@@ -1,6 +1,7 @@
 //! The vault's error: whose fault it was, and what to tell them.
 
 use byok_crypto::{CryptoError, KmsError};
+use byok_domain::error::{context, BoxError};
 use byok_store::StoreError;
 
 /// Why a vault operation did not happen. Messages never contain a secret.
@@ -30,15 +31,16 @@ pub enum VaultError {
     /// The org's tier forbids it.
     #[error("{0}")]
     TierForbids(String),
-    /// The store cannot be reached.
-    #[error("store unavailable: {0}")]
-    StoreUnavailable(String),
-    /// The KMS cannot be reached or refused.
-    #[error("KMS unavailable: {0}")]
-    KmsUnavailable(String),
-    /// Something that should not happen (corrupt row, failed integrity check).
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The store cannot be reached (the store's error says why).
+    #[error(transparent)]
+    StoreUnavailable(StoreError),
+    /// The KMS cannot be reached, or answers and refuses (the KMS error says which).
+    #[error(transparent)]
+    KmsUnavailable(KmsError),
+    /// Something that should not happen (corrupt row, failed integrity check); the
+    /// source says what.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
 impl VaultError {
@@ -49,18 +51,38 @@ impl VaultError {
     pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
         Self::Unprocessable(message.into())
     }
+
+    /// Something that should not happen: `what`, with no further cause.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::Internal(what.into().into())
+    }
+
+    /// Something that should not happen: `what`, because of `source`.
+    pub fn internal_by(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal(Box::new(context(what, source)))
+    }
+
+    /// Whether a later retry of the same request may succeed: the store or the KMS could
+    /// not be used (as opposed to a request that is wrong, or a KMS that refused).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::StoreUnavailable(err) => err.is_unavailable(),
+            Self::KmsUnavailable(err) => err.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 impl From<StoreError> for VaultError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(m) => VaultError::StoreUnavailable(m),
+            err @ StoreError::Unavailable { .. } => VaultError::StoreUnavailable(err),
             StoreError::Conflict { what } => VaultError::Conflict(what),
             StoreError::NotFound { what } => VaultError::NotFound(what),
             StoreError::Stale { what } => {
                 VaultError::Conflict(format!("{what} was changed concurrently; read it again and retry"))
             }
-            other => VaultError::Internal(other.to_string()),
+            other => VaultError::Internal(Box::new(other)),
         }
     }
 }
@@ -68,12 +90,11 @@ impl From<StoreError> for VaultError {
 impl From<KmsError> for VaultError {
     fn from(err: KmsError) -> Self {
         match err {
-            KmsError::Unavailable(m) => VaultError::KmsUnavailable(m),
             // The KMS answers but will not use the key (access denied, key disabled or
             // pending deletion outside byok): unusable until an operator acts, 503 too.
-            KmsError::Refused(m) => VaultError::KmsUnavailable(format!("the KMS refused: {m}")),
+            err @ (KmsError::Unavailable { .. } | KmsError::Refused { .. }) => VaultError::KmsUnavailable(err),
             KmsError::Destroyed(org) => VaultError::Conflict(format!("{org} was deleted (its keys are destroyed)")),
-            other => VaultError::Internal(format!("KMS: {other}")),
+            other => VaultError::internal_by("KMS", other),
         }
     }
 }
@@ -82,7 +103,7 @@ impl From<CryptoError> for VaultError {
     fn from(err: CryptoError) -> Self {
         match err {
             CryptoError::Kms(kms) => kms.into(),
-            other => VaultError::Internal(other.to_string()),
+            other => VaultError::Internal(Box::new(other)),
         }
     }
 }
@@ -95,7 +116,7 @@ mod tests {
     /// as an internal error: an unreachable KMS, and one that answers but refuses.
     #[test]
     fn kms_refusals_are_unavailability() {
-        for err in [KmsError::Unavailable("down".into()), KmsError::Refused("AccessDenied".into())] {
+        for err in [KmsError::unavailable("down"), KmsError::refused("AccessDenied")] {
             assert!(matches!(VaultError::from(err), VaultError::KmsUnavailable(_)));
         }
     }

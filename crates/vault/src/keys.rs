@@ -133,7 +133,7 @@ impl Vault {
         tokio::spawn(async move {
             let result = vault.rewrap_org(org).await;
             if let Err(err) = &result {
-                tracing::error!(%org, error = %err, "KEK rewrap failed; it resumes on the next rotation or restart");
+                tracing::error!(%org, error = %byok_domain::error::Report(err), "KEK rewrap failed; it resumes on the next rotation or restart");
             }
             vault.jobs.with(org, |job| {
                 job.running = false;
@@ -204,7 +204,7 @@ impl Vault {
         let in_use = self.store.keks_in_use(&org.id).await?;
         if let Some(left) = &org.kms_moving_from {
             if in_use.iter().any(|(kms, _)| kms == left) {
-                return Err(VaultError::Internal(format!(
+                return Err(VaultError::internal(format!(
                     "org {} still has keys under KMS '{left}' after its rewrap; it resumes on restart",
                     org.id
                 )));
@@ -219,7 +219,7 @@ impl Vault {
             }
             // Versions retired earlier, or that lived in another KMS, are gone already.
             if let Err(err) = self.kms.retire_kek_version(&org.kms, org.id, version).await {
-                tracing::debug!(org = %org.id, version, error = %err, "KEK version not retired");
+                tracing::debug!(org = %org.id, version, error = %byok_domain::error::Report(&err), "KEK version not retired");
             }
         }
         Ok(())

@@ -178,7 +178,9 @@ impl Migration {
             let (source, chunk) = (Arc::clone(&self.source), chunk.to_vec());
             let count = chunk.len() as u64;
             blocking(move || chunk.iter().try_for_each(|w| source.unwrap_dek(&org, w).map(drop))).await.map_err(
-                |e| VaultError::Internal(format!("org {org}: a wrapped key does not open with the local keyring: {e}")),
+                |e| {
+                    VaultError::internal_by(format!("org {org}: a wrapped key does not open with the local keyring"), e)
+                },
             )?;
             (self.progress)(Progress::Done(count));
         }
@@ -257,6 +259,6 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, VaultError> {
     tokio::task::spawn_blocking(job)
         .await
-        .map_err(|e| VaultError::Internal(format!("KMS worker failed: {e}")))?
+        .map_err(|e| VaultError::internal_by("KMS worker failed", e))?
         .map_err(|e| VaultError::from(byok_crypto::CryptoError::Kms(e)))
 }

@@ -71,7 +71,7 @@ impl Vault {
         .await;
         if result.is_err() {
             if let Err(err) = self.kms.destroy_org_keks(&KmsName::default_kms(), id).await {
-                tracing::warn!(org = %id, error = %err, "could not destroy the KEK of an org that was not created");
+                tracing::warn!(org = %id, error = %byok_domain::error::Report(&err), "could not destroy the KEK of an org that was not created");
             }
         }
         result

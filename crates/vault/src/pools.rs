@@ -252,10 +252,7 @@ impl Vault {
                 credential.id
             )));
         }
-        let probe = self
-            .probe
-            .get()
-            .ok_or_else(|| VaultError::Internal("no data plane is running to verify with".to_owned()))?;
+        let probe = self.probe.get().ok_or_else(|| VaultError::internal("no data plane is running to verify with"))?;
         let result = probe.probe_credential(&org, &credential).await?;
         let verified = credential_event(
             org.id,
@@ -310,10 +307,7 @@ impl Vault {
                 "verify: verification of bedrock keys is not supported yet".to_owned(),
             ));
         }
-        let probe = self
-            .probe
-            .get()
-            .ok_or_else(|| VaultError::Internal("no data plane is running to verify with".to_owned()))?;
+        let probe = self.probe.get().ok_or_else(|| VaultError::internal("no data plane is running to verify with"))?;
         probe.probe_secret(provider, base_url, secret).await
     }
 }

@@ -88,7 +88,7 @@ impl Vault {
         };
         if let Err(err) = self.store.touch_admin_token(&token, now).await {
             // Knowing when a token was last used is not worth refusing the request.
-            tracing::warn!(token = %token.id, error = %err, "could not record an admin token's use");
+            tracing::warn!(token = %token.id, error = %byok_domain::error::Report(&err), "could not record an admin token's use");
         }
         Ok(Some(token))
     }

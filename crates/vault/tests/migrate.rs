@@ -35,7 +35,7 @@ impl Kms for Flaky {
     }
     fn wrap_dek(&self, org: &OrgId, dek: &Dek) -> Result<WrappedDek, KmsError> {
         if self.wraps_left.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(KmsError::Unavailable("token removed".into()));
+            return Err(KmsError::unavailable("token removed"));
         }
         self.inner.wrap_dek(org, dek)
     }

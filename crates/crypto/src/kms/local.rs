@@ -76,7 +76,7 @@ impl std::fmt::Debug for LocalKeyring {
 }
 
 fn io_error(path: &Path, what: &str, err: std::io::Error) -> KmsError {
-    KmsError::Unavailable(format!("cannot {what} keyring {}: {err}", path.display()))
+    KmsError::unavailable_by(format!("cannot {what} keyring {}", path.display()), err)
 }
 
 impl LocalKeyring {
@@ -87,10 +87,10 @@ impl LocalKeyring {
             check_permissions(&path)?;
             let bytes = Zeroizing::new(fs::read(&path).map_err(|e| io_error(&path, "read", e))?);
             let file: KeyringFile = serde_json::from_slice(&bytes)
-                .map_err(|e| KmsError::Unavailable(format!("keyring {} is not valid: {e}", path.display())))?;
+                .map_err(|e| KmsError::unavailable_by(format!("keyring {} is not valid", path.display()), e))?;
             let mut file = file;
             if file.format != FORMAT {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "keyring {} has format {}, this build reads format {FORMAT}",
                     path.display(),
                     file.format
@@ -121,12 +121,12 @@ impl LocalKeyring {
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, KeyringFile>, KmsError> {
-        self.state.read().map_err(|_| KmsError::Unavailable("keyring lock poisoned".into()))
+        self.state.read().map_err(|_| KmsError::unavailable("keyring lock poisoned"))
     }
 
     /// Apply `change` to a copy, persist it, then publish it: a failed write changes nothing.
     fn update<T>(&self, change: impl FnOnce(&mut KeyringFile) -> Result<T, KmsError>) -> Result<T, KmsError> {
-        let mut guard = self.state.write().map_err(|_| KmsError::Unavailable("keyring lock poisoned".into()))?;
+        let mut guard = self.state.write().map_err(|_| KmsError::unavailable("keyring lock poisoned"))?;
         let mut next = KeyringFile { format: guard.format, id: guard.id.clone(), orgs: guard.orgs.clone() };
         let out = change(&mut next)?;
         persist(&self.path, &next)?;
@@ -168,11 +168,11 @@ fn decode_key(encoded: &str) -> Result<Zeroizing<[u8; 32]>, KmsError> {
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|_| KmsError::Unavailable("keyring holds a malformed key".into()))?,
+            .map_err(|_| KmsError::unavailable("keyring holds a malformed key"))?,
     );
     let mut key = Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
-        return Err(KmsError::Unavailable("keyring holds a key of the wrong length".into()));
+        return Err(KmsError::unavailable("keyring holds a key of the wrong length"));
     }
     key.copy_from_slice(&bytes);
     Ok(key)
@@ -191,7 +191,7 @@ fn check_permissions(path: &Path) -> Result<(), KmsError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(path).map_err(|e| io_error(path, "inspect", e))?.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(KmsError::Unavailable(format!(
+        return Err(KmsError::unavailable(format!(
             "keyring {} is readable by group or others (mode {:o}); run `chmod 600 {}`",
             path.display(),
             mode & 0o777,
@@ -208,7 +208,7 @@ fn check_permissions(_path: &Path) -> Result<(), KmsError> {
 
 fn persist(path: &Path, file: &KeyringFile) -> Result<(), KmsError> {
     let bytes = Zeroizing::new(
-        serde_json::to_vec_pretty(file).map_err(|e| KmsError::Unavailable(format!("cannot encode keyring: {e}")))?,
+        serde_json::to_vec_pretty(file).map_err(|e| KmsError::unavailable_by("cannot encode keyring", e))?,
     );
     let tmp = path.with_extension("tmp");
     let mut options = OpenOptions::new();
@@ -312,7 +312,7 @@ impl Kms for LocalKeyring {
                 return Ok(());
             }
             if keys.versions.keys().any(|v| *v >= version) || keys.current > version {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "{org} already has KEK version {} here; cannot create version {version}",
                     keys.current
                 )));
@@ -343,7 +343,7 @@ impl Kms for LocalKeyring {
         self.update(|state| {
             let keys = live_keys_mut(state, org)?;
             if version == keys.current {
-                return Err(KmsError::Unavailable(format!(
+                return Err(KmsError::unavailable(format!(
                     "KEK version {version} of {org} is current and cannot be retired"
                 )));
             }

@@ -8,7 +8,7 @@
 pub mod conformance;
 pub mod local;
 
-use byok_domain::{KmsName, OrgId};
+use byok_domain::{BoxError, KmsName, OrgId};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Dek;
@@ -18,8 +18,14 @@ use crate::secret::Dek;
 #[non_exhaustive]
 pub enum KmsError {
     /// The backend cannot be reached or used right now (retry may help).
-    #[error("KMS unavailable: {0}")]
-    Unavailable(String),
+    #[error("KMS unavailable: {reason}")]
+    Unavailable {
+        /// What could not be done.
+        reason: String,
+        /// The error that stopped it (I/O, the SDK's, the token's), if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The org has no KEK in this backend.
     #[error("no KEK for {0}")]
     UnknownOrg(OrgId),
@@ -46,8 +52,42 @@ pub enum KmsError {
     /// The KMS answered and refused: access denied, or a key disabled or scheduled for
     /// deletion by someone other than byok. Retrying will not help until the KMS's
     /// policy or the key's state is changed.
-    #[error("KMS refused: {0}")]
-    Refused(String),
+    #[error("KMS refused: {reason}")]
+    Refused {
+        /// What was refused.
+        reason: String,
+        /// The KMS's answer, if it came as an error value.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl KmsError {
+    /// The backend cannot be used right now: `reason`, with no further cause.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable { reason: reason.into(), source: None }
+    }
+
+    /// The backend cannot be used right now: `reason`, because of `source`.
+    pub fn unavailable_by(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { reason: reason.into(), source: Some(source.into()) }
+    }
+
+    /// The KMS answered and refused: `reason`.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self::Refused { reason: reason.into(), source: None }
+    }
+
+    /// The KMS answered and refused: `reason`, with its answer as `source`.
+    pub fn refused_by(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Refused { reason: reason.into(), source: Some(source.into()) }
+    }
+
+    /// Whether a later retry may succeed (the KMS could not be used, as opposed to a
+    /// refusal or a key that is missing, destroyed or corrupt).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// A DEK wrapped by a KEK: what the store keeps next to a ciphertext.

@@ -86,7 +86,7 @@ pub(crate) async fn check_budget(
         return Ok(());
     }
     let (spent, team_spent) = book.spent(org.id, team).await.map_err(|e| {
-        Refusal::new(Code::StoreUnavailable, format!("cannot read org {}'s spend for its budget: {e}", org.id))
+        Refusal::failed(Code::StoreUnavailable, format_args!("cannot read org {}'s spend for its budget", org.id), e)
     })?;
     if let Some(limit) = budget.monthly_limit {
         if spent >= limit.decimal() {

@@ -49,9 +49,8 @@ pub(crate) async fn authenticate(
         // Never echo what was sent: it may be a real provider key pasted by mistake.
         return Err(invalid("the API key is not a byok workload token (they start with 'byok_')"));
     }
-    let store_down = |e: byok_store::StoreError| {
-        Refusal::new(Code::StoreUnavailable, format!("cannot check the workload token: {e}"))
-    };
+    let store_down =
+        |e: byok_store::StoreError| Refusal::failed(Code::StoreUnavailable, "cannot check the workload token", e);
     let token = directory
         .token(&TokenHash::of(presented))
         .await

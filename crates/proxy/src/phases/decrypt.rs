@@ -3,6 +3,7 @@
 
 use byok_crypto::envelope::open_with_dek;
 use byok_crypto::{ProviderSecret, SealedSecret, SecretContext};
+use byok_domain::error::Report;
 use byok_domain::Credential;
 use byok_kms::KmsHandle;
 
@@ -19,7 +20,11 @@ pub(crate) async fn decrypt(
     let key = (credential.id, credential.version);
     let (dek, hit) =
         deks.get_or_load(key, || kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone())).await.map_err(|e| {
-            Refusal::new(Code::KmsUnavailable, format!("cannot unwrap the key of credential {}: {e}", credential.id))
+            Refusal::failed(
+                Code::KmsUnavailable,
+                format_args!("cannot unwrap the key of credential {}", credential.id),
+                e,
+            )
         })?;
     kms.metrics().dek_cache_lookup(hit);
     let context = SecretContext {
@@ -29,7 +34,7 @@ pub(crate) async fn decrypt(
         provider: credential.provider,
     };
     open_with_dek(&dek, &context, sealed).map_err(|e| {
-        tracing::error!(credential = %credential.id, error = %e, "sealed credential failed to open");
-        Refusal::new(Code::KmsUnavailable, format!("credential {} could not be opened", credential.id))
+        tracing::error!(credential = %credential.id, error = %Report(&e), "sealed credential failed to open");
+        Refusal::new(Code::KmsUnavailable, format!("credential {} could not be opened", credential.id)).caused_by(e)
     })
 }

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tower::Service;
 
 use super::{Code, Refusal};
-use crate::config::ProxyConfig;
+use crate::config::{ConfigError, ProxyConfig};
 
 /// What the workload is told when an upstream cannot be reached (whatever the reason).
 pub(crate) const UNREACHABLE_MESSAGE: &str = "the upstream could not be reached (the operator's log has the details)";
@@ -71,11 +71,11 @@ impl From<&ProxyConfig> for ClientSettings {
 
 /// Build the client: TLS (ring, webpki roots), connect timeout, pooled connections,
 /// every connection dialled by a [`Dialer`].
-pub(crate) fn upstream_client(settings: impl Into<ClientSettings>) -> Result<UpstreamClient, String> {
+pub(crate) fn upstream_client(settings: impl Into<ClientSettings>) -> Result<UpstreamClient, ConfigError> {
     let dialer = Dialer::new(settings.into());
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .map_err(|e| format!("TLS configuration failed: {e}"))?
+        .map_err(ConfigError::Tls)?
         .https_or_http()
         .enable_http1()
         .wrap_connector(dialer);
@@ -93,21 +93,11 @@ pub(crate) async fn forward(
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(err)) => Err(Refusal::new(Code::UpstreamUnreachable, UNREACHABLE_MESSAGE)
-            .with_detail(format!("cannot reach {target}: {}", error_chain(&err)))),
+            .with_detail(format!("cannot reach {target}: {}", byok_domain::error::report(&err)))
+            .caused_by(err)),
         Err(_) => Err(Refusal::new(Code::UpstreamTimeout, TIMEOUT_MESSAGE)
             .with_detail(format!("{target} did not answer within {} s", timeout.as_secs_f64()))),
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Scheme, host and port of an upstream: what decides whether the operator configured it.

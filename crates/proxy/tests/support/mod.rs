@@ -70,7 +70,7 @@ impl SwitchableKms {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         if self.down.load(Ordering::SeqCst) {
-            Err(KmsError::Unavailable("test switched the KMS off".into()))
+            Err(KmsError::unavailable("test switched the KMS off"))
         } else {
             Ok(())
         }
