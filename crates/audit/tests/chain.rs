@@ -84,9 +84,9 @@ async fn env(t: TestStore, at: impl Fn(usize) -> Timestamp) -> Env {
         tpm: None,
         verify: false,
     };
-    let credential = vault.create_credential(&Actor::System, "acme", new).await.unwrap();
-    vault.change_credential_state(&Actor::System, "acme", "main", byok_vault::StateChange::Disable).await.unwrap();
-    vault.change_credential_state(&Actor::System, "acme", "main", byok_vault::StateChange::Enable).await.unwrap();
+    let credential = vault.create_credential(&Actor::System, org.id, new).await.unwrap();
+    vault.change_credential_state(&Actor::System, org.id, "main", byok_vault::StateChange::Disable).await.unwrap();
+    vault.change_credential_state(&Actor::System, org.id, "main", byok_vault::StateChange::Enable).await.unwrap();
     let (writer, task) = AuditWriter::spawn(t.store().clone(), AuditConfig::default());
     for i in 0..CALLS {
         let written = writer.append(row(&org, &credential, i, at(i))).await.unwrap();

@@ -166,9 +166,9 @@ async fn statement(env: &Env, org: &Org) -> Statement {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let id = org.id.to_string();
-    let fast = env.vault.statement(&id, None, None, UsageSource::Rollup).await.unwrap();
-    let slow = env.vault.statement(&id, None, None, UsageSource::Audit).await.unwrap();
+    let id = org.id;
+    let fast = env.vault.statement(id, None, None, UsageSource::Rollup).await.unwrap();
+    let slow = env.vault.statement(id, None, None, UsageSource::Audit).await.unwrap();
     assert_eq!(fast, slow, "the rollup and the raw audit rows must give the same statement");
     fast
 }
@@ -305,7 +305,7 @@ async fn statements_meter_every_call_exactly() {
                 env.credential_of(Some(&org), "an", ProviderId::Anthropic, scope, expiry).await;
             }
             if let Some(card) = negotiated {
-                env.vault.set_rate_card(&actor(), &org.id.to_string(), Some(card)).await.unwrap();
+                env.vault.set_rate_card(&actor(), org.id, Some(card)).await.unwrap();
             }
             orgs.push((org, tier, negotiated, own));
         }
@@ -377,7 +377,7 @@ async fn statements_meter_every_call_exactly() {
         let report = env.vault.usage_report(None, None).await.unwrap();
         assert_eq!(report.orgs.len(), orgs.len());
         for (org, ..) in &orgs {
-            let s = env.vault.statement(&org.id.to_string(), None, None, UsageSource::Rollup).await.unwrap();
+            let s = env.vault.statement(org.id, None, None, UsageSource::Rollup).await.unwrap();
             let line = report.orgs.iter().find(|l| l.org_id == org.id).unwrap();
             assert_eq!((line.calls, line.denied, &line.total), (s.calls, s.denied, &s.total));
         }
@@ -397,7 +397,7 @@ async fn a_tier_change_splits_the_statement_and_nothing_reprices_the_past() {
     for_each_backend("tier_change", |t| async move {
         let env = start(t).await;
         let org = env.org.clone();
-        let id = org.id.to_string();
+        let id = org.id;
         // Compliant with katman-c from the start, so the change is allowed.
         env.credential_of(Some(&org), "oa", ProviderId::Openai, team_scope(), in_a_year()).await;
         let token = env.token(&[]).await;
@@ -409,7 +409,7 @@ async fn a_tier_change_splits_the_statement_and_nothing_reprices_the_past() {
         let before = statement(&env, &org).await;
         assert_eq!(before.lines.len(), 1);
 
-        env.vault.change_tier(&actor(), &id, Tier::KatmanC).await.unwrap();
+        env.vault.change_tier(&actor(), id, Tier::KatmanC).await.unwrap();
         let mut tokens_c = (0, 0);
         for _ in 0..2 {
             let c = chat(&env, ProviderId::Openai, &token, false, &[]).await;
@@ -417,7 +417,7 @@ async fn a_tier_change_splits_the_statement_and_nothing_reprices_the_past() {
         }
         let negotiated =
             RateCard { per_call: m("0.5"), per_million_input_tokens: m("7"), per_million_output_tokens: m("9") };
-        env.vault.set_rate_card(&actor(), &id, Some(negotiated)).await.unwrap();
+        env.vault.set_rate_card(&actor(), id, Some(negotiated)).await.unwrap();
         let c = chat(&env, ProviderId::Openai, &token, false, &[]).await;
         let tokens_n = (c.input, c.output);
 
@@ -438,10 +438,10 @@ async fn a_tier_change_splits_the_statement_and_nothing_reprices_the_past() {
 
         // The negotiated card goes, the tier goes back, the operator changes every card:
         // the calls keep their prices.
-        env.vault.set_rate_card(&actor(), &id, None).await.unwrap();
-        env.vault.change_tier(&actor(), &id, Tier::KatmanB).await.unwrap();
+        env.vault.set_rate_card(&actor(), id, None).await.unwrap();
+        env.vault.change_tier(&actor(), id, Tier::KatmanB).await.unwrap();
         let repriced = env.vault.clone().with_price_book(PriceBook::default());
-        let again = repriced.statement(&id, None, None, UsageSource::Rollup).await.unwrap();
+        let again = repriced.statement(id, None, None, UsageSource::Rollup).await.unwrap();
         assert_eq!(again.lines, split.lines);
         assert_eq!(again.total, split.total);
 
@@ -466,7 +466,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
         })
         .await;
         let (org, _) = env.other_org(Tier::KatmanC).await;
-        let id = org.id.to_string();
+        let id = org.id;
         env.credential_of(Some(&org), "oa", ProviderId::Openai, team_scope(), in_a_year()).await;
         let token = env.token_in(&org, "research").await;
         let first = chat(&env, ProviderId::Openai, &token, false, &[]).await;
@@ -487,7 +487,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             monthly_limit: Some(Money::from_decimal(one / Decimal::TWO).unwrap()),
             teams: BTreeMap::new(),
         };
-        env.vault.set_budget(&actor(), &id, budget).await.unwrap();
+        env.vault.set_budget(&actor(), id, budget).await.unwrap();
         let seen = env.mock.request_count();
         refused("budget_exceeded", 429)(chat(&env, ProviderId::Openai, &token, false, &[]).await);
         expected_denials.push("budget_exceeded");
@@ -496,11 +496,11 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             monthly_limit: Some(m("1000")),
             teams: [("research".to_owned(), Money::from_decimal(one).unwrap())].into(),
         };
-        let view = env.vault.set_budget(&actor(), &id, budget).await.unwrap();
+        let view = env.vault.set_budget(&actor(), id, budget).await.unwrap();
         assert_eq!(view.teams.keys().collect::<Vec<_>>(), ["research"]);
         refused("budget_exceeded", 429)(chat(&env, ProviderId::Openai, &token, false, &[]).await);
         expected_denials.push("budget_exceeded");
-        env.vault.set_budget(&actor(), &id, BudgetInput::default()).await.unwrap();
+        env.vault.set_budget(&actor(), id, BudgetInput::default()).await.unwrap();
         assert_eq!(chat(&env, ProviderId::Openai, &token, false, &[]).await.status, 200);
         let seen_after_ok = env.mock.request_count();
         assert_eq!(seen_after_ok, seen + 1);
@@ -510,7 +510,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             max_credential_age_days: None,
             allowed_source_cidrs: vec![Cidr::parse("10.99.0.0/16").unwrap()],
         };
-        env.vault.set_controls(&actor(), &id, controls.into()).await.unwrap();
+        env.vault.set_controls(&actor(), id, controls.into()).await.unwrap();
         refused("source_forbidden", 403)(chat(&env, ProviderId::Openai, &token, false, &[]).await);
         expected_denials.push("source_forbidden");
         // …a trusted proxy's X-Forwarded-For is believed…
@@ -529,8 +529,8 @@ async fn refusals_of_the_admit_phase_send_nothing() {
             .await
             .unwrap();
         let controls = OrgControls { max_credential_age_days: Some(1), allowed_source_cidrs: Vec::new() };
-        env.vault.set_controls(&actor(), &id, controls.into()).await.unwrap();
-        let listed = env.vault.list_credentials(&id).await.unwrap();
+        env.vault.set_controls(&actor(), id, controls.into()).await.unwrap();
+        let listed = env.vault.list_credentials(id).await.unwrap();
         assert_eq!(
             listed[0].rotate_by.map(|t| t.as_micros()),
             Some(two_days_ago + 86_400_000_000),
@@ -541,7 +541,7 @@ async fn refusals_of_the_admit_phase_send_nothing() {
         expected_denials.push("rotation_required");
         assert_eq!(env.mock.request_count(), seen);
         let secret = byok_crypto::ProviderSecret::new(env.keys.openai.clone()).unwrap();
-        env.vault.rotate_credential(&actor(), &id, "oa", secret).await.unwrap();
+        env.vault.rotate_credential(&actor(), id, "oa", secret).await.unwrap();
         assert_eq!(chat(&env, ProviderId::Openai, &token, false, &[]).await.status, 200);
 
         let rows = env.t.store().list_audit(Some(&org.id), &AuditFilter::default()).await.unwrap();
@@ -563,7 +563,7 @@ async fn a_budget_is_exact_sequentially_and_bounded_under_concurrency() {
     for_each_backend("budget_concurrency", |t| async move {
         let env = start(t).await;
         let org = env.org.clone();
-        let id = org.id.to_string();
+        let id = org.id;
         env.credential_of(Some(&org), "oa", ProviderId::Openai, ScopeInput::default(), None).await;
         let token = Arc::new(env.token(&[]).await);
         let probe = chat(&env, ProviderId::Openai, &token, false, &[]).await;
@@ -572,7 +572,7 @@ async fn a_budget_is_exact_sequentially_and_bounded_under_concurrency() {
         // Sequential: the limit allows exactly 10 more calls (the probe spent one).
         let limit = one * Decimal::from(11) - Decimal::new(1, 12);
         let budget = BudgetInput { monthly_limit: Some(Money::from_decimal(limit).unwrap()), teams: BTreeMap::new() };
-        env.vault.set_budget(&actor(), &id, budget).await.unwrap();
+        env.vault.set_budget(&actor(), id, budget).await.unwrap();
         let mut admitted = 0;
         loop {
             let c = chat(&env, ProviderId::Openai, &token, false, &[]).await;
@@ -589,7 +589,7 @@ async fn a_budget_is_exact_sequentially_and_bounded_under_concurrency() {
         let clients = 8;
         let raised = limit + one * Decimal::from(20);
         let budget = BudgetInput { monthly_limit: Some(Money::from_decimal(raised).unwrap()), teams: BTreeMap::new() };
-        env.vault.set_budget(&actor(), &id, budget).await.unwrap();
+        env.vault.set_budget(&actor(), id, budget).await.unwrap();
         let env = Arc::new(env);
         let mut tasks = Vec::new();
         for _ in 0..clients {
@@ -609,7 +609,7 @@ async fn a_budget_is_exact_sequentially_and_bounded_under_concurrency() {
         assert!(total >= 20, "the budget's calls are all served ({total})");
         assert!(total < 20 + clients, "overshoot is at most the calls in flight: {total} ≥ 20 + {clients}");
         statement(&env, &org).await; // every completion durable
-        let view = env.vault.budget(&id).await.unwrap();
+        let view = env.vault.budget(id).await.unwrap();
         let spent = d(&view.spent_this_month);
         assert!(spent >= raised.round_dp(6) - Decimal::new(1, 6), "spent {spent}, limit {raised}");
         assert!(spent < raised + one * Decimal::from(clients as u64), "spent {spent} overshoots by < {clients} calls");

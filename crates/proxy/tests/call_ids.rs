@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use byok_domain::audit::{CALL_ID_MAX_LEN, DETAIL_MAX_LEN, MODEL_MAX_LEN};
-use byok_domain::{Outcome, ProviderId, ResolutionAudit, ScopeInput, TeamId, Tier};
+use byok_domain::{OrgId, Outcome, ProviderId, ResolutionAudit, ScopeInput, TeamId, Tier};
 use byok_mock_provider::ScriptedResponse;
 use byok_store::testing::for_each_backend;
 use byok_store::{AuditFilter, TimelineItem};
@@ -39,7 +39,7 @@ async fn call(env: &Env, token: &str, status: u16) {
 
 /// The calls of `credential` in `org`'s replay: team, upstream status of the completion
 /// paired with the row, and whether that completion is of the row's own team.
-async fn replay(env: &Env, org: &str, credential: &str) -> Vec<(TeamId, Option<u16>)> {
+async fn replay(env: &Env, org: OrgId, credential: &str) -> Vec<(TeamId, Option<u16>)> {
     let (_, items, _) = env.vault.credential_timeline(org, credential, None, 1000).await.unwrap();
     items
         .into_iter()
@@ -63,9 +63,9 @@ async fn replay(env: &Env, org: &str, credential: &str) -> Vec<(TeamId, Option<u
 async fn a_reused_call_id_never_pairs_one_call_with_anothers_completion() {
     for_each_backend("a_reused_call_id_never_pairs_one_call_with_anothers_completion", |t| async move {
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
-        let ops = env.vault.create_team(&support::actor(), &org, "ops").await.unwrap();
+        let ops = env.vault.create_team(&support::actor(), org, "ops").await.unwrap();
         let research = env.token(&[]).await;
         let operations = env.token_for("ops", &[]).await;
         let (other, other_team) = env.other_org(Tier::KatmanB).await;
@@ -89,8 +89,8 @@ async fn a_reused_call_id_never_pairs_one_call_with_anothers_completion() {
         assert_eq!(completions.len(), 4, "{completions:?}");
 
         let team = env.team.id;
-        assert_eq!(replay(&env, &org, "main").await, [(team, Some(200)), (ops.id, Some(404)), (team, Some(503))]);
-        assert_eq!(replay(&env, &other.id.to_string(), "main").await, [(other_team.id, Some(400))]);
+        assert_eq!(replay(&env, org, "main").await, [(team, Some(200)), (ops.id, Some(404)), (team, Some(503))]);
+        assert_eq!(replay(&env, other.id, "main").await, [(other_team.id, Some(400))]);
         for org in [&env.org.id, &other.id] {
             let report = env.t.store().verify_audit(Some(org)).await.unwrap();
             assert!(report.ok, "{report:?}");

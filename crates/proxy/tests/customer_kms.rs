@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use byok_crypto::{Kms, KmsError, ProviderSecret};
-use byok_domain::{Actor, KmsName, LifecycleKind, Org, ProviderId, ScopeInput, Tier, Timestamp};
+use byok_domain::{Actor, KmsName, LifecycleKind, Org, OrgId, ProviderId, ScopeInput, Tier, Timestamp};
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_vault::{KekStatus, NewCredential, NewWorkloadToken, VaultError};
 use support::{openai_chat, Env, CUSTOMER_KMS};
@@ -32,7 +32,7 @@ async fn call(env: &Env, token: &str) -> reqwest::Response {
 async fn katman_c_org(env: &Env, name: &str) -> (Org, String) {
     let vault = &env.vault;
     let org = vault.create_org(&Actor::System, name, Tier::KatmanC).await.unwrap();
-    vault.create_team(&Actor::System, name, "core").await.unwrap();
+    vault.create_team(&Actor::System, org.id, "core").await.unwrap();
     let in_a_year = Timestamp::from_micros(Timestamp::now().as_micros() + 365 * 86_400_000_000).unwrap();
     for i in 0..CREDENTIALS {
         let new = NewCredential {
@@ -48,14 +48,14 @@ async fn katman_c_org(env: &Env, name: &str) -> (Org, String) {
             tpm: None,
             verify: false,
         };
-        vault.create_credential(&Actor::System, name, new).await.unwrap();
+        vault.create_credential(&Actor::System, org.id, new).await.unwrap();
     }
     let request = NewWorkloadToken { team: "core".into(), workflows: vec![], expires_at: None };
-    let token = vault.issue_workload_token(&Actor::System, name, request).await.unwrap();
+    let token = vault.issue_workload_token(&Actor::System, org.id, request).await.unwrap();
     (org, token.text.expose().to_owned())
 }
 
-async fn wait_idle(env: &Env, org: &str) -> KekStatus {
+async fn wait_idle(env: &Env, org: OrgId) -> KekStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = env.vault.kek_status(org).await.unwrap();
@@ -79,12 +79,11 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
         let env = Env::start_with(t, Default::default(), |c| c.dek_cache_ttl = Duration::ZERO).await;
         let customer = KmsName::parse(CUSTOMER_KMS).unwrap();
         let (org, token) = katman_c_org(&env, &format!("acme-{}", ulid::Ulid::new())).await;
-        let name = org.name.to_string();
 
         // Who may move where.
-        let err = env.vault.move_kms(&Actor::System, &env.org.id.to_string(), CUSTOMER_KMS).await.unwrap_err();
+        let err = env.vault.move_kms(&Actor::System, env.org.id, CUSTOMER_KMS).await.unwrap_err();
         assert!(matches!(&err, VaultError::TierForbids(m) if m.contains("katman-c")), "{err}");
-        let err = env.vault.move_kms(&Actor::System, &name, "nope").await.unwrap_err();
+        let err = env.vault.move_kms(&Actor::System, org.id, "nope").await.unwrap_err();
         assert!(matches!(&err, VaultError::NotFound(m) if m.contains("'nope'") && m.contains(CUSTOMER_KMS)), "{err}");
         assert_eq!(events_of(&env, &org, LifecycleKind::KmsMoved).await.len(), 0);
 
@@ -106,13 +105,13 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
             }));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = env.vault.move_kms(&Actor::System, &name, CUSTOMER_KMS).await.unwrap();
+        let started = env.vault.move_kms(&Actor::System, org.id, CUSTOMER_KMS).await.unwrap();
         assert_eq!((started.kek_version, &started.kms), (2, &customer));
-        let err = env.vault.move_kms(&Actor::System, &name, "default").await;
+        let err = env.vault.move_kms(&Actor::System, org.id, "default").await;
         if let Err(err) = err {
             assert!(matches!(&err, VaultError::Conflict(m) if m.contains("still moving")), "{err}");
         }
-        let done = wait_idle(&env, &name).await;
+        let done = wait_idle(&env, org.id).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         for client in clients {
@@ -173,8 +172,8 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
         }
 
         // And back to the installation's KMS.
-        env.vault.move_kms(&Actor::System, &name, "default").await.unwrap();
-        let back = wait_idle(&env, &name).await;
+        env.vault.move_kms(&Actor::System, org.id, "default").await.unwrap();
+        let back = wait_idle(&env, org.id).await;
         assert_eq!((back.kms, back.kek_version), (KmsName::default(), 3));
         assert!(matches!(env.customer.current_kek_version(&org.id), Err(KmsError::UnknownOrg(_))));
         assert_eq!(env.kms.current_kek_version(&org.id).unwrap(), 3);
@@ -190,10 +189,10 @@ async fn a_katman_c_org_moves_to_its_own_kms_and_back_while_its_calls_continue()
 async fn deleting_an_org_on_its_own_kms_shreds_the_keys_there() {
     let env = Env::start(TestStore::sqlite().await.unwrap()).await;
     let (org, token) = katman_c_org(&env, "shred-me").await;
-    env.vault.move_kms(&Actor::System, "shred-me", CUSTOMER_KMS).await.unwrap();
-    wait_idle(&env, "shred-me").await;
+    env.vault.move_kms(&Actor::System, org.id, CUSTOMER_KMS).await.unwrap();
+    wait_idle(&env, org.id).await;
     let sealed = env.t.store().list_wrapped_deks(&org.id).await.unwrap();
-    env.vault.delete_org(&Actor::System, "shred-me").await.unwrap();
+    env.vault.delete_org(&Actor::System, org.id).await.unwrap();
     assert!(matches!(env.customer.current_kek_version(&org.id), Err(KmsError::Destroyed(_))));
     for record in sealed {
         assert!(matches!(env.customer.unwrap_dek(&org.id, &record.wrapped_dek), Err(KmsError::Destroyed(_))));

@@ -54,14 +54,7 @@ fn prio(priority: i32) -> Opts {
     Opts { priority, ..Opts::default() }
 }
 
-async fn add(
-    vault: &Vault,
-    owner: Owner<'_>,
-    name: &str,
-    provider: ProviderId,
-    secret: &str,
-    opts: Opts,
-) -> Credential {
+async fn add(vault: &Vault, owner: Owner, name: &str, provider: ProviderId, secret: &str, opts: Opts) -> Credential {
     let new = NewCredential {
         name: name.to_owned(),
         provider,
@@ -80,8 +73,7 @@ async fn add(
 
 /// An org credential.
 async fn add_own(env: &Env, org: &Org, name: &str, provider: ProviderId, secret: &str, opts: Opts) -> Credential {
-    let id = org.id.to_string();
-    add(&env.vault, Owner::Org(&id), name, provider, secret, opts).await
+    add(&env.vault, Owner::Org(org.id), name, provider, secret, opts).await
 }
 
 /// A vault on the env's store and KMS whose policy lets credentials of OpenAI and
@@ -251,9 +243,8 @@ async fn completions(env: &Env, call_id: &str, n: usize) -> Vec<CallCompletion> 
 /// `org`'s statement for this month: billed calls and unanswered ones (the rollup and
 /// the raw audit must agree).
 async fn billed(env: &Env, org: &OrgId) -> (u64, u64) {
-    let id = org.to_string();
-    let fast = env.vault.statement(&id, None, None, UsageSource::Rollup).await.unwrap();
-    let slow = env.vault.statement(&id, None, None, UsageSource::Audit).await.unwrap();
+    let fast = env.vault.statement(*org, None, None, UsageSource::Rollup).await.unwrap();
+    let slow = env.vault.statement(*org, None, None, UsageSource::Audit).await.unwrap();
     assert_eq!(fast, slow, "the rollup and the raw audit rows must give the same statement");
     (fast.calls, fast.unanswered)
 }
@@ -344,12 +335,11 @@ fn all_keys(env: &Env, cases: &[Case]) -> Vec<String> {
 async fn failover_case(env: &Env, loopback: &Vault, case: &Case, keys: &[String]) {
     let what = format!("{:?} {} stream={}", case.fault, case.provider, case.stream);
     let (org, token) = org_with_token(env, Tier::KatmanB).await;
-    let org_ref = org.id.to_string();
     let a = match case.fault {
         Fault::Refused => {
             let opts =
                 Opts { priority: 1, base_url: Some(format!("http://127.0.0.1:{}", closed_port())), ..Opts::default() };
-            add(loopback, Owner::Org(&org_ref), "a", case.provider, &case.key_a, opts).await
+            add(loopback, Owner::Org(org.id), "a", case.provider, &case.key_a, opts).await
         }
         _ => add_own(env, &org, "a", case.provider, &case.key_a, prio(1)).await,
     };
@@ -552,7 +542,6 @@ async fn cooldown_honours_retry_after() {
         let env = Env::start_with(t, mock_accepting(&[key_a.clone(), key_b.clone()], &[]), |_| {}).await;
         let keys = vec![key_a.clone(), key_b.clone(), env.keys.openai.clone(), env.keys.anthropic.clone()];
         let (org, token) = org_with_token(&env, Tier::KatmanB).await;
-        let org_ref = org.id.to_string();
         let a = add_own(&env, &org, "a", ProviderId::Openai, &key_a, prio(1)).await;
         let b = add_own(&env, &org, "b", ProviderId::Openai, &key_b, prio(0)).await;
 
@@ -565,7 +554,7 @@ async fn cooldown_honours_retry_after() {
         assert_eq!(seen(&env, &key_a), 1);
 
         // The node shows a cooling down until about two seconds from now.
-        let shown = env.vault.credential(Owner::Org(&org_ref), "a").await.unwrap().credential.health;
+        let shown = env.vault.credential(Owner::Org(org.id), "a").await.unwrap().credential.health;
         assert_eq!(shown.state, HealthState::CoolingDown, "{shown:?}");
         assert_eq!(shown.last_status, Some(429), "{shown:?}");
         assert!(shown.until.is_some(), "{shown:?}");
@@ -647,7 +636,6 @@ async fn circuit_scenario(t: TestStore, pooled: bool) {
     let env = Env::start_with(t, mock_accepting(&[key_a.clone(), key_b.clone()], &[]), |_| {}).await;
     let keys = vec![key_a.clone(), key_b.clone(), env.keys.openai.clone()];
     let (org, token) = org_with_token(&env, Tier::KatmanB).await;
-    let org_ref = org.id.to_string();
     let a = add_own(&env, &org, "a", ProviderId::Openai, &key_a, prio(i32::from(!pooled))).await;
     let b = add_own(&env, &org, "b", ProviderId::Openai, &key_b, prio(0)).await;
     let (a_id, b_id) = (a.id.to_string(), b.id.to_string());
@@ -670,7 +658,7 @@ async fn circuit_scenario(t: TestStore, pooled: bool) {
         assert_eq!(calls, 3, "the preferred a is tried first on every call");
     }
     let opened = Instant::now();
-    let shown = env.vault.credential(Owner::Org(&org_ref), "a").await.unwrap().credential.health;
+    let shown = env.vault.credential(Owner::Org(org.id), "a").await.unwrap().credential.health;
     assert_eq!((shown.state, shown.last_status), (HealthState::CoolingDown, Some(503)), "{what}: {shown:?}");
 
     // Open: no request with a for 10 s, every call served by b at once.
@@ -701,7 +689,7 @@ async fn circuit_scenario(t: TestStore, pooled: bool) {
             break;
         }
     }
-    let health = env.vault.credential(Owner::Org(&org_ref), "a").await.unwrap().credential.health;
+    let health = env.vault.credential(Owner::Org(org.id), "a").await.unwrap().credential.health;
     assert!(
         probed.is_some(),
         "{what}: none of 4 calls made {:?} after a's circuit opened reached a (the mock saw {} requests with a, \
@@ -723,7 +711,7 @@ async fn circuit_scenario(t: TestStore, pooled: bool) {
         by_a += usize::from(answer.credential() == Some(a_id.as_str()));
     }
     assert_eq!(by_a, if pooled { 3 } else { 6 }, "{what}: calls a served of 6 once its circuit closed");
-    let shown = env.vault.credential(Owner::Org(&org_ref), "a").await.unwrap().credential.health;
+    let shown = env.vault.credential(Owner::Org(org.id), "a").await.unwrap().credential.health;
     assert_eq!(shown.state, HealthState::Ok, "{what}: {shown:?}");
     env.stop().await;
 }
@@ -773,10 +761,6 @@ impl<'a> Leg<'a> {
         leg
     }
 
-    fn org_ref(&self) -> String {
-        self.org.id.to_string()
-    }
-
     /// The provider rejects `key` (a's current key): a call through node 1 fails over to
     /// b; a is durably failing within 1.5 s; 1.5 s later node 2 — which never saw the
     /// rejection itself — skips a (and so does node 1).
@@ -823,7 +807,7 @@ impl<'a> Leg<'a> {
                 problems.push(format!("node {} does not use a within 1.5 s", n + 1));
             }
         }
-        let shown = env.vault.credential(Owner::Org(&self.org_ref()), "a").await.unwrap().credential.health;
+        let shown = env.vault.credential(Owner::Org(self.org.id), "a").await.unwrap().credential.health;
         if shown.state != HealthState::Ok {
             problems.push(format!("GET credential on node 1 shows {shown:?}"));
         }
@@ -856,21 +840,20 @@ async fn a_rejected_key_fails_on_every_node_until_verified() {
     // Verification.
     let [key_a, key_b] = &legs[0];
     let leg = Leg::new(&env, &nodes, &keys, key_a, key_b).await;
-    let org_ref = leg.org_ref();
     leg.reject(key_a).await;
-    let health = env.vault.credential(Owner::Org(&org_ref), "a").await.unwrap().credential.health;
+    let health = env.vault.credential(Owner::Org(leg.org.id), "a").await.unwrap().credential.health;
     assert_eq!((health.state, health.last_status), (HealthState::Failing, Some(401)), "{health:?}");
-    let (_, events) = env.vault.credential_lifecycle(Owner::Org(&org_ref), "a").await.unwrap();
+    let (_, events) = env.vault.credential_lifecycle(Owner::Org(leg.org.id), "a").await.unwrap();
     let rejected: Vec<_> = events.iter().filter(|e| e.kind == LifecycleKind::ProviderRejected).collect();
     assert_eq!(rejected.len(), 1, "one provider_rejected event: {events:?}");
     assert_eq!(rejected[0].details["upstream_status"], 401, "{:?}", rejected[0]);
     // Verified while the provider still rejects the key: still failing.
-    let verdict = env.vault.verify_credential(&actor(), Owner::Org(&org_ref), "a").await.unwrap();
+    let verdict = env.vault.verify_credential(&actor(), Owner::Org(leg.org.id), "a").await.unwrap();
     assert!(!verdict.ok && verdict.reason == VerifyReason::InvalidKey, "{verdict:?}");
     assert!(durably_failing(&env, &leg.org.id, &leg.a).await);
     // The key works again at the provider and is verified: a serves on both nodes.
     env.mock.clear_key_fault(key_a);
-    let verdict = env.vault.verify_credential(&actor(), Owner::Org(&org_ref), "a").await.unwrap();
+    let verdict = env.vault.verify_credential(&actor(), Owner::Org(leg.org.id), "a").await.unwrap();
     assert!(verdict.ok && verdict.status == Some(200), "{verdict:?}");
     problems.extend(leg.used_again(key_a, "a successful verification").await.err());
 
@@ -879,7 +862,7 @@ async fn a_rejected_key_fails_on_every_node_until_verified() {
     let leg = Leg::new(&env, &nodes, &keys, key_a, key_b).await;
     leg.reject(key_a).await;
     let secret = ProviderSecret::new(rotated.clone()).unwrap();
-    env.vault.rotate_credential(&actor(), Owner::Org(&leg.org_ref()), "a", secret).await.unwrap();
+    env.vault.rotate_credential(&actor(), Owner::Org(leg.org.id), "a", secret).await.unwrap();
     problems.extend(leg.used_again(&rotated, "a rotation").await.err());
 
     // Enabling it again (the admin says the key works).
@@ -887,8 +870,7 @@ async fn a_rejected_key_fails_on_every_node_until_verified() {
     let leg = Leg::new(&env, &nodes, &keys, key_a, key_b).await;
     leg.reject(key_a).await;
     env.mock.clear_key_fault(key_a);
-    let org_ref = leg.org_ref();
-    env.vault.change_credential_state(&actor(), Owner::Org(&org_ref), "a", StateChange::Enable).await.unwrap();
+    env.vault.change_credential_state(&actor(), Owner::Org(leg.org.id), "a", StateChange::Enable).await.unwrap();
     problems.extend(leg.used_again(key_a, "enabling it again").await.err());
 
     assert!(problems.is_empty(), "failing was not cleared everywhere:\n{}", problems.join("\n"));
@@ -904,7 +886,6 @@ async fn every_rejected_key_is_credential_failing() {
         let env = Env::start_with(t, mock_accepting(&[key_a.clone(), key_b.clone()], &[]), |_| {}).await;
         let keys = vec![key_a.clone(), key_b.clone(), env.keys.openai.clone()];
         let (org, token) = org_with_token(&env, Tier::KatmanB).await;
-        let org_ref = org.id.to_string();
         let a = add_own(&env, &org, "a", ProviderId::Openai, &key_a, prio(1)).await;
         let b = add_own(&env, &org, "b", ProviderId::Openai, &key_b, prio(0)).await;
         env.mock.set_key_fault(&key_a, KeyFault::Revoked);
@@ -936,7 +917,7 @@ async fn every_rejected_key_is_credential_failing() {
         env.mock.clear_key_fault(&key_a);
         env.mock.clear_key_fault(&key_b);
         for name in ["a", "b"] {
-            let verdict = env.vault.verify_credential(&actor(), Owner::Org(&org_ref), name).await.unwrap();
+            let verdict = env.vault.verify_credential(&actor(), Owner::Org(org.id), name).await.unwrap();
             assert!(verdict.ok, "{name}: {verdict:?}");
         }
         let answer = call(&env, &token, ProviderId::Openai, false).await;
@@ -959,12 +940,11 @@ async fn weights_share_calls_within_tolerance() {
         let env = Env::start_with(t, mock_accepting(&[key_a.clone(), key_b.clone()], &[]), |_| {}).await;
         let keys = vec![key_a.clone(), key_b.clone(), env.keys.openai.clone()];
         let (org, token) = org_with_token(&env, Tier::KatmanB).await;
-        let org_ref = org.id.to_string();
         let a = add_own(&env, &org, "a", ProviderId::Openai, &key_a, Opts { weight: Some(3), ..Opts::default() }).await;
         // b's weight set by PATCH (default 1 at create).
         let b = add_own(&env, &org, "b", ProviderId::Openai, &key_b, Opts::default()).await;
         let patch = byok_vault::CredentialPatch { weight: Some(1), ..Default::default() };
-        env.vault.update_credential(&actor(), Owner::Org(&org_ref), "b", patch).await.unwrap();
+        env.vault.update_credential(&actor(), Owner::Org(org.id), "b", patch).await.unwrap();
 
         let mut answered_by_a = 0;
         for n in 0..100 {
@@ -1006,11 +986,10 @@ async fn failover_never_goes_where_resolution_would_not() {
         for (what, key_a, key_other) in &plan {
             let tier = if what.starts_with("katman-a") { Tier::KatmanA } else { Tier::KatmanB };
             let (org, token) = org_with_token(&env, tier).await;
-            let org_ref = org.id.to_string();
             let a = add_own(&env, &org, "a", ProviderId::Openai, key_a, prio(0)).await;
             match *what {
                 "other team" => {
-                    env.vault.create_team(&actor(), &org_ref, "ops").await.unwrap();
+                    env.vault.create_team(&actor(), org.id, "ops").await.unwrap();
                     let scope = ScopeInput { teams: vec!["ops".into()], ..ScopeInput::default() };
                     let opts = Opts { priority: 5, scope, ..Opts::default() };
                     add_own(&env, &org, "other", ProviderId::Openai, key_other, opts).await;

@@ -37,7 +37,7 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
         c.dek_cache_ttl = Duration::ZERO;
     })
     .await;
-    let org = env.org.id.to_string();
+    let org = env.org.id;
     env.credential("serving", ProviderId::Openai, ScopeInput::default()).await;
     let started = Instant::now();
     let n = load_size();
@@ -46,7 +46,6 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
     let mut makers = Vec::new();
     for worker in 0..4 {
         let vault = env.vault.clone();
-        let org = org.clone();
         let created = Arc::clone(&created);
         makers.push(tokio::spawn(async move {
             let mut i = worker;
@@ -64,7 +63,7 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
                     tpm: None,
                     verify: false,
                 };
-                vault.create_credential(&Actor::System, &org, new).await.unwrap();
+                vault.create_credential(&Actor::System, org, new).await.unwrap();
                 created.fetch_add(1, Ordering::Relaxed);
                 i += 4;
             }
@@ -97,12 +96,12 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
         }));
     }
     let rotation = Instant::now();
-    let status = env.vault.rotate_kek(&Actor::System, &org).await.unwrap();
+    let status = env.vault.rotate_kek(&Actor::System, org).await.unwrap();
     assert_eq!(status.kek_version, 2);
     let mut last = status;
     while last.state == "running" || last.remaining > 0 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        last = env.vault.kek_status(&org).await.unwrap();
+        last = env.vault.kek_status(org).await.unwrap();
         assert_ne!(last.state, "failed", "{last:?}");
     }
     let rewrap_secs = rotation.elapsed().as_secs_f64();
@@ -141,16 +140,16 @@ async fn kek_rotation_under_load_loses_no_call_and_leaves_nothing_under_the_old_
 async fn crypto_shredding_leaves_ciphertexts_unopenable_and_audit_readable() {
     for_each_backend("crypto_shredding_leaves_ciphertexts_unopenable_and_audit_readable", |t| async move {
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         let credential = env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         let token = env.token(&[]).await;
         assert_eq!(call(&env, &token).await, 200);
         let versions_before = env.t.count("credential_versions").await.unwrap();
 
-        let deleted = env.vault.delete_org(&Actor::System, &org).await.unwrap();
+        let deleted = env.vault.delete_org(&Actor::System, org).await.unwrap();
         assert_eq!(deleted.state, byok_domain::OrgState::Deleted);
         // Idempotent.
-        env.vault.delete_org(&Actor::System, &org).await.unwrap();
+        env.vault.delete_org(&Actor::System, org).await.unwrap();
 
         // The ciphertext stays; opening it fails for good.
         assert_eq!(env.t.count("credential_versions").await.unwrap(), versions_before);
@@ -165,12 +164,12 @@ async fn crypto_shredding_leaves_ciphertexts_unopenable_and_audit_readable() {
         assert_eq!(call(&env, &token).await, 401);
         assert_eq!(env.mock.request_count(), 0);
         // Changes are refused.
-        assert!(env.vault.create_team(&Actor::System, &org, "late").await.is_err());
+        assert!(env.vault.create_team(&Actor::System, org, "late").await.is_err());
 
         // Its audit and lifecycle stay readable.
         let rows = env.t.store().list_audit(Some(&env.org.id), &AuditFilter::default()).await.unwrap();
         assert!(rows.iter().any(|r| r.credential_id == Some(credential.id)));
-        let (_, events) = env.vault.credential_lifecycle(&org, "main").await.unwrap();
+        let (_, events) = env.vault.credential_lifecycle(org, "main").await.unwrap();
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["created", "deleted"]);
         env.stop().await;

@@ -123,7 +123,7 @@ async fn assert_denied_row(env: &Env, call_id: &str) {
 /// A workload token of `team` in the env's org: its id and text.
 async fn issue(env: &Env, team: &str) -> (String, String) {
     let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), expires_at: None };
-    let issued = env.vault.issue_workload_token(&actor(), &env.org.id.to_string(), request).await.unwrap();
+    let issued = env.vault.issue_workload_token(&actor(), env.org.id, request).await.unwrap();
     (issued.token.id.to_string(), issued.text.expose().to_owned())
 }
 
@@ -173,7 +173,7 @@ async fn paced_credential(
         tpm: None,
         verify: false,
     };
-    env.vault.create_credential(&actor(), &env.org.id.to_string(), new).await.unwrap()
+    env.vault.create_credential(&actor(), env.org.id, new).await.unwrap()
 }
 
 /// org rpm 5: calls 1–5 served, the 6th refused; then a team's rpm (another team
@@ -184,10 +184,10 @@ async fn org_team_and_token_limits_refuse_exactly_past_their_figure() {
         let started = Instant::now();
         let backend = format!("{:?}", t.store().backend());
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         let node = env.proxy.clone();
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
-        env.vault.create_team(&actor(), &org, "ops").await.unwrap();
+        env.vault.create_team(&actor(), org, "ops").await.unwrap();
         let (research_id, research) = issue(&env, "research").await;
         let (_, research_2) = issue(&env, "research").await;
         let (_, ops) = issue(&env, "ops").await;
@@ -198,7 +198,7 @@ async fn org_team_and_token_limits_refuse_exactly_past_their_figure() {
         }
 
         // The org: 5 calls of any of its tokens, then every token is refused.
-        let set = env.vault.set_limits(&actor(), &org, org_limit(rpm(5))).await.unwrap();
+        let set = env.vault.set_limits(&actor(), org, org_limit(rpm(5))).await.unwrap();
         assert_eq!(set, org_limit(rpm(5)));
         for i in 1..=5 {
             let token = [&research, &ops, &research_2][i % 3];
@@ -211,8 +211,8 @@ async fn org_team_and_token_limits_refuse_exactly_past_their_figure() {
         // A team: limits are replaced whole, so the org's is gone and research has 3.
         let teams = BTreeMap::from([("research".to_owned(), rpm(3))]);
         let input = LimitsInput { teams, ..LimitsInput::default() };
-        assert_eq!(env.vault.set_limits(&actor(), &org, input.clone()).await.unwrap(), input);
-        assert_eq!(env.vault.limits(&org).await.unwrap(), input);
+        assert_eq!(env.vault.set_limits(&actor(), org, input.clone()).await.unwrap(), input);
+        assert_eq!(env.vault.limits(org).await.unwrap(), input);
         for i in 1..=3 {
             let token = if i == 2 { &research_2 } else { &research };
             expect_served(&env, &node, token, &format!("team-{i}")).await;
@@ -227,7 +227,7 @@ async fn org_team_and_token_limits_refuse_exactly_past_their_figure() {
         // A token: 2 calls of that token; the same team's other token is unaffected.
         let tokens = BTreeMap::from([(research_id.clone(), rpm(2))]);
         let input = LimitsInput { tokens, ..LimitsInput::default() };
-        assert_eq!(env.vault.set_limits(&actor(), &org, input.clone()).await.unwrap(), input);
+        assert_eq!(env.vault.set_limits(&actor(), org, input.clone()).await.unwrap(), input);
         for i in 1..=2 {
             expect_served(&env, &node, &research, &format!("tok-{i}")).await;
         }
@@ -253,11 +253,11 @@ async fn tpm_counts_completed_tokens() {
         let started = Instant::now();
         let backend = format!("{:?}", t.store().backend());
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         let token = env.token(&[]).await;
         const LIMIT: u64 = 30;
-        env.vault.set_limits(&actor(), &org, org_limit(tpm(LIMIT))).await.unwrap();
+        env.vault.set_limits(&actor(), org, org_limit(tpm(LIMIT))).await.unwrap();
 
         let mut counted = 0u64;
         let mut served = 0;
@@ -307,7 +307,7 @@ async fn a_credentials_pace_moves_calls_to_the_next_candidate() {
         let key_b = format!("{}openai-b-{}", support::CANARY_PREFIX, ulid::Ulid::new().to_string().to_lowercase());
         let env =
             Env::start_with(t, MockConfig { openai_keys: vec![key_b.clone()], ..MockConfig::default() }, |_| {}).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         let key_a = env.keys.openai.clone();
         let a = paced_credential(&env, "a", &key_a, 1, Some(2)).await;
         let b = paced_credential(&env, "b", &key_b, 0, Some(3)).await;
@@ -330,7 +330,7 @@ async fn a_credentials_pace_moves_calls_to_the_next_candidate() {
 
         // B's pace removed: B takes calls again (A is still full).
         let patch = CredentialPatch { rpm: Some(None), ..CredentialPatch::default() };
-        let patched = env.vault.update_credential(&actor(), &org, "b", patch).await.unwrap();
+        let patched = env.vault.update_credential(&actor(), org, "b", patch).await.unwrap();
         assert_eq!(patched.rpm, None);
         for i in 7..=10 {
             let answer = expect_served(&env, &env.proxy, &token, &format!("pace-{i}")).await;
@@ -351,7 +351,7 @@ async fn limits_propagate_and_clear() {
         let started = Instant::now();
         let backend = format!("{:?}", t.store().backend());
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         let token = env.token(&[]).await;
         let (other, _) = env.second_node(|_| {}).await;
@@ -360,8 +360,8 @@ async fn limits_propagate_and_clear() {
         expect_served(&env, &here, &token, "warm-1").await;
         expect_served(&env, &other, &token, "warm-2").await;
 
-        env.vault.set_limits(&actor(), &org, org_limit(rpm(2))).await.unwrap();
-        assert_eq!(env.vault.limits(&org).await.unwrap(), org_limit(rpm(2)));
+        env.vault.set_limits(&actor(), org, org_limit(rpm(2))).await.unwrap();
+        assert_eq!(env.vault.limits(org).await.unwrap(), org_limit(rpm(2)));
         // This node: at once.
         expect_served(&env, &here, &token, "set-1").await;
         expect_served(&env, &here, &token, "set-2").await;
@@ -387,8 +387,8 @@ async fn limits_propagate_and_clear() {
         }
         println!("limit reached the other node within {:?} ({served_there} calls served there)", set_at.elapsed());
 
-        env.vault.clear_limits(&actor(), &org).await.unwrap();
-        assert_eq!(env.vault.limits(&org).await.unwrap(), LimitsInput::default());
+        env.vault.clear_limits(&actor(), org).await.unwrap();
+        assert_eq!(env.vault.limits(org).await.unwrap(), LimitsInput::default());
         // This node: at once.
         for i in 1..=5 {
             expect_served(&env, &here, &token, &format!("cleared-{i}")).await;
@@ -495,12 +495,12 @@ async fn two_nodes_share_one_limit_through_redis() {
         let prefix = unique_prefix("share");
         let limits = fleet_limits(&redis, &prefix, Duration::from_secs(2));
         let env = Env::start_with(t, MockConfig::default(), |config| config.limits = limits.clone()).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         let token = env.token(&[]).await;
         const LIMIT: u64 = 10;
         const CALLS: usize = 30;
-        env.vault.set_limits(&actor(), &org, org_limit(rpm(LIMIT))).await.unwrap();
+        env.vault.set_limits(&actor(), org, org_limit(rpm(LIMIT))).await.unwrap();
         let (second, sidecar) = env.second_node(|_| {}).await;
         let nodes = [env.proxy.clone(), second];
         let before = env.mock.request_count();
@@ -569,7 +569,7 @@ fn redis_installed_or_skip(test: &str) -> bool {
 async fn fresh_org(env: &Env, limits: LimitsInput) -> String {
     let (org, _) = env.other_org(Tier::KatmanB).await;
     env.credential_of(Some(&org), "main", ProviderId::Openai, ScopeInput::default(), None).await;
-    env.vault.set_limits(&actor(), &org.id.to_string(), limits).await.unwrap();
+    env.vault.set_limits(&actor(), org.id, limits).await.unwrap();
     env.token_in(&org, "research").await
 }
 
@@ -625,10 +625,10 @@ async fn redis_stopped_each_node_enforces_its_share() {
         let prefix = unique_prefix("stopped");
         let limits = fleet_limits(&redis, &prefix, Duration::from_secs(1));
         let env = Env::start_with(t, MockConfig::default(), |config| config.limits = limits.clone()).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         let token = env.token(&[]).await;
-        env.vault.set_limits(&actor(), &org, org_limit(rpm(1_000))).await.unwrap();
+        env.vault.set_limits(&actor(), org, org_limit(rpm(1_000))).await.unwrap();
         // Two nodes that say they are alive (the env's first node does not).
         let (b_url, b) = env.second_node(|_| {}).await;
         let (c_url, c) = env.second_node(|_| {}).await;

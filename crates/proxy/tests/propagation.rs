@@ -122,7 +122,7 @@ async fn call(env: &Env, proxy: &str, token: &str) -> u16 {
 
 async fn issue(vault: &Vault, org: &Org) -> (WorkloadToken, String) {
     let request = NewWorkloadToken { team: "research".to_owned(), workflows: Vec::new(), expires_at: None };
-    let issued = vault.issue_workload_token(&actor(), &org.id.to_string(), request).await.unwrap();
+    let issued = vault.issue_workload_token(&actor(), org.id, request).await.unwrap();
     (issued.token, issued.text.expose().to_owned())
 }
 
@@ -170,8 +170,8 @@ async fn a_change_in_one_org_leaves_another_orgs_cache_warm() {
         env.t.execute(&format!("UPDATE workload_tokens SET revoked_at = {now} WHERE id = '{}'", a1.id)).await.unwrap();
 
         // Changes in B, through this node's vault: B's revocation applies at once…
-        env.vault.create_workflow(&actor(), &b.id.to_string(), "nightly", None).await.unwrap();
-        env.vault.revoke_workload_token(&actor(), &b.id.to_string(), &b1.id.to_string()).await.unwrap();
+        env.vault.create_workflow(&actor(), b.id, "nightly", None).await.unwrap();
+        env.vault.revoke_workload_token(&actor(), b.id, b1.id).await.unwrap();
         assert_eq!(call(&env, &env.proxy, &b1_text).await, 401, "B's revocation is enforced at once");
         // … and A's cache is untouched: the edits behind the store's back stay unseen.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -180,12 +180,12 @@ async fn a_change_in_one_org_leaves_another_orgs_cache_warm() {
         assert_eq!(loads_of(&a), warm, "no store read for A after changes in B");
 
         // A token revocation in A drops that token only.
-        env.vault.revoke_workload_token(&actor(), &a.id.to_string(), &a2.id.to_string()).await.unwrap();
+        env.vault.revoke_workload_token(&actor(), a.id, a2.id).await.unwrap();
         assert_eq!(call(&env, &env.proxy, &a2_text).await, 401, "A's revocation is enforced at once");
         assert_eq!(call(&env, &env.proxy, &a1_text).await, 200, "other tokens of A stay cached");
 
         // Any other change in A: everything about A is read again, at the very next call.
-        env.vault.create_workflow(&actor(), &a.id.to_string(), "nightly", None).await.unwrap();
+        env.vault.create_workflow(&actor(), a.id, "nightly", None).await.unwrap();
         assert_eq!(call(&env, &env.proxy, &a1_text).await, 401, "a1's revocation is now seen");
         assert_ne!(call(&env, &env.proxy, &a3_text).await, 200, "A's disabled credential is now seen");
         env.stop().await;
@@ -210,7 +210,7 @@ async fn a_revocation_through_one_node_reaches_another_by_notification() {
     assert_eq!(call(&env, &other.proxy, &text).await, 200);
     assert_eq!(call(&env, &other.proxy, &bystander).await, 200);
 
-    env.vault.revoke_workload_token(&actor(), &env.org.id.to_string(), &token.id.to_string()).await.unwrap();
+    env.vault.revoke_workload_token(&actor(), env.org.id, token.id).await.unwrap();
     let took = until_status(&env, &other.proxy, &text, 401, Duration::from_secs(2)).await;
     let took = took.expect("the revocation never reached the other node");
     assert!(took <= Duration::from_millis(100), "the revocation took {took:?} to reach the other node");
@@ -219,7 +219,7 @@ async fn a_revocation_through_one_node_reaches_another_by_notification() {
     // And the other way round: a change through the other node reaches the first.
     let (back, back_text) = issue(&other.vault, &env.org).await;
     assert_eq!(call(&env, &env.proxy, &back_text).await, 200);
-    other.vault.revoke_workload_token(&actor(), &env.org.id.to_string(), &back.id.to_string()).await.unwrap();
+    other.vault.revoke_workload_token(&actor(), env.org.id, back.id).await.unwrap();
     let took = until_status(&env, &env.proxy, &back_text, 401, Duration::from_secs(2)).await;
     assert!(took.is_some_and(|t| t <= Duration::from_millis(100)), "took {took:?}");
     env.stop().await;
@@ -240,7 +240,7 @@ async fn the_poll_and_reconnection_catch_what_notifications_miss() {
     let (token, text) = issue(&env.vault, &env.org).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(call(&env, &deaf.proxy, &text).await, 200);
-    env.vault.revoke_workload_token(&actor(), &env.org.id.to_string(), &token.id.to_string()).await.unwrap();
+    env.vault.revoke_workload_token(&actor(), env.org.id, token.id).await.unwrap();
     let took = until_status(&env, &deaf.proxy, &text, 401, Duration::from_secs(3)).await;
     assert!(took.is_some_and(|t| t <= Duration::from_secs(1)), "the poll took {took:?}");
 
@@ -258,7 +258,7 @@ async fn the_poll_and_reconnection_catch_what_notifications_miss() {
         .await
         .unwrap();
     assert!(killed >= 1, "no listener connection found");
-    env.vault.revoke_workload_token(&actor(), &env.org.id.to_string(), &token.id.to_string()).await.unwrap();
+    env.vault.revoke_workload_token(&actor(), env.org.id, token.id).await.unwrap();
     let took = until_status(&env, &listening.proxy, &text, 401, Duration::from_secs(5)).await;
     assert!(took.is_some_and(|t| t <= Duration::from_secs(3)), "reconnection took {took:?}");
     env.stop().await;
@@ -320,7 +320,7 @@ async fn measure(
                     vault
                         .create_workflow(
                             &actor(),
-                            &org.id.to_string(),
+                            org.id,
                             &format!("wf-{}", ulid::Ulid::new().to_string().to_ascii_lowercase()),
                             None,
                         )
@@ -328,7 +328,7 @@ async fn measure(
                         .unwrap();
                 } else {
                     let (token, _) = issue(&vault, org).await;
-                    vault.revoke_workload_token(&actor(), &org.id.to_string(), &token.id.to_string()).await.unwrap();
+                    vault.revoke_workload_token(&actor(), org.id, token.id).await.unwrap();
                 }
                 i += 1;
                 made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -447,7 +447,7 @@ async fn bench_fleet_propagation() {
         for n in [&second, &third] {
             assert_eq!(call(&env, &n.proxy, &text).await, 200);
         }
-        env.vault.revoke_workload_token(&actor(), &env.org.id.to_string(), &token.id.to_string()).await.unwrap();
+        env.vault.revoke_workload_token(&actor(), env.org.id, token.id).await.unwrap();
         let committed = Instant::now();
         let (s, th) = tokio::join!(
             async {

@@ -148,10 +148,10 @@ async fn injected_header_is_exactly_the_stored_secret_for_each_provider() {
 async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
     for_each_backend("each_scope_dimension_denies_with_its_name_and_sends_nothing", |t| async move {
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
-        let other_team = env.vault.create_team(&support::actor(), &org, "other").await.unwrap();
-        let wf = env.vault.create_workflow(&support::actor(), &org, "summarize", None).await.unwrap();
-        env.vault.create_workflow(&support::actor(), &org, "translate", None).await.unwrap();
+        let org = env.org.id;
+        let other_team = env.vault.create_team(&support::actor(), org, "other").await.unwrap();
+        let wf = env.vault.create_workflow(&support::actor(), org, "summarize", None).await.unwrap();
+        env.vault.create_workflow(&support::actor(), org, "translate", None).await.unwrap();
         let scope = |f: fn(&mut ScopeInput)| {
             let mut s = ScopeInput::default();
             f(&mut s);
@@ -165,7 +165,7 @@ async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
         env.credential("workflows", ProviderId::Openai, scope(|s| s.workflows = vec!["summarize".into()])).await;
         env.credential("openai-only", ProviderId::Openai, ScopeInput::default()).await;
         env.vault
-            .change_credential_state(&support::actor(), &org, "openai-only", byok_vault::StateChange::Disable)
+            .change_credential_state(&support::actor(), org, "openai-only", byok_vault::StateChange::Disable)
             .await
             .unwrap();
         let token = env.token(&[]).await;
@@ -251,7 +251,7 @@ async fn each_scope_dimension_denies_with_its_name_and_sends_nothing() {
 #[tokio::test]
 async fn denials_have_the_specs_codes_and_open_no_connection() {
     let env = Env::start(TestStore::sqlite().await.unwrap()).await;
-    let org = env.org.id.to_string();
+    let org = env.org.id;
     env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
     env.credential(
         "gone",
@@ -259,14 +259,14 @@ async fn denials_have_the_specs_codes_and_open_no_connection() {
         ScopeInput { model_families: vec!["o-series".into()], ..ScopeInput::default() },
     )
     .await;
-    env.vault.change_credential_state(&support::actor(), &org, "gone", byok_vault::StateChange::Revoke).await.unwrap();
+    env.vault.change_credential_state(&support::actor(), org, "gone", byok_vault::StateChange::Revoke).await.unwrap();
     env.credential("off", ProviderId::Anthropic, ScopeInput::default()).await;
-    env.vault.change_credential_state(&support::actor(), &org, "off", byok_vault::StateChange::Disable).await.unwrap();
+    env.vault.change_credential_state(&support::actor(), org, "off", byok_vault::StateChange::Disable).await.unwrap();
     let token = env.token(&[]).await;
     let revoked_token = env.token(&[]).await;
-    let revoked_id = env.vault.list_workload_tokens(&org).await.unwrap().last().unwrap().id;
-    env.vault.revoke_workload_token(&support::actor(), &org, &revoked_id.to_string()).await.unwrap();
-    env.vault.create_workflow(&support::actor(), &org, "wf1", None).await.unwrap();
+    let revoked_id = env.vault.list_workload_tokens(org).await.unwrap().last().unwrap().id;
+    env.vault.revoke_workload_token(&support::actor(), org, revoked_id).await.unwrap();
+    env.vault.create_workflow(&support::actor(), org, "wf1", None).await.unwrap();
     let restricted = env.token(&["wf1"]).await;
 
     let chat = Some(openai_chat("gpt-4o", false));
@@ -495,7 +495,7 @@ async fn every_call_has_one_audit_row_and_a_metered_completion() {
 async fn revocation_and_rotation_take_effect_on_the_next_call() {
     for_each_backend("revocation_and_rotation_take_effect_on_the_next_call", |t| async move {
         let env = Env::start_with(t, MockConfig::default(), |_| {}).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential_with_secret(
             "main",
             ProviderId::Openai,
@@ -510,7 +510,7 @@ async fn revocation_and_rotation_take_effect_on_the_next_call() {
         let (status, _, _) = text_of(call().await).await;
         assert_eq!(status, 401);
         let secret = byok_crypto::ProviderSecret::new(env.keys.openai.clone()).unwrap();
-        let rotated = env.vault.rotate_credential(&support::actor(), &org, "main", secret).await.unwrap();
+        let rotated = env.vault.rotate_credential(&support::actor(), org, "main", secret).await.unwrap();
         let response = call().await;
         let (status, _, body) = text_of(response).await;
         assert_eq!(status, 200, "rotation applies to the next call: {body}");
@@ -523,7 +523,7 @@ async fn revocation_and_rotation_take_effect_on_the_next_call() {
         assert_eq!(rows.last().unwrap().fingerprint.as_deref(), Some(rotated.fingerprint.as_str()));
 
         env.vault
-            .change_credential_state(&support::actor(), &org, "main", byok_vault::StateChange::Revoke)
+            .change_credential_state(&support::actor(), org, "main", byok_vault::StateChange::Revoke)
             .await
             .unwrap();
         let before = env.mock.request_count();
@@ -533,8 +533,8 @@ async fn revocation_and_rotation_take_effect_on_the_next_call() {
         assert_eq!(env.mock.request_count(), before);
 
         // Token revocation too.
-        let id = env.vault.list_workload_tokens(&org).await.unwrap()[0].id;
-        env.vault.revoke_workload_token(&support::actor(), &org, &id.to_string()).await.unwrap();
+        let id = env.vault.list_workload_tokens(org).await.unwrap()[0].id;
+        env.vault.revoke_workload_token(&support::actor(), org, id).await.unwrap();
         let (status, _, _) = text_of(call().await).await;
         assert_eq!(status, 401);
         env.stop().await;
@@ -580,7 +580,7 @@ async fn fails_closed_when_audit_store_or_kms_are_unavailable() {
 
         // Store gone (caches are stale after a change, so the next call must read it).
         env.t.execute("DROP TRIGGER audit_down").await.ok();
-        env.vault.create_team(&support::actor(), &env.org.id.to_string(), "bump").await.unwrap();
+        env.vault.create_team(&support::actor(), env.org.id, "bump").await.unwrap();
         env.t.store().close().await;
         let (status, _, body) = text_of(call().await).await;
         assert_eq!(status, 503, "{body}");
@@ -788,7 +788,7 @@ async fn oversized_requests_are_refused() {
 async fn replay_lists_exactly_the_calls_the_provider_saw() {
     for_each_backend("replay_lists_exactly_the_calls_the_provider_saw", |t| async move {
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         env.credential("main", ProviderId::Openai, ScopeInput::default()).await;
         env.credential("other", ProviderId::Anthropic, ScopeInput::default()).await;
         let token = env.token(&[]).await;
@@ -802,7 +802,7 @@ async fn replay_lists_exactly_the_calls_the_provider_saw() {
             text_of(send(&env, provider, &token, path, Some(body), &[("x-byok-call-id", &call_id)]).await).await;
             if i == 3 {
                 let secret = byok_crypto::ProviderSecret::new(env.keys.openai.clone()).unwrap();
-                env.vault.rotate_credential(&support::actor(), &org, "main", secret).await.unwrap();
+                env.vault.rotate_credential(&support::actor(), org, "main", secret).await.unwrap();
             }
         }
         // A denied call pinned to the credential is part of its life too.
@@ -821,7 +821,7 @@ async fn replay_lists_exactly_the_calls_the_provider_saw() {
             .filter(|r| r.path == "/v1/chat/completions")
             .map(|r| r.header("x-byok-call-id").unwrap_or("").to_owned())
             .collect();
-        let (_, items, next) = env.vault.credential_timeline(&org, "main", None, 1000).await.unwrap();
+        let (_, items, next) = env.vault.credential_timeline(org, "main", None, 1000).await.unwrap();
         assert!(next.is_none());
         let json = serde_json::to_string(&items).unwrap();
         assert!(!json.contains(CANARY_PREFIX), "no secret in a replay");
@@ -867,7 +867,7 @@ async fn replay_lists_exactly_the_calls_the_provider_saw() {
         let mut paged = Vec::new();
         let mut after = None;
         loop {
-            let (_, page, next) = env.vault.credential_timeline(&org, "main", after.as_deref(), 2).await.unwrap();
+            let (_, page, next) = env.vault.credential_timeline(org, "main", after.as_deref(), 2).await.unwrap();
             paged.extend(page);
             match next {
                 Some(cursor) => after = Some(cursor),

@@ -47,7 +47,7 @@ async fn credential_at(env: &Env, name: &str, base_url: &str) {
         tpm: None,
         verify: false,
     };
-    loopback_vault(env).create_credential(&actor(), &env.org.id.to_string(), new).await.unwrap();
+    loopback_vault(env).create_credential(&actor(), env.org.id, new).await.unwrap();
 }
 
 /// An openai chat call pinned to credential `name`, with call id `call_id`: status and body.

@@ -61,7 +61,7 @@ async fn every_row(env: &Env) -> Vec<ResolutionAudit> {
 }
 
 async fn health(env: &Env, name: &str) -> CredentialHealth {
-    env.vault.credential(env.org.id.to_string().as_str(), name).await.unwrap().credential.health
+    env.vault.credential(env.org.id, name).await.unwrap().credential.health
 }
 
 /// The provider's key header and the exact value byok must put there, and the listing path.
@@ -80,10 +80,10 @@ fn key_header(provider: ProviderId, key: &str) -> (&'static str, String, &'stati
 /// its unbilled `verified` completion with the provider's status.
 async fn verify_and_check(env: &Env, credential: &Credential, key: &str, expected: Verification) {
     let name = credential.name.as_str();
-    let org = env.org.id.to_string();
+    let org = env.org.id;
     let (events_before, rows_before) = (events_of(env, credential).await, verify_rows(env, credential).await);
     env.mock.clear();
-    let result = env.vault.verify_credential(&actor(), org.as_str(), name).await.unwrap();
+    let result = env.vault.verify_credential(&actor(), org, name).await.unwrap();
     assert_eq!(result, expected, "{name}");
 
     let seen = env.mock.requests();
@@ -247,15 +247,13 @@ async fn create_with_verify_refuses_a_rejected_key_and_stores_nothing() {
         let started = Instant::now();
         let backend = format!("{:?}", t.store().backend());
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         for provider in [ProviderId::Openai, ProviderId::Anthropic] {
             let name = format!("checked-{}", provider.as_str());
             let bad = unknown_key();
-            let (credentials, events) =
-                (env.vault.list_credentials(org.as_str()).await.unwrap(), org_events(&env).await);
+            let (credentials, events) = (env.vault.list_credentials(org).await.unwrap(), org_events(&env).await);
             env.mock.clear();
-            let refused =
-                env.vault.create_credential(&actor(), org.as_str(), new_credential(&name, provider, &bad, true)).await;
+            let refused = env.vault.create_credential(&actor(), org, new_credential(&name, provider, &bad, true)).await;
             match refused {
                 Err(VaultError::CredentialInvalid(message)) => {
                     assert!(message.contains("401"), "{message}");
@@ -269,24 +267,21 @@ async fn create_with_verify_refuses_a_rejected_key_and_stores_nothing() {
             assert_eq!(seen[0].presented_key.as_deref(), Some(bad.as_str()));
             assert_eq!((seen[0].key_valid, seen[0].status), (false, Some(401)));
             // Nothing stored.
-            assert_eq!(env.vault.list_credentials(org.as_str()).await.unwrap(), credentials, "{provider}");
-            assert!(matches!(env.vault.credential(org.as_str(), &name).await, Err(VaultError::NotFound(_))));
+            assert_eq!(env.vault.list_credentials(org).await.unwrap(), credentials, "{provider}");
+            assert!(matches!(env.vault.credential(org, &name).await, Err(VaultError::NotFound(_))));
             assert_eq!(org_events(&env).await, events, "{provider}: no event");
 
             // A good key: created and verified.
             let good = env.keys.for_provider(provider).to_owned();
-            let created = env
-                .vault
-                .create_credential(&actor(), org.as_str(), new_credential(&name, provider, &good, true))
-                .await
-                .unwrap();
+            let created =
+                env.vault.create_credential(&actor(), org, new_credential(&name, provider, &good, true)).await.unwrap();
             assert_eq!(env.mock.requests().len(), 2);
             let kinds: Vec<LifecycleKind> = events_of(&env, &created).await.iter().map(|e| e.kind).collect();
             assert_eq!(kinds, [LifecycleKind::Created, LifecycleKind::Verified], "{provider}");
             let events = events_of(&env, &created).await;
             assert_eq!(events[1].details["ok"], true, "{:?}", events[1]);
             assert_eq!(events[1].details["reason"], "ok", "{:?}", events[1]);
-            assert_eq!(env.vault.list_credentials(org.as_str()).await.unwrap().len(), credentials.len() + 1);
+            assert_eq!(env.vault.list_credentials(org).await.unwrap().len(), credentials.len() + 1);
         }
         println!("create_with_verify_refuses_a_rejected_key_and_stores_nothing on {backend}: {:?}", started.elapsed());
         env.stop().await;
@@ -305,7 +300,7 @@ async fn verification_never_sends_the_key_anywhere_else() {
         let started = Instant::now();
         let backend = format!("{:?}", t.store().backend());
         let env = Env::start(t).await;
-        let org = env.org.id.to_string();
+        let org = env.org.id;
         let providers = [ProviderId::Openai, ProviderId::Anthropic, ProviderId::Gemini, ProviderId::AzureOpenai];
         let mut keys: Vec<String> = Vec::new();
         let mut requests = Vec::new();
@@ -314,7 +309,7 @@ async fn verification_never_sends_the_key_anywhere_else() {
             env.credential(&name, provider, ScopeInput::default()).await;
             let key = env.keys.for_provider(provider).to_owned();
             env.mock.clear();
-            let result = env.vault.verify_credential(&actor(), org.as_str(), &name).await.unwrap();
+            let result = env.vault.verify_credential(&actor(), org, &name).await.unwrap();
             assert_eq!(result, ok(), "{provider}");
             let seen = env.mock.requests();
             assert_eq!(seen.len(), 1, "{provider}: {seen:?}");
@@ -324,7 +319,7 @@ async fn verification_never_sends_the_key_anywhere_else() {
         // A revoked key's verification (the provider's 401 answer is dropped unread).
         env.mock.set_key_fault(&env.keys.openai, KeyFault::Revoked);
         env.mock.clear();
-        let result = env.vault.verify_credential(&actor(), org.as_str(), "openai-main").await.unwrap();
+        let result = env.vault.verify_credential(&actor(), org, "openai-main").await.unwrap();
         assert_eq!(result, failed(401, VerifyReason::InvalidKey));
         requests.push((ProviderId::Openai, env.keys.openai.clone(), env.mock.requests()[0].clone()));
         env.mock.clear_key_fault(&env.keys.openai);
@@ -334,7 +329,7 @@ async fn verification_never_sends_the_key_anywhere_else() {
             env.mock.clear();
             let _ = env
                 .vault
-                .create_credential(&actor(), org.as_str(), new_credential(name, ProviderId::Openai, &secret, true))
+                .create_credential(&actor(), org, new_credential(name, ProviderId::Openai, &secret, true))
                 .await;
             let seen = env.mock.requests();
             assert_eq!(seen.len(), 1, "{name}: {seen:?}");
@@ -396,23 +391,21 @@ async fn verification_never_sends_the_key_anywhere_else() {
 #[tokio::test]
 async fn a_key_gemini_rejects_is_an_invalid_key() {
     let env = Env::start(byok_store::testing::TestStore::sqlite().await.unwrap()).await;
-    let org = env.org.id.to_string();
+    let org = env.org.id;
     let gemini = env.credential("gem", ProviderId::Gemini, ScopeInput::default()).await;
     verify_and_check(&env, &gemini, &env.keys.gemini, ok()).await;
     env.mock.set_key_fault(&env.keys.gemini, KeyFault::Revoked);
     env.mock.clear();
-    let result = env.vault.verify_credential(&actor(), org.as_str(), "gem").await.unwrap();
+    let result = env.vault.verify_credential(&actor(), org, "gem").await.unwrap();
     let answered = env.mock.requests()[0].status;
     println!("gemini revoked key: the provider answered {answered:?}; verification says {result:?}");
     assert_eq!((result.ok, result.reason), (false, VerifyReason::InvalidKey), "{result:?}");
     env.mock.clear_key_fault(&env.keys.gemini);
 
     let bad = unknown_key();
-    let refused = env
-        .vault
-        .create_credential(&actor(), org.as_str(), new_credential("gem-bad", ProviderId::Gemini, &bad, true))
-        .await;
+    let refused =
+        env.vault.create_credential(&actor(), org, new_credential("gem-bad", ProviderId::Gemini, &bad, true)).await;
     assert!(matches!(refused, Err(VaultError::CredentialInvalid(_))), "{refused:?}");
-    assert!(env.vault.credential(org.as_str(), "gem-bad").await.is_err(), "nothing stored");
+    assert!(env.vault.credential(org, "gem-bad").await.is_err(), "nothing stored");
     env.stop().await;
 }

@@ -265,7 +265,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
     };
     let vault = target.vault().clone();
     let org = vault.create_org(&Actor::System, "bench", Tier::KatmanB).await?;
-    vault.create_team(&Actor::System, "bench", "agents").await?;
+    vault.create_team(&Actor::System, org.id, "agents").await?;
     let new = NewCredential {
         name: "openai".into(),
         provider: ProviderId::Openai,
@@ -279,11 +279,11 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
         tpm: None,
         verify: false,
     };
-    vault.create_credential(&Actor::System, "bench", new).await?;
+    vault.create_credential(&Actor::System, org.id, new).await?;
     let token = vault
         .issue_workload_token(
             &Actor::System,
-            "bench",
+            org.id,
             NewWorkloadToken { team: "agents".into(), workflows: Vec::new(), expires_at: None },
         )
         .await?;
@@ -538,7 +538,7 @@ async fn replay(args: &Args, backend: Backend) -> anyhow::Result<()> {
         tpm: None,
         verify: false,
     };
-    let credential = vault.create_credential(&Actor::System, "replay", new).await?;
+    let credential = vault.create_credential(&Actor::System, org.id, new).await?;
 
     // Fill: `calls` resolution rows, each followed by its completion, 1 ms apart, in
     // big transactions of one writer segment (as a long-running sidecar would leave them).
@@ -798,9 +798,9 @@ async fn statement_fixture(store: Store) -> anyhow::Result<StatementFixture> {
     let mut teams = Vec::new();
     let mut tokens = Vec::new();
     for name in ["agents", "research"] {
-        teams.push(vault.create_team(&Actor::System, "acme", name).await?.id);
+        teams.push(vault.create_team(&Actor::System, org.id, name).await?.id);
         let token = NewWorkloadToken { team: name.into(), workflows: Vec::new(), expires_at: None };
-        tokens.push(vault.issue_workload_token(&Actor::System, "acme", token).await?.token.id);
+        tokens.push(vault.issue_workload_token(&Actor::System, org.id, token).await?.token.id);
     }
     let new = |name: &str, provider: ProviderId, key: &str| -> anyhow::Result<NewCredential> {
         Ok(NewCredential {
@@ -818,9 +818,9 @@ async fn statement_fixture(store: Store) -> anyhow::Result<StatementFixture> {
         })
     };
     let openai =
-        vault.create_credential(&Actor::System, "acme", new("openai", ProviderId::Openai, OPENAI_KEY)?).await?;
+        vault.create_credential(&Actor::System, org.id, new("openai", ProviderId::Openai, OPENAI_KEY)?).await?;
     let anthropic = vault
-        .create_credential(&Actor::System, "acme", new("anthropic", ProviderId::Anthropic, ANTHROPIC_KEY)?)
+        .create_credential(&Actor::System, org.id, new("anthropic", ProviderId::Anthropic, ANTHROPIC_KEY)?)
         .await?;
     let platform = vault
         .create_credential(&Actor::System, Owner::Platform, new("pool-anthropic", ProviderId::Anthropic, PLATFORM_KEY)?)
@@ -1091,7 +1091,7 @@ async fn statements(args: &Args, backend: Backend) -> anyhow::Result<()> {
     // Each statement `repeats` times, the periods and sources in turn (the source order
     // alternating between rounds); every answer must be the same bytes.
     let vault = &metered.vault;
-    let org = metered.org.to_string();
+    let org = metered.org;
     let periods = [("whole month", month_from, month_to, month), ("ragged edges", ragged_from, ragged_to, ragged)];
     let sources = [UsageSource::Rollup, UsageSource::Audit];
     let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
@@ -1101,7 +1101,7 @@ async fn statements(args: &Args, backend: Backend) -> anyhow::Result<()> {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for s in order {
                 let started = Instant::now();
-                let statement = vault.statement(&org, Some(*from), Some(*to), sources[s]).await?;
+                let statement = vault.statement(org, Some(*from), Some(*to), sources[s]).await?;
                 times[p][s].push(started.elapsed());
                 let bytes = serde_json::to_vec(&statement)?;
                 match &answers[p] {

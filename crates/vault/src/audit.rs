@@ -1,7 +1,7 @@
 //! The audit as admins see it: query, replay, verify, checkpoints, retention.
 
 use byok_audit::{PublicKey, SignedCheckpoint};
-use byok_domain::{Actor, CredentialId, LifecycleKind, Org, OrgState, ResolutionAudit, Tier, Timestamp};
+use byok_domain::{Actor, CredentialId, LifecycleKind, Org, OrgId, OrgState, ResolutionAudit, Tier, Timestamp};
 use byok_store::{AuditFilter, TimelineCursor, TimelineItem, VerifyReport};
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ pub struct CheckpointCheck {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PurgeReport {
     /// The org.
-    pub org_id: byok_domain::OrgId,
+    pub org_id: OrgId,
     /// Entries older than this were removed.
     pub before: Timestamp,
     /// How many resolution rows and completions were removed.
@@ -105,8 +105,8 @@ const WHOLE_MONTHS_LAG_DAYS: u32 = 62;
 impl Vault {
     /// Resolution rows of `org` matching `filter` (at most [`MAX_PAGE`]), each with its
     /// completion once its call ended.
-    pub async fn audit_rows(&self, org: &str, mut filter: AuditFilter) -> Result<AuditPage, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn audit_rows(&self, org: OrgId, mut filter: AuditFilter) -> Result<AuditPage, VaultError> {
+        let org = self.org_by_id(org).await?;
         let limit = filter.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
         filter.limit = Some(limit);
         let rows: Vec<AuditRow> = self
@@ -121,8 +121,8 @@ impl Vault {
     }
 
     /// Recompute every audit chain of `org`.
-    pub async fn verify_audit(&self, org: &str) -> Result<VerifyReport, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn verify_audit(&self, org: OrgId) -> Result<VerifyReport, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.store.verify_audit(Some(&org.id)).await?)
     }
 
@@ -136,9 +136,9 @@ impl Vault {
     }
 
     /// A page of a credential's life: lifecycle events and calls, in time order.
-    pub async fn credential_timeline<'a>(
+    pub async fn credential_timeline(
         &self,
-        owner: impl Into<crate::Owner<'a>>,
+        owner: impl Into<crate::Owner>,
         credential: &str,
         after: Option<&str>,
         limit: u32,
@@ -190,15 +190,19 @@ impl Vault {
     }
 
     /// A signed checkpoint of `org`'s audit chains as they are now.
-    pub async fn audit_checkpoint(&self, org: &str) -> Result<SignedCheckpoint, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn audit_checkpoint(&self, org: OrgId) -> Result<SignedCheckpoint, VaultError> {
+        let org = self.org_by_id(org).await?;
         let heads = self.store.chain_heads(Some(&org.id)).await?;
         Ok(self.signer()?.sign(org.id, heads))
     }
 
     /// Check `signed` (a checkpoint kept by an auditor) against the audit now.
-    pub async fn verify_checkpoint(&self, org: &str, signed: &SignedCheckpoint) -> Result<CheckpointCheck, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn verify_checkpoint(
+        &self,
+        org: OrgId,
+        signed: &SignedCheckpoint,
+    ) -> Result<CheckpointCheck, VaultError> {
+        let org = self.org_by_id(org).await?;
         if signed.checkpoint.org_id != org.id {
             return Err(VaultError::unprocessable(format!(
                 "the checkpoint is for {}, not for {}",
@@ -226,10 +230,10 @@ impl Vault {
     pub async fn purge_audit(
         &self,
         actor: &Actor,
-        org: &str,
+        org: OrgId,
         before: Option<Timestamp>,
     ) -> Result<PurgeReport, VaultError> {
-        let org = self.org(org).await?;
+        let org = self.org_by_id(org).await?;
         let days = self.policy.retention.days_for(&org);
         let retention_cut = Timestamp::from_micros(Timestamp::now().as_micros() - i64::from(days) * DAY_MICROS)
             .unwrap_or_else(Timestamp::now);
@@ -304,7 +308,7 @@ impl Vault {
         for org in orgs {
             let days = days_for(&org);
             let before = (lag(days) != days).then(|| cut_after(lag(days)));
-            removed += self.purge_audit(&Actor::System, &org.id.to_string(), before).await?.removed;
+            removed += self.purge_audit(&Actor::System, org.id, before).await?.removed;
         }
         removed += self.store.purge_audit(None, cut_after(lag(shortest))).await?;
         Ok(removed)

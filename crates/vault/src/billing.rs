@@ -278,7 +278,7 @@ impl Vault {
     /// refused while a credential breaks its rules (naming them); leaving katman-c needs
     /// the org back on the default KMS and drops its negotiated card, retention and
     /// controls (recorded in the event).
-    pub async fn change_tier(&self, actor: &Actor, org: &str, tier: Tier) -> Result<Org, VaultError> {
+    pub async fn change_tier(&self, actor: &Actor, org: OrgId, tier: Tier) -> Result<Org, VaultError> {
         let org = self.live_org(org).await?;
         if org.tier == tier {
             return Ok(org);
@@ -334,8 +334,8 @@ impl Vault {
     }
 
     /// The card an org is billed with now.
-    pub async fn rate_card(&self, org: &str) -> Result<RateCardView, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn rate_card(&self, org: OrgId) -> Result<RateCardView, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.rate_card_view(&org))
     }
 
@@ -355,7 +355,7 @@ impl Vault {
     pub async fn set_rate_card(
         &self,
         actor: &Actor,
-        org: &str,
+        org: OrgId,
         card: Option<RateCard>,
     ) -> Result<RateCardView, VaultError> {
         let org = self.live_org(org).await?;
@@ -377,7 +377,7 @@ impl Vault {
     }
 
     /// Set an org's budget (replacing it whole; an empty one removes every limit).
-    pub async fn set_budget(&self, actor: &Actor, org: &str, input: BudgetInput) -> Result<BudgetView, VaultError> {
+    pub async fn set_budget(&self, actor: &Actor, org: OrgId, input: BudgetInput) -> Result<BudgetView, VaultError> {
         let org = self.live_org(org).await?;
         let mut budget = Budget { monthly_limit: input.monthly_limit, teams: BTreeMap::new() };
         for (reference, limit) in &input.teams {
@@ -391,12 +391,12 @@ impl Vault {
             self.store.update_org(&org.id, &OrgChange::Budget(budget), &changed).await?;
             self.epoch.bump();
         }
-        self.budget(&org.id.to_string()).await
+        self.budget(org.id).await
     }
 
     /// An org's budget and this month's spend.
-    pub async fn budget(&self, org: &str) -> Result<BudgetView, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn budget(&self, org: OrgId) -> Result<BudgetView, VaultError> {
+        let org = self.org_by_id(org).await?;
         let now = Timestamp::now();
         let rows =
             self.store.usage(Some(&org.id), month_start(now), next_month_start(now), UsageSource::Rollup).await?;
@@ -424,7 +424,7 @@ impl Vault {
     }
 
     /// Set a katman-c org's controls (replacing them whole; empty removes them).
-    pub async fn set_controls(&self, actor: &Actor, org: &str, input: ControlsInput) -> Result<Org, VaultError> {
+    pub async fn set_controls(&self, actor: &Actor, org: OrgId, input: ControlsInput) -> Result<Org, VaultError> {
         let org = self.live_org(org).await?;
         let controls = input.parse()?;
         if org.tier != Tier::KatmanC && !controls.is_empty() {
@@ -470,12 +470,12 @@ impl Vault {
     /// An org's statement for `[from, to)`.
     pub async fn statement(
         &self,
-        org: &str,
+        org: OrgId,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
         source: UsageSource,
     ) -> Result<Statement, VaultError> {
-        let org = self.org(org).await?;
+        let org = self.org_by_id(org).await?;
         let (from, to) = Self::statement_period(from, to)?;
         let rows = self.store.usage(Some(&org.id), from, to, source).await?;
         let (denied, unanswered, groups) = usage_groups(&rows);

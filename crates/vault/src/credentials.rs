@@ -3,7 +3,7 @@
 use byok_crypto::{fingerprint, ProviderSecret, SecretContext};
 use byok_domain::{
     Actor, Credential, CredentialId, CredentialOwner, CredentialState, CredentialVersion, LifecycleEvent,
-    LifecycleKind, Name, Org, ProviderId, Scope, ScopeInput, Tier, Timestamp,
+    LifecycleKind, Name, Org, OrgId, ProviderId, Scope, ScopeInput, Tier, Timestamp,
 };
 use byok_store::{CredentialRecord, EventFilter};
 use serde::Serialize;
@@ -108,21 +108,15 @@ pub struct CredentialDetail {
 
 /// Whose credentials an operation acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner<'a> {
-    /// An org's own, by org id or name.
-    Org(&'a str),
+pub enum Owner {
+    /// An org's own (resolved from what a request names with [`Vault::org`]).
+    Org(OrgId),
     /// The operator's platform pool (katman-a orgs fall back to it).
     Platform,
 }
 
-impl<'a> From<&'a str> for Owner<'a> {
-    fn from(org: &'a str) -> Self {
-        Owner::Org(org)
-    }
-}
-
-impl<'a> From<&'a String> for Owner<'a> {
-    fn from(org: &'a String) -> Self {
+impl From<OrgId> for Owner {
+    fn from(org: OrgId) -> Self {
         Owner::Org(org)
     }
 }
@@ -153,10 +147,10 @@ pub fn rotate_by(credential: &Credential, org: &Org) -> Option<Timestamp> {
 impl Vault {
     /// The owner's row: a live org, or the platform pool (made on first use when
     /// `create`). `None` only for a platform pool that does not exist yet.
-    async fn pool(&self, owner: Owner<'_>, live: bool, create: bool) -> Result<Option<Pool>, VaultError> {
+    async fn pool(&self, owner: Owner, live: bool, create: bool) -> Result<Option<Pool>, VaultError> {
         match owner {
-            Owner::Org(reference) => {
-                let org = if live { self.live_org(reference).await? } else { self.org(reference).await? };
+            Owner::Org(id) => {
+                let org = if live { self.live_org(id).await? } else { self.org_by_id(id).await? };
                 Ok(Some(Pool { org, owner: CredentialOwner::Org }))
             }
             Owner::Platform => {
@@ -170,7 +164,7 @@ impl Vault {
         }
     }
 
-    async fn existing_pool(&self, owner: Owner<'_>, live: bool) -> Result<Pool, VaultError> {
+    async fn existing_pool(&self, owner: Owner, live: bool) -> Result<Pool, VaultError> {
         self.pool(owner, live, false)
             .await?
             .ok_or_else(|| VaultError::NotFound("the platform pool has no credentials yet".to_owned()))
@@ -239,10 +233,10 @@ impl Vault {
     /// Create a credential: validate everything, seal the secret, write credential,
     /// version 1 and its `created` event together. The platform pool (and its KEK) is
     /// made with its first credential.
-    pub async fn create_credential<'a>(
+    pub async fn create_credential(
         &self,
         actor: &Actor,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         new: NewCredential,
     ) -> Result<Credential, VaultError> {
         let owner = owner.into();
@@ -383,11 +377,7 @@ impl Vault {
     }
 
     /// One credential with its versions.
-    pub async fn credential<'a>(
-        &self,
-        owner: impl Into<Owner<'a>>,
-        reference: &str,
-    ) -> Result<CredentialDetail, VaultError> {
+    pub async fn credential(&self, owner: impl Into<Owner>, reference: &str) -> Result<CredentialDetail, VaultError> {
         let pool = self.existing_pool(owner.into(), false).await?;
         let record = self.credential_record(&pool, reference).await?;
         let versions = self.store.list_credential_versions(&record.credential.id).await?;
@@ -398,7 +388,7 @@ impl Vault {
     }
 
     /// The owner's credentials.
-    pub async fn list_credentials<'a>(&self, owner: impl Into<Owner<'a>>) -> Result<Vec<Credential>, VaultError> {
+    pub async fn list_credentials(&self, owner: impl Into<Owner>) -> Result<Vec<Credential>, VaultError> {
         let Some(pool) = self.pool(owner.into(), false, false).await? else { return Ok(Vec::new()) };
         let now = Timestamp::now();
         Ok(self
@@ -411,10 +401,10 @@ impl Vault {
     }
 
     /// Change scope, expiry or priority.
-    pub async fn update_credential<'a>(
+    pub async fn update_credential(
         &self,
         actor: &Actor,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         reference: &str,
         patch: CredentialPatch,
     ) -> Result<Credential, VaultError> {
@@ -480,10 +470,10 @@ impl Vault {
     }
 
     /// Make a new secret version current.
-    pub async fn rotate_credential<'a>(
+    pub async fn rotate_credential(
         &self,
         actor: &Actor,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         reference: &str,
         secret: ProviderSecret,
     ) -> Result<Credential, VaultError> {
@@ -529,10 +519,10 @@ impl Vault {
 
     /// Disable, enable or revoke. Asking for the state a credential already has changes
     /// nothing and records nothing; revocation is final.
-    pub async fn change_credential_state<'a>(
+    pub async fn change_credential_state(
         &self,
         actor: &Actor,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         reference: &str,
         change: StateChange,
     ) -> Result<Credential, VaultError> {
@@ -579,9 +569,9 @@ impl Vault {
     }
 
     /// A credential and its lifecycle events, in order.
-    pub async fn credential_lifecycle<'a>(
+    pub async fn credential_lifecycle(
         &self,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         reference: &str,
     ) -> Result<(Credential, Vec<LifecycleEvent>), VaultError> {
         let pool = self.existing_pool(owner.into(), false).await?;
@@ -594,7 +584,7 @@ impl Vault {
     /// The owner row of a credential (for replays) and whether it is the platform pool.
     pub(crate) async fn credential_pool_of(
         &self,
-        owner: Owner<'_>,
+        owner: Owner,
         reference: &str,
     ) -> Result<(Credential, Org, CredentialOwner), VaultError> {
         let pool = self.existing_pool(owner, false).await?;

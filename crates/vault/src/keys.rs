@@ -79,7 +79,7 @@ impl Jobs {
 impl Vault {
     /// Rotate the org's KEK: a new version becomes current now, and a background job
     /// rewraps every older DEK.
-    pub async fn rotate_kek(&self, actor: &Actor, org: &str) -> Result<KekStatus, VaultError> {
+    pub async fn rotate_kek(&self, actor: &Actor, org: OrgId) -> Result<KekStatus, VaultError> {
         let org = self.live_org(org).await?;
         let from = org.kek_version;
         let to = self.kms.rotate_kek(&org.kms, org.id).await?;
@@ -88,12 +88,12 @@ impl Vault {
         self.store.set_org_kek_version_with_event(&org.id, to, &rotated).await?;
         self.epoch.bump();
         self.spawn_rewrap(org.id);
-        self.kek_status(&org.id.to_string()).await
+        self.kek_status(org.id).await
     }
 
     /// The org's KEK version and rewrap progress.
-    pub async fn kek_status(&self, org: &str) -> Result<KekStatus, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn kek_status(&self, org: OrgId) -> Result<KekStatus, VaultError> {
+        let org = self.org_by_id(org).await?;
         let versions_in_use = self.store.kek_versions_in_use(&org.id).await?;
         let remaining = self.store.count_wrapped_below(&org.id, org.kek_version).await?;
         let (running, rewrapped, error) = self.jobs.with(org.id, |job| (job.running, job.rewrapped, job.error.clone()));
@@ -230,7 +230,7 @@ impl Vault {
     /// current at once; a background job rewraps every DEK into it, then removes the
     /// org's KEKs from the KMS it left. Calls keep working throughout. Moving to the KMS
     /// the org is already on (with no move in progress) changes nothing.
-    pub async fn move_kms(&self, actor: &Actor, org: &str, to: &str) -> Result<KekStatus, VaultError> {
+    pub async fn move_kms(&self, actor: &Actor, org: OrgId, to: &str) -> Result<KekStatus, VaultError> {
         let org = self.live_org(org).await?;
         let to = KmsName::parse(to).map_err(|e| VaultError::invalid(format!("kms: {e}")))?;
         if !self.kms.contains(&to) {
@@ -263,7 +263,7 @@ impl Vault {
             )));
         }
         if org.kms == to {
-            return self.kek_status(&org.id.to_string()).await;
+            return self.kek_status(org.id).await;
         }
         self.kms.check_health_of(&to).await?;
         let version = org
@@ -279,18 +279,14 @@ impl Vault {
         self.store.begin_org_kms_move(&org.id, &org.kms, &to, version, &moved).await?;
         self.epoch.bump();
         self.spawn_rewrap(org.id);
-        self.kek_status(&org.id.to_string()).await
-    }
-
-    async fn org_by_id(&self, id: OrgId) -> Result<Org, VaultError> {
-        self.store.get_org(&id).await?.ok_or_else(|| VaultError::NotFound(format!("no org '{id}'")))
+        self.kek_status(org.id).await
     }
 
     /// Crypto-shred an org: mark it deleted (every sidecar stops using it), then destroy
     /// its KEKs in the KMS. Its credentials can never be opened again; its audit and
     /// lifecycle stay readable. Idempotent.
-    pub async fn delete_org(&self, actor: &Actor, org: &str) -> Result<Org, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn delete_org(&self, actor: &Actor, org: OrgId) -> Result<Org, VaultError> {
+        let org = self.org_by_id(org).await?;
         let now = Timestamp::now();
         let mut events = Vec::new();
         let mut deleted = event(org.id, LifecycleKind::Deleted, org.id, actor);

@@ -77,7 +77,8 @@ impl Vault {
         result
     }
 
-    /// An org by id or name.
+    /// An org by id or name: what a request names is resolved here, once; every other
+    /// org operation takes the org's [`OrgId`].
     pub async fn org(&self, reference: &str) -> Result<Org, VaultError> {
         let found = match reference.parse::<OrgId>() {
             Ok(id) => self.store.get_org(&id).await?,
@@ -86,9 +87,15 @@ impl Vault {
         found.ok_or_else(|| VaultError::NotFound(format!("no org '{reference}'")))
     }
 
+    /// An org by id (the admin API resolves what a request names to an id first, with
+    /// [`Vault::org`]). A missing one is reported as [`Vault::org`] reports an id.
+    pub(crate) async fn org_by_id(&self, id: OrgId) -> Result<Org, VaultError> {
+        self.store.get_org(&id).await?.ok_or_else(|| VaultError::NotFound(format!("no org '{id}'")))
+    }
+
     /// An org that may still be changed (not crypto-shredded).
-    pub(crate) async fn live_org(&self, reference: &str) -> Result<Org, VaultError> {
-        let org = self.org(reference).await?;
+    pub(crate) async fn live_org(&self, id: OrgId) -> Result<Org, VaultError> {
+        let org = self.org_by_id(id).await?;
         if org.state == OrgState::Deleted {
             return Err(VaultError::Conflict(format!("org {} was deleted; it can no longer be changed", org.id)));
         }
@@ -101,7 +108,7 @@ impl Vault {
     }
 
     /// Create a team.
-    pub async fn create_team(&self, actor: &Actor, org: &str, name: &str) -> Result<Team, VaultError> {
+    pub async fn create_team(&self, actor: &Actor, org: OrgId, name: &str) -> Result<Team, VaultError> {
         let org = self.live_org(org).await?;
         let name = validate::name("name", name)?;
         if self.store.find_team_by_name(&org.id, name.as_str()).await?.is_some() {
@@ -125,8 +132,8 @@ impl Vault {
     }
 
     /// The org's teams.
-    pub async fn list_teams(&self, org: &str) -> Result<Vec<Team>, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn list_teams(&self, org: OrgId) -> Result<Vec<Team>, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.store.list_teams(&org.id).await?)
     }
 
@@ -134,7 +141,7 @@ impl Vault {
     pub async fn create_workflow(
         &self,
         actor: &Actor,
-        org: &str,
+        org: OrgId,
         name: &str,
         team: Option<&str>,
     ) -> Result<Workflow, VaultError> {
@@ -166,8 +173,8 @@ impl Vault {
     }
 
     /// The org's workflows.
-    pub async fn list_workflows(&self, org: &str) -> Result<Vec<Workflow>, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn list_workflows(&self, org: OrgId) -> Result<Vec<Workflow>, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.store.list_workflows(&org.id).await?)
     }
 
@@ -176,7 +183,7 @@ impl Vault {
     pub async fn issue_org_admin_token(
         &self,
         issuer: &AdminToken,
-        org: &str,
+        org: OrgId,
         expires_at: Option<Timestamp>,
     ) -> Result<IssuedAdminToken, VaultError> {
         let org = self.live_org(org).await?;

@@ -142,8 +142,8 @@ impl Vault {
     }
 
     /// An org's rate limits.
-    pub async fn limits(&self, org: &str) -> Result<LimitsView, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn limits(&self, org: OrgId) -> Result<LimitsView, VaultError> {
+        let org = self.org_by_id(org).await?;
         let mut view = LimitsView { org: org.limits.org, ..LimitsView::default() };
         for (team_id, limit) in &org.limits.teams {
             let name = match self.store.get_team(&org.id, team_id).await? {
@@ -159,7 +159,7 @@ impl Vault {
     }
 
     /// Set an org's rate limits, replacing them whole (an empty body removes them).
-    pub async fn set_limits(&self, actor: &Actor, org: &str, input: LimitsInput) -> Result<LimitsView, VaultError> {
+    pub async fn set_limits(&self, actor: &Actor, org: OrgId, input: LimitsInput) -> Result<LimitsView, VaultError> {
         let org = self.live_org(org).await?;
         input.org.check("org").map_err(VaultError::Invalid)?;
         for (name, limit) in &input.teams {
@@ -184,11 +184,11 @@ impl Vault {
             limits.tokens.insert(id, *limit);
         }
         self.write_limits(actor, &org, limits).await?;
-        self.limits(&org.id.to_string()).await
+        self.limits(org.id).await
     }
 
     /// Remove every rate limit of the org.
-    pub async fn clear_limits(&self, actor: &Actor, org: &str) -> Result<(), VaultError> {
+    pub async fn clear_limits(&self, actor: &Actor, org: OrgId) -> Result<(), VaultError> {
         let org = self.live_org(org).await?;
         self.write_limits(actor, &org, OrgLimits::default()).await
     }
@@ -236,10 +236,10 @@ impl Vault {
 
     /// Verify a stored credential against its provider: audited as a credential read,
     /// recorded as a `verified` event; a 401/403 makes it `failing`, a success clears it.
-    pub async fn verify_credential<'a>(
+    pub async fn verify_credential(
         &self,
         actor: &Actor,
-        owner: impl Into<Owner<'a>>,
+        owner: impl Into<Owner>,
         reference: &str,
     ) -> Result<Verification, VaultError> {
         let (credential, org, _) = self.credential_pool_of(owner.into(), reference).await?;

@@ -1,7 +1,9 @@
 //! Admin tokens and workload tokens: issued once, stored as hashes.
 
 use byok_crypto::{TokenHash, TokenKind, TokenText};
-use byok_domain::{Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Timestamp, TokenId, WorkloadToken};
+use byok_domain::{
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, OrgId, Timestamp, TokenId, WorkloadToken,
+};
 use byok_store::NewEvent;
 
 use crate::error::VaultError;
@@ -94,16 +96,20 @@ impl Vault {
     }
 
     /// The org's admin tokens (never their text).
-    pub async fn list_admin_tokens(&self, org: &str) -> Result<Vec<AdminToken>, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn list_admin_tokens(&self, org: OrgId) -> Result<Vec<AdminToken>, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.store.list_admin_tokens(&org.id).await?)
     }
 
     /// Revoke an org-admin token of `org` (idempotent); it stops working at once, on
     /// every node.
-    pub async fn revoke_admin_token(&self, actor: &Actor, org: &str, id: &str) -> Result<AdminToken, VaultError> {
-        let org = self.org(org).await?;
-        let id: AdminTokenId = id.parse().map_err(|e| VaultError::NotFound(format!("{e}")))?;
+    pub async fn revoke_admin_token(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: AdminTokenId,
+    ) -> Result<AdminToken, VaultError> {
+        let org = self.org_by_id(org).await?;
         let revoked = event(org.id, LifecycleKind::AdminTokenRevoked, id, actor);
         Ok(self.store.revoke_admin_token(&org.id, &id, Timestamp::now(), &revoked).await?)
     }
@@ -112,7 +118,7 @@ impl Vault {
     pub async fn issue_workload_token(
         &self,
         actor: &Actor,
-        org: &str,
+        org: OrgId,
         request: NewWorkloadToken,
     ) -> Result<IssuedWorkloadToken, VaultError> {
         let org = self.live_org(org).await?;
@@ -149,9 +155,13 @@ impl Vault {
     }
 
     /// Revoke a workload token (idempotent).
-    pub async fn revoke_workload_token(&self, actor: &Actor, org: &str, id: &str) -> Result<WorkloadToken, VaultError> {
-        let org = self.org(org).await?;
-        let id: TokenId = id.parse().map_err(|e| VaultError::NotFound(format!("{e}")))?;
+    pub async fn revoke_workload_token(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: TokenId,
+    ) -> Result<WorkloadToken, VaultError> {
+        let org = self.org_by_id(org).await?;
         let revoked = event(org.id, LifecycleKind::TokenRevoked, id, actor);
         let token = self.store.revoke_workload_token(&org.id, &id, Timestamp::now(), &revoked).await?;
         self.epoch.bump();
@@ -159,8 +169,8 @@ impl Vault {
     }
 
     /// The org's workload tokens (never their text).
-    pub async fn list_workload_tokens(&self, org: &str) -> Result<Vec<WorkloadToken>, VaultError> {
-        let org = self.org(org).await?;
+    pub async fn list_workload_tokens(&self, org: OrgId) -> Result<Vec<WorkloadToken>, VaultError> {
+        let org = self.org_by_id(org).await?;
         Ok(self.store.list_workload_tokens(&org.id).await?)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use byok_crypto::{Kms, LocalKeyring, ProviderSecret};
-use byok_domain::{Actor, ModelFamilyRegistry, ProviderId, ScopeInput, Tier};
+use byok_domain::{Actor, ModelFamilyRegistry, OrgId, ProviderId, ScopeInput, Tier};
 use byok_kms::KmsHandle;
 use byok_store::testing::TestStore;
 use byok_vault::{HostPattern, NewCredential, Vault, VaultError, VaultPolicy};
@@ -45,6 +45,7 @@ struct Env {
     t: TestStore,
     _dir: tempfile::TempDir,
     keyring: Arc<dyn Kms>,
+    org: OrgId,
 }
 
 impl Env {
@@ -52,9 +53,10 @@ impl Env {
         let t = TestStore::sqlite().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let keyring: Arc<dyn Kms> = Arc::new(LocalKeyring::open(dir.path().join("keyring.json")).unwrap());
-        let env = Self { t, _dir: dir, keyring };
-        env.vault(Policy::Strict).create_org(&Actor::System, "acme", Tier::KatmanB).await.unwrap();
-        env
+        let kms = KmsHandle::new(Arc::clone(&keyring), 2);
+        let vault = Vault::new(t.store().clone(), kms, ModelFamilyRegistry::seeded(), policy(Policy::Strict));
+        let org = vault.create_org(&Actor::System, "acme", Tier::KatmanB).await.unwrap().id;
+        Self { t, _dir: dir, keyring, org }
     }
 
     fn vault(&self, which: Policy) -> Vault {
@@ -76,7 +78,7 @@ impl Env {
             tpm: None,
             verify: false,
         };
-        let created = self.vault(which).create_credential(&Actor::System, "acme", new).await?;
+        let created = self.vault(which).create_credential(&Actor::System, self.org, new).await?;
         Ok(created.base_url.unwrap())
     }
 }

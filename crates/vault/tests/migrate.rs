@@ -90,12 +90,12 @@ async fn a_keyring_migrates_into_another_backend_resumably() {
                 tpm: None,
                 verify: false,
             };
-            creds.push(vault.create_credential(&Actor::System, "acme", new).await.unwrap());
+            creds.push(vault.create_credential(&Actor::System, org.id, new).await.unwrap());
         }
         let rotated = ProviderSecret::new(secret(0, 2)).unwrap();
-        vault.rotate_credential(&Actor::System, "acme", "key-0", rotated).await.unwrap();
+        vault.rotate_credential(&Actor::System, org.id, "key-0", rotated).await.unwrap();
         let shredded = vault.create_org(&Actor::System, "gone", Tier::KatmanA).await.unwrap();
-        vault.delete_org(&Actor::System, "gone").await.unwrap();
+        vault.delete_org(&Actor::System, shredded.id).await.unwrap();
         let store = t.store().clone();
         let versions = 8; // 7 credentials, one of them with two versions
         let wrapped_keys = versions + 1; // and the fingerprint key
@@ -151,7 +151,7 @@ async fn a_keyring_migrates_into_another_backend_resumably() {
         let rewrapped = events.iter().filter(|e| e.kind == LifecycleKind::Rewrapped).count();
         assert_eq!(rewrapped as u64, versions);
         assert_eq!(events.iter().filter(|e| e.kind == LifecycleKind::KmsMoved).count(), 1);
-        let verify = vault.verify_audit(&org.id.to_string()).await.unwrap();
+        let verify = vault.verify_audit(org.id).await.unwrap();
         assert!(verify.ok, "{verify:?}");
 
         // A third run has nothing left to do.

@@ -79,7 +79,7 @@ pub(crate) async fn query_audit(
     let org = admin.org(&vault, &org).await?;
     let Query(query) = query?;
     let credential = match &query.credential {
-        Some(reference) => Some(vault.credential(&org.id.to_string(), reference).await?.credential.id),
+        Some(reference) => Some(vault.credential(org.id, reference).await?.credential.id),
         None => None,
     };
     let filter = AuditFilter {
@@ -91,7 +91,7 @@ pub(crate) async fn query_audit(
         after_seq: query.after_seq,
         limit: query.limit,
     };
-    Ok(Json(vault.audit_rows(&org.id.to_string(), filter).await?))
+    Ok(Json(vault.audit_rows(org.id, filter).await?))
 }
 
 /// Recompute the org's audit hash chains; report the first broken link.
@@ -103,7 +103,7 @@ pub(crate) async fn verify_audit(
     Path(org): Path<String>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.verify_audit(&org.id.to_string()).await?))
+    Ok(Json(vault.verify_audit(org.id).await?))
 }
 
 /// Check a checkpoint kept by an auditor: signature, heads still in place, chains intact.
@@ -117,7 +117,7 @@ pub(crate) async fn verify_audit_checkpoint(
     JsonBody(checkpoint): JsonBody<SignedCheckpoint>,
 ) -> Result<Json<CheckpointCheck>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.verify_checkpoint(&org.id.to_string(), &checkpoint).await?))
+    Ok(Json(vault.verify_checkpoint(org.id, &checkpoint).await?))
 }
 
 /// A signed checkpoint of the org's audit chains, to keep outside byok.
@@ -129,7 +129,7 @@ pub(crate) async fn create_audit_checkpoint(
     Path(org): Path<String>,
 ) -> Result<(StatusCode, Json<SignedCheckpoint>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok((StatusCode::CREATED, Json(vault.audit_checkpoint(&org.id.to_string()).await?)))
+    Ok((StatusCode::CREATED, Json(vault.audit_checkpoint(org.id).await?)))
 }
 
 /// The public key that signs checkpoints.
@@ -225,7 +225,8 @@ pub(crate) async fn purge_audit(
         PurgeCut::Retention => None,
         PurgeCut::At(at) => Some(at),
     };
-    Ok(Json(vault.purge_audit(&admin.actor(), &org, before).await?))
+    let org = vault.org(&org).await?;
+    Ok(Json(vault.purge_audit(&admin.actor(), org.id, before).await?))
 }
 
 /// A credential's life in order.
@@ -269,13 +270,13 @@ pub(crate) async fn credential_lifecycle(
 ) -> Result<Json<LifecycleResponse>, ApiError> {
     let org = admin.org(&vault, &org).await?;
     let Query(query) = query?;
-    lifecycle_in(&vault, Owner::Org(&org.id.to_string()), &cred, query).await
+    lifecycle_in(&vault, Owner::Org(org.id), &cred, query).await
 }
 
 /// A page of a credential's timeline (an org's or the platform pool's).
 pub(crate) async fn lifecycle_in(
     vault: &Vault,
-    owner: Owner<'_>,
+    owner: Owner,
     cred: &str,
     query: LifecycleQuery,
 ) -> Result<Json<LifecycleResponse>, ApiError> {

@@ -39,7 +39,7 @@ pub(crate) async fn update_org(
 ) -> Result<Json<Org>, ApiError> {
     admin.require_operator("change an org's tier")?;
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.change_tier(&admin.actor(), &org.id.to_string(), body.tier).await?))
+    Ok(Json(vault.change_tier(&admin.actor(), org.id, body.tier).await?))
 }
 
 /// The rate card the org is billed with: its negotiated card (katman-c), else its tier's.
@@ -52,7 +52,7 @@ pub(crate) async fn get_rate_card(
     Path(org): Path<String>,
 ) -> Result<Json<RateCardView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.rate_card(&org.id.to_string()).await?))
+    Ok(Json(vault.rate_card(org.id).await?))
 }
 
 /// The org's negotiated rate card (katman-c), if it has one: 404 when it is billed with
@@ -66,7 +66,7 @@ pub(crate) async fn get_negotiated_rate_card(
     Path(org): Path<String>,
 ) -> Result<Json<RateCardView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let view = vault.rate_card(&org.id.to_string()).await?;
+    let view = vault.rate_card(org.id).await?;
     if !view.negotiated {
         return Err(ApiError::not_found(format!(
             "org {} has no negotiated rate card; it is billed with its tier's card (GET /v1/orgs/{{org}}/rate-card)",
@@ -90,7 +90,7 @@ pub(crate) async fn put_negotiated_rate_card(
 ) -> Result<Json<RateCardView>, ApiError> {
     admin.require_operator("negotiate rate cards")?;
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_rate_card(&admin.actor(), &org.id.to_string(), Some(card)).await?))
+    Ok(Json(vault.set_rate_card(&admin.actor(), org.id, Some(card)).await?))
 }
 
 /// Remove a katman-c org's negotiated card (operator only): it is billed with its tier's
@@ -105,7 +105,7 @@ pub(crate) async fn delete_negotiated_rate_card(
 ) -> Result<Json<RateCardView>, ApiError> {
     admin.require_operator("negotiate rate cards")?;
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_rate_card(&admin.actor(), &org.id.to_string(), None).await?))
+    Ok(Json(vault.set_rate_card(&admin.actor(), org.id, None).await?))
 }
 
 /// The org's monthly budget and this month's spend.
@@ -118,7 +118,7 @@ pub(crate) async fn get_budget(
     Path(org): Path<String>,
 ) -> Result<Json<BudgetView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.budget(&org.id.to_string()).await?))
+    Ok(Json(vault.budget(org.id).await?))
 }
 
 /// Set the org's monthly budget (operator or org admin), replacing the old one whole:
@@ -136,7 +136,7 @@ pub(crate) async fn put_budget(
     JsonBody(body): JsonBody<BudgetInput>,
 ) -> Result<Json<BudgetView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_budget(&admin.actor(), &org.id.to_string(), body).await?))
+    Ok(Json(vault.set_budget(&admin.actor(), org.id, body).await?))
 }
 
 /// The org's katman-c controls.
@@ -166,7 +166,7 @@ pub(crate) async fn put_controls(
     JsonBody(controls): JsonBody<ControlsInput>,
 ) -> Result<Json<OrgControls>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.set_controls(&admin.actor(), &org.id.to_string(), controls).await?.controls))
+    Ok(Json(vault.set_controls(&admin.actor(), org.id, controls).await?.controls))
 }
 
 /// What a statement is computed from.
@@ -234,7 +234,7 @@ pub(crate) async fn get_org_usage(
         None | Some(StatementSource::Rollup) => UsageSource::Rollup,
         Some(StatementSource::Audit) => UsageSource::Audit,
     };
-    Ok(Json(vault.statement(&org.id.to_string(), from, to, source).await?))
+    Ok(Json(vault.statement(org.id, from, to, source).await?))
 }
 
 /// Every org's usage for `[from, to)`, one line per org (operator only).

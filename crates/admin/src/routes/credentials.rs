@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use byok_crypto::ProviderSecret;
-use byok_domain::{Credential, ProviderId, ScopeInput, Timestamp};
+use byok_domain::{Credential, OrgId, ProviderId, ScopeInput, Timestamp};
 use byok_vault::{CredentialDetail, CredentialPatch, NewCredential, Owner, StateChange, Vault, Verification};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -117,7 +117,7 @@ pub(crate) struct CredentialList {
 /// Whose credentials a route acts on, once the admin token is checked against it.
 pub(crate) enum Target {
     /// An org's, by id.
-    Org(String),
+    Org(OrgId),
     /// The platform pool (operator only).
     Platform,
 }
@@ -125,7 +125,7 @@ pub(crate) enum Target {
 impl Target {
     /// The org named in the path, if the token may act on it.
     pub(crate) async fn org(vault: &Vault, admin: &Admin, reference: &str) -> Result<Self, ApiError> {
-        Ok(Target::Org(admin.org(vault, reference).await?.id.to_string()))
+        Ok(Target::Org(admin.org(vault, reference).await?.id))
     }
 
     /// The platform pool, for the operator token only.
@@ -134,8 +134,8 @@ impl Target {
         Ok(Target::Platform)
     }
 
-    fn owner(&self) -> Owner<'_> {
-        match self {
+    fn owner(&self) -> Owner {
+        match *self {
             Target::Org(id) => Owner::Org(id),
             Target::Platform => Owner::Platform,
         }

@@ -20,7 +20,7 @@ pub(crate) async fn get_limits(
     Path(org): Path<String>,
 ) -> Result<Json<LimitsView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.limits(&org.id.to_string()).await?))
+    Ok(Json(vault.limits(org.id).await?))
 }
 
 /// Set the org's rate limits (operator or org admin), replacing them whole:
@@ -43,7 +43,7 @@ pub(crate) async fn put_limits(
     // The org check comes first: another org's admin learns nothing from a bad body.
     let org = admin.org(&vault, &org).await?;
     let JsonBody(limits) = body?;
-    Ok(Json(vault.set_limits(&admin.actor(), &org.id.to_string(), limits).await?))
+    Ok(Json(vault.set_limits(&admin.actor(), org.id, limits).await?))
 }
 
 /// Remove every rate limit of the org (operator or org admin); the answer is the org's
@@ -57,7 +57,6 @@ pub(crate) async fn delete_limits(
     Path(org): Path<String>,
 ) -> Result<Json<LimitsView>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let id = org.id.to_string();
-    vault.clear_limits(&admin.actor(), &id).await?;
-    Ok(Json(vault.limits(&id).await?))
+    vault.clear_limits(&admin.actor(), org.id).await?;
+    Ok(Json(vault.limits(org.id).await?))
 }

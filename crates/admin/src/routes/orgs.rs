@@ -137,7 +137,7 @@ pub(crate) async fn list_admin_tokens(
     Path(org): Path<String>,
 ) -> Result<Json<AdminTokenList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(AdminTokenList { admin_tokens: vault.list_admin_tokens(&org.id.to_string()).await? }))
+    Ok(Json(AdminTokenList { admin_tokens: vault.list_admin_tokens(org.id).await? }))
 }
 
 /// Revoke an org-admin token: it stops working at once, on every node (admin tokens are
@@ -152,7 +152,9 @@ pub(crate) async fn revoke_admin_token(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<AdminToken>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.revoke_admin_token(&admin.actor(), &org.id.to_string(), &id).await?))
+    // Checked once the org is: an id that is none answers 404, like one that names nothing.
+    let id = id.parse::<AdminTokenId>().map_err(|e| ApiError::not_found(e.to_string()))?;
+    Ok(Json(vault.revoke_admin_token(&admin.actor(), org.id, id).await?))
 }
 
 /// Issue an org-admin token confined to this org.
@@ -166,7 +168,7 @@ pub(crate) async fn create_admin_token(
     JsonBody(body): JsonBody<CreateAdminTokenRequest>,
 ) -> Result<(StatusCode, Json<IssuedAdminTokenResponse>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let issued = vault.issue_org_admin_token(&admin.0, &org.id.to_string(), body.expires_at).await?;
+    let issued = vault.issue_org_admin_token(&admin.0, org.id, body.expires_at).await?;
     let response = IssuedAdminTokenResponse {
         id: issued.token.id,
         token: issued.text.expose().to_owned(),
@@ -187,7 +189,7 @@ pub(crate) async fn create_team(
     JsonBody(body): JsonBody<CreateTeamRequest>,
 ) -> Result<(StatusCode, Json<Team>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let team = vault.create_team(&admin.actor(), &org.id.to_string(), &body.name).await?;
+    let team = vault.create_team(&admin.actor(), org.id, &body.name).await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
 
@@ -200,7 +202,7 @@ pub(crate) async fn list_teams(
     Path(org): Path<String>,
 ) -> Result<Json<TeamList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(TeamList { teams: vault.list_teams(&org.id.to_string()).await? }))
+    Ok(Json(TeamList { teams: vault.list_teams(org.id).await? }))
 }
 
 /// Create a workflow.
@@ -214,7 +216,7 @@ pub(crate) async fn create_workflow(
     JsonBody(body): JsonBody<CreateWorkflowRequest>,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let workflow = vault.create_workflow(&admin.actor(), &org.id.to_string(), &body.name, body.team.as_deref()).await?;
+    let workflow = vault.create_workflow(&admin.actor(), org.id, &body.name, body.team.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(workflow)))
 }
 
@@ -227,7 +229,7 @@ pub(crate) async fn list_workflows(
     Path(org): Path<String>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(WorkflowList { workflows: vault.list_workflows(&org.id.to_string()).await? }))
+    Ok(Json(WorkflowList { workflows: vault.list_workflows(org.id).await? }))
 }
 
 /// `DELETE /v1/orgs/{org}`: the confirmation, read as text and checked once the org is
@@ -256,9 +258,9 @@ pub(crate) async fn delete_org(
     admin.require_operator("delete orgs")?;
     let Query(query) = query?;
     // What the path names is looked up first: a name that names nothing is 404.
-    let org = admin.org(&vault, &org).await?.id.to_string();
+    let org = admin.org(&vault, &org).await?.id;
     Confirm::from_query(query.confirm.as_ref(), "deleting an org destroys its keys for good")?;
-    Ok(Json(vault.delete_org(&admin.actor(), &org).await?))
+    Ok(Json(vault.delete_org(&admin.actor(), org).await?))
 }
 
 /// Rotate the org's KEK: a new version is current at once; every DEK is rewrapped to it
@@ -275,7 +277,7 @@ pub(crate) async fn rotate_kek(
 ) -> Result<(StatusCode, Json<KekStatus>), ApiError> {
     let org = admin.org(&vault, &org).await?;
     let JsonBody(ConfirmBody { confirm: Confirm }) = body?;
-    let status = vault.rotate_kek(&admin.actor(), &org.id.to_string()).await?;
+    let status = vault.rotate_kek(&admin.actor(), org.id).await?;
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
 
@@ -289,7 +291,7 @@ pub(crate) async fn get_kek_status(
     Path(org): Path<String>,
 ) -> Result<Json<KekStatus>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.kek_status(&org.id.to_string()).await?))
+    Ok(Json(vault.kek_status(org.id).await?))
 }
 
 /// `PUT /v1/orgs/{org}/kms`
@@ -317,7 +319,7 @@ pub(crate) async fn move_kms(
 ) -> Result<(StatusCode, Json<KekStatus>), ApiError> {
     admin.require_operator("move an org to another KMS")?;
     let org = admin.org(&vault, &org).await?;
-    let status = vault.move_kms(&admin.actor(), &org.id.to_string(), &body.kms).await?;
+    let status = vault.move_kms(&admin.actor(), org.id, &body.kms).await?;
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
 

@@ -57,7 +57,7 @@ pub(crate) async fn create_token(
 ) -> Result<(StatusCode, Json<IssuedTokenResponse>), ApiError> {
     let org = admin.org(&vault, &org).await?;
     let request = NewWorkloadToken { team: body.team, workflows: body.workflows, expires_at: body.expires_at };
-    let issued = vault.issue_workload_token(&admin.actor(), &org.id.to_string(), request).await?;
+    let issued = vault.issue_workload_token(&admin.actor(), org.id, request).await?;
     let response = IssuedTokenResponse {
         id: issued.token.id,
         token: issued.text.expose().to_owned(),
@@ -78,7 +78,7 @@ pub(crate) async fn list_tokens(
     Path(org): Path<String>,
 ) -> Result<Json<TokenList>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(TokenList { tokens: vault.list_workload_tokens(&org.id.to_string()).await? }))
+    Ok(Json(TokenList { tokens: vault.list_workload_tokens(org.id).await? }))
 }
 
 /// Revoke a workload token (idempotent).
@@ -91,5 +91,7 @@ pub(crate) async fn revoke_token(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<WorkloadToken>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    Ok(Json(vault.revoke_workload_token(&admin.actor(), &org.id.to_string(), &id).await?))
+    // Checked once the org is: an id that is none answers 404, like one that names nothing.
+    let id = id.parse::<TokenId>().map_err(|e| ApiError::not_found(e.to_string()))?;
+    Ok(Json(vault.revoke_workload_token(&admin.actor(), org.id, id).await?))
 }

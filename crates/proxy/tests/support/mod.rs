@@ -259,7 +259,7 @@ impl Env {
         let (stop, stopped) = watch::channel(false);
         let (proxy, _) = serve_node(&t, &vault, config.clone(), stopped).await;
         let org = vault.create_org(&actor(), &format!("org-{}", ulid::Ulid::new()), Tier::KatmanB).await.unwrap();
-        let team = vault.create_team(&actor(), &org.id.to_string(), "research").await.unwrap();
+        let team = vault.create_team(&actor(), org.id, "research").await.unwrap();
         Env {
             t,
             _dir: dir,
@@ -325,7 +325,7 @@ impl Env {
             tpm: None,
             verify: false,
         };
-        self.vault.create_credential(&actor(), &self.org.id.to_string(), new).await.unwrap()
+        self.vault.create_credential(&actor(), self.org.id, new).await.unwrap()
     }
 
     /// A workload token of the env's team (or `team`), optionally restricted to workflows.
@@ -339,21 +339,21 @@ impl Env {
             workflows: workflows.iter().map(|w| (*w).to_owned()).collect(),
             expires_at: None,
         };
-        let issued = self.vault.issue_workload_token(&actor(), &self.org.id.to_string(), request).await.unwrap();
+        let issued = self.vault.issue_workload_token(&actor(), self.org.id, request).await.unwrap();
         issued.text.expose().to_owned()
     }
 
     /// Another org of `tier` with a team `research`.
     pub async fn other_org(&self, tier: Tier) -> (Org, Team) {
         let org = self.vault.create_org(&actor(), &format!("org-{}", ulid::Ulid::new()), tier).await.unwrap();
-        let team = self.vault.create_team(&actor(), &org.id.to_string(), "research").await.unwrap();
+        let team = self.vault.create_team(&actor(), org.id, "research").await.unwrap();
         (org, team)
     }
 
     /// A workload token of `team` in `org`.
     pub async fn token_in(&self, org: &Org, team: &str) -> String {
         let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), expires_at: None };
-        let issued = self.vault.issue_workload_token(&actor(), &org.id.to_string(), request).await.unwrap();
+        let issued = self.vault.issue_workload_token(&actor(), org.id, request).await.unwrap();
         issued.text.expose().to_owned()
     }
 
@@ -381,12 +381,8 @@ impl Env {
             tpm: None,
             verify: false,
         };
-        let id;
         let owner = match org {
-            Some(org) => {
-                id = org.id.to_string();
-                Owner::Org(&id)
-            }
+            Some(org) => Owner::Org(org.id),
             None => Owner::Platform,
         };
         self.vault.create_credential(&actor(), owner, new).await.unwrap()
