@@ -103,6 +103,35 @@ Examples:
     /// Every other command: a client of the admin API.
     #[command(flatten)]
     Admin(AdminCommand),
+
+    /// Print a shell completion script for byok to standard output.
+    #[command(after_help = "\
+Examples:
+  byok completions bash > /usr/share/bash-completion/completions/byok
+  byok completions zsh > /usr/local/share/zsh/site-functions/_byok
+  byok completions fish > ~/.config/fish/completions/byok.fish
+  byok completions powershell >> $PROFILE")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(after_help = "\
+With --out, the directory gets byok.1 and one page per subcommand (byok-serve.1,
+byok-credential-add.1, ...), each linked from its parent's page: what a package
+installs under /usr/share/man/man1.
+
+Examples:
+  byok man | man -l -
+  byok man --out /usr/share/man/man1")]
+    Man {
+        /// Write byok.1 and one page per subcommand into DIR (created if missing) instead
+        /// of printing byok.1.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The commands that call the admin API.
@@ -555,7 +584,7 @@ The token is printed on standard output once and is not shown again; notes go to
 standard error, so `byok org admin-token acme > acme.token` captures only the token.
 
 Example:
-  byok org admin-token acme --expires-at 2026-01-01T00:00:00Z")]
+  byok org admin-token acme --expires-at 2030-01-01T00:00:00Z")]
     AdminToken {
         /// Org id or name.
         org: String,
@@ -1187,7 +1216,9 @@ hash); notes go to standard error, so this works:
 Examples:
   byok token create --org acme --team agents
   byok token create --org acme --team agents --workflow nightly-summary \\
-      --expires-at 2026-01-01T00:00:00Z")]
+      --expires-at 2030-01-01T00:00:00Z
+  byok token create --org acme --team agents \\
+      --expires-at \"$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)\"   # GNU date: 90 days from now")]
     Create {
         /// Org id or name.
         #[arg(long)]
@@ -1300,5 +1331,5 @@ fn parse_period(text: &str) -> Result<Period, String> {
 fn parse_rfc3339(text: &str) -> Result<String, String> {
     Timestamp::parse_rfc3339(text)
         .map(|_| text.to_owned())
-        .map_err(|e| format!("'{text}' is not an RFC 3339 timestamp ({e}); example: 2026-01-01T00:00:00Z"))
+        .map_err(|e| format!("'{text}' is not an RFC 3339 timestamp ({e}); example: 2030-01-01T00:00:00Z"))
 }

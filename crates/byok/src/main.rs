@@ -1,7 +1,7 @@
 //! `byok`: the sidecar (`byok serve`) and the admin-API client commands.
 //!
-//! This file only parses and dispatches: `serve` belongs to `byok-server`, every other
-//! command to [`commands`].
+//! This file only parses and dispatches: `serve` belongs to `byok-server`, `completions`
+//! and `man` to [`generate`], every other command to [`commands`].
 #![forbid(unsafe_code)]
 
 mod api;
@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod commands;
 mod error;
+mod generate;
 mod output;
 mod secret_input;
 
@@ -26,6 +27,8 @@ async fn main() -> ExitCode {
         Command::Serve(args) => {
             byok_server::serve(cli.global.data_dir.clone(), args.clone()).await.map_err(CliError::Serve)
         }
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { out } => generate::man(out.as_deref()),
         Command::Admin(command) => commands::run(&cli.global, command).await,
     };
     match result {

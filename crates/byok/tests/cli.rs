@@ -215,3 +215,64 @@ fn help_names_every_command_and_there_is_no_secret_flag() {
     let serve = cli_help(&["serve", "--help"]);
     assert!(serve.contains("--admin-addr") && serve.contains("--data-dir"), "{serve}");
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_command_line() {
+    let run = |args: &[&str]| {
+        let output = clean_command().args(args).output().unwrap();
+        assert!(output.status.success(), "byok {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&["completions", shell]);
+        for word in ["credential", "rotate", "token", "serve"] {
+            assert!(script.contains(word), "the {shell} completions do not mention {word}");
+        }
+    }
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _byok"), "{}", &bash[..bash.len().min(400)]);
+    if let Ok(status) = std::process::Command::new("bash").args(["-n", "-c", &bash]).status() {
+        assert!(status.success(), "the bash completion script does not parse");
+    }
+    let refused = clean_command().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bash"), "{refused:?}");
+
+    // One page on stdout, linking the subcommands' pages.
+    let page = run(&["man"]);
+    assert!(page.contains(".TH byok 1"), "{}", &page[..page.len().min(400)]);
+    for command in ["serve", "credential", "token", "audit", "completions"] {
+        assert!(page.contains(&format!("byok\\-{command}(1)")), "byok.1 does not link byok-{command}(1)");
+    }
+    if let Ok(output) = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut groff| {
+            use std::io::Write;
+            groff.stdin.take().unwrap().write_all(page.as_bytes())?;
+            groff.wait_with_output()
+        })
+    {
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "groff: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // With --out, a page per command, named as the pages link them.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let written = clean_command().args(["man", "--out"]).arg(&out).output().unwrap();
+    assert!(written.status.success(), "{written:?}");
+    assert!(String::from_utf8_lossy(&written.stderr).contains("manual pages"), "{written:?}");
+    for name in ["byok.1", "byok-serve.1", "byok-credential-add.1", "byok-credential-rotate.1", "byok-token-create.1"] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.contains(".TH"), "{name} is not a manual page");
+    }
+    assert!(!out.join("byok-help.1").exists(), "clap's help subcommand has a page");
+    let serve = std::fs::read_to_string(out.join("byok-serve.1")).unwrap();
+    assert!(serve.contains("BYOK_ADMIN_ADDR") && serve.contains("\\-\\-config"), "{serve}");
+}

@@ -928,6 +928,165 @@ mod tests {
         }
     }
 
+    /// `byok.example.toml` at the repository root.
+    fn example_config_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../byok.example.toml")
+    }
+
+    /// The example with its optional settings switched on: `#key = …` and `#[section]`
+    /// lines (a `#` directly followed by text) uncommented; prose (`# …`) stays.
+    fn example_with_every_setting() -> String {
+        let text = std::fs::read_to_string(example_config_path()).unwrap();
+        text.lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| !c.is_whitespace()) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn example_config_is_accepted_and_changes_no_default() {
+        let args = ServeArgs { config: Some(example_config_path()), ..ServeArgs::default() };
+        let example = Settings::load(None, &args).unwrap();
+        let defaults = Settings::load(None, &ServeArgs::default()).unwrap();
+        // Its active lines are the defaults, written out: loading it changes nothing.
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn example_config_names_every_setting_and_each_is_valid() {
+        let text = example_with_every_setting();
+        // Every optional setting, switched on, is accepted by `byok serve --config`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        std::fs::write(&path, &text).unwrap();
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        let settings = Settings::load(None, &args).unwrap();
+        assert_eq!(settings.customer_kms.len(), 2);
+        assert!(settings.database_url.is_some() && settings.proxy.limits.redis_url.is_some());
+
+        // Every key of every section appears. The patterns below are exhaustive, so a new
+        // field does not compile until it is listed here, and then fails until the example
+        // has it.
+        let file: ConfigFile = toml::from_str(&text).unwrap();
+        let raw: toml::Table = toml::from_str(&text).unwrap();
+        let table = |path: &[&str]| -> toml::Table {
+            let mut at = &raw;
+            for key in path {
+                at = at.get(*key).and_then(toml::Value::as_table).unwrap_or_else(|| panic!("no [{}]", path.join(".")));
+            }
+            at.clone()
+        };
+        let has_all = |section: &toml::Table, name: &str, keys: &[&str]| {
+            for key in keys {
+                assert!(section.contains_key(*key), "byok.example.toml: {name} lacks `{key}`");
+            }
+        };
+        macro_rules! keys {
+            ($value:expr, $ty:ident { $($field:ident $(as $key:literal)?),* $(,)? }) => {{
+                let $ty { $($field: _),* } = $value;
+                [$(keys!(@key $field $($key)?)),*]
+            }};
+            (@key $field:ident $key:literal) => { $key };
+            (@key $field:ident) => { stringify!($field) };
+        }
+
+        let top = keys!(
+            &file,
+            ConfigFile {
+                data_dir,
+                database_url,
+                admin_addr,
+                proxy_addr,
+                kms,
+                proxy,
+                upstreams,
+                credentials,
+                audit,
+                model_families,
+                billing,
+                limits,
+            }
+        );
+        has_all(&raw, "the top level", &top);
+        let proxy = keys!(
+            &file.proxy,
+            ProxySection {
+                max_request_body_bytes,
+                connect_timeout_secs,
+                response_timeout_secs,
+                dek_cache_ttl_secs,
+                dek_cache_max_uses,
+                trusted_proxies,
+                spend_refresh_secs,
+                allow_private_upstreams,
+                header_read_timeout_secs,
+                idle_timeout_secs,
+                max_connections,
+                max_uri_bytes,
+                max_header_bytes,
+                failover_attempts,
+            }
+        );
+        has_all(&table(&["proxy"]), "[proxy]", &proxy);
+        let limits = keys!(&file.limits, LimitsSection { redis_url, key_prefix, redis_timeout_ms });
+        has_all(&table(&["limits"]), "[limits]", &limits);
+        let credentials = keys!(&file.credentials, CredentialsSection { allow_plain_http_base_url });
+        has_all(&table(&["credentials"]), "[credentials]", &credentials);
+        let audit = keys!(&file.audit, AuditSection {
+            katman_a as "retention_days_katman_a",
+            katman_b as "retention_days_katman_b",
+            katman_c as "retention_days_katman_c",
+            purge_interval_secs,
+        });
+        has_all(&table(&["audit"]), "[audit]", &audit);
+        assert!(!file.model_families.is_empty(), "byok.example.toml: no [model_families] entry");
+
+        let billing = keys!(&file.billing, BillingSection { currency, rate_cards, provider_prices });
+        has_all(&table(&["billing"]), "[billing]", &billing);
+        for tier in ["katman-a", "katman-b", "katman-c"] {
+            let card = keys!(
+                &file.billing.rate_cards[tier],
+                RateCard { per_call, per_million_input_tokens, per_million_output_tokens }
+            );
+            has_all(&table(&["billing", "rate_cards", tier]), &format!("[billing.rate_cards.{tier}]"), &card);
+        }
+        let (family, price) = file.billing.provider_prices.iter().next().unwrap();
+        let price = keys!(price, ProviderPrice { input, output });
+        has_all(&table(&["billing", "provider_prices", family]), "[billing.provider_prices.<family>]", &price);
+
+        let (id, upstream) = file.upstreams.iter().next().unwrap();
+        let upstream = keys!(upstream, UpstreamSection { base_url, override_credentials, allowed_hosts });
+        has_all(&table(&["upstreams", id]), "[upstreams.<id>]", &upstream);
+
+        let kms = keys!(&file.kms, KmsSection { max_concurrency, timeout_secs, backend, pkcs11, aws, customer });
+        has_all(&table(&["kms"]), "[kms]", &kms);
+        let pkcs11 = keys!(
+            file.kms.pkcs11.as_ref().unwrap(),
+            Pkcs11Config { module, token_label, pin_file, pin_env, mechanism, max_sessions }
+        );
+        has_all(&table(&["kms", "pkcs11"]), "[kms.pkcs11]", &pkcs11);
+        let aws = keys!(
+            file.kms.aws.as_ref().unwrap(),
+            AwsKmsConfig { region, endpoint_url, key_arn, alias_prefix, pending_window_days, max_attempts }
+        );
+        // key_arn names a customer's key: refused in [kms.aws], shown in [kms.customer.*].
+        let own_aws: Vec<&str> = aws.into_iter().filter(|key| *key != "key_arn").collect();
+        has_all(&table(&["kms", "aws"]), "[kms.aws]", &own_aws);
+        // The customer KMSs together show every key (each backend takes some of them).
+        let mut customers = toml::Table::new();
+        for name in file.kms.customer.keys() {
+            customers.extend(table(&["kms", "customer", name]));
+        }
+        let customer = keys!(
+            file.kms.customer.values().next().unwrap(),
+            CustomerKmsSection { backend, max_concurrency, orgs, pkcs11, key_arn, region, endpoint_url }
+        );
+        has_all(&customers, "the [kms.customer.<name>] sections", &customer);
+    }
+
     #[test]
     fn unknown_config_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
