@@ -98,6 +98,25 @@ async fn credential_lifecycle_through_the_api_never_shows_the_secret() {
         }
         assert_eq!(h.t.query_i64("SELECT COUNT(*) FROM lifecycle_events WHERE kind = 'token_revoked'").await.unwrap(), 1);
 
+        // Named tokens: the name is unique in the org, listed, and names the token for revocation.
+        let named = h
+            .ok(
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "name": "summarizer", "description": "nightly summary job"}),
+            )
+            .await;
+        assert_eq!((named["name"].as_str(), named["description"].as_str()), (Some("summarizer"), Some("nightly summary job")));
+        let again = h.op(Method::POST, "/v1/orgs/acme/tokens", json!({"team": "research", "name": "summarizer"})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.raw);
+        assert!(again.raw.contains("a workload token named 'summarizer' already exists in org 'acme'"), "{}", again.raw);
+        let tokens = h.ok(Method::GET, "/v1/orgs/acme/tokens", json!({})).await;
+        let listed = tokens["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "summarizer").unwrap().clone();
+        assert_eq!((listed["id"].clone(), listed["description"].clone()), (named["id"].clone(), json!("nightly summary job")));
+        let revoked = h.ok(Method::DELETE, "/v1/orgs/acme/tokens/summarizer", json!({})).await;
+        assert_eq!(revoked["id"], named["id"]);
+        assert!(revoked["revoked_at"].is_string());
+
         h.assert_no_plaintext_at_rest(&[CANARY, CANARY_2, &token_text]).await;
     })
     .await
@@ -371,6 +390,34 @@ async fn bad_input_is_refused_and_nothing_is_written() {
                 json!({"team": "research", "expires_at": "2001-01-01T00:00:00Z"}).to_string(),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "in the past",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "name": "no spaces"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "name:",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "description": "x".repeat(501)}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "description: longer than 500 characters",
+            ),
+            (
+                Method::POST,
+                "/v1/orgs/acme/tokens",
+                json!({"team": "research", "description": "line\nbreak"}).to_string(),
+                StatusCode::BAD_REQUEST,
+                "description: a control character",
+            ),
+            (
+                Method::DELETE,
+                "/v1/orgs/acme/tokens/no-such-token",
+                "".to_owned(),
+                StatusCode::NOT_FOUND,
+                "no workload token 'no-such-token'",
             ),
             (
                 Method::POST,

@@ -337,7 +337,7 @@ pub struct RotateCredential {
     pub secret: SecretString,
 }
 
-/// `{"team","workflows"?,"expires_at"?}`
+/// `{"team","workflows"?,"expires_at"?,"name"?,"description"?}`
 #[derive(Debug, Serialize)]
 pub struct CreateToken {
     /// Team id or name.
@@ -348,6 +348,12 @@ pub struct CreateToken {
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The token's name, unique in the org.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// `{"before"?}`: remove audit entries older than this; absent: the org's retention.

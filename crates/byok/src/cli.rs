@@ -949,9 +949,9 @@ Examples:
     Enable(CredentialRef),
     /// Revoke a credential for good.
     #[command(
-        after_help = "Examples:\n  byok credential revoke --org acme openai-prod\n  byok credential revoke --platform openai-pool"
+        after_help = "Examples:\n  byok credential revoke --org acme openai-prod --yes\n  byok credential revoke --platform openai-pool --yes"
     )]
-    Revoke(CredentialRef),
+    Revoke(RevokeArgs),
     /// Show a credential's lifecycle: every event and every call in order (the same as
     /// `byok audit replay`). A platform credential's calls come from every org it served.
     #[command(
@@ -1040,6 +1040,17 @@ pub struct CredentialRef {
     pub owner: OwnerFlags,
     /// Credential id or name.
     pub cred: String,
+}
+
+/// `byok credential revoke`: a credential, and the confirmation (revocation is for good).
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The credential.
+    #[command(flatten)]
+    pub target: CredentialRef,
+    /// Confirm: a revoked credential can never be used or enabled again.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Scope allow-lists as flags, shared by `credential add` and `credential update`.
@@ -1215,6 +1226,7 @@ hash); notes go to standard error, so this works:
 
 Examples:
   byok token create --org acme --team agents
+  byok token create --org acme --team agents --name summarizer --description 'nightly summary job'
   byok token create --org acme --team agents --workflow nightly-summary \\
       --expires-at 2030-01-01T00:00:00Z
   byok token create --org acme --team agents \\
@@ -1232,6 +1244,12 @@ Examples:
         /// When the token stops working (RFC 3339); default: never.
         #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
         expires_at: Option<String>,
+        /// A name for the token, unique in the org (shown in lists; revoke by it).
+        #[arg(long)]
+        name: Option<String>,
+        /// What the token is for (at most 500 characters).
+        #[arg(long)]
+        description: Option<String>,
     },
     /// List an org's workload tokens (never their text).
     List {
@@ -1240,12 +1258,14 @@ Examples:
         org: String,
     },
     /// Revoke a workload token.
-    #[command(after_help = "Example:\n  byok token revoke --org acme tok_01J…")]
+    #[command(
+        after_help = "Examples:\n  byok token revoke --org acme tok_01J…\n  byok token revoke --org acme summarizer"
+    )]
     Revoke {
         /// Org id or name.
         #[arg(long)]
         org: String,
-        /// Token id (tok_…).
+        /// Token id (tok_…) or name.
         id: String,
     },
 }

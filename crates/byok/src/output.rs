@@ -486,8 +486,19 @@ fn credential_list(answer: &Value, empty: &str) -> String {
     // katman-c orgs with a maximum credential age: when each credential must be rotated.
     let rotate_by = items.iter().any(|item| !matches!(item.get("rotate_by"), None | Some(Value::Null)));
     let mut table = new_table();
-    let mut header =
-        vec!["ID", "NAME", "PROVIDER", "STATE", "HEALTH", "SCOPE", "VERSION", "PRIORITY", "WEIGHT", "EXPIRES"];
+    let mut header = vec![
+        "ID",
+        "NAME",
+        "PROVIDER",
+        "STATE",
+        "HEALTH",
+        "SCOPE",
+        "VERSION",
+        "FINGERPRINT",
+        "PRIORITY",
+        "WEIGHT",
+        "EXPIRES",
+    ];
     if rotate_by {
         header.push("ROTATE BY");
     }
@@ -501,6 +512,7 @@ fn credential_list(answer: &Value, empty: &str) -> String {
             health_text(item.get("health")),
             scope_summary(item.get("scope")),
             cell(item, "version"),
+            cell(item, "fingerprint"),
             cell(item, "priority"),
             cell(item, "weight"),
             cell(item, "expires_at"),
@@ -668,16 +680,18 @@ fn token_list(answer: &Value) -> String {
     }
     let now = Utc::now();
     let mut table = new_table();
-    table.set_header(["ID", "TEAM", "WORKFLOWS", "STATE", "EXPIRES", "REVOKED", "CREATED"]);
+    table.set_header(["ID", "NAME", "TEAM", "WORKFLOWS", "STATE", "EXPIRES", "REVOKED", "CREATED", "DESCRIPTION"]);
     for token in items {
         table.add_row(vec![
             cell(token, "id"),
+            cell(token, "name"),
             cell(token, "team_id"),
             list_or_any(token.get("workflows")),
             token_state(token, now).to_owned(),
             or_never(token, "expires_at"),
             cell(token, "revoked_at"),
             cell(token, "created_at"),
+            cell(token, "description"),
         ]);
     }
     format!("{table}\n")

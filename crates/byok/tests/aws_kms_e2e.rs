@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ async fn orgs_keep_their_keks_in_aws_kms_and_move_to_their_own_key() {
             if testing::moto_required() {
                 panic!("BYOK_REQUIRE_MOTO=1 but {}", testing::NOT_AVAILABLE);
             }
-            eprintln!("skipped: {}", testing::NOT_AVAILABLE);
+            let _ = writeln!(std::io::stderr(), "skipped: {}", testing::NOT_AVAILABLE);
             return;
         }
         Err(problem) => panic!("cannot start moto: {problem}"),

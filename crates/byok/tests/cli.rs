@@ -131,7 +131,7 @@ fn cli_drives_the_admin_api_without_ever_showing_a_secret() {
     let disabled = cli.run("credential disable --org acme openai-prod").ok();
     assert!(disabled.stdout.contains("is now disabled"), "{disabled:?}");
     assert_eq!(cli.run("credential enable --org acme openai-prod --json").json()["state"], "active");
-    assert_eq!(cli.run(&format!("credential revoke --org acme {cred_id} --json")).json()["state"], "revoked");
+    assert_eq!(cli.run(&format!("credential revoke --org acme {cred_id} --yes --json")).json()["state"], "revoked");
 
     let lifecycle = cli.run("credential lifecycle --org acme openai-prod --json").json();
     let kinds: Vec<&str> = lifecycle["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();

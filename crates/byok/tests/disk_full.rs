@@ -211,7 +211,10 @@ async fn calls_fail_closed_while_the_disk_is_full_and_recover_without_a_restart(
     let tmpfs = match Tmpfs::mount(TMPFS_MB) {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            eprintln!("skipped calls_fail_closed_while_the_disk_is_full_and_recover_without_a_restart: {why}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped calls_fail_closed_while_the_disk_is_full_and_recover_without_a_restart: {why}"
+            );
             return;
         }
     };

@@ -16,6 +16,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +34,10 @@ const KEY: &str = "sk-canary-fleet-openai-5e1f0c2a9b7d3e48";
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_whose_kms_is_not_the_fleets_refuses_to_start() {
     let Some(db) = TestStore::postgres().await.unwrap() else {
-        eprintln!("skipped a_node_whose_kms_is_not_the_fleets_refuses_to_start: BYOK_TEST_POSTGRES_URL is not set");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped a_node_whose_kms_is_not_the_fleets_refuses_to_start: BYOK_TEST_POSTGRES_URL is not set"
+        );
         return;
     };
     let url = db.url().to_owned();
@@ -119,7 +123,10 @@ async fn until_refused_everywhere(http: &reqwest::Client, proxies: &[String], to
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_on_one_softhsm_token_are_one_system() {
     let Some(db) = TestStore::postgres().await.unwrap() else {
-        eprintln!("skipped three_nodes_on_one_softhsm_token_are_one_system: BYOK_TEST_POSTGRES_URL is not set");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped three_nodes_on_one_softhsm_token_are_one_system: BYOK_TEST_POSTGRES_URL is not set"
+        );
         return;
     };
     let scratch = tempfile::tempdir().unwrap();
@@ -130,14 +137,20 @@ async fn three_nodes_on_one_softhsm_token_are_one_system() {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_on_aws_kms_are_one_system() {
     let Some(db) = TestStore::postgres().await.unwrap() else {
-        eprintln!("skipped three_nodes_on_aws_kms_are_one_system: BYOK_TEST_POSTGRES_URL is not set");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped three_nodes_on_aws_kms_are_one_system: BYOK_TEST_POSTGRES_URL is not set"
+        );
         return;
     };
     let mut moto = match byok_kms_aws::testing::MotoServer::start() {
         Ok(Some(server)) => server,
         Ok(None) if byok_kms_aws::testing::moto_required() => panic!("BYOK_REQUIRE_MOTO=1 but no moto_server"),
         Ok(None) => {
-            eprintln!("skipped three_nodes_on_aws_kms_are_one_system: no moto_server (scripts/moto-server.sh)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped three_nodes_on_aws_kms_are_one_system: no moto_server (scripts/moto-server.sh)"
+            );
             return;
         }
         Err(err) => panic!("moto_server: {err}"),

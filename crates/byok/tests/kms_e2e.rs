@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -97,7 +98,7 @@ async fn a_customer_kms_and_a_data_directory_migration_keep_every_call_working()
         if byok_kms_pkcs11::testing::pkcs11_required() {
             panic!("BYOK_REQUIRE_PKCS11=1 but {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         }
-        eprintln!("skipped: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
+        let _ = writeln!(std::io::stderr(), "skipped: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         return;
     };
     let customer = customer_token(scratch.path(), &token).unwrap_or_else(|| token.clone());

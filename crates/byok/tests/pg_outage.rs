@@ -18,6 +18,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +136,10 @@ async fn a_node_survives_its_database_going_away_and_coming_back() {
             std::env::var("BYOK_REQUIRE_POSTGRES_BIN").as_deref() != Ok("1"),
             "BYOK_REQUIRE_POSTGRES_BIN=1 but no initdb/pg_ctl under /usr/lib/postgresql"
         );
-        eprintln!("skipped a_node_survives_its_database_going_away_and_coming_back: no initdb/pg_ctl");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped a_node_survives_its_database_going_away_and_coming_back: no initdb/pg_ctl"
+        );
         return;
     };
     let cluster = Cluster::init(bin);

@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -42,7 +43,7 @@ fn python_or_skip(test: &str) -> Option<String> {
         if std::env::var("BYOK_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1") {
             panic!("BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai and anthropic packages (set BYOK_PYTHON)");
         }
-        eprintln!("skipped {test}: python openai/anthropic packages not installed");
+        let _ = writeln!(std::io::stderr(), "skipped {test}: python openai/anthropic packages not installed");
     }
     python
 }
@@ -63,7 +64,7 @@ async fn official_sdks_work_through_byok_with_keys_in_an_hsm() {
         if byok_kms_pkcs11::testing::pkcs11_required() {
             panic!("BYOK_REQUIRE_PKCS11=1 but {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         }
-        eprintln!("skipped {test}: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
+        let _ = writeln!(std::io::stderr(), "skipped {test}: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         return;
     };
     let file = scratch.path().join("byok.toml");

@@ -15,6 +15,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -262,7 +263,7 @@ fn python_or_skip(test: &str) -> Option<String> {
         if std::env::var("BYOK_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1") {
             panic!("BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai and anthropic packages (set BYOK_PYTHON)");
         }
-        eprintln!("skipped {test}: python openai/anthropic packages not installed");
+        let _ = writeln!(std::io::stderr(), "skipped {test}: python openai/anthropic packages not installed");
     }
     python
 }

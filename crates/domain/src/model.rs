@@ -422,6 +422,13 @@ pub struct CredentialVersion {
 pub struct WorkloadToken {
     /// `tok_…`
     pub id: TokenId,
+    /// Its name, unique in the org, if it was given one (a token can be named where its
+    /// id is asked for).
+    #[serde(default)]
+    pub name: Option<Name>,
+    /// What it is for, if said.
+    #[serde(default)]
+    pub description: Option<String>,
     /// The owning org.
     pub org_id: OrgId,
     /// The team whose calls it makes.

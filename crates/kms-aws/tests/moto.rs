@@ -52,7 +52,7 @@ fn skip(test: &str) {
     if testing::moto_required() {
         panic!("{test}: BYOK_REQUIRE_MOTO=1 but {NOT_AVAILABLE}");
     }
-    eprintln!("skipped {test}: {NOT_AVAILABLE}");
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {NOT_AVAILABLE}");
 }
 
 fn open(config: &AwsKmsConfig) -> AwsKms {

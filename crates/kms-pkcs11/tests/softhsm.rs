@@ -6,6 +6,7 @@
 //! token: SoftHSM2 reads its configuration once per process. Each test uses fresh org ids.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +29,7 @@ fn token(test: &str) -> Option<Pkcs11Config> {
         if testing::pkcs11_required() {
             panic!("{test}: BYOK_REQUIRE_PKCS11=1 but {NOT_INSTALLED}");
         }
-        eprintln!("skipped {test}: {NOT_INSTALLED}");
+        let _ = writeln!(std::io::stderr(), "skipped {test}: {NOT_INSTALLED}");
     }
     token.clone()
 }

@@ -50,7 +50,7 @@ async fn katman_c_org(env: &Env, name: &str) -> (Org, String) {
         };
         vault.create_credential(&Actor::System, org.id, new).await.unwrap();
     }
-    let request = NewWorkloadToken { team: "core".into(), workflows: vec![], expires_at: None };
+    let request = NewWorkloadToken { team: "core".into(), workflows: vec![], ..Default::default() };
     let token = vault.issue_workload_token(&Actor::System, org.id, request).await.unwrap();
     (org, token.text.expose().to_owned())
 }

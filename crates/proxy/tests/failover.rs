@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -280,7 +281,7 @@ async fn postgres_only(test: &str) -> Option<TestStore> {
     if store.is_none() {
         let required = std::env::var("BYOK_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0");
         assert!(!required, "BYOK_REQUIRE_POSTGRES is set but BYOK_TEST_POSTGRES_URL is not");
-        eprintln!("skipped {test}: BYOK_TEST_POSTGRES_URL is not set");
+        let _ = writeln!(std::io::stderr(), "skipped {test}: BYOK_TEST_POSTGRES_URL is not set");
     }
     store
 }

@@ -122,7 +122,7 @@ async fn assert_denied_row(env: &Env, call_id: &str) {
 
 /// A workload token of `team` in the env's org: its id and text.
 async fn issue(env: &Env, team: &str) -> (String, String) {
-    let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), expires_at: None };
+    let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), ..Default::default() };
     let issued = env.vault.issue_workload_token(&actor(), env.org.id, request).await.unwrap();
     (issued.token.id.to_string(), issued.text.expose().to_owned())
 }

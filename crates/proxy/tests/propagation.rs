@@ -121,7 +121,7 @@ async fn call(env: &Env, proxy: &str, token: &str) -> u16 {
 }
 
 async fn issue(vault: &Vault, org: &Org) -> (WorkloadToken, String) {
-    let request = NewWorkloadToken { team: "research".to_owned(), workflows: Vec::new(), expires_at: None };
+    let request = NewWorkloadToken { team: "research".to_owned(), workflows: Vec::new(), ..Default::default() };
     let issued = vault.issue_workload_token(&actor(), org.id, request).await.unwrap();
     (issued.token, issued.text.expose().to_owned())
 }

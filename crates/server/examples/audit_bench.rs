@@ -284,7 +284,7 @@ async fn sidecar_run(args: &Args, backend: Backend, max_batch: Option<usize>) ->
         .issue_workload_token(
             &Actor::System,
             org.id,
-            NewWorkloadToken { team: "agents".into(), workflows: Vec::new(), expires_at: None },
+            NewWorkloadToken { team: "agents".into(), workflows: Vec::new(), ..Default::default() },
         )
         .await?;
     let token = token.text.expose().to_owned();
@@ -799,7 +799,7 @@ async fn statement_fixture(store: Store) -> anyhow::Result<StatementFixture> {
     let mut tokens = Vec::new();
     for name in ["agents", "research"] {
         teams.push(vault.create_team(&Actor::System, org.id, name).await?.id);
-        let token = NewWorkloadToken { team: name.into(), workflows: Vec::new(), expires_at: None };
+        let token = NewWorkloadToken { team: name.into(), workflows: Vec::new(), ..Default::default() };
         tokens.push(vault.issue_workload_token(&Actor::System, org.id, token).await?.token.id);
     }
     let new = |name: &str, provider: ProviderId, key: &str| -> anyhow::Result<NewCredential> {

@@ -92,6 +92,14 @@ impl<'r> Row<'r> {
         Name::parse(&text).map_err(|e| self.corrupt(col, e))
     }
 
+    /// A nullable text column holding a validated [`Name`].
+    pub(crate) fn opt_name(&self, col: &str) -> Result<Option<Name>, StoreError> {
+        match self.opt_text(col)? {
+            Some(text) => Name::parse(&text).map(Some).map_err(|e| self.corrupt(col, e)),
+            None => Ok(None),
+        }
+    }
+
     /// A nullable text column parsed with `FromStr`.
     pub(crate) fn opt_parse<T>(&self, col: &str) -> Result<Option<T>, StoreError>
     where

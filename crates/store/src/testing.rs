@@ -22,6 +22,7 @@
 //! (`$1, $2, …` work on both backends) without depending on it themselves.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use byok_domain::OrgId;
@@ -158,7 +159,9 @@ where
     test(TestStore::sqlite().await?).await;
     match TestStore::postgres().await? {
         Some(store) => test(store).await,
-        None => eprintln!("skipped {name} on postgres: {POSTGRES_URL_VAR} is not set"),
+        None => {
+            let _ = writeln!(std::io::stderr(), "skipped {name} on postgres: {POSTGRES_URL_VAR} is not set");
+        }
     }
     Ok(())
 }

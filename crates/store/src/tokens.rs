@@ -1,7 +1,7 @@
 //! Workload tokens and admin tokens. Only a token's hash is ever stored.
 
 use byok_crypto::TokenHash;
-use byok_domain::{AdminToken, AdminTokenScope, OrgId, Timestamp, TokenId, WorkflowId, WorkloadToken};
+use byok_domain::{AdminToken, AdminTokenScope, Name, OrgId, Timestamp, TokenId, WorkflowId, WorkloadToken};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
@@ -10,7 +10,7 @@ use crate::events::{insert_event, NewEvent};
 use crate::rows::{to_json, Row};
 use crate::store::Store;
 
-const WORKLOAD_COLUMNS: &str = "id, org_id, team_id, workflows, expires_at, revoked_at, created_at";
+const WORKLOAD_COLUMNS: &str = "id, name, description, org_id, team_id, workflows, expires_at, revoked_at, created_at";
 const ADMIN_COLUMNS: &str = "id, org_id, expires_at, revoked_at, created_at, last_used_at";
 
 /// How stale an admin token's `last_used_at` may get before a use records it again (a
@@ -21,6 +21,8 @@ fn decode_workload(row: &AnyRow) -> Result<WorkloadToken, StoreError> {
     let r = Row::new(row, "workload_tokens");
     Ok(WorkloadToken {
         id: r.parse("id")?,
+        name: r.opt_name("name")?,
+        description: r.opt_text("description")?,
         org_id: r.parse("org_id")?,
         team_id: r.parse("team_id")?,
         workflows: r.json::<Vec<WorkflowId>>("workflows")?,
@@ -77,8 +79,9 @@ impl Store {
         let workflows = to_json(&token.workflows, "token workflows")?;
         let mut tx = self.begin_write().await?;
         sqlx::query::<Any>(
-            "INSERT INTO workload_tokens (id, org_id, team_id, token_hash, workflows, expires_at, revoked_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO workload_tokens \
+             (id, org_id, team_id, token_hash, workflows, expires_at, revoked_at, created_at, name, description) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(token.id.to_string())
         .bind(token.org_id.to_string())
@@ -88,6 +91,8 @@ impl Store {
         .bind(token.expires_at.map(|t| t.as_micros()))
         .bind(token.revoked_at.map(|t| t.as_micros()))
         .bind(token.created_at.as_micros())
+        .bind(token.name.as_ref().map(|name| name.to_string()))
+        .bind(token.description.clone())
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -96,6 +101,9 @@ impl Store {
                 |about| {
                     if about.contains("hash") {
                         "a workload token with the same hash already exists".to_owned()
+                    } else if about.contains("name") {
+                        let name = token.name.as_ref().map(ToString::to_string).unwrap_or_default();
+                        format!("a workload token named '{name}' already exists in this org")
                     } else {
                         format!("a workload token with id {} already exists", token.id)
                     }
@@ -124,6 +132,23 @@ impl Store {
     pub async fn get_workload_token(&self, org: &OrgId, id: &TokenId) -> Result<Option<WorkloadToken>, StoreError> {
         let mut conn = self.reader().acquire().await.map_err(map_sqlx)?;
         fetch_workload(&mut conn, org, id).await
+    }
+
+    /// The workload token named `name` in `org`.
+    pub async fn find_workload_token_by_name(
+        &self,
+        org: &OrgId,
+        name: &Name,
+    ) -> Result<Option<WorkloadToken>, StoreError> {
+        sqlx::query::<Any>(&format!("SELECT {WORKLOAD_COLUMNS} FROM workload_tokens WHERE org_id = $1 AND name = $2"))
+            .bind(org.to_string())
+            .bind(name.to_string())
+            .fetch_optional(self.reader())
+            .await
+            .map_err(map_sqlx)?
+            .as_ref()
+            .map(decode_workload)
+            .transpose()
     }
 
     /// The org's workload tokens, oldest first.

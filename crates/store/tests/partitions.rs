@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use byok_domain::{CallCompletion, CredentialId, OrgId, Outcome, ResolutionAudit, Timestamp};
 use byok_store::testing::{for_each_backend, sqlx, TestStore, POSTGRES_URL_VAR};
@@ -89,7 +90,7 @@ fn cuts(orgs: &[(OrgId, i64)], no_org: i64) -> RetentionCuts {
 async fn postgres() -> Option<TestStore> {
     let store = TestStore::postgres().await.unwrap();
     if store.is_none() {
-        eprintln!("skipped on postgres: {POSTGRES_URL_VAR} is not set");
+        let _ = writeln!(std::io::stderr(), "skipped on postgres: {POSTGRES_URL_VAR} is not set");
     }
     store
 }

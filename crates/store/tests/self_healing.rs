@@ -358,7 +358,10 @@ async fn a_full_disk_fails_writes_closed_and_the_store_recovers_when_space_retur
     let tmpfs = match Tmpfs::mount(16) {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            eprintln!("skipped a_full_disk_fails_writes_closed_and_the_store_recovers_when_space_returns: {why}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped a_full_disk_fails_writes_closed_and_the_store_recovers_when_space_returns: {why}"
+            );
             return;
         }
     };

@@ -11,6 +11,7 @@ use byok_domain::{
 use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{Backend, EventFilter, NewEvent, Store, StoreError};
 use serde_json::json;
+use std::io::Write as _;
 
 // ----- fixtures -------------------------------------------------------------------------
 
@@ -253,6 +254,8 @@ async fn references_must_exist_within_the_org() {
 
         let token = WorkloadToken {
             id: TokenId::generate(),
+            name: None,
+            description: None,
             org_id: org.id,
             team_id: foreign_team.id,
             workflows: vec![],
@@ -335,6 +338,8 @@ async fn conflicts_are_named_and_leave_nothing_behind() {
         store.insert_workflow(&wf, &event(org.id, LifecycleKind::WorkflowCreated, "wf")).await.unwrap();
         let token = WorkloadToken {
             id: TokenId::generate(),
+            name: None,
+            description: None,
             org_id: org.id,
             team_id: team.id,
             workflows: vec![],
@@ -591,6 +596,8 @@ async fn workload_tokens_round_trip_and_revoke_once() {
         let team = new_team(store, &org, "core").await;
         let token = WorkloadToken {
             id: TokenId::generate(),
+            name: Some(Name::parse("summarizer").unwrap()),
+            description: Some("nightly summary job".to_owned()),
             org_id: org.id,
             team_id: team.id,
             workflows: vec![WorkflowId::generate(), WorkflowId::generate()],
@@ -600,6 +607,8 @@ async fn workload_tokens_round_trip_and_revoke_once() {
         };
         let plain = WorkloadToken {
             id: TokenId::generate(),
+            name: None,
+            description: None,
             workflows: vec![],
             expires_at: None,
             created_at: at(20),
@@ -621,6 +630,16 @@ async fn workload_tokens_round_trip_and_revoke_once() {
 
         assert_eq!(store.find_workload_token_by_hash(&hash).await.unwrap(), Some(token.clone()));
         assert_eq!(store.find_workload_token_by_hash(&TokenHash::of("byok_nope")).await.unwrap(), None);
+        // A name is unique in its org (unnamed tokens never collide), and finds its token.
+        let name = Name::parse("summarizer").unwrap();
+        assert_eq!(store.find_workload_token_by_name(&org.id, &name).await.unwrap(), Some(token.clone()));
+        assert_eq!(store.find_workload_token_by_name(&other.id, &name).await.unwrap(), None);
+        let twin = WorkloadToken { id: TokenId::generate(), ..token.clone() };
+        let err = store
+            .insert_workload_token(&twin, &TokenHash::of("byok_twin"), &event(org.id, LifecycleKind::TokenIssued, "y"))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict { what } if what.contains("named 'summarizer'")), "{err:?}");
         assert_eq!(store.get_workload_token(&org.id, &token.id).await.unwrap(), Some(token.clone()));
         assert_eq!(store.get_workload_token(&other.id, &token.id).await.unwrap(), None);
         assert_eq!(store.list_workload_tokens(&org.id).await.unwrap(), vec![token.clone(), plain.clone()]);
@@ -922,7 +941,10 @@ async fn test_store_exposes_the_raw_database() {
         let left = admin.query_i64(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{db}'")).await.unwrap();
         assert_eq!(left, 0);
     } else {
-        eprintln!("skipped test_store_exposes_the_raw_database on postgres: BYOK_TEST_POSTGRES_URL is not set");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped test_store_exposes_the_raw_database on postgres: BYOK_TEST_POSTGRES_URL is not set"
+        );
     }
 }
 

@@ -381,7 +381,7 @@ impl Vault {
         let org = self.live_org(org).await?;
         let mut budget = Budget { monthly_limit: input.monthly_limit, teams: BTreeMap::new() };
         for (reference, limit) in &input.teams {
-            let team = self.team(&org.id, reference).await.map_err(in_field("teams"))?;
+            let team = self.team(&org, reference).await.map_err(in_field("teams"))?;
             budget.teams.insert(team.id, *limit);
         }
         if budget != org.budget {

@@ -185,11 +185,11 @@ impl Vault {
     async fn resolve_scope(&self, org: &Org, input: &ScopeInput) -> Result<Scope, VaultError> {
         let mut teams = Vec::with_capacity(input.teams.len());
         for reference in &input.teams {
-            teams.push(self.team(&org.id, reference).await.map_err(in_field("scope.teams"))?.id);
+            teams.push(self.team(org, reference).await.map_err(in_field("scope.teams"))?.id);
         }
         let mut workflows = Vec::with_capacity(input.workflows.len());
         for reference in &input.workflows {
-            workflows.push(self.workflow(&org.id, reference).await.map_err(in_field("scope.workflows"))?.id);
+            workflows.push(self.workflow(org, reference).await.map_err(in_field("scope.workflows"))?.id);
         }
         Ok(Scope {
             model_families: validate::model_families(&self.families, &input.model_families)?,

@@ -97,7 +97,7 @@ impl Vault {
     pub(crate) async fn live_org(&self, id: OrgId) -> Result<Org, VaultError> {
         let org = self.org_by_id(id).await?;
         if org.state == OrgState::Deleted {
-            return Err(VaultError::Conflict(format!("org {} was deleted; it can no longer be changed", org.id)));
+            return Err(VaultError::Conflict(format!("org '{}' was deleted; it can no longer be changed", org.name)));
         }
         Ok(org)
     }
@@ -112,7 +112,7 @@ impl Vault {
         let org = self.live_org(org).await?;
         let name = validate::name("name", name)?;
         if self.store.find_team_by_name(&org.id, name.as_str()).await?.is_some() {
-            return Err(VaultError::Conflict(format!("a team named '{name}' already exists in {}", org.id)));
+            return Err(VaultError::Conflict(format!("a team named '{name}' already exists in org '{}'", org.name)));
         }
         let team = Team { id: TeamId::generate(), org_id: org.id, name, created_at: Timestamp::now() };
         let mut created = event(org.id, LifecycleKind::TeamCreated, team.id, actor);
@@ -123,12 +123,12 @@ impl Vault {
     }
 
     /// A team of `org` by id or name.
-    pub async fn team(&self, org: &OrgId, reference: &str) -> Result<Team, VaultError> {
+    pub async fn team(&self, org: &Org, reference: &str) -> Result<Team, VaultError> {
         let found = match reference.parse::<TeamId>() {
-            Ok(id) => self.store.get_team(org, &id).await?,
-            Err(_) => self.store.find_team_by_name(org, reference).await?,
+            Ok(id) => self.store.get_team(&org.id, &id).await?,
+            Err(_) => self.store.find_team_by_name(&org.id, reference).await?,
         };
-        found.ok_or_else(|| VaultError::NotFound(format!("no team '{reference}' in {org}")))
+        found.ok_or_else(|| VaultError::NotFound(format!("no team '{reference}' in org '{}'", org.name)))
     }
 
     /// The org's teams.
@@ -148,11 +148,14 @@ impl Vault {
         let org = self.live_org(org).await?;
         let name = validate::name("name", name)?;
         let team_id = match team {
-            Some(reference) => Some(self.team(&org.id, reference).await.map_err(in_field("team"))?.id),
+            Some(reference) => Some(self.team(&org, reference).await.map_err(in_field("team"))?.id),
             None => None,
         };
         if self.store.find_workflow_by_name(&org.id, name.as_str()).await?.is_some() {
-            return Err(VaultError::Conflict(format!("a workflow named '{name}' already exists in {}", org.id)));
+            return Err(VaultError::Conflict(format!(
+                "a workflow named '{name}' already exists in org '{}'",
+                org.name
+            )));
         }
         let workflow =
             Workflow { id: WorkflowId::generate(), org_id: org.id, name, team_id, created_at: Timestamp::now() };
@@ -164,12 +167,12 @@ impl Vault {
     }
 
     /// A workflow of `org` by id or name.
-    pub async fn workflow(&self, org: &OrgId, reference: &str) -> Result<Workflow, VaultError> {
+    pub async fn workflow(&self, org: &Org, reference: &str) -> Result<Workflow, VaultError> {
         let found = match reference.parse::<WorkflowId>() {
-            Ok(id) => self.store.get_workflow(org, &id).await?,
-            Err(_) => self.store.find_workflow_by_name(org, reference).await?,
+            Ok(id) => self.store.get_workflow(&org.id, &id).await?,
+            Err(_) => self.store.find_workflow_by_name(&org.id, reference).await?,
         };
-        found.ok_or_else(|| VaultError::NotFound(format!("no workflow '{reference}' in {org}")))
+        found.ok_or_else(|| VaultError::NotFound(format!("no workflow '{reference}' in org '{}'", org.name)))
     }
 
     /// The org's workflows.

@@ -170,7 +170,7 @@ impl Vault {
         }
         let mut limits = OrgLimits { org: input.org, ..OrgLimits::default() };
         for (reference, limit) in &input.teams {
-            let team = self.team(&org.id, reference).await.map_err(in_field("teams"))?;
+            let team = self.team(&org, reference).await.map_err(in_field("teams"))?;
             limits.teams.insert(team.id, *limit);
         }
         for (reference, limit) in &input.tokens {
@@ -179,7 +179,9 @@ impl Vault {
             })?;
             match self.store.get_workload_token(&org.id, &id).await? {
                 Some(_) => {}
-                None => return Err(VaultError::NotFound(format!("tokens: no workload token {id} in org {}", org.id))),
+                None => {
+                    return Err(VaultError::NotFound(format!("tokens: no workload token {id} in org '{}'", org.name)))
+                }
             }
             limits.tokens.insert(id, *limit);
         }

@@ -2,7 +2,7 @@
 
 use byok_crypto::{TokenHash, TokenKind, TokenText};
 use byok_domain::{
-    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, OrgId, Timestamp, TokenId, WorkloadToken,
+    Actor, AdminToken, AdminTokenId, AdminTokenScope, LifecycleKind, Name, OrgId, Timestamp, TokenId, WorkloadToken,
 };
 use byok_store::NewEvent;
 
@@ -38,6 +38,10 @@ pub struct NewWorkloadToken {
     pub workflows: Vec<String>,
     /// When it stops working.
     pub expires_at: Option<Timestamp>,
+    /// Its name, unique in the org (optional).
+    pub name: Option<String>,
+    /// What it is for (optional, at most 500 characters).
+    pub description: Option<String>,
 }
 
 impl Vault {
@@ -123,20 +127,33 @@ impl Vault {
     ) -> Result<IssuedWorkloadToken, VaultError> {
         let org = self.live_org(org).await?;
         validate::expiry("expires_at", request.expires_at, Timestamp::now())?;
-        let team = self.team(&org.id, &request.team).await.map_err(in_field("team"))?;
+        let name = request.name.as_deref().map(|name| validate::name("name", name)).transpose()?;
+        let description =
+            request.description.as_deref().map(|text| validate::description("description", text)).transpose()?;
+        if let Some(name) = &name {
+            if self.store.find_workload_token_by_name(&org.id, name).await?.is_some() {
+                return Err(VaultError::Conflict(format!(
+                    "a workload token named '{name}' already exists in org '{}'",
+                    org.name
+                )));
+            }
+        }
+        let team = self.team(&org, &request.team).await.map_err(in_field("team"))?;
         let mut workflows = Vec::with_capacity(request.workflows.len());
         for reference in &request.workflows {
-            let workflow = self.workflow(&org.id, reference).await.map_err(in_field("workflows"))?;
+            let workflow = self.workflow(&org, reference).await.map_err(in_field("workflows"))?;
             if let Some(owner) = workflow.team_id.filter(|owner| *owner != team.id) {
                 return Err(VaultError::unprocessable(format!(
-                    "workflows: workflow '{}' belongs to team {owner}, not to {}",
-                    workflow.name, team.id
+                    "workflows: workflow '{}' belongs to another team ({owner}), not to team '{}'",
+                    workflow.name, team.name
                 )));
             }
             workflows.push(workflow.id);
         }
         let token = WorkloadToken {
             id: TokenId::generate(),
+            name,
+            description,
             org_id: org.id,
             team_id: team.id,
             workflows: validate::dedup_sorted(&workflows),
@@ -148,6 +165,7 @@ impl Vault {
         let mut issued = event(org.id, LifecycleKind::TokenIssued, token.id, actor);
         issued.details = serde_json::json!({
             "team_id": token.team_id, "workflows": token.workflows, "expires_at": token.expires_at,
+            "name": token.name, "description": token.description,
         });
         self.store.insert_workload_token(&token, &text.hash(), &issued).await?;
         self.epoch.bump();
@@ -166,6 +184,21 @@ impl Vault {
         let token = self.store.revoke_workload_token(&org.id, &id, Timestamp::now(), &revoked).await?;
         self.epoch.bump();
         Ok(token)
+    }
+
+    /// The id of the org's workload token `reference` (its id, or its name).
+    pub async fn workload_token_id(&self, org: OrgId, reference: &str) -> Result<TokenId, VaultError> {
+        if let Ok(id) = reference.parse::<TokenId>() {
+            return Ok(id);
+        }
+        let missing = || VaultError::NotFound(format!("no workload token '{reference}' (by id tok_… or name)"));
+        let Ok(name) = Name::parse(reference) else {
+            return Err(missing());
+        };
+        match self.store.find_workload_token_by_name(&org, &name).await? {
+            Some(token) => Ok(token.id),
+            None => Err(missing()),
+        }
     }
 
     /// The org's workload tokens (never their text).

@@ -15,6 +15,22 @@ pub(crate) fn name(field: &str, text: &str) -> Result<Name, VaultError> {
     })
 }
 
+/// The longest description, in characters.
+pub(crate) const MAX_DESCRIPTION: usize = 500;
+
+/// A free-text description: at most [`MAX_DESCRIPTION`] characters, no control
+/// characters; surrounding whitespace is dropped.
+pub(crate) fn description(field: &str, text: &str) -> Result<String, VaultError> {
+    let text = text.trim();
+    if text.chars().count() > MAX_DESCRIPTION {
+        return Err(VaultError::invalid(format!("{field}: longer than {MAX_DESCRIPTION} characters")));
+    }
+    if let Some(at) = text.chars().position(char::is_control) {
+        return Err(VaultError::invalid(format!("{field}: a control character at position {at}")));
+    }
+    Ok(text.to_owned())
+}
+
 /// An expiry must lie in the future.
 pub(crate) fn expiry(field: &str, at: Option<Timestamp>, now: Timestamp) -> Result<(), VaultError> {
     match at {

@@ -25,12 +25,23 @@ pub(crate) struct CreateTokenRequest {
     /// When it stops working.
     #[serde(default)]
     expires_at: Option<Timestamp>,
+    /// A name for it, unique in the org (it can then be revoked by name).
+    #[serde(default)]
+    #[schema(value_type = Option<byok_domain::Name>)]
+    name: Option<String>,
+    /// What it is for (at most 500 characters).
+    #[serde(default)]
+    description: Option<String>,
 }
 
 /// A newly issued workload token: the only time its text is shown.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct IssuedTokenResponse {
     id: TokenId,
+    /// Its name, if it was given one.
+    name: Option<byok_domain::Name>,
+    /// What it is for, if said.
+    description: Option<String>,
     /// The token text (`byok_…`), for the application's `api_key`. Shown once.
     token: String,
     org_id: OrgId,
@@ -56,10 +67,18 @@ pub(crate) async fn create_token(
     JsonBody(body): JsonBody<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<IssuedTokenResponse>), ApiError> {
     let org = admin.org(&vault, &org).await?;
-    let request = NewWorkloadToken { team: body.team, workflows: body.workflows, expires_at: body.expires_at };
+    let request = NewWorkloadToken {
+        team: body.team,
+        workflows: body.workflows,
+        expires_at: body.expires_at,
+        name: body.name,
+        description: body.description,
+    };
     let issued = vault.issue_workload_token(&admin.actor(), org.id, request).await?;
     let response = IssuedTokenResponse {
         id: issued.token.id,
+        name: issued.token.name,
+        description: issued.token.description,
         token: issued.text.expose().to_owned(),
         org_id: issued.token.org_id,
         team_id: issued.token.team_id,
@@ -83,7 +102,7 @@ pub(crate) async fn list_tokens(
 
 /// Revoke a workload token (idempotent).
 #[utoipa::path(delete, path = "/v1/orgs/{org}/tokens/{id}", tag = "tokens", security(("bearer" = [])),
-    params(("org" = String, Path, description = "org id or name"), ("id" = String, Path, description = "token id (tok_…)")),
+    params(("org" = String, Path, description = "org id or name"), ("id" = String, Path, description = "token id (tok_…) or name")),
     responses((status = 200, body = WorkloadToken), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_token(
     State(vault): State<Vault>,
@@ -91,7 +110,7 @@ pub(crate) async fn revoke_token(
     Path((org, id)): Path<(String, String)>,
 ) -> Result<Json<WorkloadToken>, ApiError> {
     let org = admin.org(&vault, &org).await?;
-    // Checked once the org is: an id that is none answers 404, like one that names nothing.
-    let id = id.parse::<TokenId>().map_err(|e| ApiError::not_found(e.to_string()))?;
+    // Resolved once the org is: a reference that is neither answers 404.
+    let id = vault.workload_token_id(org.id, &id).await?;
     Ok(Json(vault.revoke_workload_token(&admin.actor(), org.id, id).await?))
 }

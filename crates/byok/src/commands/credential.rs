@@ -8,8 +8,8 @@ use crate::api::{
     ApiRequest, Body, Confirm, CreateCredential, ExpiryOnly, RotateCredential, ScopeLists, UpdateCredential,
 };
 use crate::cli::{
-    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, PacingFlags, ScopeDimension,
-    ScopeFlags,
+    CredentialAddArgs, CredentialCommand, CredentialRef, CredentialUpdateArgs, OwnerFlags, PacingFlags, RevokeArgs,
+    ScopeDimension, ScopeFlags,
 };
 use crate::client::AdminClient;
 use crate::error::CliError;
@@ -54,7 +54,13 @@ pub fn plan(command: &CredentialCommand, secrets: &mut SecretReader<'_>) -> Resu
         },
         CredentialCommand::Disable(target) => state_change(target, "disable")?,
         CredentialCommand::Enable(target) => state_change(target, "enable")?,
-        CredentialCommand::Revoke(target) => Planned {
+        CredentialCommand::Revoke(RevokeArgs { target, yes: false }) => {
+            return Err(CliError::Usage(format!(
+                "revoking credential '{}' is for good (it can never be used or enabled again); add --yes to confirm",
+                target.cred
+            )))
+        }
+        CredentialCommand::Revoke(RevokeArgs { target, yes: true }) => Planned {
             request: ApiRequest::post(
                 &owner_path(&target.owner, &["credentials", &target.cred, "revoke"])?,
                 Body::Confirm(Confirm::YES),

@@ -276,7 +276,7 @@ fn command_lines_become_requests() {
             Request("POST", "v1/orgs/acme/credentials/cred_01J/enable", json!({})),
         ),
         (
-            "credential revoke --org acme cred_01J",
+            "credential revoke --org acme cred_01J --yes",
             "",
             Request("POST", "v1/orgs/acme/credentials/cred_01J/revoke", json!({"confirm": true})),
         ),
@@ -544,7 +544,7 @@ fn command_lines_become_requests() {
         ("credential disable --platform p", "", Request("POST", "v1/platform/credentials/p/disable", json!({}))),
         ("credential enable --platform p", "", Request("POST", "v1/platform/credentials/p/enable", json!({}))),
         (
-            "credential revoke --platform p",
+            "credential revoke --platform p --yes",
             "",
             Request("POST", "v1/platform/credentials/p/revoke", json!({"confirm": true})),
         ),

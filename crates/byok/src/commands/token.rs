@@ -10,13 +10,15 @@ use crate::output::View;
 /// The request for a workload-token command.
 pub fn plan(command: &TokenCommand) -> Planned {
     match command {
-        TokenCommand::Create { org, team, workflows, expires_at } => Planned {
+        TokenCommand::Create { org, team, workflows, expires_at, name, description } => Planned {
             request: ApiRequest::post(
                 &org_path(org, &["tokens"]),
                 Body::CreateToken(CreateToken {
                     team: team.clone(),
                     workflows: workflows.clone(),
                     expires_at: expires_at.clone(),
+                    name: name.clone(),
+                    description: description.clone(),
                 }),
             ),
             view: View::TokenCreated,

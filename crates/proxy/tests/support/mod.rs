@@ -337,7 +337,7 @@ impl Env {
         let request = NewWorkloadToken {
             team: team.to_owned(),
             workflows: workflows.iter().map(|w| (*w).to_owned()).collect(),
-            expires_at: None,
+            ..Default::default()
         };
         let issued = self.vault.issue_workload_token(&actor(), self.org.id, request).await.unwrap();
         issued.text.expose().to_owned()
@@ -352,7 +352,7 @@ impl Env {
 
     /// A workload token of `team` in `org`.
     pub async fn token_in(&self, org: &Org, team: &str) -> String {
-        let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), expires_at: None };
+        let request = NewWorkloadToken { team: team.to_owned(), workflows: Vec::new(), ..Default::default() };
         let issued = self.vault.issue_workload_token(&actor(), org.id, request).await.unwrap();
         issued.text.expose().to_owned()
     }
