@@ -7,11 +7,14 @@
 //!   exists or not;
 //! * no response ever contains a provider secret; token text appears only in the 201
 //!   answer that issues it;
-//! * bad input is refused with a 4xx naming the problem before anything is written.
+//! * bad input is refused with a 4xx naming the problem before anything is written;
+//! * the web console under `/ui` is static (one HTML page, one script, one stylesheet):
+//!   it gets every piece of data from this API with the token its user pasted.
 #![forbid(unsafe_code)]
 
 mod auth;
 mod confirm;
+mod console;
 mod error;
 mod extract;
 mod openapi;
@@ -23,6 +26,7 @@ use axum::Router;
 use byok_vault::Vault;
 use tokio::net::TcpListener;
 
+pub use console::CONTENT_SECURITY_POLICY_VALUE;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use openapi::openapi_document;
 

@@ -77,5 +77,6 @@ pub(crate) fn router() -> Router<Vault> {
         .route("/v1/audit/public-keys", get(audit::list_audit_public_keys))
         .route("/v1/orgs/{org}/tokens", post(tokens::create_token).get(tokens::list_tokens))
         .route("/v1/orgs/{org}/tokens/{id}", delete(tokens::revoke_token))
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
 }
