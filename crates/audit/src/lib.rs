@@ -14,6 +14,9 @@
 //! resolution row, so it is paired with that row alone, whichever other calls share its
 //! (caller-chosen) call id.
 //!
+//! A writer started with [`AuditWriter::spawn_with_metrics`] times each commit and counts
+//! its entries, its failures and the dropped completions in the process's metrics.
+//!
 //! Text a caller chooses (call id, model, a denial message quoting the request) is
 //! escaped and length-capped ([`ResolutionAudit::with_bounded_text`]) before it is queued.
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use byok_domain::{CallCompletion, ResolutionAudit};
+use byok_metrics::AuditMetrics;
 use byok_store::{AuditAppender, AuditEntry, Segment, Store};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -107,6 +111,7 @@ pub struct AuditWriter {
     waiting: Arc<Semaphore>,
     /// Completions dropped because too many were waiting already.
     dropped: Arc<AtomicU64>,
+    metrics: Option<AuditMetrics>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -119,11 +124,25 @@ impl AuditWriter {
     /// Start the writer over `store`. The task ends when every handle is dropped and the
     /// queue is drained.
     pub fn spawn(store: Store, config: AuditConfig) -> (AuditWriter, JoinHandle<()>) {
+        Self::start(store, config, None)
+    }
+
+    /// The same, timing and counting its commits in `metrics` (the process's).
+    pub fn spawn_with_metrics(
+        store: Store,
+        config: AuditConfig,
+        metrics: &byok_metrics::Metrics,
+    ) -> (AuditWriter, JoinHandle<()>) {
+        Self::start(store, config, Some(metrics.audit()))
+    }
+
+    fn start(store: Store, config: AuditConfig, metrics: Option<AuditMetrics>) -> (AuditWriter, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
         // This writer's own chain segment: it is the only appender, so its heads live here.
         let segment = Segment::new();
-        let writer = AuditWriter::new(jobs, Arc::from(segment.id()), config.queue.max(1));
-        let task = tokio::spawn(run(store.audit_appender(), queue, config.max_batch.max(1), segment));
+        let mut writer = AuditWriter::new(jobs, Arc::from(segment.id()), config.queue.max(1));
+        writer.metrics = metrics.clone();
+        let task = tokio::spawn(run(store.audit_appender(), queue, config.max_batch.max(1), segment, metrics));
         (writer, task)
     }
 
@@ -136,6 +155,7 @@ impl AuditWriter {
             bound_to: None,
             waiting: Arc::new(Semaphore::new(waiting)),
             dropped: Arc::new(AtomicU64::new(0)),
+            metrics: None,
         }
     }
 
@@ -184,6 +204,9 @@ impl AuditWriter {
                 }
                 Err(_) => {
                     let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.completion_dropped();
+                    }
                     tracing::warn!(
                         dropped,
                         "call completion dropped: the audit queue is full and too many completions wait for room"
@@ -205,7 +228,13 @@ impl AuditWriter {
     }
 }
 
-async fn run(store: AuditAppender, mut queue: mpsc::Receiver<Job>, max_batch: usize, mut segment: Segment) {
+async fn run(
+    store: AuditAppender,
+    mut queue: mpsc::Receiver<Job>,
+    max_batch: usize,
+    mut segment: Segment,
+    metrics: Option<AuditMetrics>,
+) {
     tracing::info!(segment = segment.id(), "audit writer started a chain segment");
     let mut entries = Vec::with_capacity(max_batch);
     // Each waiting caller, with the index of its row in `entries`.
@@ -261,7 +290,11 @@ async fn run(store: AuditAppender, mut queue: mpsc::Receiver<Job>, max_batch: us
         }
         // Where each entry lands, known before the commit (the segment moves only after it).
         let positions = segment.positions(&entries);
+        let started = std::time::Instant::now();
         let result = store.append_audit(&mut segment, &entries).await;
+        if let Some(metrics) = &metrics {
+            metrics.committed(entries.len(), started.elapsed(), result.is_ok());
+        }
         if let Err(err) = &result {
             tracing::error!(error = %byok_domain::error::Report(err), entries = entries.len(), "audit commit failed");
         }
@@ -366,5 +399,26 @@ mod tests {
         assert_eq!(received(&mut queue, 3).await, ["call-5", "call-6", "call-7"]);
         all_room_back(&writer, 2).await;
         assert!(queue.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn commits_are_timed_and_counted_in_the_metrics() {
+        let t = byok_store::testing::TestStore::sqlite().await.unwrap();
+        let metrics = byok_metrics::Metrics::default();
+        let (writer, task) = AuditWriter::spawn_with_metrics(t.store().clone(), AuditConfig::default(), &metrics);
+        for n in 0..3 {
+            writer.append(ResolutionAudit::denied(format!("call-{n}"))).await.unwrap();
+        }
+        drop(writer);
+        task.await.unwrap();
+        let text = metrics.render().unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {series}: {text}"))
+        };
+        assert!(value("byok_audit_commit_seconds_count") >= 1.0, "{text}");
+        assert_eq!(value("byok_audit_batch_entries_sum"), 3.0, "{text}");
+        assert_eq!(value("byok_audit_commit_failures_total"), 0.0, "{text}");
     }
 }

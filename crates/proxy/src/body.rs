@@ -2,11 +2,12 @@
 //! arrives; on the way, a compressed body is decoded (byok asks for `identity`, but an
 //! upstream may compress anyway, and a compressed echo of the key cannot be masked), an
 //! echoed key is masked (see [`crate::redact`]), usage is read, and when the body ends
-//! (or the client goes away) the call's completion is recorded.
+//! (or the client goes away) the call's completion is recorded and its end said (the
+//! access line and the call's metrics, see [`crate::access`]).
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -14,12 +15,14 @@ use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use axum::http::HeaderMap;
 use byok_audit::AuditWriter;
 use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Timestamp};
+use byok_metrics::{Metrics, OpenStream};
 use byok_providers::UsageTap;
 use bytes::Bytes;
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access::{CallFacts, Ending};
 use crate::error::{Code, Refusal};
 pub(crate) use crate::redact::Redactor;
 
@@ -280,6 +283,15 @@ pub(crate) struct Meter {
     pub(crate) book: Arc<crate::spend::SpendBook>,
     /// The rate-limit subjects whose `tpm` counts this call's tokens (`None`: none has one).
     pub(crate) tokens: Option<TokenTally>,
+    /// What the access line says of the call besides the above.
+    pub(crate) facts: CallFacts,
+    /// Time the call spent on the upstream so far (earlier attempts' included): waiting
+    /// for answers, relaying the answer's body.
+    pub(crate) upstream_time: Duration,
+    /// Since when the call is on the upstream, while it is.
+    pub(crate) upstream_since: Option<Instant>,
+    /// Where the call is counted.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Where a completed call's tokens are counted for `tpm` limits.
@@ -291,8 +303,11 @@ pub(crate) struct TokenTally {
 impl Meter {
     /// This attempt was answered with a status that moved the call to another credential
     /// (failover): its completion records the status, and no metering — the call is billed
-    /// once, on the attempt that answered the client.
-    pub(crate) fn superseded(self) {
+    /// once, on the attempt that answered the client. The call's end is said by a later
+    /// attempt (or the refusal that ends it), which is handed the time this attempt
+    /// waited for the upstream, returned.
+    pub(crate) fn superseded(self) -> Duration {
+        let upstream = self.upstream_time();
         let completion = CallCompletion {
             call_id: self.call_id,
             org_id: self.org_id,
@@ -306,17 +321,35 @@ impl Meter {
             metering: None,
         };
         self.audit.complete(completion);
+        upstream
     }
 
-    pub(crate) fn record(self, status: &str, tap: Option<UsageTap>) {
+    /// The call goes to the upstream (`true`: waits for its answer, relays its body) or is
+    /// back (`false`).
+    pub(crate) fn on_upstream(&mut self, on: bool) {
+        self.upstream_time = self.upstream_time();
+        self.upstream_since = on.then(Instant::now);
+    }
+
+    /// Time the call spent on the upstream until now.
+    fn upstream_time(&self) -> Duration {
+        self.upstream_time + self.upstream_since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    /// The call ended with `status` (`completed`, `upstream_error`, `client_cancelled`,
+    /// or the code of the refusal that ended it): its completion is recorded, and its end
+    /// said.
+    pub(crate) fn record(self, status: &'static str, tap: Option<UsageTap>) {
         let usage = tap.map(UsageTap::finish).unwrap_or_default();
+        let total = self.started.elapsed();
+        let upstream = self.upstream_time();
         let completion = CallCompletion {
             call_id: self.call_id,
             org_id: self.org_id,
             credential_id: self.credential_id,
             at: Timestamp::now(),
             upstream_status: Some(self.upstream_status),
-            latency_us: i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            latency_us: i64::try_from(total.as_micros()).unwrap_or(i64::MAX),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             status: status.to_owned(),
@@ -327,6 +360,17 @@ impl Meter {
             tally.limiter.add_tokens(&tally.keys, tokens);
         }
         self.book.completed(&completion);
+        let ending = Ending {
+            outcome: crate::access::outcome_of(status),
+            code: status,
+            upstream_status: (self.upstream_status != 0).then_some(self.upstream_status),
+            input_tokens: completion.input_tokens,
+            output_tokens: completion.output_tokens,
+            total,
+            upstream,
+        };
+        let family = completion.metering.as_ref().and_then(|m| m.model_family.as_deref());
+        crate::access::call_ended(&self.metrics, &completion.call_id, &self.facts, family, &ending);
         self.audit.complete(completion);
     }
 }
@@ -344,6 +388,13 @@ impl PendingCompletion {
     /// One with nothing to record (what is left behind when its meter was handed over).
     pub(crate) fn empty() -> Self {
         Self(None)
+    }
+
+    /// The call goes to the upstream, or is back (see [`Meter::on_upstream`]).
+    pub(crate) fn on_upstream(&mut self, on: bool) {
+        if let Some(meter) = self.0.as_mut() {
+            meter.on_upstream(on);
+        }
     }
 
     /// Hand the completion over, with the upstream's status when there is one.
@@ -379,6 +430,8 @@ pub(crate) struct MeteredBody {
     trailers: Option<HeaderMap>,
     /// The error that cuts the body, returned on the poll after the one that found it.
     failed: Option<BoxError>,
+    /// Counted in `byok_open_streams` while the body lives.
+    _open: Option<OpenStream>,
 }
 
 impl MeteredBody {
@@ -387,9 +440,15 @@ impl MeteredBody {
         coding: Coding,
         tap: UsageTap,
         redactor: Redactor,
-        meter: Option<Meter>,
+        mut meter: Option<Meter>,
     ) -> Self {
+        let open = meter.as_mut().map(|meter| {
+            // Relaying the body is the upstream's time (it sends as it generates).
+            meter.on_upstream(true);
+            meter.metrics.stream_opened()
+        });
         Self {
+            _open: open,
             inner,
             decoder: Inflater::new(coding),
             tap: Some(tap),
@@ -402,7 +461,7 @@ impl MeteredBody {
         }
     }
 
-    fn finish(&mut self, status: &str) {
+    fn finish(&mut self, status: &'static str) {
         if let Some(meter) = self.meter.take() {
             meter.record(status, self.tap.take());
         }

@@ -18,6 +18,7 @@ use byok_domain::{
     Credential, CredentialId, CredentialOwner, LifecycleKind, Org, OrgId, ProviderId, TokenId, WorkflowId,
     WorkloadToken,
 };
+use byok_metrics::{DirectoryCache, Metrics};
 use byok_store::ResolutionView;
 use byok_store::{ChangeNote, Heard, StoreError};
 use byok_vault::Vault;
@@ -161,12 +162,15 @@ pub(crate) struct Directory {
     synced_epoch: AtomicU64,
     /// Seqs above `last_seq` already applied from notifications.
     heard: Mutex<BTreeSet<i64>>,
+    /// Where hits and misses are counted (`byok_directory_cache_lookups_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl Directory {
     pub(crate) fn new(vault: Vault) -> Self {
         let synced_epoch = AtomicU64::new(vault.epoch().current());
         Self {
+            metrics: Arc::clone(vault.kms().metrics()),
             store: vault.resolution_view(),
             vault,
             gens: Generations::default(),
@@ -281,10 +285,12 @@ impl Directory {
         if let Ok(tokens) = self.tokens.read() {
             if let Some((at, token)) = tokens.get(hash) {
                 if *at == self.gens.stamp(token.org_id, Some(token.id)) {
+                    self.metrics.directory_cache_lookup(DirectoryCache::Token, true);
                     return Ok(Some(Arc::clone(token)));
                 }
             }
         }
+        self.metrics.directory_cache_lookup(DirectoryCache::Token, false);
         // The token's org and id are known only once it is read: it is cached only if
         // nothing was invalidated meanwhile (else its stamp could postdate its data).
         let changes = self.gens.changes.load(Ordering::SeqCst);
@@ -312,10 +318,12 @@ impl Directory {
         if let Ok(orgs) = self.orgs.read() {
             if let Some((at, snapshot)) = orgs.get(&(*id, provider)) {
                 if *at == stamp {
+                    self.metrics.directory_cache_lookup(DirectoryCache::Org, true);
                     return Ok(Some(Arc::clone(snapshot)));
                 }
             }
         }
+        self.metrics.directory_cache_lookup(DirectoryCache::Org, false);
         let store = &self.store;
         tracing::debug!(org = %id, provider = %provider.as_str(), "directory loads an org snapshot");
         let Some(org) = store.get_org(id).await? else {
@@ -357,10 +365,12 @@ impl Directory {
             if let Some((at, snapshot)) = platform.get(&provider) {
                 let current = snapshot.as_ref().map_or(no_pool, |s| self.gens.stamp(s.org.id, None));
                 if *at == current {
+                    self.metrics.directory_cache_lookup(DirectoryCache::Platform, true);
                     return Ok(snapshot.clone());
                 }
             }
         }
+        self.metrics.directory_cache_lookup(DirectoryCache::Platform, false);
         let store = &self.store;
         // The pool's org is unknown until read: stamped like a token (see `token`).
         let snapshot = match store.platform_org().await? {

@@ -17,6 +17,7 @@
 //!   carries the price in force when its call was made.
 #![forbid(unsafe_code)]
 
+mod access;
 mod body;
 mod cache;
 mod config;

@@ -24,6 +24,7 @@ use axum::http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use axum::http::{Request, Response, Uri};
 use axum::Router;
 use byok_domain::ProviderId;
+use byok_metrics::{CallOutcome, Metrics};
 use byok_providers::Api;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -36,6 +37,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::access::{CallFacts, Ending};
 use crate::config::ConnectionLimits;
 use crate::error::{Code, Refusal};
 
@@ -45,9 +47,22 @@ pub(crate) type Shape = fn(&Uri) -> Api;
 /// The API the path's first segment names (`/anthropic/…` → Anthropic), else OpenAI's,
 /// whose shape most SDKs read.
 pub(crate) fn provider_shape(uri: &Uri) -> Api {
+    path_provider(uri).map_or(Api::OpenAi, |id| byok_providers::spec(id).api)
+}
+
+/// The provider the path's first segment names, if it names one.
+fn path_provider(uri: &Uri) -> Option<ProviderId> {
     let path = uri.path();
     let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or_default();
-    first.parse::<ProviderId>().map_or(Api::OpenAi, |id| byok_providers::spec(id).api)
+    first.parse::<ProviderId>().ok()
+}
+
+/// What serves a listener: the shape of a refused head's answer, and — on the data plane —
+/// where its calls are counted (a refused head is a denied call, with its access line).
+#[derive(Clone)]
+pub(crate) struct Front {
+    pub(crate) shape: Shape,
+    pub(crate) calls: Option<Arc<Metrics>>,
 }
 
 /// Serve `router` on `listener` within `limits` until `shutdown` completes, then drain
@@ -61,15 +76,15 @@ pub async fn serve_router(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_with(listener, router, limits, |_| Api::OpenAi, shutdown).await
+    serve_with(listener, router, limits, Front { shape: |_| Api::OpenAi, calls: None }, shutdown).await
 }
 
-/// [`serve_router`], answering refused heads in the shape `shape` picks.
+/// [`serve_router`], answering refused heads as `front` says.
 pub(crate) async fn serve_with(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
-    shape: Shape,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let max_connections = limits.max_connections.clamp(1, ConnectionLimits::MAX_CONNECTIONS);
@@ -96,7 +111,7 @@ pub(crate) async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        tokio::spawn(serve_connection(stream, peer, router.clone(), limits, shape, stopped.clone(), slot));
+        tokio::spawn(serve_connection(stream, peer, router.clone(), limits, front.clone(), stopped.clone(), slot));
     }
     drop(listener);
     let _ = stop.send(true);
@@ -125,7 +140,7 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
-    shape: Shape,
+    front: Front,
     mut stopped: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
@@ -135,12 +150,18 @@ async fn serve_connection(
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let in_flight = activity.request_started();
+            let started = std::time::Instant::now();
             let mut router = router.clone();
+            let front = front.clone();
             async move {
                 let response = match head_refusal(&request, &limits) {
                     Some(refusal) => {
                         tracing::debug!(%peer, code = refusal.code.as_str(), "request head refused");
-                        refusal_response(shape(request.uri()), &refusal)
+                        let mut response = refusal_response((front.shape)(request.uri()), &refusal);
+                        if let Some(metrics) = &front.calls {
+                            head_refused(metrics, &request, &refusal, started, &mut response);
+                        }
+                        response
                     }
                     None => {
                         let mut request = request;
@@ -182,6 +203,32 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A data-plane call refused for its head: said like any call's end (its access line and
+/// metrics), its call id answered.
+fn head_refused(
+    metrics: &Metrics,
+    request: &Request<Incoming>,
+    refusal: &Refusal,
+    started: std::time::Instant,
+    response: &mut Response<Body>,
+) {
+    let call_id = crate::server::call_id(request.headers());
+    let facts = CallFacts { provider: path_provider(request.uri()), ..CallFacts::default() };
+    let ending = Ending {
+        outcome: CallOutcome::Denied,
+        code: refusal.code.as_str(),
+        upstream_status: None,
+        input_tokens: None,
+        output_tokens: None,
+        total: started.elapsed(),
+        upstream: Duration::ZERO,
+    };
+    crate::access::call_ended(metrics, &call_id, &facts, None, &ending);
+    if let Ok(value) = HeaderValue::from_str(&call_id) {
+        response.headers_mut().insert(axum::http::HeaderName::from_static(crate::server::CALL_ID_HEADER), value);
     }
 }
 

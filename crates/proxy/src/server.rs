@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -19,7 +19,7 @@ use byok_domain::{
     ResolutionAudit, TeamId, Tier, Timestamp, TokenId,
 };
 use byok_kms::KmsHandle;
-use byok_metrics::Metrics;
+use byok_metrics::{CallOutcome, Metrics};
 use byok_providers::{Api, UsageTap};
 use byok_vault::Vault;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access::{CallFacts, Ending};
 use crate::body::{Meter, MeteredBody, PendingCompletion, Redactor, TokenTally};
 use crate::cache::{DekCache, Directory};
 use crate::config::{ConfigError, ProxyConfig};
@@ -46,7 +47,7 @@ use crate::pools::PoolBook;
 use crate::spend::SpendBook;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
-const CALL_ID_HEADER: &str = "x-byok-call-id";
+pub(crate) const CALL_ID_HEADER: &str = "x-byok-call-id";
 /// Header saying how many attempts a call took (1 without failover).
 const ATTEMPTS_HEADER: &str = "x-byok-attempts";
 
@@ -227,14 +228,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = sidecar.inner.config.connections;
-    crate::listen::serve_with(listener, sidecar.router(), limits, crate::listen::provider_shape, shutdown).await
+    let front =
+        crate::listen::Front { shape: crate::listen::provider_shape, calls: Some(Arc::clone(&sidecar.inner.metrics)) };
+    crate::listen::serve_with(listener, sidecar.router(), limits, front, shutdown).await
 }
 
 /// The call id: the caller's `x-byok-call-id` when it is short, plain text (letters,
 /// digits, `-_.:`), else a fresh ULID. A caller's id is kept as given even when other
 /// calls used it (an SDK's retry, another team's call): each completion is bound to its
 /// own resolution row, so a shared id never pairs one call's row with another's outcome.
-fn call_id(headers: &HeaderMap) -> String {
+pub(crate) fn call_id(headers: &HeaderMap) -> String {
     headers
         .get(CALL_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -250,21 +253,31 @@ fn call_id(headers: &HeaderMap) -> String {
 async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Body> {
     let started = Instant::now();
     let call_id = call_id(request.headers());
-    let mut record = ResolutionAudit::denied(call_id.clone());
+    let inner = sidecar.inner.as_ref();
+    let mut call = CallEnd {
+        inner,
+        call_id: &call_id,
+        record: ResolutionAudit::denied(call_id.clone()),
+        started,
+        progress: Progress::default(),
+        refused: None,
+    };
     let mut api = crate::listen::provider_shape(request.uri());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let result = sidecar.inner.process(request, peer, &mut record, &mut api, started).await;
+    let result = inner.process(request, peer, &mut call.record, &mut call.progress, &mut api, started).await;
     let mut response = match result {
+        // The answer's meter says how the call ended, when its body ends.
         Ok(response) => response,
         Err(Failure::Denied(refusal)) => {
             if refusal.code == Code::RateLimited {
-                sidecar.inner.metrics.rate_limited();
+                inner.metrics.rate_limited();
             }
-            record.outcome = Outcome::Denied;
-            record.reason = Some(refusal.code.as_str().to_owned());
-            record.detail = Some(refusal.message.clone());
+            call.record.outcome = Outcome::Denied;
+            call.record.reason = Some(refusal.code.as_str().to_owned());
+            call.record.detail = Some(refusal.message.clone());
+            let row = call.refuse(refusal.code);
             if refusal.code != Code::AuditUnavailable {
-                if let Err(err) = sidecar.inner.audit.append(record).await {
+                if let Err(err) = inner.audit.append(row).await {
                     tracing::error!(call_id = %call_id, error = %byok_domain::error::Report(&err), "could not audit a denied call");
                 }
             }
@@ -275,6 +288,7 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
                 retryable = refusal.retryable(),
                 "call refused"
             );
+            call.end(CallOutcome::Denied, refusal.code.as_str());
             refusal_response(api, &refusal)
         }
         Err(Failure::AfterAudit(refusal, meter)) => {
@@ -287,8 +301,12 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
                 retryable = refusal.retryable(),
                 "call failed after resolution"
             );
-            if let Some(meter) = meter {
-                meter.record(refusal.code.as_str(), None);
+            match meter {
+                Some(meter) => meter.record(refusal.code.as_str(), None),
+                None => {
+                    call.progress.metered = false;
+                    call.end(CallOutcome::Failed, refusal.code.as_str());
+                }
             }
             refusal_response(api, &refusal)
         }
@@ -297,6 +315,73 @@ async fn handle(State(sidecar): State<Sidecar>, request: Request) -> Response<Bo
         response.headers_mut().insert(HeaderName::from_static(CALL_ID_HEADER), value);
     }
     response
+}
+
+/// How far a call got, as the phases tell it (for saying how it ended).
+#[derive(Debug, Default)]
+struct Progress {
+    /// Time spent on the upstream by attempts superseded by a failover.
+    upstream: Duration,
+    /// An attempt's meter holds the call — it says how the call ended (when the answer's
+    /// body ends, or the attempt fails or is dropped) — or the end was said already.
+    metered: bool,
+}
+
+/// Says how a call ended — its access line and metrics ([`crate::access`]) — when no
+/// attempt's meter holds it: for a refusal, or, on drop, when the client went away before
+/// the call ended. Said at most once.
+struct CallEnd<'a> {
+    inner: &'a Inner,
+    call_id: &'a str,
+    /// The call's resolution row as the phases fill it (until a refusal sends it to the
+    /// audit).
+    record: ResolutionAudit,
+    started: Instant,
+    progress: Progress,
+    /// The refusal's code, and what the line says of the call, once its row is taken.
+    refused: Option<(Code, CallFacts, Option<String>)>,
+}
+
+impl CallEnd<'_> {
+    /// The call is refused with `code`: its row, to be audited (what the access line
+    /// needs of it is kept).
+    fn refuse(&mut self, code: Code) -> ResolutionAudit {
+        self.refused = Some((code, CallFacts::of(&self.record), self.record.model_family.clone()));
+        std::mem::replace(&mut self.record, ResolutionAudit::denied(String::new()))
+    }
+
+    /// Say that the call ended with `outcome` and `code`, unless a meter holds it or it
+    /// was said already.
+    fn end(&mut self, outcome: CallOutcome, code: &'static str) {
+        if std::mem::replace(&mut self.progress.metered, true) {
+            return;
+        }
+        let (facts, family) = match &self.refused {
+            Some((_, facts, family)) => (*facts, family.as_deref()),
+            None => (CallFacts::of(&self.record), self.record.model_family.as_deref()),
+        };
+        let ending = Ending {
+            outcome,
+            code,
+            upstream_status: None,
+            input_tokens: None,
+            output_tokens: None,
+            total: self.started.elapsed(),
+            upstream: self.progress.upstream,
+        };
+        crate::access::call_ended(&self.inner.metrics, self.call_id, &facts, family, &ending);
+    }
+}
+
+impl Drop for CallEnd<'_> {
+    fn drop(&mut self) {
+        // Dropped before its end was said: the client went away (the handler's future
+        // was dropped) while no attempt's meter held the call.
+        match self.refused {
+            Some((code, ..)) => self.end(CallOutcome::Denied, code.as_str()),
+            None => self.end(CallOutcome::Cancelled, "client_cancelled"),
+        }
+    }
 }
 
 fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
@@ -317,6 +402,7 @@ impl Inner {
         request: Request,
         peer: Option<SocketAddr>,
         record: &mut ResolutionAudit,
+        progress: &mut Progress,
         api: &mut Api,
         started: Instant,
     ) -> Result<Response<Body>, Failure> {
@@ -407,13 +493,17 @@ impl Inner {
                 }
             };
             if let Some(previous) = carried.take() {
-                previous.supersede();
+                // The superseded attempt's wait counts for the call (its meter carried the
+                // earlier attempts' too).
+                progress.upstream = previous.supersede();
+                progress.metered = false;
                 self.metrics.failover();
             }
             attempt += 1;
             tried.push(chosen.credential.credential.id);
             record.attempt = Some(attempt);
-            let outcome = self.attempt(&chosen, &route, &parts, &body, &caller, &call, record, started).await?;
+            let outcome =
+                self.attempt(&chosen, &route, &parts, &body, &caller, &call, record, progress, started).await?;
             let more = attempt < attempts_allowed;
             match outcome {
                 Attempted::Answer(answer) if more && crate::health::fails_over(answer.response.status().as_u16()) => {
@@ -491,6 +581,7 @@ impl Inner {
         caller: &Caller,
         call: &CallScope,
         record: &mut ResolutionAudit,
+        progress: &mut Progress,
         started: Instant,
     ) -> Result<Attempted, Failure> {
         let org = &caller.org.org;
@@ -548,7 +639,14 @@ impl Inner {
             },
             book: Arc::clone(&self.book),
             tokens: (!tally.is_empty()).then(|| TokenTally { limiter: Arc::clone(&self.limiter), keys: tally }),
+            facts: CallFacts::of(record),
+            upstream_time: progress.upstream,
+            upstream_since: None,
+            metrics: Arc::clone(&self.metrics),
         });
+        // From here on this attempt's meter says how the call ended (unless a later
+        // attempt supersedes it).
+        progress.metered = true;
 
         // 6. decrypt
         let secret = match decrypt(&self.deks, &self.kms, credential, &sealed).await {
@@ -566,7 +664,14 @@ impl Inner {
         drop(secret);
 
         // 8. forward
-        match forward(&self.client, upstream, self.config.response_timeout).await {
+        let sent = Instant::now();
+        pending.on_upstream(true);
+        let forwarded = forward(&self.client, upstream, self.config.response_timeout).await;
+        pending.on_upstream(false);
+        let waited = sent.elapsed();
+        let status = forwarded.as_ref().ok().map(|response| response.status().as_u16());
+        self.metrics.upstream_answered(route.spec.id.as_str(), status, waited);
+        match forwarded {
             Ok(response) => {
                 let status = response.status().as_u16();
                 self.observe(credential, record, crate::health::observed(status, response.headers()), Some(status));
@@ -679,7 +784,9 @@ enum Carried {
 }
 
 impl Carried {
-    fn supersede(self) {
+    /// Record this attempt as superseded; the time it waited for the upstream (with the
+    /// earlier attempts').
+    fn supersede(self) -> Duration {
         let (mut pending, status) = match self {
             // Dropping the response closes it: nothing of it reaches the client.
             Carried::Answer(mut answer) => {
@@ -688,9 +795,7 @@ impl Carried {
             }
             Carried::Refusal(_, pending) => (pending, 0),
         };
-        if let Some(meter) = pending.take(status) {
-            meter.superseded();
-        }
+        pending.take(status).map_or(Duration::ZERO, Meter::superseded)
     }
 }
 

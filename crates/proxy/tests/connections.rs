@@ -264,12 +264,20 @@ async fn a_too_long_request_target_gets_414_in_the_provider_shape() {
 #[tokio::test]
 async fn an_oversized_header_block_gets_431_in_the_provider_shape() {
     let (env, token) = authenticated().await;
-    let filler = [("x-filler", "a".repeat(70 * 1024))];
     for provider in [ProviderId::Openai, ProviderId::Anthropic] {
+        let call_id = format!("head-431-{}", ulid::Ulid::new());
+        let filler = [("x-filler", "a".repeat(70 * 1024)), ("x-byok-call-id", call_id.clone())];
         let response = list_models(&env, provider, &token, "", &filler).await.unwrap();
+        assert_eq!(response.headers()["x-byok-call-id"], call_id.as_str(), "the call id is answered");
         let body = assert_shaped(response, provider, 431, "headers_too_large").await;
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("65536"), "the message names the limit: {message}");
+        // A refused head is a denied call: one access line.
+        let line = support::access_line(&call_id);
+        let named = format!("provider=\"{}\"", provider.as_str());
+        for field in ["outcome=\"denied\"", "code=\"headers_too_large\"", "attempts=0", &named] {
+            assert!(line.contains(field), "{field}: {line}");
+        }
     }
     // Far beyond the limits the HTTP parser itself cuts the head off (a bare 431, or the
     // connection closed while the client is still sending).

@@ -26,7 +26,7 @@ use byok_store::testing::{for_each_backend, TestStore};
 use byok_store::{AuditFilter, UsageSource};
 use byok_vault::{HostPattern, NewCredential, Owner, StateChange, Vault, VaultPolicy, VerifyReason};
 use serde_json::Value;
-use support::{actor, anthropic_messages, openai_chat, Env, CANARY_PREFIX};
+use support::{access_line, actor, anthropic_messages, openai_chat, Env, CANARY_PREFIX};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -396,6 +396,13 @@ async fn failover_case(env: &Env, loopback: &Vault, case: &Case, keys: &[String]
 
     // The statement counts the call once.
     assert_eq!(billed(env, &org.id).await, (1, 0), "{what}: billed calls, unanswered");
+
+    // One access line for the call (none for the superseded attempt), naming b.
+    let line = access_line(&answer.call_id);
+    let credential = format!("credential_id={}", b.id);
+    for field in ["attempts=2", "outcome=\"allowed\"", "code=\"completed\"", "upstream_status=200", &credential] {
+        assert!(line.contains(field), "{what}: {field}: {line}");
+    }
 }
 
 /// 429, 401, 403, 500, 502, 503, 504, 529 and a refused connection, on OpenAI and

@@ -10,7 +10,7 @@ use byok_domain::{Capability, Mode, Outcome, ProviderId, ScopeInput};
 use byok_mock_provider::{MockConfig, ScriptedResponse};
 use byok_store::testing::{for_each_backend, TestStore};
 use serde_json::{json, Value};
-use support::{anthropic_messages, log_buffer, openai_chat, Env, CANARY_PREFIX};
+use support::{access_line, anthropic_messages, log_buffer, openai_chat, Env, CANARY_PREFIX};
 
 /// Send a request through the sidecar with the workload token in the header the
 /// provider's SDK uses.
@@ -735,6 +735,11 @@ async fn streams_pass_through_incrementally_and_cancel_upstream_on_disconnect() 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(completions[0].status, "client_cancelled");
+    // One access line, said when the body was dropped.
+    let line = access_line("call-stream");
+    for field in ["outcome=\"cancelled\"", "code=\"client_cancelled\"", "mode=\"stream\"", "upstream_status=200"] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
     env.stop().await;
 }
 
@@ -910,5 +915,11 @@ async fn a_call_abandoned_before_the_answer_is_recorded_as_cancelled() {
     assert_eq!(env.audit_rows("call-abandoned").await.len(), 1);
     assert_eq!(completions.len(), 1, "the abandoned call has its completion");
     assert_eq!(completions[0].status, "client_cancelled");
+    // One access line, said by the attempt's meter (not again by the handler).
+    let line = access_line("call-abandoned");
+    for field in ["outcome=\"cancelled\"", "code=\"client_cancelled\"", "attempts=1"] {
+        assert!(line.contains(field), "{field}: {line}");
+    }
+    assert!(!line.contains("upstream_status"), "no answer came: {line}");
     env.stop().await;
 }

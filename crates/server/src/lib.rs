@@ -172,7 +172,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let admin_addr = admin_listener.local_addr()?;
     let proxy_addr = proxy_listener.local_addr()?;
 
-    let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
+    let (audit, audit_task) =
+        AuditWriter::spawn_with_metrics(store.clone(), AuditConfig::default(), vault.kms().metrics());
     let sidecar = Sidecar::new(vault.clone(), audit, settings.proxy.clone())?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
@@ -328,8 +329,21 @@ async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: 
 
 fn init_logging() {
     let filter = logging::filter(std::env::var("BYOK_LOG").ok().as_deref());
+    let format = std::env::var("BYOK_LOG_FORMAT").ok();
+    let (format, unknown) = logging::format(format.as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = match format {
+        logging::Format::Text => {
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init()
+        }
+        logging::Format::Json => logging::json().with_env_filter(filter).with_writer(std::io::stderr).try_init(),
+    };
+    if let Some(unknown) = unknown {
+        tracing::warn!(
+            value = %byok_domain::audit::escaped_text(&unknown),
+            "BYOK_LOG_FORMAT is neither `text` nor `json`; logging as text"
+        );
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,7 +1,36 @@
-//! The log filter: `BYOK_LOG`, with the AWS SDK kept quiet at trace level.
+//! The log filter: `BYOK_LOG`, with the AWS SDK kept quiet at trace level; and the log
+//! format: `BYOK_LOG_FORMAT`, `text` (the default, for people) or `json` (one JSON
+//! object a line, for log pipelines).
 
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{Format as FmtFormat, Json, JsonFields};
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `tracing-subscriber`'s human format.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, the event's fields
+    /// (`message` among them) at the top level, and the spans it is in.
+    Json,
+}
+
+/// The format `spec` (`BYOK_LOG_FORMAT`'s value) names: `text` when unset or empty; the
+/// value when it names none, to be warned about (the format is then `text`).
+pub(crate) fn format(spec: Option<&str>) -> (Format, Option<String>) {
+    match spec.map(str::trim) {
+        None | Some("") => (Format::Text, None),
+        Some(value) if value.eq_ignore_ascii_case("text") => (Format::Text, None),
+        Some(value) if value.eq_ignore_ascii_case("json") => (Format::Json, None),
+        Some(value) => (Format::Text, Some(value.to_owned())),
+    }
+}
+
+/// The JSON subscriber's builder (a filter and a writer still to be set).
+pub(crate) fn json() -> tracing_subscriber::fmt::SubscriberBuilder<JsonFields, FmtFormat<Json>> {
+    tracing_subscriber::fmt().json().flatten_event(true).with_current_span(true).with_span_list(false)
+}
 
 /// The AWS SDK's crates, and the two modules that log whole requests at trace level
 /// (aws-smithy-runtime's "transmitting request", aws-sigv4's "signing request"): the body
@@ -99,5 +128,35 @@ mod tests {
         let text = logged("info");
         assert!(!text.contains("sdk-debug-line") && text.contains("byok-info-line"), "{text}");
         assert!(logged("not a filter [").contains("byok-info-line"));
+    }
+
+    #[test]
+    fn the_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(format(None), (Format::Text, None));
+        assert_eq!(format(Some("")), (Format::Text, None));
+        assert_eq!(format(Some("text")), (Format::Text, None));
+        assert_eq!(format(Some(" JSON ")), (Format::Json, None));
+        assert_eq!(format(Some("yaml")), (Format::Text, Some("yaml".to_owned())));
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_the_event_fields_at_the_top() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            json().with_env_filter(filter(Some("debug"))).with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "byok::access", call_id = "c-1", latency_ms = 1.5, upstream_status = 200u16, "call");
+            tracing::debug!(error = "a \"quoted\"\nmulti-line error", "something failed");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["target"], "byok::access");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["message"], "call");
+        assert_eq!(lines[0]["call_id"], "c-1");
+        assert_eq!(lines[0]["upstream_status"], 200);
+        assert_eq!(lines[1]["error"], "a \"quoted\"\nmulti-line error");
     }
 }

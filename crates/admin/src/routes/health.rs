@@ -51,8 +51,10 @@ pub(crate) async fn openapi_json() -> Json<serde_json::Value> {
     Json(crate::openapi::openapi_document())
 }
 
-/// Prometheus metrics (text format): KMS operations and latency by KMS, DEK cache
-/// lookups. No secret and no org data is ever a label.
+/// Prometheus metrics (text format): KMS operations and latency by KMS, the data plane's
+/// calls (by provider, capability, outcome and code), upstream answers by status class,
+/// call, upstream and overhead latencies, open streams, DEK and directory cache lookups,
+/// audit commits. No secret and no org data is ever a label.
 pub(crate) async fn metrics(State(vault): State<Vault>) -> Response {
     match vault.kms().metrics().render() {
         Ok(text) => {

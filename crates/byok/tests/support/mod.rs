@@ -105,6 +105,13 @@ impl Server {
         }
     }
 
+    /// What the server wrote so far: (stdout, stderr).
+    pub fn output(&self) -> (String, String) {
+        let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        (out, err)
+    }
+
     pub fn logs(&self) -> String {
         let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
         let err = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();

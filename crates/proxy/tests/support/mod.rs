@@ -42,6 +42,20 @@ pub fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
         .clone()
 }
 
+/// The access lines (target `byok::access`) logged so far for `call_id`.
+pub fn access_lines(call_id: &str) -> Vec<String> {
+    let logs = String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned();
+    let id = format!(" call_id=\"{call_id}\" ");
+    logs.lines().filter(|l| l.contains(" byok::access: ") && l.contains(&id)).map(str::to_owned).collect()
+}
+
+/// The one access line of `call_id` (there must be exactly one).
+pub fn access_line(call_id: &str) -> String {
+    let mut lines = access_lines(call_id);
+    assert_eq!(lines.len(), 1, "one access line for {call_id}: {lines:#?}");
+    lines.remove(0)
+}
+
 #[derive(Clone)]
 struct BufferWriter(Arc<Mutex<Vec<u8>>>);
 
