@@ -113,9 +113,16 @@ log "openapi-python-client generate"
 mkdir "$work/client"
 # ruff (a dependency of openapi-python-client) formats the output: its post-hooks need it
 # on PATH. --fail-on-warning: an endpoint or schema it could not generate fails the run.
+# The audit export answers JSON Lines (application/x-ndjson), which the generator does not
+# know: it is read as text, one JSON value per line.
+cat >"$work/generate.yaml" <<'EOF'
+content_type_overrides:
+  application/x-ndjson: text/plain
+EOF
 gen_status=0
 (cd "$work/client" && PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate \
-  --path "$doc" --meta none --output-path "$work/client/byok_admin_client" --fail-on-warning) \
+  --path "$doc" --meta none --config "$work/generate.yaml" --output-path "$work/client/byok_admin_client" \
+  --fail-on-warning) \
   >"$work/generate.log" 2>&1 || gen_status=$?
 cat "$work/generate.log"
 if [ "$gen_status" -ne 0 ]; then

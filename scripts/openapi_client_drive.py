@@ -2,7 +2,8 @@
 """Drives a running byok's admin API with a Python client generated from its own OpenAPI
 document (openapi-python-client), and checks what comes back against the models that the
 document promises: org -> team -> credential -> workload token -> one refused data-plane
-call -> the org's audit -> the credential's lifecycle, plus the documented error model.
+call -> the org's audit (its query, verification and export) -> the credential's lifecycle,
+plus the documented error model.
 
 Run by scripts/openapi-client.sh, which generates the client package, puts it on
 PYTHONPATH and starts the server:
@@ -311,6 +312,41 @@ class Driver:
         self.step("verify the org's audit chains")
         report = self.call("audit", "verify_audit", org_name, expect=200)
         check(isinstance(report, m.VerifyReport) and report.ok and report.checked >= 1, f"verify_audit: {report!r}")
+
+        self.step("export the org's audit (JSON Lines that verify on their own)")
+        module = self.operation("audit", "export_audit")
+        response = module.sync_detailed(org_name, client=self.client)
+        self.driven.add("export_audit")
+        text = response.content.decode("utf-8", "replace")
+        check(
+            response.status_code == HTTPStatus.OK,
+            f"export_audit: expected 200, got {int(response.status_code)}: {text}",
+        )
+        content_type = response.headers.get("content-type", "")
+        check(content_type.startswith("application/x-ndjson"), f"export_audit content-type {content_type!r}")
+        self.check_secret_absent("export_audit answer", text)
+        check(text.endswith("\n"), f"export_audit: the last line has no line break: {text[-200:]!r}")
+        lines = [json.loads(line) for line in text.splitlines()]
+        header, end = lines[0], lines[-1]
+        check(
+            header.get("kind") == "header"
+            and header.get("format") == "byok-audit-export"
+            and header.get("version") == 1
+            and header.get("org_id") == org.id,
+            f"export_audit header: {header}",
+        )
+        check(end.get("kind") == "end" and end.get("lines") == len(lines) - 1, f"export_audit end line: {end}")
+        exported = [line for line in lines if line.get("kind") == "call" and line.get("call_id") == call_id]
+        check(len(exported) == 1, f"export_audit has {len(exported)} lines for {call_id}")
+        call = exported[0]
+        check(call.get("seq") == row.seq and call.get("outcome") == "denied", f"export_audit call: {call}")
+        check(
+            all(isinstance(call.get(field), str) for field in ("segment", "prev_hash", "hash"))
+            and isinstance(call.get("segment_seq"), int),
+            f"export_audit call without its chain fields: {call}",
+        )
+        created_events = [line for line in lines if line.get("kind") == "lifecycle" and line.get("event") == "created"]
+        check(len(created_events) == 1, f"export_audit has {len(created_events)} `created` events")
 
         self.step("the credential's lifecycle")
         life = self.call("credentials", "credential_lifecycle", org_name, cred_name, expect=200)

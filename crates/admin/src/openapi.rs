@@ -34,7 +34,7 @@ impl Modify for BearerAuth {
         orgs::create_team, orgs::list_teams, orgs::create_workflow, orgs::list_workflows,
         credentials::create_credential, credentials::list_credentials, credentials::get_credential, credentials::update_credential, credentials::rotate_credential,
         credentials::verify_credential, credentials::disable_credential, credentials::enable_credential, credentials::revoke_credential, audit::credential_lifecycle,
-        audit::query_audit, audit::verify_audit, audit::verify_audit_checkpoint, audit::create_audit_checkpoint, audit::purge_audit, audit::get_audit_public_key, audit::list_audit_public_keys,
+        audit::query_audit, audit::export_audit, audit::verify_audit, audit::verify_audit_checkpoint, audit::create_audit_checkpoint, audit::purge_audit, audit::get_audit_public_key, audit::list_audit_public_keys,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         billing::update_org, billing::get_rate_card, billing::get_negotiated_rate_card,
         billing::put_negotiated_rate_card, billing::delete_negotiated_rate_card,

@@ -271,13 +271,14 @@ pub struct LimitsSetArgs {
 /// `byok audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute an org's audit hash chains (or the platform pool's) and report the first
-    /// broken link. Exits 1 when the audit does not verify, so scripts can gate on it.
+    /// Recompute an org's audit hash chains (or the platform pool's, or those of an export
+    /// file, offline) and report the first broken link. Exits 1 when the audit does not
+    /// verify, so scripts can gate on it.
     #[command(after_help = AUDIT_VERIFY_AFTER_HELP)]
-    #[command(group(ArgGroup::new("whose_audit").required(true).args(["org", "platform"])))]
+    #[command(group(ArgGroup::new("whose_audit").required(true).args(["org", "platform", "export"])))]
     Verify {
         /// Org id or name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "export")]
         org: Option<String>,
         /// Verify the platform credential pool's lifecycle-event chain instead of an org's
         /// audit (operator only).
@@ -286,14 +287,20 @@ pub enum AuditCommand {
         /// A signed checkpoint written earlier by `byok audit checkpoint` ('-' for standard
         /// input): also check its signature and that every chain head it names is still
         /// in place, unchanged.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "export")]
         checkpoint: Option<PathBuf>,
+        /// Verify a file `byok audit export` wrote ('-' for standard input) offline, from
+        /// the file alone: no server, no admin token.
+        #[arg(long, value_name = "FILE", conflicts_with = "platform")]
+        export: Option<PathBuf>,
     },
     /// Print a credential's whole life in order: every lifecycle event and every call it
     /// served or refused (call id, who, when, scope, outcome, upstream status, tokens).
     #[command(after_help = AUDIT_REPLAY_AFTER_HELP)]
     Replay(TimelineArgs),
-    /// Stream an org's resolution rows as JSON Lines (one row per line) for a SIEM.
+    /// Stream an org's audit as JSON Lines for a SIEM or an auditor: every call with its
+    /// completion and every lifecycle event, with the hash-chain fields that let
+    /// `byok audit verify --export` check it offline.
     #[command(after_help = AUDIT_EXPORT_AFTER_HELP)]
     Export(AuditExportArgs),
     /// Show one page of an org's resolution rows as a table.
@@ -338,12 +345,18 @@ names must still be there with the same hash (which ties it to everything before
 With --platform, the platform credential pool's lifecycle-event chain is recomputed
 (operator only); the calls platform credentials served are in their orgs' audits.
 
+With --export, a file `byok audit export` wrote is verified offline: every chain in it
+(lifecycle events, calls and completions) is recomputed from the file alone, and a line
+edited, deleted, moved or inserted is reported with its line number, chain and position.
+A chain cut by a retention purge starts from the anchor the export's header carries.
+
 Exit codes: 0 verified, 1 not verified (or refused), 3 admin API unreachable.
 
 Examples:
   byok audit verify --org acme
   byok audit verify --org acme --checkpoint acme-2026-01-01.checkpoint.json
-  byok audit verify --platform";
+  byok audit verify --platform
+  byok audit verify --export acme-audit.jsonl";
 
 const AUDIT_REPLAY_AFTER_HELP: &str = "\
 Every page of the timeline is fetched and printed as it arrives. With --json the output
@@ -355,12 +368,23 @@ Examples:
   byok audit replay --platform openai-pool";
 
 const AUDIT_EXPORT_AFTER_HELP: &str = "\
-Standard output carries nothing but JSON Lines, one resolution row per line, in audit
-order; rows are fetched page by page, so memory stays flat however long the audit. On a
-terminal, standard error shows how many rows have been written. --until is exclusive.
+Standard output carries nothing but JSON Lines: a `header` line (format version, org,
+export time, range, where each chain starts — a retention anchor included), then chain by
+chain every `lifecycle` event and every `call` (the resolution row with its `completion`:
+upstream status, latency, tokens, price), each with every field its hash covers and its
+`prev_hash` and `hash`, and last an `end` line. `byok audit verify --export FILE` checks
+it offline. --since and --until select each chain's entries from the first at or after
+--since to the last before --until (exclusive). The export is streamed, so memory stays
+flat however long the audit; on a terminal, standard error shows how many lines have
+been written.
+
+--credential, --call-id or --outcome select resolution rows instead: one row per line
+(with its completion), as a SIEM may want them, but not verifiable (a selection leaves
+gaps in every chain).
 
 Examples:
   byok audit export --org acme > acme-audit.jsonl
+  byok audit verify --export acme-audit.jsonl
   byok audit export --org acme --since 2026-01-01T00:00:00Z --outcome denied | siem-ingest";
 
 const AUDIT_QUERY_AFTER_HELP: &str = "\
@@ -427,7 +451,7 @@ pub struct AuditExportArgs {
     /// Org id or name.
     #[arg(long)]
     pub org: String,
-    /// Rows fetched per request (1000–10000).
+    /// Rows fetched per request with --credential, --call-id or --outcome (1000–10000).
     #[arg(
         long,
         value_name = "N",

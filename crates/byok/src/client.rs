@@ -87,6 +87,13 @@ fn read_token_file(path: &Path) -> Result<SecretString, CliError> {
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
+/// The longest a streamed answer (an audit export) may take in all; each of its chunks
+/// is waited for at most as long as a whole ordinary answer.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a whole ordinary answer, or one chunk of a streamed one, may take.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A client of one admin API, holding one admin token.
 pub struct AdminClient {
     base: Url,
@@ -101,7 +108,7 @@ impl AdminClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("byok-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .timeout(ANSWER_TIMEOUT)
             // The admin token must go only where the operator pointed it.
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -131,10 +138,36 @@ impl AdminClient {
         self.parse_answer(&text)
     }
 
-    /// Send `request` and return the successful answer's body as text, exactly as the
-    /// server wrote it (for streaming its rows on without re-encoding them). Errors as
-    /// for [`AdminClient::send`].
-    pub async fn send_for_text(&self, request: &ApiRequest) -> Result<String, CliError> {
+    /// Send `request` and return the successful answer to be read chunk by chunk (a
+    /// streamed answer of any length: the client's overall timeout does not apply, the
+    /// caller bounds the wait for each chunk). Errors as for [`AdminClient::send`].
+    pub async fn open_stream(&self, request: &ApiRequest) -> Result<reqwest::Response, CliError> {
+        let builder = self.builder(request)?.timeout(STREAM_TIMEOUT);
+        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Err(api_error(status.as_u16(), &String::from_utf8_lossy(&bytes)))
+    }
+
+    /// The next chunk of a streamed answer (`None` at its end), waiting at most `idle`.
+    pub async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+        idle: Duration,
+    ) -> Result<Option<bytes::Bytes>, CliError> {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(chunk) => chunk.map_err(|e| self.transport_error(&e)),
+            Err(_) => Err(CliError::Unreachable {
+                url: self.base.as_str().trim_end_matches('/').to_owned(),
+                reason: format!("no data for {} seconds in the middle of an answer", idle.as_secs()),
+            }),
+        }
+    }
+
+    fn builder(&self, request: &ApiRequest) -> Result<reqwest::RequestBuilder, CliError> {
         let url = self.url_for(request)?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret())).map_err(|_| {
             CliError::Usage(
@@ -147,7 +180,14 @@ impl AdminClient {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(|e| self.transport_error(&e))?;
+        Ok(builder)
+    }
+
+    /// Send `request` and return the successful answer's body as text, exactly as the
+    /// server wrote it (for streaming its rows on without re-encoding them). Errors as
+    /// for [`AdminClient::send`].
+    pub async fn send_for_text(&self, request: &ApiRequest) -> Result<String, CliError> {
+        let response = self.builder(request)?.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
         let text = String::from_utf8_lossy(&bytes);

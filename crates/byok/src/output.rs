@@ -20,7 +20,7 @@ mod audit;
 mod billing;
 mod limits;
 
-pub use audit::{checkpoint_written, timeline_entry, timeline_header, NO_EVENTS};
+pub use audit::{checkpoint_written, export_verify_report, timeline_entry, timeline_header, NO_EVENTS};
 
 /// How to present an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -91,6 +91,15 @@ async fn call(http: &reqwest::Client, server: &Server, token: &str, call_id: &st
         .as_u16()
 }
 
+/// The `call` lines of an export, in order.
+fn call_lines(export: &str) -> Vec<Value> {
+    export
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["kind"] == "call")
+        .collect()
+}
+
 /// The call ids of a replayed timeline's calls, in order.
 fn replayed_call_ids(timeline: &Value) -> Vec<String> {
     timeline["events"]
@@ -211,16 +220,26 @@ async fn audit_commands_verify_replay_export_and_catch_tampering() {
         .ok();
     assert!(from_stdin.stdout.contains("checkpoint verified"), "{from_stdin:?}");
 
-    // Export: one parseable JSON line per call, nothing else on stdout.
+    // Export: JSON Lines only on stdout — a header, the lifecycle events, one line per
+    // call (with its completion), an end line — and it verifies offline.
     let export = cli.run("audit export --org acme").ok();
-    let rows: Vec<Value> = export.stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let lines: Vec<Value> = export.stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(lines[0]["kind"], "header", "{}", export.stdout);
+    assert_eq!(lines.last().unwrap()["kind"], "end", "{}", export.stdout);
+    assert!(lines.iter().any(|l| l["kind"] == "lifecycle" && l["event"] == "created"), "{}", export.stdout);
+    let rows = call_lines(&export.stdout);
     let exported: Vec<&str> = rows.iter().map(|r| r["call_id"].as_str().unwrap()).collect();
     assert_eq!(exported, ["audit-e2e-1", "audit-e2e-2", "audit-e2e-3", "audit-e2e-denied"], "{}", export.stdout);
     assert_eq!(rows[3]["outcome"], "denied");
+    assert_eq!(rows[0]["completion"]["upstream_status"], 200, "{}", export.stdout);
+    let offline = cli.run_with_stdin("audit verify --export -", Some(&export.stdout)).ok();
+    assert!(offline.stdout.contains("verified") && offline.stdout.contains("4 calls"), "{offline:?}");
+    // Selected rows (--credential, --call-id, --outcome): one row per line, as before.
     let denied = cli.run("audit export --org acme --outcome denied --page-size 1000").ok();
     assert_eq!(denied.stdout.lines().count(), 1, "{denied:?}");
     let since_last = cli.run(&format!("audit export --org acme --since {}", rows[2]["at"].as_str().unwrap())).ok();
-    assert_eq!(since_last.stdout.lines().count(), 2, "{since_last:?}");
+    assert_eq!(call_lines(&since_last.stdout).len(), 2, "{since_last:?}");
+    cli.run_with_stdin("audit verify --export -", Some(&since_last.stdout)).ok();
     let by_cred = cli.run("audit export --org acme --credential openai-prod --outcome allowed").ok();
     assert_eq!(by_cred.stdout.lines().count(), 3, "{by_cred:?}");
 
@@ -246,7 +265,7 @@ async fn audit_commands_verify_replay_export_and_catch_tampering() {
     let purged = cli.run("audit purge --org acme").ok();
     assert!(purged.stdout.contains("Removed 0 audit entries"), "{purged:?}");
     assert_eq!(cli.run("audit purge --org acme --before 2999-01-01T00:00:00Z").code, 2, "--before needs --yes");
-    assert_eq!(cli.run("audit export --org acme").ok().stdout.lines().count(), 4, "nothing was purged");
+    assert_eq!(call_lines(&cli.run("audit export --org acme").ok().stdout).len(), 4, "nothing was purged");
 
     // Tamper: change one row's model behind byok's back.
     let tampered_seq = rows[1]["seq"].as_i64().unwrap();
@@ -290,6 +309,165 @@ async fn audit_commands_verify_replay_export_and_catch_tampering() {
             "`byok {}` printed the provider key",
             run.argv
         );
+    }
+    drop(cli);
+    drop(server);
+    mock.shutdown().await;
+}
+
+/// The lines of `text` with one changed by `change` (its JSON value).
+fn edited(lines: &[String], index: usize, change: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut lines = lines.to_vec();
+    let mut value: Value = serde_json::from_str(&lines[index]).unwrap();
+    change(&mut value);
+    lines[index] = value.to_string();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_verifies_offline_and_each_edit_is_named_by_its_line() {
+    let key = format!("sk-canary-export-e2e-{}{}", std::process::id(), free_port());
+    let rotated = format!("{key}-rotated");
+    let mock =
+        MockProvider::start(MockConfig { openai_keys: vec![key.clone(), rotated.clone()], ..MockConfig::default() })
+            .await
+            .unwrap();
+    let upstream = mock.base_url();
+    let server = Server::start_with(&[("BYOK_UPSTREAM_OPENAI", &upstream)]);
+    let cli = Cli { server: &server, runs: RefCell::new(Vec::new()) };
+    cli.run("org create acme --tier katman-b").ok();
+    cli.run("team create --org acme agents").ok();
+    cli.run_with_stdin("credential add --org acme --name openai-prod --provider openai --team agents", Some(&key)).ok();
+    let token = cli.run("token create --org acme --team agents").ok().stdout.trim().to_owned();
+
+    // Two calls, a rotation (a lifecycle event), a third call on the new version.
+    let http = reqwest::Client::new();
+    for call_id in ["export-1", "export-2"] {
+        assert_eq!(call(&http, &server, &token, call_id).await, 200, "{call_id}:\n{}", server.logs());
+    }
+    cli.run_with_stdin("credential rotate --org acme openai-prod", Some(&rotated)).ok();
+    assert_eq!(call(&http, &server, &token, "export-3").await, 200, "{}", server.logs());
+
+    // Completions are written as calls end: export once all three are in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let export = loop {
+        let export = cli.run("audit export --org acme").ok().stdout;
+        let completed = call_lines(&export).iter().filter(|c| c["completion"].is_object()).count();
+        if completed >= 3 || std::time::Instant::now() > deadline {
+            break export;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let calls = call_lines(&export);
+    assert_eq!(calls.len(), 3, "{export}");
+    assert_eq!((calls[0]["credential_version"].as_i64(), calls[2]["credential_version"].as_i64()), (Some(1), Some(2)));
+    for call in &calls {
+        let completion = &call["completion"];
+        assert_eq!(completion["upstream_status"], 200, "{call}");
+        assert!(completion["latency_us"].as_i64().unwrap() > 0, "{call}");
+        assert!(completion["input_tokens"].is_u64() && completion["metering"]["rate_card"].is_string(), "{call}");
+        assert_eq!(completion["resolution_seq"], call["segment_seq"], "{call}");
+        for field in ["segment", "segment_seq", "prev_hash", "hash"] {
+            assert!(!call[field].is_null() && !completion[field].is_null(), "{field}: {call}");
+        }
+    }
+    let header: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert_eq!((header["format"].as_str(), header["version"].as_u64()), (Some("byok-audit-export"), Some(1)));
+    assert!(header["org_id"].as_str().unwrap().starts_with("org_"), "{header}");
+    let lifecycle: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["kind"] == "lifecycle")
+        .collect();
+    assert!(lifecycle.iter().any(|e| e["event"] == "rotated" && e["version"] == 2), "{export}");
+    assert!(lifecycle.iter().all(|e| e["chain_seq"].is_i64() && e["hash"].is_string()), "{export}");
+
+    // Offline: a file, with no server and no admin token anywhere.
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("acme.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let offline = tokio::task::block_in_place(|| {
+        clean_command()
+            .args(["--admin-url", "http://127.0.0.1:9", "audit", "verify", "--export"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&offline.stdout);
+    assert_eq!(offline.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&offline.stderr));
+    for needle in ["verified", "3 calls", "3 completions", &format!("{} lifecycle events", lifecycle.len())] {
+        assert!(stdout.contains(needle), "'{needle}' missing from:\n{stdout}");
+    }
+    let report = cli.run(&format!("audit verify --export {} --json", file.display())).json();
+    assert_eq!((report["ok"].as_bool(), report["calls"].as_u64()), (Some(true), Some(3)), "{report}");
+    assert_eq!(report["lines"].as_u64(), Some(export.lines().count() as u64), "{report}");
+
+    // Every kind of edit fails with exit 1 and names its line.
+    let lines: Vec<String> = export.lines().map(str::to_owned).collect();
+    let first_call = lines.iter().position(|l| l.starts_with("{\"kind\":\"call\"")).unwrap();
+    let rotation = lines.iter().position(|l| l.contains("\"event\":\"rotated\"")).unwrap();
+    let mut deleted = lines.clone();
+    deleted.remove(first_call + 1);
+    let mut swapped = lines.clone();
+    swapped.swap(first_call, first_call + 1);
+    let mut cut = lines.clone();
+    cut.pop();
+    let mut inserted = lines.clone();
+    inserted.insert(first_call + 1, lines[first_call].clone());
+    let bump =
+        |v: &mut Value| v["completion"]["input_tokens"] = json!(v["completion"]["input_tokens"].as_u64().unwrap() + 1);
+    let cases: Vec<(&str, Vec<String>, usize, &str)> = vec![
+        ("a token count", edited(&lines, first_call, bump), first_call + 1, "changed"),
+        (
+            "an upstream status",
+            edited(&lines, first_call + 2, |v| v["completion"]["upstream_status"] = json!(500)),
+            first_call + 3,
+            "changed",
+        ),
+        ("a lifecycle event", edited(&lines, rotation, |v| v["version"] = json!(3)), rotation + 1, "changed"),
+        ("a deleted line", deleted, first_call + 2, "missing"),
+        ("two lines swapped", swapped, first_call + 1, "missing"),
+        ("a repeated line", inserted, first_call + 2, "reordered"),
+        ("the end line cut", cut, lines.len(), "truncated"),
+    ];
+    for (what, lines, line, problem) in cases {
+        let path = outside.path().join("tampered.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let run = cli.run(&format!("audit verify --export {}", path.display()));
+        assert_eq!(run.code, 1, "{what}: {run:?}");
+        assert!(run.stdout.contains("NOT verified"), "{what}: {run:?}");
+        let named = format!("line {line}: {problem}");
+        assert!(run.stderr.contains(&named), "{what}: '{named}' missing from: {run:?}");
+    }
+    let not_json = cli.run_with_stdin("audit verify --export -", Some(&format!("{}\nnot json\n", lines[0])));
+    assert_eq!(not_json.code, 1, "{not_json:?}");
+    assert!(not_json.stderr.contains("line 2: malformed"), "{not_json:?}");
+
+    // A range: each chain from its first entry at or after --since, starting mid-chain.
+    let since = calls[1]["at"].as_str().unwrap();
+    let ranged = cli.run(&format!("audit export --org acme --since {since}")).ok().stdout;
+    let ranged_header: Value = serde_json::from_str(ranged.lines().next().unwrap()).unwrap();
+    let starts: Vec<&str> =
+        ranged_header["chains"].as_array().unwrap().iter().map(|c| c["after"]["from"].as_str().unwrap()).collect();
+    assert!(starts.contains(&"range"), "{ranged_header}");
+    assert_eq!(call_lines(&ranged).len(), 2, "{ranged}");
+    cli.run_with_stdin("audit verify --export -", Some(&ranged)).ok();
+
+    // After a purge the rest starts from the anchor the purge left, and still verifies.
+    let before = calls[2]["at"].as_str().unwrap();
+    let purged = cli.run(&format!("audit purge --org acme --before {before} --yes")).ok();
+    assert!(!purged.stdout.contains("Removed 0 "), "{purged:?}");
+    let after_purge = cli.run("audit export --org acme").ok().stdout;
+    let purged_header: Value = serde_json::from_str(after_purge.lines().next().unwrap()).unwrap();
+    let anchored = purged_header["chains"].as_array().unwrap().iter().find(|c| c["after"]["from"] == "anchor");
+    assert!(anchored.is_some_and(|c| c["after"]["position"].as_i64().unwrap() > 0), "{purged_header}");
+    assert_eq!(call_lines(&after_purge).len(), 1, "{after_purge}");
+    let verified = cli.run_with_stdin("audit verify --export -", Some(&after_purge)).ok();
+    assert!(verified.stdout.contains("retention purge"), "{verified:?}");
+    cli.run("audit verify --org acme").ok();
+
+    for run in cli.runs.borrow().iter() {
+        assert!(!run.stdout.contains(&key) && !run.stderr.contains(&key), "`byok {}` printed the key", run.argv);
     }
     drop(cli);
     drop(server);

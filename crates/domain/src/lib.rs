@@ -8,7 +8,9 @@
 
 pub mod audit;
 pub mod billing;
+pub mod chain;
 pub mod error;
+pub mod export;
 pub mod family;
 pub mod ids;
 pub mod lifecycle;

@@ -8,15 +8,22 @@
 //!   cross-node lock and no read of the previous row: the head is in memory.
 //!
 //! The fields hashed are exactly the values written, in a fixed order (see
-//! [`byok_crypto::chain`] for the encoding). After a retention purge — row by row here,
-//! or a whole month's partition on PostgreSQL (`partitions.rs`) — an anchor keeps the
-//! position and hash of the last purged entry of each chain, so the rest still verifies.
+//! [`byok_domain::chain`] for the encoding and each kind's fields). After a retention
+//! purge — row by row here, or a whole month's partition on PostgreSQL (`partitions.rs`)
+//! — an anchor keeps the position and hash of the last purged entry of each chain, so the
+//! rest still verifies.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use byok_crypto::chain::{hex, ChainHash, Link, GENESIS};
+pub(crate) use byok_domain::chain::Field;
+use byok_domain::chain::{
+    column_list, completion_fields, hex, link, resolution_fields, ChainHash, Column, COMPLETION, EVENT, GENESIS,
+    RESOLUTION,
+};
 use byok_domain::{CallCompletion, OrgId, ResolutionAudit, Timestamp};
 use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::Any;
 
 use crate::error::{map_sqlx, StoreError};
@@ -103,137 +110,14 @@ impl AuditEntry {
     }
 }
 
-/// A chained field value, exactly as written to its column.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Field {
-    Text(Option<String>),
-    Int(Option<i64>),
-}
+/// Chained columns of a resolution row, in hash order (see [`byok_domain::chain`]).
+pub(crate) static RESOLUTION_CHAIN_COLUMNS: LazyLock<String> = LazyLock::new(|| column_list(RESOLUTION));
 
-impl Field {
-    fn is_null(&self) -> bool {
-        matches!(self, Field::Text(None) | Field::Int(None))
-    }
-}
+/// Chained columns of a call completion, in hash order.
+pub(crate) static COMPLETION_CHAIN_COLUMNS: LazyLock<String> = LazyLock::new(|| column_list(COMPLETION));
 
-/// Where each extension of a kind's fields starts: the columns added to it after it was
-/// first written, in the order they were added (each extension runs to the next one's
-/// start, the last to the end). An extension is hashed only when a field of it or of a
-/// later extension is set, so entries written before it existed still verify — and
-/// setting or clearing an extension field of any entry changes what is hashed, so it is
-/// caught like any other change.
-fn extensions(kind: &str) -> &'static [usize] {
-    match kind {
-        // The billing fields (2), then the failover attempt.
-        "resolution" => &[RESOLUTION_BASE_FIELDS, RESOLUTION_BASE_FIELDS + 2],
-        // Metering (7 fields), then the position of the resolution row it is bound to.
-        "completion" => &[COMPLETION_BASE_FIELDS, COMPLETION_BASE_FIELDS + 7],
-        _ => &[],
-    }
-}
-
-fn hashed_fields<'f>(kind: &str, fields: &'f [Field]) -> &'f [Field] {
-    let mut end = fields.len();
-    for &start in extensions(kind).iter().rev() {
-        match fields.get(start..end) {
-            Some(extension) if extension.iter().all(Field::is_null) => end = start,
-            _ => break,
-        }
-    }
-    &fields[..end]
-}
-
-fn link(kind: &str, prev: &ChainHash, fields: &[Field]) -> ChainHash {
-    hashed_fields(kind, fields)
-        .iter()
-        .fold(Link::new(kind, prev), |link, field| match field {
-            Field::Text(value) => link.text(value.as_deref()),
-            Field::Int(value) => link.int(*value),
-        })
-        .finish()
-}
-
-fn text(value: Option<impl ToString>) -> Field {
-    Field::Text(value.map(|v| v.to_string()))
-}
-
-fn opt_u64(value: Option<u64>) -> Option<i64> {
-    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-/// Columns of a chained resolution row, in hash order: the first
-/// [`RESOLUTION_BASE_FIELDS`], then the extension (see [`extensions`]).
-pub(crate) const RESOLUTION_CHAIN_COLUMNS: &str = "segment, segment_seq, at_us, call_id, org_id, team_id, workflow_id, \
-     token_id, credential_id, credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, \
-     reason, detail, tier, credential_owner, attempt";
-
-const RESOLUTION_BASE_FIELDS: usize = 19;
-
-/// The values of a resolution row's chained columns, in order.
-pub(crate) fn resolution_fields(segment: &str, seq: i64, row: &ResolutionAudit) -> Vec<Field> {
-    vec![
-        Field::Text(Some(segment.to_owned())),
-        Field::Int(Some(seq)),
-        Field::Int(Some(row.at.as_micros())),
-        Field::Text(Some(row.call_id.clone())),
-        text(row.org_id),
-        text(row.team_id),
-        text(row.workflow_id),
-        text(row.token_id),
-        text(row.credential_id),
-        Field::Int(row.credential_version.map(i64::from)),
-        Field::Text(row.fingerprint.clone()),
-        text(row.provider.map(|p| p.as_str())),
-        Field::Text(row.model.clone()),
-        Field::Text(row.model_family.clone()),
-        text(row.capability.map(|c| c.as_str())),
-        text(row.mode.map(|m| m.as_str())),
-        Field::Text(Some(row.outcome.as_str().to_owned())),
-        Field::Text(row.reason.clone()),
-        Field::Text(row.detail.clone()),
-        text(row.tier.map(|t| t.as_str())),
-        text(row.credential_owner.map(|o| o.as_str())),
-        Field::Int(row.attempt.map(i64::from)),
-    ]
-}
-
-/// Columns of a chained completion, in hash order: the first [`COMPLETION_BASE_FIELDS`],
-/// then the extensions (see [`extensions`]): metering, then the resolution row's position.
-pub(crate) const COMPLETION_CHAIN_COLUMNS: &str = "segment, segment_seq, call_id, org_id, credential_id, at_us, \
-     upstream_status, latency_us, input_tokens, output_tokens, status, team_id, tier, credential_owner, provider, \
-     model_family, rate_card, provider_price, resolution_seq";
-
-const COMPLETION_BASE_FIELDS: usize = 11;
-
-/// The values of a completion's chained columns, in order; `resolution` is the position
-/// of the row it is bound to.
-pub(crate) fn completion_fields(segment: &str, seq: i64, c: &CallCompletion, resolution: Option<i64>) -> Vec<Field> {
-    vec![
-        Field::Text(Some(segment.to_owned())),
-        Field::Int(Some(seq)),
-        Field::Text(Some(c.call_id.clone())),
-        Field::Text(Some(c.org_id.to_string())),
-        Field::Text(Some(c.credential_id.to_string())),
-        Field::Int(Some(c.at.as_micros())),
-        Field::Int(c.upstream_status.map(i64::from)),
-        Field::Int(Some(c.latency_us)),
-        Field::Int(opt_u64(c.input_tokens)),
-        Field::Int(opt_u64(c.output_tokens)),
-        Field::Text(Some(c.status.clone())),
-        text(c.metering.as_ref().map(|m| m.team_id)),
-        text(c.metering.as_ref().map(|m| m.tier.as_str())),
-        text(c.metering.as_ref().map(|m| m.credential_owner.as_str())),
-        text(c.metering.as_ref().map(|m| m.provider.as_str())),
-        Field::Text(c.metering.as_ref().and_then(|m| m.model_family.clone())),
-        Field::Text(c.metering.as_ref().map(|m| m.rate_card.clone())),
-        Field::Text(c.metering.as_ref().and_then(|m| m.provider_price.clone())),
-        Field::Int(resolution),
-    ]
-}
-
-/// Columns of a chained lifecycle event, in hash order.
-pub(crate) const EVENT_CHAIN_COLUMNS: &str =
-    "chain_seq, id, org_id, kind, subject, credential_id, version, fingerprint, actor, at_us, details";
+/// Chained columns of a lifecycle event, in hash order.
+pub(crate) static EVENT_CHAIN_COLUMNS: LazyLock<String> = LazyLock::new(|| column_list(EVENT));
 
 /// A chained entry ready to insert: its values, position and link.
 pub(crate) struct Chained {
@@ -288,10 +172,10 @@ impl Segment {
             let org = entry.org();
             let (seq, prev) = next.next(org);
             let chained = match entry {
-                AuditEntry::Resolution(row) => chain("resolution", prev, resolution_fields(&next.id, seq, row)),
-                AuditEntry::Completion(c) => chain("completion", prev, completion_fields(&next.id, seq, c, None)),
+                AuditEntry::Resolution(row) => chain(RESOLUTION, prev, resolution_fields(&next.id, seq, row)),
+                AuditEntry::Completion(c) => chain(COMPLETION, prev, completion_fields(&next.id, seq, c, None)),
                 AuditEntry::BoundCompletion { completion, resolution } => {
-                    chain("completion", prev, completion_fields(&next.id, seq, completion, Some(*resolution)))
+                    chain(COMPLETION, prev, completion_fields(&next.id, seq, completion, Some(*resolution)))
                 }
             };
             next.advance(org, seq, chained.hash);
@@ -358,62 +242,97 @@ pub struct HeadRecord {
     pub hash: String,
 }
 
-/// A chained table: its name, hashed columns (in order) and entry kind.
+/// A chained table: its name and entry kind (which gives its hashed columns).
 #[derive(Clone, Copy)]
-struct ChainTable {
-    table: &'static str,
-    columns: &'static str,
-    kind: &'static str,
+pub(crate) struct ChainTable {
+    pub(crate) table: &'static str,
+    pub(crate) kind: &'static str,
 }
 
-const EVENTS: ChainTable = ChainTable { table: "lifecycle_events", columns: EVENT_CHAIN_COLUMNS, kind: "event" };
-const RESOLUTIONS: ChainTable =
-    ChainTable { table: "resolution_audit", columns: RESOLUTION_CHAIN_COLUMNS, kind: "resolution" };
-const COMPLETIONS: ChainTable =
-    ChainTable { table: "call_completions", columns: COMPLETION_CHAIN_COLUMNS, kind: "completion" };
+impl ChainTable {
+    /// The hashed columns, in order.
+    fn columns(&self) -> &'static [Column] {
+        byok_domain::chain::columns(self.kind)
+    }
+
+    /// The hashed columns as a SQL column list.
+    fn column_list(&self) -> &'static str {
+        match self.kind {
+            EVENT => &EVENT_CHAIN_COLUMNS,
+            RESOLUTION => &RESOLUTION_CHAIN_COLUMNS,
+            _ => &COMPLETION_CHAIN_COLUMNS,
+        }
+    }
+}
+
+pub(crate) const EVENTS: ChainTable = ChainTable { table: "lifecycle_events", kind: EVENT };
+pub(crate) const RESOLUTIONS: ChainTable = ChainTable { table: "resolution_audit", kind: RESOLUTION };
+pub(crate) const COMPLETIONS: ChainTable = ChainTable { table: "call_completions", kind: COMPLETION };
 
 /// Which rows of a chained table to read: those matching `filter`, in `order`, after
-/// `after`, of `segment` if given.
-struct Page<'a> {
-    filter: &'a str,
-    order: &'a str,
-    segment: Option<&'a str>,
-    after: i64,
+/// `after` (and up to `upto`, if given), of `segment` if given, at most `limit`.
+pub(crate) struct Page<'a> {
+    pub(crate) filter: &'a str,
+    pub(crate) order: &'a str,
+    pub(crate) segment: Option<&'a str>,
+    pub(crate) after: i64,
+    pub(crate) upto: Option<i64>,
+    pub(crate) limit: i64,
 }
 
-struct Entry {
-    table: &'static str,
-    row_seq: i64,
-    seq: Option<i64>,
-    fields: Vec<Field>,
-    kind: &'static str,
-    prev: Option<Vec<u8>>,
-    hash: Option<Vec<u8>>,
+impl<'a> Page<'a> {
+    /// Up to [`VERIFY_PAGE`] rows matching `filter` after `after`, in `order`.
+    fn new(filter: &'a str, order: &'a str, segment: Option<&'a str>, after: i64) -> Self {
+        Self { filter, order, segment, after, upto: None, limit: VERIFY_PAGE }
+    }
 }
 
-fn read_fields(row: &Row<'_>, columns: &str) -> Result<Vec<Field>, StoreError> {
+/// A chained entry as stored.
+pub(crate) struct Entry {
+    pub(crate) table: &'static str,
+    /// Its row id (`seq`) in its table.
+    pub(crate) row_seq: i64,
+    /// Its position in its chain.
+    pub(crate) seq: Option<i64>,
+    /// Its chained columns, in hash order.
+    pub(crate) fields: Vec<Field>,
+    pub(crate) kind: &'static str,
+    pub(crate) prev: Option<Vec<u8>>,
+    pub(crate) hash: Option<Vec<u8>>,
+}
+
+/// A chained entry from a row that selected `seq, prev_hash, hash` and the chained
+/// columns of `source`.
+pub(crate) fn entry_of(row: &AnyRow, source: &ChainTable) -> Result<Entry, StoreError> {
+    let (table, kind) = (source.table, source.kind);
+    let r = Row::new(row, table);
+    let fields = read_fields(&r, source.columns())?;
+    let seq = match fields.first() {
+        Some(Field::Int(seq)) if kind == EVENT => *seq,
+        _ => match fields.get(1) {
+            Some(Field::Int(seq)) => *seq,
+            _ => None,
+        },
+    };
+    Ok(Entry {
+        table,
+        row_seq: r.int("seq")?,
+        seq,
+        fields,
+        kind,
+        prev: r.opt_blob("prev_hash")?,
+        hash: r.opt_blob("hash")?,
+    })
+}
+
+fn read_fields(row: &Row<'_>, columns: &[Column]) -> Result<Vec<Field>, StoreError> {
     columns
-        .split(',')
-        .map(str::trim)
+        .iter()
         .map(|column| {
-            let int_column = matches!(
-                column,
-                "segment_seq"
-                    | "chain_seq"
-                    | "at_us"
-                    | "credential_version"
-                    | "version"
-                    | "upstream_status"
-                    | "latency_us"
-                    | "input_tokens"
-                    | "output_tokens"
-                    | "resolution_seq"
-                    | "attempt"
-            );
-            if int_column {
-                row.opt_int(column).map(Field::Int)
+            if column.int {
+                row.opt_int(column.name).map(Field::Int)
             } else {
-                row.opt_text(column).map(Field::Text)
+                row.opt_text(column.name).map(Field::Text)
             }
         })
         .collect()
@@ -497,7 +416,7 @@ impl Walker {
 
 /// `{statement} WHERE org_id = … AND segment = …`: a statement on the entries (or the
 /// anchor) of one chain, `org`'s (`None`: entries without an org) in `segment`.
-fn on_chain<'q>(backend: Backend, statement: &str, org: Option<&OrgId>, segment: &'q str) -> Sql<'q> {
+pub(crate) fn on_chain<'q>(backend: Backend, statement: &str, org: Option<&OrgId>, segment: &'q str) -> Sql<'q> {
     let mut sql = Sql::new(backend, format!("{statement} WHERE "));
     sql.push_eq_or_null("org_id", org.map(OrgId::to_string)).push(" AND segment = ").push_bind(segment);
     sql
@@ -513,8 +432,8 @@ impl Store {
         let (next, rows, completions) = segment.link_entries(entries);
         let mut tx = self.begin_write().await?;
         let backend = self.backend();
-        crate::audit::insert_chained(&mut tx, backend, "resolution_audit", RESOLUTION_CHAIN_COLUMNS, &rows).await?;
-        crate::audit::insert_chained(&mut tx, backend, "call_completions", COMPLETION_CHAIN_COLUMNS, &completions)
+        crate::audit::insert_chained(&mut tx, backend, RESOLUTIONS.table, &RESOLUTION_CHAIN_COLUMNS, &rows).await?;
+        crate::audit::insert_chained(&mut tx, backend, COMPLETIONS.table, &COMPLETION_CHAIN_COLUMNS, &completions)
             .await?;
         crate::usage::add_to_rollup(&mut tx, backend, &segment.id, entries).await?;
         tx.commit().await.map_err(map_sqlx)?;
@@ -522,7 +441,7 @@ impl Store {
         Ok(())
     }
 
-    async fn anchor(&self, org: Option<&OrgId>, segment: &str) -> Result<ChainHead, StoreError> {
+    pub(crate) async fn anchor(&self, org: Option<&OrgId>, segment: &str) -> Result<ChainHead, StoreError> {
         let mut sql = on_chain(self.backend(), "SELECT last_seq, last_hash FROM audit_anchors", org, segment);
         let row = sql.query()?.fetch_optional(self.reader()).await.map_err(map_sqlx)?;
         match row {
@@ -539,7 +458,7 @@ impl Store {
     /// Found by skipping through the chain index `(org_id, segment, segment_seq)`: one
     /// probe per segment (per partition on PostgreSQL), where `SELECT DISTINCT` would read
     /// every entry of the org — this runs on every purge and every verify.
-    async fn segments(&self, org: Option<&OrgId>) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn segments(&self, org: Option<&OrgId>) -> Result<Vec<String>, StoreError> {
         let mut segments = std::collections::BTreeSet::new();
         for table in ["resolution_audit", "call_completions"] {
             let mut sql = Sql::new(
@@ -567,39 +486,26 @@ impl Store {
         Ok(segments.into_iter().collect())
     }
 
-    async fn page(&self, source: &ChainTable, org: Option<&OrgId>, page: Page<'_>) -> Result<Vec<Entry>, StoreError> {
-        let ChainTable { table, columns, kind } = *source;
-        let Page { filter: chain_filter, order, segment, after } = page;
+    pub(crate) async fn page(
+        &self,
+        source: &ChainTable,
+        org: Option<&OrgId>,
+        page: Page<'_>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (table, columns) = (source.table, source.column_list());
+        let Page { filter: chain_filter, order, segment, after, upto, limit } = page;
         let mut sql = Sql::new(self.backend(), format!("SELECT seq, prev_hash, hash, {columns} FROM {table} WHERE "));
         sql.push_eq_or_null("org_id", org.map(OrgId::to_string));
         if let Some(segment) = segment {
             sql.push(" AND segment = ").push_bind(segment);
         }
         sql.push(format_args!(" AND {chain_filter} AND {order} > ")).push_bind(after);
-        sql.push(format_args!(" ORDER BY {order} LIMIT ")).push_bind(VERIFY_PAGE);
+        if let Some(upto) = upto {
+            sql.push(format_args!(" AND {order} <= ")).push_bind(upto);
+        }
+        sql.push(format_args!(" ORDER BY {order} LIMIT ")).push_bind(limit);
         let rows = sql.query()?.fetch_all(self.reader()).await.map_err(map_sqlx)?;
-        rows.iter()
-            .map(|row| {
-                let r = Row::new(row, table);
-                let fields = read_fields(&r, columns)?;
-                let seq = match fields.first() {
-                    Some(Field::Int(seq)) if order == "chain_seq" => *seq,
-                    _ => match fields.get(1) {
-                        Some(Field::Int(seq)) => *seq,
-                        _ => None,
-                    },
-                };
-                Ok(Entry {
-                    table,
-                    row_seq: r.int("seq")?,
-                    seq,
-                    fields,
-                    kind,
-                    prev: r.opt_blob("prev_hash")?,
-                    hash: r.opt_blob("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| entry_of(row, source)).collect()
     }
 
     /// Recompute every chain of `org` (`None`: entries no org could be established
@@ -609,16 +515,10 @@ impl Store {
         // Lifecycle events.
         if let Some(org_id) = org {
             let mut walker = Walker::new("events".into(), ChainHead::START);
-            let unchained = self
-                .page(
-                    &EVENTS,
-                    Some(org_id),
-                    Page { filter: "chain_seq IS NULL", order: "seq", segment: None, after: 0 },
-                )
-                .await?;
+            let unchained = self.page(&EVENTS, Some(org_id), Page::new("chain_seq IS NULL", "seq", None, 0)).await?;
             let mut after = 0;
             loop {
-                let page = Page { filter: "chain_seq IS NOT NULL", order: "chain_seq", segment: None, after };
+                let page = Page::new("chain_seq IS NOT NULL", "chain_seq", None, after);
                 let entries = self.page(&EVENTS, Some(org_id), page).await?;
                 let Some(last) = entries.last() else { break };
                 after = last.seq.unwrap_or(i64::MAX);
@@ -637,9 +537,7 @@ impl Store {
         }
         // Resolution rows without a segment were not written by an audit writer.
         for source in [&RESOLUTIONS, &COMPLETIONS] {
-            let stray = self
-                .page(source, org, Page { filter: "segment IS NULL", order: "seq", segment: None, after: 0 })
-                .await?;
+            let stray = self.page(source, org, Page::new("segment IS NULL", "seq", None, 0)).await?;
             if let Some(entry) = stray.first() {
                 let mut walker = Walker::new("calls".into(), ChainHead::START);
                 walker.bad(entry, 0, Problem::Inserted, "the row carries no chain position".into());
@@ -651,12 +549,7 @@ impl Store {
             let mut walker = Walker::new(format!("calls/{segment}"), start);
             let mut after = (start.seq, start.seq);
             loop {
-                let page = |after| Page {
-                    filter: "segment_seq IS NOT NULL",
-                    order: "segment_seq",
-                    segment: Some(segment.as_str()),
-                    after,
-                };
+                let page = |after| Page::new("segment_seq IS NOT NULL", "segment_seq", Some(segment.as_str()), after);
                 let rows = self.page(&RESOLUTIONS, org, page(after.0)).await?;
                 let completions = self.page(&COMPLETIONS, org, page(after.1)).await?;
                 if rows.is_empty() && completions.is_empty() {

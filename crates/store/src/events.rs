@@ -6,7 +6,7 @@ use byok_domain::{Actor, CredentialId, EventId, LifecycleEvent, LifecycleKind, O
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection};
 
-use byok_crypto::chain::GENESIS;
+use byok_domain::chain::{EVENT, GENESIS};
 
 use crate::chain::{chain, Field, EVENT_CHAIN_COLUMNS};
 use crate::error::{map_insert, map_sqlx, StoreError};
@@ -122,9 +122,9 @@ pub(crate) async fn insert_event(
         Field::Int(Some(event.at.as_micros())),
         Field::Text(Some(details)),
     ];
-    let chained = chain("event", prev, fields);
-    let mut sql =
-        Sql::new(backend, format!("INSERT INTO lifecycle_events ({EVENT_CHAIN_COLUMNS}, prev_hash, hash) VALUES "));
+    let chained = chain(EVENT, prev, fields);
+    let columns: &str = &EVENT_CHAIN_COLUMNS;
+    let mut sql = Sql::new(backend, format!("INSERT INTO lifecycle_events ({columns}, prev_hash, hash) VALUES "));
     sql.push_tuples([&chained], |values, chained| chained.push_values(values));
     if backend == Backend::Postgres {
         // The new `seq` is read back for the change notification.

@@ -1,8 +1,9 @@
 //! The audit as admins see it: query, replay, verify, checkpoints, retention.
 
 use byok_audit::{PublicKey, SignedCheckpoint};
+use byok_domain::export::{self, Header};
 use byok_domain::{Actor, CredentialId, LifecycleKind, Org, OrgId, OrgState, ResolutionAudit, Tier, Timestamp};
-use byok_store::{AuditFilter, TimelineCursor, TimelineItem, VerifyReport};
+use byok_store::{AuditFilter, ExportItem, ExportSlice, Store, TimelineCursor, TimelineItem, VerifyReport};
 use serde::Serialize;
 
 use crate::error::VaultError;
@@ -95,6 +96,58 @@ pub struct PurgeReport {
     pub removed: u64,
 }
 
+/// An org's audit as an export (see [`byok_domain::export`]), produced a chunk of lines
+/// at a time ([`AuditExport::next_chunk`]), so memory stays flat however long the audit.
+#[derive(Debug)]
+pub struct AuditExport {
+    store: Store,
+    org: OrgId,
+    header: Option<Header>,
+    slices: Vec<ExportSlice>,
+    /// The slice being read.
+    current: usize,
+    lines: u64,
+    entries: u64,
+    done: bool,
+}
+
+impl AuditExport {
+    /// The next lines (each ending in `\n`), or `None` after the end line.
+    pub async fn next_chunk(&mut self) -> Result<Option<String>, VaultError> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(header) = self.header.take() {
+            self.lines += 1;
+            return Ok(Some(export::header_line(&header) + "\n"));
+        }
+        while let Some(slice) = self.slices.get_mut(self.current) {
+            let items = self.store.export_page(&self.org, slice).await?;
+            if items.is_empty() {
+                self.current += 1;
+                continue;
+            }
+            let mut chunk = String::new();
+            for item in &items {
+                let (line, entries) = match item {
+                    ExportItem::Event(event) => (export::lifecycle_line(event), 1),
+                    ExportItem::Call(row, completion) => {
+                        (export::call_line(row, completion.as_ref()), 1 + u64::from(completion.is_some()))
+                    }
+                    ExportItem::Completion(completion) => (export::completion_line(completion), 1),
+                };
+                chunk.push_str(&line);
+                chunk.push('\n');
+                self.lines += 1;
+                self.entries += entries;
+            }
+            return Ok(Some(chunk));
+        }
+        self.done = true;
+        Ok(Some(export::end_line(self.lines, self.entries) + "\n"))
+    }
+}
+
 const DAY_MICROS: i64 = 86_400_000_000;
 
 /// How far behind their retention the row-wise purge follows the orgs whose entries leave
@@ -118,6 +171,44 @@ impl Vault {
             .collect();
         let next_after_seq = (rows.len() as u32 == limit).then(|| rows.last().map(|r| r.seq)).flatten();
         Ok(AuditPage { rows, next_after_seq })
+    }
+
+    /// `org`'s audit as one export that verifies on its own: every lifecycle event and
+    /// every call (its resolution row with its completion) of each chain's slice from
+    /// `since` to `until` (see [`byok_store::ExportSlice`]), with every chain field.
+    pub async fn export_audit(
+        &self,
+        org: OrgId,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<AuditExport, VaultError> {
+        let org = self.org_by_id(org).await?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if since >= until {
+                return Err(VaultError::invalid(format!("since ({since}) must be before until ({until})")));
+            }
+        }
+        let exported_at = Timestamp::now();
+        let slices = self.store.export_slices(&org.id, since, until).await?;
+        let header = Header {
+            format: export::FORMAT.to_owned(),
+            version: export::VERSION,
+            org_id: org.id.to_string(),
+            exported_at,
+            since,
+            until,
+            chains: slices.iter().map(|s| s.chain.clone()).collect(),
+        };
+        Ok(AuditExport {
+            store: self.store.clone(),
+            org: org.id,
+            header: Some(header),
+            slices,
+            current: 0,
+            lines: 0,
+            entries: 0,
+            done: false,
+        })
     }
 
     /// Recompute every audit chain of `org`.

@@ -35,7 +35,7 @@ use byok_store::{ResolutionView, Store};
 
 pub use byok_providers::HostPattern;
 
-pub use audit::{AuditPage, AuditRow, CheckpointCheck, PurgeReport, RetentionPolicy, MAX_PAGE};
+pub use audit::{AuditExport, AuditPage, AuditRow, CheckpointCheck, PurgeReport, RetentionPolicy, MAX_PAGE};
 pub use billing::{
     row_cost_input, usage_groups, BudgetInput, BudgetView, ControlsInput, OrgUsageSummary, RateCardView, UsageReport,
     MAX_CREDENTIAL_AGE_DAYS,

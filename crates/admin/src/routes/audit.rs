@@ -1,12 +1,18 @@
 //! The audit: query and export, verify, checkpoints, replay, retention.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use byok_audit::{PublicKey, SignedCheckpoint};
 use byok_domain::{Credential, Outcome, Timestamp};
 use byok_store::{AuditFilter, TimelineItem, VerifyReport};
 use byok_vault::{AuditPage, CheckpointCheck, Owner, PurgeReport, Vault, MAX_PAGE};
+use bytes::Bytes;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -92,6 +98,83 @@ pub(crate) async fn query_audit(
         limit: query.limit,
     };
     Ok(Json(vault.audit_rows(org.id, filter).await?))
+}
+
+/// `GET /v1/orgs/{org}/audit/export`: the range, both ends optional.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ExportQuery {
+    /// from each chain's first entry at or after this time (RFC 3339)
+    since: Option<Timestamp>,
+    /// to each chain's last entry before this time (RFC 3339)
+    until: Option<Timestamp>,
+}
+
+/// The org's audit as JSON Lines that verify on their own (`byok audit verify --export`):
+/// a `header` line (format, version, org, export time, range, and where each chain's
+/// slice starts and ends, a retention anchor included), then every lifecycle event
+/// (`lifecycle`) and every call (`call`: the resolution row with its completion;
+/// `completion`: one no row in the export carries), chain by chain in chain order, each
+/// with every field its hash covers, its `prev_hash` and `hash`; last an `end` line with
+/// the counts. Streamed: memory stays flat however long the audit. A stream that stops
+/// before its `end` line is incomplete.
+#[utoipa::path(get, path = "/v1/orgs/{org}/audit/export", tag = "audit", security(("bearer" = [])),
+    params(("org" = String, Path, description = "org id or name"), ExportQuery),
+    responses((status = 200, description = "JSON Lines (`application/x-ndjson`)", content_type = "application/x-ndjson", body = String),
+        (status = 400, body = ErrorBody)))]
+pub(crate) async fn export_audit(
+    State(vault): State<Vault>,
+    admin: Admin,
+    Path(org): Path<String>,
+    query: Result<Query<ExportQuery>, ApiError>,
+) -> Result<Response, ApiError> {
+    let org = admin.org(&vault, &org).await?;
+    let Query(query) = query?;
+    let mut export = vault.export_audit(org.id, query.since, query.until).await?;
+    // The first lines are read before answering, so a store that fails at once gets an
+    // error answer rather than a cut stream.
+    let first = export.next_chunk().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut chunk = first;
+        loop {
+            let Some(lines) = chunk else { return };
+            if tx.send(Ok(Bytes::from(lines))).await.is_err() {
+                // The client has gone away.
+                return;
+            }
+            chunk = match export.next_chunk().await {
+                Ok(next) => next,
+                Err(err) => {
+                    tracing::warn!(error = %byok_domain::error::Report(&err), "audit export failed midway");
+                    // Ends the response without its last chunk: the client sees a cut stream.
+                    let _ = tx.send(Err(std::io::Error::other("the audit export failed midway"))).await;
+                    return;
+                }
+            };
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, byok_domain::export::CONTENT_TYPE), (header::CACHE_CONTROL, "no-store")],
+        Body::new(Lines(rx)),
+    )
+        .into_response())
+}
+
+/// A response body fed chunk by chunk from a channel.
+struct Lines(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|next| next.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
 }
 
 /// Recompute the org's audit hash chains; report the first broken link.

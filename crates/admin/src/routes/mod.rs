@@ -70,6 +70,7 @@ pub(crate) fn router() -> Router<Vault> {
         .route("/v1/orgs/{org}/credentials/{cred}/revoke", post(credentials::revoke_credential))
         .route("/v1/orgs/{org}/credentials/{cred}/lifecycle", get(audit::credential_lifecycle))
         .route("/v1/orgs/{org}/audit", get(audit::query_audit))
+        .route("/v1/orgs/{org}/audit/export", get(audit::export_audit))
         .route("/v1/orgs/{org}/audit/verify", get(audit::verify_audit).post(audit::verify_audit_checkpoint))
         .route("/v1/orgs/{org}/audit/checkpoints", post(audit::create_audit_checkpoint))
         .route("/v1/orgs/{org}/audit/purge", post(audit::purge_audit))

@@ -1,15 +1,17 @@
 //! `byok audit …`, and the credential timeline shared with `byok credential lifecycle`.
 //!
 //! Most audit commands are one request and one answer, like every other command. Three
-//! are not: `replay` and `export` page through answers of any length and stream them to
+//! are not: `replay` and `export` page through (or stream) answers of any length to
 //! stdout as they arrive (memory stays flat), and `verify` sets the exit code from the
-//! answer so scripts can gate on it.
+//! answer so scripts can gate on it. `verify --export` needs no server at all: it checks
+//! an export file's chains offline ([`byok_domain::export`]).
 
 use std::borrow::Cow;
-use std::io::{IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::Path;
 use std::time::Duration;
 
+use byok_domain::export::Broken;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -32,14 +34,19 @@ const MAX_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 pub fn plan(command: &AuditCommand) -> Result<Planned, CliError> {
     check(command)?;
     Ok(match command {
-        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: None } => {
+        AuditCommand::Verify { export: Some(_), .. } => {
+            return Err(CliError::Usage(
+                "`byok audit verify --export` reads the file offline; it sends no request".to_owned(),
+            ))
+        }
+        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: None, .. } => {
             Planned { request: ApiRequest::get(&org_path(org, &["audit", "verify"])), view: View::AuditVerify }
         }
-        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: Some(path) } => Planned {
+        AuditCommand::Verify { org: Some(org), platform: false, checkpoint: Some(path), .. } => Planned {
             request: ApiRequest::post(&org_path(org, &["audit", "verify"]), Body::Checkpoint(read_checkpoint(path)?)),
             view: View::CheckpointCheck,
         },
-        AuditCommand::Verify { org: None, platform: true, checkpoint: None } => Planned {
+        AuditCommand::Verify { org: None, platform: true, checkpoint: None, .. } => Planned {
             request: ApiRequest::get(&["v1", "platform", "audit", "verify"]),
             view: View::PlatformAuditVerify,
         },
@@ -50,6 +57,9 @@ pub fn plan(command: &AuditCommand) -> Result<Planned, CliError> {
             ))
         }
         AuditCommand::Replay(args) => Planned { request: timeline_request(args)?, view: View::Lifecycle },
+        AuditCommand::Export(args) if !selects_rows(&args.filters) => {
+            Planned { request: export_request(args), view: View::AuditRows }
+        }
         AuditCommand::Export(AuditExportArgs { org, filters, page_size }) => {
             Planned { request: filtered_rows(org, filters).with_query("limit", page_size), view: View::AuditRows }
         }
@@ -97,6 +107,19 @@ pub fn check(command: &AuditCommand) -> Result<(), CliError> {
 pub fn timeline_request(args: &TimelineArgs) -> Result<ApiRequest, CliError> {
     Ok(ApiRequest::get(&owner_path(&args.owner, &["credentials", &args.cred, "lifecycle"])?)
         .with_optional_query("limit", args.limit))
+}
+
+/// Whether an export selects rows (`--credential`, `--call-id`, `--outcome`) rather than
+/// exporting every chain whole.
+fn selects_rows(filters: &AuditFilterFlags) -> bool {
+    filters.credential.is_some() || filters.call_id.is_some() || filters.outcome.is_some()
+}
+
+/// `GET /v1/orgs/{org}/audit/export` for the range given.
+fn export_request(args: &AuditExportArgs) -> ApiRequest {
+    ApiRequest::get(&org_path(&args.org, &["audit", "export"]))
+        .with_optional_query("since", args.filters.since.as_deref())
+        .with_optional_query("until", args.filters.until.as_deref())
 }
 
 /// `GET /v1/orgs/{org}/audit` with the filters given.
@@ -149,6 +172,9 @@ pub async fn run(client: &AdminClient, command: &AuditCommand, json: bool) -> Re
     }
     let planned = plan(command)?;
     match command {
+        AuditCommand::Export(args) if !selects_rows(&args.filters) => {
+            stream_export(client, planned.request, &mut StdoutStream::default()).await
+        }
         AuditCommand::Export(_) => export(client, planned.request).await,
         AuditCommand::Verify { org, .. } => {
             let answer = client.send(&planned.request).await?;
@@ -352,6 +378,99 @@ pub(super) async fn export_to(client: &AdminClient, first: ApiRequest, out: &mut
     }
     progress.finish(&format!("{written} audit rows exported"));
     Ok(())
+}
+
+/// Stream a whole export (`GET …/audit/export`) to `out` as it arrives, complete lines
+/// at a time; an answer that stops before its `end` line is an error (what was written
+/// is incomplete, and `byok audit verify --export` will say so too).
+pub(super) async fn stream_export(
+    client: &AdminClient,
+    request: ApiRequest,
+    out: &mut dyn Sink,
+) -> Result<(), CliError> {
+    let mut response = client.open_stream(&request).await?;
+    let progress = Progress::start("lines written");
+    let mut pending: Vec<u8> = Vec::new();
+    let mut written: u64 = 0;
+    let mut last_line = String::new();
+    while let Some(chunk) = client.next_chunk(&mut response, crate::client::ANSWER_TIMEOUT).await? {
+        pending.extend_from_slice(&chunk);
+        let Some(end) = pending.iter().rposition(|&b| b == b'\n') else { continue };
+        let complete: Vec<u8> = pending.drain(..=end).collect();
+        let text = String::from_utf8(complete)
+            .map_err(|_| CliError::Local("the admin API sent an export that is not UTF-8".to_owned()))?;
+        written += text.matches('\n').count() as u64;
+        if let Some(line) = text.trim_end_matches('\n').rsplit('\n').next() {
+            line.clone_into(&mut last_line);
+        }
+        if !progress.write(out, &text)? {
+            return Ok(());
+        }
+        progress.set(written);
+    }
+    if !pending.is_empty() || !last_line.starts_with("{\"kind\":\"end\"") {
+        return Err(CliError::Local(format!(
+            "the export stopped after {written} lines, before its end line: the output is incomplete"
+        )));
+    }
+    progress.finish(&format!("{written} lines exported"));
+    Ok(())
+}
+
+/// `byok audit verify --export FILE`: check an export offline, from the file alone
+/// (`-`: standard input). Prints the summary or the first broken line; exits 1 when the
+/// export does not verify.
+pub fn verify_export(path: &Path, json: bool) -> Result<(), CliError> {
+    let source = if path.as_os_str() == "-" { "on standard input".to_owned() } else { path.display().to_string() };
+    let read_error = |source| CliError::ReadFile { what: "the audit export", path: path.to_owned(), source };
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(read_error)?))
+    };
+    let outcome = verify_reader(reader).map_err(read_error)?;
+    let report = match &outcome {
+        Ok(summary) => {
+            let mut report = serde_json::to_value(summary).unwrap_or_default();
+            if let Value::Object(object) = &mut report {
+                object.insert("ok".to_owned(), Value::Bool(true));
+            }
+            report
+        }
+        Err(broken) => serde_json::json!({ "ok": false, "first_bad": broken }),
+    };
+    let rendered = if json {
+        render_json(&report)
+    } else {
+        crate::output::Rendered { stdout: crate::output::export_verify_report(&source, &report), ..Default::default() }
+    };
+    emit(&rendered)?;
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(broken) => {
+            Err(CliError::AuditNotVerified { whose: format!("the export {source}"), why: broken.to_string() })
+        }
+    }
+}
+
+/// Feed every line of `reader` to the verifier; the outer error is an I/O failure.
+fn verify_reader(mut reader: impl BufRead) -> std::io::Result<Result<byok_domain::export::Summary, Broken>> {
+    let mut verifier = byok_domain::export::ExportVerifier::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(verifier.finish());
+        }
+        let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            let line = verifier.lines() + 1;
+            return Ok(Err(Broken::new(line, byok_domain::export::Problem::Malformed, "not UTF-8 text")));
+        };
+        if let Err(broken) = verifier.line(text) {
+            return Ok(Err(broken));
+        }
+    }
 }
 
 fn stuck_paging(parameter: &str, value: &str) -> CliError {

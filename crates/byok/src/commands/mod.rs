@@ -69,6 +69,10 @@ pub async fn run(global: &GlobalArgs, command: &AdminCommand) -> Result<(), CliE
     }
     if let AdminCommand::Audit(cmd) = command {
         audit::check(cmd)?;
+        // Offline: no token, no server.
+        if let crate::cli::AuditCommand::Verify { export: Some(path), .. } = cmd {
+            return audit::verify_export(path, global.json);
+        }
     }
     if let AdminCommand::Kms(KmsCommand::Migrate { config, database_url, dry_run }) = command {
         let args = byok_server::MigrateArgs {

@@ -308,7 +308,15 @@ fn command_lines_become_requests() {
             Request("GET", "v1/orgs/acme/credentials/cred_01J/lifecycle?limit=10", Value::Null),
         ),
         ("audit verify --org acme", "", Request("GET", "v1/orgs/acme/audit/verify", Value::Null)),
-        ("audit verify", "", Error(&["--org"])),
+        ("audit verify", "", Error(&["--org", "--export"])),
+        ("audit verify --export audit.jsonl", "", Error(&["offline"])),
+        ("audit verify --export audit.jsonl --org acme", "", Error(&["--org", "--export", "cannot be used with"])),
+        ("audit verify --export - --platform", "", Error(&["--platform", "--export", "cannot be used with"])),
+        (
+            "audit verify --export - --checkpoint c.json",
+            "",
+            Error(&["--checkpoint", "--export", "cannot be used with"]),
+        ),
         (
             "audit replay --org acme openai-prod",
             "",
@@ -321,7 +329,16 @@ fn command_lines_become_requests() {
         ),
         ("audit replay --org acme openai-prod --limit 0", "", Error(&["--limit", "0"])),
         ("audit replay --org acme", "", Error(&["<CRED>"])),
-        ("audit export --org acme", "", Request("GET", "v1/orgs/acme/audit?limit=5000", Value::Null)),
+        ("audit export --org acme", "", Request("GET", "v1/orgs/acme/audit/export", Value::Null)),
+        (
+            "audit export --org acme --since 2026-01-01T00:00:00Z --until 2026-02-01T00:00:00Z --page-size 1000",
+            "",
+            Request(
+                "GET",
+                "v1/orgs/acme/audit/export?since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:00Z",
+                Value::Null,
+            ),
+        ),
         (
             "audit export --org acme --since 2026-01-01T00:00:00Z --until 2026-02-01T00:00:00+02:00 \
              --credential openai-prod --outcome denied --call-id c-1 --page-size 1000",
@@ -916,10 +933,58 @@ async fn export_pages_with_after_seq_and_writes_one_row_per_line() {
 async fn paging_stops_when_the_server_repeats_a_page() {
     let page = r#"{"rows":[{"seq":1}],"next_after_seq":1}"#.to_owned();
     let (url, server) = fake_admin_api(vec![page.clone(), page]);
-    let first = super::audit::plan(&audit_command(&["export", "--org", "acme"]).unwrap()).unwrap().request;
+    let command = audit_command(&["export", "--org", "acme", "--credential", "openai-prod"]).unwrap();
+    let first = super::audit::plan(&command).unwrap().request;
     let err = super::audit::export_to(&client(&url), first, &mut Collected::default()).await.unwrap_err();
     assert!(err.to_string().contains("same page again"), "{err}");
     server.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_export_is_streamed_as_written_and_must_reach_its_end_line() {
+    let body = "{\"kind\":\"header\",\"x\":\"é\"}\n{\"kind\":\"call\"}\n{\"kind\":\"end\",\"lines\":2,\"entries\":1}\n";
+    let (url, server) = fake_admin_api(vec![body.to_owned()]);
+    let command = audit_command(&["export", "--org", "acme", "--since", "2026-01-01T00:00:00Z"]).unwrap();
+    let request = super::audit::plan(&command).unwrap().request;
+    let mut out = Collected::default();
+    super::audit::stream_export(&client(&url), request, &mut out).await.unwrap();
+    assert_eq!(server.join().unwrap(), ["/v1/orgs/acme/audit/export?since=2026-01-01T00%3A00%3A00Z"]);
+    assert_eq!(out.0, body);
+    // Cut before the end line: what came is written, and the command fails.
+    let cut = "{\"kind\":\"header\"}\n{\"kind\":\"call\"}\n{\"kind\":\"ca";
+    let (url, server) = fake_admin_api(vec![cut.to_owned()]);
+    let request = super::audit::plan(&audit_command(&["export", "--org", "acme"]).unwrap()).unwrap().request;
+    let mut out = Collected::default();
+    let err = super::audit::stream_export(&client(&url), request, &mut out).await.unwrap_err();
+    server.join().unwrap();
+    assert!(err.to_string().contains("before its end line"), "{err}");
+    assert_eq!(out.0.lines().count(), 2, "{}", out.0);
+}
+
+#[test]
+fn an_export_file_that_is_not_one_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "{\"kind\":\"header\",\"format\":\"byok-audit-export\",\"version\":1,\"org_id\":\"org_x\",\
+                  \"exported_at\":\"2026-01-01T00:00:00Z\",\"since\":null,\"until\":null,\"chains\":[]}\n";
+    let not_utf8 = [header.as_bytes(), b"\xff\n"].concat();
+    let cases: [(&[u8], &[&str]); 5] = [
+        (b"", &["line 1", "truncated", "empty"]),
+        (b"{\"kind\":\"row\"}\n", &["line 1", "header"]),
+        (b"{\"kind\":\"header\",\"format\":\"byok-audit-export\",\"version\":1}\n", &["line 1", "header"]),
+        (&not_utf8, &["line 2", "not UTF-8"]),
+        (header.as_bytes(), &["line 2", "truncated", "end line"]),
+    ];
+    for (i, (content, needles)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.jsonl"));
+        std::fs::write(&path, content).unwrap();
+        let err = super::audit::verify_export(&path, true).unwrap_err();
+        assert_eq!(err.exit_code(), std::process::ExitCode::from(crate::error::EXIT_FAILURE), "{err}");
+        for needle in *needles {
+            assert!(err.to_string().contains(needle), "'{needle}' not in: {err}");
+        }
+    }
+    let missing = super::audit::verify_export(&dir.path().join("nothing.jsonl"), false).unwrap_err();
+    assert!(missing.to_string().contains("cannot read the audit export"), "{missing}");
 }
 
 #[tokio::test]

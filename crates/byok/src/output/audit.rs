@@ -188,6 +188,63 @@ fn verify_report_of(subject: &str, report: &Value) -> String {
     format!("{subject} NOT verified: first broken link ({checked} entries checked):\n{table}\n")
 }
 
+/// An offline verification of an export file (`byok audit verify --export`): its
+/// summary (`{"ok": true, "org_id", "entries", …}`) or its first broken line
+/// (`{"ok": false, "first_bad": {"line", "problem", "chain"?, "position"?, "expected"?,
+/// "found"?, "detail"}}`). `source` names the file.
+pub fn export_verify_report(source: &str, report: &Value) -> String {
+    let subject = format!("audit export {}", super::printable(source));
+    if report.get("ok").and_then(Value::as_bool) == Some(true) {
+        let mut text = format!(
+            "{subject} verified: org {}, {} entries in {} chains ({} lifecycle events, {} calls, {} completions), \
+             {} lines, all links intact\n",
+            cell(report, "org_id"),
+            cell(report, "entries"),
+            cell(report, "chains"),
+            cell(report, "events"),
+            cell(report, "calls"),
+            cell(report, "completions"),
+            cell(report, "lines"),
+        );
+        let anchored = report.get("anchored_chains").and_then(Value::as_u64).unwrap_or(0);
+        if anchored > 0 {
+            text.push_str(&format!(
+                "{anchored} chain(s) start from the anchor a retention purge left (the entries before it are gone)\n"
+            ));
+        }
+        text.push_str(&format!("exported at {}\n", cell(report, "exported_at")));
+        return text;
+    }
+    let Some(bad) = report.get("first_bad").filter(|b| b.is_object()) else {
+        return format!("{subject} NOT verified\n");
+    };
+    let problem = cell(bad, "problem");
+    let mut table = new_table();
+    table.add_row(vec!["line".to_owned(), cell(bad, "line")]);
+    for field in ["chain", "position", "expected", "found"] {
+        if bad.get(field).is_some_and(|v| !v.is_null()) {
+            table.add_row(vec![field.to_owned(), cell(bad, field)]);
+        }
+    }
+    table.add_row(vec!["problem".to_owned(), format!("{problem}: {}", export_problem_text(&problem))]);
+    table.add_row(vec!["detail".to_owned(), cell(bad, "detail")]);
+    format!("{subject} NOT verified: first broken line:\n{table}\n")
+}
+
+/// What each kind of broken export line means, for a person.
+fn export_problem_text(problem: &str) -> &'static str {
+    match problem {
+        "changed" => "the line's content no longer matches its hash: it was edited",
+        "missing" => "lines before it are missing: deleted, or moved out of order",
+        "reordered" => "the line is out of its chain's order",
+        "inserted" => "the line is not one byok exported here (a repeated position, a broken link, another org)",
+        "malformed" => "the line is not what an export holds",
+        "unsupported" => "the file is not an export this byok reads",
+        "truncated" => "the export was cut short",
+        _ => "see the detail",
+    }
+}
+
 /// A `VerifyReport` of the platform pool's lifecycle-event chain.
 pub fn platform_verify_report(report: &Value) -> String {
     verify_report_of("audit of the platform pool", report)
