@@ -185,7 +185,9 @@ impl Vault {
         let org = self.org_by_id(org).await?;
         if let (Some(since), Some(until)) = (since, until) {
             if since >= until {
-                return Err(VaultError::invalid(format!("since ({since}) must be before until ({until})")));
+                // Each is a valid time; only together do they make no range (as a
+                // statement's `from`/`to`): well-formed, so 422, not 400.
+                return Err(VaultError::unprocessable(format!("since ({since}) must be before until ({until})")));
             }
         }
         let exported_at = Timestamp::now();

@@ -122,7 +122,7 @@ pub(crate) struct ExportQuery {
 #[utoipa::path(get, path = "/v1/orgs/{org}/audit/export", tag = "audit", security(("bearer" = [])),
     params(("org" = String, Path, description = "org id or name"), ExportQuery),
     responses((status = 200, description = "JSON Lines (`application/x-ndjson`)", content_type = "application/x-ndjson", body = String),
-        (status = 400, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 422, description = "`since` is not before `until`", body = ErrorBody)))]
 pub(crate) async fn export_audit(
     State(vault): State<Vault>,
     admin: Admin,
