@@ -227,6 +227,7 @@ async fn audit_commands_verify_replay_export_and_catch_tampering() {
     assert_eq!(lines[0]["kind"], "header", "{}", export.stdout);
     assert_eq!(lines.last().unwrap()["kind"], "end", "{}", export.stdout);
     assert!(lines.iter().any(|l| l["kind"] == "lifecycle" && l["event"] == "created"), "{}", export.stdout);
+    assert!(!export.stdout.contains(&key), "the export holds the key");
     let rows = call_lines(&export.stdout);
     let exported: Vec<&str> = rows.iter().map(|r| r["call_id"].as_str().unwrap()).collect();
     assert_eq!(exported, ["audit-e2e-1", "audit-e2e-2", "audit-e2e-3", "audit-e2e-denied"], "{}", export.stdout);
