@@ -326,6 +326,17 @@ impl Scope {
         Ok(())
     }
 
+    /// Whether a credential for `provider` with this scope admits `call`: [`Scope::admits`]
+    /// without building the refusal (resolution tries many credentials per call).
+    pub fn admits_call(&self, provider: ProviderId, call: &CallScope) -> bool {
+        provider == call.provider
+            && allows(&self.model_families, call.model_family.as_ref())
+            && allows(&self.capabilities, Some(&call.capability))
+            && allows(&self.modes, Some(&call.mode))
+            && allows(&self.teams, Some(&call.team))
+            && allows(&self.workflows, call.workflow.as_ref())
+    }
+
     /// How specific this scope is; larger is more specific.
     pub fn specificity(&self) -> Specificity {
         let restricted = [!self.model_families.is_empty(), !self.capabilities.is_empty(), !self.modes.is_empty()]
@@ -432,6 +443,42 @@ mod tests {
             workflows: vec![wf],
         };
         assert_eq!(scope.admits(ProviderId::Openai, &with_wf), Ok(()));
+    }
+
+    #[test]
+    fn admits_call_agrees_with_admits_on_every_combination() {
+        let team = TeamId::generate();
+        let wf = WorkflowId::generate();
+        let scopes: Vec<Scope> = (0u32..64)
+            .map(|bits| Scope {
+                model_families: if bits & 1 != 0 { vec!["gpt-4o-mini".into()] } else { vec![] },
+                capabilities: if bits & 2 != 0 { vec![Capability::Embeddings] } else { vec![] },
+                modes: if bits & 4 != 0 { vec![Mode::Stream] } else { vec![] },
+                teams: if bits & 8 != 0 { vec![team] } else { vec![] },
+                workflows: if bits & 16 != 0 { vec![wf] } else { vec![] },
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for (family, team, workflow) in [
+            (Some("gpt-4o-mini"), team, Some(wf)),
+            (Some("gpt-4o"), team, None),
+            (None, TeamId::generate(), Some(WorkflowId::generate())),
+        ] {
+            let mut c = call();
+            c.model_family = family.map(str::to_owned);
+            c.team = team;
+            c.workflow = workflow;
+            calls.push(c);
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            for c in &calls {
+                for provider in [ProviderId::Openai, ProviderId::Anthropic] {
+                    let bits = u32::try_from(i).unwrap_or_default();
+                    let provider = if bits & 32 != 0 { provider } else { ProviderId::Openai };
+                    assert_eq!(scope.admits_call(provider, c), scope.admits(provider, c).is_ok(), "{scope:?} {c:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,6 @@ use std::collections::HashSet;
 use std::fmt;
 
 use byok_domain::{Capability, Mode};
-use serde_json::Value;
 
 use crate::path::{decode_form_component, NormalizedPath};
 use crate::registry::Api;
@@ -180,78 +179,141 @@ fn read_body(body: &[u8], json_endpoint: bool) -> Result<BodyFacts, Ambiguity> {
     if first_non_space(body) != Some(b'{') {
         return not_json();
     }
-    let object = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => object,
-        _ => return not_json(),
+    // One pass over the whole document, strict (valid UTF-8 throughout, one object,
+    // nothing after it), keeping only the top-level keys and the values of `model` and
+    // `stream`: no tree of the messages is built.
+    let Ok(text) = std::str::from_utf8(body) else { return not_json() };
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let scan = match serde::Deserializer::deserialize_map(&mut reader, TopLevel)
+        .and_then(|scan| reader.end().map(|()| scan))
+    {
+        Ok(scan) => scan,
+        Err(_) => return not_json(),
     };
-    check_unique_keys(body)?;
-    let model = match object.get("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(model)) => Some(model.clone()),
+    if let Some(key) = scan.duplicate {
+        return Err(Ambiguity::DuplicateKey(excerpt(&key)));
+    }
+    let model = match scan.model {
+        None | Some(Scalar::Null) => None,
+        Some(Scalar::Text(model)) => Some(model),
         Some(_) => return Err(Ambiguity::ModelNotText),
     };
-    let stream = match object.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
+    let stream = match scan.stream {
+        None | Some(Scalar::Null) => false,
+        Some(Scalar::Bool(stream)) => stream,
         Some(_) => return Err(Ambiguity::StreamNotBoolean),
     };
     Ok(BodyFacts { model, stream })
 }
 
-/// Parsers disagree on a repeated key (serde_json and Python keep the last, others the
-/// first), so none may repeat at the top level, where `model` and `stream` live.
-fn check_unique_keys(body: &[u8]) -> Result<(), Ambiguity> {
-    let mut seen = HashSet::new();
-    for raw in top_level_keys(body) {
-        let key: Cow<'_, str> = if raw.contains(&b'\\') {
-            let quoted = [b"\"".as_slice(), raw, b"\""].concat();
-            Cow::Owned(serde_json::from_slice::<String>(&quoted).map_err(|_| Ambiguity::BodyNotJson)?)
-        } else {
-            Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| Ambiguity::BodyNotJson)?)
-        };
-        if !seen.insert(key.clone()) {
-            return Err(Ambiguity::DuplicateKey(excerpt(&key)));
-        }
-    }
-    Ok(())
+/// What one pass over a request body's top-level object keeps.
+#[derive(Default)]
+struct Scan {
+    /// The first key given twice.
+    duplicate: Option<String>,
+    model: Option<Scalar>,
+    stream: Option<Scalar>,
 }
 
-/// The keys of the top-level object of `body` (JSON serde_json has parsed), as written
-/// between their quotes.
-fn top_level_keys(body: &[u8]) -> Vec<&[u8]> {
-    let mut keys = Vec::new();
-    let mut depth = 0usize;
-    let mut index = 0;
-    while let Some(&byte) = body.get(index) {
-        match byte {
-            b'"' => {
-                let start = index + 1;
-                let mut end = start;
-                loop {
-                    let rest = body.get(end..).unwrap_or_default();
-                    match memchr::memchr2(b'"', b'\\', rest) {
-                        Some(offset) if rest.get(offset) == Some(&b'\\') => end += offset + 2,
-                        Some(offset) => {
-                            end += offset;
-                            break;
-                        }
-                        None => return keys,
-                    }
-                }
-                index = end + 1;
-                let after = body.get(index..).unwrap_or_default();
-                if depth == 1 && first_non_space(after) == Some(b':') {
-                    keys.extend(body.get(start..end));
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        index += 1;
+/// A value, as far as classification cares.
+enum Scalar {
+    Null,
+    Bool(bool),
+    Text(String),
+    /// A number, an array or an object.
+    Other,
+}
+
+/// Visits the top-level object.
+struct TopLevel;
+
+impl<'de> serde::de::Visitor<'de> for TopLevel {
+    type Value = Scan;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
     }
-    keys
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scan, A::Error> {
+        let mut scan = Scan::default();
+        let mut keys: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match key.as_ref() {
+                "model" => scan.model = Some(map.next_value::<Scalar>()?),
+                "stream" => scan.stream = Some(map.next_value::<Scalar>()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            if scan.duplicate.is_none() && keys.contains(&key) {
+                scan.duplicate = Some(key.into_owned());
+            } else {
+                keys.insert(key);
+            }
+        }
+        Ok(scan)
+    }
+}
+
+/// A key, borrowed from the body unless it holds an escape.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
 }
 
 fn is_control_or_invisible(c: char) -> bool {
@@ -698,6 +760,24 @@ mod tests {
                 br#"{"model":"gpt-4o-mini","stream":false,"model":"o1-pro"}"#,
                 Ambiguity::DuplicateKey("model".into()),
             ),
+            // Invalid UTF-8 anywhere, also in a value classification does not read.
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                None,
+                b"{\"model\":\"gpt-4o\",\"messages\":[{\"content\":\"\xff\xfe\"}]}",
+                Ambiguity::BodyNotJson,
+            ),
+            (Api::OpenAi, "/v1/chat/completions", None, b"{\"model\":\"gpt-4o\",\"user\":\"\xc3\"}", Ambiguity::BodyNotJson),
+            // A key given twice inside a nested object is the provider's business, not a
+            // second reading of the call; at the top level it is refused even after other values.
+            (
+                Api::OpenAi,
+                "/v1/chat/completions",
+                None,
+                br#"{"messages":[{"role":"user","role":"x"}],"stream":true,"n":1,"metadata":{"a":{"b":[1,{"c":null}]}},"stream":false}"#,
+                Ambiguity::DuplicateKey("stream".into()),
+            ),
             (
                 Api::OpenAi,
                 "/v1/chat/completions",
@@ -841,12 +921,5 @@ mod tests {
         let message = err.to_string();
         assert!(message.len() < 200, "{message}");
         assert!(!message.contains('\u{7}'), "{message}");
-    }
-
-    #[test]
-    fn top_level_keys_are_found_whatever_the_values_hold() {
-        let body = br#" { "a" : "}\"{[" , "b":{"c":1,"d":[{"e":"f"}]}, "g\\":[[]] ,"h":null} "#;
-        let keys: Vec<&[u8]> = top_level_keys(body);
-        assert_eq!(keys, [b"a".as_slice(), b"b", br"g\\", b"h"]);
     }
 }

@@ -46,13 +46,95 @@ impl CachedCredential {
 pub struct OrgSnapshot {
     /// The org.
     pub org: Org,
-    /// Its credentials for the provider.
-    pub credentials: Vec<Arc<CachedCredential>>,
+    /// Its credentials for the provider, most preferred first (the resolution order:
+    /// specificity, priority, newest, id). Read-only: [`OrgSnapshot::new`] indexes them.
+    credentials: Vec<Arc<CachedCredential>>,
     /// Workflows by id, with their name and owning team.
     pub workflows: HashMap<WorkflowId, (String, Option<byok_domain::TeamId>)>,
+    /// Which credentials a call of a given team and workflow can be admitted by.
+    index: ScopeIndex,
+}
+
+/// Positions in [`OrgSnapshot::credentials`] by the team or workflow their scope is
+/// bound to, so that resolving a call looks only at the credentials its team and
+/// workflow could be admitted by: the cost of a call does not grow with the number of
+/// other teams' keys. Each list is in preference order.
+#[derive(Debug, Default)]
+struct ScopeIndex {
+    /// Workflow-bound credentials (whatever their team list), by each workflow they name.
+    by_workflow: HashMap<WorkflowId, Vec<u32>>,
+    /// Team-bound credentials with no workflow list, by each team they name.
+    by_team: HashMap<byok_domain::TeamId, Vec<u32>>,
+    /// Credentials with neither list.
+    open: Vec<u32>,
+    /// Every credential by id and by name (pins).
+    by_id: HashMap<CredentialId, u32>,
+    by_name: HashMap<String, u32>,
 }
 
 impl OrgSnapshot {
+    /// The snapshot of `org` holding `credentials` (one provider's) and `workflows`.
+    pub(crate) fn new(
+        org: Org,
+        mut credentials: Vec<Arc<CachedCredential>>,
+        workflows: HashMap<WorkflowId, (String, Option<byok_domain::TeamId>)>,
+    ) -> Self {
+        credentials.sort_by(|a, b| crate::phases::resolve::preference(&b.credential, &a.credential));
+        let mut index = ScopeIndex::default();
+        for (position, cached) in credentials.iter().enumerate() {
+            let Ok(position) = u32::try_from(position) else { break };
+            let scope = &cached.credential.scope;
+            if !scope.workflows.is_empty() {
+                for workflow in &scope.workflows {
+                    index.by_workflow.entry(*workflow).or_default().push(position);
+                }
+            } else if !scope.teams.is_empty() {
+                for team in &scope.teams {
+                    index.by_team.entry(*team).or_default().push(position);
+                }
+            } else {
+                index.open.push(position);
+            }
+            index.by_id.entry(cached.credential.id).or_insert(position);
+            index.by_name.entry(cached.credential.name.as_str().to_owned()).or_insert(position);
+        }
+        Self { org, credentials, workflows, index }
+    }
+
+    /// The credentials whose team and workflow lists could admit a call from `team` in
+    /// `workflow`, most preferred first. (Their other dimensions are still to check.)
+    pub(crate) fn candidates(
+        &self,
+        team: byok_domain::TeamId,
+        workflow: Option<WorkflowId>,
+    ) -> impl Iterator<Item = &Arc<CachedCredential>> {
+        let mut positions: Vec<u32> = self.index.open.clone();
+        if let Some(list) = self.index.by_team.get(&team) {
+            positions.extend_from_slice(list);
+        }
+        if let Some(list) = workflow.and_then(|w| self.index.by_workflow.get(&w)) {
+            positions.extend_from_slice(list);
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        positions.into_iter().filter_map(|p| self.credentials.get(usize::try_from(p).ok()?))
+    }
+
+    /// Its credentials for the provider, most preferred first.
+    pub fn credentials(&self) -> &[Arc<CachedCredential>] {
+        &self.credentials
+    }
+
+    /// The credential a pin names, by id or by name.
+    pub(crate) fn pinned(&self, reference: &str) -> Option<&Arc<CachedCredential>> {
+        let position = reference
+            .parse::<CredentialId>()
+            .ok()
+            .and_then(|id| self.index.by_id.get(&id))
+            .or_else(|| self.index.by_name.get(reference))?;
+        self.credentials.get(usize::try_from(*position).ok()?)
+    }
+
     /// A workflow by id or name.
     pub fn workflow(&self, reference: &str) -> Option<(WorkflowId, Option<byok_domain::TeamId>)> {
         if let Ok(id) = reference.parse::<WorkflowId>() {
@@ -341,7 +423,7 @@ impl Directory {
             .into_iter()
             .map(|w| (w.id, (w.name.as_str().to_owned(), w.team_id)))
             .collect();
-        let snapshot = Arc::new(OrgSnapshot { org, credentials, workflows });
+        let snapshot = Arc::new(OrgSnapshot::new(org, credentials, workflows));
         if let Ok(mut orgs) = self.orgs.write() {
             if orgs.len() >= MAX_ENTRIES {
                 orgs.clear();
@@ -386,7 +468,7 @@ impl Directory {
                         Arc::new(CachedCredential::new(credential))
                     })
                     .collect();
-                Some(Arc::new(OrgSnapshot { org, credentials, workflows: HashMap::new() }))
+                Some(Arc::new(OrgSnapshot::new(org, credentials, HashMap::new())))
             }
         };
         let stamp = snapshot.as_ref().map_or(no_pool, |s| self.gens.stamp(s.org.id, None));

@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod access;
+#[doc(hidden)]
+pub mod benching;
 mod body;
 mod cache;
 mod config;

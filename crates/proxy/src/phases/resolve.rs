@@ -45,7 +45,8 @@ pub(crate) struct ResolveRefusal {
     pub(crate) credential: Option<Resolved>,
 }
 
-fn preference(a: &Credential, b: &Credential) -> Ordering {
+/// How `a` compares with `b` in the resolution order (greater is preferred).
+pub(crate) fn preference(a: &Credential, b: &Credential) -> Ordering {
     a.scope
         .specificity()
         .cmp(&b.scope.specificity())
@@ -89,8 +90,7 @@ fn scope_refusal(credential: &Credential, call: &CallScope) -> Option<Refusal> {
 
 /// The pinned credential among the snapshot's, if it is there.
 pub(crate) fn find_pinned<'a>(org: &'a OrgSnapshot, reference: &str) -> Option<&'a Arc<CachedCredential>> {
-    let by_id = reference.parse::<CredentialId>().ok();
-    org.credentials.iter().find(|c| Some(c.credential.id) == by_id || c.credential.name.as_str() == reference)
+    org.pinned(reference)
 }
 
 /// A pinned credential that is in neither snapshot (another provider's, to be refused by
@@ -144,24 +144,26 @@ fn rank(credential: &Credential) -> (byok_domain::Specificity, i32) {
 /// credentials are left out; when that leaves none, the refusal says why
 /// (`rate_limited` with the soonest end of a cooldown, `credential_failing`).
 fn choose(
-    pool: &[Arc<CachedCredential>],
+    pool: &OrgSnapshot,
     call: &CallScope,
     max_age_days: Option<u32>,
     now: Timestamp,
     selector: &Selector<'_>,
 ) -> Result<Vec<Arc<CachedCredential>>, Unresolved> {
-    let mut candidates: Vec<&Arc<CachedCredential>> =
-        pool.iter().filter(|c| c.credential.provider == call.provider).collect();
-    if candidates.is_empty() {
+    // The snapshot is in preference order: the provider's first credential is the most
+    // preferred, the one a refusal names when none admits the call.
+    let Some(most_preferred) = pool.credentials().iter().find(|c| c.credential.provider == call.provider) else {
         return Err(Unresolved::NoneAdmits(
             Refusal::new(Code::NoCredential, format!("no credential for provider {}", call.provider)),
             None,
         ));
-    }
-    // Most preferred first.
-    candidates.sort_by(|a, b| preference(&b.credential, &a.credential));
-    let admitting: Vec<&Arc<CachedCredential>> =
-        candidates.iter().copied().filter(|c| scope_refusal(&c.credential, call).is_none()).collect();
+    };
+    // Only the credentials the call's team and workflow could be admitted by, most
+    // preferred first; the scope check builds no refusal.
+    let admitting: Vec<&Arc<CachedCredential>> = pool
+        .candidates(call.team, call.workflow)
+        .filter(|c| c.credential.scope.admits_call(c.credential.provider, call))
+        .collect();
     let usable: Vec<&Arc<CachedCredential>> =
         admitting.iter().copied().filter(|c| state_refusal(&c.credential, max_age_days, now).is_none()).collect();
     if usable.is_empty() {
@@ -171,10 +173,9 @@ fn choose(
                 .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no usable credential"));
             return Err(Unresolved::Unusable(refusal, Arc::clone(best)));
         }
-        let best = candidates[0];
-        let refusal = scope_refusal(&best.credential, call)
+        let refusal = scope_refusal(&most_preferred.credential, call)
             .unwrap_or_else(|| Refusal::new(Code::NoCredential, "no credential admits this call"));
-        return Err(Unresolved::NoneAdmits(refusal, Some(Arc::clone(best))));
+        return Err(Unresolved::NoneAdmits(refusal, Some(Arc::clone(most_preferred))));
     }
     let untried: Vec<&Arc<CachedCredential>> =
         usable.iter().copied().filter(|c| !selector.tried.contains(&c.credential.id)).collect();
@@ -308,7 +309,7 @@ pub(crate) fn resolve_credential(
         };
     }
 
-    let own = match choose(&org.credentials, call, max_age(org), now, selector) {
+    let own = match choose(org, call, max_age(org), now, selector) {
         Ok(list) => return Ok(owned(list, CredentialOwner::Org)),
         Err(Unresolved::Unusable(refusal, best)) => return Err(refused(refusal, Some(best), CredentialOwner::Org)),
         Err(Unresolved::NoneAdmits(refusal, best)) => (refusal, best),
@@ -322,7 +323,7 @@ pub(crate) fn resolve_credential(
         return Err(own_refusal(own));
     }
     let Some(platform) = platform else { return Err(own_refusal(own)) };
-    match choose(&platform.credentials, call, None, now, selector) {
+    match choose(platform, call, None, now, selector) {
         Ok(list) => Ok(owned(list, CredentialOwner::Platform)),
         Err(Unresolved::Unusable(refusal, best)) | Err(Unresolved::NoneAdmits(refusal, Some(best))) => {
             let message = format!(
@@ -409,8 +410,8 @@ mod tests {
         let team = TeamId::generate();
         let workflow = WorkflowId::generate();
         Fixture {
-            org: OrgSnapshot { org: org(tier), credentials: credentials(team, workflow), workflows: HashMap::new() },
-            platform: OrgSnapshot { org: org(Tier::KatmanA), credentials: platform, workflows: HashMap::new() },
+            org: OrgSnapshot::new(org(tier), credentials(team, workflow), HashMap::new()),
+            platform: OrgSnapshot::new(org(Tier::KatmanA), platform, HashMap::new()),
             team,
             workflow,
         }
@@ -532,7 +533,7 @@ mod tests {
         let scope = call(&f, ProviderId::Openai, false);
         let sel = selector();
         let id =
-            |name: &str| f.org.credentials.iter().find(|c| c.credential.name.as_str() == name).unwrap().credential.id;
+            |name: &str| f.org.credentials().iter().find(|c| c.credential.name.as_str() == name).unwrap().credential.id;
         sel.health.observe(
             &id("a"),
             1,
@@ -805,6 +806,61 @@ mod tests {
     }
 
     #[test]
+    fn the_scope_index_finds_exactly_what_a_full_scan_admits_in_order() {
+        let teams: Vec<TeamId> = (0..3).map(|_| TeamId::generate()).collect();
+        let workflows: Vec<WorkflowId> = (0..3).map(|_| WorkflowId::generate()).collect();
+        // Every mix of team list, workflow list and family list, with priorities and ages
+        // that tie and differ.
+        let list: Vec<Arc<CachedCredential>> = (0..300usize)
+            .map(|i| {
+                let pick = |n: usize, k: usize| -> Vec<usize> { (0..k).filter(|b| (n >> b) & 1 == 1).collect() };
+                let scope = Scope {
+                    teams: pick(i % 8, 3).into_iter().map(|t| teams[t]).collect(),
+                    workflows: pick((i / 8) % 8, 3).into_iter().map(|w| workflows[w]).collect(),
+                    model_families: if i % 5 == 0 { vec!["gpt-4o-mini".into()] } else { vec![] },
+                    ..Scope::default()
+                };
+                let priority = i32::try_from(i % 3).unwrap();
+                credential(&format!("k{i}"), ProviderId::Openai, scope, priority, i64::try_from(i % 7).unwrap())
+            })
+            .collect();
+        let snapshot = OrgSnapshot::new(org(Tier::KatmanB), list.clone(), HashMap::new());
+        for team in teams.iter().copied().chain([TeamId::generate()]) {
+            for workflow in workflows.iter().copied().map(Some).chain([None, Some(WorkflowId::generate())]) {
+                for family in ["gpt-4o", "gpt-4o-mini"] {
+                    let call = CallScope {
+                        provider: ProviderId::Openai,
+                        model: Some(family.into()),
+                        model_family: Some(family.into()),
+                        capability: Capability::Chat,
+                        mode: Mode::Sync,
+                        team,
+                        workflow,
+                    };
+                    let indexed: Vec<CredentialId> = snapshot
+                        .candidates(call.team, call.workflow)
+                        .filter(|c| c.credential.scope.admits_call(c.credential.provider, &call))
+                        .map(|c| c.credential.id)
+                        .collect();
+                    let mut scanned: Vec<&Arc<CachedCredential>> = list
+                        .iter()
+                        .filter(|c| c.credential.scope.admits(c.credential.provider, &call).is_ok())
+                        .collect();
+                    scanned.sort_by(|a, b| preference(&b.credential, &a.credential));
+                    let scanned: Vec<CredentialId> = scanned.iter().map(|c| c.credential.id).collect();
+                    assert_eq!(indexed, scanned, "team {team} workflow {workflow:?} family {family}");
+                }
+            }
+        }
+        // Pins find any credential by id and by name.
+        for c in &list {
+            assert_eq!(snapshot.pinned(&c.credential.id.to_string()).map(|p| p.credential.id), Some(c.credential.id));
+            assert_eq!(snapshot.pinned(c.credential.name.as_str()).map(|p| p.credential.id), Some(c.credential.id));
+        }
+        assert!(snapshot.pinned("no-such-key").is_none());
+    }
+
+    #[test]
     fn past_the_maximum_age_a_credential_must_be_rotated() {
         let now = Timestamp::now();
         let days = |n: i64| Timestamp::from_micros(now.as_micros() - n * DAY_MICROS).unwrap();
@@ -815,17 +871,17 @@ mod tests {
             Arc::get_mut(&mut c).unwrap().credential.version_created_at = days(age);
             c
         };
-        f.org.credentials = vec![aged("old", 31)];
+        f.org = OrgSnapshot::new(f.org.org.clone(), vec![aged("old", 31)], HashMap::new());
         let refused =
             resolve_credential(&f.org, None, &call(&f, ProviderId::Openai, false), None, None, now, &selector())
                 .unwrap_err();
         assert_eq!(refused.refusal.code, Code::RotationRequired);
         assert!(refused.refusal.message.contains("30 days"), "{}", refused.refusal.message);
         // A fresh one of equal rank serves instead; the same limit on katman-b does nothing.
-        f.org.credentials = vec![aged("old", 31), aged("fresh", 29)];
+        f.org = OrgSnapshot::new(f.org.org.clone(), vec![aged("old", 31), aged("fresh", 29)], HashMap::new());
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("fresh".into()));
         f.org.org.tier = Tier::KatmanB;
-        f.org.credentials = vec![aged("old", 31)];
+        f.org = OrgSnapshot::new(f.org.org.clone(), vec![aged("old", 31)], HashMap::new());
         assert_eq!(chosen(&f, &call(&f, ProviderId::Openai, false), None), Ok("old".into()));
     }
 }
