@@ -7,14 +7,10 @@ use byok_domain::{CallCompletion, CredentialId, Metering, OrgId, Outcome, Resolu
 use sqlx::any::AnyRow;
 use sqlx::Any;
 
-use crate::chain::Chained;
 use crate::error::{map_sqlx, StoreError};
 use crate::rows::Row;
 use crate::sql::Sql;
-use crate::store::{Backend, Store};
-
-/// Rows per multi-row INSERT (keeps PostgreSQL under its bind-parameter limit).
-const ROWS_PER_INSERT: usize = 200;
+use crate::store::Store;
 
 const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token_id, credential_id, \
      credential_version, fingerprint, provider, model, model_family, capability, mode, outcome, reason, detail, tier, \
@@ -22,23 +18,6 @@ const AUDIT_COLUMNS: &str = "at_us, call_id, org_id, team_id, workflow_id, token
 
 const COMPLETION_COLUMNS: &str = "call_id, org_id, credential_id, at_us, upstream_status, latency_us, input_tokens, \
      output_tokens, status, team_id, tier, credential_owner, provider, model_family, rate_card, provider_price";
-
-/// Insert chained entries into `table`: `columns` (the chained ones, in order) plus
-/// `prev_hash` and `hash`.
-pub(crate) async fn insert_chained(
-    tx: &mut sqlx::Transaction<'static, Any>,
-    backend: Backend,
-    table: &str,
-    columns: &str,
-    entries: &[Chained],
-) -> Result<(), StoreError> {
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
-        let mut sql = Sql::new(backend, format!("INSERT INTO {table} ({columns}, prev_hash, hash) VALUES "));
-        sql.push_tuples(chunk, |values, entry| entry.push_values(values));
-        sql.query()?.execute(&mut **tx).await.map_err(map_sqlx)?;
-    }
-    Ok(())
-}
 
 /// A resolution row and where it stands in its chain: its writer segment and its
 /// position there (both absent on rows written before the chain existed).

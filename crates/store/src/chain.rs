@@ -423,20 +423,22 @@ pub(crate) fn on_chain<'q>(backend: Backend, statement: &str, org: Option<&OrgId
 }
 
 impl Store {
-    /// Link and append `entries` (in chain order) for `segment` in ONE transaction;
-    /// when this returns `Ok`, every entry is durable and the segment's heads have moved.
+    /// Link and append `entries` (in chain order) for `segment` in ONE transaction (the
+    /// resolution rows, the completions and their usage rollup; see `append.rs` for how
+    /// each backend writes it); when this returns `Ok`, every entry is durable and the
+    /// segment's heads have moved, when it fails nothing of the batch was written.
     pub async fn append_audit(&self, segment: &mut Segment, entries: &[AuditEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         let (next, rows, completions) = segment.link_entries(entries);
-        let mut tx = self.begin_write().await?;
-        let backend = self.backend();
-        crate::audit::insert_chained(&mut tx, backend, RESOLUTIONS.table, &RESOLUTION_CHAIN_COLUMNS, &rows).await?;
-        crate::audit::insert_chained(&mut tx, backend, COMPLETIONS.table, &COMPLETION_CHAIN_COLUMNS, &completions)
-            .await?;
-        crate::usage::add_to_rollup(&mut tx, backend, &segment.id, entries).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        let batch = crate::append::Batch {
+            segment: segment.id.clone(),
+            rows,
+            completions,
+            rollup: crate::usage::rollup_rows(entries),
+        };
+        self.audit_sink().append(batch).await?;
         *segment = next;
         Ok(())
     }

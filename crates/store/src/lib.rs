@@ -22,6 +22,7 @@
 //! PostgreSQL databases for tests in this and other crates.
 #![forbid(unsafe_code)]
 
+mod append;
 mod audit;
 mod chain;
 mod credentials;

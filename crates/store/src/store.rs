@@ -9,6 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Connection as _, Executor as _, Transaction};
 
+use crate::append::{sqlite_settings, AuditSink, PostgresAppender, SqliteAppender};
 use crate::error::{map_sqlx, redact_url, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -74,6 +75,8 @@ struct Inner {
     listen_url: Option<String>,
     /// Whether this node listens for change notifications (see `notify.rs`).
     listening: std::sync::atomic::AtomicBool,
+    /// Where audit batches are written (see `append.rs`).
+    audit: AuditSink,
 }
 
 impl fmt::Debug for Store {
@@ -133,6 +136,8 @@ impl Store {
             return Err(StoreError::unavailable(format!("{location}: SQLite refused WAL journal mode (got '{mode}')")));
         }
         SQLITE_MIGRATIONS.run(&writer).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        let busy_timeout = Duration::from_millis(u64::from(SQLITE_BUSY_TIMEOUT_MS));
+        let audit = AuditSink::Sqlite(SqliteAppender::start(sqlite_settings(&absolute, busy_timeout, &health))?);
         let reader = sqlite_pool_options(SQLITE_READERS, true, &health)
             .connect(&url)
             .await
@@ -147,6 +152,7 @@ impl Store {
                 health,
                 listen_url: None,
                 listening: std::sync::atomic::AtomicBool::new(false),
+                audit,
             }),
         })
     }
@@ -163,6 +169,7 @@ impl Store {
             .await
             .map_err(|e| open_error(&location, e))?;
         POSTGRES_MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        let audit = AuditSink::Postgres(PostgresAppender::new(url, ACQUIRE_TIMEOUT)?);
         tracing::info!(store = %location, "opened PostgreSQL store");
         let store = Store {
             inner: Arc::new(Inner {
@@ -173,6 +180,7 @@ impl Store {
                 health,
                 listen_url: Some(url.to_owned()),
                 listening: std::sync::atomic::AtomicBool::new(true),
+                audit,
             }),
         };
         // The audit partitions of this month and the next ones; if this fails, the DEFAULT
@@ -267,8 +275,24 @@ impl Store {
 
     /// Close every connection; later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.inner.audit.close().await;
         self.inner.reader.close().await;
         self.inner.writer.close().await;
+    }
+
+    /// Tests: run `sql` on SQLite's audit connection (per-connection settings such as
+    /// `max_page_count` apply to it alone); on PostgreSQL on the writer pool.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn execute_on_audit_connection(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.inner.audit {
+            AuditSink::Sqlite(sink) => sink.execute_raw(sql).await,
+            AuditSink::Postgres(_) => self.execute_raw(sql).await.map(|_| ()),
+        }
+    }
+
+    /// Where audit batches are written (see `append.rs`).
+    pub(crate) fn audit_sink(&self) -> &AuditSink {
+        &self.inner.audit
     }
 
     /// PostgreSQL: the URL a change listener connects to.
@@ -377,7 +401,7 @@ fn discard_if_in_transaction(
 
 /// What the store last learned about whether it can write.
 #[derive(Debug, Default)]
-struct WriteHealth {
+pub(crate) struct WriteHealth {
     state: Mutex<HealthState>,
 }
 
@@ -421,7 +445,7 @@ impl WriteHealth {
         self.state().probe = Some((Instant::now(), verdict));
     }
 
-    fn record_failed_write(&self) {
+    pub(crate) fn record_failed_write(&self) {
         self.state().failed_write = Some(Instant::now());
     }
 

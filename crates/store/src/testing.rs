@@ -128,6 +128,13 @@ impl TestStore {
         self.store.execute_raw(sql).await.map(|r| r.rows_affected())
     }
 
+    /// Run `sql` on the connection audit batches are written on (SQLite: the audit
+    /// writer's own connection, so a per-connection `PRAGMA` such as `max_page_count`
+    /// reaches it; it lasts until a batch fails, when the writer opens a fresh one).
+    pub async fn execute_on_audit_connection(&self, sql: &str) -> Result<(), StoreError> {
+        self.store.execute_on_audit_connection(sql).await
+    }
+
     /// The store's writer pool, for raw parameterized SQL, e.g.
     /// `sqlx::query("UPDATE credential_versions SET ciphertext = $1").bind(bytes).execute(t.pool())`.
     pub fn pool(&self) -> &sqlx::AnyPool {

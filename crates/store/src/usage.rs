@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use byok_domain::{CredentialOwner, OrgId, Outcome, ProviderId, TeamId, Tier, Timestamp};
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
 
 use crate::chain::AuditEntry;
 use crate::error::{map_sqlx, StoreError};
@@ -22,9 +21,6 @@ use crate::store::{Backend, Store};
 
 /// One hour in microseconds: the rollup's granularity.
 pub const HOUR_US: i64 = 3_600_000_000;
-
-/// Rollup rows per multi-row upsert.
-const ROWS_PER_UPSERT: usize = 100;
 
 /// Where [`Store::usage`] reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,52 +144,62 @@ fn deltas(entries: &[AuditEntry]) -> Vec<(RollupKey<'_>, Counts)> {
     out.into_iter().collect()
 }
 
-/// Add a batch's usage to the rollup, inside the transaction that appends the batch for
-/// the writer `segment`.
-pub(crate) async fn add_to_rollup(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    segment: &str,
-    entries: &[AuditEntry],
-) -> Result<(), StoreError> {
-    let deltas = deltas(entries);
-    let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
-    for chunk in deltas.chunks(ROWS_PER_UPSERT) {
-        let mut sql = Sql::new(
-            backend,
-            "INSERT INTO usage_rollup (org_id, hour_us, segment, team_id, tier, provider, model_family, \
-             credential_owner, rate_card, provider_price, calls, unanswered, denied, input_tokens, output_tokens) VALUES ",
-        );
-        sql.push_tuples(chunk, |values, (key, counts)| {
-            values
-                .push_bind(key.org_id.to_string())
-                .push_bind(key.hour_us)
-                .push_bind(segment)
-                .push_bind(key.team_id.map(|t| t.to_string()).unwrap_or_default())
-                .push_bind(text(key.tier.map(|t| t.as_str())))
-                .push_bind(text(key.provider.map(|p| p.as_str())))
-                .push_bind(text(key.model_family))
-                .push_bind(text(key.credential_owner.map(|o| o.as_str())))
-                .push_bind(text(key.rate_card))
-                .push_bind(text(key.provider_price))
-                .push_bind(counts.calls)
-                .push_bind(counts.unanswered)
-                .push_bind(counts.denied)
-                .push_bind(counts.input_tokens)
-                .push_bind(counts.output_tokens);
-        });
-        sql.push(
-            " ON CONFLICT (org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, \
-             rate_card, provider_price) DO UPDATE SET calls = usage_rollup.calls + excluded.calls, \
-             unanswered = usage_rollup.unanswered + excluded.unanswered, \
-             denied = usage_rollup.denied + excluded.denied, \
-             input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
-             output_tokens = usage_rollup.output_tokens + excluded.output_tokens",
-        );
-        sql.query()?.execute(&mut *conn).await.map_err(map_sqlx)?;
-    }
-    Ok(())
+/// One row of a batch's rollup increments, owned (it travels to the audit write path:
+/// a thread of its own on SQLite), its key written as text with empty text for "none".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RollupRow {
+    pub(crate) org_id: String,
+    pub(crate) hour_us: i64,
+    pub(crate) team_id: String,
+    pub(crate) tier: String,
+    pub(crate) provider: String,
+    pub(crate) model_family: String,
+    pub(crate) credential_owner: String,
+    pub(crate) rate_card: String,
+    pub(crate) provider_price: String,
+    pub(crate) calls: i64,
+    pub(crate) unanswered: i64,
+    pub(crate) denied: i64,
+    pub(crate) input_tokens: i64,
+    pub(crate) output_tokens: i64,
 }
+
+/// The rollup increments of a batch, one row per key, keys in order (so concurrent
+/// writers would lock rows in the same order; each writer segment's rows are its own).
+pub(crate) fn rollup_rows(entries: &[AuditEntry]) -> Vec<RollupRow> {
+    let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
+    deltas(entries)
+        .into_iter()
+        .map(|(key, counts)| RollupRow {
+            org_id: key.org_id.to_string(),
+            hour_us: key.hour_us,
+            team_id: key.team_id.map(|t| t.to_string()).unwrap_or_default(),
+            tier: text(key.tier.map(|t| t.as_str())),
+            provider: text(key.provider.map(|p| p.as_str())),
+            model_family: text(key.model_family),
+            credential_owner: text(key.credential_owner.map(|o| o.as_str())),
+            rate_card: text(key.rate_card),
+            provider_price: text(key.provider_price),
+            calls: counts.calls,
+            unanswered: counts.unanswered,
+            denied: counts.denied,
+            input_tokens: counts.input_tokens,
+            output_tokens: counts.output_tokens,
+        })
+        .collect()
+}
+
+/// The rollup's key columns (its unique index) and counted columns, in the order the
+/// audit write path binds them (after `segment`).
+pub(crate) const ROLLUP_KEY: &str =
+    "org_id, hour_us, segment, team_id, tier, provider, model_family, credential_owner, rate_card, provider_price";
+
+/// What an upsert of a rollup row adds to the row already there.
+pub(crate) const ROLLUP_ADD: &str = "calls = usage_rollup.calls + excluded.calls, \
+     unanswered = usage_rollup.unanswered + excluded.unanswered, \
+     denied = usage_rollup.denied + excluded.denied, \
+     input_tokens = usage_rollup.input_tokens + excluded.input_tokens, \
+     output_tokens = usage_rollup.output_tokens + excluded.output_tokens";
 
 const GROUP_COLUMNS: &str =
     "org_id, team_id, tier, provider, model_family, credential_owner, rate_card, provider_price";

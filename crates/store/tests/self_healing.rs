@@ -185,9 +185,10 @@ async fn a_transaction_sqlite_rolled_back_on_its_own_does_not_wedge_the_writer()
     assert!(store.verify_audit(Some(&org.id)).await.unwrap().ok);
 }
 
-/// When SQLite rolls back only the failed statement (a multi-row insert has a statement
-/// journal), the transaction stays open and is rolled back as usual: the audit batch
-/// leaves nothing, its segment does not move, and the next batch links on.
+/// An audit batch that does not fit (SQLite says the database is full) is rolled back
+/// whole: it leaves nothing, its segment does not move, and the next batch links on —
+/// on a fresh audit connection, with its statements prepared again, as the writer
+/// replaces its connection after any failed batch.
 #[tokio::test]
 async fn an_audit_batch_that_does_not_fit_leaves_nothing_and_the_next_links_on() {
     let t = TestStore::sqlite().await.unwrap();
@@ -198,11 +199,12 @@ async fn an_audit_batch_that_does_not_fit_leaves_nothing_and_the_next_links_on()
     let mut expected = 10;
     for round in 0..3 {
         let pages = t.query_i64("PRAGMA page_count").await.unwrap();
-        t.execute(&format!("PRAGMA max_page_count = {pages}")).await.unwrap();
+        // `max_page_count` is per connection: set on the one audit batches are written on
+        // (the fresh one opened after the failure has the default again).
+        t.execute_on_audit_connection(&format!("PRAGMA max_page_count = {pages}")).await.unwrap();
         let err =
             store.append_audit(&mut segment, &batch(org.id, &format!("full-{round}"), 200, 500)).await.unwrap_err();
         assert_full(&err);
-        t.execute("PRAGMA max_page_count = 1073741823").await.unwrap();
         store.append_audit(&mut segment, &batch(org.id, &format!("after-{round}"), 50, 10)).await.unwrap();
         expected += 50;
     }

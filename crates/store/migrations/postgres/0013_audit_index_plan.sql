@@ -1,0 +1,35 @@
+-- byok schema, version 13 (PostgreSQL): the audit tables keep only the index entries
+-- their queries read. Every index costs every append (one entry per row, on the row's
+-- partition); the plan, with the query each index serves, is in ARCHITECTURE.md (Index
+-- plan).
+--
+-- resolution_audit_org_at_idx (org_id, at_us) had two readers:
+--   * statements: the denied rows of a period's partial first and last hours
+--     (Store::usage, `... AND outcome = 'denied'`), and
+--   * Store::list_audit with since/until.
+-- It is replaced by the same index over denied rows only, which serves the first (its
+-- query names outcome = 'denied') and costs nothing on an allowed call — most calls.
+-- A listing with since/until walks resolution_audit_org_idx in seq order (it asks for seq
+-- order anyway) on the months its range covers only: at_us is the partition key, so the
+-- other months' partitions are pruned.
+--
+-- Kept, each read by its query:
+--   resolution_audit_pkey (seq, at_us)               the row's identity (partition key)
+--   resolution_audit_org_idx (org_id, seq)           Store::list_audit (org, seq order)
+--   resolution_audit_credential_idx (credential_id, seq)  Store::list_audit by credential
+--   resolution_audit_call_idx (call_id)              Store::list_audit by call id
+--   resolution_audit_chain_idx (org_id, segment, segment_seq)
+--       verify, chain heads, head_intact, segments of an org (skip scan), purge, month
+--       drop, export
+--   resolution_audit_credential_at_idx (credential_id, at_us, seq)  the credential timeline
+--   call_completions_pkey (seq, at_us)               the row's identity
+--   call_completions_chain_idx (org_id, segment, segment_seq)   as for resolution_audit
+--   call_completions_org_idx (org_id, at_us)         statements: completions of the
+--       partial hours
+--   call_completions_resolution_idx (org_id, segment, resolution_seq)
+--       replay and export: the completion bound to a row
+--   call_completions_unbound_call_idx (call_id) WHERE resolution_seq IS NULL
+--       replay: completions that name no row (holds only those)
+
+CREATE INDEX resolution_audit_denied_at_idx ON resolution_audit (org_id, at_us) WHERE outcome = 'denied';
+DROP INDEX resolution_audit_org_at_idx;
