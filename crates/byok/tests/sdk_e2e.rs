@@ -1,7 +1,10 @@
-//! The official provider SDKs (Python `openai` and `anthropic`, unchanged but for base
-//! URL and key) against the real `byok serve`, with the mock provider as upstream.
+//! The official provider SDKs (Python `openai` — `OpenAI` and `AzureOpenAI` — `anthropic`
+//! and `google-genai`, unchanged but for base URL and key) against the real `byok serve`,
+//! with the mock provider as upstream: chat, streams, the Responses API, embeddings,
+//! Gemini's generate and stream, Azure deployments, scope denials as each SDK's own
+//! permission error, and the usage byok recorded equal to what each SDK saw.
 //!
-//! Needs a Python with both packages: `BYOK_PYTHON` names it (CI builds a venv), else
+//! Needs a Python with the packages: `BYOK_PYTHON` names it (CI builds a venv), else
 //! `python3`. Without them the test says it was skipped — unless
 //! `BYOK_REQUIRE_SDK_TESTS=1`, when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,19 +15,27 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
+use byok_domain::CallCompletion;
 use byok_domain::Outcome;
-use byok_mock_provider::{MockConfig, MockProvider};
+use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::Server;
 
 const OPENAI_KEY: &str = "sk-canary-sdk-openai-5f1e2d3c4b5a69788796";
 const ANTHROPIC_KEY: &str = "sk-ant-canary-sdk-0a1b2c3d4e5f60718293";
+const GEMINI_KEY: &str = "AIzaSyCanary-sdk-gemini-1a2b3c4d5e6f7a8b9c";
+const AZURE_KEY: &str = "0123456789abcdef0123456789abcdefcanaryaz";
+const KEYS: [&str; 4] = [OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY, AZURE_KEY];
+/// An Azure OpenAI resource host, as an admin sets it on the credential; the operator's
+/// `[upstreams.azure-openai]` override sends its calls to the mock.
+const AZURE_RESOURCE: &str = "https://acme-byok.openai.azure.com";
+/// The Python packages the script imports.
+const IMPORTS: &str = "import openai, anthropic, google.genai";
 
 fn python() -> Option<String> {
     let python = std::env::var("BYOK_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let ok =
-        Command::new(&python).args(["-c", "import openai, anthropic"]).output().is_ok_and(|out| out.status.success());
+    let ok = Command::new(&python).args(["-c", IMPORTS]).output().is_ok_and(|out| out.status.success());
     ok.then_some(python)
 }
 
@@ -41,9 +52,13 @@ fn python_or_skip(test: &str) -> Option<String> {
     let python = python();
     if python.is_none() {
         if std::env::var("BYOK_REQUIRE_SDK_TESTS").is_ok_and(|v| v == "1") {
-            panic!("BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai and anthropic packages (set BYOK_PYTHON)");
+            panic!(
+                "BYOK_REQUIRE_SDK_TESTS=1 but no Python with the openai, anthropic and google-genai packages (set \
+                 BYOK_PYTHON)"
+            );
         }
-        let _ = writeln!(std::io::stderr(), "skipped {test}: python openai/anthropic packages not installed");
+        let _ =
+            writeln!(std::io::stderr(), "skipped {test}: python openai/anthropic/google-genai packages not installed");
     }
     python
 }
@@ -51,7 +66,7 @@ fn python_or_skip(test: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn official_sdks_work_through_byok_unchanged() {
     let Some(python) = python_or_skip("official_sdks_work_through_byok_unchanged") else { return };
-    scenario(python, &[]).await;
+    scenario(python, "").await;
 }
 
 /// The same, with the orgs' KEKs in a PKCS#11 token (SoftHSM2).
@@ -67,28 +82,40 @@ async fn official_sdks_work_through_byok_with_keys_in_an_hsm() {
         let _ = writeln!(std::io::stderr(), "skipped {test}: {}", byok_kms_pkcs11::testing::NOT_INSTALLED);
         return;
     };
-    let file = scratch.path().join("byok.toml");
     let toml = format!(
         "[kms]\nbackend = \"pkcs11\"\n[kms.pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
         config.module.display().to_string(),
         config.token_label,
         config.pin_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
     );
-    std::fs::write(&file, toml).unwrap();
-    scenario(python, &[("BYOK_CONFIG", file.to_str().unwrap())]).await;
+    scenario(python, &toml).await;
 }
 
-async fn scenario(python: String, extra_env: &[(&str, &str)]) {
+/// Runs the SDK script against a `byok serve` configured with `toml` plus the mock as
+/// every provider's upstream.
+async fn scenario(python: String, toml: &str) {
     let mock = MockProvider::start(MockConfig {
         openai_keys: vec![OPENAI_KEY.to_owned()],
         anthropic_keys: vec![ANTHROPIC_KEY.to_owned()],
+        gemini_keys: vec![GEMINI_KEY.to_owned()],
+        azure_keys: vec![AZURE_KEY.to_owned()],
         ..MockConfig::default()
     })
     .await
     .unwrap();
     let upstream = mock.base_url();
-    let mut env = vec![("BYOK_UPSTREAM_OPENAI", upstream.as_str()), ("BYOK_UPSTREAM_ANTHROPIC", upstream.as_str())];
-    env.extend_from_slice(extra_env);
+    // Azure credentials name their resource; the operator's override (which wins over
+    // credentials' base URLs) sends those calls to the mock, as a gateway would.
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("byok.toml");
+    let toml = format!("{toml}\n[upstreams.azure-openai]\nbase_url = {upstream:?}\noverride_credentials = true\n");
+    std::fs::write(&file, toml).unwrap();
+    let env = [
+        ("BYOK_CONFIG", file.to_str().unwrap()),
+        ("BYOK_UPSTREAM_OPENAI", upstream.as_str()),
+        ("BYOK_UPSTREAM_ANTHROPIC", upstream.as_str()),
+        ("BYOK_UPSTREAM_GEMINI", upstream.as_str()),
+    ];
     let server = Server::start_with(&env);
     let operator = std::fs::read_to_string(server.data_dir.path().join("operator.token")).unwrap();
     let operator = operator.trim();
@@ -112,6 +139,23 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
         operator,
         "/v1/orgs/acme/credentials",
         json!({"name": "claude", "provider": "anthropic", "secret": ANTHROPIC_KEY, "scope": scope}),
+    )
+    .await;
+    admin(
+        &http,
+        &server,
+        operator,
+        "/v1/orgs/acme/credentials",
+        json!({"name": "gemini", "provider": "gemini", "secret": GEMINI_KEY, "scope": scope}),
+    )
+    .await;
+    admin(
+        &http,
+        &server,
+        operator,
+        "/v1/orgs/acme/credentials",
+        json!({"name": "azure", "provider": "azure-openai", "secret": AZURE_KEY, "scope": scope,
+               "base_url": AZURE_RESOURCE}),
     )
     .await;
     let token = admin(&http, &server, operator, "/v1/orgs/acme/tokens", json!({"team": "agents"})).await["token"]
@@ -158,6 +202,20 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
             .env("BYOK_DENIED_TOKEN", &denied)
             .env("BYOK_STARTUP_TOKEN", &startup)
             .env("BYOK_PLATFORM_CREDENTIALS", &platform)
+            // The SDKs would prefer keys and endpoints from the environment.
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("AZURE_OPENAI_API_KEY")
+            .env_remove("AZURE_OPENAI_ENDPOINT")
+            .env_remove("OPENAI_API_VERSION")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("GOOGLE_API_KEY")
+            .env_remove("GEMINI_API_KEY")
+            .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
+            .env_remove("GOOGLE_GENAI_API_VERSION")
+            .env_remove("GOOGLE_GEMINI_BASE_URL")
             .output()
             .map(|out| (out, server))
     })
@@ -169,15 +227,44 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "SDK script failed:\n{stdout}\n{stderr}\n{}", server.logs());
     for text in [&stdout, &stderr, &server.logs()] {
-        assert!(!text.contains(OPENAI_KEY) && !text.contains(ANTHROPIC_KEY), "a key leaked into output");
+        assert!(KEYS.iter().all(|key| !text.contains(key)), "a key leaked into output");
     }
+    let seen: Value = serde_json::from_str(&stdout).unwrap();
 
-    // What reached the provider: the real keys, never the workload token.
+    // What reached the provider: each provider's exact stored key in its own header,
+    // never the workload token, and never a key in a URL.
     let requests = mock.requests();
-    assert!(requests.len() >= 8, "{} requests", requests.len());
+    assert!(requests.len() >= 17, "{} requests", requests.len());
     for request in &requests {
-        assert!(request.key_valid, "{} {} carried a wrong key", request.method, request.path);
-        assert!(request.headers.iter().all(|(_, v)| !v.contains("byok_")), "workload token forwarded");
+        let what = format!("{} {}", request.method, request.path);
+        assert!(request.key_valid, "{what} carried a wrong key");
+        assert!(request.headers.iter().all(|(_, v)| !v.contains("byok_")), "{what}: workload token forwarded");
+        assert!(!request.path.contains("byok_") && request.query_param("key").is_none(), "{what}: key in the URL");
+        let (key, header) = match request.provider {
+            Provider::OpenAi => (OPENAI_KEY, "authorization"),
+            Provider::Anthropic => (ANTHROPIC_KEY, "x-api-key"),
+            Provider::Gemini => (GEMINI_KEY, "x-goog-api-key"),
+            Provider::AzureOpenAi => (AZURE_KEY, "api-key"),
+            other => panic!("{what}: an unexpected provider {other}"),
+        };
+        assert_eq!(request.presented_key.as_deref(), Some(key), "{what}");
+        assert!(request.header(header).is_some_and(|v| v.ends_with(key)), "{what}: no {header}");
+        for other in ["authorization", "x-api-key", "x-goog-api-key", "api-key"].into_iter().filter(|h| *h != header) {
+            assert!(!request.has_header(other), "{what}: a stray {other} header");
+        }
+    }
+    // The paths each SDK used, as the providers serve them.
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    for expected in [
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/models/gemini-2.5-flash:generateContent",
+        "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
+    ] {
+        assert!(paths.contains(&expected), "no request to {expected}: {paths:#?}");
     }
 
     // Every SDK call has its audit row; the named calls are allowed, the denial is denied.
@@ -185,20 +272,28 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
     let orgs = store.list_orgs().await.unwrap();
     let org = &orgs.iter().find(|o| o.name.as_str() == "acme").unwrap().id;
     let startup = &orgs.iter().find(|o| o.name.as_str() == "startup").unwrap().id;
-    for call_id in ["sdk-openai-sync", "sdk-openai-stream", "sdk-anthropic-sync", "sdk-anthropic-stream"] {
+    // Each named call's usage, as byok recorded it, is what the SDK reported.
+    let reported = seen["usage"].as_object().unwrap();
+    assert_eq!(reported.len(), 13, "{reported:?}");
+    for (call_id, usage) in reported {
         let rows = store
-            .list_audit(Some(org), &AuditFilter { call_id: Some(call_id.into()), ..AuditFilter::default() })
+            .list_audit(Some(org), &AuditFilter { call_id: Some(call_id.clone()), ..AuditFilter::default() })
             .await
             .unwrap();
         assert_eq!(rows.len(), 1, "{call_id}");
         assert_eq!(rows[0].outcome, Outcome::Allowed);
+        let completion = completion_of(&store, call_id).await;
+        assert_eq!(completion.upstream_status, Some(200), "{call_id}");
+        let expected = (usage[0].as_u64(), usage[1].as_u64());
+        assert!(expected.0.is_some_and(|n| n > 0), "{call_id}: the SDK saw no input tokens");
+        assert_eq!((completion.input_tokens, completion.output_tokens), expected, "{call_id}: usage recorded");
     }
     let denied_rows = store
         .list_audit(Some(org), &AuditFilter { outcome: Some(Outcome::Denied), ..AuditFilter::default() })
         .await
         .unwrap();
-    assert_eq!(denied_rows.len(), 1, "the out-of-scope team's call");
-    assert_eq!(denied_rows[0].reason.as_deref(), Some("scope_denied"));
+    assert_eq!(denied_rows.len(), 4, "the out-of-scope team's calls: OpenAI, Anthropic, Azure, Gemini");
+    assert!(denied_rows.iter().all(|row| row.reason.as_deref() == Some("scope_denied")));
     let allowed_of = |org| {
         let store = store.clone();
         async move {
@@ -221,4 +316,15 @@ async fn scenario(python: String, extra_env: &[(&str, &str)]) {
     store.close().await;
     drop(server);
     mock.shutdown().await;
+}
+
+/// The call's completion, once the audit writer has made it durable.
+async fn completion_of(store: &Store, call_id: &str) -> CallCompletion {
+    for _ in 0..100 {
+        if let Some(completion) = store.list_completions(call_id).await.unwrap().pop() {
+            return completion;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{call_id}: no completion recorded within 10 s");
 }

@@ -95,16 +95,19 @@ fn contents(request: &Map<String, Value>) -> Result<&Vec<Value>, Reply> {
     }
 }
 
-/// One streamed or whole response. `last` chunks carry the finish reason and usage.
+/// One streamed or whole response. The `last` chunk carries the finish reason and the
+/// whole usage; as Google streams, every earlier chunk carries `usageMetadata` too, with
+/// the candidates' tokens so far.
 struct Candidate {
     model: String,
     response_id: String,
     finish_reason: &'static str,
+    prompt_tokens: u64,
     usage: Value,
 }
 
 impl Candidate {
-    fn response(&self, text: String, last: bool) -> Value {
+    fn response(&self, text: String, tokens_so_far: u64, last: bool) -> Value {
         let mut candidate = json!({
             "content": {"parts": [{"text": text}], "role": "model"},
             "index": 0
@@ -113,6 +116,12 @@ impl Candidate {
         if last {
             candidate["finishReason"] = json!(self.finish_reason);
             response["usageMetadata"] = self.usage.clone();
+        } else {
+            response["usageMetadata"] = json!({
+                "promptTokenCount": self.prompt_tokens,
+                "candidatesTokenCount": tokens_so_far,
+                "totalTokenCount": self.prompt_tokens + tokens_so_far
+            });
         }
         response["candidates"] = json!([candidate]);
         response
@@ -142,6 +151,7 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
         model: model.to_owned(),
         response_id: format!("mock{id:08}"),
         finish_reason: if cut { "MAX_TOKENS" } else { "STOP" },
+        prompt_tokens: prompt_token_count,
         usage: json!({
             "promptTokenCount": prompt_token_count,
             "candidatesTokenCount": candidates_token_count,
@@ -150,7 +160,8 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
         }),
     };
     let Some(sse) = stream else {
-        return Reply::json(StatusCode::OK, &candidate.response(words.join(" "), true)).with_tokens(tokens);
+        return Reply::json(StatusCode::OK, &candidate.response(words.join(" "), candidates_token_count, true))
+            .with_tokens(tokens);
     };
     let mut pieces = stream_pieces(&words);
     if pieces.is_empty() {
@@ -161,7 +172,8 @@ fn generate(request: &Map<String, Value>, model: &str, stream: Option<bool>, id:
     let chunks = pieces
         .into_iter()
         .enumerate()
-        .map(move |(index, piece)| (index, candidate.response(piece, index + 1 == count)));
+        // One word per piece: the candidates' tokens so far are the pieces so far.
+        .map(move |(index, piece)| (index, candidate.response(piece, index as u64 + 1, index + 1 == count)));
     if sse {
         let events = chunks.map(|(_, chunk)| sse_data(&chunk));
         Reply::stream(

@@ -190,15 +190,19 @@ async fn anthropic_streams_the_named_event_sequence() {
     assert_eq!(delta["usage"]["output_tokens"], 6);
 }
 
-/// Checks Gemini stream chunks: text in each, finish reason and usage only in the last.
+/// Checks Gemini stream chunks: text in each, the finish reason only in the last, usage
+/// in every one (the candidates' tokens so far; the whole usage in the last).
 fn check_gemini_chunks(chunks: &[Value]) {
     let text: String =
         chunks.iter().map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
     assert_eq!(text, REPLY);
     let (last, rest) = chunks.split_last().unwrap();
     assert!(!rest.is_empty());
-    for chunk in rest {
-        assert!(chunk.get("usageMetadata").is_none(), "{chunk}");
+    for (index, chunk) in rest.iter().enumerate() {
+        let so_far = index as u64 + 1;
+        assert_eq!(chunk["usageMetadata"]["promptTokenCount"], 3, "{chunk}");
+        assert_eq!(chunk["usageMetadata"]["candidatesTokenCount"], so_far, "{chunk}");
+        assert_eq!(chunk["usageMetadata"]["totalTokenCount"], 3 + so_far, "{chunk}");
         assert!(chunk["candidates"][0].get("finishReason").is_none());
         assert_eq!(chunk["candidates"][0]["content"]["role"], "model");
     }

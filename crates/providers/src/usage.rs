@@ -124,7 +124,13 @@ impl UsageTap {
                     }
                 } else if let Some(usage) = value.get("usageMetadata") {
                     self.usage.input_tokens = number(usage, "promptTokenCount").or(self.usage.input_tokens);
-                    self.usage.output_tokens = number(usage, "candidatesTokenCount").or(self.usage.output_tokens);
+                    // A thinking model's thoughts are billed as output: they are counted
+                    // apart from the candidates (`totalTokenCount` includes both).
+                    let output = match (number(usage, "candidatesTokenCount"), number(usage, "thoughtsTokenCount")) {
+                        (None, None) => None,
+                        (candidates, thoughts) => Some(candidates.unwrap_or(0).saturating_add(thoughts.unwrap_or(0))),
+                    };
+                    self.usage.output_tokens = output.or(self.usage.output_tokens);
                 }
             }
         }
@@ -158,53 +164,275 @@ mod tests {
         tap.finish()
     }
 
-    #[test]
-    fn usage_from_every_shape_whatever_the_chunking() {
-        let openai_sse = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19}}\n\ndata: [DONE]\n\n";
-        let anthropic_sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
-        let gemini_sse = "data: {\"candidates\":[]}\r\n\r\ndata: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":9,\"totalTokenCount\":13}}\r\n\r\n";
-        let cases = [
-            (
-                Api::OpenAi,
-                "application/json",
-                r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
-                (3, 5),
+    /// Every way `body` can arrive: whole, a byte at a time, and cut in two at every
+    /// split point (so every line, JSON document and UTF-8 character is cut somewhere).
+    fn every_chunking(body: &[u8]) -> impl Iterator<Item = Vec<&[u8]>> {
+        let whole = std::iter::once(vec![body]);
+        let bytes = std::iter::once(body.chunks(1).collect());
+        let splits = (1..body.len()).map(move |at| {
+            let (head, tail) = body.split_at(at);
+            vec![head, tail]
+        });
+        whole.chain(bytes).chain(splits)
+    }
+
+    /// One row: a provider and mode, the response as the provider sends it, and the
+    /// tokens byok must record from it.
+    struct Row {
+        name: &'static str,
+        api: Api,
+        content_type: &'static str,
+        body: String,
+        expected: (Option<u64>, Option<u64>),
+    }
+
+    fn row(
+        name: &'static str,
+        api: Api,
+        content_type: &'static str,
+        body: &str,
+        expected: (Option<u64>, Option<u64>),
+    ) -> Row {
+        Row { name, api, content_type, body: body.to_owned(), expected }
+    }
+
+    /// SSE events (`event:` line when named, `data:` line, blank line) with `newline`.
+    fn sse(events: &[(Option<&str>, &str)], newline: &str) -> String {
+        let mut out = String::new();
+        for (event, data) in events {
+            if let Some(event) = event {
+                out.push_str(&format!("event: {event}{newline}"));
+            }
+            out.push_str(&format!("data: {data}{newline}{newline}"));
+        }
+        out
+    }
+
+    fn table() -> Vec<Row> {
+        const JSON: &str = "application/json";
+        const SSE: &str = "text/event-stream; charset=utf-8";
+        let both = |input: u64, output: u64| (Some(input), Some(output));
+        let chunk = |content: &str, usage: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{content}],"usage":{usage}}}"#
+            )
+        };
+        let openai_stream = |with_usage: bool| {
+            let mut events = vec![
+                chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#, "null"),
+                chunk(r#"{"index":0,"delta":{"content":"usage: ünïcödé ✓"},"finish_reason":null}"#, "null"),
+                chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#, "null"),
+            ];
+            if with_usage {
+                events.push(chunk(
+                    "",
+                    r#"{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}"#,
+                ));
+            }
+            let mut events: Vec<(Option<&str>, &str)> = events.iter().map(|e| (None, e.as_str())).collect();
+            events.push((None, "[DONE]"));
+            sse(&events, "\n")
+        };
+        let azure_stream = sse(
+            &[
+                (
+                    None,
+                    r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
+                ),
+                (
+                    None,
+                    r#"{"choices":[{"content_filter_results":{},"delta":{"content":"Hi","role":"assistant"},"finish_reason":null,"index":0}],"created":1,"id":"chatcmpl-2","model":"gpt-4o-mini-2024-07-18","object":"chat.completion.chunk","usage":null}"#,
+                ),
+                (
+                    None,
+                    r#"{"choices":[{"content_filter_results":{},"delta":{},"finish_reason":"stop","index":0}],"created":1,"id":"chatcmpl-2","model":"gpt-4o-mini-2024-07-18","object":"chat.completion.chunk","usage":null}"#,
+                ),
+                (
+                    None,
+                    r#"{"choices":[],"created":1,"id":"chatcmpl-2","model":"gpt-4o-mini-2024-07-18","object":"chat.completion.chunk","usage":{"completion_tokens":9,"prompt_tokens":14,"total_tokens":23}}"#,
+                ),
+                (None, "[DONE]"),
+            ],
+            "\n",
+        );
+        let responses_stream = |last: &str| {
+            let usage = r#"{"input_tokens":21,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":3},"total_tokens":32}"#;
+            let created = r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[],"usage":null}}"#;
+            let in_progress = r#"{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","object":"response","status":"in_progress","output":[],"usage":null}}"#;
+            let delta = r#"{"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"the usage of \"usage\""}"#;
+            let done = r#"{"type":"response.output_text.done","sequence_number":3,"item_id":"msg_1","output_index":0,"content_index":0,"text":"the usage of \"usage\""}"#;
+            let completed = format!(
+                r#"{{"type":"{last}","sequence_number":4,"response":{{"id":"resp_1","object":"response","status":"completed","output":[{{"type":"message","content":[{{"type":"output_text","text":"the usage of \"usage\""}}]}}],"usage":{usage}}}}}"#
+            );
+            sse(
+                &[
+                    (Some("response.created"), created),
+                    (Some("response.in_progress"), in_progress),
+                    (Some("response.output_text.delta"), delta),
+                    (Some("response.output_text.done"), done),
+                    (Some(last), &completed),
+                ],
+                "\n",
+            )
+        };
+        let anthropic_stream = sse(
+            &[
+                (
+                    Some("message_start"),
+                    r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+                ),
+                (
+                    Some("content_block_start"),
+                    r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                ),
+                (Some("ping"), r#"{"type": "ping"}"#),
+                (
+                    Some("content_block_delta"),
+                    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"usage ✓"}}"#,
+                ),
+                (Some("content_block_stop"), r#"{"type":"content_block_stop","index":0}"#),
+                (
+                    Some("message_delta"),
+                    r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+                ),
+                (Some("message_stop"), r#"{"type":"message_stop"}"#),
+            ],
+            "\n",
+        );
+        let gemini_chunk = |text: &str, usage: &str| {
+            format!(
+                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{text}"}}],"role":"model"}},"index":0}}],"usageMetadata":{usage},"modelVersion":"gemini-2.5-flash","responseId":"r1"}}"#
+            )
+        };
+        // Google repeats usageMetadata in every chunk; candidatesTokenCount grows, and is
+        // absent from the first chunks of some models.
+        let gemini_chunks = [
+            gemini_chunk("Hel", r#"{"promptTokenCount":4,"totalTokenCount":4}"#),
+            gemini_chunk("lo ✓", r#"{"promptTokenCount":4,"candidatesTokenCount":5,"totalTokenCount":9}"#),
+            gemini_chunk(
+                "!",
+                r#"{"promptTokenCount":4,"candidatesTokenCount":9,"totalTokenCount":13,"promptTokensDetails":[{"modality":"TEXT","tokenCount":4}]}"#,
             ),
-            (
-                Api::OpenAi,
-                "application/json",
-                r#"{"object":"response","usage":{"input_tokens":2,"output_tokens":4}}"#,
-                (2, 4),
-            ),
-            (Api::OpenAi, "text/event-stream", openai_sse, (12, 7)),
-            (
-                Api::Anthropic,
-                "application/json",
-                r#"{"type":"message","usage":{"input_tokens":10,"output_tokens":20}}"#,
-                (10, 20),
-            ),
-            (Api::Anthropic, "text/event-stream; charset=utf-8", anthropic_sse, (25, 15)),
-            (
-                Api::Gemini,
-                "application/json",
-                r#"{"candidates":[],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2}}"#,
-                (1, 2),
-            ),
-            (
-                Api::Gemini,
-                "application/json",
-                r#"[{"candidates":[]},{"usageMetadata":{"promptTokenCount":6,"candidatesTokenCount":8}}]"#,
-                (6, 8),
-            ),
-            (Api::Gemini, "text/event-stream", gemini_sse, (4, 9)),
         ];
-        for (api, ct, body, (input, output)) in cases {
-            for piece in [1, 3, 7, 64, 100_000] {
-                let usage = tap_in_pieces(api, ct, body, piece);
+        let gemini_sse = sse(&gemini_chunks.iter().map(|c| (None, c.as_str())).collect::<Vec<_>>(), "\r\n");
+        let gemini_array = format!("[{}]", gemini_chunks.join(",\r\n"));
+        let gemini_thinking = gemini_chunk(
+            "ok",
+            r#"{"promptTokenCount":10,"candidatesTokenCount":2,"thoughtsTokenCount":30,"totalTokenCount":42}"#,
+        );
+        let gemini_thinking_sse = sse(
+            &[
+                (None, &gemini_chunk("o", r#"{"promptTokenCount":10,"thoughtsTokenCount":30,"totalTokenCount":40}"#)),
+                (None, &gemini_thinking),
+            ],
+            "\r\n",
+        );
+
+        vec![
+            // OpenAI and the OpenAI-compatible providers.
+            row(
+                "openai chat json",
+                Api::OpenAi,
+                JSON,
+                r#"{"id":"x","object":"chat.completion","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
+                both(3, 5),
+            ),
+            row("openai chat sse with include_usage", Api::OpenAi, SSE, &openai_stream(true), both(12, 7)),
+            row("openai chat sse without include_usage", Api::OpenAi, SSE, &openai_stream(false), (None, None)),
+            row(
+                "openai completions json",
+                Api::OpenAi,
+                JSON,
+                r#"{"id":"cmpl-1","object":"text_completion","choices":[{"text":"hi"}],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#,
+                both(2, 1),
+            ),
+            row(
+                "openai embeddings json",
+                Api::OpenAi,
+                JSON,
+                r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+                (Some(8), None),
+            ),
+            row(
+                "openai responses json",
+                Api::OpenAi,
+                JSON,
+                r#"{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":2,"input_tokens_details":{"cached_tokens":0},"output_tokens":4,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":6}}"#,
+                both(2, 4),
+            ),
+            row("openai responses sse", Api::OpenAi, SSE, &responses_stream("response.completed"), both(21, 11)),
+            row(
+                "openai responses sse, incomplete",
+                Api::OpenAi,
+                SSE,
+                &responses_stream("response.incomplete"),
+                both(21, 11),
+            ),
+            // Azure OpenAI: OpenAI's shapes with content filter results.
+            row(
+                "azure chat json",
+                Api::AzureOpenAi,
+                JSON,
+                r#"{"choices":[{"content_filter_results":{},"finish_reason":"stop","index":0,"message":{"content":"Hi","role":"assistant"}}],"id":"chatcmpl-2","model":"gpt-4o-mini-2024-07-18","object":"chat.completion","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}],"usage":{"completion_tokens":9,"prompt_tokens":14,"total_tokens":23}}"#,
+                both(14, 9),
+            ),
+            row("azure chat sse", Api::AzureOpenAi, SSE, &azure_stream, both(14, 9)),
+            row(
+                "azure embeddings json",
+                Api::AzureOpenAi,
+                JSON,
+                r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":6,"total_tokens":6}}"#,
+                (Some(6), None),
+            ),
+            row("azure responses sse", Api::AzureOpenAi, SSE, &responses_stream("response.completed"), both(21, 11)),
+            // Anthropic.
+            row(
+                "anthropic messages json",
+                Api::Anthropic,
+                JSON,
+                r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"usage"}],"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":20}}"#,
+                both(10, 20),
+            ),
+            row("anthropic messages sse", Api::Anthropic, SSE, &anthropic_stream, both(25, 15)),
+            // Gemini: whole, SSE (`alt=sse`, CRLF), and the streamed JSON array.
+            row(
+                "gemini generateContent json",
+                Api::Gemini,
+                JSON,
+                r#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"totalTokenCount":3}}"#,
+                both(1, 2),
+            ),
+            row("gemini streamGenerateContent sse", Api::Gemini, "text/event-stream", &gemini_sse, both(4, 9)),
+            row(
+                "gemini streamGenerateContent json array",
+                Api::Gemini,
+                "application/json; charset=UTF-8",
+                &gemini_array,
+                both(4, 9),
+            ),
+            // Thinking models bill their thoughts as output (totalTokenCount includes them).
+            row("gemini thinking json", Api::Gemini, JSON, &gemini_thinking, both(10, 32)),
+            row("gemini thinking sse", Api::Gemini, "text/event-stream", &gemini_thinking_sse, both(10, 32)),
+            row("gemini embedContent json", Api::Gemini, JSON, r#"{"embedding":{"values":[0.1,0.2]}}"#, (None, None)),
+        ]
+    }
+
+    #[test]
+    fn usage_for_every_provider_and_mode_whatever_the_chunking() {
+        for row in table() {
+            for chunks in every_chunking(row.body.as_bytes()) {
+                let mut tap = UsageTap::new(row.api, Some(row.content_type));
+                for chunk in &chunks {
+                    tap.feed(chunk);
+                }
+                let usage = tap.finish();
+                let lengths: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
                 assert_eq!(
                     (usage.input_tokens, usage.output_tokens),
-                    (Some(input), Some(output)),
-                    "{api:?} {ct} piece {piece}"
+                    row.expected,
+                    "{}: chunks of {:?}",
+                    row.name,
+                    if lengths.len() > 2 { vec![1] } else { lengths }
                 );
             }
         }

@@ -33,12 +33,14 @@ mod pools;
 mod redact;
 mod server;
 mod spend;
+mod tls;
 mod verify;
 
 pub use config::{ConfigError, ConnectionLimits, ProxyConfig, UpstreamBase};
 pub use error::{classify, Code, Fault, Refusal};
 pub use listen::serve_router;
-pub use server::{serve, Sidecar};
+pub use server::{serve, serve_with_tls, Sidecar};
+pub use tls::{ListenerTls, TlsError};
 
 /// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): not an API, no stability
 /// promise. Each runs one piece of the data plane exactly as a call does.

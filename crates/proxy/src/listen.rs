@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::Service;
@@ -40,6 +40,7 @@ use tower::Service;
 use crate::access::{CallFacts, Ending};
 use crate::config::ConnectionLimits;
 use crate::error::{Code, Refusal};
+use crate::tls::ListenerTls;
 
 /// Which provider's error shape answers a refused head.
 pub(crate) type Shape = fn(&Uri) -> Api;
@@ -63,6 +64,8 @@ fn path_provider(uri: &Uri) -> Option<ProviderId> {
 pub(crate) struct Front {
     pub(crate) shape: Shape,
     pub(crate) calls: Option<Arc<Metrics>>,
+    /// TLS on this listener: every connection must complete a handshake first.
+    pub(crate) tls: Option<ListenerTls>,
 }
 
 /// Serve `router` on `listener` within `limits` until `shutdown` completes, then drain
@@ -76,7 +79,7 @@ pub async fn serve_router(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_with(listener, router, limits, Front { shape: |_| Api::OpenAi, calls: None }, shutdown).await
+    serve_with(listener, router, limits, Front { shape: |_| Api::OpenAi, calls: None, tls: None }, shutdown).await
 }
 
 /// [`serve_router`], answering refused heads as `front` says.
@@ -111,7 +114,23 @@ pub(crate) async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        tokio::spawn(serve_connection(stream, peer, router.clone(), limits, front.clone(), stopped.clone(), slot));
+        let (router, front, stopped) = (router.clone(), front.clone(), stopped.clone());
+        tokio::spawn(async move {
+            match front.tls.clone() {
+                None => serve_connection(stream, peer, router, limits, front, stopped, slot).await,
+                Some(tls) => {
+                    // The handshake is part of the head: it gets the head's time bound.
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, router, limits, front, stopped, slot).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %byok_domain::error::Report(&err), "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake did not complete in time"),
+                    }
+                }
+            }
+        });
     }
     drop(listener);
     let _ = stop.send(true);
@@ -135,15 +154,17 @@ async fn accept_failed(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
     front: Front,
     mut stopped: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { stream, activity: Arc::clone(&activity) });
     let service = {
@@ -397,13 +418,14 @@ impl HttpBody for InFlightBody {
     }
 }
 
-/// The connection's socket, telling [`Activity`] when bytes arrive.
-struct Watched {
-    stream: TcpStream,
+/// The connection's stream (a socket, or TLS over one), telling [`Activity`] when bytes
+/// arrive.
+struct Watched<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -415,7 +437,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }

@@ -227,9 +227,24 @@ pub async fn serve(
     sidecar: Sidecar,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_tls(listener, sidecar, None, shutdown).await
+}
+
+/// [`serve`], over TLS only when `tls` is given (see [`ListenerTls`](crate::ListenerTls)):
+/// a connection that does not complete a TLS handshake within the head's time bound is
+/// closed without an answer.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    sidecar: Sidecar,
+    tls: Option<crate::ListenerTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let limits = sidecar.inner.config.connections;
-    let front =
-        crate::listen::Front { shape: crate::listen::provider_shape, calls: Some(Arc::clone(&sidecar.inner.metrics)) };
+    let front = crate::listen::Front {
+        shape: crate::listen::provider_shape,
+        calls: Some(Arc::clone(&sidecar.inner.metrics)),
+        tls,
+    };
     crate::listen::serve_with(listener, sidecar.router(), limits, front, shutdown).await
 }
 

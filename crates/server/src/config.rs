@@ -39,6 +39,22 @@ pub struct ServeArgs {
     /// Data-plane (sidecar) listener that applications' SDKs talk to [default: 127.0.0.1:4747].
     #[arg(long, env = "BYOK_PROXY_ADDR", value_name = "ADDR")]
     pub proxy_addr: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for the data-plane listener; with
+    /// --proxy-tls-key-file the listener speaks TLS only [file: `[proxy] tls_cert_file`].
+    #[arg(long, env = "BYOK_PROXY_TLS_CERT_FILE", value_name = "FILE")]
+    pub proxy_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --proxy-tls-cert-file's certificate [file: `[proxy] tls_key_file`].
+    #[arg(long, env = "BYOK_PROXY_TLS_KEY_FILE", value_name = "FILE")]
+    pub proxy_tls_key_file: Option<PathBuf>,
+}
+
+/// The data-plane listener's certificate chain and private key (PEM files), read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTlsFiles {
+    /// `[proxy] tls_cert_file`: the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// `[proxy] tls_key_file`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// The config file's shape. Unknown keys are refused so a typo cannot silently fall
@@ -197,6 +213,10 @@ struct ProxySection {
     /// Further attempts with other credentials after a throttled, rejected or failed
     /// upstream answer (default 2; 0 turns failover off).
     failover_attempts: Option<u32>,
+    /// PEM certificate chain of the data-plane listener (with `tls_key_file`: TLS only).
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`'s certificate.
+    tls_key_file: Option<PathBuf>,
 }
 
 /// `[upstreams.<id>]`: the operator's say over one provider's upstream (SPEC §3).
@@ -255,6 +275,8 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// Data-plane listener.
     pub proxy_addr: SocketAddr,
+    /// TLS on the data-plane listener (`None`: plain http).
+    pub proxy_tls: Option<ProxyTlsFiles>,
     /// Data-plane tuning and upstream overrides.
     pub proxy: ProxyConfig,
     /// At most this many KMS calls at once.
@@ -288,6 +310,7 @@ impl Settings {
             database_url: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             proxy_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_tls: None,
             proxy: ProxyConfig::default(),
             kms_max_concurrency: 8,
             kms_timeout: byok_kms::DEFAULT_KMS_TIMEOUT,
@@ -318,6 +341,10 @@ impl Settings {
         let defaults_retention = RetentionPolicy::default();
         let default_proxy: SocketAddr = DEFAULT_PROXY_ADDR.parse().context("built-in proxy address")?;
         let proxy = proxy_config(&file)?;
+        let proxy_tls = proxy_tls(
+            args.proxy_tls_cert_file.clone().or_else(|| file.proxy.tls_cert_file.clone()),
+            args.proxy_tls_key_file.clone().or_else(|| file.proxy.tls_key_file.clone()),
+        )?;
         let allowed_hosts = allowed_hosts(&file)?;
         let kms_max_concurrency = file.kms.max_concurrency.unwrap_or(8);
         let kms = match (file.kms.backend.as_deref().unwrap_or("local"), &file.kms.pkcs11) {
@@ -362,6 +389,7 @@ impl Settings {
             database_url: args.database_url.clone().or(file.database_url),
             admin_addr: args.admin_addr.or(file.admin_addr).unwrap_or(default_admin),
             proxy_addr: args.proxy_addr.or(file.proxy_addr).unwrap_or(default_proxy),
+            proxy_tls,
             proxy,
             kms_max_concurrency,
             kms_timeout,
@@ -389,6 +417,36 @@ impl Settings {
             registry.set_family(family, patterns.iter().map(|p| FamilyPattern::new(p.as_str())).collect());
         }
         registry
+    }
+}
+
+/// `[proxy] tls_cert_file` and `tls_key_file` (or their flags): both, or neither.
+fn proxy_tls(cert_file: Option<PathBuf>, key_file: Option<PathBuf>) -> anyhow::Result<Option<ProxyTlsFiles>> {
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(ProxyTlsFiles { cert_file, key_file })),
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!(
+            "[proxy] tls_cert_file (--proxy-tls-cert-file, BYOK_PROXY_TLS_CERT_FILE) is set but tls_key_file \
+             (--proxy-tls-key-file, BYOK_PROXY_TLS_KEY_FILE) is not: the data-plane listener needs both for TLS"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "[proxy] tls_key_file (--proxy-tls-key-file, BYOK_PROXY_TLS_KEY_FILE) is set but tls_cert_file \
+             (--proxy-tls-cert-file, BYOK_PROXY_TLS_CERT_FILE) is not: the data-plane listener needs both for TLS"
+        ),
+    }
+}
+
+impl ProxyTlsFiles {
+    /// Read and check both files: an error names the setting and the file at fault.
+    pub fn load(&self) -> anyhow::Result<byok_proxy::ListenerTls> {
+        byok_proxy::ListenerTls::from_pem_files(&self.cert_file, &self.key_file).map_err(|err| {
+            let setting = if err.is_certificate_file() {
+                "[proxy] tls_cert_file (--proxy-tls-cert-file, BYOK_PROXY_TLS_CERT_FILE)"
+            } else {
+                "[proxy] tls_key_file (--proxy-tls-key-file, BYOK_PROXY_TLS_KEY_FILE)"
+            };
+            anyhow::Error::new(err).context(format!("{setting}: the data-plane listener's TLS cannot be set up"))
+        })
     }
 }
 
@@ -928,6 +986,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn listener_tls_needs_both_files_and_flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byok.toml");
+        std::fs::write(&path, "[proxy]\ntls_cert_file = \"file.crt\"\ntls_key_file = \"file.key\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
+        let tls = Settings::load(None, &args).unwrap().proxy_tls.unwrap();
+        assert_eq!((tls.cert_file.as_path(), tls.key_file.as_path()), (Path::new("file.crt"), Path::new("file.key")));
+        let args = ServeArgs { proxy_tls_cert_file: Some("flag.crt".into()), ..args };
+        let tls = Settings::load(None, &args).unwrap().proxy_tls.unwrap();
+        assert_eq!((tls.cert_file.as_path(), tls.key_file.as_path()), (Path::new("flag.crt"), Path::new("file.key")));
+        std::fs::write(&path, "[proxy]\ntls_cert_file = \"file.crt\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        let err = format!("{:#}", Settings::load(None, &args).unwrap_err());
+        assert!(err.contains("tls_key_file") && err.contains("needs both"), "{err}");
+        assert!(Settings::load(None, &ServeArgs::default()).unwrap().proxy_tls.is_none());
+    }
+
     /// `byok.example.toml` at the repository root.
     fn example_config_path() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../byok.example.toml")
@@ -1028,6 +1104,8 @@ mod tests {
                 max_uri_bytes,
                 max_header_bytes,
                 failover_attempts,
+                tls_cert_file,
+                tls_key_file,
             }
         );
         has_all(&table(&["proxy"]), "[proxy]", &proxy);

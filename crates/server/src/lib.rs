@@ -25,7 +25,7 @@ use byok_vault::{Vault, VaultPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{CustomerKms, CustomerKmsBackend, KmsChoice, ServeArgs, Settings};
+pub use config::{CustomerKms, CustomerKmsBackend, KmsChoice, ProxyTlsFiles, ServeArgs, Settings};
 pub use migrate::{migrate_kms, MigrateArgs};
 
 /// A running server.
@@ -92,6 +92,9 @@ impl Running {
 /// Start byok with `settings`: prepare the data directory, open the store and the KMS,
 /// register the operator token, bind the listeners.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    // Bad certificate or key files stop the start before anything is touched, naming the
+    // setting and the file.
+    let proxy_tls = settings.proxy_tls.as_ref().map(ProxyTlsFiles::load).transpose()?;
     let data_dir = datadir::prepare(&settings.data_dir)?;
     let lock = data_dir.lock()?;
     let store = match &settings.database_url {
@@ -189,9 +192,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings.proxy.connections,
         until_stopped(stopped.clone()),
     ));
-    let proxy_task = tokio::spawn(byok_proxy::serve(proxy_listener, sidecar, until_stopped(stopped)));
+    let tls = proxy_tls.is_some();
+    let proxy_task =
+        tokio::spawn(byok_proxy::serve_with_tls(proxy_listener, sidecar, proxy_tls, until_stopped(stopped)));
     tracing::info!(%admin_addr, store = store.backend().as_str(), kms = vault.kms().backend_name(), "admin API listening");
-    tracing::info!(%proxy_addr, "data plane listening");
+    tracing::info!(%proxy_addr, tls, "data plane listening");
     Ok(Running {
         admin_addr,
         proxy_addr,

@@ -12,7 +12,7 @@ pub mod cli;
 pub const BIN: &str = env!("CARGO_BIN_EXE_byok");
 
 /// Environment variables that would let the developer's own setup leak into the test.
-pub const BYOK_ENV: [&str; 8] = [
+pub const BYOK_ENV: [&str; 10] = [
     "BYOK_DATA_DIR",
     "BYOK_ADMIN_URL",
     "BYOK_ADMIN_TOKEN",
@@ -21,6 +21,8 @@ pub const BYOK_ENV: [&str; 8] = [
     "BYOK_DATABASE_URL",
     "BYOK_ADMIN_ADDR",
     "BYOK_PROXY_ADDR",
+    "BYOK_PROXY_TLS_CERT_FILE",
+    "BYOK_PROXY_TLS_KEY_FILE",
 ];
 
 pub fn free_port() -> u16 {
