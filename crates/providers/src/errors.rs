@@ -57,7 +57,10 @@ fn google_status(status: u16) -> &'static str {
 /// The code is also carried in a machine-readable field of each shape.
 pub fn error_body(api: Api, status: u16, code: &str, message: &str) -> ErrorBody {
     let value = match api {
-        Api::OpenAi | Api::AzureOpenAi | Api::Bedrock => json!({
+        // Bedrock's `{"message"}`; botocore reads the error code from the body's `code`
+        // when no `x-amzn-errortype` header names one, so boto3 shows byok's code.
+        Api::Bedrock => json!({ "message": message, "code": code }),
+        Api::OpenAi | Api::AzureOpenAi => json!({
             "error": { "message": message, "type": openai_type(status, code), "param": null, "code": code }
         }),
         Api::Anthropic => json!({
@@ -102,5 +105,7 @@ mod tests {
         assert_eq!(gemini["error"]["code"], 503);
         assert_eq!(gemini["error"]["status"], "UNAVAILABLE");
         assert_eq!(gemini["error"]["details"][0]["reason"], "audit_unavailable");
+        let bedrock = parse(&error_body(Api::Bedrock, 403, "scope_denied", "no"));
+        assert_eq!(bedrock, json!({"message": "no", "code": "scope_denied"}));
     }
 }
