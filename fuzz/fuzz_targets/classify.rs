@@ -7,8 +7,10 @@
 //! * nothing panics (routing, normalization, query parameter names, classification,
 //!   model-family lookup);
 //! * a normalized path is what `NormalizedPath` promises (starts with `/`; only ASCII
-//!   letters, digits, `-._~/:` and `!$&'()*+,=`; no dot-only or empty segment but a
-//!   trailing one), no longer than the input, and normalizing it again gives it back;
+//!   letters, digits, `-._~/:` and `!$&'()*+,=`, and for Bedrock `%XX` escapes in the
+//!   model id of `/model/{modelId}/` alone; no dot-only or empty segment but a trailing
+//!   one), no longer than the input (a Bedrock model id may triple: `:` becomes `%3A`),
+//!   and normalizing it again gives it back;
 //! * a target the `route` phase accepts has such a path, appended to an upstream origin
 //!   it stays a path of that origin (the request never chooses the host), and routing
 //!   `/{provider}{path}?{query}` again gives the same route;
@@ -21,7 +23,9 @@ use std::sync::OnceLock;
 
 use axum::http::Uri;
 use byok_domain::{Capability, Mode, ModelFamilyRegistry};
-use byok_providers::{classify, normalize_path, query_parameter_names, Api, NormalizedPath, MAX_MODEL_NAME_LEN};
+use byok_providers::{
+    classify, normalize_path, normalize_path_for, query_parameter_names, Api, NormalizedPath, MAX_MODEL_NAME_LEN,
+};
 use byok_proxy::fuzzing;
 use libfuzzer_sys::fuzz_target;
 
@@ -59,20 +63,53 @@ fn check_classification(api: Api, path: &NormalizedPath, query: Option<&str>, bo
 }
 
 /// What `NormalizedPath` promises, and that normalizing is idempotent.
-fn check_normal_form(input: &str, path: &NormalizedPath) {
+fn check_normal_form(api: Api, input: &str, path: &NormalizedPath) {
     let text = path.as_str();
     assert!(text.starts_with('/'), "{text:?} does not start with '/'");
-    assert!(text.len() <= input.len(), "{input:?} grew into {text:?}");
+    // Only a Bedrock model id is kept encoded: the segment after `/model/`.
+    let (model_id, plain) = match (api, text.strip_prefix("/model/")) {
+        (Api::Bedrock, Some(rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            (&rest[..end], format!("/model/x{}", &rest[end..]))
+        }
+        _ => ("", text.to_owned()),
+    };
+    if model_id.is_empty() {
+        assert!(text.len() <= input.len(), "{input:?} grew into {text:?}");
+    } else {
+        assert!(text.len() <= 3 * input.len(), "{input:?} grew into {text:?}");
+        let bytes = model_id.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            if bytes[at] == b'%' {
+                let hex = &model_id[at + 1..at + 3];
+                assert!(
+                    hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
+                    "{text:?}: escape {hex}"
+                );
+                let byte = u8::from_str_radix(hex, 16).unwrap();
+                assert!(!byte.is_ascii_alphanumeric() && !b"-._~".contains(&byte), "{text:?}: needless escape {hex}");
+                at += 3;
+            } else {
+                assert!(
+                    bytes[at].is_ascii_alphanumeric() || b"-._~".contains(&bytes[at]),
+                    "{text:?}: raw {}",
+                    bytes[at]
+                );
+                at += 1;
+            }
+        }
+    }
     assert!(
-        text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:!$&'()*+,=".contains(&b)),
+        plain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:!$&'()*+,=".contains(&b)),
         "{text:?} holds a character a normal form may not"
     );
-    let segments: Vec<&str> = text.split('/').skip(1).collect();
+    let segments: Vec<&str> = plain.split('/').skip(1).collect();
     for (index, segment) in segments.iter().enumerate() {
         assert!(segment.is_empty() || !segment.bytes().all(|b| b == b'.'), "dot segment in {text:?} (from {input:?})");
         assert!(!segment.is_empty() || index + 1 == segments.len(), "empty segment in {text:?}");
     }
-    assert_eq!(normalize_path(text).as_ref(), Ok(path), "normalizing {text:?} again changed it");
+    assert_eq!(normalize_path_for(api, text).as_ref(), Ok(path), "normalizing {text:?} again changed it");
 }
 
 fn check_route(target: &[u8], body: &[u8]) {
@@ -80,9 +117,10 @@ fn check_route(target: &[u8], body: &[u8]) {
     let Ok((spec, path, query)) = routed else { return };
 
     // The phase sends the path in normal form.
-    let normal = normalize_path(&path).unwrap_or_else(|e| panic!("routed path {path:?} is not normal: {e}"));
+    let normal =
+        normalize_path_for(spec.api, &path).unwrap_or_else(|e| panic!("routed path {path:?} is not normal: {e}"));
     assert_eq!(normal.as_str(), path, "the routed path is not its own normal form");
-    check_normal_form(&path, &normal);
+    check_normal_form(spec.api, &path, &normal);
 
     // Appended to an origin (as the outbound request is built), the path never moves the
     // request to another host, and the URI parser leaves it as it is.
@@ -132,9 +170,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(names.len() <= query.split('&').count(), "more parameter names than parameters in {query:?}");
     }
     if let Ok(normal) = normalize_path(path) {
-        check_normal_form(path, &normal);
+        check_normal_form(Api::OpenAi, path, &normal);
         for api in APIS {
             check_classification(api, &normal, query, body);
         }
+    }
+    if let Ok(normal) = normalize_path_for(Api::Bedrock, path) {
+        check_normal_form(Api::Bedrock, path, &normal);
+        check_classification(Api::Bedrock, &normal, query, body);
     }
 });

@@ -1,4 +1,5 @@
-//! The usage tap (token usage read from JSON and SSE responses as they stream by).
+//! The usage tap (token usage read from JSON, SSE and AWS event-stream responses as they
+//! stream by).
 //!
 //! Input: `[selector, chunk seed, chunk seed, max chunk]` then the response body. The
 //! selector picks the API dialect (low 3 bits) and the content type (the rest).
@@ -11,7 +12,8 @@ use byok_providers::{Api, Usage, UsageTap};
 use libfuzzer_sys::fuzz_target;
 
 const APIS: [Api; 5] = [Api::OpenAi, Api::AzureOpenAi, Api::Anthropic, Api::Gemini, Api::Bedrock];
-const CONTENT_TYPES: [Option<&str>; 6] = [
+const CONTENT_TYPES: [Option<&str>; 7] = [
+    Some("application/vnd.amazon.eventstream"),
     Some("text/event-stream"),
     Some("text/event-stream; charset=utf-8"),
     Some("application/json"),

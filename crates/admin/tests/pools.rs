@@ -351,10 +351,26 @@ async fn verification_answers_and_records_what_the_provider_said() {
 
         // Refusals: an unknown credential, a revoked one, a Bedrock key, another org's admin,
         // an org admin on the platform pool. None asks the provider or records anything.
+        // A Bedrock secret is a JSON object: another shape is refused, naming the field and
+        // quoting no secret, and nothing is stored.
+        let before = h.counts().await;
+        for (secret, field) in [
+            (CANARY_2.to_owned(), "JSON object"),
+            (json!({"api_key": CANARY_2}).to_string(), "region: missing"),
+            (json!({"api_key": CANARY_2, "region": "us-east-1.evil.example"}).to_string(), "region:"),
+            (json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE", "region": "us-east-1"}).to_string(), "secret_access_key: missing"),
+        ] {
+            let body = json!({"name": "aws", "provider": "bedrock", "secret": secret}).to_string();
+            let answer = h.call(Method::POST, "/v1/orgs/acme/credentials", Some(&operator), Some(&body)).await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer.raw);
+            assert!(answer.raw.contains(field), "{} lacks {field:?}", answer.raw);
+            assert!(!answer.raw.contains(CANARY_2), "the secret was echoed: {}", answer.raw);
+        }
+        assert_eq!(h.counts().await, before, "a refused bedrock secret wrote something");
         h.ok(
             Method::POST,
             "/v1/orgs/acme/credentials",
-            json!({"name": "aws", "provider": "bedrock", "secret": CANARY_2}),
+            json!({"name": "aws", "provider": "bedrock", "secret": json!({"api_key": CANARY_2, "region": "us-east-1"}).to_string()}),
         )
         .await;
         h.ok(

@@ -1027,7 +1027,8 @@ Examples:
 
 const CREDENTIAL_VERIFY_AFTER_HELP: &str = "\
 The sidecar makes the provider's cheapest authenticated read with the credential's current
-key (GET /v1/models; Gemini: /v1beta/models; Bedrock keys cannot be verified yet). It is
+key (GET /v1/models; Gemini: /v1beta/models; Bedrock keys cannot be verified: its runtime
+has no free authenticated read, so the first call shows whether the key works). It is
 audited like a call and recorded in the credential's lifecycle as `verified`. The answer:
 
   ok            the provider accepted the key (a failing credential is healthy again)

@@ -6,52 +6,20 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use byok_mock_provider::{MockConfig, MockProvider};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
+use support::pki::Pki;
 use support::{admin_json, operator_token, serve_refused, Server};
 
 const OPENAI_KEY: &str = "sk-canary-tls-listener-a1b2c3d4e5f60718";
-
-/// A test CA and a leaf it signed for `localhost` and `127.0.0.1`, written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "byok test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        leaf_params.distinguished_name.push(DnType::CommonName, "byok data plane");
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        // The chain file: leaf first, then the CA.
-        std::fs::write(dir.path().join("proxy.crt"), format!("{}{}", leaf.pem(), ca_cert.pem())).unwrap();
-        std::fs::write(dir.path().join("proxy.key"), leaf_key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("other.key"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("not-pem.txt"), "this is not a certificate\n").unwrap();
-        Self { dir, ca_pem: ca_cert.pem() }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
 
 type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,

@@ -7,8 +7,11 @@
 //!   the `local` keyring backend.
 //! * [`fingerprint`]: keyed hashes that identify a secret without revealing it.
 //! * [`token`]: workload and admin token text and their stored hashes.
+//! * [`bedrock`]: the JSON secret of an AWS Bedrock credential (access key or API key,
+//!   and region), read and checked.
 #![forbid(unsafe_code)]
 
+pub mod bedrock;
 pub mod chain;
 pub mod envelope;
 pub mod fingerprint;
@@ -16,6 +19,7 @@ pub mod kms;
 pub mod secret;
 pub mod token;
 
+pub use bedrock::{BedrockAuth, BedrockKey, BedrockSecretError};
 pub use envelope::{open, seal, CryptoError, SealedSecret, SecretContext, AEAD_AES_256_GCM};
 pub use fingerprint::{fingerprint, FingerprintKey};
 pub use kms::{local::LocalKeyring, Kms, KmsError, WrappedDek};

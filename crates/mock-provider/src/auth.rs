@@ -23,6 +23,12 @@ pub(crate) enum KeyCheck {
     /// Gemini only: a `key=` query parameter. Keys in URLs end up in logs; byok must never
     /// put one there, so the mock rejects the request whatever else it carries.
     KeyInUrl,
+    /// Bedrock only: a SigV4 signature by an access key id the mock does not know (or
+    /// with the wrong session token).
+    UnknownKeyId,
+    /// Bedrock only: a SigV4 signature that does not verify (wrong secret, altered
+    /// request, malformed or expired).
+    BadSignature,
 }
 
 /// The key a request presented and the verdict on it.
@@ -30,6 +36,8 @@ pub(crate) enum KeyCheck {
 pub(crate) struct Auth {
     pub(crate) presented: Option<String>,
     pub(crate) check: KeyCheck,
+    /// Why a signature was refused (Bedrock), for the error message.
+    pub(crate) detail: Option<String>,
 }
 
 impl Auth {
@@ -58,10 +66,11 @@ fn query_key(query: Option<&str>) -> Option<&str> {
 
 fn verdict(presented: Option<&str>, accepted: &[String]) -> Auth {
     match presented {
-        None => Auth { presented: None, check: KeyCheck::Missing },
+        None => Auth { presented: None, check: KeyCheck::Missing, detail: None },
         Some(key) => Auth {
             presented: Some(key.to_owned()),
             check: if accepted.iter().any(|accepted| accepted == key) { KeyCheck::Valid } else { KeyCheck::Wrong },
+            detail: None,
         },
     }
 }
@@ -74,7 +83,7 @@ pub(crate) fn authenticate(provider: Provider, headers: &HeaderMap, query: Optio
         Provider::Anthropic => {
             let auth = verdict(header(headers, "x-api-key"), &config.anthropic_keys);
             if auth.check == KeyCheck::Missing && bearer(headers).is_some() {
-                Auth { presented: None, check: KeyCheck::BearerInsteadOfApiKey }
+                Auth { presented: None, check: KeyCheck::BearerInsteadOfApiKey, detail: None }
             } else {
                 auth
             }
@@ -82,13 +91,17 @@ pub(crate) fn authenticate(provider: Provider, headers: &HeaderMap, query: Optio
         Provider::Gemini => {
             let from_header = header(headers, "x-goog-api-key");
             match query_key(query) {
-                Some(in_url) => {
-                    Auth { presented: Some(from_header.unwrap_or(in_url).to_owned()), check: KeyCheck::KeyInUrl }
-                }
+                Some(in_url) => Auth {
+                    presented: Some(from_header.unwrap_or(in_url).to_owned()),
+                    check: KeyCheck::KeyInUrl,
+                    detail: None,
+                },
                 None => verdict(from_header, &config.gemini_keys),
             }
         }
-        Provider::Unknown => Auth { presented: None, check: KeyCheck::Missing },
+        // Bedrock requests are authenticated with their method, path and body
+        // (`bedrock::authenticate`); nothing here says more.
+        Provider::Bedrock | Provider::Unknown => Auth { presented: None, check: KeyCheck::Missing, detail: None },
     }
 }
 
@@ -106,6 +119,7 @@ pub(crate) fn rejection(provider: Provider, auth: &Auth, config: &MockConfig) ->
     }
     let presented = auth.presented.as_deref().unwrap_or_default();
     Some(match provider {
+        Provider::Bedrock => crate::bedrock::rejection(check, auth.detail.as_deref()),
         Provider::OpenAi | Provider::Unknown => match check {
             KeyCheck::Wrong => {
                 let quoted = if config.echo_full_key_in_401 { presented.to_owned() } else { mask_key(presented) };

@@ -100,6 +100,10 @@ pub(crate) fn azure(status: StatusCode, code: &str, message: &str) -> Reply {
 /// A scripted error of `status` in `provider`'s shape.
 pub(crate) fn scripted(provider: Provider, status: StatusCode) -> Reply {
     match provider {
+        Provider::Bedrock => {
+            let (kind, message) = crate::bedrock::error_kind(status);
+            crate::bedrock::error(status, kind, message)
+        }
         Provider::Anthropic => {
             let kind = anthropic_kind(status);
             anthropic(status, kind, anthropic_message(kind))

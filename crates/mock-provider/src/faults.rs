@@ -381,7 +381,7 @@ fn quota(requests_per_minute: u32, tokens_per_minute: Option<u32>, window: &VecD
 pub(crate) fn reply(provider: Provider, refusal: &Refusal, auth: &Auth, config: &MockConfig) -> Reply {
     match refusal {
         Refusal::Revoked => {
-            let revoked = Auth { presented: auth.presented.clone(), check: KeyCheck::Wrong };
+            let revoked = Auth { presented: auth.presented.clone(), check: KeyCheck::Wrong, detail: None };
             auth::rejection(provider, &revoked, config)
                 .unwrap_or_else(|| errors::scripted(provider, StatusCode::UNAUTHORIZED))
         }
@@ -416,6 +416,11 @@ fn forbidden(provider: Provider) -> Reply {
             "Your API key does not have permission to use the specified resource.",
         ),
         Provider::Gemini => errors::gemini(status, "The caller does not have permission", "PERMISSION_DENIED"),
+        Provider::Bedrock => crate::bedrock::error(
+            status,
+            "AccessDeniedException",
+            "You don't have access to the model with the specified model ID.",
+        ),
     }
 }
 
@@ -471,6 +476,9 @@ fn rate_limited(provider: Provider, limit: Option<(Exceeded, &Quota)>, retry_aft
             errors::anthropic(status, "rate_limit_error", &message)
         }
         Provider::Gemini => Reply::json(status, &gemini_body(limit, seconds)),
+        Provider::Bedrock => {
+            crate::bedrock::error(status, "ThrottlingException", "Too many requests, please wait before trying again.")
+        }
     };
     if let (Some(after), Some(seconds)) = (retry_after, seconds) {
         reply = reply.with_header("retry-after", seconds.to_string());
@@ -489,7 +497,7 @@ fn rate_limited(provider: Provider, limit: Option<(Exceeded, &Quota)>, retry_aft
             Provider::Anthropic => reply
                 .with_header("anthropic-ratelimit-requests-remaining", "0".to_owned())
                 .with_header("anthropic-ratelimit-requests-reset", rfc3339_after(after)),
-            Provider::Gemini => reply,
+            Provider::Gemini | Provider::Bedrock => reply,
         },
         (None, None) => reply,
     }
@@ -592,7 +600,7 @@ pub(crate) fn with_quota(reply: Reply, provider: Provider, quota: &Quota) -> Rep
                 None => reply,
             }
         }
-        Provider::Gemini => reply,
+        Provider::Gemini | Provider::Bedrock => reply,
     }
 }
 

@@ -12,6 +12,7 @@
 //! | [`Provider::Anthropic`] | `/v1/messages`, `/v1/messages/count_tokens`, `GET /v1/models` (when `anthropic-version` or `x-api-key` is sent) | `x-api-key` only |
 //! | [`Provider::Gemini`] | `/v1beta/models/{model}:generateContent`, `:streamGenerateContent`, `:embedContent`, `:batchEmbedContents`, `:countTokens`, `GET /v1beta/models[/{model}]` | `x-goog-api-key` only |
 //! | [`Provider::AzureOpenAi`] | `/openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `GET /openai/models[/{id}]` (all with `?api-version=`) | `api-key` |
+//! | [`Provider::Bedrock`] | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream` (streams in AWS event-stream framing) | a SigV4 signature by a known access key (verified), or `Authorization: Bearer` with a Bedrock API key |
 //!
 //! `[PREFIX]` is any path before the first `/v1/`, so Groq's `/openai/v1/…`, OpenRouter's
 //! `/api/v1/…` and plain `/v1/…` all reach the OpenAI handlers.
@@ -71,6 +72,7 @@
 
 mod anthropic;
 mod auth;
+mod bedrock;
 mod body;
 mod compress;
 mod echo;
@@ -92,6 +94,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use bedrock::{decode_event_stream, BedrockAccessKey};
 pub use echo::{BodyCoding, Echo, EchoPlace, KeyForm};
 pub use faults::KeyFault;
 pub use record::{Provider, RecordedRequest};
@@ -114,6 +117,10 @@ pub struct MockConfig {
     pub gemini_keys: Vec<String>,
     /// Keys accepted as `api-key` by the Azure OpenAI endpoints.
     pub azure_keys: Vec<String>,
+    /// AWS access keys whose SigV4 signatures the Bedrock endpoints verify.
+    pub bedrock_access_keys: Vec<BedrockAccessKey>,
+    /// Bedrock API keys accepted as `Authorization: Bearer` by the Bedrock endpoints.
+    pub bedrock_api_keys: Vec<String>,
     /// Delay between two events of a streamed response (zero by default).
     pub stream_chunk_delay: Duration,
     /// Quote the whole wrong key in OpenAI-family 401 messages, as some OpenAI-compatible
@@ -131,6 +138,8 @@ impl Default for MockConfig {
             anthropic_keys: Vec::new(),
             gemini_keys: Vec::new(),
             azure_keys: Vec::new(),
+            bedrock_access_keys: Vec::new(),
+            bedrock_api_keys: Vec::new(),
             stream_chunk_delay: Duration::ZERO,
             echo_full_key_in_401: false,
             record: true,

@@ -16,6 +16,8 @@ pub enum Provider {
     Gemini,
     /// Azure OpenAI (`/openai/deployments/{deployment}/…`).
     AzureOpenAi,
+    /// AWS Bedrock runtime (`/model/{modelId}/…`).
+    Bedrock,
     /// A path that belongs to none of the families above.
     Unknown,
 }
@@ -29,6 +31,7 @@ impl Provider {
             Provider::Anthropic => "anthropic",
             Provider::Gemini => "gemini",
             Provider::AzureOpenAi => "azure-openai",
+            Provider::Bedrock => "bedrock",
             Provider::Unknown => "unknown",
         }
     }
@@ -55,9 +58,11 @@ pub struct RecordedRequest {
     pub provider: Provider,
     /// The key taken from the provider's own key header (`Authorization: Bearer` for the
     /// OpenAI family, `x-api-key`, `x-goog-api-key`, `api-key`). For Gemini, a `key=` query
-    /// parameter is reported here when no header key was sent.
+    /// parameter is reported here when no header key was sent. For Bedrock, the access key
+    /// id of a SigV4 signature, or the Bedrock API key sent as a bearer token.
     pub presented_key: Option<String>,
-    /// Whether the presented key is one the configuration accepts, in the right place.
+    /// Whether the presented key is one the configuration accepts, in the right place (for
+    /// a Bedrock signature: whether it verified).
     pub key_valid: bool,
     /// The status code of the response, once the mock has produced its head.
     pub status: Option<u16>,

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderMap, Method};
 
+use crate::bedrock::{self, BedrockEndpoint};
 use crate::record::Provider;
 
 /// An OpenAI-shaped endpoint (OpenAI, the OpenAI-compatible providers, Azure OpenAI).
@@ -47,6 +48,7 @@ pub(crate) enum Route {
     },
     Anthropic(AnthropicEndpoint),
     Gemini(GeminiEndpoint),
+    Bedrock(BedrockEndpoint),
     /// A path of `provider`'s family (or of none: [`Provider::Unknown`]) that the mock does
     /// not serve.
     NotFound(Provider),
@@ -59,6 +61,7 @@ impl Route {
             Route::Azure { .. } => Provider::AzureOpenAi,
             Route::Anthropic(_) => Provider::Anthropic,
             Route::Gemini(_) => Provider::Gemini,
+            Route::Bedrock(_) => Provider::Bedrock,
             Route::NotFound(provider) => *provider,
         }
     }
@@ -66,6 +69,7 @@ impl Route {
 
 /// Classifies a request.
 ///
+/// - `/model/{modelId}/…` is Bedrock;
 /// - `/v1beta/…` and `/v1/models/{model}:{action}` are Gemini;
 /// - `/openai/deployments/{deployment}/…` and `/openai/models[/{id}]` are Azure OpenAI;
 /// - `/v1/messages…` is Anthropic, and so is `GET /v1/models` when the request carries an
@@ -73,6 +77,9 @@ impl Route {
 /// - anything else with a `/v1/` segment is the OpenAI family, whatever path comes before
 ///   `/v1/` (Groq's `/openai/v1`, OpenRouter's `/api/v1`, …).
 pub(crate) fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
+    if let Some(rest) = path.strip_prefix("/model/") {
+        return bedrock::endpoint(method, rest).map_or(Route::NotFound(Provider::Bedrock), Route::Bedrock);
+    }
     if let Some(rest) = path.strip_prefix("/v1beta/") {
         return gemini(method, rest);
     }
@@ -237,6 +244,19 @@ mod tests {
             (Method::POST, "/openai/deployments/my-gpt/responses", &none, Route::NotFound(Provider::AzureOpenAi)),
             (Method::GET, "/v1/chat/completions", &none, Route::NotFound(Provider::OpenAi)),
             (Method::GET, "/healthz", &none, Route::NotFound(Provider::Unknown)),
+            (
+                Method::POST,
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                &none,
+                Route::Bedrock(BedrockEndpoint::Converse("anthropic.claude-3-haiku-20240307-v1:0".into())),
+            ),
+            (
+                Method::POST,
+                "/model/us.amazon.nova-pro-v1%3A0/invoke-with-response-stream",
+                &none,
+                Route::Bedrock(BedrockEndpoint::InvokeStream("us.amazon.nova-pro-v1:0".into())),
+            ),
+            (Method::POST, "/model/m/frobnicate", &none, Route::NotFound(Provider::Bedrock)),
         ];
         for (method, path, headers, expected) in cases {
             assert_eq!(&classify(method, path, headers), expected, "{method} {path}");

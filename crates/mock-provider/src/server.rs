@@ -21,7 +21,7 @@ use crate::record::{Provider, RecordedRequest, Recorder, Tracker};
 use crate::reply::{fixed_error_event, Reply, ReplyBody};
 use crate::routes::{self, Route};
 use crate::script::{ScriptedResponse, Scripts, StreamBreak};
-use crate::{anthropic, errors, gemini, openai, MockConfig};
+use crate::{anthropic, bedrock, errors, gemini, openai, MockConfig};
 
 /// The largest request body the mock reads.
 const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
@@ -107,7 +107,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     // A body that cannot be read (too large, or the client went away) is recorded empty.
     let body = axum::body::to_bytes(body, MAX_REQUEST_BODY).await.unwrap_or_default();
     let route = routes::classify(&parts.method, parts.uri.path(), &parts.headers);
-    let auth = auth::authenticate(route.provider(), &parts.headers, parts.uri.query(), &shared.config);
+    let auth = match route.provider() {
+        // A signature covers the method, the path, the query, the headers and the body.
+        Provider::Bedrock => bedrock::authenticate(&parts.method, &parts.uri, &parts.headers, &body, &shared.config),
+        provider => auth::authenticate(provider, &parts.headers, parts.uri.query(), &shared.config),
+    };
     let incoming = Incoming {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
@@ -243,6 +247,12 @@ fn serve_endpoint(shared: &Shared, incoming: &Incoming) -> Reply {
             let sse = query_param(incoming.query.as_deref(), "alt") == Some("sse");
             gemini::serve(endpoint, body, sse, id)
         }
+        Route::Bedrock(endpoint) => bedrock::serve(endpoint, body, id),
+        Route::NotFound(Provider::Bedrock) => bedrock::error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            &format!("byok-mock-provider does not serve {} {}", incoming.method, incoming.path),
+        ),
         Route::NotFound(Provider::Anthropic) => {
             errors::anthropic(StatusCode::NOT_FOUND, "not_found_error", "Not Found")
         }

@@ -16,7 +16,7 @@ use std::fmt;
 
 use byok_domain::{Capability, Mode};
 
-use crate::path::{decode_form_component, NormalizedPath};
+use crate::path::{decode_form_component, decode_model_segment, NormalizedPath};
 use crate::registry::Api;
 
 /// The longest model name byok accepts, in bytes (the longest real ones — Bedrock
@@ -115,7 +115,8 @@ pub fn classify(
 ) -> Result<Classification, Ambiguity> {
     let path = path.as_str();
     let endpoint = match api {
-        Api::OpenAi | Api::Bedrock => openai(path)?,
+        Api::OpenAi => openai(path)?,
+        Api::Bedrock => bedrock(path)?,
         Api::AzureOpenAi => azure(path)?,
         Api::Anthropic => anthropic(path)?,
         Api::Gemini => gemini(path, query)?,
@@ -525,9 +526,74 @@ fn gemini(path: &str, query: Option<&str>) -> Result<Endpoint, Ambiguity> {
     Ok(Endpoint { capability, model: Source::Path(model), stream: Source::Path(stream), json: method.is_some() })
 }
 
+/// Bedrock runtime operations on `/model/{modelId}/…`: whether each streams.
+const BEDROCK_ACTIONS: [(&str, bool); 4] =
+    [("converse", false), ("converse-stream", true), ("invoke", false), ("invoke-with-response-stream", true)];
+
+fn bedrock(path: &str) -> Result<Endpoint, Ambiguity> {
+    // /model/{modelId}/{action}: the model comes from the path (canonically encoded by
+    // `normalize_path_for`), never from the body; streaming from the action.
+    let mut segments = path.trim_start_matches('/').splitn(3, '/');
+    if let (Some(first), Some(id), Some(action)) = (segments.next(), segments.next(), segments.next()) {
+        if is(first, "model")? {
+            if let Some(stream) = lookup(action, &BEDROCK_ACTIONS)? {
+                return Ok(Endpoint {
+                    capability: Capability::Chat,
+                    model: Source::Path(decode_model_segment(id)),
+                    stream: Source::Path(stream),
+                    json: true,
+                });
+            }
+        }
+    }
+    Ok(Endpoint { capability: Capability::Other, model: Source::Path(None), stream: Source::Path(false), json: false })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bedrock_reads_the_model_and_the_mode_from_the_path() {
+        let converse = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#.as_slice();
+        let cases: [(&str, &[u8], Capability, Mode, Option<&str>); 7] = [
+            (
+                "/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
+                converse,
+                Capability::Chat,
+                Mode::Sync,
+                Some("anthropic.claude-3-haiku-20240307-v1:0"),
+            ),
+            ("/model/us.amazon.nova-pro-v1%3A0/converse-stream", converse, Capability::Chat, Mode::Stream, Some("us.amazon.nova-pro-v1:0")),
+            (
+                "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke",
+                br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#,
+                Capability::Chat,
+                Mode::Sync,
+                Some("anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ),
+            (
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.meta.llama3-3-70b-instruct-v1%3A0/invoke-with-response-stream",
+                b"{}",
+                Capability::Chat,
+                Mode::Stream,
+                Some("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-3-70b-instruct-v1:0"),
+            ),
+            // A model in the body is not what Bedrock reads: the path's is.
+            ("/model/mistral.mistral-large-2407-v1%3A0/converse", br#"{"model":"claude-opus-4"}"#, Capability::Chat, Mode::Sync, Some("mistral.mistral-large-2407-v1:0")),
+            ("/model/m/frobnicate", b"", Capability::Other, Mode::Sync, None),
+            ("/guardrail/g/version/1/apply", b"{}", Capability::Other, Mode::Sync, None),
+        ];
+        for (path, body, capability, mode, model) in cases {
+            let path = crate::normalize_path_for(Api::Bedrock, path).unwrap();
+            let got = classify(Api::Bedrock, &path, None, body).unwrap();
+            assert_eq!(got, Classification { capability, mode, model: model.map(str::to_owned) }, "{path}");
+        }
+        let path = crate::normalize_path_for(Api::Bedrock, "/model/m-1/CONVERSE").unwrap();
+        assert!(matches!(classify(Api::Bedrock, &path, None, b""), Err(Ambiguity::CaseVariant { .. })));
+        let path = crate::normalize_path_for(Api::Bedrock, "/model/m-1/converse").unwrap();
+        assert_eq!(classify(Api::Bedrock, &path, None, b"not json"), Err(Ambiguity::BodyNotJson));
+    }
 
     #[test]
     fn classification_table() {

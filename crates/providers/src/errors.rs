@@ -11,6 +11,24 @@ pub struct ErrorBody {
     pub content_type: &'static str,
     /// The JSON bytes.
     pub body: Vec<u8>,
+    /// For AWS APIs, the exception name sent as `x-amzn-errortype` (the header the AWS
+    /// SDKs read an error's code from, so boto3 raises its own exception class, e.g.
+    /// `AccessDeniedException` for a scope denial).
+    pub aws_error_type: Option<&'static str>,
+}
+
+/// The Bedrock runtime exception an error of `status` is (its API reference's names).
+fn aws_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "UnrecognizedClientException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        429 => "ThrottlingException",
+        400..=499 => "ValidationException",
+        503 => "ServiceUnavailableException",
+        504 => "ModelTimeoutException",
+        _ => "InternalServerException",
+    }
 }
 
 fn openai_type(status: u16, code: &str) -> &'static str {
@@ -57,7 +75,10 @@ fn google_status(status: u16) -> &'static str {
 /// The code is also carried in a machine-readable field of each shape.
 pub fn error_body(api: Api, status: u16, code: &str, message: &str) -> ErrorBody {
     let value = match api {
-        Api::OpenAi | Api::AzureOpenAi | Api::Bedrock => json!({
+        // Bedrock's `{"message"}`, with byok's code beside it for raw clients; the SDKs
+        // take the exception name from the `x-amzn-errortype` header.
+        Api::Bedrock => json!({ "message": message, "code": code }),
+        Api::OpenAi | Api::AzureOpenAi => json!({
             "error": { "message": message, "type": openai_type(status, code), "param": null, "code": code }
         }),
         Api::Anthropic => json!({
@@ -73,7 +94,8 @@ pub fn error_body(api: Api, status: u16, code: &str, message: &str) -> ErrorBody
             }
         }),
     };
-    ErrorBody { content_type: "application/json", body: value.to_string().into_bytes() }
+    let aws_error_type = (api == Api::Bedrock).then(|| aws_error_type(status));
+    ErrorBody { content_type: "application/json", body: value.to_string().into_bytes(), aws_error_type }
 }
 
 #[cfg(test)]
@@ -102,5 +124,11 @@ mod tests {
         assert_eq!(gemini["error"]["code"], 503);
         assert_eq!(gemini["error"]["status"], "UNAVAILABLE");
         assert_eq!(gemini["error"]["details"][0]["reason"], "audit_unavailable");
+        let bedrock = parse(&error_body(Api::Bedrock, 403, "scope_denied", "no"));
+        assert_eq!(bedrock, json!({"message": "no", "code": "scope_denied"}));
+        assert_eq!(error_body(Api::Bedrock, 403, "scope_denied", "no").aws_error_type, Some("AccessDeniedException"));
+        assert_eq!(error_body(Api::Bedrock, 429, "rate_limited", "no").aws_error_type, Some("ThrottlingException"));
+        assert_eq!(error_body(Api::Bedrock, 400, "invalid_request", "no").aws_error_type, Some("ValidationException"));
+        assert_eq!(error_body(Api::OpenAi, 403, "scope_denied", "no").aws_error_type, None);
     }
 }

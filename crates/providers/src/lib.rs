@@ -13,7 +13,7 @@ mod usage;
 
 pub use classify::{classify, Ambiguity, Classification, MAX_MODEL_NAME_LEN};
 pub use errors::{error_body, ErrorBody};
-pub use path::{normalize_path, query_parameter_names, NormalizedPath, PathError};
+pub use path::{normalize_path, normalize_path_for, query_parameter_names, NormalizedPath, PathError};
 pub use registry::{
     check_hostname, looks_like_ipv4, spec, Api, HostPattern, Injection, ProviderSpec, CREDENTIAL_HEADERS,
 };

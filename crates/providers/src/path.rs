@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-/// A request path in normal form; only [`normalize_path`] makes one.
+/// A request path in normal form; only [`normalize_path`] and [`normalize_path_for`] make
+/// one.
 ///
 /// It starts with `/` and holds only ASCII letters, digits, `-`, `.`, `_`, `~`, `/`, `:`
 /// and the sub-delimiters `! $ & ' ( ) * + , =`: no `%` (nothing is left encoded), no
@@ -15,6 +16,11 @@ use std::fmt;
 /// `..` segment (nor any segment made only of dots) and no empty segment except after a
 /// trailing `/`. It reads the same to byok and to any upstream, whether or not the
 /// upstream decodes percent-escapes.
+///
+/// One exception, Bedrock's model id (`/model/{modelId}/…`, see [`normalize_path_for`]):
+/// that one segment is kept percent-encoded in its single canonical form (every byte but
+/// `A–Z a–z 0–9 - . _ ~` as `%XX`, upper-case hex), as the AWS SDKs send it and as the
+/// request is signed, so `%3A` and `%2F` appear there and only there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NormalizedPath(String);
 
@@ -78,6 +84,9 @@ pub enum PathError {
     EncodedControl,
     /// An encoded byte above `%7F` (overlong UTF-8 such as `%C0%AE`, fullwidth forms).
     EncodedNonAscii,
+    /// A Bedrock model id (`/model/{modelId}/…`) that decodes to something other than a
+    /// model id, inference profile or ARN.
+    BedrockModelId,
 }
 
 impl fmt::Display for PathError {
@@ -103,6 +112,10 @@ impl fmt::Display for PathError {
                 )
             }
             PathError::EncodedControl => f.write_str("percent-encoded control characters are not allowed"),
+            PathError::BedrockModelId => f.write_str(
+                "the model id in /model/{modelId}/ must decode to letters, digits and '-', '.', '_', ':', '/' \
+                 (a model id, inference profile or ARN), with no empty or dot-only part",
+            ),
             PathError::EncodedNonAscii => {
                 f.write_str("percent-encoded non-ASCII bytes (overlong UTF-8, look-alike characters) are not allowed")
             }
@@ -203,6 +216,82 @@ pub fn normalize_path(path: &str) -> Result<NormalizedPath, PathError> {
     Ok(NormalizedPath(out))
 }
 
+/// The characters a decoded Bedrock model id may hold: model ids
+/// (`anthropic.claude-sonnet-4-5-20250929-v1:0`), inference profiles (`us.anthropic.…`) and
+/// ARNs (`arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.…`).
+fn is_bedrock_model_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'/')
+}
+
+/// Normalize a request path to a provider of dialect `api`: [`normalize_path`], except
+/// that for Bedrock the model id of `/model/{modelId}/{action…}` is percent-decoded (any
+/// escape: `%3A`, `%2F`), checked to be a model id (ASCII letters, digits, `- . _ : /`, no
+/// empty or dot-only part between `/`s) and written back in its one canonical encoding
+/// (everything but `A–Z a–z 0–9 - . _ ~` as upper-case `%XX`: `:` is `%3A`, `/` is `%2F`).
+/// That is how boto3 and the other AWS SDKs send it, what AWS decodes to the same id, and
+/// what the SigV4 signature is computed over. The rest of the path is normalized as usual.
+pub fn normalize_path_for(api: crate::Api, path: &str) -> Result<NormalizedPath, PathError> {
+    if api != crate::Api::Bedrock {
+        return normalize_path(path);
+    }
+    let Some(rest) = path.strip_prefix("/model/") else { return normalize_path(path) };
+    let (raw_id, after) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, ""),
+    };
+    let bytes = raw_id.as_bytes();
+    let mut id = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&b) = bytes.get(index) {
+        let byte = if b == b'%' {
+            let decoded = bytes.get(index + 1..).and_then(escaped_byte).ok_or(PathError::MalformedEscape)?;
+            index += 3;
+            decoded
+        } else {
+            index += 1;
+            b
+        };
+        if !is_bedrock_model_byte(byte) {
+            return Err(PathError::BedrockModelId);
+        }
+        id.push(byte);
+    }
+    if id.split(|b| *b == b'/').any(|part| part.is_empty() || part.iter().all(|b| *b == b'.')) {
+        return Err(PathError::BedrockModelId);
+    }
+    let after = if after.is_empty() { String::new() } else { normalize_path(after)?.into_string() };
+    let mut out = String::with_capacity(path.len() + 2 * id.len());
+    out.push_str("/model/");
+    for byte in id {
+        if is_unreserved(byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push_str(&format!("{byte:02X}"));
+        }
+    }
+    out.push_str(&after);
+    Ok(NormalizedPath(out))
+}
+
+/// Decode a Bedrock model id segment of a [`NormalizedPath`] (canonically encoded:
+/// every escape is a byte of the id, and the result is ASCII).
+pub(crate) fn decode_model_segment(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&b) = bytes.get(index) {
+        if b == b'%' {
+            out.push(bytes.get(index + 1..).and_then(escaped_byte)?);
+            index += 3;
+        } else {
+            out.push(b);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Decode one `application/x-www-form-urlencoded` component (`+` is a space, `%XY` a
 /// byte). `None` when an escape is malformed or the result is not UTF-8: such a
 /// component has no single reading.
@@ -262,6 +351,54 @@ mod tests {
         ] {
             assert_eq!(normalize_path(path).map(NormalizedPath::into_string), Ok(path.to_owned()), "{path}");
         }
+    }
+
+    #[test]
+    fn bedrock_model_ids_are_kept_in_their_one_encoding() {
+        let cases = [
+            (
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            ),
+            (
+                "/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream",
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+            ),
+            ("/model/us.anthropic.claude-v1%3a0/invoke", "/model/us.anthropic.claude-v1%3A0/invoke"),
+            (
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.meta.llama3-v1%3A0/invoke-with-response-stream",
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.meta.llama3-v1%3A0/invoke-with-response-stream",
+            ),
+            ("/model/amazon.nova-pro-v1%3A0/%63onverse", "/model/amazon.nova-pro-v1%3A0/converse"),
+            ("/model/m%2Dx", "/model/m-x"),
+        ];
+        for (path, normal) in cases {
+            assert_eq!(
+                normalize_path_for(crate::Api::Bedrock, path).map(NormalizedPath::into_string),
+                Ok(normal.to_owned()),
+                "{path}"
+            );
+            let again = normalize_path_for(crate::Api::Bedrock, normal).map(NormalizedPath::into_string);
+            assert_eq!(again, Ok(normal.to_owned()), "{normal} is its own normal form");
+        }
+        let refused = [
+            ("/model/a%252Fb/converse", PathError::BedrockModelId),
+            ("/model/a%20b/converse", PathError::BedrockModelId),
+            ("/model/a%2F..%2Fb/converse", PathError::BedrockModelId),
+            ("/model/%2Fb/converse", PathError::BedrockModelId),
+            ("/model/a%40b/converse", PathError::BedrockModelId),
+            ("/model/a%3/converse", PathError::MalformedEscape),
+            ("/model/a/../converse", PathError::DotSegment),
+            ("/model/a%3A0/x%3Ay", PathError::EncodedReserved(':')),
+        ];
+        for (path, error) in refused {
+            assert_eq!(normalize_path_for(crate::Api::Bedrock, path), Err(error), "{path}");
+        }
+        // Other providers keep the strict rule.
+        assert_eq!(
+            normalize_path_for(crate::Api::OpenAi, "/model/a%3A0/converse"),
+            Err(PathError::EncodedReserved(':'))
+        );
     }
 
     #[test]

@@ -2,8 +2,16 @@
 //!
 //! SSE responses are scanned line by line (only the current partial line is kept) and
 //! only lines that mention usage are parsed. Plain JSON responses are kept up to a cap
-//! and parsed at the end.
+//! and parsed at the end. Bedrock's streams (`application/vnd.amazon.eventstream`) are
+//! binary frames, decoded with the AWS SDK's own frame decoder as they arrive (only the
+//! current partial frame is kept): a ConverseStream `metadata` event carries `usage`, and
+//! an InvokeModelWithResponseStream `chunk` carries the model's own event as base64
+//! `bytes`, the last with `amazon-bedrock-invocationMetrics`.
 
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+use base64::Engine as _;
+use bytes::BytesMut;
 use memchr::memmem;
 
 use crate::registry::Api;
@@ -28,18 +36,36 @@ pub struct UsageTap {
     kept: Vec<u8>,
     overflow: bool,
     usage: Usage,
+    /// Set for an AWS event stream: its frame decoder and the partial frame.
+    frames: Option<Frames>,
 }
+
+/// The state of an AWS event-stream reading.
+#[derive(Debug, Default)]
+struct Frames {
+    decoder: MessageFrameDecoder,
+    buffer: BytesMut,
+    /// A frame did not decode (or was too long): nothing more is read.
+    broken: bool,
+}
+
+/// The content type of AWS event streams.
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 impl UsageTap {
     /// A tap for a response of `api` with `content_type`.
     pub fn new(api: Api, content_type: Option<&str>) -> Self {
         let sse = content_type.is_some_and(|ct| ct.starts_with("text/event-stream"));
-        Self { api, sse, kept: Vec::new(), overflow: false, usage: Usage::default() }
+        let frames = content_type.is_some_and(|ct| ct.starts_with(EVENT_STREAM)).then(Frames::default);
+        Self { api, sse, kept: Vec::new(), overflow: false, usage: Usage::default(), frames }
     }
 
     /// Feed the next chunk of the body.
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.sse {
+        if let Some(mut frames) = self.frames.take() {
+            self.feed_frames(&mut frames, chunk);
+            self.frames = Some(frames);
+        } else if self.sse {
             self.feed_sse(chunk);
         } else if !self.overflow {
             if self.kept.len() + chunk.len() > MAX_KEPT {
@@ -75,6 +101,64 @@ impl UsageTap {
         }
     }
 
+    fn feed_frames(&mut self, frames: &mut Frames, chunk: &[u8]) {
+        if frames.broken {
+            return;
+        }
+        frames.buffer.extend_from_slice(chunk);
+        loop {
+            match frames.decoder.decode_frame(&mut frames.buffer) {
+                Ok(DecodedFrame::Complete(message)) => self.event(&message),
+                Ok(DecodedFrame::Incomplete) => break,
+                Err(_) => {
+                    frames.broken = true;
+                    frames.buffer = BytesMut::new();
+                    return;
+                }
+            }
+        }
+        if frames.buffer.len() > MAX_KEPT {
+            frames.broken = true;
+            frames.buffer = BytesMut::new();
+        }
+    }
+
+    /// One event-stream message: usage from a ConverseStream `metadata` event, or from the
+    /// model's own event inside an InvokeModelWithResponseStream `chunk`.
+    fn event(&mut self, message: &Message) {
+        let header = |name: &str| {
+            message
+                .headers()
+                .iter()
+                .find(|h| h.name().as_str() == name)
+                .and_then(|h| h.value().as_string().ok())
+                .map(|v| v.as_str().to_owned())
+        };
+        if header(":message-type").as_deref() != Some("event") {
+            return;
+        }
+        let Ok(payload) = serde_json::from_slice::<serde_json::Value>(message.payload()) else { return };
+        match header(":event-type").as_deref() {
+            Some("metadata") => self.absorb(&payload),
+            Some("chunk") => {
+                let Some(bytes) = payload.get("bytes").and_then(serde_json::Value::as_str) else { return };
+                let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(bytes) else { return };
+                let Ok(inner) = serde_json::from_slice::<serde_json::Value>(&decoded) else { return };
+                let number = |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_u64);
+                if let Some(metrics) = inner.get("amazon-bedrock-invocationMetrics") {
+                    self.usage.input_tokens = number(metrics, "inputTokenCount").or(self.usage.input_tokens);
+                    self.usage.output_tokens = number(metrics, "outputTokenCount").or(self.usage.output_tokens);
+                } else {
+                    // The model's own stream events (Anthropic's message_start/message_delta).
+                    let api = std::mem::replace(&mut self.api, Api::Anthropic);
+                    self.absorb(&inner);
+                    self.api = api;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn sse_line(&mut self, line: &[u8]) {
         let Some(data) = line.strip_prefix(b"data:") else { return };
         let mentions_usage = memmem::find(data, b"usage").is_some() || memmem::find(data, b"Usage").is_some();
@@ -90,7 +174,24 @@ impl UsageTap {
     fn absorb(&mut self, value: &serde_json::Value) {
         let number = |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_u64);
         match self.api {
-            Api::OpenAi | Api::AzureOpenAi | Api::Bedrock => {
+            Api::Bedrock => {
+                // Converse (`usage.inputTokens`), a ConverseStream `metadata` event, or an
+                // InvokeModel answer in the model's own shape (Anthropic's `usage.input_tokens`).
+                if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                    self.usage.input_tokens =
+                        number(usage, "inputTokens").or(number(usage, "input_tokens")).or(self.usage.input_tokens);
+                    self.usage.output_tokens =
+                        number(usage, "outputTokens").or(number(usage, "output_tokens")).or(self.usage.output_tokens);
+                }
+                // Other models' InvokeModel answers (Meta, Mistral) carry their counts at the top.
+                if let Some(n) = number(value, "prompt_token_count") {
+                    self.usage.input_tokens = Some(n);
+                }
+                if let Some(n) = number(value, "generation_token_count") {
+                    self.usage.output_tokens = Some(n);
+                }
+            }
+            Api::OpenAi | Api::AzureOpenAi => {
                 if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
                     self.usage.input_tokens =
                         number(usage, "prompt_tokens").or(number(usage, "input_tokens")).or(self.usage.input_tokens);
@@ -138,6 +239,9 @@ impl UsageTap {
 
     /// The usage seen, once the body has ended.
     pub fn finish(mut self) -> Usage {
+        if self.frames.is_some() {
+            return self.usage;
+        }
         if self.sse {
             if !self.kept.is_empty() && !self.overflow {
                 let line = std::mem::take(&mut self.kept);
@@ -435,6 +539,85 @@ mod tests {
                     if lengths.len() > 2 { vec![1] } else { lengths }
                 );
             }
+        }
+    }
+
+    fn frame(event_type: &str, payload: &[u8]) -> Vec<u8> {
+        use aws_smithy_types::event_stream::{Header, HeaderValue};
+        let message = Message::new_from_parts(
+            vec![
+                Header::new(":event-type", HeaderValue::String(event_type.to_owned().into())),
+                Header::new(":content-type", HeaderValue::String("application/json".into())),
+                Header::new(":message-type", HeaderValue::String("event".into())),
+            ],
+            payload.to_vec(),
+        );
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
+        out
+    }
+
+    fn chunk(inner: &serde_json::Value) -> Vec<u8> {
+        let bytes = base64::engine::general_purpose::STANDARD.encode(inner.to_string());
+        frame("chunk", serde_json::json!({ "bytes": bytes, "p": "abcd" }).to_string().as_bytes())
+    }
+
+    #[test]
+    fn bedrock_usage_from_json_and_event_streams_split_anywhere() {
+        let converse_stream: Vec<u8> = [
+            frame("messageStart", br#"{"role":"assistant","p":"abc"}"#),
+            frame("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"usage inputTokens"},"p":"a"}"#),
+            frame("messageStop", br#"{"stopReason":"end_turn","p":"ab"}"#),
+            frame(
+                "metadata",
+                br#"{"usage":{"inputTokens":11,"outputTokens":4,"totalTokens":15},"metrics":{"latencyMs":9},"p":"x"}"#,
+            ),
+        ]
+        .concat();
+        let invoke_stream: Vec<u8> = [
+            chunk(&serde_json::json!({"type":"message_start","message":{"usage":{"input_tokens":30,"output_tokens":1}}})),
+            chunk(&serde_json::json!({"type":"content_block_delta","delta":{"type":"text_delta","text":"hi"}})),
+            chunk(&serde_json::json!({"type":"message_delta","usage":{"output_tokens":6}})),
+            chunk(&serde_json::json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":31,"outputTokenCount":7,"invocationLatency":5,"firstByteLatency":2}})),
+        ]
+        .concat();
+        // Without the invocation metrics, the model's own events still count.
+        let invoke_without_metrics: Vec<u8> = [
+            chunk(
+                &serde_json::json!({"type":"message_start","message":{"usage":{"input_tokens":30,"output_tokens":1}}}),
+            ),
+            chunk(&serde_json::json!({"type":"message_delta","usage":{"output_tokens":6}})),
+        ]
+        .concat();
+        let ct = "application/vnd.amazon.eventstream";
+        for (body, (input, output)) in
+            [(&converse_stream, (11, 4)), (&invoke_stream, (31, 7)), (&invoke_without_metrics, (30, 6))]
+        {
+            for piece in [1, 2, 5, 11, 12, 13, 64, 100_000] {
+                let mut tap = UsageTap::new(Api::Bedrock, Some(ct));
+                for part in body.chunks(piece) {
+                    tap.feed(part);
+                }
+                let usage = tap.finish();
+                assert_eq!((usage.input_tokens, usage.output_tokens), (Some(input), Some(output)), "piece {piece}");
+            }
+        }
+        // A corrupt frame stops the reading; it never panics.
+        let mut corrupt = converse_stream.clone();
+        corrupt[20] ^= 0xff;
+        let mut tap = UsageTap::new(Api::Bedrock, Some(ct));
+        tap.feed(&corrupt);
+        assert_eq!(tap.finish(), Usage::default());
+        for (body, (input, output)) in [
+            (
+                r#"{"output":{},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":3,"totalTokens":8}}"#,
+                (5, 3),
+            ),
+            (r#"{"type":"message","usage":{"input_tokens":10,"output_tokens":20}}"#, (10, 20)),
+            (r#"{"generation":"x","prompt_token_count":8,"generation_token_count":2}"#, (8, 2)),
+        ] {
+            let usage = tap_in_pieces(Api::Bedrock, "application/json", body, 3);
+            assert_eq!((usage.input_tokens, usage.output_tokens), (Some(input), Some(output)), "{body}");
         }
     }
 

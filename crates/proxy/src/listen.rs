@@ -290,6 +290,9 @@ fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
     let mut response = Response::new(Body::from(rendered.body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+    if let Some(name) = rendered.aws_error_type {
+        response.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(name));
+    }
     // The request's body, if any, is not read: the connection cannot be reused.
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response

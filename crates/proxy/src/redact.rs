@@ -275,7 +275,9 @@ const BASE64_STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq
 const BASE64_URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 impl Forms {
-    fn new(key: &[u8]) -> Self {
+    /// The forms of every key of `keys` (a Bedrock secret has several: its access key id,
+    /// secret access key and session token, or its API key).
+    fn new(keys: &[&[u8]]) -> Self {
         let mut forms = Forms {
             patterns: Vec::new(),
             window: 0,
@@ -283,20 +285,8 @@ impl Forms {
             firsts: ByteSet::default(),
             members: ByteSet::default(),
         };
-        forms.add(key);
-        if key.len() >= MIN_KEY_FOR_ENCODED_FORMS {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let mut hex = Zeroizing::new(Vec::with_capacity(2 * key.len()));
-            for byte in key {
-                hex.push(HEX[usize::from(byte >> 4)]);
-                hex.push(HEX[usize::from(byte & 15)]);
-            }
-            forms.add(&hex);
-            for offset in 0..3 {
-                for table in [BASE64_STANDARD, BASE64_URL_SAFE] {
-                    forms.add(&base64_core(key, offset, table));
-                }
-            }
+        for key in keys {
+            forms.add_key(key);
         }
         let window = forms.patterns.iter().map(Vec::len).min().unwrap_or(0).min(255);
         // A window ending with three bytes not found in any pattern's first `window`
@@ -321,6 +311,24 @@ impl Forms {
         forms.window = window;
         forms.shifts = shifts;
         forms
+    }
+
+    fn add_key(&mut self, key: &[u8]) {
+        self.add(key);
+        if key.len() >= MIN_KEY_FOR_ENCODED_FORMS {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut hex = Zeroizing::new(Vec::with_capacity(2 * key.len()));
+            for byte in key {
+                hex.push(HEX[usize::from(byte >> 4)]);
+                hex.push(HEX[usize::from(byte & 15)]);
+            }
+            self.add(&hex);
+            for offset in 0..3 {
+                for table in [BASE64_STANDARD, BASE64_URL_SAFE] {
+                    self.add(&base64_core(key, offset, table));
+                }
+            }
+        }
     }
 
     fn add(&mut self, form: &[u8]) {
@@ -536,7 +544,12 @@ pub(crate) struct Redactor {
 
 impl Redactor {
     pub(crate) fn new(key: &[u8]) -> Self {
-        Self { forms: Forms::new(key), held: Zeroizing::new(Vec::new()), held_masked: 0, found: Vec::new() }
+        Self::for_keys(&[key])
+    }
+
+    /// A redactor masking each of `keys`.
+    pub(crate) fn for_keys(keys: &[&[u8]]) -> Self {
+        Self { forms: Forms::new(keys), held: Zeroizing::new(Vec::new()), held_masked: 0, found: Vec::new() }
     }
 
     /// The part of `chunk` (after anything held) that can be sent now.

@@ -40,7 +40,9 @@ use crate::phases::authenticate::Caller;
 use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
-use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
+use crate::phases::inject::{
+    bedrock_key, build_upstream_request, connection_listed, is_hop_by_hop, secret_texts, upstream_base,
+};
 use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, Selector, CREDENTIAL_HEADER};
 use crate::phases::route::{route, Route};
 use crate::pools::PoolBook;
@@ -405,6 +407,9 @@ fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
     let mut response = Response::new(Body::from(rendered.body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+    if let Some(name) = rendered.aws_error_type {
+        response.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(name));
+    }
     if let Some(secs) = refusal.retry_after {
         response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -605,7 +610,7 @@ impl Inner {
         let credential = &chosen.credential.credential;
         let base = upstream_base(credential, route.spec.id, route.spec.default_upstream, &self.config)
             .map_err(Failure::Denied)?
-            .to_owned();
+            .map(str::to_owned);
         let sealed = self.directory.sealed(&chosen.credential).await.map_err(|e| {
             Failure::Denied(Refusal::failed(
                 Code::StoreUnavailable,
@@ -670,12 +675,21 @@ impl Inner {
         };
 
         // 7. inject
-        let upstream = match build_upstream_request(&base, route, &parts.method, &parts.headers, body.clone(), &secret)
-        {
+        let upstream = match build_upstream_request(
+            base.as_deref(),
+            route,
+            &parts.method,
+            &parts.headers,
+            body.clone(),
+            &secret,
+        ) {
             Ok(request) => request,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
-        let redactor = Redactor::new(secret.expose().as_bytes());
+        // A Bedrock secret is masked as a whole and key by key (it was read once already).
+        let bedrock = (route.spec.api == Api::Bedrock).then(|| bedrock_key(&secret).ok()).flatten();
+        let redactor = Redactor::for_keys(&secret_texts(route.spec.api, &secret, bedrock.as_ref()));
+        drop(bedrock);
         drop(secret);
 
         // 8. forward

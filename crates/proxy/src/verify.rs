@@ -61,8 +61,9 @@ impl Sidecar {
         if provider == ProviderId::Anthropic {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
-        let request = build_upstream_request(base, &route, &Method::GET, &headers, bytes::Bytes::new(), secret)
-            .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
+        let request =
+            build_upstream_request(Some(base), &route, &Method::GET, &headers, bytes::Bytes::new(), secret)
+                .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
         let timeout = inner.config.response_timeout.min(std::time::Duration::from_secs(30));
         match forward(&inner.client, request, timeout).await {
             Ok(response) => {

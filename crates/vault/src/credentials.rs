@@ -244,6 +244,7 @@ impl Vault {
         // Everything that needs no pool is checked before the platform pool is made, so
         // a refused request leaves nothing behind.
         let name = validate::name("name", &new.name)?;
+        validate::secret(new.provider, &new.secret)?;
         let base_url = match &new.base_url {
             Some(url) => Some(validate::base_url(url, new.provider, &self.policy)?),
             None if new.provider.requires_base_url() => {
@@ -484,6 +485,7 @@ impl Vault {
         if credential.state == CredentialState::Revoked {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
         }
+        validate::secret(credential.provider, &secret)?;
         let previous = (credential.version, credential.fingerprint.clone());
         let version = credential
             .version

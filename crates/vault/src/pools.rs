@@ -24,6 +24,13 @@ use crate::events::{credential_event, event};
 use crate::orgs::in_field;
 use crate::Vault;
 
+/// Why a Bedrock key is not verified: the runtime host has no free authenticated read (every
+/// runtime call runs a model and is billed), and the model listing is on the control-plane
+/// host (`bedrock.{region}.amazonaws.com`), which byok never calls.
+const BEDROCK_UNVERIFIABLE: &str = "bedrock keys cannot be verified: the Bedrock runtime has no free \
+     authenticated read (every call runs a model and is billed; the model listing is on the control-plane \
+     host, which byok does not call); the first call through byok shows whether the key works";
+
 /// A boxed future (the probe is a trait object).
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<Verification, VaultError>> + Send + 'a>>;
 
@@ -249,10 +256,7 @@ impl Vault {
             return Err(VaultError::Conflict(format!("credential {} is revoked; revocation is final", credential.id)));
         }
         if credential.provider == ProviderId::Bedrock {
-            return Err(VaultError::unprocessable(format!(
-                "credential {}: verification of bedrock keys is not supported yet",
-                credential.id
-            )));
+            return Err(VaultError::unprocessable(format!("credential {}: {BEDROCK_UNVERIFIABLE}", credential.id)));
         }
         let probe = self.probe.get().ok_or_else(|| VaultError::internal("no data plane is running to verify with"))?;
         let result = probe.probe_credential(&org, &credential).await?;
@@ -305,9 +309,7 @@ impl Vault {
         secret: &ProviderSecret,
     ) -> Result<Verification, VaultError> {
         if provider == ProviderId::Bedrock {
-            return Err(VaultError::unprocessable(
-                "verify: verification of bedrock keys is not supported yet".to_owned(),
-            ));
+            return Err(VaultError::unprocessable(format!("verify: {BEDROCK_UNVERIFIABLE}")));
         }
         let probe = self.probe.get().ok_or_else(|| VaultError::internal("no data plane is running to verify with"))?;
         probe.probe_secret(provider, base_url, secret).await

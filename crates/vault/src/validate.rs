@@ -15,6 +15,16 @@ pub(crate) fn name(field: &str, text: &str) -> Result<Name, VaultError> {
     })
 }
 
+/// A provider secret whose shape the provider fixes: a Bedrock secret is a JSON object
+/// (an AWS access key or a Bedrock API key, and a region). The message names the field,
+/// never a value.
+pub(crate) fn secret(provider: ProviderId, secret: &byok_crypto::ProviderSecret) -> Result<(), VaultError> {
+    if provider == ProviderId::Bedrock {
+        byok_crypto::BedrockKey::parse(secret).map_err(|e| VaultError::unprocessable(format!("secret: {e}")))?;
+    }
+    Ok(())
+}
+
 /// The longest description, in characters.
 pub(crate) const MAX_DESCRIPTION: usize = 500;
 

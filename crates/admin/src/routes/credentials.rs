@@ -291,8 +291,8 @@ pub(crate) async fn rotate_credential(
 }
 
 /// Verify the credential's current key with the provider's cheapest authenticated read
-/// (`GET /v1/models`, or `/v1beta/models` for Gemini; Bedrock: 422 for now). Audited like a
-/// call and recorded as a `verified` lifecycle event. A 401/403 makes the credential
+/// (`GET /v1/models`, or `/v1beta/models` for Gemini; Bedrock: 422, its runtime has no free
+/// authenticated read). Audited like a call and recorded as a `verified` lifecycle event. A 401/403 makes the credential
 /// `failing` (skipped by resolution until rotated, enabled or verified again); a success
 /// clears that. The answer says what the provider said: `ok`, `invalid_key` (401/403),
 /// `rate_limited` (429/529) or `unreachable` (no answer, a timeout, a 5xx). Takes no body.

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cli;
+pub mod pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_byok");
 

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use byok_mock_provider::{KeyFault, MockConfig, MockProvider};
+use byok_mock_provider::{BedrockAccessKey, KeyFault, MockConfig, MockProvider};
 use clap::Parser;
 
-/// A mock of the OpenAI, Anthropic, Gemini and Azure OpenAI APIs.
+/// A mock of the OpenAI, Anthropic, Gemini, Azure OpenAI and AWS Bedrock APIs.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -30,6 +30,13 @@ struct Args {
     /// An accepted Azure OpenAI key (repeatable; the env var is comma-separated).
     #[arg(long = "azure-key", env = "BYOK_MOCK_AZURE_KEYS", value_delimiter = ',')]
     azure_keys: Vec<String>,
+    /// An AWS access key whose Bedrock SigV4 signatures are verified, `ACCESS_KEY_ID:SECRET`
+    /// (repeatable; the env var is comma-separated).
+    #[arg(long = "bedrock-access-key", env = "BYOK_MOCK_BEDROCK_ACCESS_KEYS", value_delimiter = ',', value_parser = access_key)]
+    bedrock_access_keys: Vec<BedrockAccessKey>,
+    /// An accepted Bedrock API key (repeatable; the env var is comma-separated).
+    #[arg(long = "bedrock-api-key", env = "BYOK_MOCK_BEDROCK_API_KEYS", value_delimiter = ',')]
+    bedrock_api_keys: Vec<String>,
     /// Don't record requests (for benchmarks).
     #[arg(long)]
     no_record: bool,
@@ -49,6 +56,11 @@ struct Args {
     revoked_keys: Vec<String>,
 }
 
+fn access_key(text: &str) -> Result<BedrockAccessKey, String> {
+    let (id, secret) = text.split_once(':').ok_or_else(|| "expected ACCESS_KEY_ID:SECRET".to_owned())?;
+    Ok(BedrockAccessKey { access_key_id: id.to_owned(), secret_access_key: secret.to_owned(), session_token: None })
+}
+
 fn key_rpm(text: &str) -> Result<(String, u32), String> {
     let (key, rpm) = text.split_once('=').ok_or_else(|| format!("expected KEY=RPM, not '{text}'"))?;
     let rpm = rpm.parse::<u32>().map_err(|e| format!("RPM in '{text}': {e}"))?;
@@ -63,6 +75,8 @@ async fn main() -> ExitCode {
         anthropic_keys: args.anthropic_keys,
         gemini_keys: args.gemini_keys,
         azure_keys: args.azure_keys,
+        bedrock_access_keys: args.bedrock_access_keys,
+        bedrock_api_keys: args.bedrock_api_keys,
         stream_chunk_delay: Duration::from_millis(args.stream_delay_ms),
         echo_full_key_in_401: args.echo_full_key_in_401,
         record: !args.no_record,

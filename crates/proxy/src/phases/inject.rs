@@ -4,10 +4,20 @@
 //! header and every routing header (`X-Forwarded-Host`, `X-Original-URL`, method
 //! overrides, …) is removed; the path sent is exactly the normal form `classify` read;
 //! the real key is injected, marked sensitive.
+//!
+//! Bedrock: the upstream is the region's runtime host (`bedrock-runtime.{region}.amazonaws.com`,
+//! the region from the credential's secret) unless the credential's `base_url` or the
+//! operator says otherwise; every `x-amz-*` header the client sent (a date, a session
+//! token, a payload hash, a signature) is removed too. A Bedrock API key goes in as
+//! `Authorization: Bearer`; an AWS access key signs the final request (method, path as
+//! sent, query, headers, the body's SHA-256) with SigV4 (`aws-sigv4`, service `bedrock`).
 
 use axum::http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, HOST};
 use axum::http::{HeaderMap, Method, Request, Uri};
-use byok_crypto::ProviderSecret;
+use std::time::SystemTime;
+
+use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
+use byok_crypto::{BedrockAuth, BedrockKey, ProviderSecret};
 use byok_domain::{Credential, ProviderId};
 use byok_providers::{Api, Injection, CREDENTIAL_HEADERS};
 use bytes::Bytes;
@@ -50,14 +60,20 @@ const GEMINI_KEY_PARAMETERS: [&str; 2] = ["key", "access_token"];
 
 /// Where this call goes: the operator's override when it says it overrides credentials
 /// (`[upstreams.<id>] override_credentials = true`), else the credential's `base_url`,
-/// else the operator's override, else the registry's default.
+/// else the operator's override, else the registry's default. `None` for Bedrock when
+/// none of them is set: the region in the credential's secret names the host, once it is
+/// decrypted ([`build_upstream_request`]).
 pub(crate) fn upstream_base<'a>(
     credential: &'a Credential,
     provider: ProviderId,
     default: Option<&'static str>,
     config: &'a ProxyConfig,
-) -> Result<&'a str, Refusal> {
-    base_for(credential.base_url.as_deref(), provider, default, config)
+) -> Result<Option<&'a str>, Refusal> {
+    match base_for(credential.base_url.as_deref(), provider, default, config) {
+        Ok(base) => Ok(Some(base)),
+        Err(_) if provider == ProviderId::Bedrock => Ok(None),
+        Err(refusal) => Err(refusal),
+    }
 }
 
 /// [`upstream_base`] for a credential's `base_url` (also one not stored yet).
@@ -122,15 +138,47 @@ fn upstream_query(route: &Route) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// The outbound request for `route`, carrying `secret`.
+/// Every secret text of `secret` for `api`, which the answer must never show: the key, or
+/// for Bedrock the whole JSON and each of its keys.
+pub(crate) fn secret_texts<'s>(api: Api, secret: &'s ProviderSecret, bedrock: Option<&'s BedrockKey>) -> Vec<&'s [u8]> {
+    let mut texts = vec![secret.expose().as_bytes()];
+    if api == Api::Bedrock {
+        texts.extend(bedrock.into_iter().flat_map(BedrockKey::secret_texts).map(str::as_bytes));
+    }
+    texts
+}
+
+/// Read a stored Bedrock secret (validated when it was stored).
+pub(crate) fn bedrock_key(secret: &ProviderSecret) -> Result<BedrockKey, Refusal> {
+    BedrockKey::parse(secret)
+        .map_err(|e| Refusal::new(Code::Internal, format!("the stored bedrock credential cannot be used: {e}")))
+}
+
+/// The outbound request for `route`, carrying `secret`. `base` is the upstream origin;
+/// `None` only for Bedrock, whose secret's region names it.
 pub(crate) fn build_upstream_request(
-    base: &str,
+    base: Option<&str>,
     route: &Route,
     method: &Method,
     client_headers: &HeaderMap,
     body: Bytes,
     secret: &ProviderSecret,
 ) -> Result<Request<Full<Bytes>>, Refusal> {
+    let bedrock = match route.spec.injection {
+        Injection::Signer => Some(bedrock_key(secret)?),
+        _ => None,
+    };
+    let region_origin;
+    let base = match (base, &bedrock) {
+        (Some(base), _) => base,
+        (None, Some(key)) => {
+            region_origin = key.runtime_origin();
+            region_origin.as_str()
+        }
+        (None, None) => {
+            return Err(Refusal::new(Code::NoCredential, format!("provider {} has no upstream", route.spec.id)))
+        }
+    };
     let path = route.path.as_str();
     let mut target = String::with_capacity(base.len() + path.len() + 64);
     target.push_str(base);
@@ -153,6 +201,7 @@ pub(crate) fn build_upstream_request(
             || CREDENTIAL_HEADERS.contains(&lower)
             || lower.starts_with("x-byok-")
             || is_routing_header(lower)
+            || (bedrock.is_some() && lower.starts_with("x-amz-"))
         {
             continue;
         }
@@ -160,19 +209,27 @@ pub(crate) fn build_upstream_request(
     }
     // Usage is read and echoed keys are redacted from the response: it must not be compressed.
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let (name, value) = match route.spec.injection {
-        Injection::Bearer => (HeaderName::from_static("authorization"), format!("Bearer {}", secret.expose())),
-        Injection::Header(name) => (HeaderName::from_static(name), secret.expose().to_owned()),
-        Injection::Signer => {
-            return Err(Refusal::new(Code::NoCredential, "request signing (AWS SigV4) is not supported yet"));
+    let (name, value) = match (route.spec.injection, &bedrock) {
+        (Injection::Bearer, _) => (HeaderName::from_static("authorization"), format!("Bearer {}", secret.expose())),
+        (Injection::Header(name), _) => (HeaderName::from_static(name), secret.expose().to_owned()),
+        (Injection::Signer, Some(BedrockKey { auth: BedrockAuth::ApiKey(key), .. })) => {
+            (HeaderName::from_static("authorization"), format!("Bearer {}", secrecy::ExposeSecret::expose_secret(key)))
         }
+        (Injection::Signer, Some(key)) => {
+            sign_sigv4(method, &uri, &mut headers, &body, key, SystemTime::now())?;
+            return request_with(method, uri, headers, body);
+        }
+        (Injection::Signer, None) => return Err(Refusal::new(Code::Internal, "a signed provider without its key")),
     };
     let value = zeroize::Zeroizing::new(value);
     let mut value = HeaderValue::from_bytes(value.as_bytes())
         .map_err(|_| Refusal::new(Code::Internal, "the stored credential is not a valid header value"))?;
     value.set_sensitive(true);
     headers.insert(name, value);
+    request_with(method, uri, headers, body)
+}
 
+fn request_with(method: &Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Request<Full<Bytes>>, Refusal> {
     let mut request = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -180,4 +237,138 @@ pub(crate) fn build_upstream_request(
         .map_err(|e| Refusal::new(Code::Internal, format!("cannot build the upstream request: {e}")))?;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// Sign `request` — as it will be sent: method, URI (the path exactly as sent; SigV4
+/// encodes its segments once more, as AWS does for every service but S3), query, every
+/// header, the body's SHA-256 — with the access key of `key`, for service `bedrock` in the
+/// key's region at `time`. Adds `x-amz-date`, `x-amz-content-sha256`,
+/// `x-amz-security-token` (with a session token) and `authorization`; the last two are
+/// marked sensitive.
+pub(crate) fn sign_sigv4(
+    method: &Method,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    body: &[u8],
+    key: &BedrockKey,
+    time: SystemTime,
+) -> Result<(), Refusal> {
+    let BedrockAuth::AccessKey { access_key_id, secret_access_key, session_token } = &key.auth else {
+        return Err(Refusal::new(Code::Internal, "only an access key signs"));
+    };
+    let not_text = |_| {
+        Refusal::new(Code::InvalidRequest, "a request header value is not text; a signed request needs text values")
+    };
+    let signed: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| value.to_str().map(|value| (name.as_str(), value)))
+        .collect::<Result<_, _>>()
+        .map_err(not_text)?;
+    let identity = aws_credential_types::Credentials::new(
+        access_key_id.as_str(),
+        secrecy::ExposeSecret::expose_secret(secret_access_key),
+        session_token.as_ref().map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned()),
+        None,
+        "byok",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&key.region)
+        .name("bedrock")
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| Refusal::failed(Code::Internal, "cannot sign the request", e))?
+        .into();
+    let uri = uri.to_string();
+    let signable = SignableRequest::new(method.as_str(), &uri, signed.into_iter(), SignableBody::Bytes(body))
+        .map_err(|e| Refusal::failed(Code::InvalidRequest, "the request cannot be signed", e))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| Refusal::failed(Code::InvalidRequest, "the request cannot be signed", e))?
+        .into_parts();
+    let (added, _query) = instructions.into_parts();
+    for header in added {
+        let mut value = HeaderValue::from_str(header.value())
+            .map_err(|_| Refusal::new(Code::Internal, "the signature is not a valid header value"))?;
+        value.set_sensitive(header.sensitive() || header.name() == "authorization");
+        headers.insert(header.name(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::route::route;
+
+    fn secret(json: serde_json::Value) -> ProviderSecret {
+        ProviderSecret::new(json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn bedrock_goes_to_its_region_signed_and_without_the_clients_credentials() {
+        let route = route(&"/bedrock/model/anthropic.claude-3-haiku-20240307-v1:0/converse".parse().unwrap()).unwrap();
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer byok_workload"),
+            ("x-amz-date", "20200101T000000Z"),
+            ("x-amz-security-token", "client"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+            ("x-amz-signature", "00"),
+            ("content-type", "application/json"),
+            ("x-amzn-bedrock-trace", "ENABLED"),
+        ] {
+            client.insert(name, value.parse().unwrap());
+        }
+        let body = Bytes::from_static(b"{\"messages\":[]}");
+        let access = secret(serde_json::json!({
+            "access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "session_token": "FwoGZXIvYXdzEXAMPLETOKEN",
+            "region": "eu-west-3",
+        }));
+        let request = build_upstream_request(None, &route, &Method::POST, &client, body.clone(), &access).unwrap();
+        assert_eq!(
+            request.uri().to_string(),
+            "https://bedrock-runtime.eu-west-3.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+        let headers = request.headers();
+        let authorization = headers["authorization"].to_str().unwrap();
+        assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/"), "{authorization}");
+        assert!(authorization.contains("/eu-west-3/bedrock/aws4_request"), "{authorization}");
+        assert!(headers["authorization"].is_sensitive() && headers["x-amz-security-token"].is_sensitive());
+        assert_eq!(headers["x-amz-security-token"], "FwoGZXIvYXdzEXAMPLETOKEN");
+        assert_ne!(headers["x-amz-date"], "20200101T000000Z");
+        assert_eq!(headers["x-amz-content-sha256"], sha256_hex(&body).as_str());
+        assert!(!headers.contains_key("x-amz-signature"));
+        assert_eq!(headers["x-amzn-bedrock-trace"], "ENABLED");
+
+        // The operator's (or the credential's) base wins over the region.
+        let request =
+            build_upstream_request(Some("http://127.0.0.1:9"), &route, &Method::POST, &client, body.clone(), &access)
+                .unwrap();
+        assert!(request.uri().to_string().starts_with("http://127.0.0.1:9/model/"));
+
+        // A Bedrock API key is a bearer token, marked sensitive; nothing is signed.
+        let api = secret(serde_json::json!({"api_key": "ABSKQmVkcm9ja0FQSUtleS1leGFtcGxl", "region": "us-east-1"}));
+        let request = build_upstream_request(None, &route, &Method::POST, &client, body, &api).unwrap();
+        assert_eq!(request.headers()["authorization"], "Bearer ABSKQmVkcm9ja0FQSUtleS1leGFtcGxl");
+        assert!(request.headers()["authorization"].is_sensitive());
+        assert!(!request.headers().contains_key("x-amz-date"));
+        assert!(request.uri().to_string().starts_with("https://bedrock-runtime.us-east-1.amazonaws.com/"));
+
+        // A stored secret that is no Bedrock secret fails closed.
+        let bad = ProviderSecret::new("sk-not-a-bedrock-secret-000".to_owned()).unwrap();
+        let refusal = build_upstream_request(None, &route, &Method::POST, &client, Bytes::new(), &bad).unwrap_err();
+        assert_eq!(refusal.code, Code::Internal);
+        assert!(!refusal.message.contains("sk-not"));
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
 }

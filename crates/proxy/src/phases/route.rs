@@ -4,7 +4,7 @@
 
 use axum::http::Uri;
 use byok_domain::ProviderId;
-use byok_providers::{normalize_path, spec, NormalizedPath, ProviderSpec};
+use byok_providers::{normalize_path_for, spec, NormalizedPath, ProviderSpec};
 
 use super::{Code, Refusal};
 
@@ -26,7 +26,9 @@ pub struct Route {
 /// providers and paths with no single reading: dot segments (also as `%2E` or `..;`),
 /// empty segments (`//`), `@`, `;`, backslashes, encoded separators and reserved
 /// characters (`%2F`, `%3A`, `%3F`, `%23`, …), controls and non-ASCII bytes (raw or
-/// encoded: fullwidth dots, overlong UTF-8).
+/// encoded: fullwidth dots, overlong UTF-8). A Bedrock model id (`/model/{modelId}/…`) is
+/// the one segment kept encoded, in its canonical form
+/// ([`byok_providers::normalize_path_for`]).
 pub fn route(uri: &Uri) -> Result<Route, Refusal> {
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(Refusal::new(
@@ -43,14 +45,10 @@ pub fn route(uri: &Uri) -> Result<Route, Refusal> {
     let provider: ProviderId = provider
         .parse()
         .map_err(|e: byok_domain::UnknownProvider| Refusal::new(Code::UnknownProvider, e.to_string()))?;
-    let path = normalize_path(upstream_path)
+    let spec = spec(provider);
+    let path = normalize_path_for(spec.api, upstream_path)
         .map_err(|e| Refusal::new(Code::InvalidRequest, format!("request path refused: {e}")))?;
-    Ok(Route {
-        spec: spec(provider),
-        upstream_path: path.as_str().to_owned(),
-        path,
-        query: uri.query().map(str::to_owned),
-    })
+    Ok(Route { spec, upstream_path: path.as_str().to_owned(), path, query: uri.query().map(str::to_owned) })
 }
 
 #[cfg(test)]
@@ -75,6 +73,18 @@ mod tests {
                 None,
             ),
             ("/openai/v1/models/", ProviderId::Openai, "/v1/models/", None),
+            (
+                "/bedrock/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
+                ProviderId::Bedrock,
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                None,
+            ),
+            (
+                "/bedrock/model/us.anthropic.claude-3-haiku-20240307-v1%3a0/converse-stream",
+                ProviderId::Bedrock,
+                "/model/us.anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+                None,
+            ),
         ];
         for (uri, provider, path, query) in ok {
             let route = route(&uri.parse().unwrap()).unwrap();
@@ -100,6 +110,8 @@ mod tests {
             ("/gemini/v1beta/models/gemini-2.5-pro%3AgenerateContent", Code::InvalidRequest),
             ("/openai/v1/models%3F/x", Code::InvalidRequest),
             ("/openai/v1/%c0%ae%c0%ae/admin", Code::InvalidRequest),
+            ("/bedrock/model/a%2F..%2Fb/converse", Code::InvalidRequest),
+            ("/bedrock/model/a%40evil.example/converse", Code::InvalidRequest),
         ];
         for (uri, code) in refused {
             let err = route(&uri.parse().unwrap()).unwrap_err();
