@@ -114,6 +114,11 @@ pub(crate) async fn serve_with(
             },
             () = &mut shutdown => break,
         };
+        // Responses and stream events go out as soon as they are written (as nginx's
+        // `tcp_nodelay on`): without it a small write waits for the peer's delayed ACK.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+        }
         let (router, front, stopped) = (router.clone(), front.clone(), stopped.clone());
         tokio::spawn(async move {
             match front.tls.clone() {
