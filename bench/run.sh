@@ -40,6 +40,9 @@ BYOK_LOG_LEVEL="${BENCH_BYOK_LOG:-}"         # empty = byok's default (info)
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then : "${BENCH_ROUNDS:=1}"; fi
 ROUNDS="${BENCH_ROUNDS:-3}"                  # throughput rounds (targets interleaved); the median is reported
 PROFILE="${BENCH_PROFILE:-}"                 # perf | strace | empty
+HOLD_STREAMS="${BENCH_HOLD_STREAMS:-1000}"   # streams held open at once through byok for its RSS (0: skip)
+HOLD_DELAY_MS="${BENCH_HOLD_DELAY_MS:-2000}" # the slow mock's pause between events while they are held
+IR_REQUESTS="${BENCH_IR_REQUESTS:-1000}"     # calls counted under callgrind per proxy (0: skip the instruction counts)
 RESULTS_DIR="$BENCH_DIR/results"
 RESULTS_JSON="${BENCH_RESULTS_JSON:-$RESULTS_DIR/latest.json}"
 BYOK_LABEL="${BENCH_BYOK_LABEL:-byok}"       # how the byok target is named in the table and the JSON
@@ -49,12 +52,14 @@ BYOK_SETUP="${BENCH_BYOK_SETUP:-}"           # a shell command run after byok's 
 for n in "$DURATION" "$WARMUP"; do
   [[ "$n" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench: '$n' is not a number of seconds" >&2; exit 2; }
 done
-for n in "$ROUNDS" "$CONNECTIONS" "$STREAM_REQUESTS" "$STREAM_WARMUP" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS" "$LOADGEN_THREADS"; do
+for n in "$ROUNDS" "$CONNECTIONS" "$STREAM_REQUESTS" "$STREAM_WARMUP" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS" "$LOADGEN_THREADS" "$HOLD_STREAMS" "$HOLD_DELAY_MS" "$IR_REQUESTS"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "bench: '$n' is not a whole number" >&2; exit 2; }
 done
 (( ROUNDS >= 1 && ROUNDS <= 10 && CONNECTIONS >= 1 && CONNECTIONS <= 1024 && STREAM_REQUESTS >= 1 \
   && STREAM_REQUESTS <= 100000 && STREAM_CONCURRENCY >= 1 && STREAM_CONCURRENCY <= 256 && STREAM_DELAY_MS <= 10000 )) \
   || { echo "bench: out of bounds (rounds 1-10, connections 1-1024, stream requests 1-100000, stream concurrency 1-256)" >&2; exit 2; }
+(( HOLD_STREAMS <= 10000 && HOLD_DELAY_MS >= 100 && HOLD_DELAY_MS <= 60000 && IR_REQUESTS <= 100000 )) \
+  || { echo "bench: out of bounds (hold streams 0-10000, hold delay 100-60000 ms, instruction-count requests 0-100000)" >&2; exit 2; }
 awk -v d="$DURATION" -v w="$WARMUP" 'BEGIN { exit !(d > 0 && d <= 600 && w <= 120) }' \
   || { echo "bench: BENCH_DURATION must be in (0, 600], BENCH_WARMUP <= 120" >&2; exit 2; }
 
@@ -70,6 +75,7 @@ want pgrep procps
 want curl curl
 want sqlite3 sqlite3
 [[ "${BENCH_WRK:-0}" == 1 ]] && want wrk wrk
+((IR_REQUESTS > 0)) && { want valgrind valgrind; want callgrind_control valgrind; }
 case "$PROFILE" in
   "") ;;
   perf) want perf linux-perf ;;
@@ -167,6 +173,24 @@ done
 [[ -n "$MOCK_ADDR" ]] || die "the mock did not print its address"
 log "mock on $MOCK_ADDR"
 
+# A second mock whose streams are slow (BENCH_HOLD_DELAY_MS between events), as byok's
+# Anthropic upstream: the streams held open for the memory figure.
+SLOW_ADDR=""
+SLOW_KEY="sk-ant-bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+if [[ " $TARGETS " == *" byok "* ]] && ((HOLD_STREAMS > 0)); then
+  BYOK_MOCK_ANTHROPIC_KEYS="$SLOW_KEY" "$MOCK" --listen 127.0.0.1:0 --no-record --stream-delay-ms "$HOLD_DELAY_MS" \
+    >"$TMP/slow.out" 2>"$TMP/slow.err" &
+  SLOW_PID=$!
+  PIDS+=("$SLOW_PID")
+  for _ in $(seq 100); do
+    SLOW_ADDR="$(sed -n 's/^listening on \(127\.0\.0\.1:[0-9]*\)$/\1/p' "$TMP/slow.out" | head -1)"
+    [[ -n "$SLOW_ADDR" ]] && break
+    alive "$SLOW_PID" || die "the slow mock exited: $(cat "$TMP/slow.err")"
+    sleep 0.1
+  done
+  [[ -n "$SLOW_ADDR" ]] || die "the slow mock did not print its address"
+fi
+
 # ---------------------------------------------------------------- nginx
 NGINX_PORT=""
 NGINX_PID=""
@@ -219,39 +243,59 @@ BYOK_DATA="$TMP/byok-data"
 ADMIN_PORT=""
 PROXY_PORT=""
 BYOK_TOKEN=""
+# start_byok DATA ADMIN_PORT PROXY_PORT [WRAPPER...]: `byok serve` (under WRAPPER, e.g.
+# valgrind) with a fresh data dir, set up through the CLI: org `bench`, team `agents`, an
+# OpenAI credential holding the mock's key (and an Anthropic one for the slow mock when
+# streams are held), a workload token -> STARTED_PID, STARTED_TOKEN.
+start_byok() {
+  local data="$1" admin="$2" proxy="$3" name
+  shift 3
+  name="$(basename "$data")"
+  (
+    export BYOK_UPSTREAM_OPENAI="http://$MOCK_ADDR"
+    [[ -n "$SLOW_ADDR" ]] && export BYOK_UPSTREAM_ANTHROPIC="http://$SLOW_ADDR"
+    [[ -n "$BYOK_LOG_LEVEL" ]] && export BYOK_LOG="$BYOK_LOG_LEVEL"
+    exec "$@" "$BYOK" serve --data-dir "$data" --admin-addr "127.0.0.1:$admin" --proxy-addr "127.0.0.1:$proxy"
+  ) >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  local ready=0
+  for _ in $(seq 1200); do
+    alive "$STARTED_PID" || die "byok serve exited: $(tail -20 "$TMP/$name.err")"
+    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)" == 200 ]]; then ready=1; break; fi
+    sleep 0.1
+  done
+  ((ready)) || die "byok did not become ready: $(tail -20 "$TMP/$name.err")"
+  log "setting up byok ($name) through the CLI: org, team, OpenAI credential (the mock's key), workload token"
+  local setup="$TMP/$name.setup.log"
+  (
+    export BYOK_ADMIN_URL="http://127.0.0.1:$admin" BYOK_DATA_DIR="$data"
+    "$BYOK" org create bench --tier katman-b >"$setup" 2>&1 || die "org create failed: $(cat "$setup")"
+    "$BYOK" team create --org bench agents >>"$setup" 2>&1 || die "team create failed: $(cat "$setup")"
+    BENCH_OPENAI_KEY="$MOCK_KEY" "$BYOK" credential add --org bench --name mock-openai --provider openai \
+      --secret-env BENCH_OPENAI_KEY >>"$setup" 2>&1 || die "credential add failed: $(cat "$setup")"
+    if [[ -n "$SLOW_ADDR" ]]; then
+      BENCH_ANTHROPIC_KEY="$SLOW_KEY" "$BYOK" credential add --org bench --name slow-anthropic --provider anthropic \
+        --secret-env BENCH_ANTHROPIC_KEY >>"$setup" 2>&1 || die "credential add failed: $(cat "$setup")"
+    fi
+    "$BYOK" token create --org bench --team agents 2>>"$setup" >"$TMP/$name.token" || die "token create failed: $(cat "$setup")"
+    if [[ -n "$BYOK_SETUP" ]]; then
+      BYOK_BIN="$BYOK" BENCH_ORG=bench bash -c "$BYOK_SETUP" >>"$setup" 2>&1 \
+        || die "BENCH_BYOK_SETUP failed: $(tail -20 "$setup")"
+    fi
+  ) || exit 1
+  STARTED_TOKEN="$(cat "$TMP/$name.token")"
+  [[ "$STARTED_TOKEN" == byok_* ]] || die "unexpected token output"
+}
+
 if [[ " $TARGETS " == *" byok "* ]]; then
   ADMIN_PORT="$(free_port)"
   PROXY_PORT="$(free_port)"
   log "starting byok serve (admin 127.0.0.1:$ADMIN_PORT, data plane 127.0.0.1:$PROXY_PORT, data dir $BYOK_DATA)"
-  (
-    export BYOK_UPSTREAM_OPENAI="http://$MOCK_ADDR"
-    [[ -n "$BYOK_LOG_LEVEL" ]] && export BYOK_LOG="$BYOK_LOG_LEVEL"
-    exec "$BYOK" serve --data-dir "$BYOK_DATA" --admin-addr "127.0.0.1:$ADMIN_PORT" --proxy-addr "127.0.0.1:$PROXY_PORT"
-  ) >"$TMP/byok.out" 2>"$TMP/byok.err" &
-  BYOK_PID=$!
-  PIDS+=("$BYOK_PID")
-  ready=0
-  for _ in $(seq 300); do
-    alive "$BYOK_PID" || die "byok serve exited: $(tail -20 "$TMP/byok.err")"
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz" || true)" == 200 ]]; then ready=1; break; fi
-    sleep 0.1
-  done
-  ((ready)) || die "byok did not become ready: $(tail -20 "$TMP/byok.err")"
-
-  log "setting up byok through the CLI: org, team, OpenAI credential (the mock's key), workload token"
-  export BYOK_ADMIN_URL="http://127.0.0.1:$ADMIN_PORT" BYOK_DATA_DIR="$BYOK_DATA"
-  "$BYOK" org create bench --tier katman-b >"$TMP/setup.log" 2>&1 || die "org create failed: $(cat "$TMP/setup.log")"
-  "$BYOK" team create --org bench agents >>"$TMP/setup.log" 2>&1 || die "team create failed: $(cat "$TMP/setup.log")"
-  BENCH_OPENAI_KEY="$MOCK_KEY" "$BYOK" credential add --org bench --name mock-openai --provider openai \
-    --secret-env BENCH_OPENAI_KEY >>"$TMP/setup.log" 2>&1 || die "credential add failed: $(cat "$TMP/setup.log")"
-  BYOK_TOKEN="$("$BYOK" token create --org bench --team agents 2>>"$TMP/setup.log")" || die "token create failed: $(cat "$TMP/setup.log")"
-  [[ "$BYOK_TOKEN" == byok_* ]] || die "unexpected token output"
-  if [[ -n "$BYOK_SETUP" ]]; then
-    log "BENCH_BYOK_SETUP: $BYOK_SETUP"
-    BYOK_BIN="$BYOK" BENCH_ORG=bench bash -c "$BYOK_SETUP" >>"$TMP/setup.log" 2>&1 \
-      || die "BENCH_BYOK_SETUP failed: $(tail -20 "$TMP/setup.log")"
-  fi
-  unset BYOK_ADMIN_URL BYOK_DATA_DIR
+  [[ -n "$BYOK_SETUP" ]] && log "BENCH_BYOK_SETUP: $BYOK_SETUP"
+  start_byok "$BYOK_DATA" "$ADMIN_PORT" "$PROXY_PORT"
+  BYOK_PID="$STARTED_PID"
+  BYOK_TOKEN="$STARTED_TOKEN"
 fi
 
 # ---------------------------------------------------------------- per-target plumbing
@@ -413,6 +457,36 @@ for t in $TARGETS; do
     --concurrency "$STREAM_CONCURRENCY" --threads "$LOADGEN_THREADS" >"$TMP/ttfb.$t.json" || die "load generator failed on $t (stream)"
 done
 
+# ---------------------------------------------------------------- byok: memory with open streams
+# BENCH_HOLD_STREAMS streamed calls (Anthropic Messages, to the slow mock) opened at once,
+# each on its own connection; byok's RSS is sampled for 2 s once every one has its first
+# byte (all open: each lasts ~8 events x BENCH_HOLD_DELAY_MS).
+BYOK_RSS_HOLD=null
+if [[ -n "$BYOK_PID" ]] && ((HOLD_STREAMS > 0)); then
+  log "open streams: $HOLD_STREAMS streamed calls held open through byok at once (slow mock, ${HOLD_DELAY_MS} ms/event)"
+  HOLD_BODY='{"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark"}]}'
+  rm -f "$TMP/hold.ready"
+  run_bounded "$((120 + HOLD_STREAMS / 10 + HOLD_DELAY_MS * 20 / 1000))" "$LOADGEN" hold \
+    --url "http://127.0.0.1:$PROXY_PORT/anthropic/v1/messages" -H "x-api-key: $BYOK_TOKEN" -H "anthropic-version: 2023-06-01" \
+    --body "$HOLD_BODY" --streams "$HOLD_STREAMS" --ready "$TMP/hold.ready" --threads "$LOADGEN_THREADS" >"$TMP/hold.json" &
+  HOLD_LOADGEN=$!
+  peak=0; sampled_from=""
+  while alive "$HOLD_LOADGEN"; do
+    if [[ -f "$TMP/hold.ready" ]]; then
+      [[ -z "$sampled_from" ]] && sampled_from="$(date +%s%N)"
+      if (( $(date +%s%N) - sampled_from < 2000000000 )); then
+        r="$(rss_kb "$BYOK_PID")"; ((r > peak)) && peak=$r
+      fi
+    fi
+    sleep 0.1
+  done
+  wait "$HOLD_LOADGEN" || die "load generator failed (held streams): $(cat "$TMP/hold.json")"
+  [[ "$(jnum ok_total "$TMP/hold.json")" == "$HOLD_STREAMS" ]] || die "held streams: not all answered 200: $(cat "$TMP/hold.json")"
+  BYOK_RSS_HOLD="$peak"
+  BYOK_SENT=$((BYOK_SENT + HOLD_STREAMS))
+  log "open streams: all $HOLD_STREAMS open after $(jnum all_open_s "$TMP/hold.json") s; byok RSS $((peak / 1024)) MiB"
+fi
+
 # ---------------------------------------------------------------- byok: memory, shutdown, audit
 BYOK_RSS_END=0; BYOK_HWM=0; SHUTDOWN_S=null; SHUTDOWN_RC=null
 AUDIT_ROWS=null; AUDIT_ALLOWED=null; COMPLETIONS=null; NO_COMPLETION=null; COMPLETION_STATUSES=""; UPSTREAM_STATUSES=""; AUDIT_EXPECTED=null; AUDIT_OK=null; AUDIT_HASHED=null
@@ -451,8 +525,62 @@ if [[ -n "$BYOK_PID" ]]; then
   else
     log "sqlite3 or the database is missing: audit row count not checked"
   fi
-  BYOK_WARN_LINES="$(grep -c ' WARN ' "$TMP/byok.err" || true)"
-  BYOK_ERROR_LINES="$(grep -c ' ERROR ' "$TMP/byok.err" || true)"
+  BYOK_WARN_LINES="$(grep -c ' WARN ' "$TMP/byok-data.err" || true)"
+  BYOK_ERROR_LINES="$(grep -c ' ERROR ' "$TMP/byok-data.err" || true)"
+fi
+
+# ---------------------------------------------------------------- instructions per call
+# The figure that does not move with the machine's load: valgrind callgrind counts the
+# instructions a proxy executes (all threads) for exactly BENCH_IR_REQUESTS non-streaming
+# calls over 8 connections, after 200 uninstrumented warm-up calls. byok: a second
+# instance, set up like the first; nginx: one process (master_process off) with the same
+# configuration.
+IR_BYOK=null; IR_NGINX=null
+if ((IR_REQUESTS > 0)); then
+  ir_measure() { # name pid url auth out -> instructions per call on stdout
+    local name="$1" pid="$2" url="$3" auth="$4" out="$5" dump=""
+    "$LOADGEN" ttfb --url "$url" -H "$auth" --body "$CHAT_BODY" --requests 200 --warmup-requests 0 --concurrency 8 \
+      >"$TMP/ir.$name.warmup.json" || die "instructions: warm-up of $name failed"
+    callgrind_control --instr=on "$pid" >"$TMP/ir.$name.control" 2>&1 || die "callgrind_control failed: $(cat "$TMP/ir.$name.control")"
+    "$LOADGEN" ttfb --url "$url" -H "$auth" --body "$CHAT_BODY" --requests "$IR_REQUESTS" --warmup-requests 0 --concurrency 8 \
+      >"$TMP/ir.$name.json" || die "instructions: load on $name failed"
+    callgrind_control --instr=off "$pid" >>"$TMP/ir.$name.control" 2>&1 || die "callgrind_control failed"
+    callgrind_control --dump="measured $name" "$pid" >>"$TMP/ir.$name.control" 2>&1 || die "callgrind_control --dump failed"
+    for _ in $(seq 300); do
+      dump="$(grep -l '^desc: Trigger: .*measured' "$out"* 2>/dev/null | head -1 || true)"
+      [[ -n "$dump" ]] && grep -q '^totals:' "$dump" && break
+      dump=""; sleep 0.1
+    done
+    [[ -n "$dump" ]] || die "instructions: no callgrind dump for $name"
+    [[ "$(jnum ok_total "$TMP/ir.$name.json")" == "$IR_REQUESTS" ]] || die "instructions: $name did not answer every call: $(cat "$TMP/ir.$name.json")"
+    awk -v n="$IR_REQUESTS" '/^totals:/ { printf "%d", $2 / n; exit }' "$dump"
+  }
+  if [[ " $TARGETS " == *" byok "* ]]; then
+    log "instructions: byok under callgrind, $IR_REQUESTS calls"
+    IR_ADMIN="$(free_port)"; IR_PROXY="$(free_port)"
+    start_byok "$TMP/byok-ir" "$IR_ADMIN" "$IR_PROXY" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.byok.out"
+    IR_BYOK_PID="$STARTED_PID"
+    IR_BYOK="$(ir_measure byok "$IR_BYOK_PID" "http://127.0.0.1:$IR_PROXY/openai/v1/chat/completions" "authorization: Bearer $STARTED_TOKEN" "$TMP/callgrind.byok.out")"
+    kill -TERM "$IR_BYOK_PID" 2>/dev/null || true
+  fi
+  if [[ " $TARGETS " == *" nginx "* ]]; then
+    log "instructions: nginx under callgrind (master_process off), $IR_REQUESTS calls"
+    IR_NGINX_PORT="$(free_port)"
+    sed -e "s/listen 127.0.0.1:$NGINX_PORT;/listen 127.0.0.1:$IR_NGINX_PORT;/" -e "s#pid $NGX/nginx.pid;#pid $NGX/nginx-ir.pid;#" \
+      "$NGX/nginx.conf" >"$NGX/nginx-ir.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/callgrind.nginx.out" \
+      "$NGINX_BIN" -p "$NGX" -c "$NGX/nginx-ir.conf" -e "$NGX/error-ir.log" -g 'daemon off; master_process off;' \
+      >"$NGX/ir.stdout" 2>&1 &
+    IR_NGINX_PID=$!
+    PIDS+=("$IR_NGINX_PID")
+    for _ in $(seq 600); do
+      [[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d "$CHAT_BODY" "http://127.0.0.1:$IR_NGINX_PORT/v1/chat/completions" || true)" == 200 ]] && break
+      alive "$IR_NGINX_PID" || die "nginx under valgrind exited: $(cat "$NGX/ir.stdout")"
+      sleep 0.1
+    done
+    IR_NGINX="$(ir_measure nginx "$IR_NGINX_PID" "http://127.0.0.1:$IR_NGINX_PORT/v1/chat/completions" "authorization: Bearer not-the-key" "$TMP/callgrind.nginx.out")"
+    kill -TERM "$IR_NGINX_PID" 2>/dev/null || true
+  fi
 fi
 
 # ---------------------------------------------------------------- report
@@ -494,10 +622,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     printf '  "kms": "local keyring", "audit": "on, durable before use (group commit)",\n'
     printf '           "audit_rows": %s, "audit_rows_allowed": %s, "audit_rows_hashed": %s, "call_completions": %s, "completion_statuses": {%s}, "completion_upstream_statuses": {%s}, "allowed_rows_without_completion": %s, "requests_sent": %s, "audit_matches_requests": %s,\n' \
       "$AUDIT_ROWS" "$AUDIT_ALLOWED" "$AUDIT_HASHED" "$COMPLETIONS" "$COMPLETION_STATUSES" "$UPSTREAM_STATUSES" "$NO_COMPLETION" "$AUDIT_EXPECTED" "$AUDIT_OK"
-    printf '           "rss_kb_after_setup": %s, "rss_kb_after_load": %s, "rss_kb_peak": %s, "log_warn_lines": %s, "log_error_lines": %s,\n' \
-      "$BYOK_RSS_START" "$BYOK_RSS_END" "$BYOK_HWM" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES"
+    printf '           "rss_kb_after_setup": %s, "rss_kb_after_load": %s, "rss_kb_peak": %s, "rss_kb_with_open_streams": %s, "open_streams": %s, "log_warn_lines": %s, "log_error_lines": %s,\n' \
+      "$BYOK_RSS_START" "$BYOK_RSS_END" "$BYOK_HWM" "$BYOK_RSS_HOLD" "$HOLD_STREAMS" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES"
     printf '           "graceful_shutdown_s": %s, "exit_status": %s},\n' "$SHUTDOWN_S" "$SHUTDOWN_RC"
   fi
+  printf '  "instructions_per_call": {"byok": %s, "nginx": %s, "calls": %s},\n' "$IR_BYOK" "$IR_NGINX" "$IR_REQUESTS"
   printf '  "ratios": {"byok_over_nginx_rps": "%s", "byok_over_direct_rps": "%s", "nginx_over_direct_rps": "%s"}\n}\n' \
     "$( [[ -f $TMP/tp.byok.json && -f $TMP/tp.nginx.json ]] && ratio "$(rps byok)" "$(rps nginx)" || echo n/a)" \
     "$( [[ -f $TMP/tp.byok.json && -f $TMP/tp.direct.json ]] && ratio "$(rps byok)" "$(rps direct)" || echo n/a)" \
@@ -508,8 +637,8 @@ if command -v jq >/dev/null; then jq . "$RESULTS_JSON" >/dev/null || die "intern
 echo
 printf 'byok benchmark — %s CPUs, %s connections, %ss measured (+%ss warm-up), median of %s rounds; stream: %s requests, %s at a time, mock %s ms/event\n' \
   "$(nproc)" "$CONNECTIONS" "$DURATION" "$WARMUP" "$ROUNDS" "$STREAM_REQUESTS" "$STREAM_CONCURRENCY" "$STREAM_DELAY_MS"
-printf '%-7s %9s %8s %8s %9s  %9s %9s %10s  %9s %9s %9s %6s%s\n' target 'req/s' 'p50 ms' 'p99 ms' 'errors' 'TTFB p50' 'TTFB p99' 'stream' 'proxy CPU' 'mock CPU' 'load CPU' 'host' "$([[ "${BENCH_WRK:-0}" == 1 ]] && echo '  wrk req/s')"
-printf '%-7s %9s %8s %8s %9s  %9s %9s %10s  %9s %9s %9s %6s\n' '' '' '' '' '(non-2xx)' 'ms' 'ms' 'p50 ms' 'us/req' 'us/req' 'us/req' 'busy'
+printf '%-7s %9s %8s %8s %9s  %9s %9s %10s  %9s %11s %9s %9s %6s%s\n' target 'req/s' 'p50 ms' 'p99 ms' 'errors' 'TTFB p50' 'TTFB p99' 'stream' 'proxy CPU' 'proxy instr' 'mock CPU' 'load CPU' 'host' "$([[ "${BENCH_WRK:-0}" == 1 ]] && echo '  wrk req/s')"
+printf '%-7s %9s %8s %8s %9s  %9s %9s %10s  %9s %11s %9s %9s %6s\n' '' '' '' '' '(non-2xx)' 'ms' 'ms' 'p50 ms' 'us/req' 'per req' 'us/req' 'us/req' 'busy'
 FAILED=0
 NOISE_PCT=0
 for t in $TARGETS; do
@@ -526,10 +655,14 @@ for t in $TARGETS; do
   wrkcol=""
   [[ -f "$TMP/wrk.$t.txt" ]] && wrkcol="$(awk '/^Requests\/sec:/ { printf "  %9.0f", $2 }' "$TMP/wrk.$t.txt")"
   grep -qs 'Non-2xx' "$TMP"/wrk."$t".*.txt && FAILED=1
-  printf '%-7s %9.0f %8.2f %8.2f %9s  %9.2f %9.2f %10.1f  %9s %9s %9s %5s%%%s\n' "$(target_label "$t")" "$(rps "$t")" \
+  instr=-
+  [[ "$t" == byok && "$IR_BYOK" != null ]] && instr="$IR_BYOK"
+  [[ "$t" == nginx && "$IR_NGINX" != null ]] && instr="$IR_NGINX"
+  printf '%-7s %9.0f %8.2f %8.2f %9s  %9.2f %9.2f %10.1f  %9s %11s %9s %9s %5s%%%s\n' "$(target_label "$t")" "$(rps "$t")" \
     "$(jnum p50_ms "$tp")" "$(jnum p99_ms "$tp")" "$bad" \
     "$(jnum ttfb_p50_ms "$st")" "$(jnum ttfb_p99_ms "$st")" "$(jnum stream_p50_ms "$st")" \
     "$([[ -n "$(target_pids "$t")" ]] && awk -v c="$cpu_proxy" -v n="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", c / hz * 1e6 / n }' || echo -)" \
+    "$instr" \
     "$(awk -v c="$cpu_mock" -v n="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", c / hz * 1e6 / n }')" \
     "$(awk -v c="$(jnum loadgen_cpu_s "$tp")" -v n="$total" 'BEGIN { printf "%.0f", c * 1e6 / n }')" "$busy" "$wrkcol"
 done
@@ -547,10 +680,15 @@ if [[ -n "$BYOK_PID" ]]; then
   printf 'byok audit: %s rows (%s allowed, %s hash-chained), %s call completions {%s}, %s allowed rows without completion; requests sent to byok: %s -> %s\n' \
     "$AUDIT_ROWS" "$AUDIT_ALLOWED" "$AUDIT_HASHED" "$COMPLETIONS" "$COMPLETION_STATUSES" "$NO_COMPLETION" "$AUDIT_EXPECTED" \
     "$([[ "$AUDIT_OK" == true ]] && echo 'one row per request: OK' || echo "MISMATCH ($AUDIT_OK)")"
-  printf 'byok memory: RSS %s MiB after setup, %s MiB after load, peak %s MiB; log: %s WARN, %s ERROR lines; graceful shutdown %ss (exit %s)\n' \
-    "$((BYOK_RSS_START / 1024))" "$((BYOK_RSS_END / 1024))" "$((BYOK_HWM / 1024))" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES" "$SHUTDOWN_S" "$SHUTDOWN_RC"
+  printf 'byok memory: RSS %s MiB idle after setup, %s MiB after load, %s with %s streams open at once, peak %s MiB; log: %s WARN, %s ERROR lines; graceful shutdown %ss (exit %s)\n' \
+    "$((BYOK_RSS_START / 1024))" "$((BYOK_RSS_END / 1024))" \
+    "$([[ "$BYOK_RSS_HOLD" != null ]] && echo "$((BYOK_RSS_HOLD / 1024)) MiB" || echo 'not measured')" "$HOLD_STREAMS" \
+    "$((BYOK_HWM / 1024))" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES" "$SHUTDOWN_S" "$SHUTDOWN_RC"
   [[ "$AUDIT_OK" == false ]] && FAILED=1
   [[ "$SHUTDOWN_RC" != 0 ]] && FAILED=1
+fi
+if [[ "$IR_BYOK" != null && "$IR_NGINX" != null ]]; then
+  printf 'instructions per call (callgrind, %s calls): byok %s, nginx %s: byok/nginx %s\n' "$IR_REQUESTS" "$IR_BYOK" "$IR_NGINX" "$(ratio "$IR_BYOK" "$IR_NGINX")"
 fi
 if ((NOISE_PCT > 10)); then
   printf 'WARNING: up to %s%% of the host CPU went to processes outside the benchmark during a run: absolute numbers are noisy; compare CPU us/req and re-run on a quiet machine.\n' "$NOISE_PCT"

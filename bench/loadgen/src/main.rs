@@ -42,8 +42,24 @@ enum Command {
     Throughput(ThroughputArgs),
     /// Time to first body byte of streamed responses.
     Ttfb(TtfbArgs),
+    /// Open many streamed calls at once and hold them open: each on its own connection,
+    /// read until its first body byte; when every one has answered, the file `--ready`
+    /// is written, then the streams are read to their end (memory with open streams).
+    Hold(HoldArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
+}
+
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Streams open at once.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    streams: usize,
+    /// Written (empty) once every stream has sent its first byte.
+    #[arg(long)]
+    ready: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -415,6 +431,67 @@ async fn ttfb(args: TtfbArgs) -> Result<String, String> {
     ))
 }
 
+async fn hold(args: HoldArgs) -> Result<String, String> {
+    let prepared = Arc::new(Prepared::new(&args.target)?);
+    let began = Instant::now();
+    let open = Arc::new(tokio::sync::Barrier::new(args.streams.max(1) + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..args.streams.max(1) {
+        let prepared = Arc::clone(&prepared);
+        let open = Arc::clone(&open);
+        tasks.push(tokio::spawn(async move {
+            // The barrier is passed whatever happens, so that a failed stream cannot hang the run.
+            let result = async {
+                let mut sender = prepared.connect().await?;
+                let request = prepared.request()?;
+                sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+                let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+                let status = response.status().as_u16();
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| format!("body: {e}"))?;
+                    if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+                        break;
+                    }
+                }
+                Ok::<_, String>((status, body))
+            }
+            .await;
+            open.wait().await;
+            let (status, mut body) = result?;
+            while let Some(frame) = body.frame().await {
+                frame.map_err(|e| format!("body: {e}"))?;
+            }
+            Ok::<u16, String>(status)
+        }));
+    }
+    open.wait().await;
+    let all_open_s = began.elapsed().as_secs_f64();
+    std::fs::write(&args.ready, b"").map_err(|e| format!("cannot write {}: {e}", args.ready.display()))?;
+    let mut tally = Tally::default();
+    for task in tasks {
+        match task.await.map_err(|e| format!("stream task failed: {e}"))? {
+            Ok(status) => {
+                tally.completed += 1;
+                *tally.statuses.entry(status).or_default() += 1;
+            }
+            Err(e) => tally.error(e),
+        }
+    }
+    let ok: u64 = tally.statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    Ok(format!(
+        "{{\"mode\":\"hold\",\"streams\":{},\"ok_total\":{},\"non_2xx_total\":{},\"errors_total\":{},\"statuses\":{},\"all_open_s\":{:.3},\"elapsed_s\":{:.3},\"first_error\":{}}}",
+        args.streams,
+        ok,
+        tally.non_2xx(),
+        tally.errors,
+        statuses_json(&tally.statuses),
+        all_open_s,
+        began.elapsed().as_secs_f64(),
+        tally.first_error.as_deref().map_or("null".into(), json_string),
+    ))
+}
+
 /// CPU seconds (user + system) this process has used so far, from /proc/self/stat
 /// (Linux; clock ticks are USER_HZ = 100). `None` elsewhere.
 fn own_cpu_seconds() -> Option<f64> {
@@ -443,6 +520,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot bind: {e}")),
         Command::Throughput(args) => runtime(args.target.threads).and_then(|rt| rt.block_on(throughput(args))),
         Command::Ttfb(args) => runtime(args.target.threads).and_then(|rt| rt.block_on(ttfb(args))),
+        Command::Hold(args) => runtime(args.target.threads).and_then(|rt| rt.block_on(hold(args))),
     };
     match result {
         Ok(mut line) => {
