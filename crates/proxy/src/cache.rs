@@ -24,6 +24,8 @@ use byok_store::{ChangeNote, Heard, StoreError};
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
 
+use crate::redact::Forms;
+
 /// Entries kept per map before the whole map is dropped (bounds memory under abuse).
 const MAX_ENTRIES: usize = 100_000;
 
@@ -584,9 +586,30 @@ impl std::fmt::Debug for Directory {
 }
 
 struct DekEntry {
-    dek: Arc<Dek>,
+    dek: Arc<CachedDek>,
     loaded: Instant,
     uses: u64,
+}
+
+/// An unwrapped DEK, with what is derived once from the secret it opens: the response
+/// redactor's forms of the key ([`Forms`]: the key in each encoding it could be echoed
+/// in, zeroized when dropped). They live exactly as long as the DEK they came with — the
+/// entry's time and use bounds, and then the last call still redacting with them —
+/// instead of being rebuilt for every call.
+pub(crate) struct CachedDek {
+    pub(crate) dek: Dek,
+    forms: std::sync::OnceLock<Arc<Forms>>,
+}
+
+impl CachedDek {
+    pub(crate) fn new(dek: Dek) -> Self {
+        Self { dek, forms: std::sync::OnceLock::new() }
+    }
+
+    /// The redactor's forms of the secret this DEK opens, built by `build` on first use.
+    pub(crate) fn forms(&self, build: impl FnOnce() -> Forms) -> Arc<Forms> {
+        Arc::clone(self.forms.get_or_init(|| Arc::new(build())))
+    }
 }
 
 type DekKey = (CredentialId, u32);
@@ -614,7 +637,7 @@ impl DekCache {
         &self,
         key: DekKey,
         load: impl FnOnce() -> Fut,
-    ) -> Result<(Arc<Dek>, bool), E>
+    ) -> Result<(Arc<CachedDek>, bool), E>
     where
         Fut: std::future::Future<Output = Result<Dek, E>>,
     {
@@ -623,18 +646,18 @@ impl DekCache {
         }
         if self.ttl.is_zero() || self.max_uses == 0 {
             // Caching is off: every call unwraps, concurrently.
-            return load().await.map(|dek| (Arc::new(dek), false));
+            return load().await.map(|dek| (Arc::new(CachedDek::new(dek)), false));
         }
         let gate = self.loading.lock().ok().map(|mut loading| Arc::clone(loading.entry(key).or_default()));
         let Some(gate) = gate else {
-            return load().await.map(|dek| (Arc::new(dek), false));
+            return load().await.map(|dek| (Arc::new(CachedDek::new(dek)), false));
         };
         let turn = gate.lock().await;
         let result = match self.get(&key) {
             // Unwrapped by the call we waited for.
             Some(dek) => Ok((dek, true)),
             None => load().await.map(|dek| {
-                let dek = Arc::new(dek);
+                let dek = Arc::new(CachedDek::new(dek));
                 self.insert(key, Arc::clone(&dek));
                 (dek, false)
             }),
@@ -650,7 +673,7 @@ impl DekCache {
     }
 
     /// A cached DEK, counting one use; expired or used-up entries are dropped.
-    pub(crate) fn get(&self, key: &(CredentialId, u32)) -> Option<Arc<Dek>> {
+    pub(crate) fn get(&self, key: &(CredentialId, u32)) -> Option<Arc<CachedDek>> {
         let mut entries = self.entries.lock().ok()?;
         let entry = entries.get_mut(key)?;
         if entry.loaded.elapsed() >= self.ttl || entry.uses >= self.max_uses {
@@ -661,7 +684,7 @@ impl DekCache {
         Some(Arc::clone(&entry.dek))
     }
 
-    pub(crate) fn insert(&self, key: (CredentialId, u32), dek: Arc<Dek>) {
+    pub(crate) fn insert(&self, key: (CredentialId, u32), dek: Arc<CachedDek>) {
         let Ok(mut entries) = self.entries.lock() else { return };
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
@@ -684,6 +707,33 @@ impl DekCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_redaction_forms_are_built_once_per_cached_dek() {
+        let builds = AtomicU64::new(0);
+        let build = || {
+            builds.fetch_add(1, Ordering::SeqCst);
+            Forms::new(&[b"sk-forms-once-0123456789abcdef".as_slice()])
+        };
+        let cache = DekCache::new(Duration::from_secs(60), 1000, 16);
+        let key = (CredentialId::generate(), 1);
+        for _ in 0..3 {
+            let (dek, _) = cache.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
+            drop(dek.forms(build));
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "one build for the calls a cached DEK serves");
+        // Another version of the credential (a rotation) is another DEK: its own forms.
+        let (dek, _) = cache.get_or_load((key.0, 2), || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
+        drop(dek.forms(build));
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+        // With the cache off, every call unwraps and builds.
+        let off = DekCache::new(Duration::ZERO, 1000, 16);
+        for _ in 0..2 {
+            let (dek, _) = off.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
+            drop(dek.forms(build));
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 4);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_unwrap_once() {
@@ -752,15 +802,15 @@ mod tests {
     fn dek_cache_bounds_time_uses_and_size() {
         let key = (CredentialId::generate(), 1);
         let cache = DekCache::new(Duration::from_secs(60), 3, 2);
-        cache.insert(key, Arc::new(Dek::generate()));
+        cache.insert(key, Arc::new(CachedDek::new(Dek::generate())));
         assert!(cache.get(&key).is_some());
         assert!(cache.get(&key).is_some());
         assert!(cache.get(&key).is_none(), "a DEK serves at most max_uses calls");
         let expired = DekCache::new(Duration::ZERO, 100, 2);
-        expired.insert(key, Arc::new(Dek::generate()));
+        expired.insert(key, Arc::new(CachedDek::new(Dek::generate())));
         assert!(expired.get(&key).is_none(), "a DEK is dropped after its time");
         for _ in 0..5 {
-            cache.insert((CredentialId::generate(), 1), Arc::new(Dek::generate()));
+            cache.insert((CredentialId::generate(), 1), Arc::new(CachedDek::new(Dek::generate())));
         }
         assert!(cache.len() <= 2);
     }

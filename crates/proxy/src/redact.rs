@@ -66,6 +66,7 @@
 //! these, and escaped occurrences need the decoded view anyway.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::{Bytes, BytesMut};
@@ -235,9 +236,10 @@ enum Follow {
     Fail,
 }
 
-/// The key's forms and the tables that find them. Built once per call.
+/// The key's forms and the tables that find them. Built once per unwrapped DEK
+/// (`cache::CachedDek`) and shared by the calls it serves.
 #[derive(Zeroize, ZeroizeOnDrop)]
-struct Forms {
+pub(crate) struct Forms {
     /// Every pattern, ASCII-lower-cased, distinct, none empty.
     patterns: Vec<Vec<u8>>,
     /// The window of the literal scan: the shortest pattern's length (at most 255).
@@ -277,7 +279,7 @@ const BASE64_URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq
 impl Forms {
     /// The forms of every key of `keys` (a Bedrock secret has several: its access key id,
     /// secret access key and session token, or its API key).
-    fn new(keys: &[&[u8]]) -> Self {
+    pub(crate) fn new(keys: &[&[u8]]) -> Self {
         let mut forms = Forms {
             patterns: Vec::new(),
             window: 0,
@@ -532,7 +534,7 @@ impl Forms {
 /// Masks every form of the key in a stream of chunks (see the module documentation),
 /// holding back only a chunk tail that could begin one.
 pub(crate) struct Redactor {
-    forms: Forms,
+    forms: Arc<Forms>,
     /// Bytes received but not sent yet, as received.
     held: Zeroizing<Vec<u8>>,
     /// How many leading bytes of `held` belong to an occurrence found already (whose
@@ -549,7 +551,12 @@ impl Redactor {
 
     /// A redactor masking each of `keys`.
     pub(crate) fn for_keys(keys: &[&[u8]]) -> Self {
-        Self { forms: Forms::new(keys), held: Zeroizing::new(Vec::new()), held_masked: 0, found: Vec::new() }
+        Self::with_forms(Arc::new(Forms::new(keys)))
+    }
+
+    /// A redactor masking the keys `forms` were built from.
+    pub(crate) fn with_forms(forms: Arc<Forms>) -> Self {
+        Self { forms, held: Zeroizing::new(Vec::new()), held_masked: 0, found: Vec::new() }
     }
 
     /// The part of `chunk` (after anything held) that can be sent now.

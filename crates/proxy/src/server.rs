@@ -46,6 +46,7 @@ use crate::phases::inject::{
 use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, Selector, CREDENTIAL_HEADER};
 use crate::phases::route::{route, Route};
 use crate::pools::PoolBook;
+use crate::redact::Forms;
 use crate::spend::SpendBook;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
@@ -669,8 +670,8 @@ impl Inner {
         progress.metered = true;
 
         // 6. decrypt
-        let secret = match decrypt(&self.deks, &self.kms, credential, &sealed).await {
-            Ok(secret) => secret,
+        let (secret, dek) = match decrypt(&self.deks, &self.kms, credential, &sealed).await {
+            Ok(opened) => opened,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
 
@@ -686,10 +687,14 @@ impl Inner {
             Ok(request) => request,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
-        // A Bedrock secret is masked as a whole and key by key (it was read once already).
-        let bedrock = (route.spec.api == Api::Bedrock).then(|| bedrock_key(&secret).ok()).flatten();
-        let redactor = Redactor::for_keys(&secret_texts(route.spec.api, &secret, bedrock.as_ref()));
-        drop(bedrock);
+        // The key's forms, built once per cached DEK. A Bedrock secret is masked as a whole
+        // and key by key (it was read once already).
+        let forms = dek.forms(|| {
+            let bedrock = (route.spec.api == Api::Bedrock).then(|| bedrock_key(&secret).ok()).flatten();
+            Forms::new(&secret_texts(route.spec.api, &secret, bedrock.as_ref()))
+        });
+        let redactor = Redactor::with_forms(forms);
+        drop(dek);
         drop(secret);
 
         // 8. forward

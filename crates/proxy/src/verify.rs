@@ -117,7 +117,7 @@ impl Sidecar {
         let writer = inner.audit.bound(&row);
         let secret = decrypt(&inner.deks, &inner.kms, credential, &sealed).await;
         let status = match secret {
-            Ok(secret) => self.ask(credential.provider, credential.base_url.as_deref(), &secret).await,
+            Ok((secret, _)) => self.ask(credential.provider, credential.base_url.as_deref(), &secret).await,
             Err(refusal) => Err(VaultError::KmsUnavailable(KmsError::unavailable(refusal.message))),
         };
         let answered = status.as_ref().ok().copied().flatten().and_then(|v| v.status);

@@ -1,5 +1,6 @@
 //! Phase 6: decrypt. The DEK comes from the bounded cache or is unwrapped inside the
-//! KMS; the secret is opened with it for this call only and never cached.
+//! KMS; the secret is opened with it for this call only and never cached (the response
+//! redactor's forms of it are kept with the cached DEK: `cache::CachedDek`).
 
 use byok_crypto::envelope::open_with_dek;
 use byok_crypto::{ProviderSecret, SealedSecret, SecretContext};
@@ -8,7 +9,9 @@ use byok_domain::Credential;
 use byok_kms::KmsHandle;
 
 use super::{Code, Refusal};
-use crate::cache::DekCache;
+use std::sync::Arc;
+
+use crate::cache::{CachedDek, DekCache};
 
 /// Open the credential's current version.
 pub(crate) async fn decrypt(
@@ -16,7 +19,7 @@ pub(crate) async fn decrypt(
     kms: &KmsHandle,
     credential: &Credential,
     sealed: &SealedSecret,
-) -> Result<ProviderSecret, Refusal> {
+) -> Result<(ProviderSecret, Arc<CachedDek>), Refusal> {
     let key = (credential.id, credential.version);
     let (dek, hit) =
         deks.get_or_load(key, || kms.unwrap_dek(credential.org_id, sealed.wrapped_dek.clone())).await.map_err(|e| {
@@ -33,8 +36,9 @@ pub(crate) async fn decrypt(
         version: credential.version,
         provider: credential.provider,
     };
-    open_with_dek(&dek, &context, sealed).map_err(|e| {
+    let secret = open_with_dek(&dek.dek, &context, sealed).map_err(|e| {
         tracing::error!(credential = %credential.id, error = %Report(&e), "sealed credential failed to open");
         Refusal::new(Code::KmsUnavailable, format!("credential {} could not be opened", credential.id)).caused_by(e)
-    })
+    })?;
+    Ok((secret, dek))
 }
