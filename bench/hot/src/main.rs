@@ -16,7 +16,7 @@ use byok_proxy::benching::{self, Resolution};
 use bytes::Bytes;
 
 /// The cases, in the order they are printed.
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "classify-chat",
     "resolve-10",
     "resolve-1000",
@@ -24,6 +24,7 @@ const CASES: [&str; 7] = [
     "audit-row-encode",
     "redact-stream",
     "usage-stream",
+    "usage-json",
 ];
 
 /// A chat completion request as an SDK sends it: a system prompt, a short conversation,
@@ -55,6 +56,18 @@ fn sse_chunks() -> Vec<Bytes> {
     }
     body.push_str("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":31,\"completion_tokens\":40,\"total_tokens\":71}}\n\ndata: [DONE]\n\n");
     body.as_bytes().chunks(1024).map(Bytes::copy_from_slice).collect()
+}
+
+/// A chat completion answer as the provider sends it (1 KB: the message, logprobs off,
+/// usage with its details).
+fn chat_answer() -> Vec<u8> {
+    let content = "The quarterly figures show revenue up 12% on the year, with the largest accounts \
+                   growing fastest; the main risks are concentration and a slower pipeline. "
+        .repeat(4);
+    format!(
+        r#"{{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion","created":1741569952,"model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}","refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":31,"completion_tokens":120,"total_tokens":151,"prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}},"service_tier":"default","system_fingerprint":"fp_06737a9306"}}"#
+    )
+    .into_bytes()
 }
 
 fn resolution_row() -> ResolutionAudit {
@@ -131,6 +144,14 @@ fn run(case: &str, iterations: u64) -> Result<usize, String> {
                 for chunk in black_box(&chunks) {
                     tap.feed(chunk);
                 }
+                usize::try_from(tap.finish().output_tokens.unwrap_or(0)).unwrap_or(0)
+            })
+        }
+        "usage-json" => {
+            let body = chat_answer();
+            measured(iterations, || {
+                let mut tap = UsageTap::new(Api::OpenAi, Some("application/json"));
+                tap.feed(black_box(&body));
                 usize::try_from(tap.finish().output_tokens.unwrap_or(0)).unwrap_or(0)
             })
         }

@@ -16,10 +16,11 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use byok_domain::{CallCompletion, Outcome};
+use byok_domain::Outcome;
 use byok_mock_provider::{BedrockAccessKey, MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
+use support::completion_of;
 use support::pki::Pki;
 use support::{admin_json, operator_token, Server};
 
@@ -172,15 +173,4 @@ async fn boto3_bedrock_runtime_works_through_byok_unchanged() {
     store.close().await;
     drop(server);
     mock.shutdown().await;
-}
-
-/// The call's completion, once the audit writer has made it durable.
-async fn completion_of(store: &Store, call_id: &str) -> CallCompletion {
-    for _ in 0..100 {
-        if let Some(completion) = store.list_completions(call_id).await.unwrap().pop() {
-            return completion;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{call_id}: no completion recorded within 10 s");
 }

@@ -15,11 +15,11 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use byok_domain::CallCompletion;
 use byok_domain::Outcome;
 use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
+use support::completion_of;
 use support::Server;
 
 const OPENAI_KEY: &str = "sk-canary-sdk-openai-5f1e2d3c4b5a69788796";
@@ -316,15 +316,4 @@ async fn scenario(python: String, toml: &str) {
     store.close().await;
     drop(server);
     mock.shutdown().await;
-}
-
-/// The call's completion, once the audit writer has made it durable.
-async fn completion_of(store: &Store, call_id: &str) -> CallCompletion {
-    for _ in 0..100 {
-        if let Some(completion) = store.list_completions(call_id).await.unwrap().pop() {
-            return completion;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{call_id}: no completion recorded within 10 s");
 }

@@ -165,12 +165,13 @@ impl UsageTap {
         if !mentions_usage {
             return;
         }
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) {
+        if let Ok(Sparse(value)) = serde_json::from_slice::<Sparse>(data.trim_ascii()) {
             self.absorb(&value);
         }
     }
 
-    /// Take usage from one JSON document (a response, an SSE event or a Gemini chunk).
+    /// Take usage from one JSON document (a response, an SSE event or a Gemini chunk),
+    /// as [`Sparse`] keeps it: only the top-level keys of [`USAGE_KEYS`] are there.
     fn absorb(&mut self, value: &serde_json::Value) {
         let number = |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_u64);
         match self.api {
@@ -248,11 +249,73 @@ impl UsageTap {
                 self.sse_line(&line);
             }
         } else if !self.overflow && !self.kept.is_empty() {
-            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&self.kept) {
+            if let Ok(Sparse(value)) = serde_json::from_slice::<Sparse>(&self.kept) {
                 self.absorb(&value);
             }
         }
         self.usage
+    }
+}
+
+/// The top-level keys [`UsageTap::absorb`] reads, in any provider's shape: the rest of a
+/// document (the answer's text, a stream event's delta) is checked as JSON but never built.
+const USAGE_KEYS: [&str; 6] =
+    ["usage", "usageMetadata", "response", "message", "prompt_token_count", "generation_token_count"];
+
+/// A JSON document with only what usage can be read from: an object keeps the keys of
+/// [`USAGE_KEYS`] (their values whole), an array its elements read the same way (Gemini's
+/// streamed array), anything else is kept as it is.
+struct Sparse(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Sparse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use serde_json::Value;
+
+        struct SparseVisitor;
+        impl<'de> Visitor<'de> for SparseVisitor {
+            type Value = Sparse;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sparse, A::Error> {
+                let mut kept = serde_json::Map::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if USAGE_KEYS.contains(&key.as_ref()) {
+                        kept.insert(key.into_owned(), map.next_value::<Value>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Sparse(Value::Object(kept)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Sparse, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Sparse(item)) = seq.next_element::<Sparse>()? {
+                    items.push(item);
+                }
+                Ok(Sparse(Value::Array(items)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Sparse, E> {
+                Ok(Sparse(Value::Null))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Sparse, E> {
+                Ok(Sparse(Value::Bool(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Sparse, E> {
+                Ok(Sparse(Value::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Sparse, E> {
+                Ok(Sparse(Value::from(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Sparse, E> {
+                Ok(Sparse(Value::from(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sparse, E> {
+                Ok(Sparse(Value::from(v)))
+            }
+        }
+        deserializer.deserialize_any(SparseVisitor)
     }
 }
 

@@ -226,3 +226,14 @@ pub async fn chat(http: &reqwest::Client, proxy: &str, token: &str, call_id: &st
         Err(err) => (0, serde_json::json!({"error": {"code": "no_answer", "message": format!("{err:?}")}})),
     }
 }
+
+/// The call's completion, once the audit writer has made it durable (waits up to 10 s).
+pub async fn completion_of(store: &byok_store::Store, call_id: &str) -> byok_domain::CallCompletion {
+    for _ in 0..100 {
+        if let Some(completion) = store.list_completions(call_id).await.unwrap().pop() {
+            return completion;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{call_id}: no completion recorded within 10 s");
+}
