@@ -513,7 +513,9 @@ if [[ -n "$BYOK_PID" ]]; then
     AUDIT_ALLOWED="$(sqlite3 "$DB" "SELECT count(*) FROM resolution_audit WHERE outcome = 'allowed'")"
     AUDIT_HASHED="$(sqlite3 "$DB" 'SELECT count(*) FROM resolution_audit WHERE hash IS NOT NULL')"
     COMPLETIONS="$(sqlite3 "$DB" 'SELECT count(*) FROM call_completions')"
-    NO_COMPLETION="$(sqlite3 "$DB" "SELECT count(*) FROM resolution_audit r WHERE outcome = 'allowed' AND NOT EXISTS (SELECT 1 FROM call_completions c WHERE c.call_id = r.call_id)")"
+    # A completion names its row (org, segment, position): found through the binding index,
+    # not by call id (which has no index of its own: a scan per row).
+    NO_COMPLETION="$(sqlite3 "$DB" "SELECT count(*) FROM resolution_audit r WHERE outcome = 'allowed' AND NOT EXISTS (SELECT 1 FROM call_completions c WHERE c.org_id = r.org_id AND c.segment = r.segment AND c.resolution_seq = r.segment_seq)")"
     COMPLETION_STATUSES="$(sqlite3 "$DB" "SELECT '\"' || status || '\":' || count(*) FROM call_completions GROUP BY status" | paste -sd,)"
     UPSTREAM_STATUSES="$(sqlite3 "$DB" "SELECT '\"' || coalesce(upstream_status, 'none') || '\":' || count(*) FROM call_completions GROUP BY upstream_status" | paste -sd,)"
     # Exact, unless wrk ran (it stops with requests in flight that byok answered and audited).
