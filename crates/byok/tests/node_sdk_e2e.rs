@@ -20,7 +20,7 @@ use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::completion_of;
-use support::{admin_json, operator_token, Server};
+use support::{admin_json, operator_token, without_sdk_env, Server};
 
 const OPENAI_KEY: &str = "sk-canary-node-openai-7a6b5c4d3e2f1a0b9c8d";
 const ANTHROPIC_KEY: &str = "sk-ant-canary-node-1f2e3d4c5b6a79880796";
@@ -100,21 +100,13 @@ async fn official_node_sdks_work_through_byok_unchanged() {
 
     let proxy = server.proxy_url.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(node)
+        // The SDKs would prefer keys and endpoints from the environment.
+        without_sdk_env(&mut Command::new(node))
             .current_dir(project())
             .arg("sdk_e2e.mjs")
             .env("BYOK_PROXY", proxy)
             .env("BYOK_TOKEN", &token)
             .env("BYOK_DENIED_TOKEN", &denied)
-            // The SDKs would prefer keys and endpoints from the environment.
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("AZURE_OPENAI_API_KEY")
-            .env_remove("AZURE_OPENAI_ENDPOINT")
-            .env_remove("OPENAI_API_VERSION")
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("ANTHROPIC_AUTH_TOKEN")
-            .env_remove("ANTHROPIC_BASE_URL")
             .output()
             .map(|out| (out, token))
     })

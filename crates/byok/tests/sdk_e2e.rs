@@ -20,7 +20,7 @@ use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::completion_of;
-use support::Server;
+use support::{without_sdk_env, Server};
 
 const OPENAI_KEY: &str = "sk-canary-sdk-openai-5f1e2d3c4b5a69788796";
 const ANTHROPIC_KEY: &str = "sk-ant-canary-sdk-0a1b2c3d4e5f60718293";
@@ -195,27 +195,14 @@ async fn scenario(python: String, toml: &str) {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/sdk_e2e.py");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
+        // The SDKs would prefer keys and endpoints from the environment.
+        without_sdk_env(&mut Command::new(python))
             .arg(script)
             .env("BYOK_PROXY", &server.proxy_url)
             .env("BYOK_TOKEN", &token)
             .env("BYOK_DENIED_TOKEN", &denied)
             .env("BYOK_STARTUP_TOKEN", &startup)
             .env("BYOK_PLATFORM_CREDENTIALS", &platform)
-            // The SDKs would prefer keys and endpoints from the environment.
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("AZURE_OPENAI_API_KEY")
-            .env_remove("AZURE_OPENAI_ENDPOINT")
-            .env_remove("OPENAI_API_VERSION")
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("ANTHROPIC_AUTH_TOKEN")
-            .env_remove("ANTHROPIC_BASE_URL")
-            .env_remove("GOOGLE_API_KEY")
-            .env_remove("GEMINI_API_KEY")
-            .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
-            .env_remove("GOOGLE_GENAI_API_VERSION")
-            .env_remove("GOOGLE_GEMINI_BASE_URL")
             .output()
             .map(|out| (out, server))
     })

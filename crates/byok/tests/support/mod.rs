@@ -237,3 +237,29 @@ pub async fn completion_of(store: &byok_store::Store, call_id: &str) -> byok_dom
     }
     panic!("{call_id}: no completion recorded within 10 s");
 }
+
+/// Environment variables through which the official SDKs would take a key or an endpoint
+/// other than the one a test gives them.
+pub const SDK_ENV: [&str; 13] = [
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "OPENAI_API_VERSION",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_GENAI_API_VERSION",
+    "GOOGLE_GEMINI_BASE_URL",
+];
+
+/// `command` without [`SDK_ENV`].
+pub fn without_sdk_env(command: &mut Command) -> &mut Command {
+    for var in SDK_ENV {
+        command.env_remove(var);
+    }
+    command
+}
