@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use axum::http::header::{HeaderValue, CONNECTION};
 use axum::http::{Request, Response, Uri};
 use axum::Router;
 use byok_domain::ProviderId;
@@ -290,14 +290,7 @@ fn head_refusal(request: &Request<Incoming>, limits: &ConnectionLimits) -> Optio
 }
 
 fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
-    let status = refusal.code.status();
-    let rendered = byok_providers::error_body(api, status.as_u16(), refusal.code.as_str(), &refusal.message);
-    let mut response = Response::new(Body::from(rendered.body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
-    if let Some(name) = rendered.aws_error_type {
-        response.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(name));
-    }
+    let mut response = crate::server::refusal_response(api, refusal);
     // The request's body, if any, is not read: the connection cannot be reused.
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response

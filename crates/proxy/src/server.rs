@@ -402,7 +402,9 @@ impl Drop for CallEnd<'_> {
     }
 }
 
-fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
+/// A refusal in `api`'s own error shape (status, body, `Retry-After`, and for AWS APIs
+/// `x-amzn-errortype`).
+pub(crate) fn refusal_response(api: Api, refusal: &Refusal) -> Response<Body> {
     let status = refusal.code.status();
     let rendered = byok_providers::error_body(api, status.as_u16(), refusal.code.as_str(), &refusal.message);
     let mut response = Response::new(Body::from(rendered.body));
@@ -688,7 +690,7 @@ impl Inner {
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
         // The key's forms, built once per cached DEK. A Bedrock secret is masked as a whole
-        // and key by key (it was read once already).
+        // and key by key.
         let forms = dek.forms(|| {
             let bedrock = (route.spec.api == Api::Bedrock).then(|| bedrock_key(&secret).ok()).flatten();
             Forms::new(&secret_texts(route.spec.api, &secret, bedrock.as_ref()))
