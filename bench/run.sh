@@ -491,9 +491,20 @@ fi
 BYOK_RSS_END=0; BYOK_HWM=0; SHUTDOWN_S=null; SHUTDOWN_RC=null
 AUDIT_ROWS=null; AUDIT_ALLOWED=null; COMPLETIONS=null; NO_COMPLETION=null; COMPLETION_STATUSES=""; UPSTREAM_STATUSES=""; AUDIT_EXPECTED=null; AUDIT_OK=null; AUDIT_HASHED=null
 BYOK_WARN_LINES=0; BYOK_ERROR_LINES=0
+AUDIT_COMMITS=null; AUDIT_PER_COMMIT=null; AUDIT_COMMIT_MS=null; DISK_KIB_PER_CALL=null
 if [[ -n "$BYOK_PID" ]]; then
   BYOK_RSS_END="$(rss_kb "$BYOK_PID")"; BYOK_HWM="$(hwm_kb "$BYOK_PID")"
   alive "$BYOK_PID" || die "byok is no longer running after the load"
+  # What the durable audit cost the disk: group commits (entries per commit, time per
+  # commit) from byok's metrics, and the bytes byok sent to storage per call.
+  if curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/byok.metrics"; then
+    read -r AUDIT_COMMITS AUDIT_PER_COMMIT AUDIT_COMMIT_MS < <(awk '
+      /^byok_audit_commit_seconds_count / { n = $2 } /^byok_audit_commit_seconds_sum / { s = $2 }
+      /^byok_audit_batch_entries_sum / { e = $2 }
+      END { if (n > 0) printf "%d %.1f %.2f\n", n, e / n, s / n * 1000; else print "null null null" }' "$TMP/byok.metrics")
+  fi
+  written="$(awk '/^write_bytes:/ { print $2 }' "/proc/$BYOK_PID/io" 2>/dev/null || true)"
+  [[ -n "$written" ]] && DISK_KIB_PER_CALL="$(awk -v b="$written" -v n="$((BYOK_PREFLIGHT + BYOK_SENT))" 'BEGIN { printf "%.1f", b / 1024 / (n > 0 ? n : 1) }')"
   # Graceful stop: drains calls and flushes the audit writer (call completions are queued
   # without waiting; resolution rows were durable before each call went out).
   t0=$(date +%s.%N)
@@ -626,6 +637,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
       "$AUDIT_ROWS" "$AUDIT_ALLOWED" "$AUDIT_HASHED" "$COMPLETIONS" "$COMPLETION_STATUSES" "$UPSTREAM_STATUSES" "$NO_COMPLETION" "$AUDIT_EXPECTED" "$AUDIT_OK"
     printf '           "rss_kb_after_setup": %s, "rss_kb_after_load": %s, "rss_kb_peak": %s, "rss_kb_with_open_streams": %s, "open_streams": %s, "log_warn_lines": %s, "log_error_lines": %s,\n' \
       "$BYOK_RSS_START" "$BYOK_RSS_END" "$BYOK_HWM" "$BYOK_RSS_HOLD" "$HOLD_STREAMS" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES"
+    printf '           "audit_group_commits": %s, "audit_entries_per_commit": %s, "audit_ms_per_commit": %s, "storage_kib_per_call": %s,\n' \
+      "$AUDIT_COMMITS" "$AUDIT_PER_COMMIT" "$AUDIT_COMMIT_MS" "$DISK_KIB_PER_CALL"
     printf '           "graceful_shutdown_s": %s, "exit_status": %s},\n' "$SHUTDOWN_S" "$SHUTDOWN_RC"
   fi
   printf '  "instructions_per_call": {"byok": %s, "nginx": %s, "calls": %s},\n' "$IR_BYOK" "$IR_NGINX" "$IR_REQUESTS"
@@ -686,6 +699,8 @@ if [[ -n "$BYOK_PID" ]]; then
     "$((BYOK_RSS_START / 1024))" "$((BYOK_RSS_END / 1024))" \
     "$([[ "$BYOK_RSS_HOLD" != null ]] && echo "$((BYOK_RSS_HOLD / 1024)) MiB" || echo 'not measured')" "$HOLD_STREAMS" \
     "$((BYOK_HWM / 1024))" "$BYOK_WARN_LINES" "$BYOK_ERROR_LINES" "$SHUTDOWN_S" "$SHUTDOWN_RC"
+  printf 'byok audit writes: %s group commits, %s entries per commit, %s ms per commit (means); %s KiB sent to storage per call (WAL, checkpoints)\n' \
+    "$AUDIT_COMMITS" "$AUDIT_PER_COMMIT" "$AUDIT_COMMIT_MS" "$DISK_KIB_PER_CALL"
   [[ "$AUDIT_OK" == false ]] && FAILED=1
   [[ "$SHUTDOWN_RC" != 0 ]] && FAILED=1
 fi

@@ -24,6 +24,7 @@ use byok_store::{ChangeNote, Heard, StoreError};
 use byok_vault::Vault;
 use tokio::sync::OnceCell;
 
+use crate::phases::inject::WireKey;
 use crate::redact::Forms;
 
 /// Entries kept per map before the whole map is dropped (bounds memory under abuse).
@@ -591,24 +592,45 @@ struct DekEntry {
     uses: u64,
 }
 
-/// An unwrapped DEK, with what is derived once from the secret it opens: the response
-/// redactor's forms of the key ([`Forms`]: the key in each encoding it could be echoed
-/// in, zeroized when dropped). They live exactly as long as the DEK they came with — the
-/// entry's time and use bounds, and then the last call still redacting with them —
-/// instead of being rebuilt for every call.
+/// An unwrapped DEK, with what is derived once from the secret it opens ([`OpenedKey`]):
+/// the key as the wire takes it and the response redactor's forms of it. They live
+/// exactly as long as the DEK they came with — the entry's time and use bounds, and then
+/// the last call still using them — instead of the secret being opened, and its header
+/// and forms built, for every call. The opened secret itself is not kept.
 pub(crate) struct CachedDek {
     pub(crate) dek: Dek,
-    forms: std::sync::OnceLock<Arc<Forms>>,
+    opened: std::sync::OnceLock<Arc<OpenedKey>>,
+}
+
+/// What a call needs of a credential's secret, derived from it once.
+pub(crate) struct OpenedKey {
+    /// The header carrying the key (sensitive, zeroized with its last holder), or the
+    /// Bedrock key that signs.
+    pub(crate) wire: WireKey,
+    /// The key in each encoding an answer could echo it in (zeroized when dropped).
+    pub(crate) forms: Arc<Forms>,
+}
+
+impl std::fmt::Debug for OpenedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedKey").field("wire", &self.wire).finish_non_exhaustive()
+    }
 }
 
 impl CachedDek {
     pub(crate) fn new(dek: Dek) -> Self {
-        Self { dek, forms: std::sync::OnceLock::new() }
+        Self { dek, opened: std::sync::OnceLock::new() }
     }
 
-    /// The redactor's forms of the secret this DEK opens, built by `build` on first use.
-    pub(crate) fn forms(&self, build: impl FnOnce() -> Forms) -> Arc<Forms> {
-        Arc::clone(self.forms.get_or_init(|| Arc::new(build())))
+    /// What `open` derives from the secret this DEK opens, on first use; later calls get
+    /// the same. A failure is not kept: the next call opens again.
+    pub(crate) fn opened<E>(&self, open: impl FnOnce(&Dek) -> Result<OpenedKey, E>) -> Result<Arc<OpenedKey>, E> {
+        if let Some(opened) = self.opened.get() {
+            return Ok(Arc::clone(opened));
+        }
+        let opened = Arc::new(open(&self.dek)?);
+        // Two first calls may both open; the first one kept serves every later call.
+        Ok(Arc::clone(self.opened.get_or_init(|| opened)))
     }
 }
 
@@ -709,30 +731,39 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_redaction_forms_are_built_once_per_cached_dek() {
-        let builds = AtomicU64::new(0);
-        let build = || {
-            builds.fetch_add(1, Ordering::SeqCst);
-            Forms::new(&[b"sk-forms-once-0123456789abcdef".as_slice()])
+    async fn a_cached_dek_opens_its_secret_once() {
+        let opens = AtomicU64::new(0);
+        let secret = byok_crypto::ProviderSecret::new("sk-opened-once-0123456789abcdef".to_owned()).unwrap();
+        let open = |_: &Dek| {
+            opens.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(OpenedKey {
+                wire: WireKey::new(byok_providers::Injection::Bearer, &secret).unwrap(),
+                forms: Arc::new(Forms::new(&[secret.expose().as_bytes()])),
+            })
         };
         let cache = DekCache::new(Duration::from_secs(60), 1000, 16);
         let key = (CredentialId::generate(), 1);
         for _ in 0..3 {
             let (dek, _) = cache.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
-            drop(dek.forms(build));
+            drop(dek.opened(open).unwrap());
         }
-        assert_eq!(builds.load(Ordering::SeqCst), 1, "one build for the calls a cached DEK serves");
-        // Another version of the credential (a rotation) is another DEK: its own forms.
+        assert_eq!(opens.load(Ordering::SeqCst), 1, "one opening for the calls a cached DEK serves");
+        // Another version of the credential (a rotation) is another DEK: opened anew.
         let (dek, _) = cache.get_or_load((key.0, 2), || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
-        drop(dek.forms(build));
-        assert_eq!(builds.load(Ordering::SeqCst), 2);
-        // With the cache off, every call unwraps and builds.
+        drop(dek.opened(open).unwrap());
+        assert_eq!(opens.load(Ordering::SeqCst), 2);
+        // A failed opening is not kept: the next call tries again.
+        let (dek, _) = cache.get_or_load((key.0, 3), || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
+        assert!(dek.opened(|_| Err::<OpenedKey, _>("broken")).is_err());
+        drop(dek.opened(open).unwrap());
+        assert_eq!(opens.load(Ordering::SeqCst), 3);
+        // With the cache off, every call unwraps and opens.
         let off = DekCache::new(Duration::ZERO, 1000, 16);
         for _ in 0..2 {
             let (dek, _) = off.get_or_load(key, || async { Ok::<_, ()>(Dek::generate()) }).await.unwrap();
-            drop(dek.forms(build));
+            drop(dek.opened(open).unwrap());
         }
-        assert_eq!(builds.load(Ordering::SeqCst), 4);
+        assert_eq!(opens.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,13 +40,10 @@ use crate::phases::authenticate::Caller;
 use crate::phases::classify::classify;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::{forward, upstream_client, UpstreamClient};
-use crate::phases::inject::{
-    bedrock_key, build_upstream_request, connection_listed, is_hop_by_hop, secret_texts, upstream_base,
-};
+use crate::phases::inject::{build_upstream_request, connection_listed, is_hop_by_hop, upstream_base};
 use crate::phases::resolve::{pinned_elsewhere, resolve_credential, Resolved, Selector, CREDENTIAL_HEADER};
 use crate::phases::route::{route, Route};
 use crate::pools::PoolBook;
-use crate::redact::Forms;
 use crate::spend::SpendBook;
 
 /// Header carrying the call id (read from the request, or generated; always answered).
@@ -672,7 +669,7 @@ impl Inner {
         progress.metered = true;
 
         // 6. decrypt
-        let (secret, dek) = match decrypt(&self.deks, &self.kms, credential, &sealed).await {
+        let opened = match decrypt(&self.deks, &self.kms, credential, &sealed, route).await {
             Ok(opened) => opened,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
@@ -684,20 +681,13 @@ impl Inner {
             &parts.method,
             &parts.headers,
             body.clone(),
-            &secret,
+            &opened.wire,
         ) {
             Ok(request) => request,
             Err(refusal) => return Err(Failure::AfterAudit(refusal, pending.take(0).map(Box::new))),
         };
-        // The key's forms, built once per cached DEK. A Bedrock secret is masked as a whole
-        // and key by key.
-        let forms = dek.forms(|| {
-            let bedrock = (route.spec.api == Api::Bedrock).then(|| bedrock_key(&secret).ok()).flatten();
-            Forms::new(&secret_texts(route.spec.api, &secret, bedrock.as_ref()))
-        });
-        let redactor = Redactor::with_forms(forms);
-        drop(dek);
-        drop(secret);
+        let redactor = Redactor::with_forms(Arc::clone(&opened.forms));
+        drop(opened);
 
         // 8. forward
         let sent = Instant::now();

@@ -19,8 +19,8 @@ use http_body_util::BodyExt;
 use crate::cache::CachedCredential;
 use crate::phases::decrypt::decrypt;
 use crate::phases::forward::forward;
-use crate::phases::inject::{base_for, build_upstream_request};
-use crate::phases::route::route;
+use crate::phases::inject::{base_for, build_upstream_request, WireKey};
+use crate::phases::route::{route, Route};
 use std::sync::{Arc, Weak};
 
 use crate::server::{Inner, Sidecar};
@@ -39,31 +39,35 @@ fn models_path(provider: ProviderId) -> Option<&'static str> {
     })
 }
 
+/// The call that verifies a key of `provider` (its model listing), routed as a call.
+fn verification_route(provider: ProviderId) -> Result<Route, VaultError> {
+    let path = models_path(provider)
+        .ok_or_else(|| VaultError::Unprocessable(format!("verification of {provider} keys is not supported yet")))?;
+    let uri: Uri = format!("/{provider}{path}")
+        .parse()
+        .map_err(|e| VaultError::internal_by(format!("verification path of {provider}"), e))?;
+    route(&uri).map_err(|r| VaultError::internal(format!("verification route: {}", r.message)))
+}
+
 impl Sidecar {
-    /// Ask the provider with `secret`: what it said, or `None` when it did not answer.
+    /// Ask the provider with `key` on its verification `route` ([`verification_route`]):
+    /// what it said, or `None` when it did not answer.
     async fn ask(
         &self,
         provider: ProviderId,
         base_url: Option<&str>,
-        secret: &ProviderSecret,
+        route: &Route,
+        key: &WireKey,
     ) -> Result<Option<Verification>, VaultError> {
         let inner = self.inner();
-        let path = models_path(provider).ok_or_else(|| {
-            VaultError::Unprocessable(format!("verification of {provider} keys is not supported yet"))
-        })?;
-        let uri: Uri = format!("/{provider}{path}")
-            .parse()
-            .map_err(|e| VaultError::internal_by(format!("verification path of {provider}"), e))?;
-        let route = route(&uri).map_err(|r| VaultError::internal(format!("verification route: {}", r.message)))?;
         let base = base_for(base_url, provider, route.spec.default_upstream, &inner.config)
             .map_err(|r| VaultError::Unprocessable(r.message))?;
         let mut headers = HeaderMap::new();
         if provider == ProviderId::Anthropic {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         }
-        let request =
-            build_upstream_request(Some(base), &route, &Method::GET, &headers, bytes::Bytes::new(), secret)
-                .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
+        let request = build_upstream_request(Some(base), route, &Method::GET, &headers, bytes::Bytes::new(), key)
+            .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
         let timeout = inner.config.response_timeout.min(std::time::Duration::from_secs(30));
         match forward(&inner.client, request, timeout).await {
             Ok(response) => {
@@ -115,10 +119,12 @@ impl Sidecar {
             VaultError::StoreUnavailable(StoreError::unavailable_by("the verification was not made", e))
         })?;
         let writer = inner.audit.bound(&row);
-        let secret = decrypt(&inner.deks, &inner.kms, credential, &sealed).await;
-        let status = match secret {
-            Ok((secret, _)) => self.ask(credential.provider, credential.base_url.as_deref(), &secret).await,
-            Err(refusal) => Err(VaultError::KmsUnavailable(KmsError::unavailable(refusal.message))),
+        let status = match verification_route(credential.provider) {
+            Ok(route) => match decrypt(&inner.deks, &inner.kms, credential, &sealed, &route).await {
+                Ok(opened) => self.ask(credential.provider, credential.base_url.as_deref(), &route, &opened.wire).await,
+                Err(refusal) => Err(VaultError::KmsUnavailable(KmsError::unavailable(refusal.message))),
+            },
+            Err(unsupported) => Err(unsupported),
         };
         let answered = status.as_ref().ok().copied().flatten().and_then(|v| v.status);
         writer.complete(byok_domain::CallCompletion {
@@ -186,7 +192,11 @@ impl KeyProbe for ProbeHandle {
         secret: &'a ProviderSecret,
     ) -> ProbeFuture<'a> {
         Box::pin(async move {
-            Ok(self.sidecar()?.ask(provider, base_url, secret).await?.unwrap_or_else(Verification::unreachable))
+            let route = verification_route(provider)?;
+            let key = WireKey::new(route.spec.injection, secret)
+                .map_err(|r| VaultError::internal(format!("cannot build the verification request: {}", r.message)))?;
+            let sidecar = self.sidecar()?;
+            Ok(sidecar.ask(provider, base_url, &route, &key).await?.unwrap_or_else(Verification::unreachable))
         })
     }
 

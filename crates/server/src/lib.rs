@@ -9,6 +9,7 @@ mod datadir;
 mod fleet;
 mod hardening;
 mod logging;
+mod logwriter;
 mod migrate;
 
 use std::net::SocketAddr;
@@ -305,7 +306,8 @@ async fn check_org_keys(vault: &Vault, store: &Store) -> anyhow::Result<()> {
 
 /// Run `byok serve` until SIGINT or SIGTERM. `data_dir` is the global `--data-dir`.
 pub async fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    // Held to the end: dropping it writes the log lines still queued.
+    let _log = init_logging();
     hardening::refuse_core_dumps();
     let settings = Settings::load(data_dir, &args)?;
     let running = start(settings).await?;
@@ -332,16 +334,21 @@ async fn purge_periodically(vault: Vault, every: std::time::Duration, mut stop: 
     }
 }
 
-fn init_logging() {
+/// Log to standard error in batches ([`logwriter`]): a call's access line is formatted on
+/// the task that ends it and appended to a buffer that is written when full, every few
+/// milliseconds and at exit, so no request task makes a write system call per line. The
+/// returned guard writes the rest when dropped.
+fn init_logging() -> logwriter::LogGuard<std::io::Stderr> {
     let filter = logging::filter(std::env::var("BYOK_LOG").ok().as_deref());
     let format = std::env::var("BYOK_LOG_FORMAT").ok();
     let (format, unknown) = logging::format(format.as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = logwriter::batched(std::io::stderr());
     let _ = match format {
         logging::Format::Text => {
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init()
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer).try_init()
         }
-        logging::Format::Json => logging::json().with_env_filter(filter).with_writer(std::io::stderr).try_init(),
+        logging::Format::Json => logging::json().with_env_filter(filter).with_writer(writer).try_init(),
     };
     if let Some(unknown) = unknown {
         tracing::warn!(
@@ -349,6 +356,7 @@ fn init_logging() {
             "BYOK_LOG_FORMAT is neither `text` nor `json`; logging as text"
         );
     }
+    guard
 }
 
 async fn wait_for_signal() {

@@ -57,6 +57,8 @@ pub(crate) struct ClientSettings {
     allow_private: bool,
     /// The origins of the operator's `[upstreams]`: dialled without the address check.
     trusted: HashSet<Origin>,
+    /// Most idle keep-alive connections kept per upstream origin.
+    max_idle_per_host: usize,
 }
 
 impl From<&ProxyConfig> for ClientSettings {
@@ -65,21 +67,35 @@ impl From<&ProxyConfig> for ClientSettings {
             connect_timeout: config.connect_timeout,
             allow_private: config.allow_private_upstreams,
             trusted: config.upstreams.values().filter_map(|base| Origin::of_base(base.as_str())).collect(),
+            // A data-plane connection has at most one call in flight (HTTP/1.1), so no
+            // more upstream connections than the listener's bound are ever busy at once:
+            // as many stay open for reuse, none beyond.
+            max_idle_per_host: config.connections.max_connections,
         }
     }
 }
 
-/// Build the client: TLS (ring, webpki roots), connect timeout, pooled connections,
-/// every connection dialled by a [`Dialer`].
+/// How long an idle upstream connection is kept for reuse.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(90);
+
+/// Build the client: TLS (ring, webpki roots), connect timeout, every connection dialled
+/// by a [`Dialer`], kept alive and reused — up to [`ClientSettings::max_idle_per_host`]
+/// idle per origin for [`UPSTREAM_IDLE`] — so that a call under load finds a connection
+/// open (no TCP or TLS handshake per call).
 pub(crate) fn upstream_client(settings: impl Into<ClientSettings>) -> Result<UpstreamClient, ConfigError> {
-    let dialer = Dialer::new(settings.into());
+    let settings = settings.into();
+    let max_idle = settings.max_idle_per_host.max(1);
+    let dialer = Dialer::new(settings);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
         .map_err(ConfigError::Tls)?
         .https_or_http()
         .enable_http1()
         .wrap_connector(dialer);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(https))
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(UPSTREAM_IDLE)
+        .pool_max_idle_per_host(max_idle)
+        .build(https))
 }
 
 /// Send `request`; map failures to `upstream_unreachable` (502) or `upstream_timeout` (504)
@@ -89,14 +105,19 @@ pub(crate) async fn forward(
     request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Response<Incoming>, Refusal> {
-    let target = Origin::of_uri(request.uri()).map_or_else(|| "the upstream".to_owned(), |o| o.to_string());
+    // Named only when the call fails (no text built for a call that succeeds).
+    let uri = request.uri().clone();
+    let target = || Origin::of_uri(&uri).map_or_else(|| "the upstream".to_owned(), |origin| origin.to_string());
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(err)) => Err(Refusal::new(Code::UpstreamUnreachable, UNREACHABLE_MESSAGE)
-            .with_detail(format!("cannot reach {target}: {}", byok_domain::error::report(&err)))
+            .with_detail(format!("cannot reach {}: {}", target(), byok_domain::error::report(&err)))
             .caused_by(err)),
-        Err(_) => Err(Refusal::new(Code::UpstreamTimeout, TIMEOUT_MESSAGE)
-            .with_detail(format!("{target} did not answer within {} s", timeout.as_secs_f64()))),
+        Err(_) => Err(Refusal::new(Code::UpstreamTimeout, TIMEOUT_MESSAGE).with_detail(format!(
+            "{} did not answer within {} s",
+            target(),
+            timeout.as_secs_f64()
+        ))),
     }
 }
 

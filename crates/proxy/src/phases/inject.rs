@@ -12,7 +12,7 @@
 //! `Authorization: Bearer`; an AWS access key signs the final request (method, path as
 //! sent, query, headers, the body's SHA-256) with SigV4 (`aws-sigv4`, service `bedrock`).
 
-use axum::http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, HOST};
+use axum::http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
 use axum::http::{HeaderMap, Method, Request, Uri};
 use std::time::SystemTime;
 
@@ -154,7 +154,86 @@ pub(crate) fn bedrock_key(secret: &ProviderSecret) -> Result<BedrockKey, Refusal
         .map_err(|e| Refusal::new(Code::Internal, format!("the stored bedrock credential cannot be used: {e}")))
 }
 
-/// The outbound request for `route`, carrying `secret`. `base` is the upstream origin;
+/// A credential's key as the wire takes it: the header that carries it (marked sensitive)
+/// or, for a Bedrock access key, the key that signs. Built once per cached DEK
+/// (`cache::CachedDek`) instead of per call; a header value's bytes are zeroized when its
+/// last holder (the cache entry, a request in flight) drops it.
+pub(crate) struct WireKey {
+    /// The injection it was built for (a credential's provider decides it).
+    injection: Injection,
+    /// The header carrying the key: `Authorization: Bearer …`, `x-api-key`, …
+    header: Option<(HeaderName, HeaderValue)>,
+    /// A Bedrock secret: its region names the host; an access key signs each request.
+    bedrock: Option<BedrockKey>,
+}
+
+impl std::fmt::Debug for WireKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireKey")
+            .field("injection", &self.injection)
+            .field("header", &self.header.as_ref().map(|(name, _)| name))
+            .field("bedrock", &self.bedrock)
+            .finish()
+    }
+}
+
+impl WireKey {
+    /// `secret` ready for `injection`. Fails closed (`internal`) on a stored secret the
+    /// injection cannot use; the refusal never holds the secret.
+    pub(crate) fn new(injection: Injection, secret: &ProviderSecret) -> Result<Self, Refusal> {
+        let bedrock = match injection {
+            Injection::Signer => Some(bedrock_key(secret)?),
+            _ => None,
+        };
+        let header = match (injection, &bedrock) {
+            (Injection::Bearer, _) => Some((AUTHORIZATION, bearer(secret.expose())?)),
+            (Injection::Header(name), _) => Some((HeaderName::from_static(name), sensitive(secret.expose())?)),
+            (Injection::Signer, Some(BedrockKey { auth: BedrockAuth::ApiKey(key), .. })) => {
+                Some((AUTHORIZATION, bearer(secrecy::ExposeSecret::expose_secret(key))?))
+            }
+            (Injection::Signer, _) => None,
+        };
+        Ok(Self { injection, header, bedrock })
+    }
+
+    /// The Bedrock secret, if this is one.
+    pub(crate) fn bedrock(&self) -> Option<&BedrockKey> {
+        self.bedrock.as_ref()
+    }
+}
+
+/// `Bearer {key}` as a sensitive header value.
+fn bearer(key: &str) -> Result<HeaderValue, Refusal> {
+    let mut value = zeroize::Zeroizing::new(Vec::with_capacity(7 + key.len()));
+    value.extend_from_slice(b"Bearer ");
+    value.extend_from_slice(key.as_bytes());
+    header_value(value)
+}
+
+/// `key` as a sensitive header value.
+fn sensitive(key: &str) -> Result<HeaderValue, Refusal> {
+    header_value(zeroize::Zeroizing::new(key.as_bytes().to_vec()))
+}
+
+/// A sensitive header value that owns `bytes`: they are zeroized when the last copy of
+/// the value is dropped (its `Bytes` shares them, never copies them).
+fn header_value(bytes: zeroize::Zeroizing<Vec<u8>>) -> Result<HeaderValue, Refusal> {
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(ZeroizedBytes(bytes)))
+        .map_err(|_| Refusal::new(Code::Internal, "the stored credential is not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The owner of a header value's bytes, zeroized on drop.
+struct ZeroizedBytes(zeroize::Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for ZeroizedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The outbound request for `route`, carrying `key`. `base` is the upstream origin;
 /// `None` only for Bedrock, whose secret's region names it.
 pub(crate) fn build_upstream_request(
     base: Option<&str>,
@@ -162,14 +241,14 @@ pub(crate) fn build_upstream_request(
     method: &Method,
     client_headers: &HeaderMap,
     body: Bytes,
-    secret: &ProviderSecret,
+    key: &WireKey,
 ) -> Result<Request<Full<Bytes>>, Refusal> {
-    let bedrock = match route.spec.injection {
-        Injection::Signer => Some(bedrock_key(secret)?),
-        _ => None,
-    };
+    if key.injection != route.spec.injection {
+        return Err(Refusal::new(Code::Internal, "the credential's key was prepared for another provider"));
+    }
+    let bedrock = key.bedrock.as_ref();
     let region_origin;
-    let base = match (base, &bedrock) {
+    let base = match (base, bedrock) {
         (Some(base), _) => base,
         (None, Some(key)) => {
             region_origin = key.runtime_origin();
@@ -209,23 +288,13 @@ pub(crate) fn build_upstream_request(
     }
     // Usage is read and echoed keys are redacted from the response: it must not be compressed.
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let (name, value) = match (route.spec.injection, &bedrock) {
-        (Injection::Bearer, _) => (HeaderName::from_static("authorization"), format!("Bearer {}", secret.expose())),
-        (Injection::Header(name), _) => (HeaderName::from_static(name), secret.expose().to_owned()),
-        (Injection::Signer, Some(BedrockKey { auth: BedrockAuth::ApiKey(key), .. })) => {
-            (HeaderName::from_static("authorization"), format!("Bearer {}", secrecy::ExposeSecret::expose_secret(key)))
+    match (&key.header, bedrock) {
+        (Some((name, value)), _) => {
+            headers.insert(name.clone(), value.clone());
         }
-        (Injection::Signer, Some(key)) => {
-            sign_sigv4(method, &uri, &mut headers, &body, key, SystemTime::now())?;
-            return request_with(method, uri, headers, body);
-        }
-        (Injection::Signer, None) => return Err(Refusal::new(Code::Internal, "a signed provider without its key")),
-    };
-    let value = zeroize::Zeroizing::new(value);
-    let mut value = HeaderValue::from_bytes(value.as_bytes())
-        .map_err(|_| Refusal::new(Code::Internal, "the stored credential is not a valid header value"))?;
-    value.set_sensitive(true);
-    headers.insert(name, value);
+        (None, Some(signing)) => sign_sigv4(method, &uri, &mut headers, &body, signing, SystemTime::now())?,
+        (None, None) => return Err(Refusal::new(Code::Internal, "a signed provider without its key")),
+    }
     request_with(method, uri, headers, body)
 }
 
@@ -330,7 +399,8 @@ mod tests {
             "session_token": "FwoGZXIvYXdzEXAMPLETOKEN",
             "region": "eu-west-3",
         }));
-        let request = build_upstream_request(None, &route, &Method::POST, &client, body.clone(), &access).unwrap();
+        let request =
+            build_upstream_request(None, &route, &Method::POST, &client, body.clone(), &wire(&access)).unwrap();
         assert_eq!(
             request.uri().to_string(),
             "https://bedrock-runtime.eu-west-3.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
@@ -347,14 +417,20 @@ mod tests {
         assert_eq!(headers["x-amzn-bedrock-trace"], "ENABLED");
 
         // The operator's (or the credential's) base wins over the region.
-        let request =
-            build_upstream_request(Some("http://127.0.0.1:9"), &route, &Method::POST, &client, body.clone(), &access)
-                .unwrap();
+        let request = build_upstream_request(
+            Some("http://127.0.0.1:9"),
+            &route,
+            &Method::POST,
+            &client,
+            body.clone(),
+            &wire(&access),
+        )
+        .unwrap();
         assert!(request.uri().to_string().starts_with("http://127.0.0.1:9/model/"));
 
         // A Bedrock API key is a bearer token, marked sensitive; nothing is signed.
         let api = secret(serde_json::json!({"api_key": "ABSKQmVkcm9ja0FQSUtleS1leGFtcGxl", "region": "us-east-1"}));
-        let request = build_upstream_request(None, &route, &Method::POST, &client, body, &api).unwrap();
+        let request = build_upstream_request(None, &route, &Method::POST, &client, body, &wire(&api)).unwrap();
         assert_eq!(request.headers()["authorization"], "Bearer ABSKQmVkcm9ja0FQSUtleS1leGFtcGxl");
         assert!(request.headers()["authorization"].is_sensitive());
         assert!(!request.headers().contains_key("x-amz-date"));
@@ -362,9 +438,58 @@ mod tests {
 
         // A stored secret that is no Bedrock secret fails closed.
         let bad = ProviderSecret::new("sk-not-a-bedrock-secret-000".to_owned()).unwrap();
-        let refusal = build_upstream_request(None, &route, &Method::POST, &client, Bytes::new(), &bad).unwrap_err();
+        let refusal = WireKey::new(route.spec.injection, &bad).unwrap_err();
         assert_eq!(refusal.code, Code::Internal);
         assert!(!refusal.message.contains("sk-not"));
+    }
+
+    #[test]
+    fn the_wire_key_is_the_providers_header_marked_sensitive_and_never_printed() {
+        let secret = ProviderSecret::new("sk-wire-key-0123456789abcdef".to_owned()).unwrap();
+        let bearer = WireKey::new(Injection::Bearer, &secret).unwrap();
+        let header = WireKey::new(Injection::Header("x-api-key"), &secret).unwrap();
+        let route = route(&"/openai/v1/chat/completions".parse().unwrap()).unwrap();
+        let request = build_upstream_request(
+            Some("http://127.0.0.1:9"),
+            &route,
+            &Method::POST,
+            &HeaderMap::new(),
+            Bytes::new(),
+            &bearer,
+        )
+        .unwrap();
+        assert_eq!(request.headers()["authorization"], "Bearer sk-wire-key-0123456789abcdef");
+        assert!(request.headers()["authorization"].is_sensitive());
+        // The same prepared value serves every call.
+        let again = build_upstream_request(
+            Some("http://127.0.0.1:9"),
+            &route,
+            &Method::POST,
+            &HeaderMap::new(),
+            Bytes::new(),
+            &bearer,
+        )
+        .unwrap();
+        assert_eq!(again.headers()["authorization"], request.headers()["authorization"]);
+        // A key prepared for another provider's injection is refused, not sent.
+        let refusal = build_upstream_request(
+            Some("http://127.0.0.1:9"),
+            &route,
+            &Method::POST,
+            &HeaderMap::new(),
+            Bytes::new(),
+            &header,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, Code::Internal);
+        for key in [&bearer, &header] {
+            let printed = format!("{key:?} {:?}", key.header.as_ref().map(|(_, value)| value));
+            assert!(!printed.contains("sk-wire"), "{printed}");
+        }
+    }
+
+    fn wire(secret: &ProviderSecret) -> WireKey {
+        WireKey::new(Injection::Signer, secret).unwrap()
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {
