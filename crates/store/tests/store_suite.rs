@@ -917,6 +917,33 @@ async fn sqlite_urls_and_bad_urls() {
 }
 
 #[tokio::test]
+async fn a_new_sqlite_database_has_small_pages_and_an_existing_one_keeps_its_own() {
+    let t = TestStore::sqlite().await.unwrap();
+    assert_eq!(t.query_i64("PRAGMA page_size").await.unwrap(), 1024, "a new database: 1 KiB pages");
+    t.store().close().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("existing.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 4096; CREATE TABLE before_byok (x INTEGER); INSERT INTO before_byok VALUES (1);",
+        )
+        .unwrap();
+    }
+    let store = Store::open_sqlite(&path).await.unwrap();
+    let org = new_org(&store, "kept-pages").await;
+    assert_eq!(store.get_org(&org.id).await.unwrap().unwrap().name.as_str(), "kept-pages");
+    store.check_writable().await.unwrap();
+    store.close().await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0)).unwrap();
+    assert_eq!(size, 4096, "an existing database keeps its page size");
+    let kept: i64 = conn.query_row("SELECT x FROM before_byok", [], |row| row.get(0)).unwrap();
+    assert_eq!(kept, 1);
+}
+
+#[tokio::test]
 async fn test_store_exposes_the_raw_database() {
     let t = TestStore::sqlite().await.unwrap();
     let org = new_org(t.store(), "canary-org").await;

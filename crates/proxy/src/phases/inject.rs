@@ -449,38 +449,24 @@ mod tests {
         let bearer = WireKey::new(Injection::Bearer, &secret).unwrap();
         let header = WireKey::new(Injection::Header("x-api-key"), &secret).unwrap();
         let route = route(&"/openai/v1/chat/completions".parse().unwrap()).unwrap();
-        let request = build_upstream_request(
-            Some("http://127.0.0.1:9"),
-            &route,
-            &Method::POST,
-            &HeaderMap::new(),
-            Bytes::new(),
-            &bearer,
-        )
-        .unwrap();
+        let build = |key: &WireKey| {
+            build_upstream_request(
+                Some("http://127.0.0.1:9"),
+                &route,
+                &Method::POST,
+                &HeaderMap::new(),
+                Bytes::new(),
+                key,
+            )
+        };
+        let request = build(&bearer).unwrap();
         assert_eq!(request.headers()["authorization"], "Bearer sk-wire-key-0123456789abcdef");
         assert!(request.headers()["authorization"].is_sensitive());
         // The same prepared value serves every call.
-        let again = build_upstream_request(
-            Some("http://127.0.0.1:9"),
-            &route,
-            &Method::POST,
-            &HeaderMap::new(),
-            Bytes::new(),
-            &bearer,
-        )
-        .unwrap();
+        let again = build(&bearer).unwrap();
         assert_eq!(again.headers()["authorization"], request.headers()["authorization"]);
         // A key prepared for another provider's injection is refused, not sent.
-        let refusal = build_upstream_request(
-            Some("http://127.0.0.1:9"),
-            &route,
-            &Method::POST,
-            &HeaderMap::new(),
-            Bytes::new(),
-            &header,
-        )
-        .unwrap_err();
+        let refusal = build(&header).unwrap_err();
         assert_eq!(refusal.code, Code::Internal);
         for key in [&bearer, &header] {
             let printed = format!("{key:?} {:?}", key.header.as_ref().map(|(_, value)| value));
