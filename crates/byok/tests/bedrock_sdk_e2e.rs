@@ -22,7 +22,7 @@ use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::completion_of;
 use support::pki::Pki;
-use support::{admin_json, operator_token, Server};
+use support::{admin_json, operator_token, script_stdout, Server};
 
 const KEY_ID: &str = "AKIACANARYBEDROCKE2E7";
 const SECRET: &str = "canary-bedrock-secret/3f9a8b7c6d5e4f30a1b2c3d4e5f6a7b8c9d0e1f2";
@@ -54,12 +54,7 @@ async fn boto3_bedrock_runtime_works_through_byok_unchanged() {
     .await
     .unwrap();
     let upstream = mock.base_url();
-    let (cert, key) = (pki.path("proxy.crt"), pki.path("proxy.key"));
-    let server = Server::start_with(&[
-        ("BYOK_UPSTREAM_BEDROCK", upstream.as_str()),
-        ("BYOK_PROXY_TLS_CERT_FILE", cert.to_str().unwrap()),
-        ("BYOK_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
-    ]);
+    let server = Server::start_tls(&pki, &[("BYOK_UPSTREAM_BEDROCK", upstream.as_str())]);
     let operator = operator_token(&server);
     let http = reqwest::Client::new();
     let admin = |path: &str, body: Value| {
@@ -116,12 +111,7 @@ async fn boto3_bedrock_runtime_works_through_byok_unchanged() {
     .await
     .unwrap()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "boto3 script failed:\n{stdout}\n{stderr}\n{}", server.logs());
-    for text in [&stdout, &stderr, &server.logs()] {
-        assert!(!text.contains(SECRET), "the secret access key leaked into output");
-    }
+    let stdout = script_stdout("the boto3 script", &output, &server, &[SECRET]);
     let seen: Value = serde_json::from_str(&stdout).unwrap();
     assert!(seen["denied"].as_str().unwrap().contains("team"), "{seen}");
 

@@ -20,7 +20,7 @@ use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::completion_of;
-use support::{admin_json, operator_token, without_sdk_env, Server};
+use support::{admin_json, operator_token, script_stdout, without_sdk_env, Server};
 
 const OPENAI_KEY: &str = "sk-canary-node-openai-7a6b5c4d3e2f1a0b9c8d";
 const ANTHROPIC_KEY: &str = "sk-ant-canary-node-1f2e3d4c5b6a79880796";
@@ -114,12 +114,7 @@ async fn official_node_sdks_work_through_byok_unchanged() {
     .unwrap()
     .unwrap();
     let (output, token) = output;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "Node SDK script failed:\n{stdout}\n{stderr}\n{}", server.logs());
-    for text in [&stdout, &stderr, &server.logs()] {
-        assert!(KEYS.iter().all(|key| !text.contains(key)), "a key leaked into output");
-    }
+    let stdout = script_stdout("the Node SDK script", &output, &server, &KEYS);
     let seen: Value = serde_json::from_str(&stdout).unwrap();
 
     // What reached the provider: each provider's exact stored key in its own header,

@@ -20,7 +20,7 @@ use byok_mock_provider::{MockConfig, MockProvider, Provider};
 use byok_store::{AuditFilter, Store};
 use serde_json::{json, Value};
 use support::completion_of;
-use support::{without_sdk_env, Server};
+use support::{script_stdout, without_sdk_env, Server};
 
 const OPENAI_KEY: &str = "sk-canary-sdk-openai-5f1e2d3c4b5a69788796";
 const ANTHROPIC_KEY: &str = "sk-ant-canary-sdk-0a1b2c3d4e5f60718293";
@@ -210,12 +210,7 @@ async fn scenario(python: String, toml: &str) {
     .unwrap()
     .unwrap();
     let (output, server) = output;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "SDK script failed:\n{stdout}\n{stderr}\n{}", server.logs());
-    for text in [&stdout, &stderr, &server.logs()] {
-        assert!(KEYS.iter().all(|key| !text.contains(key)), "a key leaked into output");
-    }
+    let stdout = script_stdout("the SDK script", &output, &server, &KEYS);
     let seen: Value = serde_json::from_str(&stdout).unwrap();
 
     // What reached the provider: each provider's exact stored key in its own header,

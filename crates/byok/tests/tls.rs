@@ -59,12 +59,7 @@ async fn the_data_plane_answers_over_tls_only() {
         .await
         .unwrap();
     let upstream = mock.base_url();
-    let (cert, key) = (pki.path("proxy.crt"), pki.path("proxy.key"));
-    let server = Server::start_with(&[
-        ("BYOK_UPSTREAM_OPENAI", upstream.as_str()),
-        ("BYOK_PROXY_TLS_CERT_FILE", cert.to_str().unwrap()),
-        ("BYOK_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
-    ]);
+    let server = Server::start_tls(&pki, &[("BYOK_UPSTREAM_OPENAI", upstream.as_str())]);
     let operator = operator_token(&server);
     let http = reqwest::Client::new();
     let admin = |path: &str, body: Value| {

@@ -9,10 +9,10 @@
 //!   refused call opens no upstream connection at all;
 //! * the upstream origin comes from the provider registry, the operator's
 //!   configuration or the credential's admin-set `base_url` — never from the request;
-//! * the plaintext key exists only between `decrypt` and the outbound request (and, to
-//!   redact echoes, in the response redactor's forms of it, kept with the cached DEK),
-//!   always in zeroizing types; outbound
-//!   credential headers are marked sensitive;
+//! * the plaintext key is opened once per cached DEK and kept only as the outbound header
+//!   that carries it (or the Bedrock key that signs) and the response redactor's forms of
+//!   it, with that DEK and no longer, always in zeroizing memory; outbound credential
+//!   headers are marked sensitive;
 //! * when audit, store or KMS cannot be used, the call fails closed with 503;
 //! * a katman-b or katman-c call never uses a platform credential; every completion
 //!   carries the price in force when its call was made.

@@ -59,6 +59,17 @@ impl Server {
         Self::start_in(tempfile::tempdir().unwrap(), env)
     }
 
+    /// Start with the data plane over TLS (the certificate and key of `pki`) and `env`.
+    pub fn start_tls(pki: &pki::Pki, env: &[(&str, &str)]) -> Self {
+        let (cert, key) = (pki.path("proxy.crt"), pki.path("proxy.key"));
+        let mut all = vec![
+            ("BYOK_PROXY_TLS_CERT_FILE", cert.to_str().unwrap()),
+            ("BYOK_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        Self::start_with(&all)
+    }
+
     /// Start on an existing data directory (a restart).
     pub fn start_in(data_dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let logs = tempfile::tempdir().unwrap();
@@ -262,4 +273,17 @@ pub fn without_sdk_env(command: &mut Command) -> &mut Command {
         command.env_remove(var);
     }
     command
+}
+
+/// The standard output of an SDK script `what` that must have succeeded, once none of
+/// `secrets` is found in its output or in `server`'s log.
+pub fn script_stdout(what: &str, output: &std::process::Output, server: &Server, secrets: &[&str]) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let logs = server.logs();
+    assert!(output.status.success(), "{what} failed:\n{stdout}\n{stderr}\n{logs}");
+    for text in [&stdout, &stderr, &logs] {
+        assert!(secrets.iter().all(|secret| !text.contains(secret)), "a key leaked into the output of {what}");
+    }
+    stdout
 }

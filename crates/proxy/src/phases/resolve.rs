@@ -88,11 +88,6 @@ fn scope_refusal(credential: &Credential, call: &CallScope) -> Option<Refusal> {
     })
 }
 
-/// The pinned credential among the snapshot's, if it is there.
-pub(crate) fn find_pinned<'a>(org: &'a OrgSnapshot, reference: &str) -> Option<&'a Arc<CachedCredential>> {
-    org.pinned(reference)
-}
-
 /// A pinned credential that is in neither snapshot (another provider's, to be refused by
 /// name rather than as unknown): the org's own first, then the platform pool's.
 pub(crate) async fn pinned_elsewhere(
@@ -101,7 +96,7 @@ pub(crate) async fn pinned_elsewhere(
     platform: Option<&OrgSnapshot>,
     reference: &str,
 ) -> Result<Option<(Arc<CachedCredential>, CredentialOwner)>, byok_store::StoreError> {
-    if find_pinned(org, reference).is_some() || platform.is_some_and(|p| find_pinned(p, reference).is_some()) {
+    if org.pinned(reference).is_some() || platform.is_some_and(|p| p.pinned(reference).is_some()) {
         return Ok(None);
     }
     if let Some(own) = directory.credential_anywhere(&org.org.id, reference).await? {
@@ -276,11 +271,10 @@ pub(crate) fn resolve_credential(
 ) -> Result<Vec<Resolved>, ResolveRefusal> {
     let tier = org.org.tier;
     if let Some(reference) = pin {
-        let (pinned, owner) = find_pinned(org, reference)
+        let (pinned, owner) = org
+            .pinned(reference)
             .map(|c| (Arc::clone(c), CredentialOwner::Org))
-            .or_else(|| {
-                platform.and_then(|p| find_pinned(p, reference)).map(|c| (Arc::clone(c), CredentialOwner::Platform))
-            })
+            .or_else(|| platform.and_then(|p| p.pinned(reference)).map(|c| (Arc::clone(c), CredentialOwner::Platform)))
             .or(pinned_elsewhere)
             .ok_or_else(|| {
                 refused(
